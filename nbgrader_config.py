@@ -1,0 +1,19 @@
+"""nbgrader settings for building student releases: `nbgrader generate_assignment <name>`.
+
+source/<assignment>/*.ipynb (instructor notebooks, solutions inside) -> release/<assignment>/ (students).
+nbgrader is used only to build releases and for its cell metadata (grade_id, locked, points); grading is
+done by the project's own autograder (see autograder/), which runs student code in a sandbox.
+"""
+from pathlib import Path
+
+c = get_config()  # noqa: F821  (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.root = str(Path(__file__).resolve().parent)
+c.CourseDirectory.course_id = "dlcourse"
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.db_url = f"sqlite:///{Path(__file__).resolve().parent / 'gradebook.db'}"
+
+# What students see where a solution was.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
