@@ -113,7 +113,7 @@ def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit
         model.train()
         start, loss_sum, correct, seen = time.time(), 0.0, 0, 0
         order = torch.randperm(len(y_train), device=y_train.device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if progress else True, leave=False)  # None: no bars when not a terminal
         for i in bar:
             idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
             x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)

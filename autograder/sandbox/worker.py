@@ -20,6 +20,7 @@ import os
 import resource
 import sys
 import traceback
+import types
 
 REQUEST_FD, RESPONSE_FD = int(sys.argv[1]), int(sys.argv[2])
 SETTINGS = json.loads(sys.argv[3])
@@ -175,7 +176,9 @@ STAND_INS = {"torch_attention": TorchAttention, "torch_mlp": TorchMLP, "conv_pat
              "torchvision_block": torchvision_block}
 
 # 3. Running cells and serving requests. -------------------------------------------------------------
-NAMESPACE: dict = {"__name__": "__student__"}
+_STUDENT_MODULE = types.ModuleType("__student__")  # a real module: dataclasses look their class up in sys.modules
+sys.modules[_STUDENT_MODULE.__name__] = _STUDENT_MODULE
+NAMESPACE: dict = _STUDENT_MODULE.__dict__
 HANDLES: dict = {}
 
 

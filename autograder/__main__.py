@@ -1,0 +1,87 @@
+"""Command line of the autograder.
+
+    python -m autograder release [ASSIGNMENT ...]        build release/<a>/ from source/<a>/ with nbgrader
+    python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
+    python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
+    python -m autograder demo                            all of the above on the bundled samples, then the gradebook
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from autograder.assignments import PROJECT_ROOT, list_assignments
+
+
+def build_release(names: list[str]) -> None:
+    """`nbgrader generate_assignment` for each assignment. nbgrader shells out to alembic, so the
+    interpreter's bin folder goes first on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    for name in names:
+        print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=WARN"],
+                              cwd=PROJECT_ROOT, env=env)
+        if proc.returncode:
+            raise SystemExit(f"nbgrader generate_assignment {name} failed (exit {proc.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_release = sub.add_parser("release", help="build student releases with nbgrader")
+    p_release.add_argument("assignments", nargs="*")
+    p_samples = sub.add_parser("samples", help="write an assignment's sample submissions")
+    p_samples.add_argument("assignment")
+    p_samples.add_argument("--out", type=Path)
+    p_grade = sub.add_parser("grade", help="grade a folder of submissions")
+    p_grade.add_argument("submissions", type=Path)
+    p_grade.add_argument("--assignment", required=True, choices=list_assignments())
+    p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
+    for p in (p_grade, p_demo):
+        p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
+        p.add_argument("--workers", type=int, default=2, help="submissions graded in parallel (default 2)")
+        p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per student worker (default 4096)")
+        p.add_argument("--timeout", type=float, default=20.0, help="seconds per layer-test call (default 20)")
+        p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
+    args = parser.parse_args(argv)
+
+    from autograder.gradebook import format_table
+    from autograder.grade import GradeOptions, grade_folder
+    from autograder.samples import build_samples
+
+    if args.command == "release":
+        build_release(args.assignments or list_assignments())
+        return 0
+    if args.command == "samples":
+        out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment
+        for archive in build_samples(args.assignment, out):
+            print(archive)
+        return 0
+    options = GradeOptions(workers=args.workers, memory_mb=args.memory_mb, call_timeout=args.timeout)
+    if args.command == "grade":
+        out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
+        gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades)
+        print(format_table(gradebook))
+        print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
+        return 0
+    # demo
+    names = list_assignments()
+    build_release(names)
+    for name in names:
+        samples = PROJECT_ROOT / "build" / "samples" / name
+        print(f"\nBuilding the sample submissions of '{name}' into {samples.relative_to(PROJECT_ROOT)}/ ...", flush=True)
+        build_samples(name, samples)
+        out = (args.out / name) if args.out else PROJECT_ROOT / "build" / "grades" / name
+        gradebook = grade_folder(samples, name, out, options, args.hand_grades)
+        print(f"\nGradebook of '{name}':\n{format_table(gradebook)}\n")
+        print(f"Wrote {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}/"
+              "gradebook.csv, gradebook.json and feedback/<student>.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Grade a folder of submissions: one trusted judge process per submission, in parallel.
+
+    python -m autograder grade SUBMISSIONS --assignment vit --out build/grades/vit --workers 2
+
+SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, also .tgz/.tar/.zip),
+loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`). Pipeline for each one:
+  1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
+     the archive (unpack_submission);
+  2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
+     in the sandbox and writes results.json (autograder/judge.py);
+  3. record: a gradebook row, whatever happened (build_row).
+Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+
+MAX_FILE_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 2 << 30
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+class BadSubmission(Exception):
+    """The submission could not be unpacked (its message goes into the gradebook)."""
+
+
+@dataclass
+class Submission:
+    student_id: str
+    path: Path
+
+
+def discover(folder: Path) -> list[Submission]:
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} is not a folder of submissions")
+    found = []
+    for path in sorted(folder.iterdir()):
+        name = path.name
+        if name.startswith("."):
+            continue
+        suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
+        if suffix:
+            found.append(Submission(name[: -len(suffix)], path))
+        elif name.endswith(".ipynb") or path.is_dir():
+            found.append(Submission(path.stem if path.is_file() else name, path))
+    return found
+
+
+def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> list[str]:
+    """Copy the assignment's files out of the submission into `dest`; return the names found."""
+    wanted = set(assignment.files)
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def accept(member_name: str) -> str | None:
+        parts = Path(member_name).parts
+        if len(parts) == 1 or (len(parts) == 2 and parts[0] == assignment.name):
+            return parts[-1] if parts[-1] in wanted else None
+        return None
+
+    written, total = [], 0
+
+    def write(name: str, size: int, read) -> None:
+        nonlocal total
+        total += size
+        if size > MAX_FILE_BYTES or total > MAX_TOTAL_BYTES:
+            raise BadSubmission(f"{name} is too large ({size / 2**20:.0f} MiB)")
+        (dest / name).write_bytes(read())
+        written.append(name)
+
+    path = sub.path
+    try:
+        if path.is_dir():
+            for f in assignment.files:
+                for candidate in (path / f, path / assignment.name / f):
+                    if candidate.is_file():
+                        write(f, candidate.stat().st_size, candidate.read_bytes)
+                        break
+        elif path.name.endswith(".ipynb"):
+            write(assignment.notebook, path.stat().st_size, path.read_bytes)
+        elif path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    name = accept(info.filename)
+                    if name and not info.is_dir() and name not in written:
+                        write(name, info.file_size, lambda info=info: archive.read(info))
+        else:
+            with tarfile.open(path) as archive:
+                for member in archive.getmembers():
+                    name = accept(member.name)
+                    if name and member.isfile() and name not in written:
+                        write(name, member.size, lambda member=member: archive.extractfile(member).read())
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise BadSubmission(f"{path.name} could not be unpacked ({type(exc).__name__}: {exc}); "
+                            "make it again with CollectSubmission.sh") from None
+    return written
+
+
+@dataclass
+class GradeOptions:
+    workers: int = 2
+    memory_mb: int = 4096
+    call_timeout: float = 20.0
+    submission_timeout: float = 1800.0
+
+
+def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions, hide: list[Path]) -> dict:
+    """Unpack and judge one submission; always returns a result dict (with "status")."""
+    work = out / "work" / sub.student_id
+    logs = out / "logs" / sub.student_id
+    shutil.rmtree(work, ignore_errors=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        files = unpack_submission(sub, assignment, work)
+    except BadSubmission as exc:
+        return {"status": "bad-archive", "message": str(exc), "tests": []}
+    results_path = work / "results.json"
+    threads = max(1, (os.cpu_count() or 2) // max(1, options.workers))
+    command = [sys.executable, "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
+               "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+               "--submission-dir", str(work), "--results-json", str(results_path),
+               "--worker-log", str(logs / "worker.log"), "--memory-mb", str(options.memory_mb),
+               "--threads", str(threads), "--call-timeout", str(options.call_timeout)]
+    for path in hide:
+        command += ["--hide", str(path)]
+    with open(logs / "judge.log", "wb") as log:
+        try:
+            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                                  timeout=options.submission_timeout)
+        except subprocess.TimeoutExpired:
+            return {"status": "timeout", "message": f"grading took more than {options.submission_timeout:.0f} s", "tests": []}
+    if not results_path.exists():
+        return {"status": "grader-error", "message": f"the judge exited with code {proc.returncode} without results "
+                f"(see {logs / 'judge.log'})", "tests": []}
+    results = json.loads(results_path.read_text())
+    results["files"] = files
+    if results.get("fatal") and assignment.notebook not in files:
+        results["status"] = "missing-notebook"
+    elif results.get("fatal"):
+        results["status"] = "bad-notebook"
+    elif "crashed" in results.get("events", []):
+        results["status"] = "crashed"
+    elif "timeout" in results.get("events", []):
+        results["status"] = "timeout"
+    else:
+        results["status"] = "ok"
+    results["message"] = results.get("fatal") or ""
+    return results
+
+
+def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
+                 hand_grades: Path | None = None, progress=print) -> dict:
+    from autograder.gradebook import build_gradebook, write_outputs
+
+    assignment = load_assignment(assignment_name)
+    subs = discover(submissions)
+    if not subs:
+        raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
+    out.mkdir(parents=True, exist_ok=True)
+    hide = [submissions.resolve(), out.resolve()]
+    progress(f"Grading {len(subs)} submission(s) of '{assignment.name}' with {options.workers} worker(s)...")
+
+    def one(sub: Submission) -> tuple[Submission, dict]:
+        result = judge(sub, assignment, out, options, hide)
+        progress(f"  {sub.student_id}: {result['status']}")
+        return sub, result
+
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        results = list(pool.map(one, subs))
+    gradebook = build_gradebook(assignment, results, hand_grades)
+    write_outputs(gradebook, out)
+    return gradebook

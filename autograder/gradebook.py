@@ -1,0 +1,146 @@
+"""From judge results to the gradebook: gradebook.json, gradebook.csv and feedback/<student-id>.md.
+
+One row per submission, whatever happened to it. A skipped test (e.g. a CUDA-only threshold in a CPU
+run) earns nothing and is left out of max_score: its points are reported as not judged, never as passed.
+Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
+(student_id,grade_id,points) and stay "pending" until then.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+from autograder.assignments import Assignment
+from autograder.notebook import grade_id, read_notebook
+
+
+def hand_graded_cells(assignment: Assignment) -> list[dict]:
+    nb = read_notebook(assignment.release_dir / assignment.notebook)
+    cells = []
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and meta.get("solution"):
+            cells.append({"grade_id": grade_id(cell), "points": meta.get("points", 0)})
+    return cells
+
+
+def read_hand_grades(path: Path | None) -> dict[tuple[str, str], float]:
+    if not path:
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"student_id", "grade_id", "points"} <= set(rows[0]):
+        raise SystemExit(f"{path}: expected the columns student_id,grade_id,points")
+    return {(r["student_id"], r["grade_id"]): float(r["points"]) for r in rows}
+
+
+def build_gradebook(assignment: Assignment, results: list, hand_grades_csv: Path | None = None) -> dict:
+    tests: dict[str, dict] = {}
+    for _, result in results:
+        for t in result.get("tests", []):
+            tests.setdefault(t["id"], {k: t[k] for k in ("id", "title", "group", "points")})
+    manual = hand_graded_cells(assignment)
+    hand = read_hand_grades(hand_grades_csv)
+    rows = []
+    for sub, result in sorted(results, key=lambda r: r[0].student_id):
+        by_id = {t["id"]: t for t in result.get("tests", [])}
+        row_tests = {}
+        for tid, info in tests.items():
+            t = by_id.get(tid) or {"outcome": "error", "earned": 0.0,
+                                   "message": result.get("message") or "not graded (see status)"}
+            row_tests[tid] = {"outcome": t["outcome"], "points": info["points"], "earned": t["earned"], "message": t["message"]}
+        judged = [t for t in row_tests.values() if t["outcome"] != "skipped"]
+        rows.append({
+            "student_id": sub.student_id, "status": result["status"], "message": result.get("message", ""),
+            "score": sum(t["earned"] for t in judged), "max_score": sum(t["points"] for t in judged),
+            "not_judged_points": sum(t["points"] for t in row_tests.values() if t["outcome"] == "skipped"),
+            "tests": row_tests,
+            "hand_graded": {m["grade_id"]: {"points": m["points"], "earned": hand.get((sub.student_id, m["grade_id"]))}
+                            for m in manual},
+            "notes": result.get("notes", {}), "problems": result.get("problems", []),
+            "cell_errors": result.get("cell_errors", {}), "forbidden_calls": result.get("forbidden_calls", []),
+            "isolation": result.get("isolation", ""), "seconds": result.get("seconds"),
+        })
+    return {
+        "assignment": assignment.name,
+        "graded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "isolation": sorted({r["isolation"] for r in rows if r["isolation"]}),
+        "device": sorted({r.get("device", "") for _, r in results if r.get("device")}),
+        "tests": list(tests.values()), "hand_graded": manual, "submissions": rows,
+    }
+
+
+def write_outputs(gradebook: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gradebook.json").write_text(json.dumps(gradebook, indent=2))
+    test_ids = [t["id"] for t in gradebook["tests"]]
+    with open(out / "gradebook.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student_id", "status", "score", "max_score", "not_judged_points", *test_ids,
+                         *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"])])
+        for row in gradebook["submissions"]:
+            cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
+            hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
+            writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
+                             f"{row['not_judged_points']:g}", *cells, *hand])
+    feedback = out / "feedback"
+    feedback.mkdir(exist_ok=True)
+    for row in gradebook["submissions"]:
+        (feedback / f"{row['student_id']}.md").write_text(feedback_text(gradebook, row))
+
+
+def feedback_text(gradebook: dict, row: dict) -> str:
+    """Per-student feedback: every test with its points and, when it failed, why (never the test's code)."""
+    lines = [f"# {gradebook['assignment']}: feedback for {row['student_id']}", "",
+             f"**Autograded score: {row['score']:g} / {row['max_score']:g}**  (status: {row['status']})"]
+    if row["not_judged_points"]:
+        lines.append(f"{row['not_judged_points']:g} more points were not judged in this grading run (see below).")
+    if row["message"]:
+        lines += ["", f"> {row['message']}"]
+    for problem in row["problems"]:
+        lines += ["", f"> {problem}"]
+    groups: dict[str, list] = {}
+    for t in gradebook["tests"]:
+        groups.setdefault(t["group"], []).append(t)
+    for group, tests in groups.items():
+        judged = [row["tests"][t["id"]] for t in tests if row["tests"][t["id"]]["outcome"] != "skipped"]
+        lines += ["", f"## {group} ({sum(r['earned'] for r in judged):g} / {sum(r['points'] for r in judged):g})"]
+        for t in tests:
+            r = row["tests"][t["id"]]
+            mark = {"passed": "PASS", "skipped": "NOT JUDGED"}.get(r["outcome"], "FAIL")
+            lines.append(f"- [{mark}] {t['title']} ({r['earned']:g}/{r['points']:g})")
+            if r["message"]:
+                lines += [f"    {line}" for line in r["message"].splitlines()]
+    if row["notes"]:
+        lines += ["", "## Notes"] + [f"- {name}: {text}" for name, text in row["notes"].items()]
+    if row["hand_graded"]:
+        lines += ["", "## Hand-graded answers"]
+        for gid, h in row["hand_graded"].items():
+            lines.append(f"- {gid}: " + ("pending" if h["earned"] is None else f"{h['earned']:g} / {h['points']:g}"))
+    return "\n".join(lines) + "\n"
+
+
+def format_table(gradebook: dict) -> str:
+    """The gradebook as a fixed-width table for the terminal: one row per submission, a column per test group."""
+    groups = list(dict.fromkeys(t["group"] for t in gradebook["tests"]))
+    header = ["student", "status", "score"] + groups + ["hand-graded"]
+    body = []
+    for row in gradebook["submissions"]:
+        cells = [row["student_id"], row["status"], f"{row['score']:g}/{row['max_score']:g}"]
+        for group in groups:
+            ts = [row["tests"][t["id"]] for t in gradebook["tests"] if t["group"] == group]
+            judged = [t for t in ts if t["outcome"] != "skipped"]
+            cells.append(f"{sum(t['earned'] for t in judged):g}/{sum(t['points'] for t in judged):g}" if judged else "not judged")
+        pending = sum(1 for h in row["hand_graded"].values() if h["earned"] is None)
+        cells.append(f"{pending} pending" if pending else "done")
+        body.append(cells)
+    widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+    skipped = {t["id"]: r["tests"][t["id"]]["message"] for r in gradebook["submissions"] for t in gradebook["tests"]
+               if r["tests"][t["id"]]["outcome"] == "skipped"}
+    for tid, reason in skipped.items():
+        lines.append(f"not judged: {tid}: {reason}")
+    return "\n".join(lines)

@@ -1,0 +1,288 @@
+"""Hidden tests of the ViT assignment (source/vit/vit.ipynb). Never shipped to students.
+
+Every layer is compared with a torch/torchvision reference given the same weights. Block and ViT are
+tested with stand-in sublayers built from torch itself (`substitutes`), so a bug in Attention costs
+points only in the Attention tests. The accuracy tests rebuild the student's saved model in the
+sandbox; only this process holds the labels.
+"""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
+
+from autograder.feedback import Feedback, assert_close, assert_shape
+from autograder.judge import call
+from autograder.notebook import find_forbidden
+from dlcourse.checks import fill_parameters_, seeded_randn
+from dlcourse.data import load_image_split
+
+ASSIGNMENT = "vit"
+# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
+RUN_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
+FORBIDDEN_NAMES = ["MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
+                   "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
+                   "TransformerDecoderLayer"]
+FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]
+FORBIDDEN_ATTRIBUTES = ["torch.nn.functional." + n for n in ("scaled_dot_product_attention", "multi_head_attention_forward")] + \
+                       ["torch.nn." + n for n in FORBIDDEN_NAMES if n not in ("scaled_dot_product_attention", "multi_head_attention_forward")]
+
+FASHION_MNIST_THRESHOLD = 0.85
+CIFAR10_THRESHOLD = 0.65
+
+
+def check_rules(student, cell: str) -> None:
+    """Fail if the answer cell uses a forbidden API (read statically; the worker also trips at run time)."""
+    used = find_forbidden(student.cell_source(cell), FORBIDDEN_NAMES, FORBIDDEN_MODULES)
+    if used:
+        raise Feedback(f"cell '{cell}' uses what this assignment forbids: {', '.join(used)}")
+
+
+def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor, forward=None):
+    x = x.clone().requires_grad_(True)
+    module.zero_grad()
+    out = forward(x) if forward else module(x)
+    out.backward(grad_output)
+    return x.grad, {n: p.grad for n, p in module.named_parameters()}
+
+
+class TestPatchify:
+    GROUP = "Patchify"
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """Patchify returns (B, N, D), also for non-square images"""
+        check_rules(student, "patchify")
+        result = student.run(call("Patchify", in_channels=3, patch_size=8, embed_dim=16), (seeded_randn(2, 3, 16, 32),),
+                             what="Patchify(3, 8, 16) on a (2, 3, 16, 32) batch")
+        assert_shape(result.output, (2, 8, 16), "Patchify output")
+
+    @pytest.mark.points(2)
+    def test_values_match_reference(self, student):
+        """Patch embeddings equal a strided convolution, patches in row-major order"""
+        check_rules(student, "patchify")
+        conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)
+        x = seeded_randn(3, 1, 28, 28, seed=2)
+        result = student.run(call("Patchify", in_channels=1, patch_size=7, embed_dim=8), (x,),
+                             weights={"proj.weight": conv.weight, "proj.bias": conv.bias}, what="Patchify(1, 7, 8)")
+        assert_close(result.output, conv(x).flatten(2).transpose(1, 2).detach(), "Patchify output")
+
+    @pytest.mark.points(1)
+    def test_gradients_match_reference(self, student):
+        """Gradients of Patchify (input and weights) equal the reference's"""
+        check_rules(student, "patchify")
+        conv = fill_parameters_(nn.Conv2d(3, 4, kernel_size=4, stride=4), seed=3)
+        x, g = seeded_randn(2, 3, 8, 12, seed=4), seeded_randn(2, 6, 4, seed=5)
+        result = student.run(call("Patchify", in_channels=3, patch_size=4, embed_dim=4), (x,),
+                             weights={"proj.weight": conv.weight, "proj.bias": conv.bias}, grad_output=g, what="Patchify(3, 4, 4)")
+        x_grad, p_grads = reference_grads(conv, x, g, forward=lambda t: conv(t).flatten(2).transpose(1, 2))
+        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
+        assert_close(result.param_grads.get("proj.weight", torch.zeros(0)), p_grads["weight"], "gradient of proj.weight")
+
+
+def mha_reference(dim: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
+    mha = fill_parameters_(nn.MultiheadAttention(dim, heads, batch_first=True), seed=seed, scale=0.3).eval()
+    weights = {"qkv.weight": mha.in_proj_weight, "qkv.bias": mha.in_proj_bias,
+               "proj.weight": mha.out_proj.weight, "proj.bias": mha.out_proj.bias}
+    return mha, weights
+
+
+class TestAttention:
+    GROUP = "Attention"
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """Attention maps (B, T, D) to (B, T, D)"""
+        check_rules(student, "attention")
+        result = student.run(call("Attention", dim=24, num_heads=3), (seeded_randn(2, 7, 24),), what="Attention(24, 3)")
+        assert_shape(result.output, (2, 7, 24), "Attention output")
+
+    @pytest.mark.points(3)
+    @pytest.mark.parametrize("dim,heads", [(16, 1), (32, 4), (48, 6)])
+    def test_matches_torch_multihead_attention(self, student, dim, heads):
+        """Attention equals torch.nn.MultiheadAttention with the same weights"""
+        check_rules(student, "attention")
+        mha, weights = mha_reference(dim, heads, seed=dim)
+        x = seeded_randn(2, 9, dim, seed=heads)
+        result = student.run(call("Attention", dim=dim, num_heads=heads), (x,), weights=weights,
+                             what=f"Attention(dim={dim}, num_heads={heads})")
+        expected = mha(x, x, x, need_weights=False)[0].detach()
+        assert_close(result.output, expected, f"Attention output (dim={dim}, heads={heads})")
+        # A second oracle: the same computation through F.scaled_dot_product_attention, head by head.
+        q, k, v = F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(dim, dim=2)
+        split = lambda t: t.view(2, 9, heads, dim // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(2, 9, dim)
+        assert_close(result.output, F.linear(y, weights["proj.weight"], weights["proj.bias"]).detach(), "Attention output")
+
+    @pytest.mark.points(2)
+    def test_gradients_match_torch(self, student):
+        """Gradients of Attention (input and all weights) equal torch.nn.MultiheadAttention's"""
+        check_rules(student, "attention")
+        mha, weights = mha_reference(32, 4, seed=7)
+        x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
+        result = student.run(call("Attention", dim=32, num_heads=4), (x,), weights=weights, grad_output=g,
+                             what="Attention(32, 4) backward")
+        x_grad, p_grads = reference_grads(mha, x, g, forward=lambda t: mha(t, t, t, need_weights=False)[0])
+        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
+        for ours, theirs in [("qkv.weight", "in_proj_weight"), ("qkv.bias", "in_proj_bias"),
+                             ("proj.weight", "out_proj.weight"), ("proj.bias", "out_proj.bias")]:
+            if ours not in result.param_grads:
+                raise Feedback(f"{ours} received no gradient")
+            assert_close(result.param_grads[ours], p_grads[theirs], f"gradient of {ours}")
+
+
+class TestMLP:
+    GROUP = "MLP"
+
+    @pytest.mark.points(2)
+    def test_matches_reference(self, student):
+        """MLP equals fc2(GELU(fc1(x))), values and gradients"""
+        check_rules(student, "mlp")
+        fc1, fc2 = fill_parameters_(nn.Linear(12, 20), seed=1), fill_parameters_(nn.Linear(20, 12), seed=2)
+        ref = nn.Sequential(fc1, nn.GELU(), fc2)
+        x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
+        weights = {"fc1.weight": fc1.weight, "fc1.bias": fc1.bias, "fc2.weight": fc2.weight, "fc2.bias": fc2.bias}
+        result = student.run(call("MLP", dim=12, hidden_dim=20), (x,), weights=weights, grad_output=g, what="MLP(12, 20)")
+        x_grad, _ = reference_grads(ref, x, g)
+        assert_close(result.output, ref(x).detach(), "MLP output")
+        assert_close(result.input_grads[0], x_grad, "MLP gradient with respect to the input")
+
+
+def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> EncoderBlock:
+    from functools import partial
+
+    block = EncoderBlock(heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
+    return fill_parameters_(block, seed=seed, scale=0.3).eval()
+
+
+def block_weights(ref: EncoderBlock) -> dict:
+    """torchvision EncoderBlock weights under the student's names (attn/mlp are torch stand-ins)."""
+    sa = ref.self_attention
+    return {"norm1.weight": ref.ln_1.weight, "norm1.bias": ref.ln_1.bias,
+            "attn.mha.in_proj_weight": sa.in_proj_weight, "attn.mha.in_proj_bias": sa.in_proj_bias,
+            "attn.mha.out_proj.weight": sa.out_proj.weight, "attn.mha.out_proj.bias": sa.out_proj.bias,
+            "norm2.weight": ref.ln_2.weight, "norm2.bias": ref.ln_2.bias,
+            "mlp.fc1.weight": ref.mlp[0].weight, "mlp.fc1.bias": ref.mlp[0].bias,
+            "mlp.fc2.weight": ref.mlp[3].weight, "mlp.fc2.bias": ref.mlp[3].bias}
+
+
+def block_substitutes(dim: int, heads: int, mlp_dim: int, prefix: str = "") -> dict:
+    return {f"{prefix}attn": {"kind": "torch_attention", "kwargs": {"dim": dim, "num_heads": heads}},
+            f"{prefix}mlp": {"kind": "torch_mlp", "kwargs": {"dim": dim, "hidden_dim": mlp_dim}}}
+
+
+class TestBlock:
+    GROUP = "Block"
+
+    @pytest.mark.points(3)
+    def test_matches_torchvision_encoder_block(self, student):
+        """Pre-norm Block (norm, attention, residual, norm, MLP, residual) equals torchvision's EncoderBlock"""
+        check_rules(student, "block")
+        ref = encoder_block(16, 2, 32, seed=11)
+        x = seeded_randn(2, 6, 16, seed=12)
+        result = student.run(call("Block", dim=16, num_heads=2, mlp_dim=32), (x,), weights=block_weights(ref),
+                             substitutes=block_substitutes(16, 2, 32), what="Block(16, 2, 32)")
+        assert_close(result.output, ref(x).detach(), "Block output", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_residual_gradients(self, student):
+        """Gradients flow through both residual paths as in the reference"""
+        check_rules(student, "block")
+        ref = encoder_block(16, 4, 24, seed=13)
+        x, g = seeded_randn(3, 4, 16, seed=14), seeded_randn(3, 4, 16, seed=15)
+        result = student.run(call("Block", dim=16, num_heads=4, mlp_dim=24), (x,), weights=block_weights(ref),
+                             substitutes=block_substitutes(16, 4, 24), grad_output=g, what="Block(16, 4, 24) backward")
+        x_grad, _ = reference_grads(ref, x, g)
+        assert_close(result.input_grads[0], x_grad, "Block gradient with respect to the input", atol=1e-4)
+
+
+VIT_CONFIG = dict(image_size=16, in_channels=3, patch_size=4, num_classes=7, embed_dim=16, depth=2, num_heads=2,
+                  mlp_dim=32, dropout=0.0)
+
+
+def torchvision_vit(cfg: dict, seed: int) -> VisionTransformer:
+    ref = VisionTransformer(image_size=cfg["image_size"], patch_size=cfg["patch_size"], num_layers=cfg["depth"],
+                            num_heads=cfg["num_heads"], hidden_dim=cfg["embed_dim"], mlp_dim=cfg["mlp_dim"],
+                            num_classes=cfg["num_classes"])
+    ref.conv_proj = nn.Conv2d(cfg["in_channels"], cfg["embed_dim"], cfg["patch_size"], cfg["patch_size"])
+    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+
+
+def isolated_vit(cfg: dict, ref: VisionTransformer) -> tuple[dict, dict, dict]:
+    """(build, substitutes, weights): the student's ViT with torch stand-ins for Patchify and the Blocks."""
+    substitutes = {"patchify": {"kind": "conv_patchify", "kwargs": {
+        "in_channels": cfg["in_channels"], "patch_size": cfg["patch_size"], "embed_dim": cfg["embed_dim"]}}}
+    weights = {"patchify.proj.weight": ref.conv_proj.weight, "patchify.proj.bias": ref.conv_proj.bias,
+               "cls_token": ref.class_token, "pos_embed": ref.encoder.pos_embedding,
+               "norm.weight": ref.encoder.ln.weight, "norm.bias": ref.encoder.ln.bias,
+               "head.weight": ref.heads.head.weight, "head.bias": ref.heads.head.bias}
+    for i in range(cfg["depth"]):
+        substitutes[f"blocks.{i}"] = {"kind": "torchvision_block", "kwargs": {
+            "dim": cfg["embed_dim"], "num_heads": cfg["num_heads"], "mlp_dim": cfg["mlp_dim"]}}
+        layer = getattr(ref.encoder.layers, f"encoder_layer_{i}")
+        weights.update({f"blocks.{i}.{name}": p for name, p in layer.state_dict().items()})
+    return call("ViT", call("ViTConfig", **cfg)), substitutes, weights
+
+
+class TestViT:
+    GROUP = "ViT"
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """ViT maps (B, C, H, W) images to (B, num_classes) logits"""
+        check_rules(student, "vit")
+        build, substitutes, weights = isolated_vit(VIT_CONFIG, torchvision_vit(VIT_CONFIG, seed=1))
+        result = student.run(build, (seeded_randn(3, 3, 16, 16),), weights=weights, substitutes=substitutes,
+                             what="ViT on a (3, 3, 16, 16) batch")
+        assert_shape(result.output, (3, 7), "ViT output")
+
+    @pytest.mark.points(3)
+    def test_matches_torchvision_vision_transformer(self, student):
+        """Class token, position embedding, final norm and head equal torchvision's VisionTransformer"""
+        check_rules(student, "vit")
+        ref = torchvision_vit(VIT_CONFIG, seed=2)
+        build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
+        x = seeded_randn(4, 3, 16, 16, seed=3)
+        result = student.run(build, (x,), weights=weights, substitutes=substitutes, what="ViT")
+        assert_close(result.output, ref(x).detach(), "ViT logits", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_gradients_reach_embeddings(self, student):
+        """Gradients of the class token, position embedding and head equal torchvision's"""
+        check_rules(student, "vit")
+        ref = torchvision_vit(VIT_CONFIG, seed=4)
+        build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
+        x, g = seeded_randn(2, 3, 16, 16, seed=5), seeded_randn(2, 7, seed=6)
+        result = student.run(build, (x,), weights=weights, substitutes=substitutes, grad_output=g, what="ViT backward")
+        _, p_grads = reference_grads(ref, x, g)
+        for ours, theirs in [("cls_token", "class_token"), ("pos_embed", "encoder.pos_embedding"), ("head.weight", "heads.head.weight")]:
+            if ours not in result.param_grads:
+                raise Feedback(f"{ours} received no gradient: is it used in forward?")
+            assert_close(result.param_grads[ours], p_grads[theirs], f"gradient of {ours}", atol=1e-4)
+
+
+def graded_accuracy(student, saved_name: str, dataset: str, threshold: float) -> None:
+    config, weights = student.saved_model(saved_name)
+    test = load_image_split(dataset, train=False)
+    logits = student.predict(saved_name, call("ViT", call("ViTConfig", **config)), weights, test.normalized())
+    assert_shape(logits, (len(test), len(test.classes)), f"{saved_name} logits")
+    accuracy = (logits.argmax(dim=1) == test.labels).float().mean().item()
+    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {len(test):,} images of {test.source}"
+    if accuracy < threshold:
+        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test.source}, below the required {threshold:.0%}")
+
+
+class TestAccuracy:
+    GROUP = "Accuracy"
+
+    @pytest.mark.points(8)
+    def test_fashion_mnist_accuracy(self, student):
+        """The saved FashionMNIST model reaches at least 85% test accuracy"""
+        graded_accuracy(student, "vit_fashionmnist", "fashion_mnist", FASHION_MNIST_THRESHOLD)
+
+    @pytest.mark.points(8)
+    def test_cifar10_accuracy(self, student):
+        """The saved CIFAR-10 model reaches at least 65% test accuracy (judged in CUDA runs only)"""
+        if not torch.cuda.is_available():
+            pytest.skip("not judged: this grading run has no CUDA GPU, and the CIFAR-10 threshold is judged only in CUDA runs")
+        graded_accuracy(student, "vit_cifar10", "cifar10", CIFAR10_THRESHOLD)

@@ -1,0 +1,123 @@
+"""From a student's notebook to the code the grader runs, and a static check of that code.
+
+Only the cells an assignment names are run, matched by nbgrader `grade_id`:
+- an instructor (locked) cell is taken from the *release* notebook, so edits a student made to it
+  (or to its metadata) change nothing;
+- an answer (solution) cell is taken from the student's notebook.
+Training and plotting cells are never run by the grader.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAGIC = re.compile(r"^(\s*)([%!].*)$")
+
+
+class NotebookError(Exception):
+    """The notebook cannot be read at all (not JSON, not a notebook)."""
+
+
+def read_notebook(path: Path) -> dict:
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NotebookError(f"{Path(path).name} is not a readable notebook ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise NotebookError(f"{Path(path).name} is JSON but not a Jupyter notebook (no 'cells' list)")
+    return nb
+
+
+def cell_source(cell: dict) -> str:
+    source = cell.get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def grade_id(cell: dict) -> str | None:
+    meta = cell.get("metadata", {})
+    nbgrader = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+
+
+def strip_magics(source: str) -> str:
+    """Comment out IPython magics and shell escapes (`%matplotlib`, `!pip`), which plain Python can't run."""
+    return "\n".join(MAGIC.sub(r"\1# (removed by the grader) \2", line) for line in source.splitlines())
+
+
+@dataclass
+class GradedCode:
+    cells: list[dict]  # [{"grade_id", "source"}] in notebook order, what the worker runs
+    answer_ids: list[str]  # the answer cells among them (the student's code)
+    problems: list[str] = field(default_factory=list)  # e.g. an answer cell that was not found
+
+
+def extract_graded_code(release_nb: dict, student_nb: dict, run_ids: list[str]) -> GradedCode:
+    template = {grade_id(c): c for c in release_nb["cells"] if grade_id(c)}
+    student = {}
+    for cell in student_nb.get("cells", []):
+        if isinstance(cell, dict) and cell.get("cell_type") == "code" and grade_id(cell) and grade_id(cell) not in student:
+            student[grade_id(cell)] = cell
+    cells, answers, problems = [], [], []
+    for gid in run_ids:
+        if gid not in template:
+            raise KeyError(f"the release notebook has no cell with grade_id {gid!r}")
+        cell = template[gid]
+        if cell["metadata"]["nbgrader"].get("solution"):
+            answers.append(gid)
+            if gid in student:
+                cell = student[gid]
+            else:
+                problems.append(f"answer cell '{gid}' is missing from your notebook (deleted, or its metadata "
+                                f"changed); the grader used the empty template instead")
+        cells.append({"grade_id": gid, "source": strip_magics(cell_source(cell))})
+    return GradedCode(cells, answers, problems)
+
+
+def find_forbidden(source: str, forbidden_names: list[str], forbidden_modules: list[str]) -> list[str]:
+    """Uses of forbidden APIs in `source`, found by reading it (not running it).
+
+    forbidden_names: last components such as "MultiheadAttention" or "scaled_dot_product_attention",
+    matched as attributes, names, imported names, and strings (to catch getattr(F, "...")).
+    forbidden_modules: module prefixes such as "timm" or "torchvision.models".
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        return [f"the code does not parse (SyntaxError line {exc.lineno}: {exc.msg}), so it could not be checked"]
+    found = set()
+
+    def module_forbidden(name: str) -> bool:
+        return any(name == m or name.startswith(m + ".") for m in forbidden_modules)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in forbidden_names:
+            found.add(node.attr)
+        elif isinstance(node, ast.Name) and node.id in forbidden_names:
+            found.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in forbidden_names:
+            found.add(node.value)
+        elif isinstance(node, ast.Import):
+            found.update(f"import {a.name}" for a in node.names if module_forbidden(a.name))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if module_forbidden(node.module):
+                found.add(f"from {node.module} import ...")
+            found.update(f"{node.module}.{a.name}" for a in node.names
+                         if a.name in forbidden_names or module_forbidden(f"{node.module}.{a.name}"))
+        if isinstance(node, ast.Attribute):  # torchvision.models spelled as attribute access
+            dotted = _dotted(node)
+            if dotted and module_forbidden(dotted):
+                found.add(dotted)
+    return sorted(found)
+
+
+def _dotted(node: ast.AST) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return ".".join([node.id, *reversed(parts)])
+    return None

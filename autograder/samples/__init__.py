@@ -1,0 +1,128 @@
+"""Sample submissions: the reference, the untouched release, planted bugs and hostile ones.
+
+Each assignment lists its samples in `autograder/samples/<assignment>.py` as edits of the instructor's
+notebook (or of the release), with the tests each one must fail. They are generated, not committed, so
+they always match the current notebooks:
+
+    python -m autograder samples vit --out build/samples/vit
+
+writes one `<sample>.tar.gz` per sample, packed as CollectSubmission.sh packs a student's work. The
+reference sample also carries weights trained by running the reference notebook's own training cells
+(cached in build/cache/, retrained when the notebook changes).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+
+SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+
+
+@dataclass
+class Sample:
+    name: str
+    description: str
+    base: str = "reference"  # "reference": the source with its solutions as a student would write them; "release"
+    edits: list[tuple[str, str, str]] = field(default_factory=list)  # (grade_id, old text, new text)
+    trained: bool = False  # carry the reference's trained weights
+    expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
+    expect_status: str = "ok"
+
+
+def reference_notebook(assignment: Assignment) -> dict:
+    """The source notebook with the solution markers removed: a complete student answer."""
+    nb = read_notebook(assignment.source_dir / assignment.notebook)
+    for cell in nb["cells"]:
+        lines = cell_source(cell).splitlines()
+        cell["source"] = "\n".join(line for line in lines if not SOLUTION_MARKER.match(line))
+    return nb
+
+
+def sample_notebook(assignment: Assignment, sample: Sample) -> dict:
+    nb = reference_notebook(assignment) if sample.base == "reference" else read_notebook(assignment.release_dir / assignment.notebook)
+    nb = copy.deepcopy(nb)
+    cells = {grade_id(c): c for c in nb["cells"]}
+    for gid, old, new in sample.edits:
+        source = cell_source(cells[gid])
+        if old not in source:
+            raise ValueError(f"sample {sample.name}: {old!r} not found in cell {gid!r}")
+        cells[gid]["source"] = source.replace(old, new, 1)
+    for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = i + 1  # as if the student ran the notebook
+    return nb
+
+
+def samples_for(name: str) -> tuple[list[Sample], list[str]]:
+    """(samples, training cell ids) declared in autograder/samples/<name>.py."""
+    module = importlib.import_module(f"autograder.samples.{name}")
+    return module.SAMPLES, module.TRAINING_CELLS
+
+
+def train_reference(assignment: Assignment, training_cells: list[str], cache_root: Path) -> Path:
+    """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
+    process, in a cache folder named after the notebook's hash; return the folder with the saved weights."""
+    nb = reference_notebook(assignment)
+    digest = hashlib.sha256(json.dumps([cell_source(c) for c in nb["cells"]]).encode()).hexdigest()[:12]
+    folder = cache_root / f"{assignment.name}-{digest}"
+    done = folder / "TRAINED"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    cells = {grade_id(c): c for c in nb["cells"]}
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    module = types.ModuleType("__reference__")  # a real module: dataclasses look their class up in sys.modules
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
+    started, previous = time.time(), Path.cwd()
+    os.chdir(folder)
+    try:
+        for gid in training_cells:
+            print(f"[reference {assignment.name}] running cell {gid}", flush=True)
+            exec(compile(strip_magics(cell_source(cells[gid])), f"<reference {gid}>", "exec"), namespace)
+    finally:
+        os.chdir(previous)
+    done.write_text(f"trained in {time.time() - started:.0f} s\n")
+    return folder
+
+
+def build_samples(name: str, out: Path, cache_root: Path | None = None) -> list[Path]:
+    """Write every sample of assignment `name` as `<out>/<sample>.tar.gz`; return the archive paths."""
+    assignment = load_assignment(name)
+    samples, training_cells = samples_for(name)
+    out.mkdir(parents=True, exist_ok=True)
+    weights_dir = None
+    if any(s.trained for s in samples):
+        weights_dir = train_reference(assignment, training_cells, cache_root or PROJECT_ROOT / "build" / "cache")
+    archives = []
+    for sample in samples:
+        files = {assignment.notebook: json.dumps(sample_notebook(assignment, sample), indent=1).encode()}
+        if sample.trained:
+            for f in assignment.files[1:]:
+                if (weights_dir / f).exists():
+                    files[f] = (weights_dir / f).read_bytes()
+        files["manifest.json"] = json.dumps({"student_id": sample.name, "assignment": name,
+                                             "files": sorted(files), "sample": sample.description}).encode()
+        archive = out / f"{sample.name}.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            for fname, data in files.items():
+                info = tarfile.TarInfo(f"{name}/{fname}")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+        archives.append(archive)
+    return archives
+
+
