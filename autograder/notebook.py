@@ -14,7 +14,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAGIC = re.compile(r"^(\s*)([%!].*)$")
+# `%name`/`%%name` magics and `!cmd` shell escapes; not `!= x` or `% x` (continuation lines of a
+# comparison or a modulo inside brackets), which are plain Python.
+MAGIC = re.compile(r"^(\s*)((?:%%?[A-Za-z_]|!(?!=)).*)$")
 
 
 class NotebookError(Exception):

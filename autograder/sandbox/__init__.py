@@ -52,6 +52,7 @@ class SandboxPolicy:
     forbidden_modules: list[str] = field(default_factory=list)
     hide: list[str] = field(default_factory=list)  # absolute paths the worker must not see (submissions, output)
     allow_weak_isolation: bool = True  # run without namespaces where they are unavailable
+    audit_hook: bool = True  # False only to test the namespace layer on its own; never in grading
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,6 +104,7 @@ class Sandbox:
         settings = {
             "memory_mb": self.policy.memory_mb if self.policy.device == "cpu" else None,
             "threads": self.policy.threads, "device": self.policy.device,
+            "audit_hook": self.policy.audit_hook,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
             "allowed_roots": [str(PROJECT_ROOT / k) for k in _keep_paths()] + ([workdir] if workdir else []),
         }

@@ -306,5 +306,6 @@ def serve() -> None:
         write_frame(RESPONSE_FD, reply, out)
 
 
-sys.addaudithook(_audit)
+if SETTINGS.get("audit_hook", True):
+    sys.addaudithook(_audit)
 serve()

@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make demo   set up, build the releases, grade the sample submissions, print the gradebook
+#   make test   set up, run the project's tests
+# Everything is installed into .venv from this folder's own files (a fresh machine needs only Python 3.10+).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Datasets: a local copy beside the checkout (course build machines, CI) is used when present;
+# otherwise torchvision downloads them into data/.
+SHARED_DATA := $(wildcard ../shared/data)
+ifneq ($(SHARED_DATA),)
+export DLCOURSE_DATA_MIRROR ?= $(abspath $(SHARED_DATA))
+endif
+export DLCOURSE_DATA ?= $(abspath data)
+# nbgrader shells out to alembic: the venv's bin must come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup demo test release grade clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: setup
+	$(BIN)/python -m autograder demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+release: setup
+	$(BIN)/python -m autograder release
+
+# make grade SUBMISSIONS=path/to/folder ASSIGNMENT=vit
+grade: setup
+	$(BIN)/python -m autograder grade $(SUBMISSIONS) --assignment $(ASSIGNMENT)
+
+clean:
+	rm -rf build gradebook.db

@@ -1,0 +1,28 @@
+"""Shared test setup: datasets come from a local copy, never from the network.
+
+`../shared/data` beside the checkout (the course's build machines and CI have it) is used unless
+DLCOURSE_DATA_MIRROR already points elsewhere; the decoded cache goes to data/ in the checkout.
+"""
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("DLCOURSE_DATA_MIRROR", str(SHARED_DATA))
+os.environ.setdefault("DLCOURSE_DATA", str(PROJECT_ROOT / "data"))
+
+
+@pytest.fixture(scope="session")
+def local_datasets() -> Path:
+    """The local dataset copy. In CI its absence is a failure; elsewhere the test is skipped, saying why."""
+    mirror = os.environ.get("DLCOURSE_DATA_MIRROR")
+    if mirror and Path(mirror).is_dir():
+        return Path(mirror)
+    message = "no local dataset copy: set DLCOURSE_DATA_MIRROR to a copy of the course data (tests never download)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,0 +1,484 @@
+"""Tests for the grading sandbox (autograder/sandbox), driven directly with small hand-written cells.
+
+Starting a worker costs a few seconds (it imports torch), so most tests share one module-scoped sandbox;
+the tests that kill the worker (timeout, exit, protocol abuse) start it again afterwards.
+
+Two layers keep student code in: the worker's Python audit hook (everywhere) and Linux namespaces (where
+unshare/setpriv work). The `isolated` tests switch the audit hook off (SandboxPolicy.audit_hook=False, a
+test-only setting) to show that the namespace layer holds on its own; they are skipped, saying why, on
+machines without namespaces.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from autograder.sandbox import (PROJECT_ROOT, Sandbox, _keep_paths, SandboxCrashed, SandboxPolicy, SandboxTimeout,
+                                namespaces_available)
+from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
+
+START_TIMEOUT = 120.0
+CALL_TIMEOUT = 30.0
+HIDDEN_FILE = PROJECT_ROOT / "autograder" / "hidden_tests" / "test_vit.py"
+SDPA = "torch.nn.functional.scaled_dot_product_attention"
+
+SETUP = "import json, os, socket, sys\nimport torch, torch.nn as nn\nimport torch.nn.functional as F\n"
+
+# Cells shared by every sandbox here. `Call(fn)` is a module whose forward runs the notebook function `fn`
+# and sends its (JSON-able) result back as bytes in a uint8 tensor: a probe of what the worker can see/do.
+PROBES = '''
+class Call(nn.Module):
+    def __init__(self, fn, *args):
+        super().__init__()
+        self.fn, self.args = fn, args
+
+    def forward(self):
+        result = globals()[self.fn](*self.args)
+        return torch.tensor(list(json.dumps(result).encode()), dtype=torch.uint8)
+
+
+def attempt(action):
+    """The outcome of action(): ["ok", value] or ["error", exception type, message]."""
+    try:
+        return ["ok", action()]
+    except Exception as exc:
+        return ["error", type(exc).__name__, str(exc)]
+
+
+def read_file(path):
+    return attempt(lambda: open(path).read()[:100])
+
+
+def list_dir(path):
+    return attempt(lambda: sorted(os.listdir(path)))
+
+
+def connect(port):
+    def action():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            s.connect(("127.0.0.1", port))
+        return "connected"
+    return attempt(action)
+
+
+def make_socket():
+    def action():
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        return "created"
+    return attempt(action)
+
+
+def processes():
+    """Every process visible in /proc: [pid, command line]."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    out.append([int(name), f.read().replace(b"\\0", b" ").decode(errors="replace")])
+            except OSError:
+                pass
+    return out
+
+
+def my_pid():
+    return os.getpid()
+'''
+
+USER_CELLS = '''
+class Affine(nn.Module):
+    def __init__(self, dim, scale):
+        super().__init__()
+        self.lin = nn.Linear(dim, dim)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+class Forever(nn.Module):
+    def forward(self, x):
+        while True:
+            pass
+
+
+class Exit(nn.Module):
+    def forward(self, x):
+        os._exit(0)
+
+
+class Hog(nn.Module):
+    def forward(self, x):
+        big = torch.empty(6 * 2**30, dtype=torch.uint8)  # 6 GB, over the 4096 MB cap
+        return x + big[0]
+
+
+class Garbage(nn.Module):
+    """Writes straight to the response pipe, bypassing the protocol."""
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        fd = int(sys.argv[2])
+        if self.kind == "bytes":
+            os.write(fd, b"\\xff" * 100)
+        else:  # a well-formed header announcing a pickle payload
+            payload = bytes.fromhex(self.kind)
+            head = json.dumps({"ok": True, "payload": len(payload)}).encode()
+            os.write(fd, len(head).to_bytes(4, "little") + head + payload)
+        return x
+
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        print("NOISE-FORWARD-STDOUT", flush=True)
+        print("NOISE-FORWARD-STDERR", file=sys.stderr, flush=True)
+        os.write(1, b"NOISE-FD1\\n")
+        os.write(2, b"NOISE-FD2\\n")
+        return x + 1
+
+
+class StudentSDPA(nn.Module):
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+_guarded_callers = []
+
+
+def _profile(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "guarded":  # the tripwire wrapper in worker.py
+        _guarded_callers.append(frame.f_back.f_code.co_filename)
+
+
+class Holder(nn.Module):
+    """Student module whose `attn` the grader replaces with a torch stand-in (substitutes)."""
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.Identity()
+
+    def forward(self, x):
+        sys.setprofile(_profile)
+        try:
+            return self.attn(x)
+        finally:
+            sys.setprofile(None)
+
+
+def guarded_callers():
+    return _guarded_callers
+'''
+
+CELLS = [
+    {"grade_id": "setup", "source": SETUP},
+    {"grade_id": "probes", "source": PROBES},
+    {"grade_id": "user", "source": USER_CELLS},
+    {"grade_id": "noise_at_load", "source": 'print("NOISE-LOAD-STDOUT", flush=True)\n'
+                                              'print("NOISE-LOAD-STDERR", file=sys.stderr, flush=True)'},
+    {"grade_id": "import_models", "source": "import torchvision.models"},
+    {"grade_id": "from_torchvision", "source": "from torchvision import models"},
+]
+
+
+def call(name, *args, **kwargs):
+    return {"call": name, "args": list(args), "kwargs": kwargs}
+
+
+def run(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: float = CALL_TIMEOUT, **extra) -> tuple[dict, dict]:
+    tensors = {f"input.{i}": x for i, x in enumerate(inputs)}
+    tensors.update(extra.pop("tensors", {}))
+    header = {"cmd": "run", "build": build, "num_inputs": len(inputs), **extra}
+    return sandbox.request(header, tensors, timeout=timeout)
+
+
+def probe(sandbox: Sandbox, fn: str, *args):
+    reply, out = run(sandbox, call("Call", fn, *args))
+    assert reply["ok"], reply
+    return json.loads(bytes(out["output"].to(torch.uint8).tolist()))
+
+
+def ensure_started(sandbox: Sandbox) -> Sandbox:
+    if not sandbox.alive:
+        sandbox.load_reply = sandbox.start(timeout=START_TIMEOUT)
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A TCP server on 127.0.0.1 in the test process: reachable from here, it must not be from the worker."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.5)
+    yield server
+    server.close()
+
+
+def assert_no_connection_reached(server: socket.socket) -> None:
+    try:
+        conn, _ = server.accept()
+    except (socket.timeout, TimeoutError):
+        return
+    conn.close()
+    pytest.fail("the worker's connection reached the test process's server")
+
+
+@pytest.fixture(scope="module")
+def hidden_dir(tmp_path_factory) -> Path:
+    """A folder named in policy.hide (like the submissions folder), with a secret in it."""
+    folder = tmp_path_factory.mktemp("submissions")
+    (folder / "secret.txt").write_text("another student's notebook")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory, hidden_dir):
+    policy = SandboxPolicy(memory_mb=4096, threads=1, forbidden_attributes=[SDPA],
+                           forbidden_modules=["torchvision.models", "timm"], hide=[str(hidden_dir)])
+    box = Sandbox(CELLS, policy, tmp_path_factory.mktemp("logs") / "worker.log")
+    ensure_started(box)
+    yield box
+    box.close()
+
+
+@pytest.fixture
+def live(sandbox):
+    return ensure_started(sandbox)
+
+
+# -- normal operation ------------------------------------------------------------------------------------
+def test_load_runs_cells(live):
+    errors = live.load_reply["cell_errors"]
+    assert set(errors) <= {"import_models", "from_torchvision"}, errors  # everything else ran cleanly
+
+
+def test_normal_call_returns_the_right_tensor(live):
+    torch.manual_seed(0)
+    ref = nn.Linear(4, 4)
+    x = torch.randn(3, 4)
+    weights = {f"weight.lin.{k}": v for k, v in ref.state_dict().items()}
+    reply, out = run(live, call("Affine", 4, 2.5), x, tensors=weights, exact_weights=True)
+    assert reply["ok"], reply
+    assert reply["param_shapes"] == {"lin.weight": [4, 4], "lin.bias": [4]}
+    torch.testing.assert_close(out["output"], ref(x).detach() * 2.5)
+    assert live.alive
+
+
+def test_backward_returns_gradients(live):
+    torch.manual_seed(1)
+    ref = nn.Linear(4, 4)
+    x = torch.randn(2, 4)
+    g = torch.randn(2, 4)
+    weights = {f"weight.lin.{k}": v.detach() for k, v in ref.state_dict().items()}
+    reply, out = run(live, call("Affine", 4, 3.0), x, tensors={**weights, "grad_output": g})
+    assert reply["ok"], reply
+    xr = x.clone().requires_grad_(True)
+    (ref(xr) * 3.0).backward(g)
+    torch.testing.assert_close(out["input_grad.0"], xr.grad)
+    torch.testing.assert_close(out["param_grad.lin.weight"], ref.weight.grad)
+
+
+def test_missing_name_is_a_student_error(live):
+    reply, _ = run(live, call("NoSuchModule"), torch.zeros(1))
+    assert not reply["ok"]
+    assert reply["error"]["type"] == "StudentError" and "NoSuchModule" in reply["error"]["message"]
+    assert live.alive
+
+
+# -- resource limits ---------------------------------------------------------------------------------------
+def test_infinite_loop_times_out_and_the_sandbox_restarts(sandbox):
+    ensure_started(sandbox)
+    started = time.monotonic()
+    with pytest.raises(SandboxTimeout):
+        run(sandbox, call("Forever"), torch.zeros(1), timeout=2.0)
+    assert time.monotonic() - started < 2.0 + 3.0
+    assert not sandbox.alive
+    load = sandbox.start(timeout=START_TIMEOUT)  # the next start works
+    sandbox.load_reply = load
+    reply, out = run(sandbox, call("Affine", 2, 1.0), torch.zeros(1, 2))
+    assert reply["ok"] and out["output"].shape == (1, 2)
+
+
+def test_os_exit_is_a_crash_that_says_it_exited(sandbox):
+    ensure_started(sandbox)
+    with pytest.raises(SandboxCrashed, match="exited"):
+        run(sandbox, call("Exit"), torch.zeros(1))
+    assert not sandbox.alive
+    with pytest.raises(SandboxCrashed):  # no silent reuse of a dead worker
+        run(sandbox, call("Affine", 2, 1.0), torch.zeros(1, 2))
+
+
+def test_memory_cap_fails_inside_the_worker(live):
+    reply, out = run(live, call("Hog"), torch.zeros(1))
+    assert not reply["ok"]
+    assert out == {}
+    assert "alloc" in reply["error"]["message"].lower() or reply["error"]["type"] == "MemoryError", reply
+    assert live.alive  # the worker survives, and so does this process
+    reply, _ = run(live, call("Affine", 2, 1.0), torch.zeros(1, 2))
+    assert reply["ok"]
+
+
+# -- isolation (audit hook and, where available, namespaces together) --------------------------------------
+def test_no_network_to_localhost(live, listener):
+    port = listener.getsockname()[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=3):  # reachable from the trusted side
+        pass
+    listener.accept()[0].close()
+    result = probe(live, "connect", port)
+    assert result[0] == "error", result
+    assert_no_connection_reached(listener)
+
+
+def test_hidden_tests_cannot_be_read(live):
+    assert HIDDEN_FILE.is_file()  # it is there for the trusted side
+    result = probe(live, "read_file", str(HIDDEN_FILE))
+    assert result[0] == "error" and result[1] in {"PermissionError", "FileNotFoundError"}, result
+
+
+def test_hidden_folder_cannot_be_read(live, hidden_dir):
+    result = probe(live, "read_file", str(hidden_dir / "secret.txt"))
+    assert result[0] == "error", result
+
+
+def test_noise_goes_to_the_log_not_into_replies(live):
+    reply, out = run(live, call("Noisy"), torch.zeros(2))
+    assert reply["ok"], reply
+    torch.testing.assert_close(out["output"], torch.ones(2))
+    assert "NOISE" not in json.dumps(reply)
+    log = live.log_path.read_text(errors="replace")
+    for marker in ("NOISE-LOAD-STDOUT", "NOISE-LOAD-STDERR", "NOISE-FORWARD-STDOUT", "NOISE-FORWARD-STDERR",
+                   "NOISE-FD1", "NOISE-FD2"):
+        assert marker in log
+
+
+# -- protocol abuse ------------------------------------------------------------------------------------------
+def test_garbage_on_the_response_pipe_is_a_crash(sandbox):
+    ensure_started(sandbox)
+    with pytest.raises(SandboxCrashed, match="protocol"):
+        run(sandbox, call("Garbage", "bytes"), torch.zeros(1))
+    assert not sandbox.alive
+
+
+class _Marker:
+    path = ""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+def test_pickle_on_the_response_pipe_is_never_unpickled(sandbox, tmp_path):
+    marker = tmp_path / "unpickled"
+    _Marker.path = str(marker)
+    evil = pickle.dumps(_Marker())
+    ensure_started(sandbox)
+    with pytest.raises(SandboxCrashed, match="protocol"):
+        run(sandbox, call("Garbage", evil.hex()), torch.zeros(1))
+    assert not marker.exists()
+    assert not sandbox.alive
+
+
+def test_decode_payload_rejects_pickle(tmp_path):
+    marker = tmp_path / "unpickled"
+    _Marker.path = str(marker)
+    with pytest.raises(ProtocolError):
+        decode_payload(pickle.dumps(_Marker()))
+    with pytest.raises(ProtocolError):
+        decode_payload(pickle.dumps({"output": torch.zeros(2)}))
+    with pytest.raises(ProtocolError):
+        decode_payload(b"\xff" * 64)
+    assert not marker.exists()
+    # and a real frame round-trips
+    frame = encode({"ok": True}, {"x": torch.arange(3.0)})
+    (length,) = struct.unpack("<I", frame[:4])
+    torch.testing.assert_close(decode_payload(frame[4 + length:])["x"], torch.arange(3.0))
+
+
+# -- forbidden APIs ------------------------------------------------------------------------------------------
+def test_forbidden_function_trips_from_student_code_but_not_from_torch(live):
+    # nn.MultiheadAttention (the "torch_attention" stand-in) calls scaled_dot_product_attention internally:
+    # that is allowed. With a grad_output, grad is on, so MHA takes its Python path through F.
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = torch.randn(2, 5, 8)
+    weights = {f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}
+    substitutes = {"attn": {"kind": "torch_attention", "kwargs": {"dim": 8, "num_heads": 2}}}
+    reply, out = run(live, call("Holder"), x, substitutes=substitutes,
+                     tensors={**weights, "grad_output": torch.ones(2, 5, 8)})
+    assert reply["ok"], reply
+    torch.testing.assert_close(out["output"], mha(x, x, x, need_weights=False)[0].detach())
+    assert SDPA not in reply["forbidden_calls"]
+    callers = probe(live, "guarded_callers")
+    assert callers and all(c.endswith("functional.py") for c in callers), callers  # the tripwire was passed through
+
+    # called straight from a cell: it raises in the worker and is reported
+    reply, out = run(live, call("StudentSDPA"), torch.randn(1, 3, 4))
+    assert not reply["ok"]
+    assert reply["error"]["type"] == "ForbiddenAPIError"
+    assert SDPA in reply["forbidden_calls"]
+    assert live.alive
+
+
+def test_forbidden_imports_fail(live):
+    errors = live.load_reply["cell_errors"]
+    assert errors["import_models"]["type"] == "ImportError"
+    assert errors["from_torchvision"]["type"] == "ImportError"
+    reply, _ = run(live, call("Affine", 2, 1.0), torch.zeros(1, 2))
+    assert "import torchvision.models" in reply["forbidden_calls"]
+
+
+# -- the namespace layer on its own (audit hook off) -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory, hidden_dir):
+    if not namespaces_available():
+        pytest.skip("Linux namespaces (unshare/setpriv) are unavailable here: only the audit hook isolates "
+                    "the worker, so the namespace layer cannot be tested on its own")
+    policy = SandboxPolicy(memory_mb=4096, audit_hook=False, hide=[str(hidden_dir)])
+    box = Sandbox(CELLS[:2], policy, tmp_path_factory.mktemp("logs-isolated") / "worker.log")
+    assert box.isolation == "namespaces"
+    load = box.start(timeout=START_TIMEOUT)
+    assert load["cell_errors"] == {}, load
+    yield box
+    box.close()
+
+
+def test_isolated_worker_has_no_audit_hook(isolated):
+    # Proof that the results below come from the namespaces: with the hook, creating a socket is refused.
+    assert probe(isolated, "make_socket") == ["ok", "created"]
+
+
+def test_isolated_worker_cannot_see_hidden_paths(isolated, hidden_dir):
+    hidden_tests = probe(isolated, "list_dir", str(HIDDEN_FILE.parent))
+    assert hidden_tests[0] == "error" or hidden_tests[1] == [], hidden_tests
+    source = probe(isolated, "list_dir", str(PROJECT_ROOT / "source"))
+    assert source[0] == "error" or source[1] == [], source
+    assert probe(isolated, "read_file", str(HIDDEN_FILE))[0] == "error"
+    hidden = probe(isolated, "list_dir", str(hidden_dir))  # under /tmp it is simply absent (private /tmp)
+    assert hidden[0] == "error" or hidden[1] == [], hidden
+    # the project root holds only what the worker needs
+    root = probe(isolated, "list_dir", str(PROJECT_ROOT))
+    assert root[0] == "ok" and set(root[1]) <= {Path(k).parts[0] for k in _keep_paths()}, root
+    assert "source" not in root[1] and "release" not in root[1]
+
+
+def test_isolated_worker_has_no_network(isolated, listener):
+    result = probe(isolated, "connect", listener.getsockname()[1])
+    assert result[0] == "error" and result[1] != "PermissionError", result  # refused by the network, not a hook
+    assert_no_connection_reached(listener)
+
+
+def test_isolated_worker_sees_no_outside_process(isolated):
+    procs = probe(isolated, "processes")
+    assert procs, "no /proc entries at all"
+    assert probe(isolated, "my_pid") == 1  # first process of its own PID namespace
+    for pid, cmdline in procs:
+        assert "worker.py" in cmdline, f"process {pid} ({cmdline!r}) from outside the sandbox is visible"
