@@ -20,11 +20,17 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+
+try:
+    from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
+except ImportError:  # Python without lzma: tarfile cannot open .xz at all then
+    LZMAError = OSError
 
 MAX_FILE_BYTES = 1 << 30
 MAX_TOTAL_BYTES = 2 << 30
@@ -83,7 +89,8 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
         if path.is_dir():
             for f in assignment.files:
                 for candidate in (path / f, path / assignment.name / f):
-                    if candidate.is_file():
+                    # a symlink out of the folder (say to source/) must not become the student's file
+                    if candidate.is_file() and path.resolve() in candidate.resolve().parents:
                         write(f, candidate.stat().st_size, candidate.read_bytes)
                         break
         elif path.name.endswith(".ipynb"):
@@ -100,7 +107,7 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
                     name = accept(member.name)
                     if name and member.isfile() and name not in written:
                         write(name, member.size, lambda member=member: archive.extractfile(member).read())
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, LZMAError) as exc:
         raise BadSubmission(f"{path.name} could not be unpacked ({type(exc).__name__}: {exc}); "
                             "make it again with CollectSubmission.sh") from None
     return written

@@ -100,7 +100,7 @@ class StudentCode:
         if self.sandbox.alive:
             return
         try:
-            reply, _ = self.sandbox.start(timeout=LOAD_TIMEOUT_S), None
+            reply = self.sandbox.start(timeout=LOAD_TIMEOUT_S)
         except SandboxTimeout:
             self.events.append("timeout")
             self._load_failure = (f"running your notebook's class-definition cells took more than {LOAD_TIMEOUT_S:.0f} s "

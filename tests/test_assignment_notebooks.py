@@ -1,11 +1,16 @@
 """The notebooks run in a real Jupyter kernel: the source top to bottom (with DLCOURSE_QUICK=1, the one
 setting that shrinks training), the release until its first TODO, where it stops with NotImplementedError."""
+import json
+import shutil
+import subprocess
+import sys
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from autograder.assignments import list_assignments, load_assignment
+from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
 
 def execute(path, cwd, timeout=900):
@@ -25,6 +30,27 @@ def test_source_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path, monkey
         assert (tmp_path / saved).exists(), f"the notebook did not save {saved}"
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "rel_error" in text
+
+    # The student's path from here: pack with CollectSubmission.sh, then grade the archive.
+    course = tmp_path / "course"
+    (course / "release" / name).mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "CollectSubmission.sh", course)
+    shutil.copy(assignment.release_dir / "submission.txt", course / "release" / name)
+    nbformat.write(nb, course / "release" / name / assignment.notebook)
+    for saved in assignment.files[1:]:
+        shutil.copy(tmp_path / saved, course / "release" / name)
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    packed = subprocess.run(["bash", str(course / "CollectSubmission.sh"), "student42", name],
+                            cwd=submissions, capture_output=True, text=True)
+    assert packed.returncode == 0, packed.stderr
+    graded = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--assignment", name,
+                             "--out", str(tmp_path / "grades"), "--workers", "1"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert graded.returncode == 0, graded.stderr[-2000:]
+    row = json.loads((tmp_path / "grades" / "gradebook.json").read_text())["submissions"][0]
+    assert row["student_id"] == "student42" and row["status"] == "ok"
+    layer_tests = {tid: t for tid, t in row["tests"].items() if not tid.startswith("TestAccuracy")}
+    assert layer_tests and all(t["outcome"] == "passed" for t in layer_tests.values()), layer_tests
 
 
 @pytest.mark.parametrize("name", list_assignments())

@@ -76,7 +76,7 @@ def train_reference(assignment: Assignment, training_cells: list[str], cache_roo
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
     process, in a cache folder named after the notebook's hash; return the folder with the saved weights."""
     nb = reference_notebook(assignment)
-    digest = hashlib.sha256(json.dumps([cell_source(c) for c in nb["cells"]]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps([training_cells, [cell_source(c) for c in nb["cells"]]]).encode()).hexdigest()[:12]
     folder = cache_root / f"{assignment.name}-{digest}"
     done = folder / "TRAINED"
     if done.exists():

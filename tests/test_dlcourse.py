@@ -1,0 +1,68 @@
+"""The shared course package: public checks, saving models, data splits, the training loop's pieces."""
+import dataclasses
+
+import pytest
+import torch
+
+from dlcourse import TrainRecipe, check_shape, fill_parameters_, load_model_files, rel_error, save_model, seeded_randn
+from dlcourse.data import ImageSplit, random_crop_flip
+from dlcourse.training import lr_at, quick_mode
+
+
+def test_rel_error_is_zero_for_equal_and_large_for_different():
+    x = seeded_randn(3, 4, seed=0)
+    assert rel_error(x, x.clone()) == 0.0
+    assert rel_error(x, x + 1.0) > 1e-2
+    with pytest.raises(ValueError, match="shapes differ"):
+        rel_error(x, x[:2])
+
+
+def test_check_shape_names_both_shapes():
+    with pytest.raises(AssertionError, match=r"\(2, 3\), expected \(3, 2\)"):
+        check_shape(torch.zeros(2, 3), (3, 2))
+
+
+def test_seeded_helpers_repeat():
+    assert torch.equal(seeded_randn(5, seed=3), seeded_randn(5, seed=3))
+    a = fill_parameters_(torch.nn.Linear(3, 2), seed=1)
+    b = fill_parameters_(torch.nn.Linear(3, 2), seed=1)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+
+def test_save_model_round_trip(tmp_path):
+    @dataclasses.dataclass
+    class Config:
+        width: int = 3
+
+    model = torch.nn.Linear(3, 2)
+    save_model(model, Config(), "m", tmp_path)
+    state, config = load_model_files("m", tmp_path)
+    assert config == {"width": 3}
+    assert torch.equal(state["weight"], model.weight.detach())
+
+
+def test_image_split_normalises_and_subsets():
+    images = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    split = ImageSplit(images, torch.arange(10), [str(i) for i in range(10)], "fashion_mnist", "test")
+    x = split.normalized()
+    assert x.dtype == torch.float32 and x.shape == (10, 1, 4, 4)
+    assert torch.allclose(x, (images.float() / 255 - 0.2860) / 0.3530)
+    small = split.subset(4, seed=0)
+    assert len(small) == 4 and "subset of 4" in small.source
+
+
+def test_random_crop_flip_keeps_shape():
+    x = seeded_randn(8, 3, 32, 32)
+    assert random_crop_flip(x).shape == x.shape
+
+
+def test_lr_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[0] < lrs[9] == 1.0 and lrs[-1] < 0.01
+
+
+def test_quick_mode_shrinks_recipe(monkeypatch):
+    monkeypatch.setenv("DLCOURSE_QUICK", "1")
+    assert quick_mode()
+    quick = TrainRecipe(epochs=30).quick()
+    assert quick.epochs == 1 and quick.train_subset == 2000
