@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autograder.sandbox import (PROJECT_ROOT, Sandbox, _keep_paths, SandboxCrashed, SandboxPolicy, SandboxTimeout,
+from autograder.sandbox import (PROJECT_ROOT, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, _keep_paths,
                                 namespaces_available)
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 

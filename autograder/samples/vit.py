@@ -74,7 +74,7 @@ SAMPLES = [
            "other processes, and to open a network connection; its Patchify breaks if any of that works",
            edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
                   ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
-           expect_failed=ACCURACY),
+           expect_failed=ACCURACY, needs_namespaces=True),
     Sample("hostile_stderr_noise", "floods stdout and stderr and warns on every call, otherwise correct",
            edits=[("mlp", MLP_FIRST_LINE,
                    "        import sys, warnings\n        for _ in range(2000):\n"
