@@ -100,23 +100,27 @@ class Sandbox:
         self.close()
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
-        workdir = None if self.isolation == "namespaces" else tempfile.mkdtemp(prefix="dlcourse-sandbox-")
+        # The worker's working folder. With namespaces it is also where launch.sh stages its mounts, so it
+        # must lie outside the project.
+        workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        if PROJECT_ROOT in Path(workdir).resolve().parents:
+            raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
         settings = {
             "memory_mb": self.policy.memory_mb if self.policy.device == "cpu" else None,
             "threads": self.policy.threads, "device": self.policy.device,
             "audit_hook": self.policy.audit_hook,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
-            "allowed_roots": [str(PROJECT_ROOT / k) for k in _keep_paths()] + ([workdir] if workdir else []),
+            "allowed_roots": [str(PROJECT_ROOT / k) for k in _keep_paths()] + [workdir],
         }
         worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir or "/tmp", "LANG": "C.UTF-8",
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(self.policy.threads),
                "PYTHONHASHSEED": "0"}
         for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
         if self.isolation == "namespaces":
-            env.update(SANDBOX_ROOT=str(PROJECT_ROOT), SANDBOX_KEEP=":".join(_keep_paths()),
+            env.update(SANDBOX_ROOT=str(PROJECT_ROOT), SANDBOX_KEEP=":".join(_keep_paths()), SANDBOX_STAGING=workdir,
                        SANDBOX_HIDE=":".join(p for p in self.policy.hide if Path(p).is_dir()))
             command = _unshare_prefix() + ["sh", str(HERE / "launch.sh"), *worker]
         else:
@@ -124,7 +128,7 @@ class Sandbox:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                            cwd=workdir or "/", pass_fds=(request_r, response_w), start_new_session=True)
+                                            cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
         os.close(request_r)
         os.close(response_w)
         os.set_blocking(request_w, False)
