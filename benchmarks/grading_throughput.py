@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
     else:
         root = Path(tempfile.mkdtemp(prefix="grading-throughput-"))
+    load_before = os.getloadavg()[0]
     try:
         cached = reference_weights_cached()
         log(f"Building the '{ASSIGNMENT}' sample submissions in {root / 'samples'} "
@@ -125,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     device = f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "no CUDA GPU"
     print(f"\nGrading throughput, assignment '{ASSIGNMENT}', {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
     print(f"machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), {device}; "
-          f"torch {torch.__version__}; per-call timeout {args.timeout:g} s")
-    print(f"sample build: {len(archives)} archives in {build_seconds:.1f} s "
+          f"torch {torch.__version__}; per-call timeout {args.timeout:g} s; "
+          f"1-min load average before / after {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"sample build: {len(archives)} archives in {build_seconds:.2f} s "
           f"(reference weights {'cached' if cached else 'trained in this run'})\n")
     print(markdown_table(["submissions", "count", "workers", "torch threads / judge", "runs", "wall s (median)",
                           "wall s (min)", "s / submission", "statuses"], rows))

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     hparams_cell, config_name, recipe_name, threshold = SETTINGS[dataset]
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     namespace = reference_namespace(hparams_cell)
     config, recipe = namespace[config_name], namespace[recipe_name]
     if args.epochs is not None:
@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         ["training + eval seconds (all epochs)", f"{sum(history.seconds):.1f}"],
         ["data loading seconds", f"{load_seconds:.1f}"],
         ["total wall seconds (incl. setup)", f"{total_seconds:.1f}"],
+        ["1-min load average before / after", f"{load_before:.2f} / {os.getloadavg()[0]:.2f} "
+         "(other processes on the CPUs slow every epoch they overlap)"],
     ]
     print()
     print(markdown_table(["metric", "value"], rows))
