@@ -206,6 +206,25 @@ class StudentCode:
             self.sandbox.close()
 
 
+def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
+                    threshold: float) -> float:
+    """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,
+    classify the test split of `dataset` there, and score it here (only this side holds the labels).
+    Records the accuracy in `student.notes`; raises Feedback below `threshold`. Returns the accuracy."""
+    from autograder.feedback import assert_shape
+    from dlcourse.data import load_image_split
+
+    saved_config, weights = student.saved_model(saved_name)
+    test = load_image_split(dataset, train=False)
+    logits = student.predict(saved_name, call(model, call(config, **saved_config)), weights, test.normalized())
+    assert_shape(logits, (len(test), len(test.classes)), f"{saved_name} logits")
+    accuracy = (logits.argmax(dim=1) == test.labels).float().mean().item()
+    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {len(test):,} images of {test.source}"
+    if accuracy < threshold:
+        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test.source}, below the required {threshold:.0%}")
+    return accuracy
+
+
 def _explain_state_dict(info: dict) -> str:
     parts = ["the parameters of your module do not match the names and shapes the notebook's constructor defines"]
     if info.get("missing"):

@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call
+from autograder.judge import call, graded_accuracy
 from autograder.notebook import find_forbidden
 from dlcourse.checks import fill_parameters_, seeded_randn
-from dlcourse.data import load_image_split
 
 ASSIGNMENT = "vit"
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
@@ -261,28 +260,17 @@ class TestViT:
             assert_close(result.param_grads[ours], p_grads[theirs], f"gradient of {ours}", atol=1e-4)
 
 
-def graded_accuracy(student, saved_name: str, dataset: str, threshold: float) -> None:
-    config, weights = student.saved_model(saved_name)
-    test = load_image_split(dataset, train=False)
-    logits = student.predict(saved_name, call("ViT", call("ViTConfig", **config)), weights, test.normalized())
-    assert_shape(logits, (len(test), len(test.classes)), f"{saved_name} logits")
-    accuracy = (logits.argmax(dim=1) == test.labels).float().mean().item()
-    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {len(test):,} images of {test.source}"
-    if accuracy < threshold:
-        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test.source}, below the required {threshold:.0%}")
-
-
 class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(8)
     def test_fashion_mnist_accuracy(self, student):
         """The saved FashionMNIST model reaches at least 85% test accuracy"""
-        graded_accuracy(student, "vit_fashionmnist", "fashion_mnist", FASHION_MNIST_THRESHOLD)
+        graded_accuracy(student, "vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", FASHION_MNIST_THRESHOLD)
 
     @pytest.mark.points(8)
     def test_cifar10_accuracy(self, student):
         """The saved CIFAR-10 model reaches at least 65% test accuracy (judged in CUDA runs only)"""
         if not torch.cuda.is_available():
             pytest.skip("not judged: this grading run has no CUDA GPU, and the CIFAR-10 threshold is judged only in CUDA runs")
-        graded_accuracy(student, "vit_cifar10", "cifar10", CIFAR10_THRESHOLD)
+        graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", CIFAR10_THRESHOLD)

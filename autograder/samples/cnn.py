@@ -1,0 +1,59 @@
+"""Sample submissions of the CNN assignment and the tests each must fail (see autograder/samples/__init__.py).
+
+Both accuracy thresholds (SimpleCNN ≥ 50 %, BetterCNN ≥ 70 % on CIFAR-10) are judged only in CUDA runs and
+skipped elsewhere. So the reference carries trained weights only where CUDA is: there its training cells
+(the notebook's own, full recipe) run before grading; on a CPU nothing would judge the weights, and training
+the better network takes hours there, so the reference is graded on its code alone (CI's training check is
+tests/test_cnn_training.py). Every other sample carries no weights and also fails the accuracy tests in
+CUDA runs ("not in the submission").
+"""
+import torch
+
+from autograder.samples import Sample
+
+SIMPLE = {"TestSimpleCNN::test_output_shape[1]", "TestSimpleCNN::test_output_shape[5]",
+          "TestSimpleCNN::test_layers_and_parameter_count", "TestSimpleCNN::test_values_match_reference",
+          "TestSimpleCNN::test_gradients_reach_every_parameter"}
+INCEPTION_SHAPE = {"TestInception::test_output_shape[widths0-size0]", "TestInception::test_output_shape[widths1-size1]",
+                   "TestInception::test_output_shape[widths2-size2]"}
+INCEPTION_VALUES = {"TestInception::test_channel_order", "TestInception::test_values_match_reference[widths0]",
+                    "TestInception::test_values_match_reference[widths1]", "TestInception::test_gradients_reach_every_parameter"}
+RESIDUAL_IDENTITY = {"TestResidualBlock::test_output_shape[8-8-1-size0]",
+                     "TestResidualBlock::test_projection_exactly_when_shapes_change[8-8-1]",
+                     "TestResidualBlock::test_identity_plus_residual[6-6-1]",
+                     "TestResidualBlock::test_values_match_reference[8-8-1]",
+                     "TestResidualBlock::test_gradients_reach_every_parameter[6-6-1]"}
+RESIDUAL_PROJECTION = {"TestResidualBlock::test_output_shape[4-8-1-size1]", "TestResidualBlock::test_output_shape[8-16-2-size2]",
+                       "TestResidualBlock::test_output_shape[6-6-2-size3]",
+                       "TestResidualBlock::test_projection_exactly_when_shapes_change[8-16-1]",
+                       "TestResidualBlock::test_projection_exactly_when_shapes_change[8-8-2]",
+                       "TestResidualBlock::test_projection_exactly_when_shapes_change[4-12-2]",
+                       "TestResidualBlock::test_identity_plus_residual[4-8-2]",
+                       "TestResidualBlock::test_values_match_reference[4-8-1]",
+                       "TestResidualBlock::test_values_match_reference[6-12-2]",
+                       "TestResidualBlock::test_gradients_reach_every_parameter[4-8-2]"}
+BETTER_RUN = {"TestBetterCNN::test_output_shape", "TestBetterCNN::test_gradients_reach_every_parameter"}
+BETTER = BETTER_RUN | {"TestBetterCNN::test_built_from_residual_blocks_and_inception"}
+ACCURACY = {"TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better_cnn_accuracy"}
+
+# Reference cells run, in this order, to train the reference's weights: the notebook's own code. Used only
+# where CUDA is (see above: `trained` of the reference sample).
+TRAINING_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn",
+                  "cifar_data", "simple_hparams", "simple_train", "better_hparams", "better_train"]
+
+CONCAT = "        return torch.cat([y1, y2, y3, y4], dim=1)"
+PROJECTION_IF = "        if stride != 1 or in_channels != out_channels:"
+
+SAMPLES = [
+    Sample("reference", "the instructor's solution (with weights trained by its own cells where CUDA is)",
+           trained=torch.cuda.is_available()),
+    Sample("untouched_release", "the release notebook as students get it", base="release",
+           expect_failed=SIMPLE | INCEPTION_SHAPE | INCEPTION_VALUES | RESIDUAL_IDENTITY | RESIDUAL_PROJECTION | BETTER | ACCURACY),
+    Sample("bug_inception_concat_order", "planted bug: Inception concatenates the 3x3 and 5x5 branches in swapped order",
+           edits=[("inception", CONCAT, "        return torch.cat([y1, y3, y2, y4], dim=1)")],
+           expect_failed=INCEPTION_VALUES | ACCURACY),
+    Sample("bug_residual_no_projection", "planted bug: ResidualBlock never projects the shortcut (identity even when "
+           "the shapes change); BetterCNN, which relies on it, breaks too",
+           edits=[("residual", PROJECTION_IF, "        if False:")],
+           expect_failed=RESIDUAL_PROJECTION | BETTER_RUN | ACCURACY),
+]
