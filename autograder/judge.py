@@ -12,10 +12,8 @@ worker (timeouts, crashes), which the batch grader turns into a gradebook row.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import torch
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
-from autograder.notebook import NotebookError, extract_graded_code, read_notebook
+from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
 from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
@@ -55,6 +53,7 @@ class StudentCode:
     policy: SandboxPolicy
     log_path: Path
     call_timeout: float = 20.0
+    forbidden_names: list[str] = field(default_factory=list)  # for the static check (see notebook.find_forbidden)
     events: list[str] = field(default_factory=list)  # "timeout" / "crashed", one per occurrence
     forbidden_calls: set[str] = field(default_factory=set)
     cell_errors: dict = field(default_factory=dict)
@@ -84,6 +83,13 @@ class StudentCode:
     @property
     def isolation(self) -> str:
         return self.sandbox.isolation if self.sandbox else "not started"
+
+    def check_rules(self, grade_id: str) -> None:
+        """Fail if answer cell `grade_id` uses what the assignment forbids, found by reading it (the worker
+        also trips on forbidden calls at run time)."""
+        used = find_forbidden(self.cell_source(grade_id), self.forbidden_names, self.policy.forbidden_modules)
+        if used:
+            raise Feedback(f"cell '{grade_id}' uses what this assignment forbids: {', '.join(used)}")
 
     def cell_source(self, grade_id: str) -> str:
         """The code of one cell as the grader runs it (the student's, for an answer cell)."""
@@ -266,7 +272,7 @@ def student(request) -> StudentCode:
                            hide=[str(Path(p).resolve()) for p in config.getoption("hide")])
     code = StudentCode(submission_dir, module.ASSIGNMENT, module.RUN_CELLS, policy,
                        Path(config.getoption("worker_log") or submission_dir / "worker.log"),
-                       call_timeout=config.getoption("call_timeout"))
+                       call_timeout=config.getoption("call_timeout"), forbidden_names=module.FORBIDDEN_NAMES)
     config._autograder_student = code
     yield code
     code.close()

@@ -16,33 +16,37 @@ CUDA_ONLY = {"TestAccuracy::test_cifar10_accuracy",  # vit
              "TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better_cnn_accuracy"}  # cnn
 
 
-@pytest.fixture(scope="session", params=list_assignments())
-def graded(request, tmp_path_factory, local_datasets):
-    name = request.param
-    out = tmp_path_factory.mktemp(f"samples-{name}")
-    for args in (["samples", name, "--out", str(out / "submissions")],
-                 ["grade", str(out / "submissions"), "--assignment", name, "--out", str(out / "grades"), "--workers", "2"]):
-        proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        print(proc.stdout[-3000:])
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    gradebook = json.loads((out / "grades" / "gradebook.json").read_text())
-    return name, gradebook, out / "grades"
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory, local_datasets):
+    """graded(name) -> (gradebook, grades folder): the assignment's samples, built and graded once per session."""
+    cache = {}
+
+    def grade(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"samples-{name}")
+            for args in (["samples", name, "--out", str(out / "submissions")],
+                         ["grade", str(out / "submissions"), "--assignment", name, "--out", str(out / "grades"), "--workers", "2"]):
+                proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+                print(proc.stdout[-3000:])
+                assert proc.returncode == 0, proc.stderr[-3000:]
+            cache[name] = json.loads((out / "grades" / "gradebook.json").read_text()), out / "grades"
+        return cache[name]
+    return grade
 
 
 def sample_params():
-    return [(name, sample) for name in list_assignments() for sample in samples_for(name)[0]]
+    return [pytest.param(name, sample, id=f"{name}-{sample.name}") for name in list_assignments() for sample in samples_for(name)[0]]
 
 
-def test_every_sample_has_a_row(graded):
-    name, gradebook, _ = graded
+@pytest.mark.parametrize("name", list_assignments())
+def test_every_sample_has_a_row(graded, name):
+    gradebook, _ = graded(name)
     assert sorted(r["student_id"] for r in gradebook["submissions"]) == sorted(s.name for s in samples_for(name)[0])
 
 
-@pytest.mark.parametrize("assignment,sample", sample_params(), ids=lambda p: getattr(p, "name", p))
-def test_sample_fails_exactly_the_expected_tests(graded, assignment, sample):
-    name, gradebook, _ = graded
-    if name != assignment:
-        pytest.skip("other assignment")  # session fixture is parametrised per assignment
+@pytest.mark.parametrize("name,sample", sample_params())
+def test_sample_fails_exactly_the_expected_tests(graded, name, sample):
+    gradebook, _ = graded(name)
     row = next(r for r in gradebook["submissions"] if r["student_id"] == sample.name)
     if sample.needs_namespaces and row["isolation"] != "namespaces":
         pytest.skip(f"graded with {row['isolation']} isolation (no Linux namespaces here), where this hostile sample can see more")
@@ -59,9 +63,7 @@ def test_sample_fails_exactly_the_expected_tests(graded, assignment, sample):
 
 def test_reference_meets_the_fashion_mnist_threshold(graded):
     """The issue's CI threshold: ≥ 85 % on the real FashionMNIST test set, judged by the autograder."""
-    name, gradebook, _ = graded
-    if name != "vit":
-        pytest.skip("ViT only")
+    gradebook, _ = graded("vit")
     row = next(r for r in gradebook["submissions"] if r["student_id"] == "reference")
     test = row["tests"]["TestAccuracy::test_fashion_mnist_accuracy"]
     print("reference:", row["notes"].get("vit_fashionmnist"))
@@ -69,8 +71,9 @@ def test_reference_meets_the_fashion_mnist_threshold(graded):
     assert "FashionMNIST (official)" in row["notes"]["vit_fashionmnist"]
 
 
-def test_feedback_reveals_no_hidden_test_code(graded):
-    _, gradebook, grades = graded
+@pytest.mark.parametrize("name", list_assignments())
+def test_feedback_reveals_no_hidden_test_code(graded, name):
+    gradebook, grades = graded(name)
     hidden_markers = ["def test_", "fill_parameters_", "seeded_randn", "assert_close(", "FORBIDDEN_"]
     for row in gradebook["submissions"]:
         text = (grades / "feedback" / f"{row['student_id']}.md").read_text()

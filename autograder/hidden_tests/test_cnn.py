@@ -15,9 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.judge import call, graded_accuracy
-from autograder.notebook import find_forbidden
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "cnn"
@@ -37,20 +37,6 @@ FORBIDDEN_ATTRIBUTES = (["torch.hub.load", "torch.hub.load_state_dict_from_url"]
 
 SIMPLE_CNN_THRESHOLD = 0.50
 BETTER_CNN_THRESHOLD = 0.70
-
-
-def check_rules(student, cell: str) -> None:
-    """Fail if the answer cell uses a forbidden API (read statically; the worker also trips at run time)."""
-    used = find_forbidden(student.cell_source(cell), FORBIDDEN_NAMES, FORBIDDEN_MODULES)
-    if used:
-        raise Feedback(f"cell '{cell}' uses what this assignment forbids: {', '.join(used)}")
-
-
-def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor):
-    x = x.clone().requires_grad_(True)
-    module.zero_grad()
-    module(x).backward(grad_output)
-    return x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
 def expect_grads(result, reference: dict, names: dict, atol: float = 1e-5) -> None:
@@ -88,14 +74,14 @@ class TestSimpleCNN:
     @pytest.mark.parametrize("batch", [1, 5])
     def test_output_shape(self, student, batch):
         """SimpleCNN maps (B, 3, 32, 32) images to (B, 10) logits"""
-        check_rules(student, "simple_cnn")
+        student.check_rules("simple_cnn")
         result = student.run(SIMPLE, (seeded_randn(batch, 3, 32, 32),), what=f"SimpleCNN on a ({batch}, 3, 32, 32) batch")
         assert_shape(result.output, (batch, 10), "SimpleCNN output")
 
     @pytest.mark.points(2)
     def test_layers_and_parameter_count(self, student):
         """SimpleCNN has exactly the specified layers: 62006 parameters"""
-        check_rules(student, "simple_cnn")
+        student.check_rules("simple_cnn")
         result = student.run(SIMPLE, (seeded_randn(1, 3, 32, 32),), what="SimpleCNN")
         count = sum(math.prod(s) for s in result.param_shapes.values())
         if count != 62006:
@@ -109,7 +95,7 @@ class TestSimpleCNN:
     @pytest.mark.points(3)
     def test_values_match_reference(self, student):
         """SimpleCNN equals the tutorial network built from torch layers with the same weights"""
-        check_rules(student, "simple_cnn")
+        student.check_rules("simple_cnn")
         ref = fill_parameters_(ReferenceSimpleCNN(), seed=1, scale=0.1)
         x = seeded_randn(4, 3, 32, 32, seed=2)
         result = student.run(SIMPLE, (x,), weights=ref.state_dict(), what="SimpleCNN")
@@ -118,7 +104,7 @@ class TestSimpleCNN:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Gradients of SimpleCNN (input and every parameter) equal the reference's"""
-        check_rules(student, "simple_cnn")
+        student.check_rules("simple_cnn")
         ref = fill_parameters_(ReferenceSimpleCNN(), seed=3, scale=0.1)
         x, g = seeded_randn(3, 3, 32, 32, seed=4), seeded_randn(3, 10, seed=5)
         result = student.run(SIMPLE, (x,), weights=ref.state_dict(), grad_output=g, what="SimpleCNN backward")
@@ -162,7 +148,7 @@ class TestInception:
                                              ((1, 1, 1, 1, 1, 1, 1), (1, 1))])
     def test_output_shape(self, student, widths, size):
         """Inception keeps H x W and has ch1x1 + ch3x3 + ch5x5 + pool_proj channels"""
-        check_rules(student, "inception")
+        student.check_rules("inception")
         _, _, build = inception_case(widths, seed=0)
         result = student.run(build, (seeded_randn(2, widths[0], *size),), what=f"Inception{widths} on size {size}")
         assert_shape(result.output, (2, widths[1] + widths[3] + widths[5] + widths[6], *size), "Inception output")
@@ -170,7 +156,7 @@ class TestInception:
     @pytest.mark.points(2)
     def test_channel_order(self, student):
         """The four branches are concatenated on channels in the documented order (1x1, 3x3, 5x5, pool)"""
-        check_rules(student, "inception")
+        student.check_rules("inception")
         ref, weights, build = inception_case((3, 2, 2, 3, 2, 4, 5), seed=1)
         # Every branch's last convolution outputs a constant: its branch number.
         for i, last in enumerate(["b1_1x1", "b2_3x3", "b3_5x5", "b4_proj"], start=1):
@@ -188,7 +174,7 @@ class TestInception:
     @pytest.mark.parametrize("widths", [(3, 4, 2, 5, 3, 6, 2), (8, 2, 6, 4, 1, 3, 5)])
     def test_values_match_reference(self, student, widths):
         """Inception equals a reference built from torch layers with the same weights"""
-        check_rules(student, "inception")
+        student.check_rules("inception")
         ref, weights, build = inception_case(widths, seed=sum(widths))
         x = seeded_randn(2, widths[0], 8, 7, seed=3)
         result = student.run(build, (x,), weights=weights, what=f"Inception{widths}")
@@ -197,7 +183,7 @@ class TestInception:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Gradients of Inception (input and every convolution) equal the reference's"""
-        check_rules(student, "inception")
+        student.check_rules("inception")
         ref, weights, build = inception_case((4, 3, 2, 4, 2, 3, 2), seed=5)
         x, g = seeded_randn(2, 4, 6, 6, seed=6), seeded_randn(2, 12, 6, 6, seed=7)
         result = student.run(build, (x,), weights=weights, grad_output=g, what="Inception backward")
@@ -257,7 +243,7 @@ class TestResidualBlock:
                                                       (6, 6, 2, (8, 10))])
     def test_output_shape(self, student, cin, cout, stride, size):
         """ResidualBlock outputs out_channels channels at ceil(H / stride) x ceil(W / stride)"""
-        check_rules(student, "residual")
+        student.check_rules("residual")
         result = student.run(call("ResidualBlock", in_channels=cin, out_channels=cout, stride=stride),
                              (seeded_randn(2, cin, *size),), what=f"ResidualBlock({cin}, {cout}, stride={stride})")
         assert_shape(result.output, (2, cout, math.ceil(size[0] / stride), math.ceil(size[1] / stride)), "ResidualBlock output")
@@ -266,7 +252,7 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(8, 8, 1), (8, 16, 1), (8, 8, 2), (4, 12, 2)])
     def test_projection_exactly_when_shapes_change(self, student, cin, cout, stride):
         """The shortcut has a 1x1 conv + BatchNorm projection exactly when the stride or channel count changes"""
-        check_rules(student, "residual")
+        student.check_rules("residual")
         project = stride != 1 or cin != cout
         case = "the shapes change, so the shortcut must be a projection" if project else \
             "the shapes do not change, so the shortcut must be the identity (no parameters)"
@@ -289,7 +275,7 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(6, 6, 1), (4, 8, 2)])
     def test_identity_plus_residual(self, student, cin, cout, stride):
         """With both convolutions zeroed (BatchNorm in eval mode), the block returns ReLU of its shortcut"""
-        check_rules(student, "residual")
+        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=cin + cout, zero_convs=True)
         x = seeded_randn(2, cin, 6, 6, seed=8)
         result = student.run(build, (x,), weights=weights, what=f"ResidualBlock({cin}, {cout}, stride={stride})")
@@ -302,7 +288,7 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(8, 8, 1), (4, 8, 1), (6, 12, 2)])
     def test_values_match_reference(self, student, cin, cout, stride):
         """ResidualBlock equals a reference built from torch layers with the same weights (BatchNorm in eval mode)"""
-        check_rules(student, "residual")
+        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=10 * stride + cout)
         x = seeded_randn(2, cin, 7, 6, seed=9)
         result = student.run(build, (x,), weights=weights, what=f"ResidualBlock({cin}, {cout}, stride={stride})")
@@ -312,7 +298,7 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(6, 6, 1), (4, 8, 2)])
     def test_gradients_reach_every_parameter(self, student, cin, cout, stride):
         """Gradients of ResidualBlock (input, both paths, every parameter) equal the reference's"""
-        check_rules(student, "residual")
+        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=20 + cout)
         x = seeded_randn(2, cin, 6, 6, seed=10)
         g = seeded_randn(2, cout, 6 // stride, 6 // stride, seed=11)
@@ -340,15 +326,15 @@ class TestBetterCNN:
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """BetterCNN(BetterCNNConfig()) maps (B, 3, 32, 32) images to (B, 10) logits"""
-        check_rules(student, "better_cnn")
-        check_rules(student, "better_config")
+        student.check_rules("better_cnn")
+        student.check_rules("better_config")
         result = student.run(BETTER, (seeded_randn(3, 3, 32, 32),), what="BetterCNN(BetterCNNConfig()) on a (3, 3, 32, 32) batch")
         assert_shape(result.output, (3, 10), "BetterCNN output")
 
     @pytest.mark.points(1)
     def test_built_from_residual_blocks_and_inception(self, student):
         """BetterCNN uses both ResidualBlock and Inception"""
-        check_rules(student, "better_cnn")
+        student.check_rules("better_cnn")
         missing = {"ResidualBlock", "Inception"} - names_used(student.cell_source("better_cnn"))
         if missing:
             raise Feedback(f"BetterCNN must be built from your modules; its cell does not use {', '.join(sorted(missing))}")
@@ -356,7 +342,7 @@ class TestBetterCNN:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Every parameter of BetterCNN(BetterCNNConfig()) receives a non-zero gradient"""
-        check_rules(student, "better_cnn")
+        student.check_rules("better_cnn")
         result = student.run(BETTER, (seeded_randn(4, 3, 32, 32, seed=1),), grad_output=seeded_randn(4, 10, seed=2),
                              what="BetterCNN backward")
         dead = sorted(n for n in result.param_shapes

@@ -11,9 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
 
+from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.judge import call, graded_accuracy
-from autograder.notebook import find_forbidden
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "vit"
@@ -30,28 +30,13 @@ FASHION_MNIST_THRESHOLD = 0.85
 CIFAR10_THRESHOLD = 0.65
 
 
-def check_rules(student, cell: str) -> None:
-    """Fail if the answer cell uses a forbidden API (read statically; the worker also trips at run time)."""
-    used = find_forbidden(student.cell_source(cell), FORBIDDEN_NAMES, FORBIDDEN_MODULES)
-    if used:
-        raise Feedback(f"cell '{cell}' uses what this assignment forbids: {', '.join(used)}")
-
-
-def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor, forward=None):
-    x = x.clone().requires_grad_(True)
-    module.zero_grad()
-    out = forward(x) if forward else module(x)
-    out.backward(grad_output)
-    return x.grad, {n: p.grad for n, p in module.named_parameters()}
-
-
 class TestPatchify:
     GROUP = "Patchify"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Patchify returns (B, N, D), also for non-square images"""
-        check_rules(student, "patchify")
+        student.check_rules("patchify")
         result = student.run(call("Patchify", in_channels=3, patch_size=8, embed_dim=16), (seeded_randn(2, 3, 16, 32),),
                              what="Patchify(3, 8, 16) on a (2, 3, 16, 32) batch")
         assert_shape(result.output, (2, 8, 16), "Patchify output")
@@ -59,7 +44,7 @@ class TestPatchify:
     @pytest.mark.points(2)
     def test_values_match_reference(self, student):
         """Patch embeddings equal a strided convolution, patches in row-major order"""
-        check_rules(student, "patchify")
+        student.check_rules("patchify")
         conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)
         x = seeded_randn(3, 1, 28, 28, seed=2)
         result = student.run(call("Patchify", in_channels=1, patch_size=7, embed_dim=8), (x,),
@@ -69,7 +54,7 @@ class TestPatchify:
     @pytest.mark.points(1)
     def test_gradients_match_reference(self, student):
         """Gradients of Patchify (input and weights) equal the reference's"""
-        check_rules(student, "patchify")
+        student.check_rules("patchify")
         conv = fill_parameters_(nn.Conv2d(3, 4, kernel_size=4, stride=4), seed=3)
         x, g = seeded_randn(2, 3, 8, 12, seed=4), seeded_randn(2, 6, 4, seed=5)
         result = student.run(call("Patchify", in_channels=3, patch_size=4, embed_dim=4), (x,),
@@ -92,7 +77,7 @@ class TestAttention:
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Attention maps (B, T, D) to (B, T, D)"""
-        check_rules(student, "attention")
+        student.check_rules("attention")
         result = student.run(call("Attention", dim=24, num_heads=3), (seeded_randn(2, 7, 24),), what="Attention(24, 3)")
         assert_shape(result.output, (2, 7, 24), "Attention output")
 
@@ -100,7 +85,7 @@ class TestAttention:
     @pytest.mark.parametrize("dim,heads", [(16, 1), (32, 4), (48, 6)])
     def test_matches_torch_multihead_attention(self, student, dim, heads):
         """Attention equals torch.nn.MultiheadAttention with the same weights"""
-        check_rules(student, "attention")
+        student.check_rules("attention")
         mha, weights = mha_reference(dim, heads, seed=dim)
         x = seeded_randn(2, 9, dim, seed=heads)
         result = student.run(call("Attention", dim=dim, num_heads=heads), (x,), weights=weights,
@@ -116,7 +101,7 @@ class TestAttention:
     @pytest.mark.points(2)
     def test_gradients_match_torch(self, student):
         """Gradients of Attention (input and all weights) equal torch.nn.MultiheadAttention's"""
-        check_rules(student, "attention")
+        student.check_rules("attention")
         mha, weights = mha_reference(32, 4, seed=7)
         x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
         result = student.run(call("Attention", dim=32, num_heads=4), (x,), weights=weights, grad_output=g,
@@ -136,7 +121,7 @@ class TestMLP:
     @pytest.mark.points(2)
     def test_matches_reference(self, student):
         """MLP equals fc2(GELU(fc1(x))), values and gradients"""
-        check_rules(student, "mlp")
+        student.check_rules("mlp")
         fc1, fc2 = fill_parameters_(nn.Linear(12, 20), seed=1), fill_parameters_(nn.Linear(20, 12), seed=2)
         ref = nn.Sequential(fc1, nn.GELU(), fc2)
         x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
@@ -176,7 +161,7 @@ class TestBlock:
     @pytest.mark.points(3)
     def test_matches_torchvision_encoder_block(self, student):
         """Pre-norm Block (norm, attention, residual, norm, MLP, residual) equals torchvision's EncoderBlock"""
-        check_rules(student, "block")
+        student.check_rules("block")
         ref = encoder_block(16, 2, 32, seed=11)
         x = seeded_randn(2, 6, 16, seed=12)
         result = student.run(call("Block", dim=16, num_heads=2, mlp_dim=32), (x,), weights=block_weights(ref),
@@ -186,7 +171,7 @@ class TestBlock:
     @pytest.mark.points(1)
     def test_residual_gradients(self, student):
         """Gradients flow through both residual paths as in the reference"""
-        check_rules(student, "block")
+        student.check_rules("block")
         ref = encoder_block(16, 4, 24, seed=13)
         x, g = seeded_randn(3, 4, 16, seed=14), seeded_randn(3, 4, 16, seed=15)
         result = student.run(call("Block", dim=16, num_heads=4, mlp_dim=24), (x,), weights=block_weights(ref),
@@ -229,7 +214,7 @@ class TestViT:
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """ViT maps (B, C, H, W) images to (B, num_classes) logits"""
-        check_rules(student, "vit")
+        student.check_rules("vit")
         build, substitutes, weights = isolated_vit(VIT_CONFIG, torchvision_vit(VIT_CONFIG, seed=1))
         result = student.run(build, (seeded_randn(3, 3, 16, 16),), weights=weights, substitutes=substitutes,
                              what="ViT on a (3, 3, 16, 16) batch")
@@ -238,7 +223,7 @@ class TestViT:
     @pytest.mark.points(3)
     def test_matches_torchvision_vision_transformer(self, student):
         """Class token, position embedding, final norm and head equal torchvision's VisionTransformer"""
-        check_rules(student, "vit")
+        student.check_rules("vit")
         ref = torchvision_vit(VIT_CONFIG, seed=2)
         build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
         x = seeded_randn(4, 3, 16, 16, seed=3)
@@ -248,7 +233,7 @@ class TestViT:
     @pytest.mark.points(1)
     def test_gradients_reach_embeddings(self, student):
         """Gradients of the class token, position embedding and head equal torchvision's"""
-        check_rules(student, "vit")
+        student.check_rules("vit")
         ref = torchvision_vit(VIT_CONFIG, seed=4)
         build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
         x, g = seeded_randn(2, 3, 16, 16, seed=5), seeded_randn(2, 7, seed=6)
