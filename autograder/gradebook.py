@@ -142,5 +142,5 @@ def format_table(gradebook: dict) -> str:
     skipped = {t["id"]: r["tests"][t["id"]]["message"] for r in gradebook["submissions"] for t in gradebook["tests"]
                if r["tests"][t["id"]]["outcome"] == "skipped"}
     for tid, reason in skipped.items():
-        lines.append(f"not judged: {tid}: {reason}")
+        lines.append(f"not judged: {tid} ({reason.removeprefix('not judged: ')})")
     return "\n".join(lines)
