@@ -212,6 +212,13 @@ class StudentCode:
             self.sandbox.close()
 
 
+def skip_unless_cuda(what: str) -> None:
+    """The course's rule for GPU-sized thresholds: judged only in CUDA runs, otherwise skipped with the reason
+    (a skipped test earns nothing and its points are reported as not judged, never as passed)."""
+    if not torch.cuda.is_available():
+        pytest.skip(f"not judged: this grading run has no CUDA GPU, and {what} is judged only in CUDA runs")
+
+
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
                     threshold: float) -> float:
     """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, graded_accuracy
+from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "cnn"
@@ -357,13 +357,11 @@ class TestAccuracy:
     @pytest.mark.points(4)
     def test_simple_cnn_accuracy(self, student):
         """The saved SimpleCNN reaches at least 50% CIFAR-10 test accuracy (judged in CUDA runs only)"""
-        if not torch.cuda.is_available():
-            pytest.skip("not judged: this grading run has no CUDA GPU, and the CIFAR-10 thresholds are judged only in CUDA runs")
+        skip_unless_cuda("the SimpleCNN CIFAR-10 threshold")
         graded_accuracy(student, "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", SIMPLE_CNN_THRESHOLD)
 
     @pytest.mark.points(6)
     def test_better_cnn_accuracy(self, student):
         """The saved BetterCNN reaches at least 70% CIFAR-10 test accuracy (judged in CUDA runs only)"""
-        if not torch.cuda.is_available():
-            pytest.skip("not judged: this grading run has no CUDA GPU, and the CIFAR-10 thresholds are judged only in CUDA runs")
+        skip_unless_cuda("the BetterCNN CIFAR-10 threshold")
         graded_accuracy(student, "cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", BETTER_CNN_THRESHOLD)

@@ -13,7 +13,7 @@ from torchvision.models.vision_transformer import EncoderBlock, VisionTransforme
 
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, graded_accuracy
+from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "vit"
@@ -256,6 +256,5 @@ class TestAccuracy:
     @pytest.mark.points(8)
     def test_cifar10_accuracy(self, student):
         """The saved CIFAR-10 model reaches at least 65% test accuracy (judged in CUDA runs only)"""
-        if not torch.cuda.is_available():
-            pytest.skip("not judged: this grading run has no CUDA GPU, and the CIFAR-10 threshold is judged only in CUDA runs")
+        skip_unless_cuda("the CIFAR-10 threshold")
         graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", CIFAR10_THRESHOLD)
