@@ -29,7 +29,6 @@ import os
 import platform
 import sys
 import time
-import types
 from pathlib import Path
 
 # Run from anywhere: the project is installed editable, but make `python benchmarks/...` work from
@@ -39,8 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from autograder.assignments import load_assignment  # noqa: E402
-from autograder.notebook import cell_source, grade_id, strip_magics  # noqa: E402
-from autograder.samples import reference_notebook  # noqa: E402
+from autograder.samples import run_reference_cells  # noqa: E402
 from dlcourse.data import load_image_split  # noqa: E402
 from dlcourse.training import QUICK_ENV, quick_mode, train_classifier  # noqa: E402
 from dlcourse.utils import seed_everything  # noqa: E402
@@ -57,18 +55,8 @@ DATASET_ALIASES = {"fashion_mnist": "fashion_mnist", "fashionmnist": "fashion_mn
 
 def reference_namespace(hparams_cell: str) -> dict:
     """Execute the reference notebook's model cells and `hparams_cell` in a fresh module; return its namespace."""
-    nb = reference_notebook(load_assignment("vit"))
-    cells = {grade_id(c): c for c in nb["cells"] if grade_id(c)}
-    missing = [gid for gid in MODEL_CELLS + [hparams_cell] if gid not in cells]
-    if missing:
-        raise SystemExit(f"the reference notebook has no cell(s) {missing}")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    module = types.ModuleType("__benchmark_reference__")
-    sys.modules[module.__name__] = module  # dataclasses look their class's module up in sys.modules
     with contextlib.redirect_stdout(sys.stderr):  # the cells print (e.g. "Using device"); stdout is for the table
-        for gid in MODEL_CELLS + [hparams_cell]:
-            exec(compile(strip_magics(cell_source(cells[gid])), f"<reference {gid}>", "exec"), module.__dict__)
-    return module.__dict__
+        return run_reference_cells(load_assignment("vit"), MODEL_CELLS + [hparams_cell])
 
 
 def device_description(device: torch.device) -> str:

@@ -6,16 +6,13 @@ accuracy on 1 000 test images clearly beats chance (10 %).
 The full run (≥ 70 % on the whole test split) needs a GPU and is judged by the autograder in CUDA runs;
 this test uses a narrower width (16 instead of 32) and 3 000 images so that it takes 20 s (idle) to 90 s (busy) on
 two cores."""
-import sys
 import time
-import types
 
 import pytest
 import torch
 
 from autograder.assignments import load_assignment
-from autograder.notebook import cell_source, grade_id, strip_magics
-from autograder.samples import reference_notebook
+from autograder.samples import run_reference_cells
 from dlcourse import TrainRecipe, load_image_split, seed_everything, train_classifier
 
 DEFINITION_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn"]
@@ -24,13 +21,7 @@ DEFINITION_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residu
 @pytest.fixture(scope="module")
 def reference():
     """The namespace of the reference notebook's definition cells (solutions included)."""
-    nb = reference_notebook(load_assignment("cnn"))
-    cells = {grade_id(c): c for c in nb["cells"]}
-    module = types.ModuleType("__cnn_reference__")  # dataclasses look their class up in sys.modules
-    sys.modules[module.__name__] = module
-    for gid in DEFINITION_CELLS:
-        exec(compile(strip_magics(cell_source(cells[gid])), f"<reference {gid}>", "exec"), module.__dict__)
-    return module.__dict__
+    return run_reference_cells(load_assignment("cnn"), DEFINITION_CELLS)
 
 
 def test_reference_better_cnn_learns_on_a_cifar10_subset(reference, local_datasets, monkeypatch):

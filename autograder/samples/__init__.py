@@ -73,6 +73,23 @@ def samples_for(name: str) -> tuple[list[Sample], list[str]]:
     return module.SAMPLES, module.TRAINING_CELLS
 
 
+def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -> dict:
+    """Execute the reference notebook's cells `cell_ids`, in order, in a fresh module; return its namespace.
+    (Trusted: this is the instructor's own code.)"""
+    cells = {grade_id(c): c for c in reference_notebook(assignment)["cells"] if grade_id(c)}
+    missing = [gid for gid in cell_ids if gid not in cells]
+    if missing:
+        raise SystemExit(f"the reference notebook of {assignment.name} has no cell(s) {missing}")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    module = types.ModuleType(f"__reference_{assignment.name}__")  # a real module: dataclasses look it up in sys.modules
+    sys.modules[module.__name__] = module
+    for gid in cell_ids:
+        if log:
+            log(f"[reference {assignment.name}] running cell {gid}")
+        exec(compile(strip_magics(cell_source(cells[gid])), f"<reference {gid}>", "exec"), module.__dict__)
+    return module.__dict__
+
+
 def train_reference(assignment: Assignment, training_cells: list[str], cache_root: Path) -> Path:
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
     process, in a cache folder named after the notebook's hash; return the folder with the saved weights."""
@@ -83,17 +100,10 @@ def train_reference(assignment: Assignment, training_cells: list[str], cache_roo
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    cells = {grade_id(c): c for c in nb["cells"]}
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    module = types.ModuleType("__reference__")  # a real module: dataclasses look their class up in sys.modules
-    sys.modules[module.__name__] = module
-    namespace = module.__dict__
     started, previous = time.time(), Path.cwd()
-    os.chdir(folder)
+    os.chdir(folder)  # the training cells save their weights into the working folder
     try:
-        for gid in training_cells:
-            print(f"[reference {assignment.name}] running cell {gid}", flush=True)
-            exec(compile(strip_magics(cell_source(cells[gid])), f"<reference {gid}>", "exec"), namespace)
+        run_reference_cells(assignment, training_cells, log=lambda m: print(m, flush=True))
     finally:
         os.chdir(previous)
     done.write_text(f"trained in {time.time() - started:.0f} s\n")
