@@ -23,6 +23,8 @@ import torch.nn as nn
 
 from autograder.sandbox import (PROJECT_ROOT, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, _keep_paths,
                                 namespaces_available)
+from autograder.judge import call as judge_call
+from autograder.judge import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 
 START_TIMEOUT = 120.0
@@ -43,6 +45,23 @@ class Call(nn.Module):
     def forward(self):
         result = globals()[self.fn](*self.args)
         return torch.tensor(list(json.dumps(result).encode()), dtype=torch.uint8)
+
+
+def scaled_sum_and_facts(x, labels, scale=1.0):
+    return (x * scale).sum(), {"count": len(labels), "labels": torch.tensor(labels), "first": labels[0]}
+
+
+class Scale(nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(n))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def apply_model(model, x):
+    return model(x)
 
 
 def attempt(action):
@@ -191,7 +210,7 @@ CELLS = [
 
 
 def call(name, *args, **kwargs):
-    return {"call": name, "args": list(args), "kwargs": kwargs}
+    return {"$call": name, "args": list(args), "kwargs": kwargs}
 
 
 def run(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: float = CALL_TIMEOUT, **extra) -> tuple[dict, dict]:
@@ -286,6 +305,40 @@ def test_backward_returns_gradients(live):
     (ref(xr) * 3.0).backward(g)
     torch.testing.assert_close(out["input_grad.0"], xr.grad)
     torch.testing.assert_close(out["param_grad.lin.weight"], ref.weight.grad)
+
+
+def test_invoke_a_function_with_nested_values_and_gradients(live):
+    """The generic `call` request (StudentCode.invoke): nested arguments, tuple/dict results, input gradients."""
+    x = torch.randn(2, 3)
+    header, tensors, marked = call_request(name("scaled_sum_and_facts"), (needs_grad(x), [3, 1, 2]), {"scale": 2.0},
+                                           backward=((0,), None))
+    reply, out = live.request(header, tensors, timeout=CALL_TIMEOUT)
+    assert reply["ok"], reply
+    result = call_result(reply, out, marked)
+    total, facts = result.value
+    torch.testing.assert_close(total, (2 * x).sum())
+    assert facts["count"] == 3 and facts["first"] == 3
+    assert facts["labels"].dtype == torch.int64 and facts["labels"].tolist() == [3, 1, 2]
+    torch.testing.assert_close(result.input_grads[0], torch.full_like(x, 2.0))
+
+
+def test_invoke_with_a_module_argument_returns_its_parameter_gradients(live):
+    x, w = torch.randn(4), torch.randn(4)
+    model = module(judge_call("Scale", 4), weights={"w": w}, grads="scale")
+    header, tensors, marked = call_request(name("apply_model"), (model, x), {}, backward=((), torch.ones(4)))
+    reply, out = live.request(header, tensors, timeout=CALL_TIMEOUT)
+    assert reply["ok"], reply
+    result = call_result(reply, out, marked)
+    torch.testing.assert_close(result.value, x * w)
+    torch.testing.assert_close(result.param_grads["scale"]["w"], x)
+
+
+def test_invoke_with_a_stand_in_argument(live):
+    header, tensors, marked = call_request(name("apply_model"), (stand_in("torch_mlp", dim=4, hidden_dim=8),
+                                                                 torch.randn(2, 4)), {}, None)
+    reply, out = live.request(header, tensors, timeout=CALL_TIMEOUT)
+    assert reply["ok"], reply
+    assert call_result(reply, out, marked).value.shape == (2, 4)
 
 
 def test_missing_name_is_a_student_error(live):

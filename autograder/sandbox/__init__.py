@@ -53,6 +53,7 @@ class SandboxPolicy:
     hide: list[str] = field(default_factory=list)  # absolute paths the worker must not see (submissions, output)
     allow_weak_isolation: bool = True  # run without namespaces where they are unavailable
     audit_hook: bool = True  # False only to test the namespace layer on its own; never in grading
+    preload_modules: list[str] = field(default_factory=list)  # imported before the audit hook (e.g. transformers)
 
 
 @functools.lru_cache(maxsize=1)
@@ -108,14 +109,17 @@ class Sandbox:
         settings = {
             "memory_mb": self.policy.memory_mb if self.policy.device == "cpu" else None,
             "threads": self.policy.threads, "device": self.policy.device,
-            "audit_hook": self.policy.audit_hook,
+            "audit_hook": self.policy.audit_hook, "preload_modules": self.policy.preload_modules,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
             "allowed_roots": [str(PROJECT_ROOT / k) for k in _keep_paths()] + [workdir],
         }
         worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(self.policy.threads),
-               "PYTHONHASHSEED": "0"}
+               "PYTHONHASHSEED": "0",
+               # Hugging Face libraries must never try the network (the sandbox has none anyway).
+               "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
         for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]

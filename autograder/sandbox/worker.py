@@ -39,12 +39,19 @@ import numpy  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402,F401
-from torchvision.models.vision_transformer import EncoderBlock  # noqa: E402
 
 import dlcourse  # noqa: E402,F401
 
+# Assignment-specific libraries (e.g. transformers) are imported now, while the audit hook is not yet
+# installed: their imports read many files and may probe the system.
+import importlib  # noqa: E402
+
+for _name in SETTINGS.get("preload_modules", []):
+    importlib.import_module(_name)
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from protocol import read_frame_blocking, write_frame  # noqa: E402
+from stand_ins import STAND_INS  # noqa: E402
 
 torch.set_num_threads(int(SETTINGS.get("threads", 1)))
 DEVICE = torch.device(SETTINGS.get("device", "cpu"))
@@ -137,44 +144,6 @@ def install_tripwires(forbidden_attributes: list[str], forbidden_modules: list[s
     builtins.__import__ = guarded_import
 
 
-# Stand-in sublayers built only from torch/torchvision, so that a test of one layer (say Block) does not
-# depend on the student's other layers (say Attention): a bug costs points once.
-class TorchAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.mha = nn.MultiheadAttention(dim, num_heads, batch_first=True)
-
-    def forward(self, x):
-        return self.mha(x, x, x, need_weights=False)[0]
-
-
-class TorchMLP(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class ConvPatchify(nn.Module):
-    def __init__(self, in_channels: int, patch_size: int, embed_dim: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-def torchvision_block(dim: int, num_heads: int, mlp_dim: int):
-    from functools import partial
-
-    return EncoderBlock(num_heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
-
-
-STAND_INS = {"torch_attention": TorchAttention, "torch_mlp": TorchMLP, "conv_patchify": ConvPatchify,
-             "torchvision_block": torchvision_block}
-
 # 3. Running cells and serving requests. -------------------------------------------------------------
 _STUDENT_MODULE = types.ModuleType("__student__")  # a real module: dataclasses look their class up in sys.modules
 sys.modules[_STUDENT_MODULE.__name__] = _STUDENT_MODULE
@@ -207,16 +176,124 @@ def run_cells(cells: list[dict]) -> dict:
     return errors
 
 
-def build(spec):
-    """Instantiate a call spec: {"call": name, "args": [...], "kwargs": {...}}, names from the notebook."""
-    if isinstance(spec, dict) and "call" in spec:
-        name = spec["call"]
-        if name not in NAMESPACE:
-            raise StudentError(f"your notebook does not define {name!r} (was its cell deleted or renamed?)")
-        args = [build(a) for a in spec.get("args", [])]
-        kwargs = {k: build(v) for k, v in spec.get("kwargs", {}).items()}
-        return NAMESPACE[name](*args, **kwargs)
-    return spec
+def resolve(spec, tensors: dict | None = None, built: dict | None = None):
+    """Turn a value spec from the grader into a Python value (see autograder.judge for the helpers):
+    {"$call": name, "args": [...], "kwargs": {...}}  NAMESPACE[name](*args, **kwargs), names from the notebook;
+        a module may also carry "substitutes", "weights" (exact state dict), "keep_as", "train", "grads";
+    {"$name": name}                                   NAMESPACE[name] itself (a function or class);
+    {"$tensor": key}                                  a tensor of the request, moved to the device;
+        "grad": true makes it require grad (its gradient comes back as input_grad.<key>);
+    {"$handle": name}                                 a module kept by an earlier request;
+    {"$stand_in": kind, "kwargs": {...}}              a reference layer from stand_ins.py;
+    lists and plain dicts are resolved element by element; other JSON values are themselves."""
+    tensors = {} if tensors is None else tensors
+    built = {} if built is None else built
+    if isinstance(spec, list):
+        return [resolve(v, tensors, built) for v in spec]
+    if not isinstance(spec, dict):
+        return spec
+    if "$tensor" in spec:
+        x = tensors[spec["$tensor"]].to(DEVICE)
+        if spec.get("grad"):
+            x = x.detach().requires_grad_(True)
+            built.setdefault("input_grads", {})[spec["$tensor"]] = x
+        return x
+    if "$name" in spec:
+        return _namespace_lookup(spec["$name"])
+    if "$handle" in spec:
+        if spec["$handle"] not in HANDLES:
+            raise StudentError(f"no module kept as {spec['$handle']!r}")
+        return HANDLES[spec["$handle"]]
+    if "$stand_in" in spec:
+        return STAND_INS[spec["$stand_in"]](**resolve(spec.get("kwargs", {}), tensors, built))
+    if "$call" in spec:
+        value = _namespace_lookup(spec["$call"])(*resolve(spec.get("args", []), tensors, built),
+                                                 **resolve(spec.get("kwargs", {}), tensors, built))
+        if isinstance(value, nn.Module):
+            _prepare_module(value, spec, tensors, built)
+        return value
+    return {k: resolve(v, tensors, built) for k, v in spec.items()}
+
+
+def _namespace_lookup(name: str):
+    if name not in NAMESPACE:
+        raise StudentError(f"your notebook does not define {name!r} (was its cell deleted or renamed?)")
+    return NAMESPACE[name]
+
+
+def _prepare_module(module: nn.Module, spec: dict, tensors: dict, built: dict) -> None:
+    for path, sub in spec.get("substitutes", {}).items():
+        substitute(module, path, sub)
+    if "weights" in spec:
+        load_weights(module, resolve(spec["weights"], tensors, built))
+    module.to(DEVICE)
+    module.train(bool(spec.get("train", False)))
+    if spec.get("keep_as"):
+        HANDLES[spec["keep_as"]] = module
+    if spec.get("grads"):
+        built.setdefault("modules", {})[spec["grads"]] = module
+
+
+def encode_result(value, out: dict, depth: int = 0):
+    """A JSON-able picture of a return value; its tensors go into `out` as out.<n>."""
+    if depth > 8:
+        raise StudentError("the value returned is nested too deeply")
+    if isinstance(value, numpy.ndarray):
+        value = torch.from_numpy(value)
+    if isinstance(value, torch.Tensor):
+        key = f"out.{len(out)}"
+        tensor = value.detach()
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        out[key] = tensor.cpu().contiguous().clone()
+        return {"$tensor": key}
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (numpy.integer, numpy.floating, numpy.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple, torch.Size)):
+        return [encode_result(v, out, depth + 1) for v in value]
+    if isinstance(value, dict) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
+        return {str(k): encode_result(value[k], out, depth + 1) for k in list(value.keys())}
+    if isinstance(value, nn.Module):
+        return {"$module": type(value).__name__}
+    return {"$object": type(value).__name__}
+
+
+def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
+    """Call something from the notebook: {"cmd": "call", "function": spec, "args": [...], "kwargs": {...},
+    "backward": {"path": [i, ...], "grad_output": key}}. The result comes back as JSON + tensors; with
+    "backward", the gradient of one tensor of the result flows back to "$tensor" inputs marked "grad" and
+    to the parameters of modules built with "grads": <label> (param_grad.<label>.<name>)."""
+    built: dict = {}
+    backward = header.get("backward")
+    with torch.set_grad_enabled(bool(backward) or header.get("grad_enabled", False)):
+        function = resolve(header["function"], tensors, built)
+        if not callable(function):
+            raise StudentError(f"{header['function']} is not callable")
+        result = function(*resolve(header.get("args", []), tensors, built),
+                          **resolve(header.get("kwargs", {}), tensors, built))
+    out: dict = {}
+    if backward:
+        target = result
+        for index in backward.get("path", []):
+            target = target[index]
+        if not isinstance(target, torch.Tensor) or not target.requires_grad:
+            raise StudentError("the value to differentiate is not a tensor that depends on the inputs "
+                               "(was it detached, or computed with .item() / numpy?)")
+        grad_output = tensors[backward["grad_output"]].to(DEVICE) if backward.get("grad_output") else None
+        if grad_output is not None and tuple(grad_output.shape) != tuple(target.shape):
+            raise StudentError(f"returned shape {tuple(target.shape)}, expected {tuple(grad_output.shape)}")
+        target.backward(grad_output)
+        for key, x in built.get("input_grads", {}).items():
+            if x.grad is not None:
+                out[f"input_grad.{key}"] = x.grad.detach().float().cpu().contiguous().clone()
+        for label, module in built.get("modules", {}).items():
+            for name, p in module.named_parameters():
+                if p.grad is not None:
+                    out[f"param_grad.{label}.{name}"] = p.grad.detach().float().cpu().contiguous().clone()
+    value = encode_result(result, out)
+    return {"value": value}, out
 
 
 def substitute(module: nn.Module, path: str, spec: dict) -> None:
@@ -245,9 +322,9 @@ def handle_run(header: dict, tensors: dict) -> tuple[dict, dict]:
     if header.get("use"):
         module = HANDLES[header["use"]]
     else:
-        module = build(header["build"])
+        module = resolve(header["build"], tensors)
         if not isinstance(module, nn.Module):
-            raise StudentError(f"{header['build']['call']} did not return an nn.Module")
+            raise StudentError(f"{header['build']['$call']} did not return an nn.Module")
         for path, spec in header.get("substitutes", {}).items():
             substitute(module, path, spec)
         weights = {k[len("weight."):]: v for k, v in tensors.items() if k.startswith("weight.")}
@@ -295,6 +372,9 @@ def serve() -> None:
                 reply["cell_errors"] = run_cells(header["cells"])
             elif cmd == "run":
                 extra, out = handle_run(header, tensors)
+                reply.update(extra)
+            elif cmd == "call":
+                extra, out = handle_call(header, tensors)
                 reply.update(extra)
             else:
                 raise StudentError(f"unknown command {cmd!r}")
