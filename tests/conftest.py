@@ -14,6 +14,9 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 if SHARED_DATA.is_dir():
     os.environ.setdefault("DLCOURSE_DATA_MIRROR", str(SHARED_DATA))
 os.environ.setdefault("DLCOURSE_DATA", str(PROJECT_ROOT / "data"))
+# Hugging Face libraries: never reach for the hub in tests (models come from local folders or packages).
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
 
 
 @pytest.fixture(scope="session")

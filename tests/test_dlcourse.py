@@ -66,3 +66,24 @@ def test_quick_mode_shrinks_recipe(monkeypatch):
     assert quick_mode()
     quick = TrainRecipe(epochs=30).quick()
     assert quick.epochs == 1 and quick.train_subset == 2000
+
+
+# -- text datasets (dlcourse.text_data), from the local copy ------------------------------------------
+def test_imdb_loads_both_splits_with_labels(local_datasets):
+    from dlcourse.text_data import load_imdb
+
+    for split in ("train", "test"):
+        dataset = load_imdb(split)
+        assert len(dataset) == 25_000
+        assert dataset.features["label"].names == ["neg", "pos"]
+        assert sum(dataset["label"]) == 12_500  # balanced
+        assert isinstance(dataset[0]["text"], str) and len(dataset[0]["text"]) > 20
+
+
+def test_multi30k_pairs_line_up(local_datasets):
+    from dlcourse.text_data import load_multi30k
+
+    sizes = {split: len(load_multi30k(split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 29_000, "val": 1_014, "test": 1_000}
+    german, english = load_multi30k("val")[0]
+    assert german.startswith("Eine Gruppe von Männern") and english.startswith("A group of men")

@@ -10,10 +10,7 @@ import pytest
 import torch
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
-from autograder.samples import samples_for
-
-CUDA_ONLY = {"TestAccuracy::test_cifar10_accuracy",  # vit
-             "TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better_cnn_accuracy"}  # cnn
+from autograder.samples import cuda_only_tests, samples_for
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +50,7 @@ def test_sample_fails_exactly_the_expected_tests(graded, name, sample):
     outcomes = {tid: t["outcome"] for tid, t in row["tests"].items()}
     skipped = {tid for tid, o in outcomes.items() if o == "skipped"}
     failed = {tid for tid, o in outcomes.items() if o in ("failed", "error")}
-    expected_skipped = set() if torch.cuda.is_available() else CUDA_ONLY & set(outcomes)
+    expected_skipped = set() if torch.cuda.is_available() else cuda_only_tests(name)
     assert skipped == expected_skipped
     assert failed == sample.expect_failed - expected_skipped, {t: row["tests"][t]["message"] for t in failed ^ (sample.expect_failed - expected_skipped)}
     assert row["status"] == sample.expect_status

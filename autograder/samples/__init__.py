@@ -73,6 +73,12 @@ def samples_for(name: str) -> tuple[list[Sample], list[str]]:
     return module.SAMPLES, module.TRAINING_CELLS
 
 
+def cuda_only_tests(name: str) -> set[str]:
+    """The hidden tests of assignment `name` judged only in CUDA runs (CUDA_ONLY in autograder/samples/<name>.py):
+    where there is no GPU they, and only they, must be skipped."""
+    return set(getattr(importlib.import_module(f"autograder.samples.{name}"), "CUDA_ONLY", set()))
+
+
 def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -> dict:
     """Execute the reference notebook's cells `cell_ids`, in order, in a fresh module; return its namespace.
     (Trusted: this is the instructor's own code.)"""
