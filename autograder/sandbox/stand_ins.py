@@ -92,13 +92,13 @@ def _loop_parts(model, lr: float, optimizer: str):
     """An optimizer and a constant LambdaLR whose step() calls are recorded in order in `events`."""
     events: list[str] = []
     opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
-    opt_step = opt.step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # its own first step is not recorded
+    opt_step = opt.step  # (after LambdaLR, which wraps the bound method itself)
 
     def recorded_opt_step(*args, **kwargs):
         events.append("optimizer")
         return opt_step(*args, **kwargs)
     opt.step = recorded_opt_step
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # its own first step is not recorded
     scheduler_step = scheduler.step
 
     def recorded_scheduler_step(*args, **kwargs):
@@ -114,7 +114,8 @@ def train_loop_probe(train_one_epoch, model, batches, epochs: int = 1, lr: float
     in order, the values train_one_epoch returned, and the model's weights afterwards."""
     opt, scheduler, events = _loop_parts(model, lr, optimizer)
     device = next(model.parameters()).device
-    returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=None) for _ in range(epochs)]
+    with torch.enable_grad():  # the worker answers calls without autograd unless asked for a backward pass
+        returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=None) for _ in range(epochs)]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return lambda: {"events": events, "returned": returned, "state": state}
 
