@@ -73,6 +73,7 @@ def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datas
     seed_everything(0)
     model = reference["SentimentClassifier"](config)
     started = time.time()
+    # (fit evaluates after each epoch on 500 of the training reviews, a monitor only: the grade below is on test reviews)
     history = fit(model, train_items, train_items[:500], RNNRecipe(epochs=3, batch_size=32, lr=5e-3, scheduler="cosine"),
                   max_length=config.max_length, collate_fn=reference["collate_batch"],
                   train_one_epoch=reference["train_one_epoch"], evaluate=reference["evaluate"])
