@@ -1,0 +1,271 @@
+"""Course code of the RNN/LSTM assignment (source/rnn/rnn.ipynb): IMDB reviews as token ids, a word-level
+tokenizer trained with Hugging Face `tokenizers`, length-bucketed loaders, the training driver that calls
+the student's `train_one_epoch` / `evaluate`, TensorBoard logging and reading the logged curves back.
+
+Graded ideas (collate_batch, the recurrent layers, the loss, the loops) are written by the student in the
+notebook; this module only holds the plumbing around them. The grader uses `tokenize_for_grading` to turn the
+test reviews into padded batches with the student's saved tokenizer (plain JSON data, loaded on the trusted side).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dlcourse.training import QUICK_ENV, quick_mode
+from dlcourse.utils import seed_everything
+
+PAD, UNK = "[PAD]", "[UNK]"
+PAD_ID, UNK_ID = 0, 1  # fixed: the embedding's padding_idx and the grader rely on them
+TOKENIZER_FILE = "tokenizer.json"
+
+
+# -- tokenisation -----------------------------------------------------------------------------------
+def train_tokenizer(texts, vocab_size: int = 20000):
+    """A lower-casing word-level tokenizer (words and punctuation) trained on `texts`, with [PAD] = 0 and
+    [UNK] = 1 and at most `vocab_size` entries. HTML line breaks (`<br />`, frequent in IMDB) become spaces."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Replace(Regex(r"<br\s*/?>"), " "),
+                                                 normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ runs and punctuation runs
+    trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK], min_frequency=2)
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    assert tokenizer.token_to_id(PAD) == PAD_ID and tokenizer.token_to_id(UNK) == UNK_ID
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    """Read a tokenizer saved with `tokenizer.save(path)`; a clear error names the file when it is unusable."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the notebook's tokenizer cell, which saves it")
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same advice)
+        raise ValueError(f"{path} is not a Hugging Face tokenizers file ({exc}); save it with tokenizer.save(...)") from None
+    if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
+        raise ValueError(f"{path}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
+                         "(train it with dlcourse.rnn.train_tokenizer)")
+    return tokenizer
+
+
+def encode(tokenizer, texts) -> list[list[int]]:
+    """Token ids of each text (no special tokens added)."""
+    return [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def imdb_texts_labels(split: str, subset: int | None = None, seed: int = 0) -> tuple[list[str], list[int]]:
+    """IMDB `split` as (texts, labels), shuffled with `seed` (the local copy is sorted by label) and cut to
+    `subset` reviews when given."""
+    from dlcourse.text_data import load_imdb
+
+    data = load_imdb(split)
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    if subset is not None:
+        order = order[:subset]
+    data = data.select(order)
+    return list(data["text"]), [int(y) for y in data["label"]]
+
+
+# -- batching ---------------------------------------------------------------------------------------
+def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0) -> list[list[int]]:
+    """Index batches of reviews of similar length (much less padding, so a recurrent loop over time is
+    faster). With `shuffle`, the reviews are shuffled, sorted by length within chunks of 50 batches, and the
+    batches shuffled; without, batches follow the sorted order."""
+    order = list(range(len(lengths)))
+    if not shuffle:
+        order.sort(key=lambda i: lengths[i])
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class ReviewLoader:
+    """Iterates over `collate_fn([(token_ids, label), ...], max_length, pad_id)` batches of `items`; a new
+    length-bucketed shuffle every epoch when `shuffle`."""
+
+    def __init__(self, items: list[tuple[list[int], int]], batch_size: int, max_length: int,
+                 collate_fn: Callable, shuffle: bool = False, seed: int = 0):
+        self.items, self.batch_size, self.max_length = items, batch_size, max_length
+        self.collate_fn, self.shuffle, self.seed, self.epoch = collate_fn, shuffle, seed, 0
+        self.lengths = [min(len(ids), max_length) for ids, _ in items]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.items) / self.batch_size)
+
+    def __iter__(self):
+        batches = bucketed_batches(self.lengths, self.batch_size, self.shuffle, self.seed + self.epoch)
+        self.epoch += 1
+        for batch in batches:
+            yield self.collate_fn([self.items[i] for i in batch], self.max_length, PAD_ID)
+
+
+# -- training ---------------------------------------------------------------------------------------
+@dataclass
+class RNNRecipe:
+    """Hyper-parameters of one training run (the model's own sizes are in its config)."""
+
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"      # "adam", "adamw" or "sgd" (momentum 0.9)
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    scheduler: str = "cosine"    # "constant", "cosine" (linear warm-up, cosine decay) or "step" (x0.5 per epoch)
+    warmup_fraction: float = 0.05
+    clip_norm: float | None = 1.0  # gradient clipping, given to train_one_epoch
+    train_subset: int | None = None  # use only this many training reviews
+    seed: int = 0
+
+    def quick(self) -> "RNNRecipe":
+        """The recipe shrunk for DLCOURSE_QUICK=1: 1 000 training reviews, one epoch (fit also cuts the reviews
+        to 64 tokens)."""
+        return dataclasses.replace(self, epochs=1, train_subset=min(self.train_subset or 1000, 1000))
+
+
+def make_optimizer(model: torch.nn.Module, recipe: RNNRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}: use 'adam', 'adamw' or 'sgd'")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RNNRecipe, steps_per_epoch: int):
+    """A LambdaLR meant to be stepped once per BATCH (after optimizer.step()), as the notebook's
+    train_one_epoch does."""
+    total = max(1, recipe.epochs * steps_per_epoch)
+    warmup = int(recipe.warmup_fraction * total)
+    if recipe.scheduler == "constant":
+        factor = lambda step: 1.0  # noqa: E731
+    elif recipe.scheduler == "cosine":
+        def factor(step):
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    elif recipe.scheduler == "step":
+        factor = lambda step: 0.5 ** (step // max(1, steps_per_epoch))  # noqa: E731
+    else:
+        raise ValueError(f"unknown scheduler {recipe.scheduler!r}: use 'constant', 'cosine' or 'step'")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class RNNHistory:
+    """Per-epoch record of a run (train loss/accuracy from train_one_epoch, test from evaluate)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{len(self.train_loss)} epochs in {sum(self.seconds):.0f} s, final train loss "
+                f"{self.train_loss[-1]:.3f}, train acc {self.train_acc[-1]:.2%}, test acc {self.test_acc[-1]:.2%}")
+
+
+def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNNRecipe, *, max_length: int,
+        collate_fn: Callable, train_one_epoch: Callable, evaluate: Callable, device="cpu", writer=None, log=print) -> RNNHistory:
+    """Train `model` on reviews cut to `max_length` tokens with the student's `train_one_epoch(model, loader,
+    optimizer, scheduler, device=..., clip_norm=...)` and evaluate with `evaluate(model, loader, device=...)` after every epoch; log to the
+    TensorBoard `writer` (a SummaryWriter) when given. With DLCOURSE_QUICK=1 the recipe is shrunk."""
+    if quick_mode():
+        recipe, max_length = recipe.quick(), min(max_length, 64)
+        log(f"{QUICK_ENV}=1: quick smoke run ({recipe.train_subset} reviews of at most {max_length} tokens, 1 epoch); "
+            "accuracy will be low.")
+    seed_everything(recipe.seed)
+    if recipe.train_subset:
+        train_items = train_items[:recipe.train_subset]
+    if quick_mode():
+        test_items = test_items[:1000]
+    train_loader = ReviewLoader(train_items, recipe.batch_size, max_length, collate_fn, shuffle=True, seed=recipe.seed)
+    test_loader = ReviewLoader(test_items, 256, max_length, collate_fn)
+    model.to(device)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = make_scheduler(optimizer, recipe, len(train_loader))
+    history = RNNHistory()
+    for epoch in range(recipe.epochs):
+        started = time.time()
+        train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, scheduler, device=device,
+                                                clip_norm=recipe.clip_norm)
+        test_loss, test_acc = evaluate(model, test_loader, device=device)
+        history.train_loss.append(float(train_loss))
+        history.train_acc.append(float(train_acc))
+        history.test_loss.append(float(test_loss))
+        history.test_acc.append(float(test_acc))
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        history.seconds.append(time.time() - started)
+        if writer is not None:
+            for tag, value in (("loss/train", train_loss), ("loss/test", test_loss), ("accuracy/train", train_acc),
+                               ("accuracy/test", test_acc), ("lr", history.lr[-1])):
+                writer.add_scalar(tag, float(value), epoch + 1)
+            writer.flush()
+        log(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f}, train acc {train_acc:.2%}, "
+            f"test loss {test_loss:.4f}, test acc {test_acc:.2%}, {history.seconds[-1]:.0f} s")
+    return history
+
+
+# -- TensorBoard curves, read back for inline plots ----------------------------------------------------
+def read_scalars(logdir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{run name: {tag: [(step, value), ...]}} from the TensorBoard event files under `logdir` (one run per
+    sub-folder), so the curves TensorBoard shows can also be plotted inline with matplotlib."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = {}
+    for folder in sorted({p.parent for p in Path(logdir).rglob("events.out.tfevents.*")}):
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        runs[str(folder.relative_to(logdir))] = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+                                                 for tag in accumulator.Tags()["scalars"]}
+    return runs
+
+
+def plot_scalars(runs: dict, tags=("loss/train", "accuracy/test")):
+    """One subplot per tag, one line per run."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tags), figsize=(6 * len(tags), 4))
+    for ax, tag in zip(list(axes) if len(tags) > 1 else [axes], tags):
+        for run, scalars in runs.items():
+            if tag in scalars:
+                steps, values = zip(*scalars[tag])
+                ax.plot(steps, values, marker="o", label=run)
+        ax.set_title(tag)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# -- grading ------------------------------------------------------------------------------------------
+def tokenize_for_grading(tokenizer, texts: list[str], max_length: int, batch_size: int):
+    """The reviews as the grader feeds them to a saved classifier: each cut to its first `max_length` tokens,
+    grouped by length, padded with PAD_ID. Yields (indices into texts, tokens (B, T) int64, lengths (B,) int64)."""
+    ids = [x[:max_length] for x in encode(tokenizer, texts)]
+    for batch in bucketed_batches([len(x) for x in ids], batch_size, shuffle=False):
+        lengths = torch.tensor([max(1, len(ids[i])) for i in batch], dtype=torch.long)
+        tokens = torch.full((len(batch), int(lengths.max())), PAD_ID, dtype=torch.long)
+        for row, i in enumerate(batch):
+            tokens[row, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
+        yield batch, tokens, lengths

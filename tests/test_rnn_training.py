@@ -1,0 +1,88 @@
+"""The RNN assignment's training and grading path works on CPU (CI), on real IMDB data.
+
+The reference LSTM classifier, taken from the source notebook's own cells (its collate_batch, LSTM,
+compute_loss, train_one_epoch and evaluate), trains for a short run: a word-level tokenizer trained on 6 000
+training reviews, those reviews cut to 100 tokens, 3 epochs (about a minute on one idle core). Its files are
+saved as a student's notebook saves them (tokenizer.json + save_model) next to the reference notebook, and graded
+through the autograder's own IMDB grading path (autograder/imdb_grading.py: the sandboxed worker runs the notebook's
+SentimentClassifier, the labels stay here) on a fixed subset of 2 000 test reviews. The bar, 65 %, is one an
+untrained model fails: the same path grades the untrained model too, which must stay below it.
+
+The full thresholds (RNN ≥ 70 %, LSTM ≥ 80 % on all 25 000 test reviews) are judged by the hidden tests in CUDA runs.
+"""
+import json
+import time
+
+import pytest
+import torch
+
+from autograder.assignments import load_assignment
+from autograder.feedback import Feedback
+from autograder.imdb_grading import graded_imdb_accuracy
+from autograder.judge import StudentCode
+from autograder.samples import reference_notebook, run_reference_cells
+from autograder.sandbox import SandboxPolicy
+from dlcourse import save_model, seed_everything
+from dlcourse.rnn import TOKENIZER_FILE, RNNRecipe, encode, fit, imdb_texts_labels, train_tokenizer
+
+DEFINITION_CELLS = ["setup", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss", "loops"]
+CPU_BAR, TEST_SUBSET = 0.65, 2000
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The namespace of the reference notebook's definition cells (solutions included)."""
+    return run_reference_cells(load_assignment("rnn"), DEFINITION_CELLS)
+
+
+def grade_saved(folder, saved_name):
+    """Grade `<folder>/<saved_name>.*` as the hidden tests do (sandboxed worker, reference notebook's code)."""
+    hidden = __import__("importlib").util.spec_from_file_location("hidden_rnn", load_assignment("rnn").hidden_tests)
+    module = __import__("importlib").util.module_from_spec(hidden)
+    hidden.loader.exec_module(module)
+    policy = SandboxPolicy(threads=1, forbidden_attributes=module.FORBIDDEN_ATTRIBUTES,
+                           forbidden_modules=module.FORBIDDEN_MODULES)
+    student = StudentCode(folder, "rnn", module.RUN_CELLS, policy, folder / "worker.log", call_timeout=120.0,
+                          forbidden_names=module.FORBIDDEN_NAMES)
+    try:
+        try:
+            graded_imdb_accuracy(student, saved_name, CPU_BAR, subset=TEST_SUBSET)
+            passed = True
+        except Feedback as exc:
+            print(f"\n{saved_name}: {exc}")
+            passed = False
+        return passed, student.notes.get(saved_name, "")
+    finally:
+        student.close()
+
+
+def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datasets, tmp_path, monkeypatch):
+    monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
+    torch.set_num_threads(1)
+    texts, labels = imdb_texts_labels("train", subset=6000, seed=1)
+    tokenizer = train_tokenizer(texts, vocab_size=5000)
+    tokenizer.save(str(tmp_path / TOKENIZER_FILE))
+    train_items = list(zip(encode(tokenizer, texts), labels))
+    # The notebook's files as a student submits them: notebook, tokenizer, saved models.
+    (tmp_path / "rnn.ipynb").write_text(json.dumps(reference_notebook(load_assignment("rnn"))))
+    config = reference["ClassifierConfig"](vocab_size=tokenizer.get_vocab_size(), embed_dim=64, hidden_size=64,
+                                           cell="lstm", max_length=100)
+    seed_everything(0)
+    untrained = reference["SentimentClassifier"](config)
+    save_model(untrained, config, "lstm_untrained", tmp_path)
+    seed_everything(0)
+    model = reference["SentimentClassifier"](config)
+    started = time.time()
+    # (fit evaluates after each epoch on 500 of the training reviews, a monitor only: the grade below is on test reviews)
+    history = fit(model, train_items, train_items[:500], RNNRecipe(epochs=3, batch_size=32, lr=5e-3, scheduler="cosine"),
+                  max_length=config.max_length, collate_fn=reference["collate_batch"],
+                  train_one_epoch=reference["train_one_epoch"], evaluate=reference["evaluate"])
+    seconds = time.time() - started
+    save_model(model, config, "lstm_imdb", tmp_path)
+    passed, note = grade_saved(tmp_path, "lstm_imdb")
+    untrained_passed, untrained_note = grade_saved(tmp_path, "lstm_untrained")
+    print(f"\nLSTM (64/64, 6 000 reviews x 100 tokens, 3 epochs, {seconds:.0f} s): train loss per epoch "
+          f"{[round(x, 3) for x in history.train_loss]}; graded: {note}; untrained: {untrained_note}")
+    assert history.train_loss[-1] < history.train_loss[0] - 0.1, history.train_loss
+    assert passed, note
+    assert not untrained_passed, untrained_note
