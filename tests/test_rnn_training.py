@@ -26,7 +26,7 @@ from dlcourse import save_model, seed_everything
 from dlcourse.rnn import TOKENIZER_FILE, RNNRecipe, encode, fit, imdb_texts_labels, train_tokenizer
 
 DEFINITION_CELLS = ["setup", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss", "loops"]
-CPU_BAR, TEST_SUBSET = 0.65, 2000
+CPU_BAR, TEST_SUBSET = 0.60, 2000  # 60 % of 2 000 reviews is ~9 standard deviations above chance
 
 
 @pytest.fixture(scope="module")
