@@ -147,8 +147,13 @@ class TorchSeq2Seq(nn.Module):
         self.generator = nn.Linear(d_model, vocab_size)
         self.register_buffer("pe", _sinusoidal_table(64, d_model), persistent=False)
         fill_parameters_(self, seed=seed, scale=0.3)
-        with torch.no_grad():
-            self.generator.bias[eos_id] += eos_bias  # makes EOS come at different steps in different rows
+        with torch.no_grad():  # logits driven by the input rather than by biases, so that rows differ
+            for m in self.modules():
+                if isinstance(m, nn.LayerNorm):
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
+            self.generator.bias.zero_()
+            self.generator.bias[eos_id] = eos_bias  # makes EOS come at different steps in different rows
         self.eval()
         self.to("cuda" if torch.cuda.is_available() else "cpu")  # where the worker puts the inputs
 
