@@ -83,13 +83,13 @@ MULTI30K_VOCAB_SIZE = 8000
 def train_multi30k_tokenizer(pairs: list[tuple[str, str]], vocab_size: int = MULTI30K_VOCAB_SIZE):
     """A byte-pair-encoding tokenizer (Hugging Face `tokenizers`) shared by German and English, trained
     on `pairs` (the train split): NFKC + lower-casing, words split on spaces (SentencePiece-style "▁"
-    word starts, so decoding restores the spaces), `vocab_size` tokens including the specials
+    word starts, so decoding restores the spaces) and punctuation split off, `vocab_size` tokens including the specials
     [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3. Deterministic: the same pairs give the same tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()])
     tokenizer.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tokenizer.train_from_iterator((s for pair in pairs for s in pair), trainer=trainer)
