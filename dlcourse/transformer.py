@@ -151,8 +151,9 @@ class Seq2SeqRecipe:
     seed: int = 0
 
     def quick(self) -> "Seq2SeqRecipe":
-        """The recipe shrunk for `DLCOURSE_QUICK=1`: 20 steps."""
-        return Seq2SeqRecipe(**{**self.__dict__, "epochs": 1, "max_steps": 20, "warmup_steps": 5})
+        """The recipe shrunk for `DLCOURSE_QUICK=1`: 10 steps of at most 32 pairs."""
+        return Seq2SeqRecipe(**{**self.__dict__, "epochs": 1, "max_steps": 10, "warmup_steps": 2,
+                                "batch_size": min(self.batch_size, 32)})
 
 
 @dataclass
@@ -169,7 +170,10 @@ class Seq2SeqHistory:
 @torch.no_grad()
 def evaluate_perplexity(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, device="cpu",
                         batch_size: int = 200, pad_id: int = PAD_ID) -> float:
-    """Per-token perplexity of `model(src, tgt[:, :-1])` predicting `tgt[:, 1:]`, padding excluded."""
+    """Per-token perplexity of `model(src, tgt[:, :-1])` predicting `tgt[:, 1:]`, padding excluded.
+    With `DLCOURSE_QUICK=1` only the first 100 pairs are scored."""
+    if quick_mode():
+        src, tgt = src[:100], tgt[:100]
     model.eval()
     total, count = 0.0, 0
     for start in range(0, len(src), batch_size):
@@ -184,10 +188,10 @@ def train_seq2seq(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tenso
                   recipe: Seq2SeqRecipe, device="cpu", pad_id: int = PAD_ID, log_every: int = 0) -> Seq2SeqHistory:
     """Teacher forcing: `model(src, tgt[:, :-1])` returns logits (B, T, V) for the next tokens `tgt[:, 1:]`;
     cross-entropy over non-padding tokens, AdamW, linear warm-up then cosine decay. Evaluates the
-    validation perplexity after every epoch. With `DLCOURSE_QUICK=1` the recipe is shrunk (20 steps)."""
+    validation perplexity after every epoch. With `DLCOURSE_QUICK=1` the recipe is shrunk (10 steps)."""
     if quick_mode():
         recipe = recipe.quick()
-        print("DLCOURSE_QUICK=1: quick smoke run (20 steps); the numbers mean nothing.")
+        print("DLCOURSE_QUICK=1: quick smoke run (10 steps, 100 validation pairs); the numbers mean nothing.")
     seed_everything(recipe.seed)
     src, tgt = train
     if recipe.train_subset:

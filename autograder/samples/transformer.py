@@ -27,8 +27,8 @@ DECODER = {"TestDecoderLayer::test_matches_torch_decoder_layer", "TestDecoderLay
 TRANSFORMER = {"TestTransformer::test_output_shape", "TestTransformer::test_matches_torch_reference",
                "TestTransformer::test_decoder_cannot_see_the_future"}
 GREEDY = {"TestGreedyDecode::test_matches_reference_decoding"}
-THRESHOLDS = {"TestThresholds::test_reversal_accuracy", "TestThresholds::test_multi30k_perplexity"}
-CUDA_ONLY = {"TestThresholds::test_multi30k_perplexity"}  # skipped (not judged) where there is no GPU
+THRESHOLDS = {"TestAccuracy::test_reversal_accuracy", "TestAccuracy::test_multi30k_perplexity"}
+CUDA_ONLY = {"TestAccuracy::test_multi30k_perplexity"}  # skipped (not judged) where there is no GPU
 
 # Reference cells run, in this order, to train the reference's weights: the notebook's own code.
 TRAINING_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
