@@ -1,0 +1,574 @@
+"""Hidden tests of the Transformer assignment (source/transformer/transformer.ipynb). Never shipped to students.
+
+Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
+nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) given the same weights. The layers, the Transformer
+and greedy decoding are tested with stand-in sublayers built from torch (autograder/sandbox/stand_ins.py),
+so a bug in attention costs points only in the attention tests. The masks the student builds are used
+wherever the student's code builds them. The thresholds rebuild the student's saved models in the sandbox;
+the targets and the scoring stay in this process.
+"""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from autograder.feedback import Feedback, assert_close, assert_shape
+from autograder.judge import call, handle, module, name, skip_unless_cuda, stand_in
+from autograder.reference import reference_grads
+from autograder.sandbox.stand_ins import TorchSeq2Seq
+from dlcourse.checks import fill_parameters_, seeded_randn
+from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, ReversalTask, encode_pairs,
+                                  make_reversal_data, sequence_accuracy, target_nll, trim_padding)
+
+ASSIGNMENT = "transformer"
+# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
+RUN_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
+             "transformer_config", "transformer", "greedy"]
+# "Transformer" alone is the student's own class: nn.Transformer is caught as a dotted name below.
+FORBIDDEN_NAMES = ["MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
+                   "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder", "TransformerDecoderLayer"]
+FORBIDDEN_MODULES = ["nn.Transformer", "torch.nn.Transformer", "transformers", "torchtext"]
+FORBIDDEN_ATTRIBUTES = ["torch.nn.functional." + n for n in ("scaled_dot_product_attention", "multi_head_attention_forward")] + \
+                       ["torch.nn." + n for n in ("MultiheadAttention", "Transformer", "TransformerEncoder",
+                                                  "TransformerEncoderLayer", "TransformerDecoder", "TransformerDecoderLayer")]
+
+REVERSAL_THRESHOLD = 0.99  # exact-sequence accuracy; the reference reaches 100 % (3 epochs, about 35 s on one CPU core)
+REVERSAL_HELD_OUT_SEED = 20240917  # the notebook trains on seed 0 and validates on seed 1
+REVERSAL_HELD_OUT = 1000
+# Provisional, NOT yet verified on a GPU: per-token test perplexity under the course's shared 8 000-token BPE.
+MULTI30K_PERPLEXITY_THRESHOLD = 8.0
+
+
+def mask_tokens(lengths: list[int], width: int) -> torch.Tensor:
+    """(B, width) token ids: row b has lengths[b] real tokens (ids 3..) then padding."""
+    tokens = torch.full((len(lengths), width), PAD_ID, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        tokens[b, :n] = 3 + (torch.arange(n) * 7 + b) % 8  # ids 3..10
+    return tokens
+
+
+def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
+    return (tokens != PAD_ID)[:, None, None, :]  # (B, 1, 1, T), True = may attend
+
+
+def causal(T: int) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
+    """The formula, one entry at a time (float64)."""
+    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    for pos in range(max_len):
+        for j in range(d_model):
+            angle = pos / 10000 ** ((j - j % 2) / d_model)
+            pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    return pe
+
+
+class TestPositionalEncoding:
+    GROUP = "Positional encoding"
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("max_len,d_model", [(10, 8), (7, 5), (64, 33), (100, 16)])
+    def test_matches_formula(self, student, max_len, d_model):
+        """sinusoidal_positional_encoding equals the formula (even and odd widths, several lengths)"""
+        student.check_rules("positional_encoding")
+        result = student.invoke(name("sinusoidal_positional_encoding"), max_len, d_model,
+                                what=f"sinusoidal_positional_encoding({max_len}, {d_model})")
+        if not isinstance(result.value, torch.Tensor):
+            raise Feedback("sinusoidal_positional_encoding must return a tensor")
+        assert_close(result.value, sinusoidal_reference(max_len, d_model),
+                     f"positional encoding ({max_len} positions, d_model={d_model})", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_module_adds_the_table(self, student):
+        """PositionalEncoding adds the first T rows of the table to its input"""
+        student.check_rules("positional_encoding")
+        x = seeded_randn(2, 9, 12, seed=1)
+        result = student.run(call("PositionalEncoding", d_model=12, max_len=30), (x,), what="PositionalEncoding(12, 30)")
+        assert_close(result.output, x + sinusoidal_reference(9, 12).float(), "PositionalEncoding output", atol=1e-4)
+
+
+class TestMasks:
+    GROUP = "Masks"
+
+    @pytest.mark.points(1)
+    def test_padding_mask(self, student):
+        """make_padding_mask is (B, 1, 1, T), True exactly at the non-padding tokens"""
+        student.check_rules("masks")
+        tokens = mask_tokens([5, 2, 7], 7)
+        result = student.invoke(name("make_padding_mask"), tokens, PAD_ID, what="make_padding_mask")
+        value = result.value
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+            raise Feedback("make_padding_mask must return a bool tensor")
+        assert_shape(value, (3, 1, 1, 7), "padding mask")
+        if not torch.equal(value, padding_mask(tokens)):
+            raise Feedback("the padding mask is not True exactly where the token is not padding")
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("T", [1, 6])
+    def test_causal_mask(self, student, T):
+        """make_causal_mask(T) is (T, T), True on and below the diagonal"""
+        student.check_rules("masks")
+        value = student.invoke(name("make_causal_mask"), T, what=f"make_causal_mask({T})").value
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+            raise Feedback("make_causal_mask must return a bool tensor")
+        assert_shape(value, (T, T), "causal mask")
+        if not torch.equal(value, causal(T)):
+            raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i")
+
+
+def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
+    mha = fill_parameters_(nn.MultiheadAttention(d_model, heads, batch_first=True), seed=seed, scale=0.3).eval()
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+    weights = {"q_proj.weight": wq, "q_proj.bias": bq, "k_proj.weight": wk, "k_proj.bias": bk,
+               "v_proj.weight": wv, "v_proj.bias": bv, "out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
+    return mha, {k: v.detach().clone() for k, v in weights.items()}  # own storage each (safetensors refuses shared)
+
+
+def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
+    """A second oracle: the same computation through F.scaled_dot_product_attention (True = may attend)."""
+    B, T_q, D = query.shape
+    split = lambda t: t.view(B, t.shape[1], heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+    q, k, v = (split(F.linear(x, weights[f"{p}.weight"], weights[f"{p}.bias"]))
+               for x, p in ((query, "q_proj"), (key, "k_proj"), (value, "v_proj")))
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, T_q, D)
+    return F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"]).detach()
+
+
+def mha_build(d_model: int, heads: int) -> dict:
+    return call("MultiHeadAttention", d_model=d_model, num_heads=heads)
+
+
+class TestMultiHeadAttention:
+    GROUP = "Multi-head attention"
+
+    @pytest.mark.points(1)
+    def test_output_shape_cross_attention(self, student):
+        """MultiHeadAttention maps query (B, T_q, D) and key/value (B, T_k, D) to (B, T_q, D)"""
+        student.check_rules("mha")
+        q, kv = seeded_randn(2, 3, 16, seed=1), seeded_randn(2, 7, 16, seed=2)
+        result = student.run(mha_build(16, 4), (q, kv, kv.clone()), what="MultiHeadAttention(16, 4) with T_q=3, T_k=7")
+        assert_shape(result.output, (2, 3, 16), "attention output")
+
+    @pytest.mark.points(2)
+    @pytest.mark.parametrize("d_model,heads", [(16, 1), (32, 4)])
+    def test_self_attention_matches_torch(self, student, d_model, heads):
+        """Unmasked self-attention equals nn.MultiheadAttention with the same weights"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(d_model, heads, seed=d_model)
+        x = seeded_randn(2, 6, d_model, seed=heads)
+        result = student.run(mha_build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
+                             what=f"MultiHeadAttention(d_model={d_model}, num_heads={heads})")
+        assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), "self-attention output")
+        assert_close(result.output, sdpa_reference(weights, heads, x, x, x), "self-attention output")
+
+    @pytest.mark.points(2)
+    def test_padding_mask_matches_torch(self, student):
+        """With a padding mask (B, 1, 1, T_k), attention equals nn.MultiheadAttention's key_padding_mask"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(24, 3, seed=3)
+        x, mask = seeded_randn(3, 6, 24, seed=4), padding_mask(mask_tokens([6, 3, 1], 6))
+        result = student.run(mha_build(24, 3), (x, x.clone(), x.clone(), mask), weights=weights, what="MultiHeadAttention with a padding mask")
+        expected = mha(x, x, x, key_padding_mask=~mask[:, 0, 0], need_weights=False)[0].detach()
+        assert_close(result.output, expected, "attention output with a padding mask")
+
+    @pytest.mark.points(2)
+    def test_causal_mask_matches_torch(self, student):
+        """With a causal mask (T, T), attention equals nn.MultiheadAttention's attn_mask"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(16, 2, seed=5)
+        x = seeded_randn(2, 7, 16, seed=6)
+        result = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(7)), weights=weights, what="MultiHeadAttention with a causal mask")
+        expected = mha(x, x, x, attn_mask=~causal(7), need_weights=False)[0].detach()
+        assert_close(result.output, expected, "attention output with a causal mask")
+
+    @pytest.mark.points(2)
+    def test_cross_attention_with_padding(self, student):
+        """Cross-attention (T_q != T_k) with a padding mask equals F.scaled_dot_product_attention"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(16, 4, seed=7)
+        q, kv = seeded_randn(2, 4, 16, seed=8), seeded_randn(2, 9, 16, seed=9)
+        mask = padding_mask(mask_tokens([9, 5], 9))
+        result = student.run(mha_build(16, 4), (q, kv, kv.clone(), mask), weights=weights, what="cross-attention, T_q=4, T_k=9")
+        assert_close(result.output, sdpa_reference(weights, 4, q, kv, kv, mask), "cross-attention output")
+        assert_close(result.output, mha(q, kv, kv, key_padding_mask=~mask[:, 0, 0], need_weights=False)[0].detach(),
+                     "cross-attention output")
+
+    @pytest.mark.points(2)
+    def test_masked_positions_get_zero_weight(self, student):
+        """Masked keys get exactly zero weight: changing their keys and values changes nothing"""
+        student.check_rules("mha")
+        _, weights = mha_reference(16, 2, seed=10)
+        q, kv = seeded_randn(2, 3, 16, seed=11), seeded_randn(2, 6, 16, seed=12)
+        mask = padding_mask(mask_tokens([6, 2], 6))
+        changed = kv.clone()
+        changed[1, 2:] = 50.0 * seeded_randn(4, 16, seed=13)
+        first = student.run(mha_build(16, 2), (q, kv, kv.clone(), mask), weights=weights, what="attention with masked keys")
+        second = student.run(mha_build(16, 2), (q, changed, changed.clone(), mask), weights=weights,
+                             what="attention with changed masked keys")
+        assert_close(second.output, first.output, "output after changing only masked keys and values", rtol=0.0, atol=1e-6)
+
+    @pytest.mark.points(1)
+    def test_fully_padded_row_gives_no_nan(self, student):
+        """A sequence that is all padding gives finite outputs (and leaves the other rows as they were)"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(16, 2, seed=14)
+        x = seeded_randn(2, 5, 16, seed=15)
+        mask = padding_mask(mask_tokens([4, 0], 5))
+        result = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), mask), weights=weights, what="attention with an all-padding row")
+        if not torch.isfinite(result.output).all():
+            raise Feedback("a query that may attend to no key produced NaN or inf: fill masked scores with a large "
+                           "negative number such as torch.finfo(scores.dtype).min instead of -inf")
+        expected = mha(x[:1], x[:1], x[:1], key_padding_mask=~mask[:1, 0, 0], need_weights=False)[0].detach()
+        assert_close(result.output[:1], expected, "output of the row with real tokens")
+
+    @pytest.mark.points(2)
+    def test_gradients_match_torch(self, student):
+        """Gradients (query, key, value and all weights) equal nn.MultiheadAttention's, with a padding mask"""
+        student.check_rules("mha")
+        mha, weights = mha_reference(16, 4, seed=16)
+        q, k, v = seeded_randn(2, 3, 16, seed=17), seeded_randn(2, 5, 16, seed=18), seeded_randn(2, 5, 16, seed=19)
+        mask, g = padding_mask(mask_tokens([5, 3], 5)), seeded_randn(2, 3, 16, seed=20)
+        result = student.run(mha_build(16, 4), (q, k, v, mask), weights=weights, grad_output=g, what="MultiHeadAttention backward")
+        refs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        mha.zero_grad()
+        mha(*refs, key_padding_mask=~mask[:, 0, 0], need_weights=False)[0].backward(g)
+        for i, label in enumerate(("query", "key", "value")):
+            if result.input_grads[i] is None:
+                raise Feedback(f"no gradient reached the {label}")
+            assert_close(result.input_grads[i], refs[i].grad, f"gradient with respect to the {label}")
+        wq, wk, wv = mha.in_proj_weight.grad.chunk(3)
+        for ours, theirs in [("q_proj.weight", wq), ("k_proj.weight", wk), ("v_proj.weight", wv),
+                             ("out_proj.weight", mha.out_proj.weight.grad), ("out_proj.bias", mha.out_proj.bias.grad)]:
+            if ours not in result.param_grads:
+                raise Feedback(f"{ours} received no gradient")
+            assert_close(result.param_grads[ours], theirs, f"gradient of {ours}")
+
+
+class TestFeedForward:
+    GROUP = "Feed-forward"
+
+    @pytest.mark.points(1)
+    def test_matches_reference(self, student):
+        """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
+        student.check_rules("feedforward")
+        l1, l2 = fill_parameters_(nn.Linear(12, 20), seed=1), fill_parameters_(nn.Linear(20, 12), seed=2)
+        ref = nn.Sequential(l1, nn.ReLU(), l2)
+        x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
+        weights = {"linear1.weight": l1.weight, "linear1.bias": l1.bias, "linear2.weight": l2.weight, "linear2.bias": l2.bias}
+        result = student.run(call("FeedForward", d_model=12, d_ff=20), (x,), weights=weights, grad_output=g, what="FeedForward(12, 20)")
+        x_grad, _ = reference_grads(ref, x, g)
+        assert_close(result.output, ref(x).detach(), "FeedForward output")
+        assert_close(result.input_grads[0], x_grad, "FeedForward gradient with respect to the input")
+
+
+def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+    wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in (wq, wk, wv, bq, bk, bv))
+    return {f"{prefix}.q_proj.weight": wq, f"{prefix}.q_proj.bias": bq, f"{prefix}.k_proj.weight": wk,
+            f"{prefix}.k_proj.bias": bk, f"{prefix}.v_proj.weight": wv, f"{prefix}.v_proj.bias": bv,
+            f"{prefix}.out_proj.weight": mha.out_proj.weight.detach().clone(), f"{prefix}.out_proj.bias": mha.out_proj.bias.detach().clone()}
+
+
+def layer_weights(ref: nn.Module, attentions: dict[str, str], norms: int) -> dict:
+    """A torch Transformer layer's weights under the student's names (attention and FF are stand-ins)."""
+    weights = {"ff.linear1.weight": ref.linear1.weight, "ff.linear1.bias": ref.linear1.bias,
+               "ff.linear2.weight": ref.linear2.weight, "ff.linear2.bias": ref.linear2.bias}
+    for ours, theirs in attentions.items():
+        weights.update(attention_weights(ours, getattr(ref, theirs)))
+    for i in range(1, norms + 1):
+        norm = getattr(ref, f"norm{i}")
+        weights.update({f"norm{i}.weight": norm.weight, f"norm{i}.bias": norm.bias})
+    return weights
+
+
+def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions: list[str]) -> dict:
+    subs = {a: {"kind": "torch_mha", "kwargs": {"d_model": d_model, "num_heads": heads}} for a in attentions}
+    subs["ff"] = {"kind": "torch_feedforward", "kwargs": {"d_model": d_model, "d_ff": d_ff}}
+    return subs
+
+
+def encoder_reference(d_model, heads, d_ff, seed):
+    ref = nn.TransformerEncoderLayer(d_model, heads, d_ff, dropout=0.0, activation="relu", batch_first=True, norm_first=False)
+    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+
+
+def decoder_reference(d_model, heads, d_ff, seed):
+    ref = nn.TransformerDecoderLayer(d_model, heads, d_ff, dropout=0.0, activation="relu", batch_first=True, norm_first=False)
+    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+
+
+class TestEncoderLayer:
+    GROUP = "Encoder layer"
+
+    @pytest.mark.points(3)
+    def test_matches_torch_encoder_layer(self, student):
+        """Post-norm EncoderLayer equals nn.TransformerEncoderLayer (padding mask, ReLU, dropout 0)"""
+        student.check_rules("encoder_layer")
+        ref = encoder_reference(16, 2, 32, seed=21)
+        x, mask = seeded_randn(3, 6, 16, seed=22), padding_mask(mask_tokens([6, 4, 2], 6))
+        result = student.run(call("EncoderLayer", d_model=16, num_heads=2, d_ff=32), (x, mask),
+                             weights=layer_weights(ref, {"self_attn": "self_attn"}, 2),
+                             substitutes=layer_substitutes(16, 2, 32, ["self_attn"]), what="EncoderLayer(16, 2, 32)")
+        expected = ref(x, src_key_padding_mask=~mask[:, 0, 0]).detach()
+        assert_close(result.output, expected, "EncoderLayer output", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_gradients_match_torch(self, student):
+        """Gradients flow through both residual + LayerNorm steps as in nn.TransformerEncoderLayer"""
+        student.check_rules("encoder_layer")
+        ref = encoder_reference(16, 4, 24, seed=23)
+        x, g = seeded_randn(2, 5, 16, seed=24), seeded_randn(2, 5, 16, seed=25)
+        result = student.run(call("EncoderLayer", d_model=16, num_heads=4, d_ff=24), (x,),
+                             weights=layer_weights(ref, {"self_attn": "self_attn"}, 2), grad_output=g,
+                             substitutes=layer_substitutes(16, 4, 24, ["self_attn"]), what="EncoderLayer backward")
+        x_grad, _ = reference_grads(ref, x, g)
+        assert_close(result.input_grads[0], x_grad, "EncoderLayer gradient with respect to the input", atol=1e-4)
+
+
+class TestDecoderLayer:
+    GROUP = "Decoder layer"
+
+    @pytest.mark.points(3)
+    def test_matches_torch_decoder_layer(self, student):
+        """Post-norm DecoderLayer equals nn.TransformerDecoderLayer (causal and memory padding masks)"""
+        student.check_rules("decoder_layer")
+        ref = decoder_reference(16, 2, 32, seed=26)
+        x, memory = seeded_randn(3, 5, 16, seed=27), seeded_randn(3, 7, 16, seed=28)
+        src_mask = padding_mask(mask_tokens([7, 3, 5], 7))
+        result = student.run(call("DecoderLayer", d_model=16, num_heads=2, d_ff=32), (x, memory, src_mask, causal(5)),
+                             weights=layer_weights(ref, {"self_attn": "self_attn", "cross_attn": "multihead_attn"}, 3),
+                             substitutes=layer_substitutes(16, 2, 32, ["self_attn", "cross_attn"]), what="DecoderLayer(16, 2, 32)")
+        expected = ref(x, memory, tgt_mask=~causal(5), memory_key_padding_mask=~src_mask[:, 0, 0]).detach()
+        assert_close(result.output, expected, "DecoderLayer output", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_gradients_match_torch(self, student):
+        """Gradients reach the target and the encoder output (memory) as in nn.TransformerDecoderLayer"""
+        student.check_rules("decoder_layer")
+        ref = decoder_reference(16, 4, 24, seed=29)
+        x, memory, g = seeded_randn(2, 4, 16, seed=30), seeded_randn(2, 6, 16, seed=31), seeded_randn(2, 4, 16, seed=32)
+        all_real = padding_mask(mask_tokens([6, 6], 6))
+        result = student.run(call("DecoderLayer", d_model=16, num_heads=4, d_ff=24), (x, memory, all_real, causal(4)),
+                             weights=layer_weights(ref, {"self_attn": "self_attn", "cross_attn": "multihead_attn"}, 3),
+                             substitutes=layer_substitutes(16, 4, 24, ["self_attn", "cross_attn"]), grad_output=g,
+                             what="DecoderLayer backward")
+        refs = [x.clone().requires_grad_(True), memory.clone().requires_grad_(True)]
+        ref(*refs, tgt_mask=~causal(4)).backward(g)
+        for i, label in enumerate(("target input", "memory")):
+            if result.input_grads[i] is None:
+                raise Feedback(f"no gradient reached the {label}")
+            assert_close(result.input_grads[i], refs[i].grad, f"DecoderLayer gradient with respect to the {label}", atol=1e-4)
+
+
+TINY = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=16, num_heads=2, num_encoder_layers=2,
+            num_decoder_layers=2, d_ff=32, dropout=0.0, max_len=40, pad_id=PAD_ID)
+
+
+def reference_transformer(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
+    """(reference parts, substitutes, weights under the student's names) for the Transformer test."""
+    g = torch.Generator().manual_seed(seed)
+    parts = nn.ModuleDict({
+        "src_embed": nn.Embedding(cfg["src_vocab_size"], cfg["d_model"]),
+        "tgt_embed": nn.Embedding(cfg["tgt_vocab_size"], cfg["d_model"]),
+        "encoder": nn.ModuleList([encoder_reference(cfg["d_model"], cfg["num_heads"], cfg["d_ff"], seed=int(torch.randint(1000, (1,), generator=g)))
+                                  for _ in range(cfg["num_encoder_layers"])]),
+        "decoder": nn.ModuleList([decoder_reference(cfg["d_model"], cfg["num_heads"], cfg["d_ff"], seed=int(torch.randint(1000, (1,), generator=g)))
+                                  for _ in range(cfg["num_decoder_layers"])]),
+        "generator": nn.Linear(cfg["d_model"], cfg["tgt_vocab_size"]),
+    })
+    for key in ("src_embed", "tgt_embed", "generator"):
+        fill_parameters_(parts[key], seed=seed + len(key), scale=0.3)
+    layer_kwargs = {"d_model": cfg["d_model"], "num_heads": cfg["num_heads"], "d_ff": cfg["d_ff"]}
+    substitutes, weights = {}, {"src_embed.weight": parts["src_embed"].weight, "tgt_embed.weight": parts["tgt_embed"].weight,
+                                "generator.weight": parts["generator"].weight, "generator.bias": parts["generator"].bias}
+    for kind, ours in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
+        for i, layer in enumerate(parts[kind]):
+            substitutes[f"{ours}.{i}"] = stand_in(f"torch_{kind}_layer", **layer_kwargs)
+            weights.update({f"{ours}.{i}.layer.{k}": v for k, v in layer.state_dict().items()})
+    return parts.eval(), substitutes, weights
+
+
+@torch.no_grad()
+def reference_logits(parts: nn.ModuleDict, cfg: dict, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    d = cfg["d_model"]
+    pe = sinusoidal_reference(max(src.shape[1], tgt.shape[1]), d).float()
+    x = parts["src_embed"](src) * math.sqrt(d) + pe[:src.shape[1]]
+    for layer in parts["encoder"]:
+        x = layer(x, src_key_padding_mask=src == PAD_ID)
+    y = parts["tgt_embed"](tgt) * math.sqrt(d) + pe[:tgt.shape[1]]
+    for layer in parts["decoder"]:
+        y = layer(y, x, tgt_mask=~causal(tgt.shape[1]), memory_key_padding_mask=src == PAD_ID)
+    return parts["generator"](y)
+
+
+def transformer_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    src = mask_tokens([6, 4, 2], 6)
+    tgt = torch.cat([torch.full((3, 1), BOS_ID), 3 + torch.randint(10, (3, 5), generator=torch.Generator().manual_seed(seed))], dim=1)
+    return src, tgt
+
+
+class TestTransformer:
+    GROUP = "Transformer"
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """Transformer maps src (B, S) and tgt (B, T) to logits (B, T, tgt_vocab_size)"""
+        student.check_rules("transformer")
+        src, tgt = transformer_inputs(seed=1)
+        result = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY))), src, tgt, what="Transformer(tiny config)")
+        if not isinstance(result.value, torch.Tensor):
+            raise Feedback("Transformer.forward must return a tensor of logits")
+        assert_shape(result.value, (3, 6, 13), "Transformer logits")
+
+    @pytest.mark.points(3)
+    def test_matches_torch_reference(self, student):
+        """Scaled embeddings, positional encoding, masks, encoder, decoder and generator equal a reference built from torch layers"""
+        student.check_rules("transformer")
+        parts, substitutes, weights = reference_transformer(TINY, seed=2)
+        src, tgt = transformer_inputs(seed=3)
+        build = module(call("Transformer", call("TransformerConfig", **TINY)), weights=weights, substitutes=substitutes)
+        result = student.invoke(build, src, tgt, what="Transformer with torch encoder/decoder layers")
+        assert_close(result.value, reference_logits(parts, TINY, src, tgt), "Transformer logits", atol=1e-4)
+
+    @pytest.mark.points(2)
+    def test_decoder_cannot_see_the_future(self, student):
+        """Changing target token t+1 leaves the outputs at positions <= t unchanged (the whole model, your own layers)"""
+        student.check_rules("transformer")
+        src, tgt = transformer_inputs(seed=4)
+        first = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY)), keep_as="causality"), src, tgt,
+                               what="Transformer (causality)")
+        for t in (1, 3):
+            changed = tgt.clone()
+            changed[:, t + 1] = 3 + (changed[:, t + 1] - 3 + 5) % 10
+            second = student.invoke(handle("causality"), src, changed, what="Transformer (causality)")
+            assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
+                         f"logits at positions 0..{t} after changing target token {t + 1}", rtol=1e-5, atol=1e-5)
+            if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
+                raise Feedback(f"changing target token {t + 1} changed none of the logits from position {t + 1} on: "
+                               "does the decoder read the target tokens?")
+
+
+SEQ2SEQ = dict(vocab_size=12, d_model=16, num_heads=2, d_ff=32, num_layers=2)
+
+
+@torch.no_grad()
+def reference_greedy(model: TorchSeq2Seq, src: torch.Tensor, max_len: int) -> list[list[int]]:
+    """Greedy decoding, one row at a time; each row up to and including its EOS."""
+    rows = []
+    for b in range(len(src)):
+        s = src[b:b + 1]
+        src_mask = padding_mask(s)
+        memory = model.encode(s, src_mask)
+        ys = [BOS_ID]
+        while len(ys) < max_len and ys[-1] != EOS_ID:
+            hidden = model.decode(torch.tensor([ys]), memory, src_mask, causal(len(ys)))
+            ys.append(int(model.generator(hidden[:, -1]).argmax(-1)))
+        rows.append(ys)
+    return rows
+
+
+class TestGreedyDecode:
+    GROUP = "Greedy decoding"
+
+    @pytest.mark.points(3)
+    def test_matches_reference_decoding(self, student):
+        """greedy_decode starts with BOS, appends the argmax token, stops at EOS / max_len and pads finished rows"""
+        student.check_rules("greedy")
+        max_len = 8
+        src = mask_tokens([5, 3, 6, 2, 4, 6], 6)
+        spec = dict(SEQ2SEQ, seed=6, eos_bias=1.0)
+        reference = reference_greedy(TorchSeq2Seq(**spec).cpu(), src, max_len)
+        if all(len(r) == max_len for r in reference) or all(r[-1] == EOS_ID for r in reference):  # a test that can fail
+            raise RuntimeError("the reference decoding should stop early in some rows and not in others")
+        result = student.invoke(name("greedy_decode"), stand_in("torch_seq2seq", **spec), src, max_len=max_len,
+                                bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, what="greedy_decode")
+        out = result.value
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(src):
+            raise Feedback(f"greedy_decode must return a (B, L) tensor of token ids with B = {len(src)}")
+        if out.shape[1] > max_len:
+            raise Feedback(f"greedy_decode returned {out.shape[1]} tokens per row, more than max_len = {max_len}")
+        if out.shape[1] != max(len(r) for r in reference):
+            raise Feedback(f"greedy_decode returned {out.shape[1]} tokens per row; it should stop as soon as every row has "
+                           f"produced EOS, or at max_len")
+        for b, ref_row in enumerate(reference):
+            row = out[b].tolist()
+            if row[:len(ref_row)] != ref_row:
+                raise Feedback(f"row {b}: the decoded tokens differ from greedy decoding (first token must be BOS, "
+                               "then the most likely next token at each step)")
+            if any(t != PAD_ID for t in row[len(ref_row):]):
+                raise Feedback(f"row {b}: the positions after EOS must hold pad_id")
+
+
+class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thresholds
+    GROUP = "Thresholds"
+
+    @pytest.mark.points(6)
+    def test_reversal_accuracy(self, student):
+        """The saved reversal model decodes at least 99% of held-out sequences exactly right (with your greedy_decode)"""
+        config, weights = student.saved_model("transformer_reverse")
+        task = ReversalTask()
+        src, tgt = make_reversal_data(REVERSAL_HELD_OUT, task, seed=REVERSAL_HELD_OUT_SEED)
+        build = module(call("Transformer", call("TransformerConfig", **config)), weights=weights)
+        result = student.invoke(name("greedy_decode"), build, src, max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID,
+                                pad_id=PAD_ID, what="transformer_reverse with greedy_decode", timeout=300)
+        predicted = result.value
+        if not isinstance(predicted, torch.Tensor) or predicted.dim() != 2 or len(predicted) != len(src):
+            raise Feedback("greedy_decode must return a (B, L) tensor of token ids")
+        accuracy = sequence_accuracy(predicted, tgt)
+        student.notes["transformer_reverse"] = (f"exact-sequence accuracy {accuracy:.2%} on {len(src)} held-out reversal "
+                                                f"sequences (lengths {task.min_len}-{task.max_len})")
+        if accuracy < REVERSAL_THRESHOLD:
+            raise Feedback(f"transformer_reverse: {accuracy:.2%} of the held-out sequences are reversed exactly right, "
+                           f"below the required {REVERSAL_THRESHOLD:.0%}")
+
+    @pytest.mark.points(6)
+    def test_multi30k_perplexity(self, student):
+        """The saved Multi30k model reaches a test perplexity of at most 8 per target token (judged in CUDA runs only)"""
+        skip_unless_cuda("the Multi30k perplexity threshold")
+        multi30k_perplexity(student, MULTI30K_PERPLEXITY_THRESHOLD)
+
+
+TOKENIZER_FILE = "transformer_multi30k_tokenizer.json"
+
+
+def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> float:
+    """Per-token test perplexity of the student's saved `transformer_multi30k` under its saved tokenizer, which
+    must be the course's (perplexities are only comparable under the same tokenisation). Logits come from the
+    worker; the targets and the scoring stay here."""
+    from dlcourse.text_data import load_multi30k
+    from dlcourse.transformer import load_tokenizer, train_multi30k_tokenizer
+
+    config, weights = student.saved_model("transformer_multi30k")
+    path = student.submission_dir / TOKENIZER_FILE
+    if not path.exists():
+        raise Feedback(f"{TOKENIZER_FILE} is not in the submission: run the Multi30k data cell that saves it")
+    try:
+        tokenizer = load_tokenizer(path)
+    except Exception as exc:  # noqa: BLE001  (a corrupt file is the student's problem, reported as such)
+        raise Feedback(f"{TOKENIZER_FILE}: could not read the tokenizer ({type(exc).__name__})") from None
+    if tokenizer.get_vocab() != train_multi30k_tokenizer(load_multi30k("train")).get_vocab():
+        raise Feedback(f"{TOKENIZER_FILE} is not the course's tokenizer (train_multi30k_tokenizer on the training split): "
+                       "perplexities are only comparable under the same tokenisation")
+    src, tgt = encode_pairs(tokenizer, load_multi30k("test"))
+    total, count = 0.0, 0
+    for start in range(0, len(src), batch_size):
+        s, t = trim_padding(src[start:start + batch_size], tgt[start:start + batch_size])
+        target = handle("multi30k") if start else module(call("Transformer", call("TransformerConfig", **config)),
+                                                         weights=weights, keep_as="multi30k")
+        logits = student.invoke(target, s, t[:, :-1], what="transformer_multi30k on the test sentences", timeout=120).value
+        if not isinstance(logits, torch.Tensor):
+            raise Feedback("transformer_multi30k: forward did not return a tensor of logits")
+        assert_shape(logits, (len(s), t.shape[1] - 1, config.get("tgt_vocab_size")), "transformer_multi30k logits")
+        nll, n = target_nll(logits, t[:, 1:])
+        total, count = total + nll, count + n
+    perplexity = math.exp(total / count)
+    student.notes["transformer_multi30k"] = f"test perplexity {perplexity:.2f} per target token on {len(src)} Multi30k test pairs"
+    if not perplexity <= threshold:
+        raise Feedback(f"transformer_multi30k: test perplexity {perplexity:.2f}, above the required {threshold}")
+    return perplexity

@@ -1,0 +1,119 @@
+"""The Transformer assignment's training paths on CPU (CI).
+
+- The synthetic threshold, through the real grading path: the reference sample (its reversal model trained by
+  the reference notebook's own cells, about 35 s on one idle core; cached in build/cache/) is graded by
+  `python -m autograder grade`; the hidden test generates 1 000 held-out sequences itself, decodes them with
+  the notebook's greedy_decode in the sandbox, and must find at least 99 % exactly right.
+- Multi30k: the course tokenizer is deterministic and has the special ids the notebook relies on, and a tiny
+  reference Transformer trained for 60 steps on real Multi30k pairs lowers the validation perplexity from about
+  the vocabulary size (8 000) to well below it. The full run (test perplexity threshold) needs a GPU and is
+  judged by the autograder in CUDA runs only.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from autograder.assignments import PROJECT_ROOT, load_assignment
+from autograder.samples import build_samples, run_reference_cells
+from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Seq2SeqRecipe, encode_pairs, evaluate_perplexity,
+                                  train_multi30k_tokenizer, train_seq2seq)
+
+# The hidden test module is imported here without the judge plugin, which registers its `points` marker.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
+
+DEFINITION_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
+                    "transformer_config", "transformer", "greedy"]
+
+
+def test_reference_reaches_the_reversal_threshold_through_the_grader(tmp_path, local_datasets):
+    started = time.time()
+    build_samples("transformer", tmp_path / "all")
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (tmp_path / "all" / "reference.tar.gz").rename(submissions / "reference.tar.gz")
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--assignment", "transformer",
+                           "--out", str(tmp_path / "grades"), "--workers", "1"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads((tmp_path / "grades" / "gradebook.json").read_text())["submissions"][0]
+    test = row["tests"]["TestAccuracy::test_reversal_accuracy"]
+    print(f"\nreference: {row['notes'].get('transformer_reverse')} ({time.time() - started:.0f} s with training/caching and grading)")
+    assert test["outcome"] == "passed", test["message"]
+    assert "held-out reversal sequences" in row["notes"]["transformer_reverse"]
+
+
+@pytest.fixture(scope="module")
+def multi30k():
+    from dlcourse.text_data import load_multi30k
+
+    return load_multi30k("train"), load_multi30k("val")
+
+
+def test_course_tokenizer_is_deterministic_with_the_special_ids(multi30k, local_datasets):
+    train, _ = multi30k
+    first, second = train_multi30k_tokenizer(train), train_multi30k_tokenizer(train)
+    assert first.get_vocab() == second.get_vocab() and first.get_vocab_size() == 8000
+    assert [first.token_to_id(t) for t in ("[PAD]", "[BOS]", "[EOS]", "[UNK]")] == [PAD_ID, BOS_ID, EOS_ID, UNK_ID]
+    english = train[0][1]
+    assert first.decode(first.encode(english).ids) == english.lower()
+    src, tgt = encode_pairs(first, train[:50])
+    assert (tgt[:, 0] == BOS_ID).all() and ((src == EOS_ID).sum(1) == 1).all() and ((tgt == EOS_ID).sum(1) == 1).all()
+
+
+def test_reference_transformer_learns_on_a_multi30k_subset(multi30k, local_datasets, monkeypatch):
+    monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
+    torch.set_num_threads(1)
+    train, val = multi30k
+    tokenizer = train_multi30k_tokenizer(train)
+    train_ids, val_ids = encode_pairs(tokenizer, train[:4000]), encode_pairs(tokenizer, val[:200])
+    ns = run_reference_cells(load_assignment("transformer"), DEFINITION_CELLS)
+    config = ns["TransformerConfig"](src_vocab_size=8000, tgt_vocab_size=8000, d_model=64, num_heads=4, num_encoder_layers=1,
+                                     num_decoder_layers=1, d_ff=128, dropout=0.0)
+    torch.manual_seed(0)
+    model = ns["Transformer"](config)
+    before = evaluate_perplexity(model, *val_ids)
+    started = time.time()
+    history = train_seq2seq(model, train_ids, val_ids, Seq2SeqRecipe(epochs=1, batch_size=64, lr=2e-3, warmup_steps=15,
+                                                                     max_steps=60))
+    print(f"\ntiny Transformer (d=64, 1+1 layers) on Multi30k: validation perplexity {before:.0f} -> "
+          f"{history.val_perplexity[-1]:.0f} on 200 pairs after 60 steps of 64 pairs, {time.time() - started:.0f} s")
+    assert before > 3000
+    assert history.val_perplexity[-1] < 800, history.val_perplexity
+
+
+def test_multi30k_perplexity_grading_path_agrees_with_the_notebook(tmp_path, multi30k, local_datasets):
+    """The CUDA-only perplexity test's scoring, exercised on CPU: a saved (untrained, tiny) model and the course
+    tokenizer go through the sandbox; the grader's perplexity equals evaluate_perplexity's in this process."""
+    import math
+
+    from autograder.hidden_tests import test_transformer as hidden
+    from autograder.judge import StudentCode
+    from autograder.samples import reference_notebook
+    from autograder.sandbox import SandboxPolicy
+    from dlcourse.export import save_model
+    from dlcourse.text_data import load_multi30k
+
+    train, _ = multi30k
+    tokenizer = train_multi30k_tokenizer(train)
+    tokenizer.save(str(tmp_path / hidden.TOKENIZER_FILE))
+    (tmp_path / "transformer.ipynb").write_text(json.dumps(reference_notebook(load_assignment("transformer"))))
+    ns = run_reference_cells(load_assignment("transformer"), DEFINITION_CELLS)
+    config = ns["TransformerConfig"](src_vocab_size=8000, tgt_vocab_size=8000, d_model=16, num_heads=2, num_encoder_layers=1,
+                                     num_decoder_layers=1, d_ff=32, dropout=0.0)
+    torch.manual_seed(0)
+    model = ns["Transformer"](config).eval()
+    save_model(model, config, "transformer_multi30k", tmp_path)
+    expected = evaluate_perplexity(model, *encode_pairs(tokenizer, load_multi30k("test")))
+
+    policy = SandboxPolicy(forbidden_attributes=hidden.FORBIDDEN_ATTRIBUTES, forbidden_modules=hidden.FORBIDDEN_MODULES)
+    student = StudentCode(tmp_path, "transformer", hidden.RUN_CELLS, policy, tmp_path / "worker.log",
+                          forbidden_names=hidden.FORBIDDEN_NAMES)
+    try:
+        graded = hidden.multi30k_perplexity(student, threshold=math.inf)
+    finally:
+        student.close()
+    print(f"\nperplexity of an untrained tiny model: grader {graded:.2f}, notebook {expected:.2f}")
+    assert graded == pytest.approx(expected, rel=1e-4)
