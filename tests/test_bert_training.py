@@ -27,6 +27,8 @@ DEFINITION_CELLS = ["setup", "load_pretrained", "tokenize", "classifier", "freez
 RECIPE = FineTuneRecipe(max_length=128, batch_size=16, epochs=1, lr=1e-4, warmup_ratio=0.1, train_subset=400,
                         test_subset=400, seed=0)
 CHANCE_BAR = 0.70
+# The hidden tests' @pytest.mark.points is registered by the judge plugin, not loaded here.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
 
 
 def hidden_tests():
