@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from autograder.feedback import Feedback, assert_shape
-from autograder.judge import StudentCode, call, handle, module
+from autograder.judge import StudentCode, call, score_accuracy
 from dlcourse.rnn import TOKENIZER_FILE, imdb_texts_labels, load_tokenizer, tokenize_for_grading
-from dlcourse.text_data import imdb_source
+from dlcourse.text_data import IMDB_LABELS, imdb_source
 
 MAX_TOKENIZER_BYTES = 64 << 20
 MAX_GRADING_LENGTH = 1000  # a longer saved max_length is capped (time)
@@ -23,8 +23,6 @@ def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float
                          seed: int = 0, batch_size: int = 500, timeout: float = 1800.0) -> float:
     """Accuracy of the saved `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first `subset`
     of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""
-    import time
-
     config, weights = student.saved_model(saved_name)
     path = student.submission_dir / TOKENIZER_FILE
     if not path.exists():
@@ -40,26 +38,15 @@ def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float
     if not isinstance(max_length, int) or max_length < 1:
         raise Feedback(f"{saved_name}.json has no positive integer max_length (save the ClassifierConfig with save_model)")
     texts, labels = imdb_texts_labels("test", subset=subset, seed=seed)
-    labels = torch.tensor(labels)
-    logits = torch.full((len(texts), int(config.get("num_classes", 2))), float("nan"))
-    started, model = time.monotonic(), None
-    for indices, tokens, lengths in tokenize_for_grading(tokenizer, texts, min(max_length, MAX_GRADING_LENGTH), batch_size):
-        if model is None:
-            model = module(call("SentimentClassifier", call("ClassifierConfig", **config)), weights=weights, keep_as=saved_name)
-        remaining = timeout - (time.monotonic() - started)
-        if remaining <= 0:
-            student.events.append("timeout")
-            raise Feedback(f"{saved_name}: classifying the test reviews took more than {timeout:.0f} s")
-        out = student.invoke(model, tokens, lengths, what=f"{saved_name} on the IMDB test reviews", timeout=remaining).value
-        if not isinstance(out, torch.Tensor):
-            raise Feedback(f"{saved_name}: SentimentClassifier.forward returned {type(out).__name__}, expected a tensor")
-        assert_shape(out, (len(indices), logits.shape[1]), f"{saved_name} logits")
+    num_classes = len(IMDB_LABELS)  # neg, pos
+    batches = list(tokenize_for_grading(tokenizer, texts, min(max_length, MAX_GRADING_LENGTH), batch_size))
+    build = call("SentimentClassifier", call("ClassifierConfig", **config))
+    logits = torch.full((len(texts), num_classes), float("nan"))
+    outputs = student.saved_model_outputs(saved_name, build, weights, ((tokens, lengths) for _, tokens, lengths in batches),
+                                          timeout=timeout)
+    for (indices, _, _), out in zip(batches, outputs):
+        assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
         logits[indices] = out.float()
-        model = handle(saved_name)
-    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
     what = f"{len(texts):,} test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
-    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {what} of {imdb_source()}"
-    if accuracy < threshold:
-        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {what} of {imdb_source()}, "
-                       f"below the required {threshold:.0%}")
-    return accuracy
+    return score_accuracy(student, saved_name, logits, torch.tensor(labels), num_classes, f"{what} of {imdb_source()}",
+                          threshold)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,26 +297,22 @@ class StudentCode:
             raise Feedback(f"{config_path.name} must be a JSON object of plain values (written by save_model)")
         return config, weights
 
-    def predict(self, name: str, build: dict, weights: dict, images: torch.Tensor, batch_size: int = 1000,
-                timeout: float = 300.0) -> torch.Tensor:
-        """Logits of the student's saved model for `images`, computed in the worker batch by batch.
-        Labels never leave the trusted side."""
-        outputs, started = [], time.monotonic()
-        for start in range(0, len(images), batch_size):
-            header = {"cmd": "run", "num_inputs": 1}
-            tensors = {"input.0": images[start:start + batch_size].contiguous()}
-            if start == 0:
-                header.update(build=build, keep_as=name, exact_weights=True)
-                tensors.update({f"weight.{k}": v for k, v in weights.items()})
-            else:
-                header["use"] = name
+    def saved_model_outputs(self, saved_name: str, build: dict, weights: dict, batches: Iterable[tuple],
+                            timeout: float = 300.0) -> Iterator[torch.Tensor]:
+        """The output of the student's saved model for each batch of forward arguments in `batches`, in order,
+        computed in the worker: `build` (a call() spec) gets the saved `weights` with the first batch and is
+        kept there for the rest. One time limit covers all batches. Labels and targets stay on this side."""
+        target, started = module(build, weights=weights, keep_as=saved_name), time.monotonic()
+        for args in batches:
             remaining = timeout - (time.monotonic() - started)
             if remaining <= 0:
                 self.events.append("timeout")
-                raise Feedback(f"{name}: evaluating the test set took more than {timeout:.0f} s")
-            _, out = self._request(header, tensors, f"{name} on the test images", remaining)
-            outputs.append(out["output"])
-        return torch.cat(outputs)
+                raise Feedback(f"{saved_name}: evaluating the test set took more than {timeout:.0f} s")
+            output = self.invoke(target, *args, what=f"{saved_name} on the test set", timeout=remaining).value
+            if not isinstance(output, torch.Tensor):
+                raise Feedback(f"{saved_name}: forward returned {type(output).__name__}, expected a tensor of logits")
+            yield output
+            target = handle(saved_name)
 
     def close(self) -> None:
         if self.sandbox:
@@ -332,19 +329,30 @@ def skip_unless_cuda(what: str) -> None:
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
                     threshold: float) -> float:
     """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,
-    classify the test split of `dataset` there, and score it here (only this side holds the labels).
+    classify the test split of image `dataset` there, and score it here (only this side holds the labels).
     Records the accuracy in `student.notes`; raises Feedback below `threshold`. Returns the accuracy."""
-    from autograder.feedback import assert_shape
     from dlcourse.data import load_image_split
 
     saved_config, weights = student.saved_model(saved_name)
     test = load_image_split(dataset, train=False)
-    logits = student.predict(saved_name, call(model, call(config, **saved_config)), weights, test.normalized())
-    assert_shape(logits, (len(test), len(test.classes)), f"{saved_name} logits")
-    accuracy = (logits.argmax(dim=1) == test.labels).float().mean().item()
-    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {len(test):,} images of {test.source}"
+    images, batch_size = test.normalized(), 1000
+    batches = ((images[start:start + batch_size],) for start in range(0, len(images), batch_size))
+    logits = torch.cat(list(student.saved_model_outputs(saved_name, call(model, call(config, **saved_config)), weights, batches)))
+    return score_accuracy(student, saved_name, logits, test.labels, len(test.classes), f"{len(test):,} images of {test.source}",
+                          threshold)
+
+
+def score_accuracy(student: StudentCode, saved_name: str, logits: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                   test_set: str, threshold: float) -> float:
+    """Accuracy of `logits` (N, num_classes) against `labels` (N,), recorded in `student.notes` with a description
+    of the `test_set` ("25,000 reviews of IMDB ..."); Feedback below `threshold`. Returns the accuracy."""
+    from autograder.feedback import assert_shape
+
+    assert_shape(logits, (len(labels), num_classes), f"{saved_name} logits")
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {test_set}"
     if accuracy < threshold:
-        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test.source}, below the required {threshold:.0%}")
+        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test_set}, below the required {threshold:.0%}")
     return accuracy
 
 

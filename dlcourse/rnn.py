@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from dlcourse.training import QUICK_ENV, quick_mode
+from dlcourse.training import QUICK_ENV, History, quick_mode
 from dlcourse.utils import seed_everything
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -170,19 +170,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RNNRecipe, steps_pe
 
 
 @dataclass
-class RNNHistory:
-    """Per-epoch record of a run (train loss/accuracy from train_one_epoch, test from evaluate)."""
+class RNNHistory(History):
+    """Per-epoch record of a run (train loss/accuracy from train_one_epoch, test from evaluate), plus the test
+    loss and the learning rate at the end of each epoch."""
 
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
     test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (f"{len(self.train_loss)} epochs in {sum(self.seconds):.0f} s, final train loss "
-                f"{self.train_loss[-1]:.3f}, train acc {self.train_acc[-1]:.2%}, test acc {self.test_acc[-1]:.2%}")
 
 
 def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNNRecipe, *, max_length: int,

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, handle, module, name, skip_unless_cuda, stand_in
+from autograder.judge import call, handle, module, name, score_accuracy, skip_unless_cuda, stand_in
 
 ASSIGNMENT = "bert"
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
@@ -253,8 +253,6 @@ def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
     """Rebuild the saved classifier in the worker, tokenise the IMDB test split here with the saved tokenizer,
     get the logits batch by batch and score them here. Records the accuracy in student.notes; raises Feedback
     below `threshold`. `limit` takes the first reviews of a fixed shuffle (the project's own CPU test)."""
-    import time
-
     from dlcourse.bert import tokenize_for_grading
     from dlcourse.text_data import imdb_source, load_imdb
 
@@ -282,28 +280,13 @@ def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
     except Exception as exc:  # noqa: BLE001  (a corrupt tokenizer file is the student's problem)
         raise Feedback(f"{tokenizer_file.name}: could not tokenise the test reviews with it ({type(exc).__name__})") from None
 
-    build = module(call("SentimentClassifier", stand_in("encoder_from_saved_config", encoder_config=config["encoder_config"]),
-                        **head_config), weights=weights, keep_as=saved_name)
-    outputs, started = [], time.monotonic()
-    for start in range(0, len(labels), batch_size):
-        remaining = timeout - (time.monotonic() - started)
-        if remaining <= 0:
-            student.events.append("timeout")
-            raise Feedback(f"{saved_name}: evaluating the test reviews took more than {timeout:.0f} s")
-        target = build if start == 0 else handle(saved_name)
-        value = student.invoke(target, ids[start:start + batch_size], mask[start:start + batch_size],
-                               what=f"{saved_name} on the test reviews", timeout=min(remaining, 300.0)).value
-        if not isinstance(value, torch.Tensor):
-            raise Feedback(f"{saved_name}: SentimentClassifier.forward must return a tensor of logits")
-        outputs.append(value)
-    logits = torch.cat(outputs)
-    assert_shape(logits, (len(labels), 2), f"{saved_name} logits")
-    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
-    student.notes[saved_name] = (f"test accuracy {accuracy:.2%} on {len(labels):,} reviews of {imdb_source()}, "
-                                 f"checkpoint {config.get('checkpoint', 'not recorded')}, max_length {max_length}")
-    if accuracy < threshold:
-        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on the IMDB test split, below the required {threshold:.0%}")
-    return accuracy
+    build = call("SentimentClassifier", stand_in("encoder_from_saved_config", encoder_config=config["encoder_config"]),
+                 **head_config)
+    batches = ((ids[start:start + batch_size], mask[start:start + batch_size]) for start in range(0, len(labels), batch_size))
+    logits = torch.cat(list(student.saved_model_outputs(saved_name, build, weights, batches, timeout=timeout)))
+    return score_accuracy(student, saved_name, logits, labels, 2,
+                          f"{len(labels):,} reviews of {imdb_source()}, checkpoint {config.get('checkpoint', 'not recorded')}, "
+                          f"max_length {max_length}", threshold)
 
 
 class TestAccuracy:

@@ -556,14 +556,12 @@ def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> floa
         raise Feedback(f"{TOKENIZER_FILE} is not the course's tokenizer (train_multi30k_tokenizer on the training split): "
                        "perplexities are only comparable under the same tokenisation")
     src, tgt = encode_pairs(tokenizer, load_multi30k("test"))
+    pairs = [trim_padding(src[start:start + batch_size], tgt[start:start + batch_size]) for start in range(0, len(src), batch_size)]
+    build = call("Transformer", call("TransformerConfig", **config))
+    outputs = student.saved_model_outputs("transformer_multi30k", build, weights, ((s, t[:, :-1]) for s, t in pairs),
+                                          timeout=900.0)
     total, count = 0.0, 0
-    for start in range(0, len(src), batch_size):
-        s, t = trim_padding(src[start:start + batch_size], tgt[start:start + batch_size])
-        target = handle("multi30k") if start else module(call("Transformer", call("TransformerConfig", **config)),
-                                                         weights=weights, keep_as="multi30k")
-        logits = student.invoke(target, s, t[:, :-1], what="transformer_multi30k on the test sentences", timeout=120).value
-        if not isinstance(logits, torch.Tensor):
-            raise Feedback("transformer_multi30k: forward did not return a tensor of logits")
+    for (s, t), logits in zip(pairs, outputs):
         assert_shape(logits, (len(s), t.shape[1] - 1, config.get("tgt_vocab_size")), "transformer_multi30k logits")
         nll, n = target_nll(logits, t[:, 1:])
         total, count = total + nll, count + n

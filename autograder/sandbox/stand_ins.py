@@ -8,9 +8,13 @@ Each assignment adds its stand-ins in its own section and registers them in STAN
 """
 from __future__ import annotations
 
+import math
 from functools import partial
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 from torchvision.models.vision_transformer import EncoderBlock
 
 
@@ -51,12 +55,7 @@ STAND_INS = {"torch_attention": TorchAttention, "torch_mlp": TorchMLP, "conv_pat
              "torchvision_block": torchvision_block}
 
 
-
 # -- rnn ---------------------------------------------------------------------------------------------
-import torch  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
-
-
 class TorchRecurrent(nn.Module):
     """torch.nn.RNN (tanh) or torch.nn.LSTM with the interface of the notebook's VanillaRNN / LSTM:
     forward(x (B, T, D), lengths (B,)) -> the final hidden state at each sequence's true length (B, H)."""
@@ -125,12 +124,6 @@ STAND_INS.update({"torch_recurrent": TorchRecurrent, "torch_lstm_classifier": To
 
 # -- transformer -------------------------------------------------------------------------------------
 # Masks follow the assignment's convention: bool, broadcastable to (B, num_heads, T_q, T_k), True = may attend.
-import math  # noqa: E402
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-
 class TorchMHA(nn.Module):
     """Multi-head attention with the student's parameter names (q_proj, k_proj, v_proj, out_proj), computed
     by F.scaled_dot_product_attention, whose bool mask has the same meaning (True = may attend)."""
