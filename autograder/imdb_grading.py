@@ -12,10 +12,9 @@ import torch
 
 from autograder.feedback import Feedback, assert_shape
 from autograder.judge import StudentCode, call, score_accuracy
-from dlcourse.rnn import TOKENIZER_FILE, imdb_texts_labels, load_tokenizer, tokenize_for_grading
+from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, imdb_texts_labels, tokenize_for_grading
 from dlcourse.text_data import IMDB_LABELS, imdb_source
 
-MAX_TOKENIZER_BYTES = 64 << 20
 MAX_GRADING_LENGTH = 1000  # a longer saved max_length is capped (time)
 
 
@@ -24,16 +23,10 @@ def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float
     """Accuracy of the saved `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first `subset`
     of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""
     config, weights = student.saved_model(saved_name)
-    path = student.submission_dir / TOKENIZER_FILE
-    if not path.exists():
-        raise Feedback(f"{TOKENIZER_FILE} is not in the submission: run the notebook's data cell (it saves the "
-                       "tokenizer), then CollectSubmission.sh")
-    if path.stat().st_size > MAX_TOKENIZER_BYTES:
-        raise Feedback(f"{TOKENIZER_FILE} is too large to grade")
-    try:
-        tokenizer = load_tokenizer(path)
-    except (ValueError, FileNotFoundError) as exc:
-        raise Feedback(str(exc).replace(str(path), TOKENIZER_FILE)) from None
+    tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the notebook's data cell")
+    if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
+        raise Feedback(f"{TOKENIZER_FILE}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
+                       "(train it with dlcourse.rnn.train_tokenizer)")
     max_length = config.get("max_length")
     if not isinstance(max_length, int) or max_length < 1:
         raise Feedback(f"{saved_name}.json has no positive integer max_length (save the ClassifierConfig with save_model)")

@@ -29,6 +29,7 @@ from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTi
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
 MAX_WEIGHTS_BYTES = 1 << 30
 MAX_CONFIG_BYTES = 64 << 10
+MAX_TOKENIZER_BYTES = 64 << 20
 
 
 @dataclass
@@ -296,6 +297,25 @@ class StudentCode:
         if not isinstance(config, dict) or not all(isinstance(v, (int, float, str, bool)) or v is None for v in config.values()):
             raise Feedback(f"{config_path.name} must be a JSON object of plain values (written by save_model)")
         return config, weights
+
+    def saved_tokenizer(self, filename: str, saved_by: str):
+        """The Hugging Face `tokenizers` tokenizer the notebook saved as `filename` (plain JSON: parsing it runs
+        none of the student's code). `saved_by` says which notebook cell writes it, for the message."""
+        from tokenizers import Tokenizer
+
+        if self.fatal:
+            raise Feedback(self.fatal)
+        path = self.submission_dir / filename
+        if not path.exists():
+            raise Feedback(f"{filename} is not in the submission: run {saved_by} (it saves the tokenizer), "
+                           "then CollectSubmission.sh")
+        if path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise Feedback(f"{filename} is too large to grade")
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001  (any unreadable file is the student's problem, reported as such)
+            raise Feedback(f"{filename} is not a Hugging Face tokenizers file ({type(exc).__name__}); "
+                           "save it with tokenizer.save(...)") from None
 
     def saved_model_outputs(self, saved_name: str, build: dict, weights: dict, batches: Iterable[tuple],
                             timeout: float = 300.0) -> Iterator[torch.Tensor]:

@@ -158,13 +158,10 @@ def encoder_from_config(encoder_config: str | dict):
     return AutoModel.from_config(config)
 
 
-def tokenize_for_grading(texts: list[str], tokenizer_file: str | Path, max_length: int, pad_token_id: int,
+def tokenize_for_grading(texts: list[str], tokenizer, max_length: int, pad_token_id: int,
                          batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (N, max_length) int64: `texts` tokenised with the saved tokenizer
-    file, truncated to max_length and padded on the right with `pad_token_id`."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    """(input_ids, attention_mask), both (N, max_length) int64: `texts` tokenised with the saved `tokenizers`
+    tokenizer, truncated to max_length and padded on the right with `pad_token_id`."""
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(direction="right", pad_id=pad_token_id, pad_token=tokenizer.id_to_token(pad_token_id) or "[PAD]",
                              length=max_length)

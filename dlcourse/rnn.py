@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from dlcourse.training import QUICK_ENV, History, quick_mode
+from dlcourse.training import QUICK_ENV, History, lr_at, quick_mode
 from dlcourse.utils import seed_everything
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -39,23 +39,6 @@ def train_tokenizer(texts, vocab_size: int = 20000):
     trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK], min_frequency=2)
     tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))
     assert tokenizer.token_to_id(PAD) == PAD_ID and tokenizer.token_to_id(UNK) == UNK_ID
-    return tokenizer
-
-
-def load_tokenizer(path: str | Path):
-    """Read a tokenizer saved with `tokenizer.save(path)`; a clear error names the file when it is unusable."""
-    from tokenizers import Tokenizer
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the notebook's tokenizer cell, which saves it")
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # noqa: BLE001  (any unreadable file gets the same advice)
-        raise ValueError(f"{path} is not a Hugging Face tokenizers file ({exc}); save it with tokenizer.save(...)") from None
-    if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
-        raise ValueError(f"{path}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
-                         "(train it with dlcourse.rnn.train_tokenizer)")
     return tokenizer
 
 
@@ -157,11 +140,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RNNRecipe, steps_pe
     warmup = int(recipe.warmup_fraction * total)
     if recipe.scheduler == "constant":
         factor = lambda step: 1.0  # noqa: E731
-    elif recipe.scheduler == "cosine":
-        def factor(step):
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    elif recipe.scheduler == "cosine":  # the course's warm-up + cosine schedule, as a multiplier of the peak lr
+        factor = lambda step: lr_at(min(step, total), total, warmup, 1.0)  # noqa: E731
     elif recipe.scheduler == "step":
         factor = lambda step: 0.5 ** (step // max(1, steps_per_epoch))  # noqa: E731
     else:

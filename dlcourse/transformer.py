@@ -96,13 +96,6 @@ def train_multi30k_tokenizer(pairs: list[tuple[str, str]], vocab_size: int = MUL
     return tokenizer
 
 
-def load_tokenizer(path) -> "tokenizers.Tokenizer":  # noqa: F821
-    """Read a tokenizer saved with `tokenizer.save(path)` (plain JSON: loading it runs no code)."""
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_file(str(path))
-
-
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenise (German, English) pairs into right-padded id tensors: src (N, S) German ids + EOS,
     tgt (N, T) BOS + English ids + EOS. Sentences longer than `max_len` tokens are cut to it."""

@@ -32,7 +32,6 @@ PRELOAD_MODULES = ["transformers", "transformers.models.bert.modeling_bert", "tr
 
 IMDB_THRESHOLD = 0.85
 SAVED_NAME = "bert_imdb"
-MAX_TOKENIZER_BYTES = 32 << 20
 RESERVED_CONFIG_KEYS = {"checkpoint", "max_length", "pad_token_id", "encoder_config"}
 
 # Reviews in the tiny vocabulary (dlcourse.bert.TINY_VOCAB); ids: [PAD] 0, [CLS] 2, [SEP] 3.
@@ -257,12 +256,7 @@ def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
     from dlcourse.text_data import imdb_source, load_imdb
 
     config, weights = student.saved_model(saved_name)
-    tokenizer_file = student.submission_dir / f"{saved_name}_tokenizer.json"
-    if not tokenizer_file.exists():
-        raise Feedback(f"{tokenizer_file.name} is not in the submission: run the cell that saves the model, "
-                       "then CollectSubmission.sh")
-    if tokenizer_file.stat().st_size > MAX_TOKENIZER_BYTES:
-        raise Feedback(f"{tokenizer_file.name} is too large to grade")
+    tokenizer = student.saved_tokenizer(f"{saved_name}_tokenizer.json", "the cell that saves the model")
     missing = sorted(RESERVED_CONFIG_KEYS - set(config) - {"checkpoint"})
     if missing:
         raise Feedback(f"{saved_name}.json lacks {', '.join(missing)}: save the model with save_sentiment_model")
@@ -276,9 +270,9 @@ def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
         test = test.shuffle(seed=0).select(range(limit))
     labels = torch.tensor(list(test["label"]))
     try:
-        ids, mask = tokenize_for_grading(list(test["text"]), tokenizer_file, max_length, pad_token_id)
+        ids, mask = tokenize_for_grading(list(test["text"]), tokenizer, max_length, pad_token_id)
     except Exception as exc:  # noqa: BLE001  (a corrupt tokenizer file is the student's problem)
-        raise Feedback(f"{tokenizer_file.name}: could not tokenise the test reviews with it ({type(exc).__name__})") from None
+        raise Feedback(f"{saved_name}_tokenizer.json: could not tokenise the test reviews with it ({type(exc).__name__})") from None
 
     build = call("SentimentClassifier", stand_in("encoder_from_saved_config", encoder_config=config["encoder_config"]),
                  **head_config)

@@ -542,16 +542,10 @@ def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> floa
     must be the course's (perplexities are only comparable under the same tokenisation). Logits come from the
     worker; the targets and the scoring stay here."""
     from dlcourse.text_data import load_multi30k
-    from dlcourse.transformer import load_tokenizer, train_multi30k_tokenizer
+    from dlcourse.transformer import train_multi30k_tokenizer
 
     config, weights = student.saved_model("transformer_multi30k")
-    path = student.submission_dir / TOKENIZER_FILE
-    if not path.exists():
-        raise Feedback(f"{TOKENIZER_FILE} is not in the submission: run the Multi30k data cell that saves it")
-    try:
-        tokenizer = load_tokenizer(path)
-    except Exception as exc:  # noqa: BLE001  (a corrupt file is the student's problem, reported as such)
-        raise Feedback(f"{TOKENIZER_FILE}: could not read the tokenizer ({type(exc).__name__})") from None
+    tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the Multi30k data cell")
     if tokenizer.get_vocab() != train_multi30k_tokenizer(load_multi30k("train")).get_vocab():
         raise Feedback(f"{TOKENIZER_FILE} is not the course's tokenizer (train_multi30k_tokenizer on the training split): "
                        "perplexities are only comparable under the same tokenisation")

@@ -319,21 +319,15 @@ def load_weights(module: nn.Module, weights: dict) -> None:
 
 
 def handle_run(header: dict, tensors: dict) -> tuple[dict, dict]:
-    if header.get("use"):
-        module = HANDLES[header["use"]]
-    else:
-        module = resolve(header["build"], tensors)
-        if not isinstance(module, nn.Module):
-            raise StudentError(f"{header['build']['$call']} did not return an nn.Module")
-        for path, spec in header.get("substitutes", {}).items():
-            substitute(module, path, spec)
-        weights = {k[len("weight."):]: v for k, v in tensors.items() if k.startswith("weight.")}
-        if weights or header.get("exact_weights"):
-            load_weights(module, weights)
-        module.to(DEVICE)
-        if header.get("keep_as"):
-            HANDLES[header["keep_as"]] = module
-    module.train(bool(header.get("train_mode", False)))
+    """Build a module (header["build"], with "substitutes" and the request's weight.* tensors, loaded exactly),
+    run forward on input.* and, given grad_output, backward: the layer tests' request."""
+    spec = dict(header["build"], substitutes=header.get("substitutes", {}))
+    weight_keys = [k for k in tensors if k.startswith("weight.")]
+    if weight_keys or header.get("exact_weights"):
+        spec["weights"] = {k[len("weight."):]: {"$tensor": k} for k in weight_keys}
+    module = resolve(spec, tensors)  # prepared as every module is: substitutes, weights, device, eval mode
+    if not isinstance(module, nn.Module):
+        raise StudentError(f"{header['build']['$call']} did not return an nn.Module")
     inputs = [tensors[f"input.{i}"].to(DEVICE) for i in range(header.get("num_inputs", 0))]
     grad = "grad_output" in tensors
     if grad:
