@@ -1,16 +1,25 @@
 """Running untrusted student code: the `Sandbox` (trusted side) and its worker (untrusted side).
 
-    sandbox = Sandbox(cells, policy=SandboxPolicy(...))
+    sandbox = Sandbox(cells, policy=SandboxPolicy(...), log_path=...)
     reply = sandbox.request({"cmd": "run", ...}, tensors, timeout=10)
 
-Isolation, strongest available first:
-- Linux with unshare/setpriv (util-linux): network, PID and mount namespaces (see launch.sh), no
-  capabilities; hidden paths are not there at all for the worker.
-- elsewhere (macOS, some containers): the worker runs as a plain subprocess, and only its Python audit
-  hook keeps it from the network, subprocesses and hidden paths. `Sandbox.isolation` says which was used,
-  and the gradebook records it.
-Both: memory cap (RLIMIT_AS), per-request timeout with the whole process group killed, and
-stdout/stderr to a log file, never into the protocol.
+The worker runs under bubblewrap (`bwrap`, the sandbox Flatpak uses), which builds its view of the
+machine from an allow-list (`worker_view`): the Python installation, the virtualenv, the course package
+and the worker's own code, all read-only; a private tmpfs as /tmp and working folder; a fresh /proc; a
+minimal /dev. Nothing else exists for it: no /etc beyond the linker cache, no shell, no home, no
+checkout, no data, no other submission, no network (empty network namespace), no other process (PID
+namespace). When the grader is root, the worker runs as a uid of its own (WORKER_UID_BASE + the judge's
+pid) that owns no file outside its tmpfs (see confine.py); otherwise as the grader's user, mapped to
+65534. The worker then installs a seccomp filter (seccomp.py: no exec, no fork, no new namespaces) and
+a Python audit hook before it runs any student code.
+
+Memory: a cgroup of its own where one can be made (cgroups.py), else RLIMIT_AS above torch's own
+reservation. Time: a timeout per request, the whole process tree killed when it passes. Output: the
+worker's stdout/stderr go through a pipe into a log file that keeps the first and last LOG_KEEP_BYTES.
+
+Without a working bwrap (macOS, a container that forbids namespaces) the worker would run as a plain
+subprocess guarded only by its audit hook: `SandboxPolicy.allow_weak_isolation` must say that is
+acceptable, and `Sandbox.isolation` (recorded per gradebook row) says which was used.
 """
 from __future__ import annotations
 
@@ -24,15 +33,22 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autograder.sandbox.cgroups import WorkerLimits
 from autograder.sandbox.protocol import MAX_HEADER_BYTES, ProtocolError, decode_header, decode_payload, encode
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parents[1]
 MAX_REPLY_BYTES = 1 << 30
+WORKER_UID_BASE = 1_000_000_000  # + the judge's pid: a uid no account or file on the machine has
+TMPFS_BYTES = 512 << 20  # the worker's /tmp (it also counts against the memory cgroup)
+LOG_KEEP_BYTES = 1 << 20  # of the worker's output, the first and the last MiB are kept
+SYSTEM_LIBRARIES = ["/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32"]
+WEAK_ISOLATION = "weak: no bubblewrap, the audit hook only"
 
 
 class SandboxTimeout(Exception):
@@ -43,46 +59,125 @@ class SandboxCrashed(Exception):
     """The worker exited or broke the protocol; it is gone."""
 
 
+class IsolationUnavailable(RuntimeError):
+    """bubblewrap cannot build the sandbox here, and weak isolation was not allowed."""
+
+
 @dataclass
 class SandboxPolicy:
-    memory_mb: int = 4096
-    threads: int = 1
-    device: str = "cpu"
-    forbidden_attributes: list[str] = field(default_factory=list)
-    forbidden_modules: list[str] = field(default_factory=list)
-    hide: list[str] = field(default_factory=list)  # absolute paths the worker must not see (submissions, output)
-    allow_weak_isolation: bool = True  # run without namespaces where they are unavailable
-    audit_hook: bool = True  # False only to test the namespace layer on its own; never in grading
+    memory_mb: int = 4096  # memory cap of the worker (RSS where a cgroup can be made)
+    threads: int = 1  # torch threads in the worker
+    device: str = "cpu"  # "cuda": the worker also gets the GPU device files
+    forbidden_attributes: list[str] = field(default_factory=list)  # dotted names tripped at run time
+    forbidden_modules: list[str] = field(default_factory=list)  # modules student code may not import
+    hide: list[str] = field(default_factory=list)  # weak isolation only: paths the audit hook refuses
+    allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
+    audit_hook: bool = True  # False only to test the bubblewrap layer on its own; never in grading
     preload_modules: list[str] = field(default_factory=list)  # imported before the audit hook (e.g. transformers)
 
 
-@functools.lru_cache(maxsize=1)
-def namespaces_available() -> bool:
-    """Whether unshare + setpriv can build the full sandbox on this machine (probed once)."""
-    if sys.platform != "linux" or not (shutil.which("unshare") and shutil.which("setpriv")):
-        return False
-    try:
-        probe = subprocess.run(_unshare_prefix() + ["sh", "-c", "mount -t tmpfs tmpfs /mnt && setpriv --bounding-set=-all true"],
-                               capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return probe.returncode == 0
+def worker_view(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
+    """What the worker sees of the machine: (paths bound read-only at the same place, symlinks path -> target).
+    Everything else does not exist for it."""
+    binds, links = [], {}
+    for folder in SYSTEM_LIBRARIES:  # the C library, libstdc++, ... (a merged /usr has symlinks here)
+        if os.path.islink(folder) and os.path.dirname(folder) == "/":
+            links[folder] = os.readlink(folder)
+        elif os.path.isdir(folder):
+            binds.append(folder)
+    if os.path.exists("/etc/ld.so.cache"):
+        binds.append("/etc/ld.so.cache")
+    base, prefix = os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)
+    if base in ("/", "/usr"):  # a system Python: its standard library is under /usr/lib already
+        binds.append(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
+    else:
+        binds.append(base)
+    if prefix != base:
+        binds.append(prefix)  # the virtualenv
+    binds += [str(PROJECT_ROOT / "dlcourse"), str(HERE)]
+    if device == "cuda":
+        binds += [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] + ["/sys"]
+    return list(dict.fromkeys(binds)), links
 
 
-def _unshare_prefix() -> list[str]:
-    prefix = ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc"]
-    if os.geteuid() != 0:
-        prefix.append("--map-root-user")
-    return prefix
+def _grader_is_root() -> bool:
+    return os.geteuid() == 0
 
 
-def _keep_paths() -> list[str]:
-    """Paths under the project root that the worker needs: the course package, its own code, the venv."""
-    keep = [PROJECT_ROOT / "dlcourse", HERE]
-    prefix = Path(sys.prefix).resolve()
-    if PROJECT_ROOT in prefix.parents:
-        keep.append(prefix)
-    return [str(p.relative_to(PROJECT_ROOT)) for p in keep]
+def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, str], device: str) -> list[str]:
+    """The unprivileged bubblewrap command line: bind `sources.get(path, path)` read-only at each path of
+    `binds`, nothing else, then run what follows it."""
+    command = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
+               "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+               "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
+               "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
+    for path, target in links.items():
+        command += ["--symlink", target, path]
+    for path in binds:
+        kind = "--dev-bind" if path.startswith("/dev/") else "--ro-bind"
+        command += [kind, sources.get(path, path), path]
+    return command + ["--chdir", "/tmp"]
+
+
+@functools.lru_cache(maxsize=2)
+def bwrap_problem(device: str = "cpu") -> str | None:
+    """Why bubblewrap cannot run the worker's interpreter on this machine (None when it can). Probed once: the
+    full sandbox, started as grading starts it, runs `python -c pass`."""
+    if sys.platform != "linux":
+        return f"bubblewrap needs Linux (this is {sys.platform})"
+    if not shutil.which("bwrap"):
+        return "bubblewrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    with tempfile.TemporaryDirectory(prefix="dlcourse-probe-") as staging:
+        uid = WORKER_UID_BASE + os.getpid()
+        command = _sandbox_command(staging, [sys.executable, "-I", "-S", "-c", "pass"], device, WorkerLimits(0), uid)
+        try:
+            probe = subprocess.run(command, capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"bubblewrap could not start ({exc})"
+    if probe.returncode != 0:
+        return f"bubblewrap could not start the worker: {probe.stderr.decode(errors='replace').strip()[:300]}"
+    return None
+
+
+def _sandbox_command(staging: str, worker: list[str], device: str, limits: WorkerLimits, uid: int) -> list[str]:
+    """The whole launch. As root: an outer bubblewrap that only adds a staging tmpfs holding the allowed paths
+    (the unprivileged sandbox could not reach a Python installed under /root), confine.py (cgroups, then the
+    worker's uid), and the unprivileged bubblewrap. Otherwise the unprivileged bubblewrap alone."""
+    binds, links = worker_view(device)
+    if not _grader_is_root():
+        return bwrap_command(binds, links, {}, device) + ["--", *worker]
+    staged = {path: f"{staging}/{i}" for i, path in enumerate(binds) if not path.startswith("/dev/") and path != "/sys"}
+    outer = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/", "--tmpfs", staging, "--die-with-parent"]
+    for path, stage in staged.items():
+        outer += ["--ro-bind", path, stage]
+    settings = json.dumps({"uid": uid, "gid": uid, "cgroup_procs": limits.procs_files})
+    return outer + ["--", sys.executable, "-I", "-S", str(HERE / "confine.py"), settings,
+                    *bwrap_command(binds, links, staged, device), "--", *worker]
+
+
+class _TruncatingLog(threading.Thread):
+    """Copies the worker's output into the log file: the first LOG_KEEP_BYTES, then only a count of what was
+    dropped and the last LOG_KEEP_BYTES, so a submission that prints gigabytes costs neither memory nor disk."""
+
+    def __init__(self, fd: int, path: Path):
+        super().__init__(daemon=True)
+        self.fd, self.path = fd, path
+
+    def run(self) -> None:
+        head, tail, dropped = 0, bytearray(), 0
+        with open(self.path, "ab") as log:
+            while chunk := os.read(self.fd, 1 << 16):
+                if head < LOG_KEEP_BYTES:
+                    log.write(chunk[: LOG_KEEP_BYTES - head])
+                    chunk, head = chunk[LOG_KEEP_BYTES - head:], head + min(len(chunk), LOG_KEEP_BYTES - head)
+                tail += chunk
+                if len(tail) > LOG_KEEP_BYTES:
+                    dropped += len(tail) - LOG_KEEP_BYTES
+                    del tail[: len(tail) - LOG_KEEP_BYTES]
+            if dropped:
+                log.write(f"\n[... {dropped:,} bytes of output dropped by the grader ...]\n".encode())
+            log.write(tail)
+        os.close(self.fd)
 
 
 class Sandbox:
@@ -91,56 +186,84 @@ class Sandbox:
     def __init__(self, cells: list[dict], policy: SandboxPolicy, log_path: Path):
         self.cells, self.policy, self.log_path = cells, policy, Path(log_path)
         self.process: subprocess.Popen | None = None
-        self.isolation = "namespaces" if namespaces_available() else "audit-hook-only"
-        if self.isolation != "namespaces" and not policy.allow_weak_isolation:
-            raise RuntimeError("Linux namespaces (unshare/setpriv) are unavailable and weak isolation is not allowed")
+        self.limits: WorkerLimits | None = None
+        self.seccomp = "not started"
+        self._workdir = None
+        self._log_thread = None
+        problem = bwrap_problem(policy.device)
+        if problem and not policy.allow_weak_isolation:
+            raise IsolationUnavailable(f"{problem}; refusing to run student code without it "
+                                       "(pass --allow-weak-isolation to grade with the audit hook only)")
+        self.uid = WORKER_UID_BASE + os.getpid() if _grader_is_root() else None
+        self.strong = problem is None
+
+    @property
+    def isolation(self) -> str:
+        """How the worker is confined, for the gradebook."""
+        if not self.strong:
+            return WEAK_ISOLATION
+        user = f"uid {self.uid}" if self.uid is not None else "the grader's uid mapped to 65534"
+        return f"bubblewrap ({user}, {self.seccomp})"
+
+    @property
+    def memory_cap(self) -> str:
+        return self.limits.memory_cap if self.limits else f"RLIMIT_AS {self.policy.memory_mb} MiB (not started)"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float) -> dict:
-        """Start the worker and run the cells; returns the load reply ({"cell_errors": {...}})."""
+        """Start the worker and run the cells; returns the load reply ({"cell_errors": {...}, "seccomp": ...})."""
         self.close()
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
-        # The worker's working folder. With namespaces it is also where launch.sh stages its mounts, so it
-        # must lie outside the project.
+        output_r, output_w = os.pipe()
+        # Where the worker starts (weak isolation) or, as root, the staging tmpfs's mount point: never in the project.
         workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
         if PROJECT_ROOT in Path(workdir).resolve().parents:
             raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
+        capped = self.policy.device == "cpu"
+        self.limits = WorkerLimits.create(self.policy.memory_mb) if (capped and self.strong and _grader_is_root()) \
+            else WorkerLimits(self.policy.memory_mb, memory_cap=f"RLIMIT_AS {self.policy.memory_mb} MiB above torch's "
+                              "own reservation" if capped else "none (CUDA run)")
+        cgroup_capped = bool(self.limits.groups) and self.limits.memory_cap.startswith("cgroup")
         settings = {
-            "memory_mb": self.policy.memory_mb if self.policy.device == "cpu" else None,
-            "threads": self.policy.threads, "device": self.policy.device,
+            "memory_mb": self.policy.memory_mb if capped and not cgroup_capped else None,
+            "max_processes": 256 if self.uid is not None and self.strong else None,  # per uid: only for a uid of its own
+            "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong,
             "audit_hook": self.policy.audit_hook, "preload_modules": self.policy.preload_modules,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
-            "allowed_roots": [str(PROJECT_ROOT / k) for k in _keep_paths()] + [workdir],
+            "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, "/tmp" if self.strong else workdir],
         }
         worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": workdir, "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(self.policy.threads),
-               "PYTHONHASHSEED": "0",
+        home = "/tmp" if self.strong else workdir
+        env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
+               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
+               "OMP_NUM_THREADS": str(self.policy.threads), "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
                # Hugging Face libraries must never try the network (the sandbox has none anyway).
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-        for name in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES"):
+        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        if self.isolation == "namespaces":
-            env.update(SANDBOX_ROOT=str(PROJECT_ROOT), SANDBOX_KEEP=":".join(_keep_paths()), SANDBOX_STAGING=workdir,
-                       SANDBOX_HIDE=":".join(p for p in self.policy.hide if Path(p).is_dir()))
-            command = _unshare_prefix() + ["sh", str(HERE / "launch.sh"), *worker]
+        if self.strong:
+            command = _sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
         else:
+            env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
             command = worker
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                            cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
-        os.close(request_r)
-        os.close(response_w)
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w, env=env,
+                                        cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
+        for fd in (request_r, response_w, output_w):
+            os.close(fd)
+        self._log_thread = _TruncatingLog(output_r, self.log_path)
+        self._log_thread.start()
         os.set_blocking(request_w, False)
         self._request_fd, self._response_fd = request_w, response_r
         self._workdir = workdir
-        return self.request({"cmd": "load", "cells": self.cells,
-                             "forbidden_attributes": self.policy.forbidden_attributes,
-                             "forbidden_modules": self.policy.forbidden_modules}, timeout=timeout)[0]
+        reply = self.request({"cmd": "load", "cells": self.cells,
+                              "forbidden_attributes": self.policy.forbidden_attributes,
+                              "forbidden_modules": self.policy.forbidden_modules}, timeout=timeout)[0]
+        self.seccomp = reply.get("seccomp", "no seccomp filter")
+        return reply
 
     @property
     def alive(self) -> bool:
@@ -155,11 +278,17 @@ class Sandbox:
             except ProcessLookupError:
                 pass
         self.process.wait()
+        if self.limits:
+            self.limits.kill_all()  # the sandboxed processes (a session of their own) die with bwrap; make sure
         for fd in (self._request_fd, self._response_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        if self._log_thread:
+            self._log_thread.join(timeout=5)
+        if self.limits:
+            self.limits.remove()
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
         self.process = None
@@ -201,6 +330,8 @@ class Sandbox:
             return "worker stopped answering"
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            if self.limits and self.limits.oom_killed():
+                return f"worker was killed for using more than the memory cap ({self.policy.memory_mb} MiB)"
             return f"worker was killed by signal {name} (memory cap reached?)" if name == "SIGKILL" else f"worker exited on signal {name}"
         return f"worker exited with code {code} before answering"
 

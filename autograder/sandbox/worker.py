@@ -1,14 +1,14 @@
 """The untrusted side of grading: runs a student's code and answers the grader's requests.
 
-Started by `autograder.sandbox.Sandbox` inside the sandbox (see launch.sh): its own network, PID and mount
-namespaces where the machine allows them, no capabilities, a memory cap, an empty private /tmp as its
-working directory, and the hidden tests, reference notebooks and other submissions out of sight. It only
-ever receives inputs and sends back outputs; every score is decided by the trusted side.
+Started by `autograder.sandbox.Sandbox` inside bubblewrap (see autograder/sandbox/__init__.py): a read-only
+view of only the Python installation, the virtualenv and the course code, a private tmpfs as /tmp, no
+network, no other process, an unprivileged uid, a memory cap. It only ever receives inputs and sends back
+outputs; every score is decided by the trusted side.
 
 Order of events (each step makes the next one safer):
 1. set resource limits, import torch and friends (things student code may need);
-2. install the audit hook (no network, no subprocesses, no reading hidden paths) and the
-   forbidden-API tripwires;
+2. install the seccomp filter (no exec, no fork: seccomp.py), the audit hook (no network, no
+   subprocesses, no reading hidden paths) and the forbidden-API tripwires;
 3. run the instructor's cells and the student's answer cells, then serve requests until told to stop.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import linecache
 import os
 import resource
+import signal
 import sys
 import traceback
 import types
@@ -25,13 +26,14 @@ import types
 REQUEST_FD, RESPONSE_FD = int(sys.argv[1]), int(sys.argv[2])
 SETTINGS = json.loads(sys.argv[3])
 CELL_PREFIX = "<cell "  # filename of every compiled student/instructor cell
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # 1. Limits and imports. ----------------------------------------------------------------------------
-if SETTINGS.get("memory_mb"):
-    limit = SETTINGS["memory_mb"] << 20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file past the limit fails to grow (EFBIG) instead of killing
+if SETTINGS.get("max_processes"):
+    resource.setrlimit(resource.RLIMIT_NPROC, (SETTINGS["max_processes"], SETTINGS["max_processes"]))
 
 import math  # noqa: E402,F401  (pre-imported for student code)
 
@@ -49,9 +51,19 @@ import importlib  # noqa: E402
 for _name in SETTINGS.get("preload_modules", []):
     importlib.import_module(_name)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
 from protocol import read_frame_blocking, write_frame  # noqa: E402
 from stand_ins import STAND_INS  # noqa: E402
+
+
+def _address_space_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) << 10 for line in status if line.startswith("VmSize:"))
+
+
+if SETTINGS.get("memory_mb"):  # no cgroup caps this worker: cap its address space above what torch reserved
+    _limit = _address_space_bytes() + (SETTINGS["memory_mb"] << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (_limit, _limit))
 
 torch.set_num_threads(int(SETTINGS.get("threads", 1)))
 DEVICE = torch.device(SETTINGS.get("device", "cpu"))
@@ -364,6 +376,7 @@ def serve() -> None:
             if cmd == "load":
                 install_tripwires(header.get("forbidden_attributes", []), header.get("forbidden_modules", []))
                 reply["cell_errors"] = run_cells(header["cells"])
+                reply["seccomp"] = SECCOMP
             elif cmd == "run":
                 extra, out = handle_run(header, tensors)
                 reply.update(extra)
@@ -380,6 +393,12 @@ def serve() -> None:
         write_frame(RESPONSE_FD, reply, out)
 
 
+if SETTINGS.get("seccomp"):
+    import seccomp  # noqa: E402
+
+    SECCOMP = seccomp.install()
+else:
+    SECCOMP = "no seccomp filter (weak isolation)"
 if SETTINGS.get("audit_hook", True):
     sys.addaudithook(_audit)
 serve()
