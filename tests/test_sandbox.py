@@ -3,14 +3,18 @@
 Starting a worker costs a few seconds (it imports torch), so most tests share one module-scoped sandbox;
 the tests that kill the worker (timeout, exit, protocol abuse) start it again afterwards.
 
-Two layers keep student code in: the worker's Python audit hook (everywhere) and Linux namespaces (where
-unshare/setpriv work). The `isolated` tests switch the audit hook off (SandboxPolicy.audit_hook=False, a
-test-only setting) to show that the namespace layer holds on its own; they are skipped, saying why, on
-machines without namespaces.
+Three layers keep student code in: bubblewrap's allow-list view of the machine with an unprivileged uid,
+the worker's seccomp filter, and its Python audit hook. The `isolated` tests switch the audit hook off
+(SandboxPolicy.audit_hook=False, a test-only setting) to show that bubblewrap and seccomp hold on their
+own; they are skipped, saying why, on machines without bubblewrap (CI installs it, see .ci/run).
+
+Hostile probes here are canaries: they write and read only files this test module created, so they are
+harmless even if the sandbox failed.
 """
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import socket
 import struct
@@ -21,8 +25,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from autograder.sandbox import (PROJECT_ROOT, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, _keep_paths,
-                                namespaces_available)
+from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout,
+                                bwrap_problem, worker_view)
 from autograder.judge import call as judge_call
 from autograder.judge import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
@@ -137,8 +141,22 @@ class Exit(nn.Module):
 
 class Hog(nn.Module):
     def forward(self, x):
-        big = torch.empty(6 * 2**30, dtype=torch.uint8)  # 6 GB, over the 4096 MB cap
+        big = torch.ones(6 * 2**30, dtype=torch.uint8)  # 6 GB, every page touched: over the 4096 MB cap
         return x + big[0]
+
+
+class Chatty(nn.Module):
+    """Correct (x + 1), after printing `megabytes` MB."""
+    def __init__(self, megabytes):
+        super().__init__()
+        self.megabytes = megabytes
+
+    def forward(self, x):
+        line = "chatter " * 127 + "\\n"  # 1 KiB
+        for _ in range(self.megabytes * 1024):
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        return x + 1
 
 
 class Garbage(nn.Module):
@@ -371,14 +389,31 @@ def test_os_exit_is_a_crash_that_says_it_exited(sandbox):
         run(sandbox, call("Affine", 2, 1.0), torch.zeros(1, 2))
 
 
-def test_memory_cap_fails_inside_the_worker(live):
-    reply, out = run(live, call("Hog"), torch.zeros(1))
-    assert not reply["ok"]
-    assert out == {}
-    assert "alloc" in reply["error"]["message"].lower() or reply["error"]["type"] == "MemoryError", reply
-    assert live.alive  # the worker survives, and so does this process
-    reply, _ = run(live, call("Affine", 2, 1.0), torch.zeros(1, 2))
+def test_memory_cap_stops_a_hog(sandbox):
+    """With a cgroup the kernel kills the worker at the cap, and the crash says why; with RLIMIT_AS the
+    allocation fails inside the worker, which survives. Either way this process is untouched."""
+    ensure_started(sandbox)
+    if sandbox.memory_cap.startswith("cgroup"):
+        with pytest.raises(SandboxCrashed, match="memory cap"):
+            run(sandbox, call("Hog"), torch.zeros(1), timeout=60)
+        ensure_started(sandbox)
+    else:
+        reply, out = run(sandbox, call("Hog"), torch.zeros(1), timeout=60)
+        assert not reply["ok"] and out == {}
+        assert "alloc" in reply["error"]["message"].lower() or reply["error"]["type"] == "MemoryError", reply
+    reply, _ = run(sandbox, call("Affine", 2, 1.0), torch.zeros(1, 2))
     assert reply["ok"]
+
+
+def test_500_megabytes_of_output_are_truncated_not_fatal(live):
+    reply, out = run(live, call("Chatty", 500), torch.zeros(2), timeout=120)
+    assert reply["ok"], reply
+    torch.testing.assert_close(out["output"], torch.ones(2))
+    time.sleep(0.5)  # the log thread drains the pipe
+    size = live.log_path.stat().st_size
+    assert size < 4 * 2**20, f"the log kept {size} bytes"
+    assert "output past the first MiB is dropped by the grader" in live.log_path.read_text(errors="replace")
+    live.close()  # the next worker starts a fresh log head (what a restart after a timeout does)
 
 
 # -- isolation (audit hook and, where available, namespaces together) --------------------------------------
@@ -489,38 +524,152 @@ def test_forbidden_imports_fail(live):
     assert "import torchvision.models" in reply["forbidden_calls"]
 
 
-# -- the namespace layer on its own (audit hook off) -----------------------------------------------------------
+# -- bubblewrap and seccomp on their own (audit hook off) ----------------------------------------------------
+CANARY = "canary: the sandbox must not change this file"
+
+ISOLATION_PROBES = PROBES + '''
+import ctypes
+
+
+def overwrite(path):
+    def action():
+        with open(path, "w") as f:
+            f.write("overwritten by the worker")
+        return "written"
+    return attempt(action)
+
+
+def identity():
+    return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups()}
+
+
+def exists(path):
+    return os.path.lexists(path)
+
+
+def start_process(how):
+    if how == "os.fork":
+        return attempt(lambda: os.fork())
+    if how == "ctypes.fork":
+        return ["ok", ctypes.pythonapi.fork()] if False else ["ok", ctypes.CDLL(None).fork()]
+    if how == "ctypes.system":
+        return ["ok", ctypes.pythonapi.system(b"/bin/sh -c true")]
+    if how == "posix_spawn":
+        return attempt(lambda: os.posix_spawn(sys.executable, [sys.executable, "-c", "pass"], {}))
+    if how == "execv":
+        return attempt(lambda: os.execv(sys.executable, [sys.executable, "-c", "pass"]))
+    if how == "unshare":
+        return ["ok", ctypes.CDLL(None).unshare(0x10000000)]
+    raise ValueError(how)
+'''
+
+
+@pytest.fixture(scope="module")
+def canaries(tmp_path_factory):
+    """Canary files this module creates where a student must not write: the virtualenv's site-packages (the
+    trusted judges import from there), the course package, the worker's own code, and a second copy of a
+    hidden test outside the checkout. Removed afterwards."""
+    import site
+    copy_dir = tmp_path_factory.mktemp("second-checkout")
+    paths = {
+        "site-packages": Path(site.getsitepackages()[0]) / "dlcourse-sandbox-canary.txt",
+        "dlcourse": PROJECT_ROOT / "dlcourse" / "sandbox-canary.txt",
+        "sandbox code": PROJECT_ROOT / "autograder" / "sandbox" / "sandbox-canary.txt",
+        "hidden test copy": copy_dir / "test_vit.py",
+        "build folder": PROJECT_ROOT / "build" / "sandbox-canary" / "test_vit.py",
+    }
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(CANARY)
+    yield paths
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    (PROJECT_ROOT / "build" / "sandbox-canary").rmdir()
+
+
 @pytest.fixture(scope="module")
 def isolated(tmp_path_factory, hidden_dir):
-    if not namespaces_available():
-        pytest.skip("Linux namespaces (unshare/setpriv) are unavailable here: only the audit hook isolates "
-                    "the worker, so the namespace layer cannot be tested on its own")
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap cannot run here ({problem}): only the audit hook isolates the worker, so the "
+                    "bubblewrap layer cannot be tested on its own")
     policy = SandboxPolicy(memory_mb=4096, audit_hook=False, hide=[str(hidden_dir)])
-    box = Sandbox(CELLS[:2], policy, tmp_path_factory.mktemp("logs-isolated") / "worker.log")
-    assert box.isolation == "namespaces"
+    box = Sandbox([CELLS[0], {"grade_id": "probes", "source": ISOLATION_PROBES}], policy,
+                  tmp_path_factory.mktemp("logs-isolated") / "worker.log")
     load = box.start(timeout=START_TIMEOUT)
     assert load["cell_errors"] == {}, load
+    assert box.isolation.startswith("bubblewrap")
     yield box
     box.close()
 
 
 def test_isolated_worker_has_no_audit_hook(isolated):
-    # Proof that the results below come from the namespaces: with the hook, creating a socket is refused.
+    # Proof that the results below come from bubblewrap and seccomp: with the hook, creating a socket is refused.
     assert probe(isolated, "make_socket") == ["ok", "created"]
 
 
-def test_isolated_worker_cannot_see_hidden_paths(isolated, hidden_dir):
-    hidden_tests = probe(isolated, "list_dir", str(HIDDEN_FILE.parent))
-    assert hidden_tests[0] == "error" or hidden_tests[1] == [], hidden_tests
-    source = probe(isolated, "list_dir", str(PROJECT_ROOT / "source"))
-    assert source[0] == "error" or source[1] == [], source
-    assert probe(isolated, "read_file", str(HIDDEN_FILE))[0] == "error"
-    hidden = probe(isolated, "list_dir", str(hidden_dir))  # under /tmp it is simply absent (private /tmp)
-    assert hidden[0] == "error" or hidden[1] == [], hidden
-    # the project root holds only what the worker needs
-    root = probe(isolated, "list_dir", str(PROJECT_ROOT))
-    assert root[0] == "ok" and set(root[1]) <= {Path(k).parts[0] for k in _keep_paths()}, root
-    assert "source" not in root[1] and "release" not in root[1]
+def test_isolated_worker_sees_only_the_allow_list(isolated, hidden_dir):
+    binds, links = worker_view()
+    visible_top = {Path(p).parts[1] for p in binds} | {Path(p).parts[1] for p in links} | {"tmp", "proc", "dev"}
+    root = probe(isolated, "list_dir", "/")
+    assert root[0] == "ok" and set(root[1]) == visible_top, root
+    assert probe(isolated, "list_dir", "/etc")[1] == ["ld.so.cache"]
+    for absent in ["/bin/sh", "/usr/bin", "/home", "/root/.ssh", str(PROJECT_ROOT / "source"), str(HIDDEN_FILE),
+                   str(PROJECT_ROOT / "release"), str(hidden_dir), str(Path.home())]:
+        if absent in {str(Path(b)) for b in binds} or any(Path(b).is_relative_to(absent) for b in binds):
+            continue  # a parent folder of an allowed path (e.g. /root holding pyenv's Python) exists, empty but for it
+        assert not probe(isolated, "exists", absent), f"{absent} is visible to the worker"
+    checkout = probe(isolated, "list_dir", str(PROJECT_ROOT))
+    assert checkout[0] == "ok" and set(checkout[1]) <= {"dlcourse", "autograder", ".venv"}, checkout
+    assert probe(isolated, "list_dir", str(PROJECT_ROOT / "autograder"))[1] == ["sandbox"]
+
+
+def test_isolated_worker_cannot_read_a_second_copy_of_the_hidden_tests(isolated, canaries):
+    for name in ("hidden test copy", "build folder"):
+        result = probe(isolated, "read_file", str(canaries[name]))
+        assert result[0] == "error" and result[1] == "FileNotFoundError", (name, result)
+
+
+def test_isolated_worker_cannot_read_the_dataset_mirror(isolated):
+    mirror = os.environ.get("DLCOURSE_DATA_MIRROR")
+    if not mirror:
+        pytest.skip("no dataset mirror on this machine (DLCOURSE_DATA_MIRROR is unset)")
+    assert Path(mirror).is_dir()
+    assert not probe(isolated, "exists", mirror)
+
+
+def test_isolated_worker_cannot_write_what_the_grader_runs(isolated, canaries):
+    for name in ("site-packages", "dlcourse", "sandbox code"):
+        result = probe(isolated, "overwrite", str(canaries[name]))
+        assert result[0] == "error" and result[1] in {"OSError", "PermissionError"}, (name, result)
+        assert canaries[name].read_text() == CANARY, f"the worker changed the {name} canary"
+
+
+def test_isolated_worker_writes_only_its_tmpfs(isolated):
+    assert probe(isolated, "overwrite", "/tmp/scratch.txt") == ["ok", "written"]
+    for path in ["/scratch.txt", "/etc/passwd", "/usr/lib/scratch.txt", "/dev/scratch", "/proc/scratch"]:
+        assert probe(isolated, "overwrite", path)[0] == "error", path
+
+
+def test_isolated_worker_runs_as_an_unprivileged_user(isolated):
+    me = probe(isolated, "identity")
+    assert me["uid"] == me["euid"] == 65534 and me["gid"] == 65534, me
+    if os.geteuid() == 0:  # outside the sandbox, a uid that owns nothing on the machine
+        assert isolated.uid >= WORKER_UID_BASE
+        assert f"uid {isolated.uid}" in isolated.isolation
+
+
+@pytest.mark.parametrize("how", ["os.fork", "ctypes.fork", "ctypes.system", "posix_spawn", "execv", "unshare"])
+def test_isolated_worker_cannot_start_a_process(isolated, how):
+    result = probe(isolated, "start_process", how)
+    assert isolated.alive, f"{how} ended the worker"
+    if how in ("ctypes.fork", "unshare"):
+        assert result == ["ok", -1], result  # the libc call fails
+    elif how == "ctypes.system":
+        assert result[0] == "ok" and result[1] != 0, result  # the shell never ran
+    else:
+        assert result[0] == "error" and result[1] in {"PermissionError", "OSError"}, result
+    assert "seccomp" in isolated.isolation
 
 
 def test_isolated_worker_has_no_network(isolated, listener):
@@ -532,6 +681,5 @@ def test_isolated_worker_has_no_network(isolated, listener):
 def test_isolated_worker_sees_no_outside_process(isolated):
     procs = probe(isolated, "processes")
     assert procs, "no /proc entries at all"
-    assert probe(isolated, "my_pid") == 1  # first process of its own PID namespace
     for pid, cmdline in procs:
-        assert "worker.py" in cmdline, f"process {pid} ({cmdline!r}) from outside the sandbox is visible"
+        assert "worker.py" in cmdline or "bwrap" in cmdline, f"process {pid} ({cmdline!r}) from outside the sandbox is visible"

@@ -116,7 +116,7 @@ def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, st
     for path in binds:
         kind = "--dev-bind" if path.startswith("/dev/") else "--ro-bind"
         command += [kind, sources.get(path, path), path]
-    return command + ["--chdir", "/tmp"]
+    return command + ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
 
 
 @functools.lru_cache(maxsize=2)
@@ -170,12 +170,16 @@ class _TruncatingLog(threading.Thread):
                 if head < LOG_KEEP_BYTES:
                     log.write(chunk[: LOG_KEEP_BYTES - head])
                     chunk, head = chunk[LOG_KEEP_BYTES - head:], head + min(len(chunk), LOG_KEEP_BYTES - head)
+                    if head == LOG_KEEP_BYTES:
+                        log.write(b"\n[... output past the first MiB is dropped by the grader; its last MiB follows "
+                                  b"when the worker ends ...]\n")
+                        log.flush()
                 tail += chunk
                 if len(tail) > LOG_KEEP_BYTES:
                     dropped += len(tail) - LOG_KEEP_BYTES
                     del tail[: len(tail) - LOG_KEEP_BYTES]
             if dropped:
-                log.write(f"\n[... {dropped:,} bytes of output dropped by the grader ...]\n".encode())
+                log.write(f"\n[... {dropped:,} bytes of output were dropped; the last ones follow ...]\n".encode())
             log.write(tail)
         os.close(self.fd)
 
@@ -313,8 +317,9 @@ class Sandbox:
             raise
         except (ProtocolError, OSError) as exc:
             description = self._exit_description(wait=True)
+            ended = self.process is not None and self.process.poll() is not None
             self.close()
-            raise SandboxCrashed(description if "exited" in description else f"worker broke the protocol: {exc}") from None
+            raise SandboxCrashed(description if ended else f"worker broke the protocol: {exc}") from None
         return reply, payload
 
     def _exit_description(self, wait: bool = False) -> str:
@@ -328,10 +333,12 @@ class Sandbox:
         code = self.process.poll()
         if code is None:
             return "worker stopped answering"
+        if self.limits and self.limits.oom_killed():
+            return f"worker was killed for using more than the memory cap ({self.policy.memory_mb} MiB)"
+        if self.strong and code > 128:  # bubblewrap reports a signal that killed the worker as 128 + its number
+            code = -(code - 128)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            if self.limits and self.limits.oom_killed():
-                return f"worker was killed for using more than the memory cap ({self.policy.memory_mb} MiB)"
             return f"worker was killed by signal {name} (memory cap reached?)" if name == "SIGKILL" else f"worker exited on signal {name}"
         return f"worker exited with code {code} before answering"
 
