@@ -165,7 +165,7 @@ class _TruncatingLog(threading.Thread):
 
     def run(self) -> None:
         head, tail, dropped = 0, bytearray(), 0
-        with open(self.path, "ab") as log:
+        with open(self.path, "ab", buffering=0) as log:
             while chunk := os.read(self.fd, 1 << 16):
                 if head < LOG_KEEP_BYTES:
                     log.write(chunk[: LOG_KEEP_BYTES - head])
@@ -173,7 +173,6 @@ class _TruncatingLog(threading.Thread):
                     if head == LOG_KEEP_BYTES:
                         log.write(b"\n[... output past the first MiB is dropped by the grader; its last MiB follows "
                                   b"when the worker ends ...]\n")
-                        log.flush()
                 tail += chunk
                 if len(tail) > LOG_KEEP_BYTES:
                     dropped += len(tail) - LOG_KEEP_BYTES
