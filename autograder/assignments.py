@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,15 @@ class Assignment:
     @property
     def hidden_tests(self) -> Path:
         return HIDDEN_TESTS / f"test_{self.name}.py"
+
+    @property
+    def submission_timeout(self) -> float:
+        """SUBMISSION_TIMEOUT_S of the hidden tests: the default time budget for grading one submission. Read
+        from the file's text, so that the batch grader need not import the tests (and torch)."""
+        for node in ast.parse(self.hidden_tests.read_text()).body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SUBMISSION_TIMEOUT_S" for t in node.targets):
+                return float(ast.literal_eval(node.value))
+        raise SystemExit(f"{self.hidden_tests.relative_to(PROJECT_ROOT)} does not set SUBMISSION_TIMEOUT_S")
 
 
 def list_assignments() -> list[str]:

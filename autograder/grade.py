@@ -115,10 +115,34 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
 
 @dataclass
 class GradeOptions:
-    workers: int = 2
-    memory_mb: int = 4096
-    call_timeout: float = 20.0
-    submission_timeout: float = 1800.0
+    workers: int = 2  # submissions graded in parallel
+    memory_mb: int = 4096  # memory cap of each student worker
+    call_timeout: float = 20.0  # seconds for one layer-test call
+    submission_timeout: float | None = None  # seconds for a whole submission; None: the hidden tests' SUBMISSION_TIMEOUT_S
+    allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
+
+    def budget(self, assignment: Assignment) -> float:
+        return self.submission_timeout or assignment.submission_timeout
+
+
+JUDGE_GRACE_S = 120.0  # the judge's own work past the student's budget (datasets, scoring) before it is killed
+
+
+def preflight(options: GradeOptions, progress=print) -> None:
+    """Refuse to grade where student code could not be confined, or where a worker could write what judges run."""
+    from autograder.sandbox import bwrap_problem, grader_files_writable_by_worker
+
+    problem = bwrap_problem()
+    if problem and not options.allow_weak_isolation:
+        raise SystemExit(f"cannot grade safely: {problem}.\nInstall bubblewrap, or pass --allow-weak-isolation to grade "
+                         "with the Python audit hook only (each gradebook row records the isolation used).")
+    if problem:
+        progress(f"WARNING: {problem}; grading with weak isolation (the audit hook only), as --allow-weak-isolation asks")
+    elif os.geteuid() == 0:
+        writable = grader_files_writable_by_worker()
+        if writable:
+            raise SystemExit(f"cannot grade safely: {len(writable)} file(s) the judges run could be written by a student "
+                             f"worker, e.g. {writable[0]}; fix their owner or mode (chmod o-w) first")
 
 
 def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions, hide: list[Path]) -> dict:
@@ -137,15 +161,18 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
                "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
                "--submission-dir", str(work), "--results-json", str(results_path),
                "--worker-log", str(logs / "worker.log"), "--memory-mb", str(options.memory_mb),
-               "--threads", str(threads), "--call-timeout", str(options.call_timeout)]
+               "--threads", str(threads), "--call-timeout", str(options.call_timeout),
+               "--submission-timeout", str(options.budget(assignment))]
+    if options.allow_weak_isolation:
+        command.append("--allow-weak-isolation")
     for path in hide:
         command += ["--hide", str(path)]
     with open(logs / "judge.log", "wb") as log:
         try:
             proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                  timeout=options.submission_timeout)
+                                  timeout=options.budget(assignment) + JUDGE_GRACE_S)
         except subprocess.TimeoutExpired:
-            return {"status": "timeout", "message": f"grading took more than {options.submission_timeout:.0f} s", "tests": []}
+            return {"status": "timeout", "message": f"grading took more than {options.budget(assignment):.0f} s", "tests": []}
     if not results_path.exists():
         return {"status": "grader-error", "message": f"the judge exited with code {proc.returncode} without results "
                 f"(see {logs / 'judge.log'})", "tests": []}
@@ -173,6 +200,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     subs = discover(submissions)
     if not subs:
         raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
+    preflight(options, progress)
     out.mkdir(parents=True, exist_ok=True)
     hide = [submissions.resolve(), out.resolve()]
     progress(f"Grading {len(subs)} submission(s) of '{assignment.name}' with {options.workers} worker(s)...")

@@ -61,7 +61,8 @@ def build_gradebook(assignment: Assignment, results: list, hand_grades_csv: Path
                             for m in manual},
             "notes": result.get("notes", {}), "problems": result.get("problems", []),
             "cell_errors": result.get("cell_errors", {}), "forbidden_calls": result.get("forbidden_calls", []),
-            "isolation": result.get("isolation", ""), "seconds": result.get("seconds"),
+            "isolation": result.get("isolation", ""), "memory_cap": result.get("memory_cap", ""),
+            "seconds": result.get("seconds"),
         })
     return {
         "assignment": assignment.name,
@@ -79,12 +80,12 @@ def write_outputs(gradebook: dict, out: Path) -> None:
     with open(out / "gradebook.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["student_id", "status", "score", "max_score", "not_judged_points", *test_ids,
-                         *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"])])
+                         *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap"])
         for row in gradebook["submissions"]:
             cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
             hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
             writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
-                             f"{row['not_judged_points']:g}", *cells, *hand])
+                             f"{row['not_judged_points']:g}", *cells, *hand, row["isolation"], row["memory_cap"]])
     feedback = out / "feedback"
     feedback.mkdir(exist_ok=True)
     for row in gradebook["submissions"]:

@@ -24,7 +24,7 @@ import torch
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
-from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
+from autograder.sandbox import IsolationUnavailable, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
 MAX_WEIGHTS_BYTES = 1 << 30
@@ -153,6 +153,7 @@ class StudentCode:
     policy: SandboxPolicy
     log_path: Path
     call_timeout: float = 20.0
+    budget_s: float | None = None  # the whole submission's time budget; no request may run past it
     forbidden_names: list[str] = field(default_factory=list)  # for the static check (see notebook.find_forbidden)
     events: list[str] = field(default_factory=list)  # "timeout" / "crashed", one per occurrence
     forbidden_calls: set[str] = field(default_factory=set)
@@ -162,6 +163,7 @@ class StudentCode:
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
 
     def __post_init__(self):
+        self.deadline = time.monotonic() + self.budget_s if self.budget_s else None
         self.assignment = load_assignment(self.assignment_name)
         self.code = None
         self.sandbox = None
@@ -184,6 +186,21 @@ class StudentCode:
     def isolation(self) -> str:
         return self.sandbox.isolation if self.sandbox else "not started"
 
+    @property
+    def memory_cap(self) -> str:
+        return self.sandbox.memory_cap if self.sandbox else "not started"
+
+    def time_left(self, wanted: float, what: str) -> float:
+        """`wanted` seconds, or less when the submission's budget ends sooner; Feedback when it is spent."""
+        if self.deadline is None:
+            return wanted
+        left = self.deadline - time.monotonic()
+        if left <= 1:
+            self.events.append("timeout")
+            raise Feedback(f"{what}: not run, the time budget for grading this submission ({self.budget_s:.0f} s) is "
+                           "spent (earlier calls ran long: an infinite loop or very slow code?)")
+        return min(wanted, left)
+
     def check_rules(self, grade_id: str) -> None:
         """Fail if answer cell `grade_id` uses what the assignment forbids, found by reading it (the worker
         also trips on forbidden calls at run time)."""
@@ -205,11 +222,12 @@ class StudentCode:
             raise Feedback(self._load_failure)
         if self.sandbox.alive:
             return
+        load_timeout = self.time_left(LOAD_TIMEOUT_S, "running your notebook's cells")
         try:
-            reply = self.sandbox.start(timeout=LOAD_TIMEOUT_S)
+            reply = self.sandbox.start(timeout=load_timeout)
         except SandboxTimeout:
             self.events.append("timeout")
-            self._load_failure = (f"running your notebook's class-definition cells took more than {LOAD_TIMEOUT_S:.0f} s "
+            self._load_failure = (f"running your notebook's class-definition cells took more than {load_timeout:.0f} s "
                                   "(is there an infinite loop outside a function?)")
             raise Feedback(self._load_failure) from None
         except SandboxCrashed as exc:
@@ -221,7 +239,7 @@ class StudentCode:
 
     def _request(self, header: dict, tensors: dict, what: str, timeout: float | None) -> tuple[dict, dict]:
         self._ensure_started()
-        timeout = timeout or self.call_timeout
+        timeout = self.time_left(timeout or self.call_timeout, what)
         try:
             reply, out = self.sandbox.request(header, tensors, timeout=timeout)
         except SandboxTimeout:
@@ -322,13 +340,19 @@ class StudentCode:
         """The output of the student's saved model for each batch of forward arguments in `batches`, in order,
         computed in the worker: `build` (a call() spec) gets the saved `weights` with the first batch and is
         kept there for the rest. One time limit covers all batches. Labels and targets stay on this side."""
+        batches = list(batches)
         target, started = module(build, weights=weights, keep_as=saved_name), time.monotonic()
-        for args in batches:
-            remaining = timeout - (time.monotonic() - started)
-            if remaining <= 0:
+        for i, args in enumerate(batches):
+            elapsed = time.monotonic() - started
+            if i == 1 and elapsed * len(batches) > timeout:  # say so now rather than after the whole limit
+                self.events.append("timeout")
+                raise Feedback(f"{saved_name}: evaluating the test set would take about {elapsed * len(batches):.0f} s "
+                               f"(the first of {len(batches)} batches took {elapsed:.1f} s), more than the "
+                               f"{timeout:.0f} s allowed")
+            if timeout - elapsed <= 0:
                 self.events.append("timeout")
                 raise Feedback(f"{saved_name}: evaluating the test set took more than {timeout:.0f} s")
-            output = self.invoke(target, *args, what=f"{saved_name} on the test set", timeout=remaining).value
+            output = self.invoke(target, *args, what=f"{saved_name} on the test set", timeout=timeout - elapsed).value
             if not isinstance(output, torch.Tensor):
                 raise Feedback(f"{saved_name}: forward returned {type(output).__name__}, expected a tensor of logits")
             yield output
@@ -396,7 +420,11 @@ def pytest_addoption(parser):
     group.addoption("--memory-mb", type=int, default=4096, help="memory cap of the worker (CPU runs)")
     group.addoption("--threads", type=int, default=1, help="torch threads in the worker")
     group.addoption("--call-timeout", type=float, default=20.0, help="seconds per layer-test call")
-    group.addoption("--hide", action="append", default=[], help="a path the worker must not see (repeatable)")
+    group.addoption("--hide", action="append", default=[], help="weak isolation: a path the audit hook refuses (repeatable)")
+    group.addoption("--submission-timeout", type=float, default=None,
+                    help="seconds for the whole submission (default: the hidden tests' SUBMISSION_TIMEOUT_S)")
+    group.addoption("--allow-weak-isolation", action="store_true",
+                    help="run student code with the audit hook only where bubblewrap is unavailable")
     group.addoption("--worker-log", default=None, help="file for the worker's stdout/stderr")
 
 
@@ -415,10 +443,17 @@ def student(request) -> StudentCode:
     policy = SandboxPolicy(memory_mb=config.getoption("memory_mb"), threads=config.getoption("threads"), device=device,
                            forbidden_attributes=module.FORBIDDEN_ATTRIBUTES, forbidden_modules=module.FORBIDDEN_MODULES,
                            hide=[str(Path(p).resolve()) for p in config.getoption("hide")],
+                           allow_weak_isolation=config.getoption("allow_weak_isolation"),
                            preload_modules=getattr(module, "PRELOAD_MODULES", []))
-    code = StudentCode(submission_dir, module.ASSIGNMENT, module.RUN_CELLS, policy,
-                       Path(config.getoption("worker_log") or submission_dir / "worker.log"),
-                       call_timeout=config.getoption("call_timeout"), forbidden_names=module.FORBIDDEN_NAMES)
+    try:
+        code = StudentCode(submission_dir, module.ASSIGNMENT, module.RUN_CELLS, policy,
+                           Path(config.getoption("worker_log") or submission_dir / "worker.log"),
+                           call_timeout=config.getoption("call_timeout"),
+                           budget_s=config.getoption("submission_timeout") or module.SUBMISSION_TIMEOUT_S,
+                           forbidden_names=module.FORBIDDEN_NAMES)
+    except IsolationUnavailable as exc:  # the grader's problem, not the student's: no results file, a grader-error row
+        config._autograder_cannot_grade = str(exc)
+        pytest.exit(f"cannot grade: {exc}", returncode=3)
     config._autograder_student = code
     yield code
     code.close()
@@ -460,6 +495,8 @@ class ResultCollector:
         if not path:
             return
         student = getattr(self.config, "_autograder_student", None)
+        if getattr(self.config, "_autograder_cannot_grade", None):
+            return
         results = {
             "tests": list(self.tests.values()),
             "events": student.events if student else [],
@@ -469,6 +506,7 @@ class ResultCollector:
             "cell_errors": student.cell_errors if student else {},
             "forbidden_calls": sorted(student.forbidden_calls) if student else [],
             "isolation": student.isolation if student else "not started",
+            "memory_cap": student.memory_cap if student else "not started",
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "seconds": round(time.time() - self.started, 1),
         }

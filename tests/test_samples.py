@@ -10,11 +10,19 @@ import pytest
 import torch
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
-from autograder.samples import cuda_only_tests, samples_for
+from autograder.samples import canaries, cuda_only_tests, samples_for
 
 
 @pytest.fixture(scope="session")
-def graded(tmp_path_factory, local_datasets):
+def planted_canaries():
+    """The files hostile samples try to write or read (autograder/samples/canaries.py), planted before any grading."""
+    canaries.plant()
+    yield canaries.paths()
+    canaries.remove()
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory, local_datasets, planted_canaries):
     """graded(name) -> (gradebook, grades folder): the assignment's samples, built and graded once per session."""
     cache = {}
 
@@ -45,8 +53,8 @@ def test_every_sample_has_a_row(graded, name):
 def test_sample_fails_exactly_the_expected_tests(graded, name, sample):
     gradebook, _ = graded(name)
     row = next(r for r in gradebook["submissions"] if r["student_id"] == sample.name)
-    if sample.needs_namespaces and row["isolation"] != "namespaces":
-        pytest.skip(f"graded with {row['isolation']} isolation (no Linux namespaces here), where this hostile sample can see more")
+    if sample.needs_bubblewrap and not row["isolation"].startswith("bubblewrap"):
+        pytest.skip(f"graded with {row['isolation']} (no bubblewrap here), where this hostile sample can reach more")
     outcomes = {tid: t["outcome"] for tid, t in row["tests"].items()}
     skipped = {tid for tid, o in outcomes.items() if o == "skipped"}
     failed = {tid for tid, o in outcomes.items() if o in ("failed", "error")}
@@ -56,6 +64,15 @@ def test_sample_fails_exactly_the_expected_tests(graded, name, sample):
     assert row["status"] == sample.expect_status
     assert row["score"] == sum(t["earned"] for t in row["tests"].values())
     assert row["max_score"] == sum(t["points"] for tid, t in row["tests"].items() if tid not in skipped)
+
+
+@pytest.mark.parametrize("name", list_assignments())
+def test_grading_left_every_canary_untouched(graded, name):
+    """No sample, the hostile ones included, changed a canary file outside its sandbox."""
+    gradebook, _ = graded(name)
+    assert canaries.damaged() == []
+    judged = [row for row in gradebook["submissions"] if row["status"] not in ("bad-archive", "grader-error")]
+    assert all(row["isolation"] and row["memory_cap"] for row in judged)  # each row records how it was confined
 
 
 def test_reference_meets_the_fashion_mnist_threshold(graded):

@@ -20,6 +20,7 @@ from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.judge import call, handle, module, name, score_accuracy, skip_unless_cuda, stand_in
 
 ASSIGNMENT = "bert"
+SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "tokenize", "classifier", "freeze", "optimizer", "train_step"]
 # The head is the student's: a ready-made sequence-classification model is not allowed.

@@ -21,6 +21,7 @@ from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "cnn"
+SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn"]
 # Prebuilt networks and blocks: caught by reading the cells (imports, attribute access) and by tripwires

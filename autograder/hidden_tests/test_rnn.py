@@ -20,6 +20,7 @@ from autograder.sandbox.stand_ins import TorchLSTMClassifier, TorchRecurrent
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "rnn"
+SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss", "loops"]
 RECURRENT = ["RNNCell", "LSTMCell", "GRU", "GRUCell", "rnn_tanh", "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell",

@@ -23,6 +23,7 @@ from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, ReversalTask, encode_p
                                   make_reversal_data, sequence_accuracy, target_nll, trim_padding)
 
 ASSIGNMENT = "transformer"
+SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
              "transformer_config", "transformer", "greedy"]

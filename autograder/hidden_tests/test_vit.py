@@ -17,6 +17,7 @@ from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "vit"
+SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
 FORBIDDEN_NAMES = ["MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",

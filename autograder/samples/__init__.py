@@ -41,7 +41,7 @@ class Sample:
     trained: bool = False  # carry the reference's trained weights
     expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
     expect_status: str = "ok"
-    needs_namespaces: bool = False  # its expectations hold only with the full Linux sandbox
+    needs_bubblewrap: bool = False  # its expectations hold only with the full sandbox (bubblewrap)
 
 
 def reference_notebook(assignment: Assignment) -> dict:

@@ -5,7 +5,7 @@ Only the reference carries trained weights, so every other sample also fails the
 """
 import torch
 
-from autograder.samples import Sample
+from autograder.samples import Sample, canaries
 
 PATCHIFY = {"TestPatchify::test_output_shape", "TestPatchify::test_values_match_reference",
             "TestPatchify::test_gradients_match_reference"}
@@ -51,6 +51,73 @@ except Exception:
     pass
 '''
 
+CANARY = canaries.paths()
+# Hostile samples that try to leave the sandbox. Each touches only the canary files the project's tests plant
+# (autograder/samples/canaries.py), and only when they exist; whatever works ends up in LEAKS, and their
+# Patchify then breaks, so an escape costs the sample points the test expects it to keep.
+FORGE = f'''
+import os
+LEAKS = []
+_target = {str(CANARY["site_packages"])!r}  # a .pth file: every trusted judge process would run a line of it
+if os.path.exists(_target):
+    try:
+        with open(_target, "w") as _f:
+            _f.write("# forged by a sample (a real attack would write an import line here)\\n")
+        LEAKS.append("wrote into the virtualenv")
+    except OSError:
+        pass
+'''
+WRITE_OUTSIDE = f'''
+import os
+LEAKS = []
+for _target in {[str(CANARY[k]) for k in ("course_package", "build_folder", "second_checkout")]!r}:
+    if os.path.exists(_target):
+        try:
+            with open(_target, "w") as _f:
+                _f.write("# overwritten by a sample\\n")
+            LEAKS.append("wrote " + _target)
+        except OSError:
+            pass
+with open("scratch.txt", "w") as _f:  # its own working folder is writable
+    _f.write("mine")
+'''
+READ_SECOND_COPY = f'''
+LEAKS = []
+for _target in {[str(CANARY[k]) for k in ("second_checkout", "build_folder")]!r}:
+    try:
+        with open(_target) as _f:
+            LEAKS.append(_f.read()[:20])
+    except OSError:
+        pass
+'''
+CTYPES_ESCAPE = '''
+import ctypes, os
+LEAKS = []
+if ctypes.pythonapi.system(b"exit 0") == 0:
+    LEAKS.append("ran a shell")
+_pid = ctypes.pythonapi.fork()
+if _pid == 0:  # only if the sandbox failed: the child leaves at once
+    os._exit(0)
+if _pid > 0:
+    LEAKS.append("forked")
+'''
+PRINT_500MB = '''
+import sys
+_line = "x" * 1023 + "\\n"
+for _ in range(500 * 1024):  # 500 MB
+    sys.stdout.write(_line)
+LEAKS = []
+'''
+
+
+def escape_attempt(name: str, code: str, description: str, **kwargs) -> Sample:
+    """A sample whose Patchify cell starts with `code` (which fills LEAKS) and breaks if anything leaked."""
+    return Sample(name, description,
+                  edits=[("patchify", "class Patchify(nn.Module):", code + "\n\nclass Patchify(nn.Module):"),
+                         ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
+                  **{"expect_failed": ACCURACY, "needs_bubblewrap": True, **kwargs})
+
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True),
     Sample("untouched_release", "the release notebook as students get it", base="release",
@@ -75,11 +142,21 @@ SAMPLES = [
            "other processes, and to open a network connection; its Patchify breaks if any of that works",
            edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
                   ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
-           expect_failed=ACCURACY, needs_namespaces=True),
+           expect_failed=ACCURACY, needs_bubblewrap=True),
     Sample("hostile_stderr_noise", "floods stdout and stderr and warns on every call, otherwise correct",
            edits=[("mlp", MLP_FIRST_LINE,
                    "        import sys, warnings\n        for _ in range(2000):\n"
                    "            print('noise ' * 20, file=sys.stderr)\n            print('more noise ' * 20)\n"
                    "        warnings.warn('a warning on every call')\n" + MLP_FIRST_LINE)],
            expect_failed=ACCURACY),
+    escape_attempt("hostile_forge_site_packages", FORGE, "writes a .pth file into the virtualenv's site-packages, "
+                   "which trusted judge processes read at start-up"),
+    escape_attempt("hostile_write_outside", WRITE_OUTSIDE, "overwrites files in the course package, the build "
+                   "folder and a second checkout; writes its own working folder"),
+    escape_attempt("hostile_read_second_copy", READ_SECOND_COPY, "reads a second copy of the hidden tests outside the "
+                   "checkout and a file in build/"),
+    escape_attempt("hostile_ctypes_escape", CTYPES_ESCAPE, "ctypes.pythonapi.system() and ctypes.pythonapi.fork(), "
+                   "past the audit hook"),
+    escape_attempt("hostile_print_500mb", PRINT_500MB, "prints 500 MB while its cells load, otherwise the reference "
+                   "with trained weights: full marks", trained=True, expect_failed=set()),
 ]

@@ -29,6 +29,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -137,6 +138,27 @@ def bwrap_problem(device: str = "cpu") -> str | None:
     if probe.returncode != 0:
         return f"bubblewrap could not start the worker: {probe.stderr.decode(errors='replace').strip()[:300]}"
     return None
+
+
+def grader_files_writable_by_worker() -> list[str]:
+    """Files the trusted side runs (the grader's and course's code, the virtualenv, the Python installation) that
+    a worker's uid could write if it ever reached them: owned by a worker uid/gid, or writable by anyone. Grading
+    must not start while there is one, since judges import from these folders."""
+    roots = {str(PROJECT_ROOT / "autograder"), str(PROJECT_ROOT / "dlcourse"), os.path.realpath(sys.prefix),
+             os.path.realpath(sys.base_prefix)} - {"/", "/usr"}
+    found = []
+    for root in sorted(roots):
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    continue
+                sticky_dir = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
+                if info.st_uid >= WORKER_UID_BASE or (info.st_gid >= WORKER_UID_BASE and info.st_mode & 0o020) \
+                        or (info.st_mode & 0o002 and not sticky_dir):
+                    found.append(path)
+    return found
 
 
 def _sandbox_command(staging: str, worker: list[str], device: str, limits: WorkerLimits, uid: int) -> list[str]:
