@@ -110,7 +110,7 @@ def submission(student: str, status: str, outcomes: dict[str, str], analysis: fl
 
 def gradebook(assignment: str, submissions: list[dict]) -> dict:
     return {
-        "assignment": assignment, "graded_at": "2026-11-23T20:00:00Z", "isolation": "namespaces", "device": "cpu",
+        "assignment": assignment, "graded_at": "2026-11-23T20:00:00Z", "isolation": "bubblewrap (uid 1000004242, seccomp)", "device": "cpu",
         "tests": TESTS, "hand_graded": [{"grade_id": "analysis", "points": 10}], "submissions": submissions,
     }
 

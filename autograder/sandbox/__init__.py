@@ -105,7 +105,7 @@ def _grader_is_root() -> bool:
     return os.geteuid() == 0
 
 
-def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, str], device: str) -> list[str]:
+def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, str]) -> list[str]:
     """The unprivileged bubblewrap command line: bind `sources.get(path, path)` read-only at each path of
     `binds`, nothing else, then run what follows it."""
     command = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
@@ -167,14 +167,14 @@ def _sandbox_command(staging: str, worker: list[str], device: str, limits: Worke
     worker's uid), and the unprivileged bubblewrap. Otherwise the unprivileged bubblewrap alone."""
     binds, links = worker_view(device)
     if not _grader_is_root():
-        return bwrap_command(binds, links, {}, device) + ["--", *worker]
+        return bwrap_command(binds, links, {}) + ["--", *worker]
     staged = {path: f"{staging}/{i}" for i, path in enumerate(binds) if not path.startswith("/dev/") and path != "/sys"}
     outer = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/", "--tmpfs", staging, "--die-with-parent"]
     for path, stage in staged.items():
         outer += ["--ro-bind", path, stage]
     settings = json.dumps({"uid": uid, "gid": uid, "cgroup_procs": limits.procs_files})
     return outer + ["--", sys.executable, "-I", "-S", str(HERE / "confine.py"), settings,
-                    *bwrap_command(binds, links, staged, device), "--", *worker]
+                    *bwrap_command(binds, links, staged), "--", *worker]
 
 
 class _TruncatingLog(threading.Thread):
