@@ -683,3 +683,48 @@ def test_isolated_worker_sees_no_outside_process(isolated):
     assert procs, "no /proc entries at all"
     for pid, cmdline in procs:
         assert "worker.py" in cmdline or "bwrap" in cmdline, f"process {pid} ({cmdline!r}) from outside the sandbox is visible"
+
+
+# -- before a batch: refuse to grade where student code could not be confined ---------------------------------
+def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
+    import autograder.sandbox as sandbox_module
+    from autograder.grade import GradeOptions, preflight
+
+    if os.geteuid() != 0 or bwrap_problem():
+        pytest.skip("the writable-file check runs only when grading as root with bubblewrap")
+    assert sandbox_module.grader_files_writable_by_worker() == []
+    canary = PROJECT_ROOT / "dlcourse" / "preflight_canary.txt"  # world-writable: any worker uid could change it
+    canary.write_text("")
+    canary.chmod(0o666)
+    try:
+        assert str(canary) in sandbox_module.grader_files_writable_by_worker()
+        with pytest.raises(SystemExit, match="could be written by a student worker"):
+            preflight(GradeOptions(), progress=lambda message: None)
+    finally:
+        canary.unlink()
+
+
+def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
+    import autograder.sandbox as sandbox_module
+    from autograder.grade import GradeOptions, preflight
+
+    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    with pytest.raises(SystemExit, match="--allow-weak-isolation"):
+        preflight(GradeOptions(), progress=lambda message: None)
+    with pytest.raises(sandbox_module.IsolationUnavailable):
+        Sandbox(CELLS, SandboxPolicy(), Path("unused.log"))
+    said = []
+    preflight(GradeOptions(allow_weak_isolation=True), progress=said.append)
+    assert "weak isolation" in said[0]
+
+
+def test_weak_isolation_still_runs_and_says_so(tmp_path, monkeypatch):
+    import autograder.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    with Sandbox(CELLS, SandboxPolicy(allow_weak_isolation=True), tmp_path / "worker.log") as box:
+        box.start(timeout=START_TIMEOUT)
+        assert box.isolation.startswith("weak") and box.memory_cap.startswith("RLIMIT_AS")
+        reply, out = run(box, call("Affine", 2, 1.0), torch.zeros(1, 2))
+        assert reply["ok"] and out["output"].shape == (1, 2)
+        assert probe(box, "make_socket")[0] == "error"  # the audit hook is all there is, and it holds
