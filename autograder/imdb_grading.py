@@ -41,7 +41,7 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
         return model_args(tokens, torch.tensor([max(1, len(rows[i])) for i in indices], dtype=torch.long))
 
     return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), canary, batch_args,
-                             len(IMDB_LABELS), test_set, "the same test reviews re-batched with different padding",
+                             len(IMDB_LABELS), test_set, "copies of test reviews re-batched with different padding",
                              threshold, rng, batch_size, lengths=widths, timeout=timeout)
 
 
