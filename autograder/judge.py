@@ -355,9 +355,10 @@ def skip_unless_cuda(what: str) -> None:
 # random subset of the test examples, mixed into the same batches. A model that classifies scores about the same
 # on them; one that recognises the test set falls to chance.
 CANARY_SIZE = 2000  # perturbed copies of test examples (at most a quarter of the split)
-# A correct model loses little on the canary (ViT FashionMNIST reference: 0.878 -> 0.85 under a one-pixel shift;
-# text models: nothing beyond float noise, since padding is masked); a lookup falls by (1 - chance) of what it
-# looked up: 0.9 on ten classes, 0.5 on IMDB's two. 0.25 lies far from both (the subset's noise is ~0.01).
+# Measured on the references: the ViT on FashionMNIST keeps 82.2 % on 2 000 one-pixel-shifted copies of images it
+# gets 88.3 % right unshifted (a drop of 0.06); the CPU-trained LSTM on IMDB, 70.2 % on re-padded copies as on
+# the originals (padding is masked). A lookup falls to chance on what it looked up: by 0.9 on ten classes, by 0.5
+# on IMDB's two. A drop of 0.25 lies far from both; the noise of a 2 000-example subset is about 0.01.
 CANARY_MARGIN = 0.25
 
 
@@ -418,22 +419,15 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
         logits[indices] = out.float()
     correct = logits.argmax(dim=1) == torch.cat([labels, labels[canary]])
     accuracy = correct[:n].float().mean().item()
-    student.notes[saved_name] = f"test accuracy {accuracy:.2%} on {test_set}"
-    if not canary:
-        return _judge_accuracy(saved_name, accuracy, test_set, threshold)
-    plain, shifted = correct[canary].float().mean().item(), correct[n:].float().mean().item()
-    student.notes[saved_name] += f"; {shifted:.2%} on {len(canary):,} {perturbed} ({plain:.2%} on the same unperturbed)"
-    _judge_accuracy(saved_name, accuracy, test_set, threshold)
-    if shifted < plain - CANARY_MARGIN:
-        student.notes[f"{saved_name} canary"] = "accuracy collapsed on the perturbed copies: flagged as a lookup"
-        raise Feedback(f"{saved_name}: accuracy on {perturbed} fell from {plain:.2%} to {shifted:.2%}: the model seems "
-                       "to recognise the test set rather than classify")
-    return accuracy
-
-
-def _judge_accuracy(saved_name: str, accuracy: float, test_set: str, threshold: float) -> float:
+    plain, perturbed_accuracy = correct[canary].float().mean().item(), correct[n:].float().mean().item()
+    student.notes[saved_name] = (f"test accuracy {accuracy:.2%} on {test_set}; {perturbed_accuracy:.2%} on {len(canary):,} "
+                                 f"{perturbed} ({plain:.2%} on the same unperturbed)")
     if accuracy < threshold:
         raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test_set}, below the required {threshold:.0%}")
+    if perturbed_accuracy < plain - CANARY_MARGIN:
+        student.notes[f"{saved_name} canary"] = "accuracy collapsed on the perturbed copies: flagged as a lookup"
+        raise Feedback(f"{saved_name}: accuracy on {perturbed} fell from {plain:.2%} to {perturbed_accuracy:.2%}: the model "
+                       "seems to recognise the test set rather than classify")
     return accuracy
 
 
