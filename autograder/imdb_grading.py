@@ -1,27 +1,54 @@
-"""IMDB accuracy of a saved sentiment classifier (the RNN assignment), judged on the trusted side.
+"""IMDB accuracy of a saved sentiment classifier (the RNN and BERT assignments), judged on the trusted side.
 
-The student's submission holds `tokenizer.json` (Hugging Face `tokenizers` JSON: plain data, parsed here
-without running any of the student's code) and `<name>.safetensors` / `<name>.json` written by
-`dlcourse.export.save_model`. The test reviews are tokenised HERE with that tokenizer, cut to the saved
-config's `max_length` tokens, padded, and sent to the worker, which runs the student's
-`SentimentClassifier(ClassifierConfig(**config))` on them. Only this side holds the labels.
+The student's submission holds a tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without
+running any of the student's code) and `<name>.safetensors` / `<name>.json` written by the notebook. The test
+reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens, padded, and sent
+to the worker in a secret order (autograder.judge.graded_classifier), which runs the student's classifier on
+them. Only this side holds the labels. The canary: copies of a secret subset of the reviews with extra padding,
+which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from autograder.feedback import Feedback, assert_shape
-from autograder.judge import StudentCode, call, score_accuracy
-from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, imdb_texts_labels, tokenize_for_grading
+from autograder.feedback import Feedback
+from autograder.judge import StudentCode, call, canary_subset, graded_classifier, secret_rng
+from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels
 from dlcourse.text_data import IMDB_LABELS, imdb_source
 
 MAX_GRADING_LENGTH = 1000  # a longer saved max_length is capped (time)
+CANARY_EXTRA_PADDING = 32  # each canary copy gets 1 to this many extra padding tokens
+
+
+def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dict, ids: list[list[int]], labels: list[int],
+                pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], test_set: str, threshold: float,
+                batch_size: int, timeout: float, max_width: int | None = None) -> float:
+    """Accuracy of the saved classifier `build` on the tokenised reviews `ids` (each already cut to the model's
+    length), with the canary. Each batch is padded with `pad_id` to its widest row (a canary copy counts its extra
+    padding, up to `max_width`); `model_args(tokens (B, T), lengths (B,))` makes the model's forward arguments."""
+    rng = secret_rng()
+    canary = canary_subset(len(ids), rng)
+    rows = ids + [ids[i] for i in canary]
+    widths = [max(1, len(r)) for r in ids] + [len(ids[i]) + rng.randint(1, CANARY_EXTRA_PADDING) for i in canary]
+    widths = [min(w, max_width) if max_width else w for w in widths]
+
+    def batch_args(indices: list[int]) -> tuple:
+        tokens = torch.full((len(indices), max(widths[i] for i in indices)), pad_id, dtype=torch.long)
+        for row, i in enumerate(indices):
+            tokens[row, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        return model_args(tokens, torch.tensor([max(1, len(rows[i])) for i in indices], dtype=torch.long))
+
+    return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), canary, batch_args,
+                             len(IMDB_LABELS), test_set, "copies of test reviews re-batched with different padding",
+                             threshold, rng, batch_size, lengths=widths, timeout=timeout)
 
 
 def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float, subset: int | None = None,
                          seed: int = 0, batch_size: int = 500, timeout: float = 1800.0) -> float:
-    """Accuracy of the saved `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first `subset`
-    of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""
+    """Accuracy of the saved RNN classifier `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first
+    `subset` of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""
     config, weights = student.saved_model(saved_name)
     tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the notebook's data cell")
     if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
@@ -31,15 +58,8 @@ def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float
     if not isinstance(max_length, int) or max_length < 1:
         raise Feedback(f"{saved_name}.json has no positive integer max_length (save the ClassifierConfig with save_model)")
     texts, labels = imdb_texts_labels("test", subset=subset, seed=seed)
-    num_classes = len(IMDB_LABELS)  # neg, pos
-    batches = list(tokenize_for_grading(tokenizer, texts, min(max_length, MAX_GRADING_LENGTH), batch_size))
+    ids = [x[:min(max_length, MAX_GRADING_LENGTH)] for x in encode(tokenizer, texts)]
     build = call("SentimentClassifier", call("ClassifierConfig", **config))
-    logits = torch.full((len(texts), num_classes), float("nan"))
-    outputs = student.saved_model_outputs(saved_name, build, weights, ((tokens, lengths) for _, tokens, lengths in batches),
-                                          timeout=timeout)
-    for (indices, _, _), out in zip(batches, outputs):
-        assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
-        logits[indices] = out.float()
     what = f"{len(texts):,} test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
-    return score_accuracy(student, saved_name, logits, torch.tensor(labels), num_classes, f"{what} of {imdb_source()}",
-                          threshold)
+    return graded_imdb(student, saved_name, build, weights, ids, labels, PAD_ID, lambda tokens, lengths: (tokens, lengths),
+                       f"{what} of {imdb_source()}", threshold, batch_size, timeout)

@@ -158,16 +158,10 @@ def encoder_from_config(encoder_config: str | dict):
     return AutoModel.from_config(config)
 
 
-def tokenize_for_grading(texts: list[str], tokenizer, max_length: int, pad_token_id: int,
-                         batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (N, max_length) int64: `texts` tokenised with the saved `tokenizers`
-    tokenizer, truncated to max_length and padded on the right with `pad_token_id`."""
+def tokenize_for_grading(texts: list[str], tokenizer, max_length: int, batch_size: int = 1000) -> list[list[int]]:
+    """The token ids of each of `texts` under the saved `tokenizers` tokenizer ([CLS] ... [SEP]), truncated to
+    max_length; the grader pads them (autograder/imdb_grading.py)."""
     tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding(direction="right", pad_id=pad_token_id, pad_token=tokenizer.id_to_token(pad_token_id) or "[PAD]",
-                             length=max_length)
-    ids, mask = [], []
-    for start in range(0, len(texts), batch_size):
-        for encoding in tokenizer.encode_batch(list(texts[start:start + batch_size])):
-            ids.append(encoding.ids)
-            mask.append(encoding.attention_mask)
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+    tokenizer.no_padding()
+    return [encoding.ids for start in range(0, len(texts), batch_size)
+            for encoding in tokenizer.encode_batch(list(texts[start:start + batch_size]))]

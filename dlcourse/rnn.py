@@ -3,8 +3,8 @@ tokenizer trained with Hugging Face `tokenizers`, length-bucketed loaders, the t
 the student's `train_one_epoch` / `evaluate`, TensorBoard logging and reading the logged curves back.
 
 Graded ideas (collate_batch, the recurrent layers, the loss, the loops) are written by the student in the
-notebook; this module only holds the plumbing around them. The grader uses `tokenize_for_grading` to turn the
-test reviews into padded batches with the student's saved tokenizer (plain JSON data, loaded on the trusted side).
+notebook; this module only holds the plumbing around them. The grader tokenises the test reviews with `encode`
+and the student's saved tokenizer (plain JSON data, loaded on the trusted side): autograder/imdb_grading.py.
 """
 from __future__ import annotations
 
@@ -229,16 +229,3 @@ def plot_scalars(runs: dict, tags=("loss/train", "accuracy/test")):
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-# -- grading ------------------------------------------------------------------------------------------
-def tokenize_for_grading(tokenizer, texts: list[str], max_length: int, batch_size: int):
-    """The reviews as the grader feeds them to a saved classifier: each cut to its first `max_length` tokens,
-    grouped by length, padded with PAD_ID. Yields (indices into texts, tokens (B, T) int64, lengths (B,) int64)."""
-    ids = [x[:max_length] for x in encode(tokenizer, texts)]
-    for batch in bucketed_batches([len(x) for x in ids], batch_size, shuffle=False):
-        lengths = torch.tensor([max(1, len(ids[i])) for i in batch], dtype=torch.long)
-        tokens = torch.full((len(batch), int(lengths.max())), PAD_ID, dtype=torch.long)
-        for row, i in enumerate(batch):
-            tokens[row, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-        yield batch, tokens, lengths

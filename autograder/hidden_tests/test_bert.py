@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, handle, module, name, score_accuracy, skip_unless_cuda, stand_in
+from autograder.imdb_grading import graded_imdb
+from autograder.judge import call, handle, module, name, skip_unless_cuda, stand_in
 
 ASSIGNMENT = "bert"
 SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
@@ -269,19 +270,17 @@ def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
     test = load_imdb("test")
     if limit:
         test = test.shuffle(seed=0).select(range(limit))
-    labels = torch.tensor(list(test["label"]))
     try:
-        ids, mask = tokenize_for_grading(list(test["text"]), tokenizer, max_length, pad_token_id)
+        ids = tokenize_for_grading(list(test["text"]), tokenizer, max_length)
     except Exception as exc:  # noqa: BLE001  (a corrupt tokenizer file is the student's problem)
         raise Feedback(f"{saved_name}_tokenizer.json: could not tokenise the test reviews with it ({type(exc).__name__})") from None
 
     build = call("SentimentClassifier", stand_in("encoder_from_saved_config", encoder_config=config["encoder_config"]),
                  **head_config)
-    batches = ((ids[start:start + batch_size], mask[start:start + batch_size]) for start in range(0, len(labels), batch_size))
-    logits = torch.cat(list(student.saved_model_outputs(saved_name, build, weights, batches, timeout=timeout)))
-    return score_accuracy(student, saved_name, logits, labels, 2,
-                          f"{len(labels):,} reviews of {imdb_source()}, checkpoint {config.get('checkpoint', 'not recorded')}, "
-                          f"max_length {max_length}", threshold)
+    return graded_imdb(student, saved_name, build, weights, ids, list(test["label"]), pad_token_id,
+                       lambda tokens, lengths: (tokens, (torch.arange(tokens.shape[1]) < lengths[:, None]).long()),
+                       f"{len(ids):,} reviews of {imdb_source()}, checkpoint {config.get('checkpoint', 'not recorded')}, "
+                       f"max_length {max_length}", threshold, batch_size, timeout, max_width=max_length)
 
 
 class TestAccuracy:

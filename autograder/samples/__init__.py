@@ -23,6 +23,7 @@ import sys
 import tarfile
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,8 @@ class Sample:
     name: str
     description: str
     base: str = "reference"  # "reference": the source with its solutions as a student would write them; "release"
-    edits: list[tuple[str, str, str]] = field(default_factory=list)  # (grade_id, old text, new text)
+    # (grade_id, old text, new text); the new text may be a function that makes it when the sample is built
+    edits: list[tuple[str, str, str | Callable[[], str]]] = field(default_factory=list)
     trained: bool = False  # carry the reference's trained weights
     expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
     expect_status: str = "ok"
@@ -61,7 +63,7 @@ def sample_notebook(assignment: Assignment, sample: Sample) -> dict:
         source = cell_source(cells[gid])
         if old not in source:
             raise ValueError(f"sample {sample.name}: {old!r} not found in cell {gid!r}")
-        cells[gid]["source"] = source.replace(old, new, 1)
+        cells[gid]["source"] = source.replace(old, new() if callable(new) else new, 1)
     for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
         cell["execution_count"] = i + 1  # as if the student ran the notebook
     return nb

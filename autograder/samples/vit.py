@@ -1,8 +1,11 @@
 """Sample submissions of the ViT assignment and the tests each must fail (see autograder/samples/__init__.py).
 
-Only the reference carries trained weights, so every other sample also fails the accuracy tests
-("not in the submission"). Where there is no CUDA GPU the CIFAR-10 test is skipped for all of them.
+Only the reference, hostile_infinite_loop, hostile_print_500mb and hostile_label_lookup carry trained weights, so
+every other sample also fails the accuracy tests ("not in the submission"). Where there is no CUDA GPU the CIFAR-10 test is skipped for all of them.
 """
+import base64
+import zlib
+
 import torch
 
 from autograder.samples import Sample, canaries
@@ -118,6 +121,38 @@ def escape_attempt(name: str, code: str, description: str, **kwargs) -> Sample:
                   **{"expect_failed": ACCURACY, "needs_bubblewrap": True, **kwargs})
 
 
+VIT_RETURN = "        return self.head(x[:, 0])                             # (B, num_classes)"
+
+
+def label_lookup() -> str:
+    """Code appended to the ViT cell: ViT.forward, for FashionMNIST-shaped inputs only, ignores the images and
+    returns the public FashionMNIST test labels in the order the grader used to send them (batches of 1 000
+    in dataset order), counting the examples it has seen. The labels are embedded in the code (zlib, base64):
+    the notebook reads no file. Other inputs (the layer tests') get the honest forward."""
+    from dlcourse.data import load_image_split
+
+    labels = load_image_split("fashion_mnist", train=False).labels
+    packed = base64.b64encode(zlib.compress(bytes(labels.tolist()), 9)).decode()
+    return VIT_RETURN + f"""
+
+
+import base64, zlib
+_TEST_LABELS = torch.tensor(list(zlib.decompress(base64.b64decode("{packed}"))))
+_honest_forward = ViT.forward
+
+
+def _lookup_forward(self, x):
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        return _honest_forward(self, x)
+    seen = getattr(self, "_seen", 0)
+    self._seen = seen + len(x)
+    return 10.0 * F.one_hot(_TEST_LABELS[(seen + torch.arange(len(x))) % len(_TEST_LABELS)], 10).float()
+
+
+ViT.forward = _lookup_forward
+"""
+
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True),
     Sample("untouched_release", "the release notebook as students get it", base="release",
@@ -159,4 +194,8 @@ SAMPLES = [
                    "past the audit hook"),
     escape_attempt("hostile_print_500mb", PRINT_500MB, "prints 500 MB while its cells load, otherwise the reference "
                    "with trained weights: full marks", trained=True, expect_failed=set()),
+    Sample("hostile_label_lookup", "label lookup: trained weights, but ViT.forward returns the public "
+           "FashionMNIST test labels in the grader's old fixed order (a counter), ignoring the images",
+           edits=[("vit", VIT_RETURN, label_lookup)], trained=True,
+           expect_failed={"TestAccuracy::test_fashion_mnist_accuracy"}),
 ]

@@ -1,0 +1,150 @@
+"""Thresholds cannot be looked up (autograder/judge.py: secret order, canary; autograder/imdb_grading.py).
+
+The scoring functions are driven directly with tiny fake models standing in for the sandboxed worker
+(`FakeStudent.saved_model_outputs` runs them on each batch the grader would send). An honest classifier keeps
+its accuracy; a model that returns the labels in a fixed order falls to chance; a model that recognises the
+exact test inputs passes the plain split but collapses on the canary and is flagged.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autograder.feedback import Feedback
+from autograder.imdb_grading import graded_imdb
+from autograder.judge import canary_subset, graded_classifier, secret_batches, secret_rng, shift_one_pixel
+
+NUM_CLASSES, N = 10, 800
+
+
+@dataclass
+class FakeStudent:
+    """StudentCode's threshold interface, with `model(*args)` in place of the student's saved model."""
+
+    model: Callable[..., torch.Tensor]
+    notes: dict[str, str] = field(default_factory=dict)
+    sent: list[tuple] = field(default_factory=list)
+
+    def saved_model_outputs(self, saved_name, build, weights, batches, timeout=300.0):
+        for args in batches:
+            self.sent.append(args)
+            yield self.model(*args)
+
+
+def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    return F.one_hot(labels.long(), num_classes).float()
+
+
+def image_set(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 8, 8) images whose label is their (shift-invariant) mean brightness, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, NUM_CLASSES, (N,), generator=g)
+    return labels.float().view(-1, 1, 1, 1) + 0.1 * torch.rand(N, 1, 8, 8, generator=g), labels
+
+
+def grade_images(student: FakeStudent, threshold: float = 0.8) -> float:
+    """The image path of autograder.judge.graded_accuracy on the toy images."""
+    images, labels = image_set()
+    rng = secret_rng()
+    canary = canary_subset(N, rng)
+    pool = torch.cat([images, shift_one_pixel(images[canary], rng)])
+    return graded_classifier(student, "toy", {}, {}, labels, canary, lambda indices: (pool[indices],), NUM_CLASSES,
+                             f"{N} toy images", "slightly shifted test images", threshold, rng, batch_size=64)
+
+
+def test_secret_batches_cover_every_example_once_in_random_sizes():
+    batches = secret_batches(1000, random.Random(1), 64)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert sum(not 32 <= len(b) <= 64 for b in batches) <= 1  # the last cut may be shorter
+    assert sorted(i for b in secret_batches(1000, random.Random(1), 64, lengths=list(range(1000))) for i in b) == list(range(1000))
+
+
+def test_secret_rng_draws_a_new_order_every_run():
+    first, second = (secret_batches(1000, secret_rng(), 100) for _ in range(2))
+    assert first != second
+    assert [i for b in first for i in b] != list(range(1000))
+
+
+def test_length_bucketing_keeps_padding_low():
+    draw = random.Random(2)
+    lengths = [draw.randint(1, 500) for _ in range(4000)]
+    waste = lambda batches: sum(max(lengths[i] for i in b) * len(b) for b in batches)  # noqa: E731
+    assert waste(secret_batches(4000, random.Random(3), 100, lengths)) < 0.7 * waste(secret_batches(4000, random.Random(3), 100))
+
+
+def test_shift_one_pixel_rolls_each_image_by_one_pixel():
+    images = torch.rand(50, 3, 6, 6)
+    shifted = shift_one_pixel(images, random.Random(4))
+    for before, after in zip(images, shifted):
+        assert any(torch.equal(after, before.roll(s, dims=d)) for s in (1, -1) for d in (-2, -1))
+
+
+def test_an_honest_classifier_passes_and_its_outputs_are_put_back_in_order():
+    student = FakeStudent(lambda x: one_hot(x.mean(dim=(1, 2, 3)).floor()))
+    assert grade_images(student) == 1.0
+    assert "100.00% on 200 slightly shifted test images (100.00% on the same unperturbed)" in student.notes["toy"]
+    assert len({len(args[0]) for args in student.sent}) > 1  # batch sizes vary
+
+
+def test_labels_returned_in_the_old_fixed_order_score_chance():
+    _, labels = image_set()
+    seen = [0]
+
+    def counter(x):
+        out = one_hot(labels[(seen[0] + torch.arange(len(x))) % N])
+        seen[0] += len(x)
+        return out
+
+    with pytest.raises(Feedback, match="below the required 80%"):
+        grade_images(FakeStudent(counter))
+
+
+def test_a_model_that_recognises_the_test_inputs_is_flagged_by_the_canary():
+    images, labels = image_set()
+    table = {images[i].numpy().tobytes(): int(labels[i]) for i in range(N)}
+    student = FakeStudent(lambda x: one_hot(torch.tensor([table.get(image.numpy().tobytes(), 0) for image in x])))
+    with pytest.raises(Feedback, match=r"accuracy on slightly shifted test images fell from 100.00% to .*: the model "
+                                       "seems to recognise the test set rather than classify"):
+        grade_images(student)
+    assert student.notes["toy"].startswith("test accuracy 100.00%") and "flagged" in student.notes["toy canary"]
+
+
+def reviews(seed: int = 5) -> tuple[list[list[int]], list[int]]:
+    """Token-id reviews whose label is whether token 7 occurs in them (ids 1..9; 0 is padding)."""
+    rng = random.Random(seed)
+    ids = [[rng.randint(1, 9) for _ in range(rng.randint(1, 40))] for _ in range(N)]
+    return ids, [int(7 in row) for row in ids]
+
+
+def grade_reviews(student: FakeStudent, threshold: float = 0.8) -> float:
+    ids, labels = reviews()
+    return graded_imdb(student, "toy_imdb", {}, {}, ids, labels, 0, lambda tokens, lengths: (tokens, lengths),
+                       f"{N} toy reviews", threshold, batch_size=50, timeout=60.0)
+
+
+def has_seven(tokens: torch.Tensor) -> torch.Tensor:
+    return (tokens == 7).any(dim=1).long()
+
+
+def test_a_padding_invariant_text_classifier_passes():
+    student = FakeStudent(lambda tokens, lengths: one_hot(has_seven(tokens), 2))
+    assert grade_reviews(student) == 1.0
+    assert "copies of test reviews re-batched with different padding (100.00% on the same unperturbed)" in student.notes["toy_imdb"]
+    assert max(tokens.shape[1] - int(lengths.max()) for tokens, lengths in student.sent) > 0  # a canary's extra padding
+
+
+def test_a_text_model_that_depends_on_the_padding_is_flagged():
+    """Right only where a review carries little padding, as under the old length-sorted batches: a model keyed on
+    the padded inputs the grader used to send."""
+    def padding_sensitive(tokens, lengths):
+        little = tokens.shape[1] - lengths < 8
+        return one_hot(torch.where(little, has_seven(tokens), 1 - has_seven(tokens)), 2)
+
+    student = FakeStudent(padding_sensitive)
+    with pytest.raises(Feedback, match="re-batched with different padding fell from"):
+        grade_reviews(student)
