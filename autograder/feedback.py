@@ -3,10 +3,71 @@
 A Feedback message may describe *what* differs (shape, size of the error, which input) but never shows
 expected values or the test's code. Any other exception in a hidden test is reported to the student as
 an internal error, with the details only in the instructor's logs.
+
+Every message that reaches a student's feedback passes through `sanitise` on the trusted side: control
+characters and terminal escapes go, a line holding text of a hidden file (the hidden tests, the instructor's
+notebook) is replaced, and an excerpt of what the student's code said (an exception message) is cut short.
 """
 from __future__ import annotations
 
+import functools
+import json
+import re
+from pathlib import Path
+
 import torch
+
+EXCERPT_CHARS = 300  # of a student-controlled message (an exception's text, a traceback)
+MESSAGE_CHARS = 4000  # of a whole feedback message
+MIN_HIDDEN_LINE = 20  # shorter lines ("return x", "def forward(self, x):") are common to everyone's code
+REMOVED = "[removed: text from the grader's files]"
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _lines(path: Path) -> list[str]:
+    """The stripped lines of a file; of a notebook, those of its cells (code and text)."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if path.suffix == ".ipynb" and text:
+        text = "\n".join("".join(c.get("source", "")) for c in json.loads(text).get("cells", []))
+    return [line.strip() for line in text.splitlines()]
+
+
+@functools.lru_cache(maxsize=8)
+def hidden_text(hidden: tuple[Path, ...], public: tuple[Path, ...] = ()) -> tuple[frozenset[str], str]:
+    """The non-trivial lines (stripped, at least MIN_HIDDEN_LINE characters) of the grader's `hidden` files that
+    are not in a `public` one (the release notebook students have), and those lines as one text. Read once
+    per judge process."""
+    shown = {line for path in public for line in _lines(Path(path))}
+    lines = [line for path in hidden for line in _lines(Path(path)) if line not in shown]
+    return frozenset(line for line in lines if len(line) >= MIN_HIDDEN_LINE), "\n".join(lines)
+
+
+def grader_files_text(assignment) -> tuple[frozenset[str], str]:
+    """hidden_text of an assignment (autograder.assignments.Assignment): its hidden tests and solution notebook."""
+    return hidden_text((assignment.hidden_tests, assignment.source_dir / assignment.notebook),
+                       (assignment.release_dir / assignment.notebook,))
+
+
+def sanitise(message: str, hidden: tuple[frozenset[str], str] = (frozenset(), ""), student: bool = True) -> str:
+    """`message` made safe to show: no control characters or terminal escapes, no line that holds a hidden line
+    (or, for a `student`-controlled excerpt, that is a piece of a hidden file), at most EXCERPT_CHARS characters
+    for a student's excerpt and MESSAGE_CHARS for a whole message."""
+    limit = EXCERPT_CHARS if student else MESSAGE_CHARS
+    text = _CONTROL.sub("", _ESCAPES.sub("", str(message)[:4 * limit].replace("\r\n", "\n").replace("\t", "    ")))
+    hidden_lines, hidden_all = hidden
+    lines = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        leaks = any(h in line for h in hidden_lines) if len(stripped) >= MIN_HIDDEN_LINE else False
+        if student and len(stripped) >= MIN_HIDDEN_LINE and stripped in hidden_all:
+            leaks = True
+        if leaks and (not lines or lines[-1] != REMOVED):
+            lines.append(REMOVED)
+        elif not leaks:
+            lines.append(line)
+    text = "\n".join(lines)
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 class Feedback(AssertionError):

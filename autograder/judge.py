@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from autograder.assignments import load_assignment
-from autograder.feedback import Feedback, assert_shape
+from autograder.feedback import Feedback, assert_shape, grader_files_text, sanitise
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
 from autograder.sandbox import IsolationUnavailable, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
 
@@ -236,7 +236,8 @@ class StudentCode:
             self.events.append("crashed")
             self._load_failure = f"running your notebook's cells ended the grading process ({exc})"
             raise Feedback(self._load_failure) from None
-        self.cell_errors = reply.get("cell_errors", {})
+        self.cell_errors = {sanitise(gid, self.hidden): {k: sanitise(str(v), self.hidden) for k, v in e.items()}
+                            for gid, e in dict(reply.get("cell_errors") or {}).items() if isinstance(e, dict)}
         self.forbidden_calls.update(reply.get("forbidden_calls", []))
 
     def _request(self, header: dict, tensors: dict, what: str, timeout: float | None) -> tuple[dict, dict]:
@@ -255,18 +256,27 @@ class StudentCode:
             raise Feedback(self._explain(reply.get("error", {}), what))
         return reply, out
 
+    @property
+    def hidden(self) -> tuple[frozenset[str], str]:
+        """What of the grader's files must never reach the student (see feedback.sanitise)."""
+        return grader_files_text(self.assignment)
+
     def _explain(self, error: dict, what: str) -> str:
-        kind, message = error.get("type", "Error"), error.get("message", "")
+        """The student's error as feedback: its type, message and traceback (student-controlled, so sanitised)."""
+        raw = str(error.get("message", ""))
+        kind, message = sanitise(str(error.get("type", "Error")), self.hidden), sanitise(raw, self.hidden)
+        text = f"{what}: your code raised {kind}: {message}"
         if kind == "NotImplementedError":
             text = f"{what}: not implemented yet (NotImplementedError): complete the TODO in the notebook"
-        elif kind == "StudentError" and message.startswith("{"):
-            text = f"{what}: {_explain_state_dict(json.loads(message))}"
-        else:
-            text = f"{what}: your code raised {kind}: {message}"
+        elif kind == "StudentError" and raw.startswith("{"):
+            try:
+                text = f"{what}: {sanitise(_explain_state_dict(json.loads(raw)), self.hidden, student=False)}"
+            except Exception:  # noqa: BLE001  (the worker's JSON is untrusted: shown as a plain message)
+                pass
         if error.get("traceback"):
-            text += f"\n{error['traceback']}"
+            text += f"\n{sanitise(str(error['traceback']), self.hidden)}"
         for gid, cell_error in self.cell_errors.items():
-            text += f"\n(note: cell '{gid}' raised {cell_error['type']}: {cell_error['message']} when the grader ran it)"
+            text += f"\n(note: cell '{gid}' raised {cell_error.get('type')}: {cell_error.get('message')} when the grader ran it)"
         return text
 
     def run(self, build: dict, inputs: tuple = (), weights: dict | None = None, grad_output: torch.Tensor | None = None,
@@ -561,7 +571,8 @@ class ResultCollector:
         elif report.skipped:
             entry["message"] = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
         elif call.excinfo is not None and call.excinfo.errisinstance(Feedback):
-            entry["message"] = str(call.excinfo.value)
+            entry["message"] = sanitise(str(call.excinfo.value), grader_files_text(load_assignment(item.module.ASSIGNMENT)),
+                                        student=False)
         else:
             entry["outcome"] = "error"
             entry["message"] = "the test could not complete (an internal grader error; your instructor has the details)"

@@ -16,6 +16,13 @@ from pathlib import Path
 
 # `%name`/`%%name` magics and `!cmd` shell escapes; not `!= x` or `% x` (continuation lines of a
 # comparison or a modulo inside brackets), which are plain Python.
+# Ways to switch off or go around the worker's run-time checks (autograder/sandbox/tripwires.py): reported
+# wherever they appear, as names, attributes or resolvable strings.
+TAMPER_NAMES = ["__wrapped__", "_pop_mode", "_pop_torch_dispatch_mode", "_pop_torch_function_mode",
+                "_pop_torch_dispatch_stack", "_pop_torch_function_stack", "_disable_current_modes",
+                "DisableTorchFunction", "_DisableTorchDispatch", "ExcludeDispatchKeyGuard", "torch.ops", "torch._C",
+                "tripwires", "_GRADER_BUILT"]
+DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 MAGIC = re.compile(r"^(\s*)((?:%%?[A-Za-z_]|!(?!=)).*)$")
 
 
@@ -99,20 +106,59 @@ def find_forbidden(source: str, forbidden_names: list[str], forbidden_modules: l
             found.add(node.attr)
         elif isinstance(node, ast.Name) and node.id in forbidden_names:
             found.add(node.id)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in forbidden_names:
-            found.add(node.value)
+        elif isinstance(node, (ast.Constant, ast.BinOp, ast.JoinedStr, ast.Call)):
+            text = resolve_string(node)  # getattr(F, "scaled_dot_" + "product_attention"), f-strings, "".join
+            if text is not None and DOTTED.match(text):  # a name, not a sentence that mentions one
+                found.update(n for n in text.split(".") if n in forbidden_names)
+                found.update(_tampering(text))
+                if module_forbidden(text):
+                    found.add(text)
         elif isinstance(node, ast.Import):
             found.update(f"import {a.name}" for a in node.names if module_forbidden(a.name))
+            found.update(t for a in node.names for t in _tampering(a.name))
         elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(t for a in node.names for t in _tampering(f"{node.module}.{a.name}"))
             if module_forbidden(node.module):
                 found.add(f"from {node.module} import ...")
             found.update(f"{node.module}.{a.name}" for a in node.names
                          if a.name in forbidden_names or module_forbidden(f"{node.module}.{a.name}"))
-        if isinstance(node, ast.Attribute):  # torchvision.models spelled as attribute access
+        if isinstance(node, (ast.Attribute, ast.Name)):  # torchvision.models spelled as attribute access
             dotted = _dotted(node)
             if dotted and module_forbidden(dotted):
                 found.add(dotted)
+            found.update(_tampering(dotted or ""))
     return sorted(found)
+
+
+def _tampering(dotted: str) -> list[str]:
+    """The TAMPER_NAMES that `dotted` is, starts with or ends with (as whole dotted components)."""
+    return [t for t in TAMPER_NAMES if dotted == t or dotted.startswith(t + ".") or dotted.endswith("." + t)]
+
+
+def resolve_string(node: ast.AST) -> str | None:
+    """The value of a string expression built only from constants: "a" + "b", f"{'a'}b", "".join(["a", "b"]),
+    str methods without arguments' side effects; None when it depends on anything else."""
+    if isinstance(node, ast.Constant):
+        return node.value if isinstance(node.value, str) else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = resolve_string(node.left), resolve_string(node.right)
+        return left + right if left is not None and right is not None else None
+    if isinstance(node, ast.JoinedStr):
+        parts = [resolve_string(v.value if isinstance(v, ast.FormattedValue) else v) for v in node.values]
+        return "".join(parts) if None not in parts else None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.keywords:
+        owner = resolve_string(node.func.value)
+        if node.func.attr == "join" and owner is not None and len(node.args) == 1 and \
+                isinstance(node.args[0], (ast.List, ast.Tuple)):
+            parts = [resolve_string(e) for e in node.args[0].elts]
+            return owner.join(parts) if None not in parts else None
+        if node.func.attr in ("lower", "upper", "strip") and owner is not None and not node.args:
+            return getattr(owner, node.func.attr)()
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2:
+        name = resolve_string(node.args[1])  # getattr(x, "a" + "b") is x.ab
+        owner = _dotted(node.args[0])
+        return f"{owner}.{name}" if owner and name is not None else name
+    return None
 
 
 def _dotted(node: ast.AST) -> str | None:

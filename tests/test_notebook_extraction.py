@@ -4,13 +4,15 @@ Uses the real release notebook (release/vit/vit.ipynb) and student copies of it 
 """
 from __future__ import annotations
 
+import ast
+
 import copy
 import json
 from pathlib import Path
 
 import pytest
 
-from autograder.notebook import (NotebookError, cell_source, extract_graded_code, find_forbidden, grade_id,
+from autograder.notebook import (NotebookError, cell_source, extract_graded_code, find_forbidden, grade_id, resolve_string,
                                  read_notebook, strip_magics)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,6 +205,34 @@ def test_find_forbidden_flags(source, expected):
 ])
 def test_find_forbidden_ignores_mentions_and_allowed_code(source):
     assert forbidden(source) == []
+
+
+@pytest.mark.parametrize("source, expected", [
+    ('fn = getattr(F, "scaled_dot_" + "product_attention")', "scaled_dot_product_attention"),
+    ('fn = getattr(F, f"scaled_dot_{\'product\'}_attention")', "scaled_dot_product_attention"),
+    ('fn = getattr(F, "_".join(["scaled", "dot", "product", "attention"]))', "scaled_dot_product_attention"),
+    ('fn = getattr(nn, "multihead" + "attention".title())', None),  # not resolvable here: the run-time check decides
+    ('m = importlib.import_module("torch.nn." + "functional").scaled_dot_product_attention', "scaled_dot_product_attention"),
+    ('m = importlib.import_module("torchvision" + ".models")', "torchvision.models"),
+    ("f = F.scaled_dot_product_attention.__wrapped__", "__wrapped__"),
+    ('f = getattr(g, "__wrap" + "ped__")', "__wrapped__"),
+    ("y = torch.ops.aten.bmm(a, b)", "torch.ops"),
+    ("y = torch._C._nn.linear(a, b)", "torch._C"),
+    ("from torch.utils._python_dispatch import _pop_mode", "_pop_mode"),
+    ("torch.utils._python_dispatch._disable_current_modes()", "_disable_current_modes"),
+    ('sys.modules["tripwires"]', "tripwires"),
+])
+def test_find_forbidden_resolves_built_strings_and_reports_tampering(source, expected):
+    found = forbidden(source)
+    assert expected in found if expected else found == [], found
+
+
+@pytest.mark.parametrize("source, value", [
+    ('"a" + "b" + "c"', "abc"), ('f"x{\'y\'}z"', "xyz"), ('"-".join(("a", "b"))', "a-b"), ('"AB".lower()', "ab"),
+    ('getattr(torch.nn, "LS" + "TM")', "torch.nn.LSTM"), ('"a" + name', None), ("f\"{x}\"", None), ("3", None),
+])
+def test_resolve_string(source, value):
+    assert resolve_string(ast.parse(source, mode="eval").body) == value
 
 
 def test_find_forbidden_reports_unparsable_code():

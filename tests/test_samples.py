@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
+from autograder.feedback import EXCERPT_CHARS
 from autograder.samples import canaries, cuda_only_tests, samples_for
 
 
@@ -92,4 +93,5 @@ def test_feedback_reveals_no_hidden_test_code(graded, name):
     for row in gradebook["submissions"]:
         text = (grades / "feedback" / f"{row['student_id']}.md").read_text()
         assert not [m for m in hidden_markers if m in text], row["student_id"]
+        assert "L" * (EXCERPT_CHARS + 1) not in text, row["student_id"]  # hostile_feedback_leak's 5,000 characters
         assert "worker" not in text.lower() or row["status"] == "crashed"

@@ -504,9 +504,7 @@ def test_forbidden_function_trips_from_student_code_but_not_from_torch(live):
                      tensors={**weights, "grad_output": torch.ones(2, 5, 8)})
     assert reply["ok"], reply
     torch.testing.assert_close(out["output"], mha(x, x, x, need_weights=False)[0].detach())
-    assert SDPA not in reply["forbidden_calls"]
-    callers = probe(live, "guarded_callers")
-    assert callers and all(c.endswith("functional.py") for c in callers), callers  # the tripwire was passed through
+    assert SDPA not in reply["forbidden_calls"]  # (a student's sys.setprofile changes nothing: see tests/test_tripwires.py)
 
     # called straight from a cell: it raises in the worker and is reported
     reply, out = run(live, call("StudentSDPA"), torch.randn(1, 3, 4))

@@ -32,6 +32,9 @@ if torch.cuda.is_available():
 MLP_FIRST_LINE = "        x = self.drop(self.act(self.fc1(x)))"
 PATCHIFY_RETURN = "        return x.flatten(2).transpose(1, 2)  # (B, N, D)"
 
+# A line of autograder/hidden_tests/test_vit.py, copied (the sample never reads a file): the feedback must not show it.
+HIDDEN_LINE = 'FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]'
+
 SNOOP = '''
 import os, socket
 from pathlib import Path
@@ -198,4 +201,18 @@ SAMPLES = [
            "FashionMNIST test labels in the grader's old fixed order (a counter), ignoring the images",
            edits=[("vit", VIT_RETURN, label_lookup)], trained=True,
            expect_failed={"TestAccuracy::test_fashion_mnist_accuracy"}),
+    Sample("hostile_wrapped_evasion", "Attention computes with scaled_dot_product_attention reached through torch.ops "
+           "and __wrapped__ by names the static check cannot read: only the run-time tripwire catches it",
+           edits=[("attention", "        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)     # (B, nh, T, T)",
+                   "        attend = getattr(getattr(torch, ''.join(reversed('spo'))).aten,\n"
+                   "                         ''.join(reversed('noitnetta_tcudorp_tod_delacs')))\n"
+                   "        attend = getattr(attend, ''.join(reversed('__depparw__')), attend)\n"
+                   "        return self.proj(attend(q, k, v).transpose(1, 2).reshape(B, T, D))")],
+           expect_failed=ATTENTION | ACCURACY),
+    Sample("hostile_feedback_leak", "Attention raises an exception with a 5,000-character message holding a line "
+           "of the hidden tests (written here, not read), to carry it into the feedback",
+           edits=[("attention", "        B, T, D = x.shape",
+                   "        B, T, D = x.shape\n"
+                   f"        raise ValueError('L' * 2500 + '\\n' + {HIDDEN_LINE!r} + '\\n' + 'L' * 2500)")],
+           expect_failed=ATTENTION | ACCURACY),
 ]

@@ -13,7 +13,6 @@ Order of events (each step makes the next one safer):
 """
 from __future__ import annotations
 
-import builtins
 import json
 import linecache
 import os
@@ -97,63 +96,9 @@ def _audit(event: str, args: tuple) -> None:
         raise PermissionError(f"the autograder sandbox does not allow access to {args[0]}")
 
 
-FORBIDDEN_CALLS: list[str] = []
-
-
-class ForbiddenAPIError(RuntimeError):
-    pass
-
-
-def _called_from_student(depth: int = 2) -> bool:
-    frame = sys._getframe(depth)
-    return frame.f_code.co_filename.startswith(CELL_PREFIX)
-
-
-def _tripwire_function(original, label):
-    def guarded(*args, **kwargs):
-        if _called_from_student():
-            FORBIDDEN_CALLS.append(label)
-            raise ForbiddenAPIError(f"{label} is not allowed in this assignment")
-        return original(*args, **kwargs)
-    guarded.__wrapped__ = original
-    return guarded
-
-
-def _tripwire_class(cls, label):
-    original_init = cls.__init__
-
-    def guarded_init(self, *args, **kwargs):
-        if _called_from_student():
-            FORBIDDEN_CALLS.append(label)
-            raise ForbiddenAPIError(f"{label} is not allowed in this assignment")
-        original_init(self, *args, **kwargs)
-    cls.__init__ = guarded_init
-
-
-def install_tripwires(forbidden_attributes: list[str], forbidden_modules: list[str]) -> None:
-    """Guard each dotted attribute (function or class) and block imports of forbidden modules
-    when (and only when) the call comes straight from a notebook cell."""
-    for dotted in forbidden_attributes:
-        module_name, _, attr = dotted.rpartition(".")
-        module = sys.modules.get(module_name) or __import__(module_name, fromlist=[attr])
-        target = getattr(module, attr, None)
-        if target is None:
-            continue
-        if isinstance(target, type):
-            _tripwire_class(target, dotted)
-        else:
-            setattr(module, attr, _tripwire_function(target, dotted))
-    original_import = builtins.__import__
-
-    def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and _called_from_student():
-            wanted = [name] + [f"{name}.{f}" for f in (fromlist or ())]
-            for full in wanted:
-                if any(full == m or full.startswith(m + ".") for m in forbidden_modules):
-                    FORBIDDEN_CALLS.append(f"import {full}")
-                    raise ImportError(f"importing {full} is not allowed in this assignment")
-        return original_import(name, globals, locals, fromlist, level)
-    builtins.__import__ = guarded_import
+import stand_ins  # noqa: E402
+import tripwires  # noqa: E402  (forbidden APIs: see tripwires.py)
+from tripwires import FORBIDDEN_CALLS, build_stand_in  # noqa: E402
 
 
 # 3. Running cells and serving requests. -------------------------------------------------------------
@@ -217,7 +162,7 @@ def resolve(spec, tensors: dict | None = None, built: dict | None = None):
             raise StudentError(f"no module kept as {spec['$handle']!r}")
         return HANDLES[spec["$handle"]]
     if "$stand_in" in spec:
-        return STAND_INS[spec["$stand_in"]](**resolve(spec.get("kwargs", {}), tensors, built))
+        return build_stand_in(STAND_INS[spec["$stand_in"]], resolve(spec.get("kwargs", {}), tensors, built))
     if "$call" in spec:
         value = _namespace_lookup(spec["$call"])(*resolve(spec.get("args", []), tensors, built),
                                                  **resolve(spec.get("kwargs", {}), tensors, built))
@@ -311,7 +256,7 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
 def substitute(module: nn.Module, path: str, spec: dict) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = module.get_submodule(parent_path) if parent_path else module
-    replacement = STAND_INS[spec["kind"]](**spec.get("kwargs", {}))
+    replacement = build_stand_in(STAND_INS[spec["kind"]], spec.get("kwargs", {}))
     if leaf.isdigit():
         parent[int(leaf)] = replacement
     else:
@@ -374,17 +319,19 @@ def serve() -> None:
                 write_frame(RESPONSE_FD, {"ok": True})
                 return
             if cmd == "load":
-                install_tripwires(header.get("forbidden_attributes", []), header.get("forbidden_modules", []))
-                reply["cell_errors"] = run_cells(header["cells"])
-                reply["seccomp"] = SECCOMP
-            elif cmd == "run":
-                extra, out = handle_run(header, tensors)
-                reply.update(extra)
-            elif cmd == "call":
-                extra, out = handle_call(header, tensors)
-                reply.update(extra)
-            else:
-                raise StudentError(f"unknown command {cmd!r}")
+                tripwires.install(header.get("forbidden_attributes", []), header.get("forbidden_modules", []), stand_ins)
+            with tripwires.guarding():  # fresh tripwire modes for each request; tampering fails it
+                if cmd == "load":
+                    reply["cell_errors"] = run_cells(header["cells"])
+                    reply["seccomp"] = SECCOMP
+                elif cmd == "run":
+                    extra, out = handle_run(header, tensors)
+                    reply.update(extra)
+                elif cmd == "call":
+                    extra, out = handle_call(header, tensors)
+                    reply.update(extra)
+                else:
+                    raise StudentError(f"unknown command {cmd!r}")
         except StudentError as exc:
             reply, out = {"ok": False, "error": {"type": "StudentError", "message": str(exc), "traceback": ""}}, {}
         except BaseException as exc:  # noqa: BLE001  (student code may raise SystemExit, KeyboardInterrupt...)

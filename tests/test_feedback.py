@@ -1,0 +1,41 @@
+"""autograder.feedback.sanitise: what of a student-controlled message may reach the feedback file."""
+from __future__ import annotations
+
+from autograder.assignments import load_assignment
+from autograder.feedback import EXCERPT_CHARS, MESSAGE_CHARS, REMOVED, grader_files_text, hidden_text, sanitise
+
+SECRET = "expected = reference_attention(x, weights)  # the grader's secret line"
+
+
+def hidden(tmp_path):
+    (tmp_path / "test_x.py").write_text(f"def test_it():\n    {SECRET}\n    return x\n")
+    (tmp_path / "release.ipynb").write_text('{"cells": [{"source": ["shared = template_line_of_the_release()\\n"]}]}')
+    (tmp_path / "source.ipynb").write_text('{"cells": [{"source": ["shared = template_line_of_the_release()\\n", '
+                                           '"solution = only_in_the_instructors_notebook(x)\\n"]}]}')
+    return hidden_text((tmp_path / "test_x.py", tmp_path / "source.ipynb"), (tmp_path / "release.ipynb",))
+
+
+def test_hidden_lines_are_removed_and_public_ones_kept(tmp_path):
+    text = sanitise(f"oops\n{SECRET}\nprefix {SECRET} suffix\nsolution = only_in_the_instructors_notebook(x)\n"
+                    "shared = template_line_of_the_release()", hidden(tmp_path))
+    assert SECRET not in text and "only_in_the_instructors" not in text
+    assert text.splitlines() == ["oops", REMOVED, "shared = template_line_of_the_release()"]
+
+
+def test_a_piece_of_a_hidden_line_is_removed_from_a_students_excerpt_only(tmp_path):
+    piece = "reference_attention(x, weights)"
+    assert REMOVED in sanitise(piece, hidden(tmp_path))
+    assert sanitise(piece, hidden(tmp_path), student=False) == piece  # the tests' own messages may share words
+
+
+def test_long_messages_are_cut_and_escapes_stripped():
+    text = sanitise("\x1b[31mred\x1b[0m\x07 \u202eevil\x00" + "x" * 5000)
+    assert text.startswith("red evil") and len(text) <= EXCERPT_CHARS and text.endswith("…")
+    assert len(sanitise("y" * 10_000, student=False)) <= MESSAGE_CHARS
+
+
+def test_the_real_hidden_tests_are_indexed():
+    lines, _ = grader_files_text(load_assignment("vit"))
+    line = 'FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]'
+    assert line in lines
+    assert sanitise(f"boom: {line}", (lines, "")) == REMOVED
