@@ -465,8 +465,19 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
     return accuracy
 
 
+EVAL_SLACK = 5.0  # a student's saved model may take this many times what the reference needs for a test split
+EVAL_FLOOR_S = 30.0  # ... and at least this long (start-up, a slower grader)
+
+
+def evaluation_limit(reference_seconds: float) -> float:
+    """Seconds a student's saved model gets for one test split and its canary: EVAL_SLACK times what the reference
+    model needs for the split on one CPU thread (measured, and declared beside each threshold), at least EVAL_FLOOR_S.
+    The submission's whole budget still bounds it (StudentCode.time_left)."""
+    return max(EVAL_FLOOR_S, EVAL_SLACK * reference_seconds)
+
+
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
-                    threshold: float) -> float:
+                    threshold: float, reference_seconds: float) -> float:
     """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,
     classify the test split of image `dataset` there (and the canary: copies shifted by one pixel), and score it
     here (only this side holds the labels). See graded_classifier."""
@@ -479,7 +490,8 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
     pool = torch.cat([images, shift_one_pixel(images[canary], rng)])
     return graded_classifier(student, saved_name, call(model, call(config, **saved_config)), weights, test.labels, canary,
                              lambda indices: (pool[indices],), len(test.classes), f"{len(test):,} images of {test.source}",
-                             "slightly shifted test images", threshold, rng, batch_size=1000)
+                             "slightly shifted test images", threshold, rng, batch_size=1000,
+                             timeout=evaluation_limit(reference_seconds))
 
 
 def shift_one_pixel(images: torch.Tensor, rng: random.Random) -> torch.Tensor:

@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, handle, module, name, outputs_in_secret_order, secret_rng, skip_unless_cuda, stand_in
+from autograder.judge import (call, evaluation_limit, handle, module, name, outputs_in_secret_order, secret_rng,
+                              skip_unless_cuda, stand_in)
 from autograder.reference import reference_grads
 from autograder.sandbox.stand_ins import TorchSeq2Seq
 from dlcourse.checks import fill_parameters_, seeded_randn
@@ -23,7 +24,8 @@ from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, ReversalTask, encode_p
                                   make_reversal_data, sequence_accuracy, target_nll, trim_padding)
 
 ASSIGNMENT = "transformer"
-SUBMISSION_TIMEOUT_S = 900  # the whole submission's grading budget (see below for the measurement)
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 6 s on a 2-thread CPU, reversal included; a CUDA run also scores Multi30k (limit 40 s).
+SUBMISSION_TIMEOUT_S = 180
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
              "transformer_config", "transformer", "greedy"]
@@ -39,6 +41,10 @@ REVERSAL_THRESHOLD = 0.99  # exact-sequence accuracy; the reference reaches 100 
 REVERSAL_HELD_OUT = 1000
 # Provisional, NOT yet verified on a GPU: per-token test perplexity under the course's shared 8 000-token BPE.
 MULTI30K_PERPLEXITY_THRESHOLD = 8.0
+# Seconds the reference needs for the test split on one CPU thread (judge.evaluation_limit bounds a student's by it),
+# reversal measured here (greedy decoding of the 1 000 held-out sequences: 0.64 s), Multi30k from the CPU survey (1 000 pairs).
+REVERSAL_REFERENCE_EVAL_S = 0.7
+MULTI30K_REFERENCE_EVAL_S = 8
 
 
 def mask_tokens(lengths: list[int], width: int) -> torch.Tensor:
@@ -517,7 +523,8 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
         src, tgt = make_reversal_data(REVERSAL_HELD_OUT, task, seed=secret_rng().getrandbits(63))
         build = module(call("Transformer", call("TransformerConfig", **config)), weights=weights)
         result = student.invoke(name("greedy_decode"), build, src, max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID,
-                                pad_id=PAD_ID, what="transformer_reverse with greedy_decode", timeout=300)
+                                pad_id=PAD_ID, what="transformer_reverse with greedy_decode",
+                                timeout=evaluation_limit(REVERSAL_REFERENCE_EVAL_S))
         predicted = result.value
         if not isinstance(predicted, torch.Tensor) or predicted.dim() != 2 or len(predicted) != len(src):
             raise Feedback("greedy_decode must return a (B, L) tensor of token ids")
@@ -558,7 +565,8 @@ def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> floa
         return s, t[:, :-1]
 
     outputs = outputs_in_secret_order(student, "transformer_multi30k", build, weights, len(src), batch_args, secret_rng(),
-                                      batch_size, lengths=(tgt != PAD_ID).sum(dim=1).tolist(), timeout=900.0)
+                                      batch_size, lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
+                                      timeout=evaluation_limit(MULTI30K_REFERENCE_EVAL_S))
     total, count = 0.0, 0
     for indices, logits in outputs:
         t = trim_padding(tgt[indices])[0]
