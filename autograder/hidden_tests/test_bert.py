@@ -21,7 +21,8 @@ from autograder.imdb_grading import graded_imdb
 from autograder.judge import call, evaluation_limit, handle, module, name, skip_unless_cuda, stand_in
 
 ASSIGNMENT = "bert"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 6 s on a 2-thread CPU; a CUDA run also evaluates bert-base on 25 000 IMDB reviews.
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
+# 6 s on a 2-thread CPU; a CUDA run also evaluates bert-base on 25 000 IMDB reviews.
 SUBMISSION_TIMEOUT_S = 3600
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "tokenize", "classifier", "freeze", "optimizer", "train_step"]

@@ -21,7 +21,8 @@ from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "cnn"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 12 s on a 2-thread CPU; a CUDA run also evaluates two CIFAR-10 models (limits 30 + 260 s).
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
+# 12 s on a 2-thread CPU; a CUDA run also evaluates two CIFAR-10 models (limits 30 + 260 s).
 SUBMISSION_TIMEOUT_S = 420
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn"]

@@ -20,7 +20,8 @@ from autograder.sandbox.stand_ins import TorchLSTMClassifier, TorchRecurrent
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "rnn"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 5 s on a 2-thread CPU; a CUDA run also evaluates both IMDB models (limits 65 + 890 s).
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
+# 5 s on a 2-thread CPU; a CUDA run also evaluates both IMDB models (limits 65 + 890 s).
 SUBMISSION_TIMEOUT_S = 1200
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss", "loops"]

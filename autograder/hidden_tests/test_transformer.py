@@ -24,7 +24,8 @@ from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, ReversalTask, encode_p
                                   make_reversal_data, sequence_accuracy, target_nll, trim_padding)
 
 ASSIGNMENT = "transformer"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 6 s on a 2-thread CPU, reversal included; a CUDA run also scores Multi30k (limit 40 s).
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
+# 6 s on a 2-thread CPU, reversal included; a CUDA run also scores Multi30k (limit 40 s).
 SUBMISSION_TIMEOUT_S = 180
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",

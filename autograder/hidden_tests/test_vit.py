@@ -17,7 +17,8 @@ from autograder.judge import call, graded_accuracy, skip_unless_cuda
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = "vit"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about 10 s on a 2-thread CPU; a CUDA run also evaluates CIFAR-10 (limit 520 s).
+# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
+# 10 s on a 2-thread CPU; a CUDA run also evaluates CIFAR-10 (limit 520 s).
 SUBMISSION_TIMEOUT_S = 600
 # Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
 RUN_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
