@@ -13,14 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from autograder.assignments import PROJECT_ROOT, list_assignments
+from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
 
 def build_release(names: list[str]) -> None:
-    """`nbgrader generate_assignment` for each assignment. nbgrader shells out to alembic, so the
-    interpreter's bin folder goes first on PATH."""
+    """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec. nbgrader
+    shells out to alembic, so the interpreter's bin folder goes first on PATH."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     for name in names:
+        assignment = load_assignment(name)
+        (assignment.source_dir / "submission.txt").write_text(assignment.submission_list())  # for CollectSubmission.sh
         print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
         proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=WARN"],
                               cwd=PROJECT_ROOT, env=env)

@@ -157,7 +157,8 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
         return {"status": "bad-archive", "message": str(exc), "tests": []}
     results_path = work / "results.json"
     threads = max(1, (os.cpu_count() or 2) // max(1, options.workers))
-    command = [sys.executable, "-I", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
+    # -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first on the path.
+    command = [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
                "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
                "--submission-dir", str(work), "--results-json", str(results_path),
                "--worker-log", str(logs / "worker.log"), "--memory-mb", str(options.memory_mb),

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autograder.assignments import load_assignment
+from autograder.assignments import Assignment, assignment_of, load_assignment
+from autograder.spec import Threshold
 from autograder.feedback import Feedback, assert_shape, grader_files_text, sanitise
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
 from autograder.sandbox import IsolationUnavailable, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
@@ -163,6 +164,21 @@ class StudentCode:
     problems: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts worth showing, e.g. the accuracy reached
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
+
+    @classmethod
+    def for_assignment(cls, assignment: Assignment, submission_dir: Path, log_path: Path, *, memory_mb: int = 4096,
+                       threads: int = 1, call_timeout: float = 20.0, budget_s: float | None = None,
+                       hide: list[str] = (), allow_weak_isolation: bool = False) -> "StudentCode":
+        """The student's code for `assignment`'s hidden tests, with the sandbox its spec asks for. `budget_s`
+        defaults to the spec's submission_timeout_s."""
+        spec = assignment.spec
+        policy = SandboxPolicy(memory_mb=memory_mb, threads=threads, device="cuda" if torch.cuda.is_available() else "cpu",
+                               forbidden_attributes=list(spec.forbidden_attributes),
+                               forbidden_modules=list(spec.forbidden_modules), hide=list(hide),
+                               allow_weak_isolation=allow_weak_isolation, preload_modules=list(spec.preload_modules))
+        return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
+                   call_timeout=call_timeout, budget_s=budget_s or spec.submission_timeout_s,
+                   forbidden_names=list(spec.forbidden_names))
 
     def __post_init__(self):
         self.deadline = time.monotonic() + self.budget_s if self.budget_s else None
@@ -375,12 +391,6 @@ class StudentCode:
             self.sandbox.close()
 
 
-def skip_unless_cuda(what: str) -> None:
-    """The course's rule for GPU-sized thresholds: judged only in CUDA runs, otherwise skipped with the reason
-    (a skipped test earns nothing and its points are reported as not judged, never as passed)."""
-    if not torch.cuda.is_available():
-        pytest.skip(f"not judged: this grading run has no CUDA GPU, and {what} is judged only in CUDA runs")
-
 
 # -- thresholds: secret order and a memorisation canary ---------------------------------------------------
 # The test splits are public, so a saved model could carry their labels and return them in the order the grader
@@ -477,7 +487,7 @@ def evaluation_limit(reference_seconds: float) -> float:
 
 
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
-                    threshold: float, reference_seconds: float) -> float:
+                    threshold: Threshold) -> float:
     """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,
     classify the test split of image `dataset` there (and the canary: copies shifted by one pixel), and score it
     here (only this side holds the labels). See graded_classifier."""
@@ -490,8 +500,8 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
     pool = torch.cat([images, shift_one_pixel(images[canary], rng)])
     return graded_classifier(student, saved_name, call(model, call(config, **saved_config)), weights, test.labels, canary,
                              lambda indices: (pool[indices],), len(test.classes), f"{len(test):,} images of {test.source}",
-                             "slightly shifted test images", threshold, rng, batch_size=1000,
-                             timeout=evaluation_limit(reference_seconds))
+                             "slightly shifted test images", threshold.value, rng, batch_size=1000,
+                             timeout=evaluation_limit(threshold.reference_eval_s))
 
 
 def shift_one_pixel(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -530,7 +540,16 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth")
+    config.addinivalue_line("markers", "cuda_only(what): a threshold judged only where the grader has a CUDA GPU")
     config.pluginmanager.register(ResultCollector(config), "autograder-results")
+
+
+def pytest_runtest_setup(item):
+    """The course's rule for GPU-sized thresholds: judged only in CUDA runs, otherwise skipped with the reason (a
+    skipped test earns nothing and its points are reported as not judged, never as passed)."""
+    marker = item.get_closest_marker("cuda_only")
+    if marker and not torch.cuda.is_available():
+        pytest.skip(f"not judged: this grading run has no CUDA GPU, and {marker.args[0]} is judged only in CUDA runs")
 
 
 @pytest.fixture(scope="module")
@@ -539,18 +558,14 @@ def student(request) -> StudentCode:
     if not config.getoption("submission_dir"):
         pytest.exit("hidden tests need --submission-dir (run them through `python -m autograder grade`)", returncode=4)
     submission_dir = Path(config.getoption("submission_dir"))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = SandboxPolicy(memory_mb=config.getoption("memory_mb"), threads=config.getoption("threads"), device=device,
-                           forbidden_attributes=module.FORBIDDEN_ATTRIBUTES, forbidden_modules=module.FORBIDDEN_MODULES,
-                           hide=[str(Path(p).resolve()) for p in config.getoption("hide")],
-                           allow_weak_isolation=config.getoption("allow_weak_isolation"),
-                           preload_modules=getattr(module, "PRELOAD_MODULES", []))
     try:
-        code = StudentCode(submission_dir, module.ASSIGNMENT, module.RUN_CELLS, policy,
-                           Path(config.getoption("worker_log") or submission_dir / "worker.log"),
-                           call_timeout=config.getoption("call_timeout"),
-                           budget_s=config.getoption("submission_timeout") or module.SUBMISSION_TIMEOUT_S,
-                           forbidden_names=module.FORBIDDEN_NAMES)
+        code = StudentCode.for_assignment(assignment_of(module.__file__), submission_dir,
+                                          Path(config.getoption("worker_log") or submission_dir / "worker.log"),
+                                          memory_mb=config.getoption("memory_mb"), threads=config.getoption("threads"),
+                                          call_timeout=config.getoption("call_timeout"),
+                                          budget_s=config.getoption("submission_timeout"),
+                                          hide=[str(Path(p).resolve()) for p in config.getoption("hide")],
+                                          allow_weak_isolation=config.getoption("allow_weak_isolation"))
     except IsolationUnavailable as exc:  # the grader's problem, not the student's: no results file, a grader-error row
         config._autograder_cannot_grade = str(exc)
         pytest.exit(f"cannot grade: {exc}", returncode=3)
@@ -583,7 +598,7 @@ class ResultCollector:
         elif report.skipped:
             entry["message"] = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
         elif call.excinfo is not None and call.excinfo.errisinstance(Feedback):
-            entry["message"] = sanitise(str(call.excinfo.value), grader_files_text(load_assignment(item.module.ASSIGNMENT)),
+            entry["message"] = sanitise(str(call.excinfo.value), grader_files_text(assignment_of(item.module.__file__)),
                                         student=False)
         else:
             entry["outcome"] = "error"

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import os
 import platform
 import shutil
@@ -43,17 +41,15 @@ import torch  # noqa: E402
 
 from autograder.assignments import PROJECT_ROOT, load_assignment  # noqa: E402
 from autograder.grade import GradeOptions, grade_folder  # noqa: E402
-from autograder.notebook import cell_source  # noqa: E402
-from autograder.samples import build_samples, reference_notebook  # noqa: E402
+from autograder.samples import build_samples, reference_cache, training_cells  # noqa: E402
 
 ASSIGNMENT = "vit"
 
 
 def reference_weights_cached() -> bool:
     """Whether build_samples will reuse trained reference weights (same folder naming as train_reference)."""
-    nb = reference_notebook(load_assignment(ASSIGNMENT))
-    digest = hashlib.sha256(json.dumps([cell_source(c) for c in nb["cells"]]).encode()).hexdigest()[:12]
-    return (PROJECT_ROOT / "build" / "cache" / f"{ASSIGNMENT}-{digest}" / "TRAINED").exists()
+    assignment = load_assignment(ASSIGNMENT)
+    return (reference_cache(assignment, training_cells(assignment), PROJECT_ROOT / "build" / "cache") / "TRAINED").exists()
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

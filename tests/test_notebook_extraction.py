@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from autograder.assignments import load_assignment
 from autograder.notebook import (NotebookError, cell_source, extract_graded_code, find_forbidden, grade_id, resolve_string,
                                  read_notebook, strip_magics)
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASE_NB = REPO / "release" / "vit" / "vit.ipynb"
 SOURCE_NB = REPO / "source" / "vit" / "vit.ipynb"
-# Same as autograder/hidden_tests/test_vit.py (not imported: that file is the judge's, not a test module here).
-RUN_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
-FORBIDDEN_NAMES = ["MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
-                   "Transformer", "TransformerEncoder", "TransformerEncoderLayer"]
-FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]
+VIT = load_assignment("vit").spec  # source/vit/spec.py
+RUN_CELLS = list(VIT.run_cells)
+FORBIDDEN_NAMES = list(VIT.forbidden_names)
+FORBIDDEN_MODULES = list(VIT.forbidden_modules)
 
 
 @pytest.fixture(scope="module")

@@ -51,3 +51,18 @@ def test_release_holds_no_solution(name):
     release_lines = {line.strip() for cell in json.loads(release_text)["cells"] for line in cell_source(cell).splitlines()}
     leaked = [line for line in solution_lines if line in release_lines]
     assert not leaked, f"solution lines in release/{name}: {leaked[:3]}"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_release_holds_only_what_students_get(name):
+    """The notebook and the list of files to hand in; never the spec or the samples beside the source notebook."""
+    assignment = load_assignment(name)
+    assert sorted(p.name for p in assignment.release_dir.iterdir()) == sorted([assignment.notebook, "submission.txt"])
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_submission_list_is_generated_from_the_spec(name):
+    assignment = load_assignment(name)
+    for folder in (assignment.source_dir, assignment.release_dir):
+        assert (folder / "submission.txt").read_text() == assignment.submission_list(), \
+            f"{folder.name}/submission.txt is out of date with source/{name}/spec.py: run `make release` and commit it"

@@ -21,7 +21,6 @@ from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb_accuracy
 from autograder.judge import StudentCode
 from autograder.samples import reference_notebook, run_reference_cells
-from autograder.sandbox import SandboxPolicy
 from dlcourse import save_model, seed_everything
 from dlcourse.rnn import TOKENIZER_FILE, RNNRecipe, encode, fit, imdb_texts_labels, train_tokenizer
 
@@ -37,13 +36,7 @@ def reference():
 
 def grade_saved(folder, saved_name):
     """Grade `<folder>/<saved_name>.*` as the hidden tests do (sandboxed worker, reference notebook's code)."""
-    hidden = __import__("importlib").util.spec_from_file_location("hidden_rnn", load_assignment("rnn").hidden_tests)
-    module = __import__("importlib").util.module_from_spec(hidden)
-    hidden.loader.exec_module(module)
-    policy = SandboxPolicy(threads=1, forbidden_attributes=module.FORBIDDEN_ATTRIBUTES,
-                           forbidden_modules=module.FORBIDDEN_MODULES)
-    student = StudentCode(folder, "rnn", module.RUN_CELLS, policy, folder / "worker.log", call_timeout=120.0,
-                          forbidden_names=module.FORBIDDEN_NAMES)
+    student = StudentCode.for_assignment(load_assignment("rnn"), folder, folder / "worker.log", call_timeout=120.0)
     try:
         try:
             graded_imdb_accuracy(student, saved_name, CPU_BAR, subset=TEST_SUBSET)

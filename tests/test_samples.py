@@ -41,13 +41,13 @@ def graded(tmp_path_factory, local_datasets, planted_canaries):
 
 
 def sample_params():
-    return [pytest.param(name, sample, id=f"{name}-{sample.name}") for name in list_assignments() for sample in samples_for(name)[0]]
+    return [pytest.param(name, sample, id=f"{name}-{sample.name}") for name in list_assignments() for sample in samples_for(name)]
 
 
 @pytest.mark.parametrize("name", list_assignments())
 def test_every_sample_has_a_row(graded, name):
     gradebook, _ = graded(name)
-    assert sorted(r["student_id"] for r in gradebook["submissions"]) == sorted(s.name for s in samples_for(name)[0])
+    assert sorted(r["student_id"] for r in gradebook["submissions"]) == sorted(s.name for s in samples_for(name))
 
 
 @pytest.mark.parametrize("name,sample", sample_params())

@@ -90,7 +90,6 @@ def test_multi30k_perplexity_grading_path_agrees_with_the_notebook(tmp_path, mul
     from autograder.hidden_tests import test_transformer as hidden
     from autograder.judge import StudentCode
     from autograder.samples import reference_notebook
-    from autograder.sandbox import SandboxPolicy
     from dlcourse.export import save_model
     from dlcourse.text_data import load_multi30k
 
@@ -106,9 +105,7 @@ def test_multi30k_perplexity_grading_path_agrees_with_the_notebook(tmp_path, mul
     save_model(model, config, "transformer_multi30k", tmp_path)
     expected = evaluate_perplexity(model, *encode_pairs(tokenizer, load_multi30k("test")))
 
-    policy = SandboxPolicy(forbidden_attributes=hidden.FORBIDDEN_ATTRIBUTES, forbidden_modules=hidden.FORBIDDEN_MODULES)
-    student = StudentCode(tmp_path, "transformer", hidden.RUN_CELLS, policy, tmp_path / "worker.log",
-                          forbidden_names=hidden.FORBIDDEN_NAMES)
+    student = StudentCode.for_assignment(load_assignment("transformer"), tmp_path, tmp_path / "worker.log")
     try:
         graded = hidden.multi30k_perplexity(student, threshold=math.inf)
     finally:

@@ -18,27 +18,11 @@ import torch
 
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.imdb_grading import graded_imdb
-from autograder.judge import call, evaluation_limit, handle, module, name, skip_unless_cuda, stand_in
+from autograder.assignments import assignment_of
+from autograder.judge import call, evaluation_limit, handle, module, name, stand_in
 
-ASSIGNMENT = "bert"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
-# 6 s on a 2-thread CPU; a CUDA run also evaluates bert-base on 25 000 IMDB reviews.
-SUBMISSION_TIMEOUT_S = 3600
-# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
-RUN_CELLS = ["setup", "tokenize", "classifier", "freeze", "optimizer", "train_step"]
-# The head is the student's: a ready-made sequence-classification model is not allowed.
-FORBIDDEN_NAMES = ["AutoModelForSequenceClassification", "BertForSequenceClassification"]
-FORBIDDEN_MODULES = []
-FORBIDDEN_ATTRIBUTES = ["transformers.AutoModelForSequenceClassification", "transformers.BertForSequenceClassification"]
-# Imported in the worker before its audit hook: transformers reads many files when it first loads a model class.
-PRELOAD_MODULES = ["transformers", "transformers.models.bert.modeling_bert", "transformers.models.bert.tokenization_bert",
-                   "transformers.models.auto.modeling_auto", "transformers.optimization", "tokenizers", "dlcourse.bert"]
-
-IMDB_THRESHOLD = 0.85
-# Seconds the reference needs for the test split on one CPU thread (judge.evaluation_limit bounds a student's by it),
-# from the CPU survey (bert-base, 25 000 reviews of 256 tokens): far past any budget, which is why this threshold is
-# judged on CUDA only; there the submission's budget is the bound that matters.
-IMDB_REFERENCE_EVAL_S = 16519
+ASSIGNMENT = assignment_of(__file__)  # declared in source/bert/spec.py: cells, thresholds, forbidden APIs, budget
+THRESHOLDS = ASSIGNMENT.spec.thresholds
 SAVED_NAME = "bert_imdb"
 RESERVED_CONFIG_KEYS = {"checkpoint", "max_length", "pad_token_id", "encoder_config"}
 
@@ -255,7 +239,7 @@ class TestTraining:
             raise Feedback("learning-rate schedule: " + "; ".join(problems))
 
 
-def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float = IMDB_THRESHOLD,
+def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float = THRESHOLDS["imdb"].value,
                          limit: int | None = None, batch_size: int = 250, timeout: float = 1800.0) -> float:
     """Rebuild the saved classifier in the worker, tokenise the IMDB test split here with the saved tokenizer,
     get the logits batch by batch and score them here. Records the accuracy in student.notes; raises Feedback
@@ -293,8 +277,8 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(10)
+    @pytest.mark.cuda_only("the IMDB threshold")
     def test_imdb_accuracy(self, student):
         """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split (judged in CUDA runs only)"""
-        skip_unless_cuda("the IMDB threshold")
-        graded_imdb_accuracy(student, timeout=evaluation_limit(IMDB_REFERENCE_EVAL_S))
+        graded_imdb_accuracy(student, timeout=evaluation_limit(THRESHOLDS["imdb"].reference_eval_s))
 

@@ -17,33 +17,13 @@ import torch.nn.functional as F
 
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, graded_accuracy, skip_unless_cuda
+from autograder.assignments import assignment_of
+from autograder.judge import call, graded_accuracy
 from dlcourse.checks import fill_parameters_, seeded_randn
 
-ASSIGNMENT = "cnn"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
-# 12 s on a 2-thread CPU; a CUDA run also evaluates two CIFAR-10 models (limits 30 + 260 s).
-SUBMISSION_TIMEOUT_S = 420
-# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
-RUN_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn"]
-# Prebuilt networks and blocks: caught by reading the cells (imports, attribute access) and by tripwires
-# when a cell calls them (torchvision.models is already imported in the worker, so an import check is not enough).
-PREBUILT = ["resnet18", "resnet34", "resnet50", "googlenet", "inception_v3", "vgg11", "vgg16", "alexnet",
-            "densenet121", "mobilenet_v2", "efficientnet_b0"]
-FORBIDDEN_NAMES = list(PREBUILT)
-FORBIDDEN_MODULES = ["torchvision.models", "timm", "transformers", "torch.hub", "pretrainedmodels"]
-FORBIDDEN_ATTRIBUTES = (["torch.hub.load", "torch.hub.load_state_dict_from_url"]
-                        + [f"torchvision.models.{n}" for n in PREBUILT]
-                        + ["torchvision.models.resnet.ResNet", "torchvision.models.resnet.BasicBlock",
-                           "torchvision.models.resnet.Bottleneck", "torchvision.models.googlenet.GoogLeNet",
-                           "torchvision.models.googlenet.Inception", "torchvision.models.googlenet.BasicConv2d"])
+ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget
+THRESHOLDS = ASSIGNMENT.spec.thresholds
 
-SIMPLE_CNN_THRESHOLD = 0.50
-BETTER_CNN_THRESHOLD = 0.70
-# Seconds the reference needs for the test split on one CPU thread (judge.evaluation_limit bounds a student's by it),
-# from the CPU survey of the notebook configurations (10 000 CIFAR-10 images).
-SIMPLE_CNN_REFERENCE_EVAL_S = 1
-BETTER_CNN_REFERENCE_EVAL_S = 52
 
 
 def expect_grads(result, reference: dict, names: dict, atol: float = 1e-5) -> None:
@@ -362,15 +342,13 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(4)
+    @pytest.mark.cuda_only("the SimpleCNN CIFAR-10 threshold")
     def test_simple_cnn_accuracy(self, student):
         """The saved SimpleCNN reaches at least 50% CIFAR-10 test accuracy (judged in CUDA runs only)"""
-        skip_unless_cuda("the SimpleCNN CIFAR-10 threshold")
-        graded_accuracy(student, "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", SIMPLE_CNN_THRESHOLD,
-                        SIMPLE_CNN_REFERENCE_EVAL_S)
+        graded_accuracy(student, "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", THRESHOLDS["simple_cnn"])
 
     @pytest.mark.points(6)
+    @pytest.mark.cuda_only("the BetterCNN CIFAR-10 threshold")
     def test_better_cnn_accuracy(self, student):
         """The saved BetterCNN reaches at least 70% CIFAR-10 test accuracy (judged in CUDA runs only)"""
-        skip_unless_cuda("the BetterCNN CIFAR-10 threshold")
-        graded_accuracy(student, "cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", BETTER_CNN_THRESHOLD,
-                        BETTER_CNN_REFERENCE_EVAL_S)
+        graded_accuracy(student, "cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", THRESHOLDS["better_cnn"])

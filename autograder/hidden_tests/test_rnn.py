@@ -15,37 +15,14 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.imdb_grading import graded_imdb_accuracy
-from autograder.judge import call, evaluation_limit, module, name, needs_grad, skip_unless_cuda, stand_in
+from autograder.assignments import assignment_of
+from autograder.judge import call, evaluation_limit, module, name, needs_grad, stand_in
 from autograder.sandbox.stand_ins import TorchLSTMClassifier, TorchRecurrent
 from dlcourse.checks import fill_parameters_, seeded_randn
 
-ASSIGNMENT = "rnn"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
-# 5 s on a 2-thread CPU; a CUDA run also evaluates both IMDB models (limits 65 + 890 s).
-SUBMISSION_TIMEOUT_S = 1200
-# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
-RUN_CELLS = ["setup", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss", "loops"]
-RECURRENT = ["RNNCell", "LSTMCell", "GRU", "GRUCell", "rnn_tanh", "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell",
-             "lstm_cell", "gru_cell", "pack_padded_sequence", "pack_sequence", "PackedSequence", "_VF"]
-LOSSES = ["cross_entropy", "nll_loss", "CrossEntropyLoss", "NLLLoss"]
-# Names matched by their last component wherever they appear; "RNN" and "LSTM" only as attributes of torch /
-# torch.nn (dotted, below), since the student's own class is called LSTM.
-FORBIDDEN_NAMES = RECURRENT + LOSSES
-FORBIDDEN_MODULES = [f"{prefix}.{n}" for prefix in ("nn", "torch.nn") for n in ("RNN", "LSTM", "RNNBase")] + \
-                    ["torch.lstm", "torch.rnn_tanh", "torch.gru", "torch._VF", "torch.nn.utils.rnn"]
-FORBIDDEN_ATTRIBUTES = ([f"torch.nn.{n}" for n in ("RNN", "RNNCell", "LSTM", "LSTMCell", "GRU", "GRUCell",
-                                                   "CrossEntropyLoss", "NLLLoss")]
-                        + [f"torch.{n}" for n in ("lstm", "lstm_cell", "rnn_tanh", "rnn_tanh_cell", "rnn_relu",
-                                                  "rnn_relu_cell", "gru", "gru_cell")]
-                        + ["torch.nn.utils.rnn.pack_padded_sequence", "torch.nn.utils.rnn.pack_sequence",
-                           "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"])
+ASSIGNMENT = assignment_of(__file__)  # declared in source/rnn/spec.py: cells, thresholds, forbidden APIs, budget
+THRESHOLDS = ASSIGNMENT.spec.thresholds
 
-RNN_THRESHOLD = 0.70
-LSTM_THRESHOLD = 0.80  # provisional: at least 80 % (the issue's floor); to be set from a CUDA run of the reference
-# Seconds the reference needs for the test split on one CPU thread (judge.evaluation_limit bounds a student's by it),
-# from the CPU survey (25 000 reviews; RNN at length 200, LSTM at length 400).
-RNN_REFERENCE_EVAL_S = 13
-LSTM_REFERENCE_EVAL_S = 178
 
 
 # -- Part 1: collate_batch ------------------------------------------------------------------------------------
@@ -437,13 +414,15 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(4)
+    @pytest.mark.cuda_only("the RNN IMDB threshold")
     def test_rnn_accuracy(self, student):
         """The saved RNN reaches at least 70% on the 25 000 IMDB test reviews (judged in CUDA runs only)"""
-        skip_unless_cuda("the RNN IMDB threshold")
-        graded_imdb_accuracy(student, "rnn_imdb", RNN_THRESHOLD, timeout=evaluation_limit(RNN_REFERENCE_EVAL_S))
+        graded_imdb_accuracy(student, "rnn_imdb", THRESHOLDS["rnn"].value,
+                             timeout=evaluation_limit(THRESHOLDS["rnn"].reference_eval_s))
 
     @pytest.mark.points(6)
+    @pytest.mark.cuda_only("the LSTM IMDB threshold")
     def test_lstm_accuracy(self, student):
         """The saved LSTM reaches at least 80% on the 25 000 IMDB test reviews (judged in CUDA runs only)"""
-        skip_unless_cuda("the LSTM IMDB threshold")
-        graded_imdb_accuracy(student, "lstm_imdb", LSTM_THRESHOLD, timeout=evaluation_limit(LSTM_REFERENCE_EVAL_S))
+        graded_imdb_accuracy(student, "lstm_imdb", THRESHOLDS["lstm"].value,
+                             timeout=evaluation_limit(THRESHOLDS["lstm"].reference_eval_s))

@@ -13,28 +13,12 @@ from torchvision.models.vision_transformer import EncoderBlock, VisionTransforme
 
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.judge import call, graded_accuracy, skip_unless_cuda
+from autograder.assignments import assignment_of
+from autograder.judge import call, graded_accuracy
 from dlcourse.checks import fill_parameters_, seeded_randn
 
-ASSIGNMENT = "vit"
-# The whole submission's grading budget (grade --submission-timeout overrides it): the reference grades in about
-# 10 s on a 2-thread CPU; a CUDA run also evaluates CIFAR-10 (limit 520 s).
-SUBMISSION_TIMEOUT_S = 600
-# Cells the worker runs, in notebook order (instructor cells come from the release, answers from the student).
-RUN_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
-FORBIDDEN_NAMES = ["MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
-                   "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
-                   "TransformerDecoderLayer"]
-FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]
-FORBIDDEN_ATTRIBUTES = ["torch.nn.functional." + n for n in ("scaled_dot_product_attention", "multi_head_attention_forward")] + \
-                       ["torch.nn." + n for n in FORBIDDEN_NAMES if n not in ("scaled_dot_product_attention", "multi_head_attention_forward")]
-
-FASHION_MNIST_THRESHOLD = 0.85
-CIFAR10_THRESHOLD = 0.65
-# Seconds the reference model needs for the test split and its canary on one CPU thread (judge.evaluation_limit):
-# FashionMNIST measured here (12 000 images, 1.1 s); CIFAR-10 (6 x 192 ViT, 10 000 images) from the CPU survey.
-FASHION_MNIST_REFERENCE_EVAL_S = 1.1
-CIFAR10_REFERENCE_EVAL_S = 104
+ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
+THRESHOLDS = ASSIGNMENT.spec.thresholds
 
 
 class TestPatchify:
@@ -258,11 +242,10 @@ class TestAccuracy:
     @pytest.mark.points(8)
     def test_fashion_mnist_accuracy(self, student):
         """The saved FashionMNIST model reaches at least 85% test accuracy"""
-        graded_accuracy(student, "vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", FASHION_MNIST_THRESHOLD,
-                        FASHION_MNIST_REFERENCE_EVAL_S)
+        graded_accuracy(student, "vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", THRESHOLDS["fashion_mnist"])
 
     @pytest.mark.points(8)
+    @pytest.mark.cuda_only("the CIFAR-10 threshold")
     def test_cifar10_accuracy(self, student):
         """The saved CIFAR-10 model reaches at least 65% test accuracy (judged in CUDA runs only)"""
-        skip_unless_cuda("the CIFAR-10 threshold")
-        graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", CIFAR10_THRESHOLD, CIFAR10_REFERENCE_EVAL_S)
+        graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", THRESHOLDS["cifar10"])

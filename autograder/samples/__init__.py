@@ -1,7 +1,7 @@
 """Sample submissions: the reference, the untouched release, planted bugs and hostile ones.
 
-Each assignment lists its samples in `autograder/samples/<assignment>.py` as edits of the instructor's
-notebook (or of the release), with the tests each one must fail. They are generated, not committed, so
+Each assignment lists its samples in `source/<assignment>/samples.py` (beside its notebook and spec; nbgrader keeps
+it out of the release) as edits of the instructor's notebook (or of the release), with the tests each must fail. They are generated, not committed, so
 they always match the current notebooks:
 
     python -m autograder samples vit --out build/samples/vit
@@ -13,8 +13,9 @@ reference sample also carries weights trained by running the reference notebook'
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
-import importlib
+import importlib.util
 import io
 import json
 import os
@@ -69,16 +70,28 @@ def sample_notebook(assignment: Assignment, sample: Sample) -> dict:
     return nb
 
 
-def samples_for(name: str) -> tuple[list[Sample], list[str]]:
-    """(samples, training cell ids) declared in autograder/samples/<name>.py."""
-    module = importlib.import_module(f"autograder.samples.{name}")
-    return module.SAMPLES, module.TRAINING_CELLS
+@functools.lru_cache(maxsize=None)
+def samples_for(name: str) -> list[Sample]:
+    """The samples declared in source/<name>/samples.py."""
+    path = load_assignment(name).samples_file
+    module_spec = importlib.util.spec_from_file_location(f"_assignment_samples_{name}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.SAMPLES
+
+
+def training_cells(assignment: Assignment) -> list[str]:
+    """The reference cells that train the sample weights here: the spec's, plus its CUDA ones where CUDA is."""
+    import torch
+
+    extra = assignment.spec.cuda_training_cells if torch.cuda.is_available() else ()
+    return [*assignment.spec.training_cells, *extra]
 
 
 def cuda_only_tests(name: str) -> set[str]:
-    """The hidden tests of assignment `name` judged only in CUDA runs (CUDA_ONLY in autograder/samples/<name>.py):
-    where there is no GPU they, and only they, must be skipped."""
-    return set(getattr(importlib.import_module(f"autograder.samples.{name}"), "CUDA_ONLY", set()))
+    """The hidden tests of assignment `name` judged only in CUDA runs (marked @pytest.mark.cuda_only): where there is
+    no GPU they, and only they, must be skipped."""
+    return load_assignment(name).cuda_only_tests()
 
 
 def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -> dict:
@@ -98,12 +111,17 @@ def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -
     return module.__dict__
 
 
-def train_reference(assignment: Assignment, training_cells: list[str], cache_root: Path) -> Path:
-    """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
-    process, in a cache folder named after the notebook's hash; return the folder with the saved weights."""
+def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
+    """The folder where the reference's weights trained by `cells` are kept: named after the notebook's hash."""
     nb = reference_notebook(assignment)
-    digest = hashlib.sha256(json.dumps([training_cells, [cell_source(c) for c in nb["cells"]]]).encode()).hexdigest()[:12]
-    folder = cache_root / f"{assignment.name}-{digest}"
+    digest = hashlib.sha256(json.dumps([cells, [cell_source(c) for c in nb["cells"]]]).encode()).hexdigest()[:12]
+    return cache_root / f"{assignment.name}-{digest}"
+
+
+def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
+    """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
+    process, in its cache folder (reference_cache); return the folder with the saved weights."""
+    folder = reference_cache(assignment, cells, cache_root)
     done = folder / "TRAINED"
     if done.exists():
         return folder
@@ -111,7 +129,7 @@ def train_reference(assignment: Assignment, training_cells: list[str], cache_roo
     started, previous = time.time(), Path.cwd()
     os.chdir(folder)  # the training cells save their weights into the working folder
     try:
-        run_reference_cells(assignment, training_cells, log=lambda m: print(m, flush=True))
+        run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
     finally:
         os.chdir(previous)
     done.write_text(f"trained in {time.time() - started:.0f} s\n")
@@ -121,11 +139,11 @@ def train_reference(assignment: Assignment, training_cells: list[str], cache_roo
 def build_samples(name: str, out: Path, cache_root: Path | None = None) -> list[Path]:
     """Write every sample of assignment `name` as `<out>/<sample>.tar.gz`; return the archive paths."""
     assignment = load_assignment(name)
-    samples, training_cells = samples_for(name)
+    samples = samples_for(name)
     out.mkdir(parents=True, exist_ok=True)
     weights_dir = None
     if any(s.trained for s in samples):
-        weights_dir = train_reference(assignment, training_cells, cache_root or PROJECT_ROOT / "build" / "cache")
+        weights_dir = train_reference(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache")
     archives = []
     for sample in samples:
         files = {assignment.notebook: json.dumps(sample_notebook(assignment, sample), indent=1).encode()}

@@ -254,6 +254,7 @@ class Sandbox:
             "memory_mb": self.policy.memory_mb if capped and not cgroup_capped else None,
             "max_processes": 256 if self.uid is not None and self.strong else None,  # per uid: only for a uid of its own
             "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong,
+            "course_root": str(PROJECT_ROOT),  # dlcourse is imported from this checkout, as on the trusted side
             "audit_hook": self.policy.audit_hook, "preload_modules": self.policy.preload_modules,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
             "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, "/tmp" if self.strong else workdir],

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torchvision  # noqa: E402,F401
 
+sys.path.insert(0, SETTINGS["course_root"])  # the checkout's dlcourse (bound read-only), not another installed one
 import dlcourse  # noqa: E402,F401
 
 # Assignment-specific libraries (e.g. transformers) are imported now, while the audit hook is not yet

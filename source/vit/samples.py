@@ -6,8 +6,6 @@ every other sample also fails the accuracy tests ("not in the submission"). Wher
 import base64
 import zlib
 
-import torch
-
 from autograder.samples import Sample, canaries
 
 PATCHIFY = {"TestPatchify::test_output_shape", "TestPatchify::test_values_match_reference",
@@ -20,20 +18,13 @@ BLOCK = {"TestBlock::test_matches_torchvision_encoder_block", "TestBlock::test_r
 VIT = {"TestViT::test_output_shape", "TestViT::test_matches_torchvision_vision_transformer",
        "TestViT::test_gradients_reach_embeddings"}
 ACCURACY = {"TestAccuracy::test_fashion_mnist_accuracy", "TestAccuracy::test_cifar10_accuracy"}
-CUDA_ONLY = {"TestAccuracy::test_cifar10_accuracy"}  # skipped (not judged) where there is no GPU
 
-# Reference cells run, in this order, to train the reference's weights: the notebook's own code.
-# CIFAR-10 is trained only where CUDA is (hours on a CPU), which is also where its threshold is judged.
-TRAINING_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit",
-                  "fashion_data", "fashion_hparams", "fashion_train"]
-if torch.cuda.is_available():
-    TRAINING_CELLS += ["cifar_data", "cifar_hparams", "cifar_train"]
 
 MLP_FIRST_LINE = "        x = self.drop(self.act(self.fc1(x)))"
 PATCHIFY_RETURN = "        return x.flatten(2).transpose(1, 2)  # (B, N, D)"
 
 # A line of autograder/hidden_tests/test_vit.py, copied (the sample never reads a file): the feedback must not show it.
-HIDDEN_LINE = 'FORBIDDEN_MODULES = ["timm", "torchvision.models", "transformers"]'
+HIDDEN_LINE = 'conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)'
 
 SNOOP = '''
 import os, socket

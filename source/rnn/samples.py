@@ -27,12 +27,7 @@ LOSS_COUNT = {"TestLoss::test_counts_correct_predictions"}
 LOOPS = {"TestLoops::test_scheduler_stepped_once_per_batch_after_optimizer", "TestLoops::test_training_reduces_the_loss",
          "TestLoops::test_train_one_epoch_reports_mean_loss_and_accuracy", "TestLoops::test_evaluate_matches_reference"}
 ACCURACY = {"TestAccuracy::test_rnn_accuracy", "TestAccuracy::test_lstm_accuracy"}
-CUDA_ONLY = ACCURACY  # both thresholds are judged only in CUDA runs; skipped (not judged) elsewhere
 
-# Reference cells run, in this order, to train the reference's weights: the notebook's own code. Used only
-# where CUDA is (see above: `trained` of the reference sample).
-TRAINING_CELLS = ["setup", "imdb_data", "collate", "vanilla_rnn", "lstm", "classifier_config", "classifier", "loss",
-                  "loops", "rnn_hparams", "rnn_train", "lstm_hparams", "lstm_train"]
 
 SAMPLES = [
     Sample("reference", "the instructor's solution (with weights trained by its own cells where CUDA is)",

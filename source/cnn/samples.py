@@ -35,12 +35,7 @@ RESIDUAL_PROJECTION = {"TestResidualBlock::test_output_shape[4-8-1-size1]", "Tes
 BETTER_RUN = {"TestBetterCNN::test_output_shape", "TestBetterCNN::test_gradients_reach_every_parameter"}
 BETTER = BETTER_RUN | {"TestBetterCNN::test_built_from_residual_blocks_and_inception"}
 ACCURACY = {"TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better_cnn_accuracy"}
-CUDA_ONLY = ACCURACY  # both thresholds are judged only in CUDA runs; skipped (not judged) elsewhere
 
-# Reference cells run, in this order, to train the reference's weights: the notebook's own code. Used only
-# where CUDA is (see above: `trained` of the reference sample).
-TRAINING_CELLS = ["setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn",
-                  "cifar_data", "simple_hparams", "simple_train", "better_hparams", "better_train"]
 
 CONCAT = "        return torch.cat([y1, y2, y3, y4], dim=1)"
 PROJECTION_IF = "        if stride != 1 or in_channels != out_channels:"

@@ -1,0 +1,29 @@
+"""The BERT fine-tuning on IMDB assignment, declared for the grading pipeline (see autograder/spec.py)."""
+from autograder.spec import AssignmentSpec, Threshold
+
+SPEC = AssignmentSpec(
+    saved_files=("bert_imdb.safetensors", "bert_imdb.json", "bert_imdb_tokenizer.json"),
+    run_cells=("setup", "tokenize", "classifier", "freeze", "optimizer", "train_step"),
+    training_cells=(),
+    cuda_training_cells=("setup", "load_pretrained", "tokenize", "recipe", "imdb_data", "classifier", "freeze",
+                         "optimizer", "train_step", "fine_tune", "evaluate", "train", "report", "save"),
+    # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
+    # model gets judge.evaluation_limit of that).
+    thresholds={
+        # CPU survey, bert-base on 25 000 reviews of 256 tokens: far past any CPU budget, so judged on CUDA
+        # only
+        "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519),
+    },
+    # The head is the student's: a ready-made sequence-classification model is not allowed.
+    forbidden_names=("AutoModelForSequenceClassification", "BertForSequenceClassification"),
+    forbidden_modules=(),
+    forbidden_attributes=("transformers.AutoModelForSequenceClassification",
+                          "transformers.BertForSequenceClassification"),
+    # Imported in the worker before its audit hook: transformers reads many files when it first loads a model class.
+    preload_modules=("transformers", "transformers.models.bert.modeling_bert",
+                     "transformers.models.bert.tokenization_bert", "transformers.models.auto.modeling_auto",
+                     "transformers.optimization", "tokenizers", "dlcourse.bert"),
+    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU; a CUDA run also evaluates
+    # bert-base on 25 000 IMDB reviews.
+    submission_timeout_s=3600,
+)

@@ -1,0 +1,36 @@
+"""The CIFAR-10 CNN assignment, declared for the grading pipeline (see autograder/spec.py)."""
+from autograder.spec import AssignmentSpec, Threshold
+
+SPEC = AssignmentSpec(
+    saved_files=("cnn_simple.safetensors", "cnn_simple.json", "cnn_better.safetensors", "cnn_better.json"),
+    run_cells=("setup", "simple_config", "simple_cnn", "inception", "residual", "better_config", "better_cnn"),
+    training_cells=("setup", "simple_config", "simple_cnn", "inception", "residual", "better_config",
+                    "better_cnn", "cifar_data", "simple_hparams", "simple_train", "better_hparams",
+                    "better_train"),
+    cuda_training_cells=(),
+    # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
+    # model gets judge.evaluation_limit of that).
+    thresholds={
+        # CPU survey, 10 000 CIFAR-10 images
+        "simple_cnn": Threshold(0.5, test="TestAccuracy::test_simple_cnn_accuracy", reference_eval_s=1),
+        # CPU survey, 10 000 CIFAR-10 images
+        "better_cnn": Threshold(0.7, test="TestAccuracy::test_better_cnn_accuracy", reference_eval_s=52),
+    },
+    # Prebuilt networks and blocks: torchvision.models is already imported in the worker, so the tripwires
+    # guard the factories and classes themselves.
+    forbidden_names=("resnet18", "resnet34", "resnet50", "googlenet", "inception_v3", "vgg11", "vgg16",
+                     "alexnet", "densenet121", "mobilenet_v2", "efficientnet_b0"),
+    forbidden_modules=("torchvision.models", "timm", "transformers", "torch.hub", "pretrainedmodels"),
+    forbidden_attributes=("torch.hub.load", "torch.hub.load_state_dict_from_url", "torchvision.models.resnet18",
+                          "torchvision.models.resnet34", "torchvision.models.resnet50",
+                          "torchvision.models.googlenet", "torchvision.models.inception_v3",
+                          "torchvision.models.vgg11", "torchvision.models.vgg16", "torchvision.models.alexnet",
+                          "torchvision.models.densenet121", "torchvision.models.mobilenet_v2",
+                          "torchvision.models.efficientnet_b0", "torchvision.models.resnet.ResNet",
+                          "torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck",
+                          "torchvision.models.googlenet.GoogLeNet", "torchvision.models.googlenet.Inception",
+                          "torchvision.models.googlenet.BasicConv2d"),
+    # Grading budget per submission: the reference grades in about 12 s on a 2-thread CPU; a CUDA run also evaluates
+    # two CIFAR-10 models (limits 30 + 260 s).
+    submission_timeout_s=420,
+)

@@ -1,0 +1,36 @@
+"""The Transformer from scratch assignment, declared for the grading pipeline (see autograder/spec.py)."""
+from autograder.spec import AssignmentSpec, Threshold
+
+SPEC = AssignmentSpec(
+    saved_files=("transformer_reverse.safetensors", "transformer_reverse.json",
+                 "transformer_multi30k.safetensors", "transformer_multi30k.json",
+                 "transformer_multi30k_tokenizer.json"),
+    run_cells=("setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer", "decoder_layer",
+               "transformer_config", "transformer", "greedy"),
+    training_cells=("setup", "positional_encoding", "masks", "mha", "feedforward", "encoder_layer",
+                    "decoder_layer", "transformer_config", "transformer", "greedy", "reverse_data",
+                    "reverse_hparams", "reverse_train"),
+    cuda_training_cells=("multi30k_data", "multi30k_hparams", "multi30k_train"),
+    # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
+    # model gets judge.evaluation_limit of that).
+    thresholds={
+        # measured here: greedy decoding of 1 000 sequences, 0.64 s; exact-sequence accuracy, the reference
+        # reaches 100 %
+        "reversal": Threshold(0.99, test="TestAccuracy::test_reversal_accuracy", reference_eval_s=0.7),
+        # CPU survey, 1 000 pairs; per-token perplexity ceiling, provisional: not yet verified on a GPU
+        "multi30k_perplexity": Threshold(8.0, test="TestAccuracy::test_multi30k_perplexity", reference_eval_s=8),
+    },
+    # "Transformer" alone is the student's own class: nn.Transformer is caught as a dotted name (forbidden_modules).
+    forbidden_names=("MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
+                     "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
+                     "TransformerDecoderLayer"),
+    forbidden_modules=("nn.Transformer", "torch.nn.Transformer", "transformers", "torchtext"),
+    forbidden_attributes=("torch.nn.functional.scaled_dot_product_attention",
+                          "torch.nn.functional.multi_head_attention_forward", "torch.nn.MultiheadAttention",
+                          "torch.nn.Transformer", "torch.nn.TransformerEncoder",
+                          "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoder",
+                          "torch.nn.TransformerDecoderLayer"),
+    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU, reversal included; a CUDA
+    # run also scores Multi30k (limit 40 s).
+    submission_timeout_s=180,
+)

@@ -1,0 +1,32 @@
+"""The Vision Transformer assignment, declared for the grading pipeline (see autograder/spec.py)."""
+from autograder.spec import AssignmentSpec, Threshold
+
+SPEC = AssignmentSpec(
+    saved_files=("vit_fashionmnist.safetensors", "vit_fashionmnist.json", "vit_cifar10.safetensors",
+                 "vit_cifar10.json"),
+    run_cells=("setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"),
+    training_cells=("setup", "patchify", "attention", "mlp", "block", "vit_config", "vit", "fashion_data",
+                    "fashion_hparams", "fashion_train"),
+    cuda_training_cells=("cifar_data", "cifar_hparams", "cifar_train"),
+    # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
+    # model gets judge.evaluation_limit of that).
+    thresholds={
+        # measured here: 12 000 images (split and canary), 1.1 s
+        "fashion_mnist": Threshold(0.85, test="TestAccuracy::test_fashion_mnist_accuracy", reference_eval_s=1.1),
+        # CPU survey: the 6 x 192 ViT on 10 000 images
+        "cifar10": Threshold(0.65, test="TestAccuracy::test_cifar10_accuracy", reference_eval_s=104),
+    },
+    # Ready-made attention and transformer layers (caught by reading the cells and by run-time tripwires).
+    forbidden_names=("MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
+                     "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
+                     "TransformerDecoderLayer"),
+    forbidden_modules=("timm", "torchvision.models", "transformers"),
+    forbidden_attributes=("torch.nn.functional.scaled_dot_product_attention",
+                          "torch.nn.functional.multi_head_attention_forward", "torch.nn.MultiheadAttention",
+                          "torch.nn.Transformer", "torch.nn.TransformerEncoder",
+                          "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoder",
+                          "torch.nn.TransformerDecoderLayer"),
+    # Grading budget per submission: the reference grades in about 10 s on a 2-thread CPU; a CUDA run also evaluates
+    # CIFAR-10 (limit 520 s).
+    submission_timeout_s=600,
+)

@@ -1,0 +1,67 @@
+"""The README's recipe for adding an assignment, done for real: copy an existing one under a new name in a copy of
+the project, build its release and samples, grade them; and a declaration that names what does not exist."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder.assignments import PROJECT_ROOT
+
+IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "data", "__pycache__", "*.egg-info", ".pytest_cache",
+                                 "gradebook.db")
+
+
+def run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the checkout (code, sources, releases; no virtualenv, build or data)."""
+    copy = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT, copy, ignore=IGNORED)
+    return copy
+
+
+def add_by_copying(project: Path, existing: str, new: str) -> None:
+    """The README's recipe: the assignment's folder and its hidden tests, copied; the notebook renamed."""
+    shutil.copytree(project / "source" / existing, project / "source" / new, ignore=IGNORED)
+    (project / "source" / new / f"{existing}.ipynb").rename(project / "source" / new / f"{new}.ipynb")
+    shutil.copy(project / "autograder" / "hidden_tests" / f"test_{existing}.py",
+                project / "autograder" / "hidden_tests" / f"test_{new}.py")
+
+
+def test_an_assignment_added_by_copying_its_folder_builds_and_grades(project, tmp_path):
+    add_by_copying(project, "cnn", "toy")
+    run(project, "release", "toy")
+    release = project / "release" / "toy"
+    assert sorted(p.name for p in release.iterdir()) == ["submission.txt", "toy.ipynb"]  # no spec, no samples
+    assert (release / "submission.txt").read_text().splitlines()[2] == "toy.ipynb"
+
+    run(project, "samples", "toy", "--out", str(tmp_path / "all"))
+    chosen = tmp_path / "submissions"
+    chosen.mkdir()
+    for sample in ("reference", "untouched_release"):
+        shutil.copy(tmp_path / "all" / f"{sample}.tar.gz", chosen)
+    run(project, "grade", str(chosen), "--assignment", "toy", "--out", str(tmp_path / "grades"))
+    rows = {r["student_id"]: r for r in json.loads((tmp_path / "grades" / "gradebook.json").read_text())["submissions"]}
+    assert rows["reference"]["status"] == "ok" and rows["reference"]["max_score"] > 0
+    assert rows["reference"]["score"] == rows["reference"]["max_score"], rows["reference"]["tests"]
+    assert rows["untouched_release"]["score"] == 0
+
+
+def test_a_spec_naming_a_missing_cell_is_an_error_naming_the_spec_file(project):
+    add_by_copying(project, "cnn", "toy")
+    spec = project / "source" / "toy" / "spec.py"
+    spec.write_text(spec.read_text().replace('"simple_cnn"', '"simple_cnn_renamed"', 1))
+    proc = subprocess.run([sys.executable, "-c", "from autograder.assignments import load_assignment; load_assignment('toy')"],
+                          cwd=project, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "source/toy/spec.py" in proc.stderr and "simple_cnn_renamed" in proc.stderr, proc.stderr[-2000:]
