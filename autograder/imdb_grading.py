@@ -3,7 +3,7 @@
 The student's submission holds a tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without
 running any of the student's code) and `<name>.safetensors` / `<name>.json` written by the notebook. The test
 reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens, padded, and sent
-to the worker in a secret order (autograder.judge.graded_classifier), which runs the student's classifier on
+to the worker in a secret order (autograder.scoring.graded_classifier), which runs the student's classifier on
 them. Only this side holds the labels. The canary: copies of a secret subset of the reviews with extra padding,
 which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
 """
@@ -14,7 +14,9 @@ from collections.abc import Callable
 import torch
 
 from autograder.feedback import Feedback
-from autograder.judge import StudentCode, call, canary_subset, graded_classifier, secret_rng
+from autograder.requests import call
+from autograder.scoring import canary_subset, graded_classifier, secret_rng
+from autograder.student import StudentCode
 from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels
 from dlcourse.text_data import IMDB_LABELS, imdb_source
 

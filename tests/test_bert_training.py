@@ -85,7 +85,7 @@ def test_reference_fine_tunes_the_stand_in_beyond_chance(fine_tuned):
 
 def test_grading_path_agrees_with_the_notebook(fine_tuned):
     """The saved files (fp16 weights, config, tokenizer), graded as the autograder grades them in CUDA runs."""
-    from autograder.judge import StudentCode
+    from autograder.student import StudentCode
 
     _, _, accuracy, folder = fine_tuned
     hidden = hidden_tests()

@@ -19,7 +19,7 @@ import torch
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb_accuracy
-from autograder.judge import StudentCode
+from autograder.student import StudentCode
 from autograder.samples import reference_notebook, run_reference_cells
 from dlcourse import save_model, seed_everything
 from dlcourse.rnn import TOKENIZER_FILE, RNNRecipe, encode, fit, imdb_texts_labels, train_tokenizer

@@ -27,8 +27,8 @@ import torch.nn as nn
 
 from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout,
                                 bwrap_problem, worker_view)
-from autograder.judge import call as judge_call
-from autograder.judge import call_request, call_result, module, name, needs_grad, stand_in
+from autograder.requests import call as judge_call
+from autograder.requests import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 
 START_TIMEOUT = 120.0

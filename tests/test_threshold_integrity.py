@@ -1,4 +1,4 @@
-"""Thresholds cannot be looked up (autograder/judge.py: secret order, canary; autograder/imdb_grading.py).
+"""Thresholds cannot be looked up (autograder/scoring.py: secret order, canary; autograder/imdb_grading.py).
 
 The scoring functions are driven directly with tiny fake models standing in for the sandboxed worker
 (`FakeStudent.saved_model_outputs` runs them on each batch the grader would send). An honest classifier keeps
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
-from autograder.judge import canary_subset, graded_classifier, secret_batches, secret_rng, shift_one_pixel
+from autograder.scoring import canary_subset, graded_classifier, secret_batches, secret_rng, shift_one_pixel
 
 NUM_CLASSES, N = 10, 800
 
@@ -48,7 +48,7 @@ def image_set(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grade_images(student: FakeStudent, threshold: float = 0.8) -> float:
-    """The image path of autograder.judge.graded_accuracy on the toy images."""
+    """The image path of autograder.scoring.graded_accuracy on the toy images."""
     images, labels = image_set()
     rng = secret_rng()
     canary = canary_subset(N, rng)

@@ -19,7 +19,8 @@ import torch
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.imdb_grading import graded_imdb
 from autograder.assignments import assignment_of
-from autograder.judge import call, evaluation_limit, handle, module, name, stand_in
+from autograder.requests import call, handle, module, name, stand_in
+from autograder.scoring import evaluation_limit
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/bert/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds

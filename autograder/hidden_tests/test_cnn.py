@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
-from autograder.judge import call, graded_accuracy
+from autograder.requests import call
+from autograder.scoring import graded_accuracy
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.imdb_grading import graded_imdb_accuracy
 from autograder.assignments import assignment_of
-from autograder.judge import call, evaluation_limit, module, name, needs_grad, stand_in
+from autograder.requests import call, module, name, needs_grad, stand_in
+from autograder.scoring import evaluation_limit
 from autograder.sandbox.stand_ins import TorchLSTMClassifier, TorchRecurrent
 from dlcourse.checks import fill_parameters_, seeded_randn
 

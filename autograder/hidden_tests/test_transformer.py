@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
-from autograder.judge import (call, evaluation_limit, handle, module, name, outputs_in_secret_order, secret_rng,
-                              stand_in)
+from autograder.requests import call, handle, module, name, stand_in
+from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret_rng
 from autograder.reference import reference_grads
 from autograder.sandbox.stand_ins import TorchSeq2Seq
 from dlcourse.checks import fill_parameters_, seeded_randn

@@ -14,7 +14,8 @@ from torchvision.models.vision_transformer import EncoderBlock, VisionTransforme
 from autograder.reference import reference_grads
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
-from autograder.judge import call, graded_accuracy
+from autograder.requests import call
+from autograder.scoring import graded_accuracy
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
