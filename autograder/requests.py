@@ -9,7 +9,7 @@ resolve) and sends back values and gradients, which `call_result` puts back in p
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +19,7 @@ class CallResult:
     value: object  # tensors, lists, dicts, numbers as returned; a module is {"$module": class name}
     input_grads: list[torch.Tensor | None]  # one per needs_grad() argument, in order
     param_grads: dict[str, dict[str, torch.Tensor]]  # module(..., grads=label) -> parameter name -> gradient
+    param_shapes: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # the same modules' parameter shapes
 
 
 # -- value specs: how a hidden test names things that exist only in the worker ----------------------
@@ -104,7 +105,8 @@ def call_result(reply: dict, out: dict, marked: list[str]) -> CallResult:
         if key.startswith("param_grad."):
             module_label, _, param = key[len("param_grad."):].partition(".")
             param_grads.setdefault(module_label, {})[param] = grad
-    return CallResult(_decode_value(reply.get("value"), out), [out.get(f"input_grad.{k}") for k in marked], param_grads)
+    return CallResult(_decode_value(reply.get("value"), out), [out.get(f"input_grad.{k}") for k in marked], param_grads,
+                      reply.get("param_shapes") or {})
 
 
 def _decode_value(value, tensors: dict):
@@ -123,3 +125,29 @@ class RunResult:
     input_grads: list[torch.Tensor | None]
     param_grads: dict[str, torch.Tensor]
     param_shapes: dict[str, list[int]]
+
+
+def layer_request(build: dict, inputs: tuple, weights: dict | None = None, grad_output: torch.Tensor | None = None,
+                  substitutes: dict | None = None) -> tuple[dict, dict, list[str]]:
+    """The layer tests' request (StudentCode.run), a call like any other: build the module `build` (with `weights`
+    loaded exactly and `substitutes`, path -> {"kind": stand-in name, "kwargs": {...}}), call it on `inputs`, and
+    with `grad_output` differentiate its output, for the gradients of every floating-point input and of the
+    module's parameters (label "layer"). Returns (header, tensors, marked) as call_request does."""
+    target = module(build, weights=weights, grads="layer")
+    if substitutes:
+        target["substitutes"] = substitutes
+    if grad_output is not None:
+        inputs = tuple(needs_grad(x) if x.is_floating_point() else x for x in inputs)
+    return call_request(target, tuple(inputs), {}, ((), grad_output) if grad_output is not None else None)
+
+
+def layer_result(reply: dict, out: dict, marked: list[str], inputs: tuple) -> RunResult:
+    """The reply to a layer_request: the output, one gradient per input (None where none was asked), the module's
+    parameter gradients and shapes."""
+    result = call_result(reply, out, marked)
+    if not isinstance(result.value, torch.Tensor):
+        raise TypeError(f"forward returned {type(result.value).__name__}, expected a torch.Tensor")
+    grads = iter(result.input_grads)
+    input_grads = [next(grads) if marked and x.is_floating_point() else None for x in inputs]
+    return RunResult(result.value.float(), input_grads, result.param_grads.get("layer", {}),
+                     result.param_shapes.get("layer", {}))

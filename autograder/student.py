@@ -19,7 +19,8 @@ import torch
 from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, grader_files_text, sanitise
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
-from autograder.requests import CallResult, RunResult, call_request, call_result, handle, module
+from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
+                                 module)
 from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
@@ -166,10 +167,11 @@ class StudentCode:
         text = f"{what}: your code raised {kind}: {message}"
         if kind == "NotImplementedError":
             text = f"{what}: not implemented yet (NotImplementedError): complete the TODO in the notebook"
-        elif kind == "StudentError" and raw.startswith("{"):
+        elif isinstance((error.get("details") or {}).get("state_dict_mismatch"), dict):
             try:
-                text = f"{what}: {sanitise(_explain_state_dict(json.loads(raw)), self.hidden, student=False)}"
-            except Exception:  # noqa: BLE001  (the worker's JSON is untrusted: shown as a plain message)
+                mismatch = _explain_state_dict(error["details"]["state_dict_mismatch"])
+                text = f"{what}: {sanitise(mismatch, self.hidden, student=False)}"
+            except Exception:  # noqa: BLE001  (the worker's reply is untrusted: shown as a plain message)
                 pass
         if error.get("traceback"):
             text += f"\n{sanitise(str(error['traceback']), self.hidden)}"
@@ -180,17 +182,13 @@ class StudentCode:
     def run(self, build: dict, inputs: tuple = (), weights: dict | None = None, grad_output: torch.Tensor | None = None,
             substitutes: dict | None = None, what: str = "", timeout: float | None = None) -> RunResult:
         """Build a module in the worker, load `weights` (all of them, names must match), run forward on
-        `inputs`, and with `grad_output` also backward. Returns the output and the gradients."""
-        tensors = {f"input.{i}": x for i, x in enumerate(inputs)}
-        tensors.update({f"weight.{k}": v.detach().contiguous() for k, v in (weights or {}).items()})
-        if grad_output is not None:
-            tensors["grad_output"] = grad_output
-        header = {"cmd": "run", "build": build, "num_inputs": len(inputs), "substitutes": substitutes or {},
-                  "exact_weights": weights is not None}
+        `inputs`, and with `grad_output` also backward. Returns the output and the gradients (requests.layer_request)."""
+        header, tensors, marked = layer_request(build, inputs, weights, grad_output, substitutes)
         reply, out = self._request(header, tensors, what or build["$call"], timeout)
-        return RunResult(out["output"], [out.get(f"input_grad.{i}") for i in range(len(inputs))],
-                         {k[len("param_grad."):]: v for k, v in out.items() if k.startswith("param_grad.")},
-                         reply.get("param_shapes", {}))
+        try:
+            return layer_result(reply, out, marked, inputs)
+        except TypeError as exc:
+            raise Feedback(f"{what or build['$call']}: {exc}") from None
 
     def invoke(self, function: dict, *args, backward: tuple | None = None, what: str = "",
                timeout: float | None = None, **kwargs) -> CallResult:

@@ -30,6 +30,7 @@ from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxC
 from autograder.requests import call as judge_call
 from autograder.requests import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
+from layer_requests import send_layer
 
 START_TIMEOUT = 120.0
 CALL_TIMEOUT = 30.0
@@ -232,10 +233,7 @@ def call(name, *args, **kwargs):
 
 
 def run(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: float = CALL_TIMEOUT, **extra) -> tuple[dict, dict]:
-    tensors = {f"input.{i}": x for i, x in enumerate(inputs)}
-    tensors.update(extra.pop("tensors", {}))
-    header = {"cmd": "run", "build": build, "num_inputs": len(inputs), **extra}
-    return sandbox.request(header, tensors, timeout=timeout)
+    return send_layer(sandbox, build, *inputs, timeout=timeout, **extra)
 
 
 def probe(sandbox: Sandbox, fn: str, *args):
@@ -443,6 +441,9 @@ def test_noise_goes_to_the_log_not_into_replies(live):
     assert reply["ok"], reply
     torch.testing.assert_close(out["output"], torch.ones(2))
     assert "NOISE" not in json.dumps(reply)
+    deadline = time.monotonic() + 5  # a thread drains the worker's output into the log: give it a moment
+    while "NOISE-FD2" not in live.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = live.log_path.read_text(errors="replace")
     for marker in ("NOISE-LOAD-STDOUT", "NOISE-LOAD-STDERR", "NOISE-FORWARD-STDOUT", "NOISE-FORWARD-STDERR",
                    "NOISE-FD1", "NOISE-FD2"):

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from autograder.sandbox import Sandbox, SandboxPolicy
+from layer_requests import send_layer
 
 SDPA = "torch.nn.functional.scaled_dot_product_attention"
 MHA = "torch.nn.MultiheadAttention"
@@ -148,9 +149,8 @@ def call(name, *args):
     return {"$call": name, "args": list(args), "kwargs": {}}
 
 
-def run(box: Sandbox, build: dict, x: torch.Tensor, **extra) -> dict:
-    header = {"cmd": "run", "build": build, "num_inputs": 1, **extra}
-    return box.request(header, {"input.0": x, **extra.pop("tensors", {})}, timeout=30)
+def run(box: Sandbox, build: dict, x: torch.Tensor, **extra) -> tuple[dict, dict]:
+    return send_layer(box, build, x, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +173,7 @@ EXPECTED = {"mha_class": MHA, "mha_without_init": "torch.nn.functional.multi_hea
                                  "mha_forward", "mha_class", "mha_without_init", "stand_in_from_sys_modules",
                                  "lstm_class", "lstm_op", "forged_file_name"])
 def test_evasion_is_caught(box, how):
-    reply, out = box.request({"cmd": "run", "build": call("Evade", how), "num_inputs": 1},
-                             {"input.0": torch.randn(1, 2, 3, 4)}, timeout=30)
+    reply, out = run(box, call("Evade", how), torch.randn(1, 2, 3, 4))
     assert not reply["ok"] and out == {}, reply
     assert reply["error"]["type"] == "ForbiddenAPIError", reply["error"]
     label = EXPECTED.get(how, SDPA)
@@ -189,19 +188,16 @@ def test_forged_function_called_by_the_grader_is_caught(box):
 
 @pytest.mark.parametrize("how", ["pop", "pop_python"])
 def test_removing_the_checks_fails_the_request(box, how):
-    reply, _ = box.request({"cmd": "run", "build": call("Popped", how), "num_inputs": 1},
-                           {"input.0": torch.randn(1, 2, 3, 4)}, timeout=30)
+    reply, _ = run(box, call("Popped", how), torch.randn(1, 2, 3, 4))
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply
     assert TAMPERED in reply["forbidden_calls"]
-    reply, _ = box.request({"cmd": "run", "build": call("Evade", "plain"), "num_inputs": 1},
-                           {"input.0": torch.randn(1, 2, 3, 4)}, timeout=30)
+    reply, _ = run(box, call("Evade", "plain"), torch.randn(1, 2, 3, 4))
     assert reply["error"]["type"] == "ForbiddenAPIError", reply  # the next request is guarded again
 
 
 @pytest.mark.parametrize("how", ["own_copy", "patched_forward"])
 def test_stand_in_code_outside_the_graders_instance_is_caught(box, how):
-    reply, _ = box.request({"cmd": "run", "build": call("Holder", how), "num_inputs": 1, "substitutes": SUBSTITUTES},
-                           {"input.0": torch.randn(2, 5, 8)}, timeout=30)
+    reply, _ = run(box, call("Holder", how), torch.randn(2, 5, 8), substitutes=SUBSTITUTES)
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply
 
 
@@ -210,11 +206,10 @@ def test_graders_stand_in_inside_a_student_module_is_allowed(box, grad):
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
     x = torch.randn(2, 5, 8)
-    tensors = {"input.0": x, **{f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}}
+    tensors = {f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}
     if grad:
         tensors["grad_output"] = torch.ones(2, 5, 8)
-    reply, out = box.request({"cmd": "run", "build": call("Holder"), "num_inputs": 1, "substitutes": SUBSTITUTES},
-                             tensors, timeout=30)
+    reply, out = run(box, call("Holder"), x, tensors=tensors, substitutes=SUBSTITUTES)
     assert reply["ok"], reply
     torch.testing.assert_close(out["output"], mha(x, x, x, need_weights=False)[0].detach())
     assert not grad or out["input_grad.0"].abs().sum() > 0

@@ -110,7 +110,11 @@ HANDLES: dict = {}
 
 
 class StudentError(Exception):
-    """An error to report back as the student's (not the grader's)."""
+    """An error to report back as the student's (not the grader's), with optional structured `details`."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}
 
 
 def describe_exception(exc: BaseException) -> dict:
@@ -219,10 +223,11 @@ def encode_result(value, out: dict, depth: int = 0):
 
 
 def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
-    """Call something from the notebook: {"cmd": "call", "function": spec, "args": [...], "kwargs": {...},
-    "backward": {"path": [i, ...], "grad_output": key}}. The result comes back as JSON + tensors; with
-    "backward", the gradient of one tensor of the result flows back to "$tensor" inputs marked "grad" and
-    to the parameters of modules built with "grads": <label> (param_grad.<label>.<name>)."""
+    """The one request: call something from the notebook, {"cmd": "call", "function": spec, "args": [...],
+    "kwargs": {...}, "backward": {"path": [i, ...], "grad_output": key}}. The result comes back as JSON + tensors;
+    with "backward", the gradient of one tensor of the result flows back to "$tensor" inputs marked "grad" and
+    to the parameters of modules built with "grads": <label> (param_grad.<label>.<name>); the parameter shapes
+    of those modules come back too (param_shapes.<label>)."""
     built: dict = {}
     backward = header.get("backward")
     with torch.set_grad_enabled(bool(backward) or header.get("grad_enabled", False)):
@@ -251,7 +256,9 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
                 if p.grad is not None:
                     out[f"param_grad.{label}.{name}"] = p.grad.detach().float().cpu().contiguous().clone()
     value = encode_result(result, out)
-    return {"value": value}, out
+    shapes = {label: {name: list(p.shape) for name, p in module.named_parameters()}
+              for label, module in built.get("modules", {}).items()}
+    return {"value": value, "param_shapes": shapes}, out
 
 
 def substitute(module: nn.Module, path: str, spec: dict) -> None:
@@ -270,44 +277,10 @@ def load_weights(module: nn.Module, weights: dict) -> None:
     unexpected = sorted(set(own) - set(weights))
     wrong = sorted(k for k in set(own) & set(weights) if tuple(own[k].shape) != tuple(weights[k].shape))
     if missing or unexpected or wrong:
-        raise StudentError(json.dumps({
-            "state_dict_mismatch": True, "missing": missing, "unexpected": unexpected,
-            "wrong_shape": {k: [list(own[k].shape), list(weights[k].shape)] for k in wrong}}))
+        raise StudentError("the module's parameters do not match the names and shapes expected", details={
+            "state_dict_mismatch": {"missing": missing, "unexpected": unexpected,
+                                    "wrong_shape": {k: [list(own[k].shape), list(weights[k].shape)] for k in wrong}}})
     module.load_state_dict(weights, strict=True)
-
-
-def handle_run(header: dict, tensors: dict) -> tuple[dict, dict]:
-    """Build a module (header["build"], with "substitutes" and the request's weight.* tensors, loaded exactly),
-    run forward on input.* and, given grad_output, backward: the layer tests' request."""
-    spec = dict(header["build"], substitutes=header.get("substitutes", {}))
-    weight_keys = [k for k in tensors if k.startswith("weight.")]
-    if weight_keys or header.get("exact_weights"):
-        spec["weights"] = {k[len("weight."):]: {"$tensor": k} for k in weight_keys}
-    module = resolve(spec, tensors)  # prepared as every module is: substitutes, weights, device, eval mode
-    if not isinstance(module, nn.Module):
-        raise StudentError(f"{header['build']['$call']} did not return an nn.Module")
-    inputs = [tensors[f"input.{i}"].to(DEVICE) for i in range(header.get("num_inputs", 0))]
-    grad = "grad_output" in tensors
-    if grad:
-        inputs = [x.requires_grad_(True) if x.is_floating_point() else x for x in inputs]
-        module.zero_grad(set_to_none=True)
-    with torch.set_grad_enabled(grad):
-        output = module(*inputs)
-    if not isinstance(output, torch.Tensor):
-        raise StudentError(f"forward returned {type(output).__name__}, expected a torch.Tensor")
-    out = {"output": output.detach().float().cpu().contiguous().clone()}
-    if grad:
-        if tuple(output.shape) != tuple(tensors["grad_output"].shape):
-            raise StudentError(f"forward returned shape {tuple(output.shape)}, expected {tuple(tensors['grad_output'].shape)}")
-        output.backward(tensors["grad_output"].to(DEVICE))
-        for i, x in enumerate(inputs):
-            if x.grad is not None:
-                out[f"input_grad.{i}"] = x.grad.detach().float().cpu().contiguous().clone()
-        for name, p in module.named_parameters():
-            if p.grad is not None:
-                out[f"param_grad.{name}"] = p.grad.detach().float().cpu().contiguous().clone()
-    params = {name: list(p.shape) for name, p in module.named_parameters()}
-    return {"param_shapes": params}, out
 
 
 def serve() -> None:
@@ -325,16 +298,14 @@ def serve() -> None:
                 if cmd == "load":
                     reply["cell_errors"] = run_cells(header["cells"])
                     reply["seccomp"] = SECCOMP
-                elif cmd == "run":
-                    extra, out = handle_run(header, tensors)
-                    reply.update(extra)
                 elif cmd == "call":
                     extra, out = handle_call(header, tensors)
                     reply.update(extra)
                 else:
                     raise StudentError(f"unknown command {cmd!r}")
         except StudentError as exc:
-            reply, out = {"ok": False, "error": {"type": "StudentError", "message": str(exc), "traceback": ""}}, {}
+            reply, out = {"ok": False, "error": {"type": "StudentError", "message": str(exc), "traceback": "",
+                                                 "details": exc.details}}, {}
         except BaseException as exc:  # noqa: BLE001  (student code may raise SystemExit, KeyboardInterrupt...)
             reply, out = {"ok": False, "error": describe_exception(exc)}, {}
         reply["forbidden_calls"] = sorted(set(FORBIDDEN_CALLS))
