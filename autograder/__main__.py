@@ -8,12 +8,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
+from autograder.options import GradeOptions
+
+DEFAULTS = GradeOptions()
 
 
 def build_release(names: list[str]) -> None:
@@ -45,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
-        p.add_argument("--workers", type=int, default=2, help="submissions graded in parallel (default 2)")
-        p.add_argument("--memory-mb", type=int, default=4096, help="memory cap per student worker (default 4096)")
-        p.add_argument("--timeout", type=float, default=20.0, help="seconds per layer-test call (default 20)")
+        p.add_argument("--workers", type=int, default=DEFAULTS.workers,
+                       help=f"submissions graded in parallel (default {DEFAULTS.workers})")
+        p.add_argument("--memory-mb", type=int, default=DEFAULTS.memory_mb,
+                       help=f"memory cap per student worker (default {DEFAULTS.memory_mb})")
+        p.add_argument("--timeout", type=float, default=DEFAULTS.call_timeout,
+                       help=f"seconds per layer-test call (default {DEFAULTS.call_timeout:g})")
         p.add_argument("--submission-timeout", type=float, default=None,
                        help="seconds for grading one whole submission (default: the assignment's SUBMISSION_TIMEOUT_S, "
                             "a few times what grading the reference takes)")
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from autograder.gradebook import format_table
-    from autograder.grade import GradeOptions, grade_folder
+    from autograder.grade import grade_folder
     from autograder.samples import build_samples
 
     if args.command == "release":
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if bwrap_problem() and not options.allow_weak_isolation:
         print(f"NOTE: {bwrap_problem()}. The demo grades only the bundled samples, so it goes on with weak isolation; "
               "grading real submissions will refuse to (see README, 'The sandbox').")
-        options.allow_weak_isolation = True
+        options = dataclasses.replace(options, allow_weak_isolation=True)
     names = list_assignments()
     build_release(names)
     for name in names:

@@ -13,7 +13,7 @@ Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (aut
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.options import GradeOptions
+from autograder.results import SubmissionResult
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -113,18 +115,6 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
     return written
 
 
-@dataclass
-class GradeOptions:
-    workers: int = 2  # submissions graded in parallel
-    memory_mb: int = 4096  # memory cap of each student worker
-    call_timeout: float = 20.0  # seconds for one layer-test call
-    submission_timeout: float | None = None  # seconds for a whole submission; None: the hidden tests' SUBMISSION_TIMEOUT_S
-    allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
-
-    def budget(self, assignment: Assignment) -> float:
-        return self.submission_timeout or assignment.submission_timeout
-
-
 JUDGE_GRACE_S = 120.0  # the judge's own work past the student's budget (datasets, scoring) before it is killed
 
 
@@ -145,8 +135,8 @@ def preflight(options: GradeOptions, progress=print) -> None:
                              f"worker, e.g. {writable[0]}; fix their owner or mode (chmod o-w) first")
 
 
-def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions, hide: list[Path]) -> dict:
-    """Unpack and judge one submission; always returns a result dict (with "status")."""
+def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions) -> SubmissionResult:
+    """Unpack and judge one submission; always returns a result, with its status."""
     work = out / "work" / sub.student_id
     logs = out / "logs" / sub.student_id
     shutil.rmtree(work, ignore_errors=True)
@@ -154,43 +144,36 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     try:
         files = unpack_submission(sub, assignment, work)
     except BadSubmission as exc:
-        return {"status": "bad-archive", "message": str(exc), "tests": []}
+        return SubmissionResult.without_results("bad-archive", str(exc))
     results_path = work / "results.json"
-    threads = max(1, (os.cpu_count() or 2) // max(1, options.workers))
+    budget = options.budget(assignment)
     # -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first on the path.
     command = [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
                "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
-               "--submission-dir", str(work), "--results-json", str(results_path),
-               "--worker-log", str(logs / "worker.log"), "--memory-mb", str(options.memory_mb),
-               "--threads", str(threads), "--call-timeout", str(options.call_timeout),
-               "--submission-timeout", str(options.budget(assignment))]
-    if options.allow_weak_isolation:
-        command.append("--allow-weak-isolation")
-    for path in hide:
-        command += ["--hide", str(path)]
+               "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
+               "--grade-options", str(options.write(logs / "options.json"))]
     with open(logs / "judge.log", "wb") as log:
         try:
-            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                                  timeout=options.budget(assignment) + JUDGE_GRACE_S)
+            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, timeout=budget + JUDGE_GRACE_S)
         except subprocess.TimeoutExpired:
-            return {"status": "timeout", "message": f"grading took more than {options.budget(assignment):.0f} s", "tests": []}
+            return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
     if not results_path.exists():
-        return {"status": "grader-error", "message": f"the judge exited with code {proc.returncode} without results "
-                f"(see {logs / 'judge.log'})", "tests": []}
-    results = json.loads(results_path.read_text())
-    results["files"] = files
-    if results.get("fatal") and assignment.notebook not in files:
-        results["status"] = "missing-notebook"
-    elif results.get("fatal"):
-        results["status"] = "bad-notebook"
-    elif "crashed" in results.get("events", []):
-        results["status"] = "crashed"
-    elif "timeout" in results.get("events", []):
-        results["status"] = "timeout"
+        return SubmissionResult.without_results("grader-error", f"the judge exited with code {proc.returncode} without "
+                                                f"results (see {logs / 'judge.log'})")
+    result = SubmissionResult.read(results_path)
+    result.files = files
+    if result.fatal and assignment.notebook not in files:
+        result.status = "missing-notebook"
+    elif result.fatal:
+        result.status = "bad-notebook"
+    elif "crashed" in result.events:
+        result.status = "crashed"
+    elif "timeout" in result.events:
+        result.status = "timeout"
     else:
-        results["status"] = "ok"
-    results["message"] = results.get("fatal") or ""
-    return results
+        result.status = "ok"
+    result.message = result.fatal or ""
+    return result
 
 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
@@ -203,12 +186,12 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
     preflight(options, progress)
     out.mkdir(parents=True, exist_ok=True)
-    hide = [submissions.resolve(), out.resolve()]
+    options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
     progress(f"Grading {len(subs)} submission(s) of '{assignment.name}' with {options.workers} worker(s)...")
 
     def one(sub: Submission) -> tuple[Submission, dict]:
-        result = judge(sub, assignment, out, options, hide)
-        progress(f"  {sub.student_id}: {result['status']}")
+        result = judge(sub, assignment, out, options)
+        progress(f"  {sub.student_id}: {result.status}")
         return sub, result
 
     with ThreadPoolExecutor(max_workers=options.workers) as pool:

@@ -36,39 +36,40 @@ def read_hand_grades(path: Path | None) -> dict[tuple[str, str], float]:
     return {(r["student_id"], r["grade_id"]): float(r["points"]) for r in rows}
 
 
-def build_gradebook(assignment: Assignment, results: list, hand_grades_csv: Path | None = None) -> dict:
+def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_csv: Path | None = None) -> dict:
+    """The gradebook of (submission, SubmissionResult) pairs: one row each, a column for every test any judge ran."""
     tests: dict[str, dict] = {}
     for _, result in results:
-        for t in result.get("tests", []):
-            tests.setdefault(t["id"], {k: t[k] for k in ("id", "title", "group", "points")})
+        for t in result.tests:
+            tests.setdefault(t.id, {"id": t.id, "title": t.title, "group": t.group, "points": t.points})
     manual = hand_graded_cells(assignment)
     hand = read_hand_grades(hand_grades_csv)
     rows = []
     for sub, result in sorted(results, key=lambda r: r[0].student_id):
-        by_id = {t["id"]: t for t in result.get("tests", [])}
+        by_id = {t.id: t for t in result.tests}
         row_tests = {}
         for tid, info in tests.items():
-            t = by_id.get(tid) or {"outcome": "error", "earned": 0.0,
-                                   "message": result.get("message") or "not graded (see status)"}
-            row_tests[tid] = {"outcome": t["outcome"], "points": info["points"], "earned": t["earned"], "message": t["message"]}
+            t = by_id.get(tid)
+            row_tests[tid] = ({"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message} if t
+                              else {"outcome": "error", "points": info["points"], "earned": 0.0,
+                                    "message": result.message or "not graded (see status)"})
         judged = [t for t in row_tests.values() if t["outcome"] != "skipped"]
         rows.append({
-            "student_id": sub.student_id, "status": result["status"], "message": result.get("message", ""),
+            "student_id": sub.student_id, "status": result.status, "message": result.message,
             "score": sum(t["earned"] for t in judged), "max_score": sum(t["points"] for t in judged),
             "not_judged_points": sum(t["points"] for t in row_tests.values() if t["outcome"] == "skipped"),
             "tests": row_tests,
             "hand_graded": {m["grade_id"]: {"points": m["points"], "earned": hand.get((sub.student_id, m["grade_id"]))}
                             for m in manual},
-            "notes": result.get("notes", {}), "problems": result.get("problems", []),
-            "cell_errors": result.get("cell_errors", {}), "forbidden_calls": result.get("forbidden_calls", []),
-            "isolation": result.get("isolation", ""), "memory_cap": result.get("memory_cap", ""),
-            "seconds": result.get("seconds"),
+            "notes": result.notes, "problems": result.problems, "cell_errors": result.cell_errors,
+            "forbidden_calls": result.forbidden_calls, "isolation": result.isolation, "memory_cap": result.memory_cap,
+            "seconds": result.seconds,
         })
     return {
         "assignment": assignment.name,
         "graded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "isolation": sorted({r["isolation"] for r in rows if r["isolation"]}),
-        "device": sorted({r.get("device", "") for _, r in results if r.get("device")}),
+        "device": sorted({r.device for _, r in results if r.device}),
         "tests": list(tests.values()), "hand_graded": manual, "submissions": rows,
     }
 

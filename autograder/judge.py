@@ -10,7 +10,6 @@ the worker (timeouts, crashes), which the batch grader turns into a gradebook ro
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 
 from autograder.assignments import assignment_of
 from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.options import GradeOptions
+from autograder.results import SubmissionResult, TestResult
 from autograder.sandbox import IsolationUnavailable
 from autograder.student import StudentCode
 
@@ -28,14 +29,7 @@ def pytest_addoption(parser):
     group = parser.getgroup("autograder")
     group.addoption("--submission-dir", help="folder holding one unpacked submission")
     group.addoption("--results-json", help="where to write the results")
-    group.addoption("--memory-mb", type=int, default=4096, help="memory cap of the worker (CPU runs)")
-    group.addoption("--threads", type=int, default=1, help="torch threads in the worker")
-    group.addoption("--call-timeout", type=float, default=20.0, help="seconds per layer-test call")
-    group.addoption("--hide", action="append", default=[], help="weak isolation: a path the audit hook refuses (repeatable)")
-    group.addoption("--submission-timeout", type=float, default=None,
-                    help="seconds for the whole submission (default: the hidden tests' SUBMISSION_TIMEOUT_S)")
-    group.addoption("--allow-weak-isolation", action="store_true",
-                    help="run student code with the audit hook only where bubblewrap is unavailable")
+    group.addoption("--grade-options", help="the grading run's options (autograder/options.py), as JSON; default: defaults")
     group.addoption("--worker-log", default=None, help="file for the worker's stdout/stderr")
 
 
@@ -59,16 +53,12 @@ def student(request) -> StudentCode:
     if not config.getoption("submission_dir"):
         pytest.exit("hidden tests need --submission-dir (run them through `python -m autograder grade`)", returncode=4)
     submission_dir = Path(config.getoption("submission_dir"))
+    options_file = config.getoption("grade_options")
+    options = GradeOptions.read(Path(options_file)) if options_file else GradeOptions()
     try:
         code = StudentCode.for_assignment(assignment_of(module.__file__), submission_dir,
-                                          Path(config.getoption("worker_log") or submission_dir / "worker.log"),
-                                          memory_mb=config.getoption("memory_mb"), threads=config.getoption("threads"),
-                                          call_timeout=config.getoption("call_timeout"),
-                                          budget_s=config.getoption("submission_timeout"),
-                                          hide=[str(Path(p).resolve()) for p in config.getoption("hide")],
-                                          allow_weak_isolation=config.getoption("allow_weak_isolation"))
+                                          Path(config.getoption("worker_log") or submission_dir / "worker.log"), options)
     except IsolationUnavailable as exc:  # the grader's problem, not the student's: no results file, a grader-error row
-        config._autograder_cannot_grade = str(exc)
         pytest.exit(f"cannot grade: {exc}", returncode=3)
     config._autograder_student = code
     yield code
@@ -86,45 +76,36 @@ class ResultCollector:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.tests[item.nodeid] = self._entry(item, report, call)
 
-    def _entry(self, item, report, call) -> dict:
+    def _entry(self, item, report, call) -> TestResult:
         marker = item.get_closest_marker("points")
         if marker is None:
             raise RuntimeError(f"hidden test {item.name} has no @pytest.mark.points(n)")
         points = float(marker.args[0])
         doc = (item.function.__doc__ or item.name).strip().splitlines()[0]
-        entry = {"id": item.nodeid.split("::", 1)[1], "title": doc, "group": getattr(item.cls, "GROUP", None) or "General",
-                 "points": points, "earned": 0.0, "outcome": report.outcome, "message": ""}
+        entry = TestResult(id=item.nodeid.split("::", 1)[1], title=doc, group=getattr(item.cls, "GROUP", None) or "General",
+                           points=points, earned=0.0, outcome=report.outcome, message="")
         if report.passed:
-            entry["earned"] = points
+            entry.earned = points
         elif report.skipped:
-            entry["message"] = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
+            entry.message = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
         elif call.excinfo is not None and call.excinfo.errisinstance(Feedback):
-            entry["message"] = sanitise(str(call.excinfo.value), grader_files_text(assignment_of(item.module.__file__)),
-                                        student=False)
+            entry.message = sanitise(str(call.excinfo.value), grader_files_text(assignment_of(item.module.__file__)),
+                                     student=False)
         else:
-            entry["outcome"] = "error"
-            entry["message"] = "the test could not complete (an internal grader error; your instructor has the details)"
+            entry.outcome = "error"
+            entry.message = "the test could not complete (an internal grader error; your instructor has the details)"
             print(f"[judge] internal error in {item.name}:\n{report.longreprtext}", file=sys.stderr)
         return entry
 
     def pytest_sessionfinish(self, session, exitstatus):
+        """Write results.json; not when the judge could not start the student's code at all (no sandbox, a broken
+        hidden test module): then the batch grader records a grader-error, never blaming the student."""
         path = self.config.getoption("results_json")
-        if not path:
-            return
         student = getattr(self.config, "_autograder_student", None)
-        if getattr(self.config, "_autograder_cannot_grade", None):
+        if not path or student is None:
             return
-        results = {
-            "tests": list(self.tests.values()),
-            "events": student.events if student else [],
-            "fatal": student.fatal if student else "the hidden tests did not start",
-            "problems": student.problems if student else [],
-            "notes": student.notes if student else {},
-            "cell_errors": student.cell_errors if student else {},
-            "forbidden_calls": sorted(student.forbidden_calls) if student else [],
-            "isolation": student.isolation if student else "not started",
-            "memory_cap": student.memory_cap if student else "not started",
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "seconds": round(time.time() - self.started, 1),
-        }
-        Path(path).write_text(json.dumps(results, indent=2))
+        SubmissionResult(status="ok", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
+                         problems=student.problems, notes=student.notes, cell_errors=student.cell_errors,
+                         forbidden_calls=sorted(student.forbidden_calls), isolation=student.isolation,
+                         memory_cap=student.memory_cap, device="cuda" if torch.cuda.is_available() else "cpu",
+                         seconds=round(time.time() - self.started, 1)).write(Path(path))

@@ -18,6 +18,7 @@ import torch
 
 from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.options import GradeOptions
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
 from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
                                  module)
@@ -49,18 +50,19 @@ class StudentCode:
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
 
     @classmethod
-    def for_assignment(cls, assignment: Assignment, submission_dir: Path, log_path: Path, *, memory_mb: int = 4096,
-                       threads: int = 1, call_timeout: float = 20.0, budget_s: float | None = None,
-                       hide: list[str] = (), allow_weak_isolation: bool = False) -> "StudentCode":
-        """The student's code for `assignment`'s hidden tests, with the sandbox its spec asks for. `budget_s`
-        defaults to the spec's submission_timeout_s."""
+    def for_assignment(cls, assignment: Assignment, submission_dir: Path, log_path: Path,
+                       options: GradeOptions = GradeOptions(), threads: int | None = None) -> "StudentCode":
+        """The student's code for `assignment`'s hidden tests, in the sandbox its spec and the run's `options` ask
+        for (`threads`: the worker's torch threads, default options.judge_threads)."""
         spec = assignment.spec
-        policy = SandboxPolicy(memory_mb=memory_mb, threads=threads, device="cuda" if torch.cuda.is_available() else "cpu",
+        policy = SandboxPolicy(memory_mb=options.memory_mb, threads=threads or options.judge_threads,
+                               device="cuda" if torch.cuda.is_available() else "cpu",
                                forbidden_attributes=list(spec.forbidden_attributes),
-                               forbidden_modules=list(spec.forbidden_modules), hide=list(hide),
-                               allow_weak_isolation=allow_weak_isolation, preload_modules=list(spec.preload_modules))
+                               forbidden_modules=list(spec.forbidden_modules), hide=list(options.hide),
+                               allow_weak_isolation=options.allow_weak_isolation,
+                               preload_modules=list(spec.preload_modules))
         return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
-                   call_timeout=call_timeout, budget_s=budget_s or spec.submission_timeout_s,
+                   call_timeout=options.call_timeout, budget_s=options.budget(assignment),
                    forbidden_names=list(spec.forbidden_names))
 
     def __post_init__(self):

@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from autograder.assignments import PROJECT_ROOT, load_assignment  # noqa: E402
-from autograder.grade import GradeOptions, grade_folder  # noqa: E402
+from autograder.grade import grade_folder  # noqa: E402
+from autograder.options import GradeOptions  # noqa: E402
 from autograder.samples import build_samples, reference_cache, training_cells  # noqa: E402
 
 ASSIGNMENT = "vit"

@@ -85,6 +85,7 @@ def test_reference_fine_tunes_the_stand_in_beyond_chance(fine_tuned):
 
 def test_grading_path_agrees_with_the_notebook(fine_tuned):
     """The saved files (fp16 weights, config, tokenizer), graded as the autograder grades them in CUDA runs."""
+    from autograder.options import GradeOptions
     from autograder.student import StudentCode
 
     _, _, accuracy, folder = fine_tuned
@@ -94,8 +95,8 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
     size_mb = (folder / "bert_imdb.safetensors").stat().st_size / 2**20
     assert size_mb < 50, size_mb  # float16: ~43 MiB for MiniLM's 22.7 M parameters (bert-base: ~210 MiB)
     # The worker's CPU memory cap (4 GiB of address space, as in grading) fits batches of 20 reviews.
-    student = StudentCode.for_assignment(load_assignment("bert"), folder, folder / "worker.log", threads=2,
-                                         call_timeout=120.0)
+    student = StudentCode.for_assignment(load_assignment("bert"), folder, folder / "worker.log",
+                                         GradeOptions(call_timeout=120.0), threads=2)
     try:
         graded = hidden.graded_imdb_accuracy(student, threshold=CHANCE_BAR, limit=RECIPE.test_subset, batch_size=20)
     finally:

@@ -19,6 +19,7 @@ import torch
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb_accuracy
+from autograder.options import GradeOptions
 from autograder.student import StudentCode
 from autograder.samples import reference_notebook, run_reference_cells
 from dlcourse import save_model, seed_everything
@@ -36,7 +37,8 @@ def reference():
 
 def grade_saved(folder, saved_name):
     """Grade `<folder>/<saved_name>.*` as the hidden tests do (sandboxed worker, reference notebook's code)."""
-    student = StudentCode.for_assignment(load_assignment("rnn"), folder, folder / "worker.log", call_timeout=120.0)
+    student = StudentCode.for_assignment(load_assignment("rnn"), folder, folder / "worker.log", GradeOptions(call_timeout=120.0),
+                                         threads=1)
     try:
         try:
             graded_imdb_accuracy(student, saved_name, CPU_BAR, subset=TEST_SUBSET)

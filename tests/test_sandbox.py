@@ -687,7 +687,8 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import GradeOptions, preflight
+    from autograder.grade import preflight
+    from autograder.options import GradeOptions
 
     if os.geteuid() != 0 or bwrap_problem():
         pytest.skip("the writable-file check runs only when grading as root with bubblewrap")
@@ -705,7 +706,8 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import GradeOptions, preflight
+    from autograder.grade import preflight
+    from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
     with pytest.raises(SystemExit, match="--allow-weak-isolation"):

@@ -105,7 +105,7 @@ def test_multi30k_perplexity_grading_path_agrees_with_the_notebook(tmp_path, mul
     save_model(model, config, "transformer_multi30k", tmp_path)
     expected = evaluate_perplexity(model, *encode_pairs(tokenizer, load_multi30k("test")))
 
-    student = StudentCode.for_assignment(load_assignment("transformer"), tmp_path, tmp_path / "worker.log")
+    student = StudentCode.for_assignment(load_assignment("transformer"), tmp_path, tmp_path / "worker.log", threads=1)
     try:
         graded = hidden.multi30k_perplexity(student, threshold=math.inf)
     finally:

@@ -1,0 +1,37 @@
+"""The options of one grading run: written once by the batch grader and handed to every judge as JSON."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.assignments import Assignment
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    workers: int = 2  # submissions graded in parallel (each judge gets cpu_count // workers torch threads)
+    memory_mb: int = 4096  # memory cap of each student worker (real use where a cgroup can be made)
+    call_timeout: float = 20.0  # seconds for one layer-test call
+    submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
+    allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
+    hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
+
+    @property
+    def judge_threads(self) -> int:
+        return max(1, (os.cpu_count() or 2) // max(1, self.workers))
+
+    def budget(self, assignment: Assignment) -> float:
+        """Seconds for grading one submission of `assignment`."""
+        return self.submission_timeout or assignment.spec.submission_timeout_s
+
+    def write(self, path: Path) -> Path:
+        path.write_text(json.dumps(dataclasses.asdict(self)))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "GradeOptions":
+        values = json.loads(Path(path).read_text())
+        return cls(**{**values, "hide": tuple(values.get("hide", ()))})

@@ -1,0 +1,54 @@
+"""What grading one submission produced: the judge writes it as results.json, the batch grader reads it back and
+the gradebook is made from it. A submission that could not be judged at all still gets one
+(`SubmissionResult.without_results`), so every submission has a gradebook row."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STATUSES = ("ok", "timeout", "crashed", "missing-notebook", "bad-notebook", "bad-archive", "grader-error")
+
+
+@dataclass
+class TestResult:
+    id: str  # "TestClass::test_name[param]"
+    title: str  # the test's docstring, first line
+    group: str  # the test class's GROUP
+    points: float
+    earned: float
+    outcome: str  # "passed", "failed", "error" (an internal grader error) or "skipped" (not judged)
+    message: str  # why it failed, safe for the student (sanitised)
+
+
+@dataclass
+class SubmissionResult:
+    status: str  # one of STATUSES
+    message: str = ""  # for the whole submission (e.g. why it could not be graded)
+    tests: list[TestResult] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # "timeout" / "crashed", one per occurrence
+    fatal: str | None = None  # no notebook, unreadable notebook: every test failed with this
+    problems: list[str] = field(default_factory=list)  # e.g. a missing answer cell
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. the accuracy reached
+    cell_errors: dict = field(default_factory=dict)  # grade_id -> the error its cell raised when the grader ran it
+    forbidden_calls: list[str] = field(default_factory=list)
+    isolation: str = ""  # how the worker was confined
+    memory_cap: str = ""  # which memory cap applied
+    device: str = ""
+    seconds: float | None = None
+    files: list[str] = field(default_factory=list)  # the submission's files that were found
+
+    @classmethod
+    def without_results(cls, status: str, message: str) -> "SubmissionResult":
+        """A submission that was not judged (a bad archive, a timeout of the whole judge, a grader error)."""
+        return cls(status=status, message=message)
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> "SubmissionResult":
+        values = json.loads(Path(path).read_text())
+        values["tests"] = [TestResult(**t) for t in values.get("tests", [])]
+        return cls(**values)
