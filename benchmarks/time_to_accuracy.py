@@ -43,7 +43,7 @@ from dlcourse.data import load_image_split  # noqa: E402
 from dlcourse.training import QUICK_ENV, quick_mode, train_classifier  # noqa: E402
 from dlcourse.utils import seed_everything  # noqa: E402
 
-MODEL_CELLS = ["setup", "patchify", "attention", "mlp", "block", "vit_config", "vit"]
+MODEL_CELLS = list(load_assignment("vit").spec.run_cells)  # the model's cells, as the worker runs them
 SETTINGS = {
     # dataset: (hyper-parameter cell, config variable, recipe variable, threshold)
     "fashion_mnist": ("fashion_hparams", "fashion_config", "fashion_recipe", 0.85),
