@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dlcourse.export import write_config
 from dlcourse.training import Recipe
 
 CHECKPOINT_ENV = "DLCOURSE_BERT_CHECKPOINT"
@@ -138,7 +139,7 @@ def save_sentiment_model(model: torch.nn.Module, head_config: dict, tokenizer, m
     config = {"checkpoint": checkpoint_label(checkpoint or model.encoder.config._name_or_path or "unknown"),
               **head_config, "max_length": int(max_length), "pad_token_id": int(tokenizer.pad_token_id),
               "encoder_config": json.dumps(encoder_config, sort_keys=True)}
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    write_config(config, config_path)
     tokenizer.backend_tokenizer.save(str(tokenizer_path))
     size = sum(p.stat().st_size for p in (weights_path, config_path, tokenizer_path))
     print(f"Saved {weights_path}, {config_path} and {tokenizer_path} ({size / 2**20:.1f} MiB)")
