@@ -41,12 +41,12 @@ def quick_mode() -> bool:
 @dataclass
 class Recipe:
     """Hyper-parameters every training run has (the model's own sizes are in its config). Each assignment's
-    recipe adds its own and says in `quick_changes` how quick mode shrinks it."""
+    recipe adds its own (and its own defaults) and says in `quick_changes` how quick mode shrinks it."""
 
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
-    weight_decay: float = 0.0
+    weight_decay: float = 0.05
     train_subset: int | None = None  # train on only this many examples
     seed: int = 0
 
@@ -182,12 +182,8 @@ def shuffled_batches(num: int, batch_size: int, device: torch.device | str | Non
 # -- image classifiers ------------------------------------------------------------------------------------
 @dataclass
 class TrainRecipe(Recipe):
-    """Hyper-parameters of one image-classifier run."""
+    """Hyper-parameters of one image-classifier run (epochs, batch size, lr and weight decay: Recipe's defaults)."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     augment: bool = False  # random crop (4-pixel padding) + horizontal flip

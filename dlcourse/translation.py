@@ -98,9 +98,7 @@ def evaluate_perplexity(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Te
 class Seq2SeqRecipe(Recipe):
     """Hyper-parameters of one teacher-forcing training run."""
 
-    epochs: int = 10
     batch_size: int = 64
-    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
     label_smoothing: float = 0.0
