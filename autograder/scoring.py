@@ -101,8 +101,8 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
     return accuracy
 
 
-EVAL_SLACK = 5.0  # a student's saved model may take this many times what the reference needs for a test split
-EVAL_FLOOR_S = 30.0  # ... and at least this long (start-up, a slower grader)
+EVAL_SLACK = 10.0  # a student's saved model may take this many times what the reference needs for a test split
+EVAL_FLOOR_S = 60.0  # ... and at least this long (start-up, a grader loaded by parallel judges)
 
 
 def evaluation_limit(reference_seconds: float) -> float:

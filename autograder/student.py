@@ -208,6 +208,8 @@ class StudentCode:
         """The (config, weights) the student's notebook saved as `<name>.json` / `<name>.safetensors`."""
         from safetensors.torch import load_file
 
+        from dlcourse.export import constructor_arguments
+
         if self.fatal:
             raise Feedback(self.fatal)
         weights_path, config_path = self.submission_dir / f"{name}.safetensors", self.submission_dir / f"{name}.json"
@@ -218,7 +220,7 @@ class StudentCode:
         if config_path.stat().st_size > MAX_CONFIG_BYTES or weights_path.stat().st_size > MAX_WEIGHTS_BYTES:
             raise Feedback(f"{name}: saved files are too large to grade")
         try:
-            config = json.loads(config_path.read_text())
+            config = constructor_arguments(json.loads(config_path.read_text()))
             weights = load_file(str(weights_path))
         except Exception as exc:  # noqa: BLE001  (any corrupt file is the student's problem, reported as such)
             raise Feedback(f"{name}: could not read the saved model ({type(exc).__name__}: {exc})") from None
@@ -251,20 +253,23 @@ class StudentCode:
         computed in the worker: `build` (a call() spec) gets the saved `weights` with the first batch and is
         kept there for the rest. One time limit covers all batches. Labels and targets stay on this side."""
         batches = list(batches)
-        target, started = module(build, weights=weights, keep_as=saved_name), time.monotonic()
+        target, started, after_first = module(build, weights=weights, keep_as=saved_name), time.monotonic(), None
         for i, args in enumerate(batches):
             elapsed = time.monotonic() - started
-            if i == 1 and elapsed * len(batches) > timeout:  # say so now rather than after the whole limit
-                self.events.append("timeout")
-                raise Feedback(f"{saved_name}: evaluating the test set would take about {elapsed * len(batches):.0f} s "
-                               f"(the first of {len(batches)} batches took {elapsed:.1f} s), more than the "
-                               f"{timeout:.0f} s allowed")
+            if i == 2:  # the first batch also built the model: estimate the rest from the second
+                estimate = (after_first - started) + (time.monotonic() - after_first) * (len(batches) - 1)
+                if estimate > timeout:  # say so now rather than after the whole limit
+                    self.events.append("timeout")
+                    raise Feedback(f"{saved_name}: evaluating the test set would take about {estimate:.0f} s "
+                                   f"({len(batches)} batches), more than the {timeout:.0f} s allowed")
             if timeout - elapsed <= 0:
                 self.events.append("timeout")
                 raise Feedback(f"{saved_name}: evaluating the test set took more than {timeout:.0f} s")
             output = self.invoke(target, *args, what=f"{saved_name} on the test set", timeout=timeout - elapsed).value
             if not isinstance(output, torch.Tensor):
                 raise Feedback(f"{saved_name}: forward returned {type(output).__name__}, expected a tensor of logits")
+            if i == 0:
+                after_first = time.monotonic()
             yield output
             target = handle(saved_name)
 

@@ -2,6 +2,10 @@
 
 The grader rebuilds the model as `ModelClass(ConfigClass(**config))`, loads the weights and runs
 it on the test split. Both files are plain data (no pickle), so loading them runs no code.
+
+The JSON is one flat object: the config's fields plus `FORMAT_KEY` (the version of this layout, so that a
+later change can still read older submissions). `constructor_arguments` checks the version and returns the
+config without it; a file without the key is version 0 (written before versions existed) and reads the same.
 """
 from __future__ import annotations
 
@@ -12,6 +16,29 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+FORMAT_KEY = "dlcourse_format"  # not a plausible field name of a student's config class
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (0, 1)  # 0: no FORMAT_KEY (files saved before it existed); 1: the same fields plus FORMAT_KEY
+
+
+def write_config(config: dict[str, Any], path: Path) -> None:
+    """Write `config` (plain values) as `path`, stamped with the format version."""
+    if FORMAT_KEY in config:
+        raise ValueError(f"a config field may not be named {FORMAT_KEY!r}: save_model stores the file's format under it")
+    path.write_text(json.dumps({FORMAT_KEY: FORMAT_VERSION, **config}, indent=2) + "\n")
+
+
+def constructor_arguments(saved: Any) -> dict[str, Any]:
+    """The config arguments in a parsed `<name>.json` (what `write_config` wrote, or an older file without a
+    version): the object without its format key. Raises ValueError for anything else, a version included
+    that this code cannot read."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"a saved model config is a JSON object, not {type(saved).__name__}")
+    version = saved.get(FORMAT_KEY, 0)
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"saved with format {version!r}; this dlcourse reads formats {', '.join(map(str, READABLE_VERSIONS))}")
+    return {k: v for k, v in saved.items() if k != FORMAT_KEY}
 
 
 def save_model(model: torch.nn.Module, config: Any, name: str, folder: str | Path = ".") -> tuple[Path, Path]:
@@ -25,14 +52,14 @@ def save_model(model: torch.nn.Module, config: Any, name: str, folder: str | Pat
     weights_path, config_path = folder / f"{name}.safetensors", folder / f"{name}.json"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights_path))
-    config_path.write_text(json.dumps(config_dict, indent=2) + "\n")
+    write_config(config_dict, config_path)
     print(f"Saved {weights_path} and {config_path}")
     return weights_path, config_path
 
 
 def load_model_files(name: str, folder: str | Path = ".") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read back what `save_model` wrote: (state_dict, config_dict)."""
+    """Read back what `save_model` wrote: (state_dict, config arguments without the format key)."""
     folder = Path(folder)
     state = load_file(str(folder / f"{name}.safetensors"))
-    config = json.loads((folder / f"{name}.json").read_text())
+    config = constructor_arguments(json.loads((folder / f"{name}.json").read_text()))
     return state, config

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dlcourse.training import History
+    from dlcourse.training import ClassifierHistory
 
 
-def plot_history(history: "History", title: str = "", save_to: str | None = None):
+def plot_history(history: "ClassifierHistory", title: str = "", save_to: str | None = None):
     """Plot training loss (left) and train/test accuracy (right) per epoch; returns the figure."""
     import matplotlib.pyplot as plt
 

@@ -8,17 +8,15 @@ and the student's saved tokenizer (plain JSON data, loaded on the trusted side):
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-from dlcourse.training import QUICK_ENV, History, lr_at, quick_mode
+from dlcourse.training import QUICK_ENV, ClassifierHistory, History, Metrics, Recipe, Trainer, lr_at, quick_mode
 from dlcourse.utils import seed_everything
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -103,7 +101,7 @@ class ReviewLoader:
 
 # -- training ---------------------------------------------------------------------------------------
 @dataclass
-class RNNRecipe:
+class RNNRecipe(Recipe):
     """Hyper-parameters of one training run (the model's own sizes are in its config)."""
 
     epochs: int = 3
@@ -114,13 +112,10 @@ class RNNRecipe:
     scheduler: str = "cosine"    # "constant", "cosine" (linear warm-up, cosine decay) or "step" (x0.5 per epoch)
     warmup_fraction: float = 0.05
     clip_norm: float | None = 1.0  # gradient clipping, given to train_one_epoch
-    train_subset: int | None = None  # use only this many training reviews
-    seed: int = 0
 
-    def quick(self) -> "RNNRecipe":
-        """The recipe shrunk for DLCOURSE_QUICK=1: 1 000 training reviews, one epoch (fit also cuts the reviews
-        to 64 tokens)."""
-        return dataclasses.replace(self, epochs=1, train_subset=min(self.train_subset or 1000, 1000))
+    def quick_changes(self) -> dict[str, Any]:
+        """1 000 training reviews, one epoch (fit also cuts the reviews to 64 tokens)."""
+        return dict(epochs=1, train_subset=min(self.train_subset or 1000, 1000))
 
 
 def make_optimizer(model: torch.nn.Module, recipe: RNNRecipe) -> torch.optim.Optimizer:
@@ -150,12 +145,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RNNRecipe, steps_pe
 
 
 @dataclass
-class RNNHistory(History):
+class RNNHistory(ClassifierHistory):
     """Per-epoch record of a run (train loss/accuracy from train_one_epoch, test from evaluate), plus the test
     loss and the learning rate at the end of each epoch."""
 
     test_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+
+    def epoch_metrics(self) -> str:
+        return (f"train loss {self.train_loss[-1]:.4f}, train acc {self.train_acc[-1]:.2%}, "
+                f"test loss {self.test_loss[-1]:.4f}, test acc {self.test_acc[-1]:.2%}")
+
+
+TENSORBOARD_TAGS = {"train_loss": "loss/train", "test_loss": "loss/test", "train_acc": "accuracy/train",
+                    "test_acc": "accuracy/test", "lr": "lr"}  # History column -> TensorBoard tag
 
 
 def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNNRecipe, *, max_length: int,
@@ -177,26 +180,23 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNN
     model.to(device)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
-    history = RNNHistory()
-    for epoch in range(recipe.epochs):
-        started = time.time()
+
+    def train_epoch(epoch: int) -> Metrics:  # the student's loop does the whole epoch, scheduler steps included
         train_loss, train_acc = train_one_epoch(model, train_loader, optimizer, scheduler, device=device,
                                                 clip_norm=recipe.clip_norm)
+        return {"train_loss": float(train_loss), "train_acc": float(train_acc)}
+
+    def evaluate_test() -> Metrics:
         test_loss, test_acc = evaluate(model, test_loader, device=device)
-        history.train_loss.append(float(train_loss))
-        history.train_acc.append(float(train_acc))
-        history.test_loss.append(float(test_loss))
-        history.test_acc.append(float(test_acc))
-        history.lr.append(optimizer.param_groups[0]["lr"])
-        history.seconds.append(time.time() - started)
-        if writer is not None:
-            for tag, value in (("loss/train", train_loss), ("loss/test", test_loss), ("accuracy/train", train_acc),
-                               ("accuracy/test", test_acc), ("lr", history.lr[-1])):
-                writer.add_scalar(tag, float(value), epoch + 1)
-            writer.flush()
-        log(f"epoch {epoch + 1}/{recipe.epochs}: train loss {train_loss:.4f}, train acc {train_acc:.2%}, "
-            f"test loss {test_loss:.4f}, test acc {test_acc:.2%}, {history.seconds[-1]:.0f} s")
-    return history
+        return {"test_loss": float(test_loss), "test_acc": float(test_acc), "lr": optimizer.param_groups[0]["lr"]}
+
+    def write_scalars(epoch: int, history: History) -> None:
+        for column, tag in TENSORBOARD_TAGS.items():
+            writer.add_scalar(tag, getattr(history, column)[-1], epoch + 1)
+        writer.flush()
+
+    return Trainer(recipe.epochs, train_epoch, evaluate_test, RNNHistory(), log=log,
+                   on_epoch_end=write_scalars if writer is not None else None).run()
 
 
 # -- TensorBoard curves, read back for inline plots ----------------------------------------------------

@@ -1,5 +1,12 @@
-"""The course's training loop for image classifiers: AdamW, warm-up then cosine decay, tqdm bars,
-and a `History` of per-epoch loss and accuracy for plotting."""
+"""The course's training-loop core and the image classifiers' loop built on it.
+
+- `Recipe`: the hyper-parameters every run has, and the one way to shrink a run for `DLCOURSE_QUICK=1`.
+- `History`: the per-epoch record every run keeps (each assignment's subclass adds its own columns).
+- `Trainer`: epochs of a training step followed by an evaluation, recorded in a History (minGPT's Trainer
+  is the model). The step is the course's own loop or, where an assignment asks for it, the student's.
+- `ScheduledSteps`: optimisation steps under the course's warm-up + cosine schedule, counted across epochs.
+- `train_classifier`: AdamW, warm-up then cosine decay, tqdm bars, for the image classifiers.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +14,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +24,8 @@ from dlcourse.data import ImageSplit, random_crop_flip
 from dlcourse.utils import seed_everything
 
 QUICK_ENV = "DLCOURSE_QUICK"
+
+RecipeT = TypeVar("RecipeT", bound="Recipe")
 
 
 def quick_mode() -> bool:
@@ -27,37 +37,160 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "") == "1"
 
 
+# -- what every run shares: its recipe and its history ---------------------------------------------------
 @dataclass
-class TrainRecipe:
-    """Hyper-parameters of one training run (everything except the model's own config)."""
+class Recipe:
+    """Hyper-parameters every training run has (the model's own sizes are in its config). Each assignment's
+    recipe adds its own (and its own defaults) and says in `quick_changes` how quick mode shrinks it."""
 
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    augment: bool = False  # random crop (4-pixel padding) + horizontal flip
-    train_subset: int | None = None  # use only this many training images
+    train_subset: int | None = None  # train on only this many examples
     seed: int = 0
 
-    def quick(self) -> "TrainRecipe":
-        """The recipe shrunk for `DLCOURSE_QUICK=1`: 2 000 training images, one epoch."""
-        return dataclasses.replace(self, epochs=1, train_subset=2000, warmup_epochs=0.0)
+    def quick_changes(self) -> dict[str, Any]:
+        """The fields `quick()` replaces, and with what."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how quick mode shrinks it")
+
+    def quick(self: RecipeT) -> RecipeT:
+        """This recipe shrunk for `DLCOURSE_QUICK=1` (see `quick_changes`)."""
+        return dataclasses.replace(self, **self.quick_changes())
 
 
 @dataclass
 class History:
-    """Per-epoch record of a training run."""
+    """Per-epoch record of a training run: the training loss and the wall time of every epoch (training plus
+    evaluation). Subclasses add the columns their runs measure; `record` appends one value to each."""
 
     train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
+    def record(self, **values: float) -> None:
+        """Append one epoch: a value for every column (a missing or unknown column is an error, so that the
+        columns never drift out of step)."""
+        columns = {f.name for f in dataclasses.fields(self)}
+        if set(values) != columns:
+            raise ValueError(f"{type(self).__name__}.record needs exactly {sorted(columns)}, got {sorted(values)}")
+        for name, value in values.items():
+            getattr(self, name).append(value)
+
+    def epoch_metrics(self) -> str:
+        """The last epoch's numbers, for the one line the Trainer prints per epoch."""
+        return f"train loss {self.train_loss[-1]:.3f}"
+
+    def epoch_line(self, epoch: int, epochs: int) -> str:
+        return f"epoch {epoch + 1}/{epochs}: {self.epoch_metrics()}, {self.seconds[-1]:.0f} s"
+
     def summary(self) -> str:
-        return (f"{len(self.train_loss)} epochs in {sum(self.seconds):.0f} s, final train loss "
-                f"{self.train_loss[-1]:.3f}, train acc {self.train_acc[-1]:.2%}, test acc {self.test_acc[-1]:.2%}")
+        return f"{len(self.train_loss)} epochs in {sum(self.seconds):.0f} s, final train loss {self.train_loss[-1]:.3f}"
+
+
+@dataclass
+class ClassifierHistory(History):
+    """A classifier's run: accuracy on the training batches and on the test split as well."""
+
+    train_acc: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+
+    def epoch_metrics(self) -> str:
+        return f"loss {self.train_loss[-1]:.4f}, train acc {self.train_acc[-1]:.2%}, test acc {self.test_acc[-1]:.2%}"
+
+    def summary(self) -> str:
+        return f"{super().summary()}, train acc {self.train_acc[-1]:.2%}, test acc {self.test_acc[-1]:.2%}"
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+Metrics = dict[str, float]
+
+
+@dataclass
+class Trainer:
+    """Runs `epochs` rounds of `train_epoch(epoch)` then `evaluate()`, records both (and the epoch's seconds) in
+    `history`, calls `on_epoch_end(epoch, history)` and logs one line. Stops early once `finished()`.
+
+    `train_epoch` is where assignments differ: the course's own batch loop (train_classifier, train_seq2seq) or
+    the student's (the RNN notebook's train_one_epoch). The Trainer itself draws no random numbers, so a run
+    repeats exactly what its step and evaluation do."""
+
+    epochs: int
+    train_epoch: Callable[[int], Metrics]
+    evaluate: Callable[[], Metrics]
+    history: History
+    log: Callable[[str], None] = print
+    on_epoch_end: Callable[[int, History], None] | None = None
+    finished: Callable[[], bool] = lambda: False
+
+    def run(self) -> History:
+        for epoch in range(self.epochs):
+            started = time.time()
+            metrics = self.train_epoch(epoch)
+            metrics.update(self.evaluate())
+            self.history.record(**metrics, seconds=time.time() - started)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, self.history)
+            self.log(self.history.epoch_line(epoch, self.epochs))
+            if self.finished():
+                break
+        return self.history
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
+    """Linear warm-up to `peak_lr`, then cosine decay to zero."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class ScheduledSteps:
+    """Optimisation steps of `optimizer` under `lr_at`'s warm-up + cosine schedule, counted across epochs so that
+    the schedule spans the whole run. `clip_norm` clips the gradient norm before each step when given."""
+
+    optimizer: torch.optim.Optimizer
+    peak_lr: float
+    total_steps: int
+    warmup_steps: int
+    clip_norm: float | None = None
+    taken: int = 0
+
+    def done(self) -> bool:
+        return self.taken >= self.total_steps
+
+    def take(self, loss: torch.Tensor, parameters: Iterator[torch.nn.Parameter]) -> None:
+        """Set the scheduled learning rate, backpropagate `loss` and step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.taken, self.total_steps, self.warmup_steps, self.peak_lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, self.clip_norm)
+        self.optimizer.step()
+        self.taken += 1
+
+
+def shuffled_batches(num: int, batch_size: int, device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
+    """Index tensors of consecutive `batch_size` slices of a fresh random permutation of range(num) (drawn on
+    `device`'s generator: a CUDA split is shuffled on the GPU); the last batch may be smaller."""
+    order = torch.randperm(num, device=device)
+    for start in range(0, num, batch_size):
+        yield order[start:start + batch_size]
+
+
+# -- image classifiers ------------------------------------------------------------------------------------
+@dataclass
+class TrainRecipe(Recipe):
+    """Hyper-parameters of one image-classifier run (epochs, batch size, lr and weight decay: Recipe's defaults)."""
+
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    augment: bool = False  # random crop (4-pixel padding) + horizontal flip
+
+    def quick_changes(self) -> dict[str, Any]:
+        """2 000 training images, one epoch, no warm-up."""
+        return dict(epochs=1, train_subset=2000, warmup_epochs=0.0)
 
 
 @torch.no_grad()
@@ -72,19 +205,11 @@ def evaluate_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torc
     return correct / len(labels)
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
-    """Linear warm-up to `peak_lr`, then cosine decay to zero."""
-    if step < warmup_steps:
-        return peak_lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit, recipe: TrainRecipe,
-                     device: torch.device | str = "cpu", progress: bool = True) -> History:
-    """Train `model` on `train`, evaluating on `test` after every epoch; returns the History.
+                     device: torch.device | str = "cpu", progress: bool = True) -> ClassifierHistory:
+    """Train `model` on `train`, evaluating on `test` after every epoch; returns the history.
 
-    With `DLCOURSE_QUICK=1` the recipe is shrunk (see `TrainRecipe.quick`).
+    With `DLCOURSE_QUICK=1` the recipe is shrunk (see `TrainRecipe.quick_changes`).
     """
     if quick_mode():
         recipe = recipe.quick()
@@ -99,44 +224,34 @@ def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit
         x_train, y_train = x_train.to(device), y_train.to(device)
 
     model.to(device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr)
+    # Weight decay pulls weights towards zero; biases, norms and learned positions/tokens have no reason to shrink.
+    decays = [p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n for n, p in model.named_parameters()]
+    params = [p for _, p in model.named_parameters()]
+    optimizer = torch.optim.AdamW([{"params": [p for p, d in zip(params, decays) if d], "weight_decay": recipe.weight_decay},
+                                   {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}], lr=recipe.lr)
     steps_per_epoch = math.ceil(len(y_train) / recipe.batch_size)
-    total_steps = recipe.epochs * steps_per_epoch
-    warmup_steps = int(recipe.warmup_epochs * steps_per_epoch)
+    steps = ScheduledSteps(optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
+                           warmup_steps=int(recipe.warmup_epochs * steps_per_epoch))
     use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
-    history, step = History(), 0
-    for epoch in range(recipe.epochs):
+    def train_epoch(epoch: int) -> Metrics:
         model.train()
-        start, loss_sum, correct, seen = time.time(), 0.0, 0, 0
-        order = torch.randperm(len(y_train), device=y_train.device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if progress else True, leave=False)  # None: no bars when not a terminal
-        for i in bar:
-            idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(shuffled_batches(len(y_train), recipe.batch_size, y_train.device), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if progress else True, leave=False)  # None: no bars when not a terminal
+        for idx in bar:
             x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
             if recipe.augment:
                 x = random_crop_flip(x)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, warmup_steps, recipe.lr)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+            steps.take(loss, model.parameters())
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.2%}")
-        history.train_loss.append(loss_sum / seen)
-        history.train_acc.append(correct / seen)
-        history.test_acc.append(evaluate_accuracy(model, x_test, y_test, device))
-        history.seconds.append(time.time() - start)
-        print(f"epoch {epoch + 1}/{recipe.epochs}: loss {history.train_loss[-1]:.4f}, "
-              f"train acc {history.train_acc[-1]:.2%}, test acc {history.test_acc[-1]:.2%}, "
-              f"{history.seconds[-1]:.0f} s")
-    return history
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+
+    return Trainer(recipe.epochs, train_epoch, lambda: {"test_acc": evaluate_accuracy(model, x_test, y_test, device)},
+                   ClassifierHistory()).run()

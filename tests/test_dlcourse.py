@@ -1,11 +1,14 @@
 """The shared course package: public checks, saving models, data splits, the training loop's pieces."""
 import dataclasses
+import json
 
 import pytest
 import torch
 
-from dlcourse import TrainRecipe, check_shape, fill_parameters_, load_model_files, rel_error, save_model, seeded_randn
+from dlcourse import (History, Recipe, TrainRecipe, check_shape, fill_parameters_, load_model_files, rel_error, save_model,
+                      seeded_randn)
 from dlcourse.data import ImageSplit, random_crop_flip
+from dlcourse.export import FORMAT_KEY, FORMAT_VERSION, constructor_arguments
 from dlcourse.training import lr_at, quick_mode
 
 
@@ -39,6 +42,34 @@ def test_save_model_round_trip(tmp_path):
     state, config = load_model_files("m", tmp_path)
     assert config == {"width": 3}
     assert torch.equal(state["weight"], model.weight.detach())
+    assert json.loads((tmp_path / "m.json").read_text()) == {FORMAT_KEY: FORMAT_VERSION, "width": 3}
+
+
+def test_saved_configs_without_a_format_still_load_and_unknown_formats_do_not(tmp_path):
+    save_model(torch.nn.Linear(3, 2), {"width": 3}, "m", tmp_path)
+    (tmp_path / "m.json").write_text(json.dumps({"width": 3}))  # as saved before the format key existed (version 0)
+    assert load_model_files("m", tmp_path)[1] == {"width": 3}
+    with pytest.raises(ValueError, match="format 99"):
+        constructor_arguments({FORMAT_KEY: 99, "width": 3})
+    with pytest.raises(ValueError, match="JSON object"):
+        constructor_arguments([3])
+    with pytest.raises(ValueError, match=FORMAT_KEY):
+        save_model(torch.nn.Linear(3, 2), {FORMAT_KEY: 2}, "bad", tmp_path)
+
+
+def test_recipes_shrink_one_way_and_histories_share_one_base():
+    from dlcourse.bert import FineTuneRecipe
+    from dlcourse.rnn import RNNHistory, RNNRecipe
+    from dlcourse.translation import Seq2SeqHistory, Seq2SeqRecipe
+
+    for recipe in (TrainRecipe(), RNNRecipe(), Seq2SeqRecipe(), FineTuneRecipe()):
+        assert isinstance(recipe, Recipe) and recipe.quick().epochs == 1 and recipe.quick() != recipe
+    history = Seq2SeqHistory()
+    history.record(train_loss=2.0, val_perplexity=7.0, seconds=1.0)
+    assert isinstance(history, History) and issubclass(RNNHistory, History)
+    assert history.epoch_line(0, 3) == "epoch 1/3: train loss 2.000, val perplexity 7.00, 1 s"
+    with pytest.raises(ValueError, match="val_perplexity"):
+        history.record(train_loss=1.0, seconds=1.0)
 
 
 def test_image_split_normalises_and_subsets():

@@ -19,7 +19,7 @@ import torch
 
 from autograder.assignments import PROJECT_ROOT, load_assignment
 from autograder.samples import build_samples, run_reference_cells
-from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Seq2SeqRecipe, encode_pairs, evaluate_perplexity,
+from dlcourse.translation import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Seq2SeqRecipe, encode_pairs, evaluate_perplexity,
                                   train_multi30k_tokenizer, train_seq2seq)
 
 

@@ -21,8 +21,8 @@ from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret
 from autograder.reference import reference_grads
 from autograder.sandbox.stand_ins import TorchSeq2Seq
 from dlcourse.checks import fill_parameters_, seeded_randn
-from dlcourse.transformer import (BOS_ID, EOS_ID, PAD_ID, ReversalTask, encode_pairs,
-                                  make_reversal_data, sequence_accuracy, target_nll, trim_padding)
+from dlcourse.transformer import ReversalTask, make_reversal_data, sequence_accuracy
+from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, encode_pairs, target_nll, trim_padding
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/transformer/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -534,7 +534,7 @@ def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> floa
     must be the course's (perplexities are only comparable under the same tokenisation). Logits come from the
     worker; the targets and the scoring stay here."""
     from dlcourse.text_data import load_multi30k
-    from dlcourse.transformer import train_multi30k_tokenizer
+    from dlcourse.translation import train_multi30k_tokenizer
 
     config, weights = student.saved_model("transformer_multi30k")
     tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the Multi30k data cell")

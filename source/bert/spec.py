@@ -23,7 +23,7 @@ SPEC = AssignmentSpec(
     preload_modules=("transformers", "transformers.models.bert.modeling_bert",
                      "transformers.models.bert.tokenization_bert", "transformers.models.auto.modeling_auto",
                      "transformers.optimization", "tokenizers", "dlcourse.bert"),
-    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU; a CUDA run also evaluates
-    # bert-base on 25 000 IMDB reviews.
+    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU; a CUDA run also evaluates bert-base on 25 000
+    # IMDB reviews, bounded by this budget.
     submission_timeout_s=3600,
 )
