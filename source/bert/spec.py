@@ -8,7 +8,7 @@ SPEC = AssignmentSpec(
     cuda_training_cells=("setup", "load_pretrained", "tokenize", "recipe", "imdb_data", "classifier", "freeze",
                          "optimizer", "train_step", "fine_tune", "evaluate", "train", "report", "save"),
     # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
-    # model gets judge.evaluation_limit of that).
+    # model gets scoring.evaluation_limit of that).
     thresholds={
         # CPU survey, bert-base on 25 000 reviews of 256 tokens: far past any CPU budget, so judged on CUDA
         # only
@@ -23,7 +23,7 @@ SPEC = AssignmentSpec(
     preload_modules=("transformers", "transformers.models.bert.modeling_bert",
                      "transformers.models.bert.tokenization_bert", "transformers.models.auto.modeling_auto",
                      "transformers.optimization", "tokenizers", "dlcourse.bert"),
-    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU; a CUDA run also evaluates bert-base on 25 000
-    # IMDB reviews, bounded by this budget.
+    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU; a CUDA run also
+    # evaluates bert-base on 25 000 IMDB reviews, bounded by this budget.
     submission_timeout_s=3600,
 )

@@ -9,7 +9,7 @@ SPEC = AssignmentSpec(
                     "better_train"),
     cuda_training_cells=(),
     # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
-    # model gets judge.evaluation_limit of that).
+    # model gets scoring.evaluation_limit of that).
     thresholds={
         # CPU survey, 10 000 CIFAR-10 images
         "simple_cnn": Threshold(0.5, test="TestAccuracy::test_simple_cnn_accuracy", reference_eval_s=1),
@@ -30,7 +30,7 @@ SPEC = AssignmentSpec(
                           "torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck",
                           "torchvision.models.googlenet.GoogLeNet", "torchvision.models.googlenet.Inception",
                           "torchvision.models.googlenet.BasicConv2d"),
-    # Grading budget per submission: the reference grades in about 12 s on a 2-thread CPU; a CUDA run also evaluates two CIFAR-10 models
-    # (limits 60 + 520 s).
+    # Grading budget per submission: the reference grades in about 12 s on a 2-thread CPU; a CUDA run also
+    # evaluates two CIFAR-10 models (limits 60 + 520 s).
     submission_timeout_s=720,
 )

@@ -9,7 +9,7 @@ SPEC = AssignmentSpec(
                     "loss", "loops", "rnn_hparams", "rnn_train", "lstm_hparams", "lstm_train"),
     cuda_training_cells=(),
     # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
-    # model gets judge.evaluation_limit of that).
+    # model gets scoring.evaluation_limit of that).
     thresholds={
         # CPU survey, 25 000 reviews at length 200
         "rnn": Threshold(0.7, test="TestAccuracy::test_rnn_accuracy", reference_eval_s=13),
@@ -30,7 +30,7 @@ SPEC = AssignmentSpec(
                           "torch.rnn_relu", "torch.rnn_relu_cell", "torch.gru", "torch.gru_cell",
                           "torch.nn.utils.rnn.pack_padded_sequence", "torch.nn.utils.rnn.pack_sequence",
                           "torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss"),
-    # Grading budget per submission: the reference grades in about 5 s on a 2-thread CPU; a CUDA run also evaluates both IMDB models
-    # (limits 130 + 1 780 s).
+    # Grading budget per submission: the reference grades in about 5 s on a 2-thread CPU; a CUDA run also
+    # evaluates both IMDB models (limits 130 + 1 780 s).
     submission_timeout_s=2100,
 )

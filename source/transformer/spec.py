@@ -12,7 +12,7 @@ SPEC = AssignmentSpec(
                     "reverse_hparams", "reverse_train"),
     cuda_training_cells=("multi30k_data", "multi30k_hparams", "multi30k_train"),
     # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
-    # model gets judge.evaluation_limit of that).
+    # model gets scoring.evaluation_limit of that).
     thresholds={
         # measured here: greedy decoding of 1 000 sequences, 0.64 s; exact-sequence accuracy, the reference
         # reaches 100 %
@@ -30,7 +30,7 @@ SPEC = AssignmentSpec(
                           "torch.nn.Transformer", "torch.nn.TransformerEncoder",
                           "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoder",
                           "torch.nn.TransformerDecoderLayer"),
-    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU, reversal included (limit 60 s); a CUDA run
-    # also scores Multi30k (limit 80 s).
+    # Grading budget per submission: the reference grades in about 6 s on a 2-thread CPU, reversal included
+    # (limit 60 s); a CUDA run also scores Multi30k (limit 80 s).
     submission_timeout_s=300,
 )

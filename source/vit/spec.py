@@ -9,7 +9,7 @@ SPEC = AssignmentSpec(
                     "fashion_hparams", "fashion_train"),
     cuda_training_cells=("cifar_data", "cifar_hparams", "cifar_train"),
     # Thresholds, with the seconds the reference needs for the test split on one CPU thread (a student's saved
-    # model gets judge.evaluation_limit of that).
+    # model gets scoring.evaluation_limit of that).
     thresholds={
         # measured here: 12 000 images (split and canary), 1.1 s
         "fashion_mnist": Threshold(0.85, test="TestAccuracy::test_fashion_mnist_accuracy", reference_eval_s=1.1),
@@ -26,7 +26,7 @@ SPEC = AssignmentSpec(
                           "torch.nn.Transformer", "torch.nn.TransformerEncoder",
                           "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoder",
                           "torch.nn.TransformerDecoderLayer"),
-    # Grading budget per submission: the reference grades in about 10 s on a 2-thread CPU; a CUDA run also evaluates CIFAR-10, whose limit is
-    # 1 040 s (judge.evaluation_limit).
+    # Grading budget per submission: the reference grades in about 10 s on a 2-thread CPU; a CUDA run also
+    # evaluates CIFAR-10, whose limit is 1 040 s (scoring.evaluation_limit).
     submission_timeout_s=1200,
 )
