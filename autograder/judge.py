@@ -36,6 +36,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth")
     config.addinivalue_line("markers", "cuda_only(what): a threshold judged only where the grader has a CUDA GPU")
+    config.addinivalue_line("markers", "cell(*grade_ids): answer cells checked for forbidden APIs before the test runs")
     config.pluginmanager.register(ResultCollector(config), "autograder-results")
 
 
@@ -45,6 +46,16 @@ def pytest_runtest_setup(item):
     marker = item.get_closest_marker("cuda_only")
     if marker and not torch.cuda.is_available():
         pytest.skip(f"not judged: this grading run has no CUDA GPU, and {marker.args[0]} is judged only in CUDA runs")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """The forbidden-API rule, declared: before a test marked @pytest.mark.cell("grade_id", ...) (on its class, or on
+    the test itself, which then overrides the class's), each of those answer cells is read for what the assignment
+    forbids (StudentCode.check_rules); a hit fails the test with Feedback."""
+    marker = item.get_closest_marker("cell")
+    for grade_id in marker.args if marker else ():
+        item.funcargs["student"].check_rules(grade_id)
 
 
 @pytest.fixture(scope="module")

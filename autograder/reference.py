@@ -1,10 +1,26 @@
-"""Helpers for computing reference results in hidden tests (trusted side only)."""
+"""What every hidden test compares with, in one import (trusted side only):
+
+    from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_,
+                                      reference_grads, seeded_randn)
+
+Checks that raise Feedback (defined in autograder/feedback.py, which the judge uses too), seeded inputs and weights
+(dlcourse/checks.py, the same numbers the notebooks' public checks use), a reference's gradients, and the check of a
+student module's parameter gradients against them. The reference layers themselves are the stand-ins'
+(autograder/sandbox/stand_ins/<assignment>.py), imported from there.
+"""
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Callable
 
 import torch
 import torch.nn as nn
+
+from autograder.feedback import Feedback, assert_close, assert_shape
+from dlcourse.checks import fill_parameters_, seeded_randn
+
+__all__ = ["Feedback", "assert_close", "assert_shape", "expect_grads", "fill_parameters_", "reference_grads",
+           "seeded_randn"]
 
 
 def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor,
@@ -15,3 +31,15 @@ def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tenso
     out = forward(x) if forward else module(x)
     out.backward(grad_output)
     return x.grad, {n: p.grad for n, p in module.named_parameters()}
+
+
+def expect_grads(grads: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
+                 names: Mapping[str, str] | Iterable[str] | None = None, atol: float = 1e-5) -> None:
+    """The student's parameter gradients `grads` ({name: gradient}, as the worker returned them) equal the
+    `reference` ones. `names`: {student's parameter name: reference parameter name}, or the names both share
+    (default: every name of `reference`). Feedback names the first parameter that got no gradient or a wrong one."""
+    pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in (reference if names is None else names))
+    for ours, theirs in pairs:
+        if ours not in grads:
+            raise Feedback(f"{ours} received no gradient: is it used in forward?")
+        assert_close(grads[ours], reference[theirs], f"gradient of {ours}", atol=atol)

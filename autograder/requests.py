@@ -57,7 +57,7 @@ def handle(kept_as: str) -> dict:
 
 
 def stand_in(kind: str, **kwargs) -> dict:
-    """A reference layer from autograder/sandbox/stand_ins.py, built in the worker."""
+    """A reference layer from autograder/sandbox/stand_ins/ (registered by name), built in the worker."""
     return {"$stand_in": kind, "kwargs": kwargs}
 
 

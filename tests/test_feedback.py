@@ -36,6 +36,6 @@ def test_long_messages_are_cut_and_escapes_stripped():
 
 def test_the_real_hidden_tests_are_indexed():
     lines, _ = grader_files_text(load_assignment("vit"))
-    line = 'conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)'  # a line of autograder/hidden_tests/test_vit.py
+    line = 'ref = fill_parameters_(ConvPatchify(1, 7, 8), seed=1)'  # a line of autograder/hidden_tests/test_vit.py
     assert line in lines
     assert sanitise(f"boom: {line}", (lines, "")) == REMOVED

@@ -38,7 +38,7 @@ def _disabled(x):
 
 
 def _stand_in_from_sys_modules(x):
-    return sys.modules["stand_ins"].TorchAttention(4, 2)(x[0])
+    return sys.modules["stand_ins.vit"].TorchAttention(4, 2)(x[0])
 
 
 def _popped(x):
@@ -99,7 +99,7 @@ EVASIONS = {
 }
 
 exec(compile("def forged(x):\\n    return F.scaled_dot_product_attention(x, x, x)\\n",
-             sys.modules["stand_ins"].__file__, "exec"), globals())
+             sys.modules["stand_ins.vit"].__file__, "exec"), globals())
 
 
 class Evade(nn.Module):
@@ -132,7 +132,7 @@ class Holder(nn.Module):
             return type(self.attn)(8, 2)(x)
         if self.how == "patched_forward":  # stand-in's class given a forward of the student's
             exec(compile("def forward(self, x):\\n    return F.scaled_dot_product_attention(x, x, x)\\n",
-                         sys.modules["stand_ins"].__file__, "exec"), globals())
+                         sys.modules["stand_ins.vit"].__file__, "exec"), globals())
             type(self.attn).forward, original = forward, type(self.attn).forward
             try:
                 return self.attn(x)

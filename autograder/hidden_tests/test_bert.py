@@ -16,9 +16,9 @@ saving fp16 weights halves the upload (bert-base: 220 MB instead of 440 MB) at n
 import pytest
 import torch
 
-from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.imdb_grading import graded_imdb
 from autograder.assignments import assignment_of
+from autograder.imdb_grading import graded_imdb
+from autograder.reference import Feedback, assert_close, assert_shape
 from autograder.requests import call, handle, module, name, stand_in
 from autograder.scoring import evaluation_limit
 
@@ -116,13 +116,13 @@ def tiny_batch(lengths: list[int], total: int, seed: int) -> tuple[torch.Tensor,
     return ids, (ids != 0).long()
 
 
+@pytest.mark.cell("classifier")
 class TestClassifier:
     GROUP = "Classification head"
 
     @pytest.mark.points(1)
     def test_logits_shape(self, student):
         """SentimentClassifier maps (B, T) token ids and mask to (B, 2) logits"""
-        student.check_rules("classifier")
         ids, mask = tiny_batch([7, 12, 5], 12, seed=1)
         result = student.invoke(tiny_classifier(), ids, mask, what="SentimentClassifier on a (3, 12) batch")
         if not isinstance(result.value, torch.Tensor):
@@ -132,7 +132,6 @@ class TestClassifier:
     @pytest.mark.points(2)
     def test_padding_does_not_change_logits(self, student):
         """Padding does not change a review's logits (the head and the encoder use the attention mask)"""
-        student.check_rules("classifier")
         short_ids, short_mask = tiny_batch([6, 11], 11, seed=2)   # the longer review fills its row
         long_ids, long_mask = tiny_batch([6, 11], 24, seed=2)     # the same two reviews, padded to 24
         first = student.invoke(tiny_classifier(keep_as="padding_test"), short_ids, short_mask,
@@ -150,7 +149,6 @@ class TestClassifier:
     @pytest.mark.points(1)
     def test_gradients_reach_encoder_and_head(self, student):
         """The loss gradient reaches the encoder (embeddings and last layer) and the head"""
-        student.check_rules("classifier")
         ids, mask = tiny_batch([9, 5], 9, seed=3)
         g = torch.tensor([[1.0, -1.0], [-0.5, 2.0]])
         result = student.invoke(tiny_classifier(grads="classifier"), ids, mask, backward=((), g),

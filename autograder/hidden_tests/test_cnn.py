@@ -15,24 +15,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autograder.reference import reference_grads
-from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
+from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
+                                  seeded_randn)
 from autograder.requests import call
 from autograder.scoring import graded_accuracy
-from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
 
-
-
-def expect_grads(result, reference: dict, names: dict, atol: float = 1e-5) -> None:
-    """names: {student's parameter name: reference parameter name}."""
-    for ours, theirs in names.items():
-        if ours not in result.param_grads:
-            raise Feedback(f"{ours} received no gradient: is it used in forward?")
-        assert_close(result.param_grads[ours], reference[theirs], f"gradient of {ours}", atol=atol)
 
 
 # -- Part 1: SimpleCNN ----------------------------------------------------------------------------------
@@ -55,6 +46,7 @@ class ReferenceSimpleCNN(nn.Module):
         return self.fc3(F.relu(self.fc2(x)))
 
 
+@pytest.mark.cell("simple_cnn")
 class TestSimpleCNN:
     GROUP = "SimpleCNN"
 
@@ -62,14 +54,12 @@ class TestSimpleCNN:
     @pytest.mark.parametrize("batch", [1, 5])
     def test_output_shape(self, student, batch):
         """SimpleCNN maps (B, 3, 32, 32) images to (B, 10) logits"""
-        student.check_rules("simple_cnn")
         result = student.run(SIMPLE, (seeded_randn(batch, 3, 32, 32),), what=f"SimpleCNN on a ({batch}, 3, 32, 32) batch")
         assert_shape(result.output, (batch, 10), "SimpleCNN output")
 
     @pytest.mark.points(2)
     def test_layers_and_parameter_count(self, student):
         """SimpleCNN has exactly the specified layers: 62006 parameters"""
-        student.check_rules("simple_cnn")
         result = student.run(SIMPLE, (seeded_randn(1, 3, 32, 32),), what="SimpleCNN")
         count = sum(math.prod(s) for s in result.param_shapes.values())
         if count != 62006:
@@ -83,7 +73,6 @@ class TestSimpleCNN:
     @pytest.mark.points(3)
     def test_values_match_reference(self, student):
         """SimpleCNN equals the tutorial network built from torch layers with the same weights"""
-        student.check_rules("simple_cnn")
         ref = fill_parameters_(ReferenceSimpleCNN(), seed=1, scale=0.1)
         x = seeded_randn(4, 3, 32, 32, seed=2)
         result = student.run(SIMPLE, (x,), weights=ref.state_dict(), what="SimpleCNN")
@@ -92,13 +81,12 @@ class TestSimpleCNN:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Gradients of SimpleCNN (input and every parameter) equal the reference's"""
-        student.check_rules("simple_cnn")
         ref = fill_parameters_(ReferenceSimpleCNN(), seed=3, scale=0.1)
         x, g = seeded_randn(3, 3, 32, 32, seed=4), seeded_randn(3, 10, seed=5)
         result = student.run(SIMPLE, (x,), weights=ref.state_dict(), grad_output=g, what="SimpleCNN backward")
         x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input", atol=1e-4)
-        expect_grads(result, p_grads, {n: n for n in SIMPLE_LAYOUT}, atol=1e-4)
+        expect_grads(result.param_grads, p_grads, list(SIMPLE_LAYOUT), atol=1e-4)
 
 
 # -- Part 2: Inception ------------------------------------------------------------------------------------
@@ -128,6 +116,7 @@ def inception_case(widths: tuple, seed: int):
     return ref, weights, call("Inception", **names)
 
 
+@pytest.mark.cell("inception")
 class TestInception:
     GROUP = "Inception"
 
@@ -136,7 +125,6 @@ class TestInception:
                                              ((1, 1, 1, 1, 1, 1, 1), (1, 1))])
     def test_output_shape(self, student, widths, size):
         """Inception keeps H x W and has ch1x1 + ch3x3 + ch5x5 + pool_proj channels"""
-        student.check_rules("inception")
         _, _, build = inception_case(widths, seed=0)
         result = student.run(build, (seeded_randn(2, widths[0], *size),), what=f"Inception{widths} on size {size}")
         assert_shape(result.output, (2, widths[1] + widths[3] + widths[5] + widths[6], *size), "Inception output")
@@ -144,7 +132,6 @@ class TestInception:
     @pytest.mark.points(2)
     def test_channel_order(self, student):
         """The four branches are concatenated on channels in the documented order (1x1, 3x3, 5x5, pool)"""
-        student.check_rules("inception")
         ref, weights, build = inception_case((3, 2, 2, 3, 2, 4, 5), seed=1)
         # Every branch's last convolution outputs a constant: its branch number.
         for i, last in enumerate(["b1_1x1", "b2_3x3", "b3_5x5", "b4_proj"], start=1):
@@ -162,7 +149,6 @@ class TestInception:
     @pytest.mark.parametrize("widths", [(3, 4, 2, 5, 3, 6, 2), (8, 2, 6, 4, 1, 3, 5)])
     def test_values_match_reference(self, student, widths):
         """Inception equals a reference built from torch layers with the same weights"""
-        student.check_rules("inception")
         ref, weights, build = inception_case(widths, seed=sum(widths))
         x = seeded_randn(2, widths[0], 8, 7, seed=3)
         result = student.run(build, (x,), weights=weights, what=f"Inception{widths}")
@@ -171,14 +157,13 @@ class TestInception:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Gradients of Inception (input and every convolution) equal the reference's"""
-        student.check_rules("inception")
         ref, weights, build = inception_case((4, 3, 2, 4, 2, 3, 2), seed=5)
         x, g = seeded_randn(2, 4, 6, 6, seed=6), seeded_randn(2, 12, 6, 6, seed=7)
         result = student.run(build, (x,), weights=weights, grad_output=g, what="Inception backward")
         x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input", atol=1e-4)
-        expect_grads(result, p_grads, {f"{o}.{k}": f"{t}.{k}" for o, t in INCEPTION_NAMES.items() for k in ("weight", "bias")},
-                     atol=1e-4)
+        expect_grads(result.param_grads, p_grads,
+                     {f"{o}.{k}": f"{t}.{k}" for o, t in INCEPTION_NAMES.items() for k in ("weight", "bias")}, atol=1e-4)
 
 
 # -- Part 3: ResidualBlock ----------------------------------------------------------------------------------
@@ -223,6 +208,7 @@ BLOCK_PARAMS = {"conv1.weight", "bn1.weight", "bn1.bias", "conv2.weight", "bn2.w
 PROJECTION_PARAMS = {"shortcut.0.weight", "shortcut.1.weight", "shortcut.1.bias"}
 
 
+@pytest.mark.cell("residual")
 class TestResidualBlock:
     GROUP = "ResidualBlock"
 
@@ -231,7 +217,6 @@ class TestResidualBlock:
                                                       (6, 6, 2, (8, 10))])
     def test_output_shape(self, student, cin, cout, stride, size):
         """ResidualBlock outputs out_channels channels at ceil(H / stride) x ceil(W / stride)"""
-        student.check_rules("residual")
         result = student.run(call("ResidualBlock", in_channels=cin, out_channels=cout, stride=stride),
                              (seeded_randn(2, cin, *size),), what=f"ResidualBlock({cin}, {cout}, stride={stride})")
         assert_shape(result.output, (2, cout, math.ceil(size[0] / stride), math.ceil(size[1] / stride)), "ResidualBlock output")
@@ -240,7 +225,6 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(8, 8, 1), (8, 16, 1), (8, 8, 2), (4, 12, 2)])
     def test_projection_exactly_when_shapes_change(self, student, cin, cout, stride):
         """The shortcut has a 1x1 conv + BatchNorm projection exactly when the stride or channel count changes"""
-        student.check_rules("residual")
         project = stride != 1 or cin != cout
         case = "the shapes change, so the shortcut must be a projection" if project else \
             "the shapes do not change, so the shortcut must be the identity (no parameters)"
@@ -263,7 +247,6 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(6, 6, 1), (4, 8, 2)])
     def test_identity_plus_residual(self, student, cin, cout, stride):
         """With both convolutions zeroed (BatchNorm in eval mode), the block returns ReLU of its shortcut"""
-        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=cin + cout, zero_convs=True)
         x = seeded_randn(2, cin, 6, 6, seed=8)
         result = student.run(build, (x,), weights=weights, what=f"ResidualBlock({cin}, {cout}, stride={stride})")
@@ -276,7 +259,6 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(8, 8, 1), (4, 8, 1), (6, 12, 2)])
     def test_values_match_reference(self, student, cin, cout, stride):
         """ResidualBlock equals a reference built from torch layers with the same weights (BatchNorm in eval mode)"""
-        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=10 * stride + cout)
         x = seeded_randn(2, cin, 7, 6, seed=9)
         result = student.run(build, (x,), weights=weights, what=f"ResidualBlock({cin}, {cout}, stride={stride})")
@@ -286,14 +268,13 @@ class TestResidualBlock:
     @pytest.mark.parametrize("cin,cout,stride", [(6, 6, 1), (4, 8, 2)])
     def test_gradients_reach_every_parameter(self, student, cin, cout, stride):
         """Gradients of ResidualBlock (input, both paths, every parameter) equal the reference's"""
-        student.check_rules("residual")
         ref, weights, build = residual_case(cin, cout, stride, seed=20 + cout)
         x = seeded_randn(2, cin, 6, 6, seed=10)
         g = seeded_randn(2, cout, 6 // stride, 6 // stride, seed=11)
         result = student.run(build, (x,), weights=weights, grad_output=g, what=f"ResidualBlock({cin}, {cout}, stride={stride}) backward")
         x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input", atol=1e-4)
-        expect_grads(result, p_grads, {n: n for n in p_grads}, atol=1e-4)
+        expect_grads(result.param_grads, p_grads, atol=1e-4)
 
 
 # -- Part 4: BetterCNN (the student's design) -------------------------------------------------------------------
@@ -308,21 +289,20 @@ def names_used(source: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
+@pytest.mark.cell("better_cnn")
 class TestBetterCNN:
     GROUP = "BetterCNN"
 
     @pytest.mark.points(1)
+    @pytest.mark.cell("better_cnn", "better_config")
     def test_output_shape(self, student):
         """BetterCNN(BetterCNNConfig()) maps (B, 3, 32, 32) images to (B, 10) logits"""
-        student.check_rules("better_cnn")
-        student.check_rules("better_config")
         result = student.run(BETTER, (seeded_randn(3, 3, 32, 32),), what="BetterCNN(BetterCNNConfig()) on a (3, 3, 32, 32) batch")
         assert_shape(result.output, (3, 10), "BetterCNN output")
 
     @pytest.mark.points(1)
     def test_built_from_residual_blocks_and_inception(self, student):
         """BetterCNN uses both ResidualBlock and Inception"""
-        student.check_rules("better_cnn")
         missing = {"ResidualBlock", "Inception"} - names_used(student.cell_source("better_cnn"))
         if missing:
             raise Feedback(f"BetterCNN must be built from your modules; its cell does not use {', '.join(sorted(missing))}")
@@ -330,7 +310,6 @@ class TestBetterCNN:
     @pytest.mark.points(1)
     def test_gradients_reach_every_parameter(self, student):
         """Every parameter of BetterCNN(BetterCNNConfig()) receives a non-zero gradient"""
-        student.check_rules("better_cnn")
         result = student.run(BETTER, (seeded_randn(4, 3, 32, 32, seed=1),), grad_output=seeded_randn(4, 10, seed=2),
                              what="BetterCNN backward")
         dead = sorted(n for n in result.param_shapes

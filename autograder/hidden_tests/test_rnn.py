@@ -13,13 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autograder.feedback import Feedback, assert_close, assert_shape
-from autograder.imdb_grading import graded_imdb_accuracy
 from autograder.assignments import assignment_of
+from autograder.imdb_grading import graded_imdb_accuracy
+from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, module, name, needs_grad, stand_in
+from autograder.sandbox.stand_ins.rnn import TorchClassifier, TorchRecurrent
 from autograder.scoring import evaluation_limit
-from autograder.sandbox.stand_ins import TorchLSTMClassifier, TorchRecurrent
-from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/rnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -28,7 +27,6 @@ THRESHOLDS = ASSIGNMENT.spec.thresholds
 
 # -- Part 1: collate_batch ------------------------------------------------------------------------------------
 def collate(student, batch, max_length, pad_id):
-    student.check_rules("collate")
     result = student.invoke(name("collate_batch"), batch, max_length, pad_id,
                             what=f"collate_batch(<{len(batch)} reviews>, max_length={max_length}, pad_id={pad_id})").value
     if not isinstance(result, list) or len(result) != 3 or not all(isinstance(t, torch.Tensor) for t in result):
@@ -55,6 +53,7 @@ COLLATE_CASES = {
 }
 
 
+@pytest.mark.cell("collate")
 class TestCollate:
     GROUP = "collate_batch"
 
@@ -79,8 +78,8 @@ class TestCollate:
 
 # -- Parts 2 and 3: VanillaRNN and LSTM ---------------------------------------------------------------------------
 def torch_layer(cell: str, input_size: int, hidden_size: int, seed: int) -> nn.Module:
-    layer = (nn.LSTM if cell == "lstm" else nn.RNN)(input_size, hidden_size, batch_first=True)
-    return fill_parameters_(layer, seed=seed, scale=0.5)
+    """The seeded nn.LSTM / nn.RNN (tanh) of the torch_recurrent stand-in."""
+    return fill_parameters_(TorchRecurrent(cell, input_size, hidden_size), seed=seed, scale=0.5).layer
 
 
 def student_weights(cell: str, layer: nn.Module) -> dict:
@@ -103,7 +102,6 @@ def torch_final_states(layer: nn.Module, x: torch.Tensor, lengths: list[int]) ->
 def recurrent_case(student, cell: str, batch: int, steps: int, lengths: list[int], input_size=5, hidden_size=6,
                    seed=0, grad=False):
     cls = "LSTM" if cell == "lstm" else "VanillaRNN"
-    student.check_rules("lstm" if cell == "lstm" else "vanilla_rnn")
     layer = torch_layer(cell, input_size, hidden_size, seed)
     x = seeded_randn(batch, steps, input_size, seed=seed + 1)
     lengths_t = torch.tensor(lengths)
@@ -135,16 +133,12 @@ def check_gradients(student, cell, lengths, seed):
     grads = result.param_grads.get("layer", {})
     expected = student_weights(cell, type("G", (), {"weight_ih_l0": layer.weight_ih_l0.grad, "weight_hh_l0": layer.weight_hh_l0.grad,
                                                     "bias_ih_l0": layer.bias_ih_l0.grad, "bias_hh_l0": torch.zeros_like(layer.bias_hh_l0)}))
-    for param, want in expected.items():
-        if param not in grads:
-            raise Feedback(f"{param} received no gradient: is it used in forward?")
-        assert_close(grads[param], want, f"gradient of {param}", atol=1e-5)
+    expect_grads(grads, expected, atol=1e-5)
 
 
 def check_padding_ignored(student, cell, seed):
     """The same sequences with different values in the padded tail, and with extra padding: same result."""
     cls = "LSTM" if cell == "lstm" else "VanillaRNN"
-    student.check_rules("lstm" if cell == "lstm" else "vanilla_rnn")
     layer = torch_layer(cell, 4, 5, seed)
     lengths = torch.tensor([2, 6, 1, 4])
     x = seeded_randn(4, 6, 4, seed=seed + 1)
@@ -161,13 +155,13 @@ def check_padding_ignored(student, cell, seed):
 LENGTH_CASES = {"equal_lengths": (3, 7, [7, 7, 7]), "padded": (4, 9, [9, 3, 1, 6]), "long": (2, 40, [40, 23])}
 
 
+@pytest.mark.cell("vanilla_rnn")
 class TestVanillaRNN:
     GROUP = "VanillaRNN"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """VanillaRNN(input_size, hidden_size) maps (B, T, D) and lengths to (B, hidden_size)"""
-        student.check_rules("vanilla_rnn")
         result = student.invoke(call("VanillaRNN", 3, 7), seeded_randn(2, 4, 3), torch.tensor([4, 2]),
                                 what="VanillaRNN(3, 7) on a (2, 4, 3) batch")
         assert_shape(result.value, (2, 7), "VanillaRNN output")
@@ -190,13 +184,13 @@ class TestVanillaRNN:
         check_padding_ignored(student, "rnn", seed=21)
 
 
+@pytest.mark.cell("lstm")
 class TestLSTM:
     GROUP = "LSTM"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """LSTM(input_size, hidden_size) maps (B, T, D) and lengths to (B, hidden_size)"""
-        student.check_rules("lstm")
         result = student.invoke(call("LSTM", 3, 7), seeded_randn(2, 4, 3), torch.tensor([4, 2]), what="LSTM(3, 7) on a (2, 4, 3) batch")
         assert_shape(result.value, (2, 7), "LSTM output")
 
@@ -219,17 +213,7 @@ class TestLSTM:
 
 
 # -- Part 4: the classifier -----------------------------------------------------------------------------------------
-class ReferenceClassifier(nn.Module):
-    def __init__(self, cell, vocab_size, embed_dim, hidden_size, num_classes):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.rnn = TorchRecurrent(cell, embed_dim, hidden_size)
-        self.head = nn.Linear(hidden_size, num_classes)
-
-    def forward(self, tokens, lengths):
-        return self.head(self.rnn(self.embedding(tokens), lengths))
-
-
+@pytest.mark.cell("classifier")
 class TestClassifier:
     GROUP = "SentimentClassifier"
 
@@ -237,8 +221,7 @@ class TestClassifier:
     @pytest.mark.parametrize("cell", ["rnn", "lstm"])
     def test_matches_reference_with_torch_recurrent_layer(self, student, cell):
         """SentimentClassifier = embedding -> recurrent layer (with the lengths) -> head, checked with a torch layer as rnn"""
-        student.check_rules("classifier")
-        ref = fill_parameters_(ReferenceClassifier(cell, 30, 6, 8, 3), seed=5, scale=0.5).eval()
+        ref = fill_parameters_(TorchClassifier(30, 6, 8, 3, cell=cell), seed=5, scale=0.5).eval()
         tokens = torch.tensor([[3, 4, 5, 6, 0, 0], [7, 8, 0, 0, 0, 0], [9, 10, 11, 12, 13, 14]])
         lengths = torch.tensor([4, 2, 6])
         spec = module(call("SentimentClassifier", call("ClassifierConfig", vocab_size=30, embed_dim=6, hidden_size=8, cell=cell,
@@ -252,7 +235,6 @@ class TestClassifier:
 
 # -- Part 5: compute_loss -----------------------------------------------------------------------------------------
 def loss_case(student, logits, labels, grad=False):
-    student.check_rules("loss")
     what = f"compute_loss on ({logits.shape[0]}, {logits.shape[1]}) logits"
     if grad:
         result = student.invoke(name("compute_loss"), needs_grad(logits), labels, backward=((0,), None), what=what)
@@ -267,6 +249,7 @@ def loss_case(student, logits, labels, grad=False):
     return loss.reshape(()), value[1], result
 
 
+@pytest.mark.cell("loss")
 class TestLoss:
     GROUP = "compute_loss"
 
@@ -320,9 +303,9 @@ def fixed_batches(seed: int, count: int = 4, size: int = 6) -> list:
     return batches
 
 
-def reference_classifier(seed: int) -> TorchLSTMClassifier:
+def reference_classifier(seed: int) -> TorchClassifier:
     torch.manual_seed(seed)
-    return fill_parameters_(TorchLSTMClassifier(VOCAB, EMBED, HIDDEN), seed=seed, scale=0.3)
+    return fill_parameters_(TorchClassifier(VOCAB, EMBED, HIDDEN), seed=seed, scale=0.3)
 
 
 def loss_and_accuracy(model, batches) -> tuple[float, float]:
@@ -337,16 +320,16 @@ def loss_and_accuracy(model, batches) -> tuple[float, float]:
 
 
 def run_probe(student, batches, epochs, lr, optimizer="adam", seed=0):
-    student.check_rules("loops")
     model = reference_classifier(seed)
     spec = stand_in("train_loop_probe", train_one_epoch=name("train_one_epoch"),
-                    model=stand_in("torch_lstm_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
+                    model=stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
                                    state=dict(model.state_dict())),
                     batches=batches, epochs=epochs, lr=lr, optimizer=optimizer)
     result = student.invoke(spec, what="train_one_epoch with a small LSTM classifier built from torch layers").value
     return model, result
 
 
+@pytest.mark.cell("loops")
 class TestLoops:
     GROUP = "Training loops"
 
@@ -395,10 +378,9 @@ class TestLoops:
     @pytest.mark.points(2)
     def test_evaluate_matches_reference(self, student):
         """evaluate returns the mean loss per review and the accuracy over all batches"""
-        student.check_rules("loops")
         batches = fixed_batches(seed=4, count=3, size=5)
         model = reference_classifier(7)
-        value = student.invoke(name("evaluate"), stand_in("torch_lstm_classifier", vocab_size=VOCAB, embed_dim=EMBED,
+        value = student.invoke(name("evaluate"), stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED,
                                                           hidden_size=HIDDEN, state=dict(model.state_dict())),
                                batches, what="evaluate with a small LSTM classifier built from torch layers").value
         loss, accuracy = loss_and_accuracy(model, batches)

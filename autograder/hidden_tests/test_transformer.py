@@ -2,7 +2,7 @@
 
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) given the same weights. The layers, the Transformer
-and greedy decoding are tested with stand-in sublayers built from torch (autograder/sandbox/stand_ins.py),
+and greedy decoding are tested with stand-in sublayers built from torch (autograder/sandbox/stand_ins/transformer.py),
 so a bug in attention costs points only in the attention tests. The masks the student builds are used
 wherever the student's code builds them. The thresholds rebuild the student's saved models in the sandbox;
 the targets and the scoring stay in this process.
@@ -12,15 +12,14 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
+from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
+                                  seeded_randn)
 from autograder.requests import call, handle, module, name, stand_in
+from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward, TorchMHA,
+                                                      TorchSeq2Seq)
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret_rng
-from autograder.reference import reference_grads
-from autograder.sandbox.stand_ins import TorchSeq2Seq
-from dlcourse.checks import fill_parameters_, seeded_randn
 from dlcourse.transformer import ReversalTask, make_reversal_data, sequence_accuracy
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, encode_pairs, target_nll, trim_padding
 
@@ -57,6 +56,7 @@ def sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
     return pe
 
 
+@pytest.mark.cell("positional_encoding")
 class TestPositionalEncoding:
     GROUP = "Positional encoding"
 
@@ -64,7 +64,6 @@ class TestPositionalEncoding:
     @pytest.mark.parametrize("max_len,d_model", [(10, 8), (7, 5), (64, 33), (100, 16)])
     def test_matches_formula(self, student, max_len, d_model):
         """sinusoidal_positional_encoding equals the formula (even and odd widths, several lengths)"""
-        student.check_rules("positional_encoding")
         result = student.invoke(name("sinusoidal_positional_encoding"), max_len, d_model,
                                 what=f"sinusoidal_positional_encoding({max_len}, {d_model})")
         if not isinstance(result.value, torch.Tensor):
@@ -75,19 +74,18 @@ class TestPositionalEncoding:
     @pytest.mark.points(1)
     def test_module_adds_the_table(self, student):
         """PositionalEncoding adds the first T rows of the table to its input"""
-        student.check_rules("positional_encoding")
         x = seeded_randn(2, 9, 12, seed=1)
         result = student.run(call("PositionalEncoding", d_model=12, max_len=30), (x,), what="PositionalEncoding(12, 30)")
         assert_close(result.output, x + sinusoidal_reference(9, 12).float(), "PositionalEncoding output", atol=1e-4)
 
 
+@pytest.mark.cell("masks")
 class TestMasks:
     GROUP = "Masks"
 
     @pytest.mark.points(1)
     def test_padding_mask(self, student):
         """make_padding_mask is (B, 1, 1, T), True exactly at the non-padding tokens"""
-        student.check_rules("masks")
         tokens = mask_tokens([5, 2, 7], 7)
         result = student.invoke(name("make_padding_mask"), tokens, PAD_ID, what="make_padding_mask")
         value = result.value
@@ -101,7 +99,6 @@ class TestMasks:
     @pytest.mark.parametrize("T", [1, 6])
     def test_causal_mask(self, student, T):
         """make_causal_mask(T) is (T, T), True on and below the diagonal"""
-        student.check_rules("masks")
         value = student.invoke(name("make_causal_mask"), T, what=f"make_causal_mask({T})").value
         if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
             raise Feedback("make_causal_mask must return a bool tensor")
@@ -119,27 +116,25 @@ def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAtte
     return mha, {k: v.detach().clone() for k, v in weights.items()}  # own storage each (safetensors refuses shared)
 
 
+@torch.no_grad()
 def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
-    """A second oracle: the same computation through F.scaled_dot_product_attention (True = may attend)."""
-    B, T_q, D = query.shape
-    split = lambda t: t.view(B, t.shape[1], heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-    q, k, v = (split(F.linear(x, weights[f"{p}.weight"], weights[f"{p}.bias"]))
-               for x, p in ((query, "q_proj"), (key, "k_proj"), (value, "v_proj")))
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(B, T_q, D)
-    return F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"]).detach()
+    """A second oracle: the torch_mha stand-in (F.scaled_dot_product_attention, True = may attend) with `weights`."""
+    ref = TorchMHA(query.shape[-1], heads)
+    ref.load_state_dict(weights)
+    return ref(query, key, value, mask)
 
 
 def mha_build(d_model: int, heads: int) -> dict:
     return call("MultiHeadAttention", d_model=d_model, num_heads=heads)
 
 
+@pytest.mark.cell("mha")
 class TestMultiHeadAttention:
     GROUP = "Multi-head attention"
 
     @pytest.mark.points(1)
     def test_output_shape_cross_attention(self, student):
         """MultiHeadAttention maps query (B, T_q, D) and key/value (B, T_k, D) to (B, T_q, D)"""
-        student.check_rules("mha")
         q, kv = seeded_randn(2, 3, 16, seed=1), seeded_randn(2, 7, 16, seed=2)
         result = student.run(mha_build(16, 4), (q, kv, kv.clone()), what="MultiHeadAttention(16, 4) with T_q=3, T_k=7")
         assert_shape(result.output, (2, 3, 16), "attention output")
@@ -148,7 +143,6 @@ class TestMultiHeadAttention:
     @pytest.mark.parametrize("d_model,heads", [(16, 1), (32, 4)])
     def test_self_attention_matches_torch(self, student, d_model, heads):
         """Unmasked self-attention equals nn.MultiheadAttention with the same weights"""
-        student.check_rules("mha")
         mha, weights = mha_reference(d_model, heads, seed=d_model)
         x = seeded_randn(2, 6, d_model, seed=heads)
         result = student.run(mha_build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
@@ -159,7 +153,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(2)
     def test_padding_mask_matches_torch(self, student):
         """With a padding mask (B, 1, 1, T_k), attention equals nn.MultiheadAttention's key_padding_mask"""
-        student.check_rules("mha")
         mha, weights = mha_reference(24, 3, seed=3)
         x, mask = seeded_randn(3, 6, 24, seed=4), padding_mask(mask_tokens([6, 3, 1], 6))
         result = student.run(mha_build(24, 3), (x, x.clone(), x.clone(), mask), weights=weights, what="MultiHeadAttention with a padding mask")
@@ -169,7 +162,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(2)
     def test_causal_mask_matches_torch(self, student):
         """With a causal mask (T, T), attention equals nn.MultiheadAttention's attn_mask"""
-        student.check_rules("mha")
         mha, weights = mha_reference(16, 2, seed=5)
         x = seeded_randn(2, 7, 16, seed=6)
         result = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(7)), weights=weights, what="MultiHeadAttention with a causal mask")
@@ -179,7 +171,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(2)
     def test_cross_attention_with_padding(self, student):
         """Cross-attention (T_q != T_k) with a padding mask equals F.scaled_dot_product_attention"""
-        student.check_rules("mha")
         mha, weights = mha_reference(16, 4, seed=7)
         q, kv = seeded_randn(2, 4, 16, seed=8), seeded_randn(2, 9, 16, seed=9)
         mask = padding_mask(mask_tokens([9, 5], 9))
@@ -191,7 +182,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(2)
     def test_masked_positions_get_zero_weight(self, student):
         """Masked keys get exactly zero weight: changing their keys and values changes nothing"""
-        student.check_rules("mha")
         _, weights = mha_reference(16, 2, seed=10)
         q, kv = seeded_randn(2, 3, 16, seed=11), seeded_randn(2, 6, 16, seed=12)
         mask = padding_mask(mask_tokens([6, 2], 6))
@@ -205,7 +195,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(1)
     def test_fully_padded_row_gives_no_nan(self, student):
         """A sequence that is all padding gives finite outputs (and leaves the other rows as they were)"""
-        student.check_rules("mha")
         mha, weights = mha_reference(16, 2, seed=14)
         x = seeded_randn(2, 5, 16, seed=15)
         mask = padding_mask(mask_tokens([4, 0], 5))
@@ -219,7 +208,6 @@ class TestMultiHeadAttention:
     @pytest.mark.points(2)
     def test_gradients_match_torch(self, student):
         """Gradients (query, key, value and all weights) equal nn.MultiheadAttention's, with a padding mask"""
-        student.check_rules("mha")
         mha, weights = mha_reference(16, 4, seed=16)
         q, k, v = seeded_randn(2, 3, 16, seed=17), seeded_randn(2, 5, 16, seed=18), seeded_randn(2, 5, 16, seed=19)
         mask, g = padding_mask(mask_tokens([5, 3], 5)), seeded_randn(2, 3, 16, seed=20)
@@ -232,25 +220,22 @@ class TestMultiHeadAttention:
                 raise Feedback(f"no gradient reached the {label}")
             assert_close(result.input_grads[i], refs[i].grad, f"gradient with respect to the {label}")
         wq, wk, wv = mha.in_proj_weight.grad.chunk(3)
-        for ours, theirs in [("q_proj.weight", wq), ("k_proj.weight", wk), ("v_proj.weight", wv),
-                             ("out_proj.weight", mha.out_proj.weight.grad), ("out_proj.bias", mha.out_proj.bias.grad)]:
-            if ours not in result.param_grads:
-                raise Feedback(f"{ours} received no gradient")
-            assert_close(result.param_grads[ours], theirs, f"gradient of {ours}")
+        expect_grads(result.param_grads, {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv,
+                                          "out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad})
 
 
+@pytest.mark.cell("feedforward")
 class TestFeedForward:
     GROUP = "Feed-forward"
 
     @pytest.mark.points(1)
     def test_matches_reference(self, student):
         """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
-        student.check_rules("feedforward")
-        l1, l2 = fill_parameters_(nn.Linear(12, 20), seed=1), fill_parameters_(nn.Linear(20, 12), seed=2)
-        ref = nn.Sequential(l1, nn.ReLU(), l2)
+        ref = TorchFeedForward(12, 20)
+        fill_parameters_(ref.linear1, seed=1), fill_parameters_(ref.linear2, seed=2)
         x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
-        weights = {"linear1.weight": l1.weight, "linear1.bias": l1.bias, "linear2.weight": l2.weight, "linear2.bias": l2.bias}
-        result = student.run(call("FeedForward", d_model=12, d_ff=20), (x,), weights=weights, grad_output=g, what="FeedForward(12, 20)")
+        result = student.run(call("FeedForward", d_model=12, d_ff=20), (x,), weights=ref.state_dict(), grad_output=g,
+                             what="FeedForward(12, 20)")
         x_grad, _ = reference_grads(ref, x, g)
         assert_close(result.output, ref(x).detach(), "FeedForward output")
         assert_close(result.input_grads[0], x_grad, "FeedForward gradient with respect to the input")
@@ -283,23 +268,23 @@ def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions: list[str]
     return subs
 
 
-def encoder_reference(d_model, heads, d_ff, seed):
-    ref = nn.TransformerEncoderLayer(d_model, heads, d_ff, dropout=0.0, activation="relu", batch_first=True, norm_first=False)
-    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+def encoder_reference(d_model, heads, d_ff, seed) -> nn.TransformerEncoderLayer:
+    """The seeded nn.TransformerEncoderLayer (post-norm, ReLU, no dropout) of the torch_encoder_layer stand-in."""
+    return fill_parameters_(TorchEncoderLayer(d_model, heads, d_ff).layer, seed=seed, scale=0.3).eval()
 
 
-def decoder_reference(d_model, heads, d_ff, seed):
-    ref = nn.TransformerDecoderLayer(d_model, heads, d_ff, dropout=0.0, activation="relu", batch_first=True, norm_first=False)
-    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+def decoder_reference(d_model, heads, d_ff, seed) -> nn.TransformerDecoderLayer:
+    """The seeded nn.TransformerDecoderLayer (post-norm, ReLU, no dropout) of the torch_decoder_layer stand-in."""
+    return fill_parameters_(TorchDecoderLayer(d_model, heads, d_ff).layer, seed=seed, scale=0.3).eval()
 
 
+@pytest.mark.cell("encoder_layer")
 class TestEncoderLayer:
     GROUP = "Encoder layer"
 
     @pytest.mark.points(3)
     def test_matches_torch_encoder_layer(self, student):
         """Post-norm EncoderLayer equals nn.TransformerEncoderLayer (padding mask, ReLU, dropout 0)"""
-        student.check_rules("encoder_layer")
         ref = encoder_reference(16, 2, 32, seed=21)
         x, mask = seeded_randn(3, 6, 16, seed=22), padding_mask(mask_tokens([6, 4, 2], 6))
         result = student.run(call("EncoderLayer", d_model=16, num_heads=2, d_ff=32), (x, mask),
@@ -311,7 +296,6 @@ class TestEncoderLayer:
     @pytest.mark.points(1)
     def test_gradients_match_torch(self, student):
         """Gradients flow through both residual + LayerNorm steps as in nn.TransformerEncoderLayer"""
-        student.check_rules("encoder_layer")
         ref = encoder_reference(16, 4, 24, seed=23)
         x, g = seeded_randn(2, 5, 16, seed=24), seeded_randn(2, 5, 16, seed=25)
         result = student.run(call("EncoderLayer", d_model=16, num_heads=4, d_ff=24), (x,),
@@ -321,13 +305,13 @@ class TestEncoderLayer:
         assert_close(result.input_grads[0], x_grad, "EncoderLayer gradient with respect to the input", atol=1e-4)
 
 
+@pytest.mark.cell("decoder_layer")
 class TestDecoderLayer:
     GROUP = "Decoder layer"
 
     @pytest.mark.points(3)
     def test_matches_torch_decoder_layer(self, student):
         """Post-norm DecoderLayer equals nn.TransformerDecoderLayer (causal and memory padding masks)"""
-        student.check_rules("decoder_layer")
         ref = decoder_reference(16, 2, 32, seed=26)
         x, memory = seeded_randn(3, 5, 16, seed=27), seeded_randn(3, 7, 16, seed=28)
         src_mask = padding_mask(mask_tokens([7, 3, 5], 7))
@@ -340,7 +324,6 @@ class TestDecoderLayer:
     @pytest.mark.points(1)
     def test_gradients_match_torch(self, student):
         """Gradients reach the target and the encoder output (memory) as in nn.TransformerDecoderLayer"""
-        student.check_rules("decoder_layer")
         ref = decoder_reference(16, 4, 24, seed=29)
         x, memory, g = seeded_randn(2, 4, 16, seed=30), seeded_randn(2, 6, 16, seed=31), seeded_randn(2, 4, 16, seed=32)
         all_real = padding_mask(mask_tokens([6, 6], 6))
@@ -403,13 +386,13 @@ def transformer_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return src, tgt
 
 
+@pytest.mark.cell("transformer")
 class TestTransformer:
     GROUP = "Transformer"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Transformer maps src (B, S) and tgt (B, T) to logits (B, T, tgt_vocab_size)"""
-        student.check_rules("transformer")
         src, tgt = transformer_inputs(seed=1)
         result = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY))), src, tgt, what="Transformer(tiny config)")
         if not isinstance(result.value, torch.Tensor):
@@ -419,7 +402,6 @@ class TestTransformer:
     @pytest.mark.points(3)
     def test_matches_torch_reference(self, student):
         """Scaled embeddings, positional encoding, masks, encoder, decoder and generator equal a reference built from torch layers"""
-        student.check_rules("transformer")
         parts, substitutes, weights = reference_transformer(TINY, seed=2)
         src, tgt = transformer_inputs(seed=3)
         build = module(call("Transformer", call("TransformerConfig", **TINY)), weights=weights, substitutes=substitutes)
@@ -429,7 +411,6 @@ class TestTransformer:
     @pytest.mark.points(2)
     def test_decoder_cannot_see_the_future(self, student):
         """Changing target token t+1 leaves the outputs at positions <= t unchanged (the whole model, your own layers)"""
-        student.check_rules("transformer")
         src, tgt = transformer_inputs(seed=4)
         first = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY)), keep_as="causality"), src, tgt,
                                what="Transformer (causality)")
@@ -463,13 +444,13 @@ def reference_greedy(model: TorchSeq2Seq, src: torch.Tensor, max_len: int) -> li
     return rows
 
 
+@pytest.mark.cell("greedy")
 class TestGreedyDecode:
     GROUP = "Greedy decoding"
 
     @pytest.mark.points(3)
     def test_matches_reference_decoding(self, student):
         """greedy_decode starts with BOS, appends the argmax token, stops at EOS / max_len and pads finished rows"""
-        student.check_rules("greedy")
         max_len = 8
         src = mask_tokens([5, 3, 6, 2, 4, 6], 6)
         spec = dict(SEQ2SEQ, seed=6, eos_bias=1.0)

@@ -6,29 +6,27 @@ points only in the Attention tests. The accuracy tests rebuild the student's sav
 sandbox; only this process holds the labels.
 """
 import pytest
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models.vision_transformer import EncoderBlock, VisionTransformer
+from torchvision.models.vision_transformer import VisionTransformer
 
-from autograder.reference import reference_grads
-from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.assignments import assignment_of
+from autograder.reference import assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads, seeded_randn
 from autograder.requests import call
+from autograder.sandbox.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, TorchvisionBlock
 from autograder.scoring import graded_accuracy
-from dlcourse.checks import fill_parameters_, seeded_randn
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
 
 
+@pytest.mark.cell("patchify")
 class TestPatchify:
     GROUP = "Patchify"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Patchify returns (B, N, D), also for non-square images"""
-        student.check_rules("patchify")
         result = student.run(call("Patchify", in_channels=3, patch_size=8, embed_dim=16), (seeded_randn(2, 3, 16, 32),),
                              what="Patchify(3, 8, 16) on a (2, 3, 16, 32) batch")
         assert_shape(result.output, (2, 8, 16), "Patchify output")
@@ -36,40 +34,42 @@ class TestPatchify:
     @pytest.mark.points(2)
     def test_values_match_reference(self, student):
         """Patch embeddings equal a strided convolution, patches in row-major order"""
-        student.check_rules("patchify")
-        conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)
+        ref = fill_parameters_(ConvPatchify(1, 7, 8), seed=1)
         x = seeded_randn(3, 1, 28, 28, seed=2)
-        result = student.run(call("Patchify", in_channels=1, patch_size=7, embed_dim=8), (x,),
-                             weights={"proj.weight": conv.weight, "proj.bias": conv.bias}, what="Patchify(1, 7, 8)")
-        assert_close(result.output, conv(x).flatten(2).transpose(1, 2).detach(), "Patchify output")
+        result = student.run(call("Patchify", in_channels=1, patch_size=7, embed_dim=8), (x,), weights=ref.state_dict(),
+                             what="Patchify(1, 7, 8)")
+        assert_close(result.output, ref(x).detach(), "Patchify output")
 
     @pytest.mark.points(1)
     def test_gradients_match_reference(self, student):
         """Gradients of Patchify (input and weights) equal the reference's"""
-        student.check_rules("patchify")
-        conv = fill_parameters_(nn.Conv2d(3, 4, kernel_size=4, stride=4), seed=3)
+        ref = fill_parameters_(ConvPatchify(3, 4, 4), seed=3)
         x, g = seeded_randn(2, 3, 8, 12, seed=4), seeded_randn(2, 6, 4, seed=5)
-        result = student.run(call("Patchify", in_channels=3, patch_size=4, embed_dim=4), (x,),
-                             weights={"proj.weight": conv.weight, "proj.bias": conv.bias}, grad_output=g, what="Patchify(3, 4, 4)")
-        x_grad, p_grads = reference_grads(conv, x, g, forward=lambda t: conv(t).flatten(2).transpose(1, 2))
+        result = student.run(call("Patchify", in_channels=3, patch_size=4, embed_dim=4), (x,), weights=ref.state_dict(),
+                             grad_output=g, what="Patchify(3, 4, 4)")
+        x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
-        assert_close(result.param_grads.get("proj.weight", torch.zeros(0)), p_grads["weight"], "gradient of proj.weight")
+        expect_grads(result.param_grads, p_grads, ["proj.weight"])
 
 
-def mha_reference(dim: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
-    mha = fill_parameters_(nn.MultiheadAttention(dim, heads, batch_first=True), seed=seed, scale=0.3).eval()
-    weights = {"qkv.weight": mha.in_proj_weight, "qkv.bias": mha.in_proj_bias,
-               "proj.weight": mha.out_proj.weight, "proj.bias": mha.out_proj.bias}
-    return mha, weights
+ATTENTION_NAMES = {"qkv.weight": "mha.in_proj_weight", "qkv.bias": "mha.in_proj_bias",  # ours: the torch_attention stand-in's
+                   "proj.weight": "mha.out_proj.weight", "proj.bias": "mha.out_proj.bias"}
 
 
+def mha_reference(dim: int, heads: int, seed: int) -> tuple[TorchAttention, dict]:
+    """nn.MultiheadAttention (in the torch_attention stand-in) with seeded weights, and those under the student's names."""
+    ref = fill_parameters_(TorchAttention(dim, heads), seed=seed, scale=0.3).eval()
+    state = ref.state_dict()
+    return ref, {ours: state[theirs] for ours, theirs in ATTENTION_NAMES.items()}
+
+
+@pytest.mark.cell("attention")
 class TestAttention:
     GROUP = "Attention"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Attention maps (B, T, D) to (B, T, D)"""
-        student.check_rules("attention")
         result = student.run(call("Attention", dim=24, num_heads=3), (seeded_randn(2, 7, 24),), what="Attention(24, 3)")
         assert_shape(result.output, (2, 7, 24), "Attention output")
 
@@ -77,12 +77,11 @@ class TestAttention:
     @pytest.mark.parametrize("dim,heads", [(16, 1), (32, 4), (48, 6)])
     def test_matches_torch_multihead_attention(self, student, dim, heads):
         """Attention equals torch.nn.MultiheadAttention with the same weights"""
-        student.check_rules("attention")
-        mha, weights = mha_reference(dim, heads, seed=dim)
+        ref, weights = mha_reference(dim, heads, seed=dim)
         x = seeded_randn(2, 9, dim, seed=heads)
         result = student.run(call("Attention", dim=dim, num_heads=heads), (x,), weights=weights,
                              what=f"Attention(dim={dim}, num_heads={heads})")
-        expected = mha(x, x, x, need_weights=False)[0].detach()
+        expected = ref(x).detach()
         assert_close(result.output, expected, f"Attention output (dim={dim}, heads={heads})")
         # A second oracle: the same computation through F.scaled_dot_product_attention, head by head.
         q, k, v = F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(dim, dim=2)
@@ -93,45 +92,38 @@ class TestAttention:
     @pytest.mark.points(2)
     def test_gradients_match_torch(self, student):
         """Gradients of Attention (input and all weights) equal torch.nn.MultiheadAttention's"""
-        student.check_rules("attention")
-        mha, weights = mha_reference(32, 4, seed=7)
+        ref, weights = mha_reference(32, 4, seed=7)
         x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
         result = student.run(call("Attention", dim=32, num_heads=4), (x,), weights=weights, grad_output=g,
                              what="Attention(32, 4) backward")
-        x_grad, p_grads = reference_grads(mha, x, g, forward=lambda t: mha(t, t, t, need_weights=False)[0])
+        x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
-        for ours, theirs in [("qkv.weight", "in_proj_weight"), ("qkv.bias", "in_proj_bias"),
-                             ("proj.weight", "out_proj.weight"), ("proj.bias", "out_proj.bias")]:
-            if ours not in result.param_grads:
-                raise Feedback(f"{ours} received no gradient")
-            assert_close(result.param_grads[ours], p_grads[theirs], f"gradient of {ours}")
+        expect_grads(result.param_grads, p_grads, ATTENTION_NAMES)
 
 
+@pytest.mark.cell("mlp")
 class TestMLP:
     GROUP = "MLP"
 
     @pytest.mark.points(2)
     def test_matches_reference(self, student):
         """MLP equals fc2(GELU(fc1(x))), values and gradients"""
-        student.check_rules("mlp")
-        fc1, fc2 = fill_parameters_(nn.Linear(12, 20), seed=1), fill_parameters_(nn.Linear(20, 12), seed=2)
-        ref = nn.Sequential(fc1, nn.GELU(), fc2)
+        ref = TorchMLP(12, 20)
+        fill_parameters_(ref.fc1, seed=1), fill_parameters_(ref.fc2, seed=2)
         x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
-        weights = {"fc1.weight": fc1.weight, "fc1.bias": fc1.bias, "fc2.weight": fc2.weight, "fc2.bias": fc2.bias}
-        result = student.run(call("MLP", dim=12, hidden_dim=20), (x,), weights=weights, grad_output=g, what="MLP(12, 20)")
+        result = student.run(call("MLP", dim=12, hidden_dim=20), (x,), weights=ref.state_dict(), grad_output=g,
+                             what="MLP(12, 20)")
         x_grad, _ = reference_grads(ref, x, g)
         assert_close(result.output, ref(x).detach(), "MLP output")
         assert_close(result.input_grads[0], x_grad, "MLP gradient with respect to the input")
 
 
-def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> EncoderBlock:
-    from functools import partial
-
-    block = EncoderBlock(heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
-    return fill_parameters_(block, seed=seed, scale=0.3).eval()
+def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> TorchvisionBlock:
+    """torchvision's EncoderBlock (the torchvision_block stand-in) with seeded weights."""
+    return fill_parameters_(TorchvisionBlock(dim, heads, mlp_dim), seed=seed, scale=0.3).eval()
 
 
-def block_weights(ref: EncoderBlock) -> dict:
+def block_weights(ref: TorchvisionBlock) -> dict:
     """torchvision EncoderBlock weights under the student's names (attn/mlp are torch stand-ins)."""
     sa = ref.self_attention
     return {"norm1.weight": ref.ln_1.weight, "norm1.bias": ref.ln_1.bias,
@@ -147,13 +139,13 @@ def block_substitutes(dim: int, heads: int, mlp_dim: int, prefix: str = "") -> d
             f"{prefix}mlp": {"kind": "torch_mlp", "kwargs": {"dim": dim, "hidden_dim": mlp_dim}}}
 
 
+@pytest.mark.cell("block")
 class TestBlock:
     GROUP = "Block"
 
     @pytest.mark.points(3)
     def test_matches_torchvision_encoder_block(self, student):
         """Pre-norm Block (norm, attention, residual, norm, MLP, residual) equals torchvision's EncoderBlock"""
-        student.check_rules("block")
         ref = encoder_block(16, 2, 32, seed=11)
         x = seeded_randn(2, 6, 16, seed=12)
         result = student.run(call("Block", dim=16, num_heads=2, mlp_dim=32), (x,), weights=block_weights(ref),
@@ -163,7 +155,6 @@ class TestBlock:
     @pytest.mark.points(1)
     def test_residual_gradients(self, student):
         """Gradients flow through both residual paths as in the reference"""
-        student.check_rules("block")
         ref = encoder_block(16, 4, 24, seed=13)
         x, g = seeded_randn(3, 4, 16, seed=14), seeded_randn(3, 4, 16, seed=15)
         result = student.run(call("Block", dim=16, num_heads=4, mlp_dim=24), (x,), weights=block_weights(ref),
@@ -200,13 +191,13 @@ def isolated_vit(cfg: dict, ref: VisionTransformer) -> tuple[dict, dict, dict]:
     return call("ViT", call("ViTConfig", **cfg)), substitutes, weights
 
 
+@pytest.mark.cell("vit")
 class TestViT:
     GROUP = "ViT"
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """ViT maps (B, C, H, W) images to (B, num_classes) logits"""
-        student.check_rules("vit")
         build, substitutes, weights = isolated_vit(VIT_CONFIG, torchvision_vit(VIT_CONFIG, seed=1))
         result = student.run(build, (seeded_randn(3, 3, 16, 16),), weights=weights, substitutes=substitutes,
                              what="ViT on a (3, 3, 16, 16) batch")
@@ -215,7 +206,6 @@ class TestViT:
     @pytest.mark.points(3)
     def test_matches_torchvision_vision_transformer(self, student):
         """Class token, position embedding, final norm and head equal torchvision's VisionTransformer"""
-        student.check_rules("vit")
         ref = torchvision_vit(VIT_CONFIG, seed=2)
         build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
         x = seeded_randn(4, 3, 16, 16, seed=3)
@@ -225,16 +215,13 @@ class TestViT:
     @pytest.mark.points(1)
     def test_gradients_reach_embeddings(self, student):
         """Gradients of the class token, position embedding and head equal torchvision's"""
-        student.check_rules("vit")
         ref = torchvision_vit(VIT_CONFIG, seed=4)
         build, substitutes, weights = isolated_vit(VIT_CONFIG, ref)
         x, g = seeded_randn(2, 3, 16, 16, seed=5), seeded_randn(2, 7, seed=6)
         result = student.run(build, (x,), weights=weights, substitutes=substitutes, grad_output=g, what="ViT backward")
         _, p_grads = reference_grads(ref, x, g)
-        for ours, theirs in [("cls_token", "class_token"), ("pos_embed", "encoder.pos_embedding"), ("head.weight", "heads.head.weight")]:
-            if ours not in result.param_grads:
-                raise Feedback(f"{ours} received no gradient: is it used in forward?")
-            assert_close(result.param_grads[ours], p_grads[theirs], f"gradient of {ours}", atol=1e-4)
+        expect_grads(result.param_grads, p_grads, {"cls_token": "class_token", "pos_embed": "encoder.pos_embedding",
+                                                   "head.weight": "heads.head.weight"}, atol=1e-4)
 
 
 class TestAccuracy:

@@ -10,7 +10,7 @@ factories, `torch.hub.load`) and the construction of forbidden classes are guard
 
 Who called: an operation is forbidden when the innermost "owner" frame on the stack is a notebook cell,
 stand-in code running on an instance the student made, or nothing at all; it is allowed when that owner
-is code from stand_ins.py (known by code-object identity, not file name) running on a stand-in the grader
+is code from a module of the stand_ins package (known by code-object identity, not file name) running on a stand-in the grader
 built (`build_stand_in`). The modes are entered afresh around every request (`guarding`); a request
 after which they are missing or replaced counts as tampering and fails.
 """
@@ -22,6 +22,7 @@ import importlib
 import sys
 import types
 import weakref
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
@@ -62,7 +63,7 @@ class ForbiddenAPIError(RuntimeError):
 
 
 # -- who is calling -------------------------------------------------------------------------------------
-_TRUSTED_CODE: dict[int, types.CodeType] = {}  # id -> code object of stand_ins.py (kept alive, compared by id)
+_TRUSTED_CODE: dict[int, types.CodeType] = {}  # id -> code object of the stand-in modules (kept alive, compared by id)
 _GRADER_BUILT: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> stand-in the grader built
 _state = {"building": False}
 
@@ -216,9 +217,11 @@ def _replace_everywhere(original, replacement) -> None:
                 namespace[key] = replacement
 
 
-def install(forbidden_attributes: list[str], forbidden_modules: list[str], trusted_module: types.ModuleType) -> None:
-    """Arm the tripwires for one assignment's lists (see autograder/hidden_tests/test_*.py)."""
-    trust_code_of(trusted_module)
+def install(forbidden_attributes: list[str], forbidden_modules: list[str],
+            trusted_modules: Iterable[types.ModuleType]) -> None:
+    """Arm the tripwires for one assignment's lists (its spec's forbidden APIs), trusting the stand-ins' code."""
+    for module in trusted_modules:
+        trust_code_of(module)
     names, prefixes = {}, {}
     for dotted in forbidden_attributes:
         module_name, _, attr = dotted.rpartition(".")

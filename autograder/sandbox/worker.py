@@ -53,7 +53,6 @@ for _name in SETTINGS.get("preload_modules", []):
 
 sys.path.insert(0, HERE)
 from protocol import read_frame_blocking, write_frame  # noqa: E402
-from stand_ins import STAND_INS  # noqa: E402
 
 
 def _address_space_bytes() -> int:
@@ -97,7 +96,7 @@ def _audit(event: str, args: tuple) -> None:
         raise PermissionError(f"the autograder sandbox does not allow access to {args[0]}")
 
 
-import stand_ins  # noqa: E402
+import stand_ins  # noqa: E402  (the package autograder/sandbox/stand_ins/: one module per assignment)
 import tripwires  # noqa: E402  (forbidden APIs: see tripwires.py)
 from tripwires import FORBIDDEN_CALLS, build_stand_in  # noqa: E402
 
@@ -146,7 +145,7 @@ def resolve(spec, tensors: dict | None = None, built: dict | None = None):
     {"$tensor": key}                                  a tensor of the request, moved to the device;
         "grad": true makes it require grad (its gradient comes back as input_grad.<key>);
     {"$handle": name}                                 a module kept by an earlier request;
-    {"$stand_in": kind, "kwargs": {...}}              a reference layer from stand_ins.py;
+    {"$stand_in": kind, "kwargs": {...}}              a reference layer registered in the stand_ins package;
     lists and plain dicts are resolved element by element; other JSON values are themselves."""
     tensors = {} if tensors is None else tensors
     built = {} if built is None else built
@@ -167,7 +166,7 @@ def resolve(spec, tensors: dict | None = None, built: dict | None = None):
             raise StudentError(f"no module kept as {spec['$handle']!r}")
         return HANDLES[spec["$handle"]]
     if "$stand_in" in spec:
-        return build_stand_in(STAND_INS[spec["$stand_in"]], resolve(spec.get("kwargs", {}), tensors, built))
+        return build_stand_in(stand_ins.lookup(spec["$stand_in"]), resolve(spec.get("kwargs", {}), tensors, built))
     if "$call" in spec:
         value = _namespace_lookup(spec["$call"])(*resolve(spec.get("args", []), tensors, built),
                                                  **resolve(spec.get("kwargs", {}), tensors, built))
@@ -264,7 +263,7 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
 def substitute(module: nn.Module, path: str, spec: dict) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = module.get_submodule(parent_path) if parent_path else module
-    replacement = build_stand_in(STAND_INS[spec["kind"]], spec.get("kwargs", {}))
+    replacement = build_stand_in(stand_ins.lookup(spec["kind"]), spec.get("kwargs", {}))
     if leaf.isdigit():
         parent[int(leaf)] = replacement
     else:
@@ -293,7 +292,8 @@ def serve() -> None:
                 write_frame(RESPONSE_FD, {"ok": True})
                 return
             if cmd == "load":
-                tripwires.install(header.get("forbidden_attributes", []), header.get("forbidden_modules", []), stand_ins)
+                tripwires.install(header.get("forbidden_attributes", []), header.get("forbidden_modules", []),
+                                  stand_ins.MODULES)
             with tripwires.guarding():  # fresh tripwire modes for each request; tampering fails it
                 if cmd == "load":
                     reply["cell_errors"] = run_cells(header["cells"])

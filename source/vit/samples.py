@@ -24,7 +24,7 @@ MLP_FIRST_LINE = "        x = self.drop(self.act(self.fc1(x)))"
 PATCHIFY_RETURN = "        return x.flatten(2).transpose(1, 2)  # (B, N, D)"
 
 # A line of autograder/hidden_tests/test_vit.py, copied (the sample never reads a file): the feedback must not show it.
-HIDDEN_LINE = 'conv = fill_parameters_(nn.Conv2d(1, 8, kernel_size=7, stride=7), seed=1)'
+HIDDEN_LINE = 'ref = fill_parameters_(ConvPatchify(1, 7, 8), seed=1)'
 
 SNOOP = '''
 import os, socket

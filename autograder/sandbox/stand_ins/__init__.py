@@ -1,0 +1,46 @@
+"""Reference layers ("stand-ins") the worker can put in place of a student's sublayer or pass to a student's function.
+
+A test of one layer (say Block) should not depend on the student's other layers (say Attention), so that
+a bug costs points once: the hidden test asks the worker to substitute a stand-in built only from
+torch / torchvision / transformers. Stand-ins run on the untrusted side; they hold no answers (a reference
+that *is* an answer, such as the CNN assignment's reference networks, stays in its hidden test file).
+
+One module per assignment (vit.py, rnn.py, transformer.py, bert.py) registers its stand-ins by name with
+`@register("name")`; the worker builds them by that name (`lookup`), and the hidden tests import the same
+classes on the trusted side to compute their references. The worker imports this package as `stand_ins`
+(autograder/sandbox/ is on its path), the trusted side as `autograder.sandbox.stand_ins`: hence the relative
+imports. The worker's tripwires trust the code of every module in MODULES (by code-object identity).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+
+STAND_INS: dict[str, Callable] = {}  # name -> factory (a class or a function), filled by the modules below
+
+
+class UnknownStandIn(LookupError):
+    """A hidden test asked for a stand-in that no module registers."""
+
+
+def register(name: str) -> Callable[[Callable], Callable]:
+    """Class or function decorator: make `factory` the stand-in called `name`."""
+    def add(factory: Callable) -> Callable:
+        if STAND_INS.get(name, factory) is not factory:
+            raise ValueError(f"two stand-ins are called {name!r}: {STAND_INS[name].__qualname__} and {factory.__qualname__}")
+        STAND_INS[name] = factory
+        return factory
+    return add
+
+
+def lookup(name: str) -> Callable:
+    """The factory of the stand-in called `name`."""
+    try:
+        return STAND_INS[name]
+    except KeyError:
+        raise UnknownStandIn(f"no stand-in is called {name!r}; known: {', '.join(sorted(STAND_INS))}") from None
+
+
+from . import bert, rnn, transformer, vit  # noqa: E402  (each registers its stand-ins)
+
+MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, bert)  # the stand-in code the worker's tripwires trust

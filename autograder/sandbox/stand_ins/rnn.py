@@ -1,0 +1,77 @@
+"""Stand-ins of the RNN assignment: torch's recurrent layers behind the notebook's interface, a torch-built
+classifier, and a driver that runs the student's training loop with a recording optimizer and scheduler."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from . import register
+
+
+@register("torch_recurrent")
+class TorchRecurrent(nn.Module):
+    """torch.nn.RNN (tanh) or torch.nn.LSTM with the interface of the notebook's VanillaRNN / LSTM:
+    forward(x (B, T, D), lengths (B,)) -> the final hidden state at each sequence's true length (B, H)."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int):
+        super().__init__()
+        self.layer = (nn.LSTM if cell == "lstm" else nn.RNN)(input_size, hidden_size, batch_first=True)
+
+    def forward(self, x, lengths):
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.layer(packed)
+        return (state[0] if isinstance(state, tuple) else state)[0]  # (B, H)
+
+
+@register("torch_classifier")
+class TorchClassifier(nn.Module):
+    """A sentiment classifier built from torch layers (embedding -> nn.LSTM or nn.RNN -> linear), with the notebook
+    classifier's forward(tokens, lengths): the model the hidden tests train with the student's loops, and the
+    reference for the student's SentimentClassifier."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_size: int, num_classes: int = 2, state=None,
+                 cell: str = "lstm"):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.rnn = TorchRecurrent(cell, embed_dim, hidden_size)
+        self.head = nn.Linear(hidden_size, num_classes)
+        if state is not None:
+            self.load_state_dict(state)
+            self.to(next(iter(state.values())).device)
+
+    def forward(self, tokens, lengths):
+        return self.head(self.rnn(self.embedding(tokens), lengths))
+
+
+def _loop_parts(model, lr: float, optimizer: str):
+    """An optimizer and a constant LambdaLR whose step() calls are recorded in order in `events`."""
+    events: list[str] = []
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # its own first step is not recorded
+    opt_step = opt.step  # (after LambdaLR, which wraps the bound method itself)
+
+    def recorded_opt_step(*args, **kwargs):
+        events.append("optimizer")
+        return opt_step(*args, **kwargs)
+    opt.step = recorded_opt_step
+    scheduler_step = scheduler.step
+
+    def recorded_scheduler_step(*args, **kwargs):
+        events.append("scheduler")
+        return scheduler_step(*args, **kwargs)
+    scheduler.step = recorded_scheduler_step
+    return opt, scheduler, events
+
+
+@register("train_loop_probe")
+def train_loop_probe(train_one_epoch, model, batches, epochs: int = 1, lr: float = 0.01, optimizer: str = "adam"):
+    """Run the student's train_one_epoch `epochs` times on `batches` with a recording optimizer and scheduler.
+    Returns a function (the hidden test calls it) giving what happened: the optimizer/scheduler step events
+    in order, the values train_one_epoch returned, and the model's weights afterwards."""
+    opt, scheduler, events = _loop_parts(model, lr, optimizer)
+    device = next(model.parameters()).device
+    with torch.enable_grad():  # the worker answers calls without autograd unless asked for a backward pass
+        returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=None) for _ in range(epochs)]
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return lambda: {"events": events, "returned": returned, "state": state}

@@ -1,0 +1,50 @@
+"""Stand-ins of the ViT assignment: torch / torchvision layers behind the notebook's Patchify, Attention, MLP, Block."""
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn as nn
+from torchvision.models.vision_transformer import EncoderBlock
+
+from . import register
+
+
+@register("torch_attention")
+class TorchAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+@register("torch_mlp")
+class TorchMLP(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@register("conv_patchify")
+class ConvPatchify(nn.Module):
+    def __init__(self, in_channels: int, patch_size: int, embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+@register("torchvision_block")
+class TorchvisionBlock(EncoderBlock):
+    """torchvision's ViT encoder block (same parameter names); its own forward makes it stand-in code."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int):
+        super().__init__(num_heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
+
+    def forward(self, input):
+        return super().forward(input)
