@@ -295,11 +295,10 @@ pack() {
         exit 1
     }
     WORK_DIR=$(cd -P "$WORK_DIR" && pwd)  # tar's later -C is relative to the earlier one unless absolute
-    mkdir "$WORK_DIR/$ASSIGNMENT" &&
-        write_manifest "$WORK_DIR/$ASSIGNMENT/manifest.json" "${FILES[@]}" || {
+    if ! { mkdir "$WORK_DIR/$ASSIGNMENT" && write_manifest "$WORK_DIR/$ASSIGNMENT/manifest.json" "${FILES[@]}"; }; then
         echo "$PROG: could not write the manifest in $WORK_DIR" >&2
         exit 1
-    }
+    fi
     for f in "${FILES[@]}"; do members+=("$ASSIGNMENT/$f"); done
 
     PARTIAL=$here/.$archive.partial.$$

@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/python -m autograder demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 release: setup
 	$(BIN)/python -m autograder release

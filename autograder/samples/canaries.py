@@ -13,11 +13,14 @@ written into the samples' code when they are built (trusted code, on the grading
 """
 from __future__ import annotations
 
+import hashlib
 import site
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT
 
+# Outside the checkout, named after it, so that two checkouts' test runs on one machine keep apart.
+SECOND_CHECKOUT = Path("/var/tmp") / f"dlcourse-canary-{hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]}"
 CONTENT = "# canary of the autograder's tests: a sandboxed student must not change this line\n"
 
 
@@ -25,7 +28,7 @@ def paths() -> dict[str, Path]:
     return {
         "site_packages": Path(site.getsitepackages()[0]) / "dlcourse_sandbox_canary.pth",
         "course_package": PROJECT_ROOT / "dlcourse" / "sandbox_canary.txt",
-        "second_checkout": Path("/var/tmp/dlcourse-canary-checkout/test_vit.py"),
+        "second_checkout": SECOND_CHECKOUT / "test_vit.py",
         "build_folder": PROJECT_ROOT / "build" / "sandbox-canary" / "test_vit.py",
     }
 
@@ -44,6 +47,6 @@ def damaged() -> list[str]:
 def remove() -> None:
     for path in paths().values():
         path.unlink(missing_ok=True)
-    for folder in (PROJECT_ROOT / "build" / "sandbox-canary", Path("/var/tmp/dlcourse-canary-checkout")):
+    for folder in (PROJECT_ROOT / "build" / "sandbox-canary", SECOND_CHECKOUT):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
