@@ -47,7 +47,7 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
                              threshold, rng, batch_size, lengths=widths, timeout=timeout)
 
 
-def graded_imdb_accuracy(student: StudentCode, saved_name: str, threshold: float, subset: int | None = None,
+def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: float, subset: int | None = None,
                          seed: int = 0, batch_size: int = 500, timeout: float = 1800.0) -> float:
     """Accuracy of the saved RNN classifier `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first
     `subset` of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""

@@ -7,6 +7,10 @@ loads and checks it; the batch grader, the judge, the samples, the benchmarks an
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
+import types
 from dataclasses import dataclass, field
 
 
@@ -26,8 +30,54 @@ class AssignmentSpec:
     training_cells: tuple[str, ...] = ()  # reference cells that train the saved weights on a CPU, in order
     cuda_training_cells: tuple[str, ...] = ()  # more reference cells, run after those where CUDA is available
     thresholds: dict[str, Threshold] = field(default_factory=dict)  # by name, e.g. "fashion_mnist"
-    forbidden_names: tuple[str, ...] = ()  # last components matched anywhere in an answer cell's code (static check)
-    forbidden_modules: tuple[str, ...] = ()  # module prefixes an answer cell may not import or use
-    forbidden_attributes: tuple[str, ...] = ()  # dotted APIs the worker's tripwires refuse to student code
+    forbidden: tuple[str, ...] = ()  # dotted names of the APIs (functions, classes) and modules students may not use
+    allowed_names: tuple[str, ...] = ()  # last components students' own code also uses (e.g. their class LSTM)
     preload_modules: tuple[str, ...] = ()  # imported in the worker before its audit hook (e.g. transformers)
     submission_timeout_s: float = 600.0  # default time budget for grading one submission (a few times the reference's)
+
+    # What the two checks read, derived from `forbidden` (resolved by import, so only the judge, which imports torch
+    # anyway, asks for them): the worker's run-time tripwires refuse the APIs, and the static check of an answer
+    # cell looks for their last components anywhere, except allowed names, which it matches only spelled out.
+    @functools.cached_property
+    def forbidden_attributes(self) -> tuple[str, ...]:
+        """The dotted APIs (not modules) of `forbidden`, which the worker's tripwires refuse to student code."""
+        return tuple(name for name in self.forbidden if not _is_module(name))
+
+    @functools.cached_property
+    def forbidden_modules(self) -> tuple[str, ...]:
+        """Module prefixes an answer cell may not import or use: the modules of `forbidden`, and the allowed names'
+        APIs as spelled out (`torch.nn.LSTM`, also as `nn.LSTM`)."""
+        spelled = [alias for name in self.forbidden_attributes if name.rpartition(".")[2] in self.allowed_names
+                   for alias in _aliases(name)]
+        return tuple(dict.fromkeys([name for name in self.forbidden if _is_module(name)] + spelled))
+
+    @functools.cached_property
+    def forbidden_names(self) -> tuple[str, ...]:
+        """Last components of the forbidden APIs, matched wherever they appear in an answer cell (static check)."""
+        return tuple(dict.fromkeys(name.rpartition(".")[2] for name in self.forbidden_attributes
+                                   if name.rpartition(".")[2] not in self.allowed_names))
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether `dotted` names a module rather than a function or class. A top-level name always does (installed or
+    not); otherwise what the parent module holds under that name decides (torchvision.models.alexnet is both a
+    submodule and a function: the function is what a student would call)."""
+    parent, _, last = dotted.rpartition(".")
+    if not parent:
+        return True
+    try:
+        value = getattr(importlib.import_module(parent), last)
+    except (ImportError, AttributeError):
+        try:
+            return importlib.util.find_spec(dotted) is not None
+        except (ImportError, ValueError):
+            return False
+    return isinstance(value, types.ModuleType)
+
+
+def _aliases(dotted: str) -> list[str]:
+    """`dotted` and how notebooks usually spell it: torch.nn.X as nn.X, torch.nn.functional.X as F.X."""
+    for prefix, alias in (("torch.nn.functional.", "F."), ("torch.nn.", "nn.")):
+        if dotted.startswith(prefix):
+            return [dotted, alias + dotted[len(prefix):]]
+    return [dotted]

@@ -98,7 +98,7 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
     student = StudentCode.for_assignment(load_assignment("bert"), folder, folder / "worker.log",
                                          GradeOptions(call_timeout=120.0), threads=2)
     try:
-        graded = hidden.graded_imdb_accuracy(student, threshold=CHANCE_BAR, limit=RECIPE.test_subset, batch_size=20)
+        graded = hidden.graded_bert_accuracy(student, threshold=CHANCE_BAR, limit=RECIPE.test_subset, batch_size=20)
     finally:
         student.close()
     print(f"\ngraded from the saved files: {student.notes['bert_imdb']} (the notebook's own evaluation: {accuracy:.2%})")

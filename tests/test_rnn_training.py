@@ -18,7 +18,7 @@ import torch
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
-from autograder.imdb_grading import graded_imdb_accuracy
+from autograder.imdb_grading import graded_rnn_accuracy
 from autograder.options import GradeOptions
 from autograder.student import StudentCode
 from autograder.samples import reference_notebook, run_reference_cells
@@ -41,7 +41,7 @@ def grade_saved(folder, saved_name):
                                          threads=1)
     try:
         try:
-            graded_imdb_accuracy(student, saved_name, CPU_BAR, subset=TEST_SUBSET)
+            graded_rnn_accuracy(student, saved_name, CPU_BAR, subset=TEST_SUBSET)
             passed = True
         except Feedback as exc:
             print(f"\n{saved_name}: {exc}")

@@ -238,7 +238,7 @@ class TestTraining:
             raise Feedback("learning-rate schedule: " + "; ".join(problems))
 
 
-def graded_imdb_accuracy(student, saved_name: str = SAVED_NAME, threshold: float = THRESHOLDS["imdb"].value,
+def graded_bert_accuracy(student, saved_name: str = SAVED_NAME, threshold: float = THRESHOLDS["imdb"].value,
                          limit: int | None = None, batch_size: int = 250, timeout: float = 1800.0) -> float:
     """Rebuild the saved classifier in the worker, tokenise the IMDB test split here with the saved tokenizer,
     get the logits batch by batch and score them here. Records the accuracy in student.notes; raises Feedback
@@ -279,5 +279,5 @@ class TestAccuracy:
     @pytest.mark.cuda_only("the IMDB threshold")
     def test_imdb_accuracy(self, student):
         """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split (judged in CUDA runs only)"""
-        graded_imdb_accuracy(student, timeout=evaluation_limit(THRESHOLDS["imdb"].reference_eval_s))
+        graded_bert_accuracy(student, timeout=evaluation_limit(THRESHOLDS["imdb"].reference_eval_s))
 

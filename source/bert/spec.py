@@ -15,10 +15,7 @@ SPEC = AssignmentSpec(
         "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519),
     },
     # The head is the student's: a ready-made sequence-classification model is not allowed.
-    forbidden_names=("AutoModelForSequenceClassification", "BertForSequenceClassification"),
-    forbidden_modules=(),
-    forbidden_attributes=("transformers.AutoModelForSequenceClassification",
-                          "transformers.BertForSequenceClassification"),
+    forbidden=("transformers.AutoModelForSequenceClassification", "transformers.BertForSequenceClassification"),
     # Imported in the worker before its audit hook: transformers reads many files when it first loads a model class.
     preload_modules=("transformers", "transformers.models.bert.modeling_bert",
                      "transformers.models.bert.tokenization_bert", "transformers.models.auto.modeling_auto",

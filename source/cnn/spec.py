@@ -18,18 +18,19 @@ SPEC = AssignmentSpec(
     },
     # Prebuilt networks and blocks: torchvision.models is already imported in the worker, so the tripwires
     # guard the factories and classes themselves.
-    forbidden_names=("resnet18", "resnet34", "resnet50", "googlenet", "inception_v3", "vgg11", "vgg16",
-                     "alexnet", "densenet121", "mobilenet_v2", "efficientnet_b0"),
-    forbidden_modules=("torchvision.models", "timm", "transformers", "torch.hub", "pretrainedmodels"),
-    forbidden_attributes=("torch.hub.load", "torch.hub.load_state_dict_from_url", "torchvision.models.resnet18",
-                          "torchvision.models.resnet34", "torchvision.models.resnet50",
-                          "torchvision.models.googlenet", "torchvision.models.inception_v3",
-                          "torchvision.models.vgg11", "torchvision.models.vgg16", "torchvision.models.alexnet",
-                          "torchvision.models.densenet121", "torchvision.models.mobilenet_v2",
-                          "torchvision.models.efficientnet_b0", "torchvision.models.resnet.ResNet",
-                          "torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck",
-                          "torchvision.models.googlenet.GoogLeNet", "torchvision.models.googlenet.Inception",
-                          "torchvision.models.googlenet.BasicConv2d"),
+    forbidden=("torch.hub.load", "torch.hub.load_state_dict_from_url", "torchvision.models.resnet18",
+               "torchvision.models.resnet34", "torchvision.models.resnet50", "torchvision.models.googlenet",
+               "torchvision.models.inception_v3", "torchvision.models.vgg11", "torchvision.models.vgg16",
+               "torchvision.models.alexnet", "torchvision.models.densenet121", "torchvision.models.mobilenet_v2",
+               "torchvision.models.efficientnet_b0", "torchvision.models.resnet.ResNet",
+               "torchvision.models.resnet.BasicBlock", "torchvision.models.resnet.Bottleneck",
+               "torchvision.models.googlenet.GoogLeNet", "torchvision.models.googlenet.Inception",
+               "torchvision.models.googlenet.BasicConv2d", "torchvision.models", "timm", "transformers",
+               "torch.hub", "pretrainedmodels"),
+    # Allowed: the student's own Inception module, and names too common to forbid bare (load); their torch APIs
+    # are still caught spelled out.
+    allowed_names=("load", "load_state_dict_from_url", "ResNet", "BasicBlock", "Bottleneck", "GoogLeNet",
+                   "Inception", "BasicConv2d"),
     # Grading budget per submission: the reference grades in about 12 s on a 2-thread CPU; a CUDA run also
     # evaluates two CIFAR-10 models (limits 60 + 520 s).
     submission_timeout_s=720,

@@ -17,15 +17,11 @@ SPEC = AssignmentSpec(
         "cifar10": Threshold(0.65, test="TestAccuracy::test_cifar10_accuracy", reference_eval_s=104),
     },
     # Ready-made attention and transformer layers (caught by reading the cells and by run-time tripwires).
-    forbidden_names=("MultiheadAttention", "scaled_dot_product_attention", "multi_head_attention_forward",
-                     "Transformer", "TransformerEncoder", "TransformerEncoderLayer", "TransformerDecoder",
-                     "TransformerDecoderLayer"),
-    forbidden_modules=("timm", "torchvision.models", "transformers"),
-    forbidden_attributes=("torch.nn.functional.scaled_dot_product_attention",
-                          "torch.nn.functional.multi_head_attention_forward", "torch.nn.MultiheadAttention",
-                          "torch.nn.Transformer", "torch.nn.TransformerEncoder",
-                          "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoder",
-                          "torch.nn.TransformerDecoderLayer"),
+    forbidden=("torch.nn.functional.scaled_dot_product_attention",
+               "torch.nn.functional.multi_head_attention_forward", "torch.nn.MultiheadAttention",
+               "torch.nn.Transformer", "torch.nn.TransformerEncoder", "torch.nn.TransformerEncoderLayer",
+               "torch.nn.TransformerDecoder", "torch.nn.TransformerDecoderLayer", "timm", "torchvision.models",
+               "transformers"),
     # Grading budget per submission: the reference grades in about 10 s on a 2-thread CPU; a CUDA run also
     # evaluates CIFAR-10, whose limit is 1 040 s (scoring.evaluation_limit).
     submission_timeout_s=1200,
