@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--timeout", type=float, default=DEFAULTS.call_timeout,
                        help=f"seconds per layer-test call (default {DEFAULTS.call_timeout:g})")
         p.add_argument("--submission-timeout", type=float, default=None,
-                       help="seconds for grading one whole submission (default: the assignment's SUBMISSION_TIMEOUT_S, "
+                       help="seconds for grading one whole submission (default: the assignment's submission_timeout_s in its spec.py, "
                             "a few times what grading the reference takes)")
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "

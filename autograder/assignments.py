@@ -65,10 +65,6 @@ class Assignment:
     def hidden_tests(self) -> Path:
         return HIDDEN_TESTS / f"test_{self.name}.py"
 
-    @property
-    def submission_timeout(self) -> float:
-        return self.spec.submission_timeout_s
-
     def submission_list(self) -> str:
         """The text of submission.txt, which CollectSubmission.sh reads."""
         return SUBMISSION_LIST_HEADER + "".join(f"{f}\n" for f in self.files)

@@ -15,7 +15,8 @@ import torch
 
 from autograder.feedback import Feedback
 from autograder.requests import call
-from autograder.scoring import canary_subset, graded_classifier, secret_rng
+from autograder.scoring import canary_subset, evaluation_limit, graded_classifier, secret_rng
+from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels
 from dlcourse.text_data import IMDB_LABELS, imdb_source
@@ -25,8 +26,8 @@ CANARY_EXTRA_PADDING = 32  # each canary copy gets 1 to this many extra padding 
 
 
 def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dict, ids: list[list[int]], labels: list[int],
-                pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], test_set: str, threshold: float,
-                batch_size: int, timeout: float, max_width: int | None = None) -> float:
+                pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], test_set: str, threshold: Threshold,
+                batch_size: int, max_width: int | None = None) -> float:
     """Accuracy of the saved classifier `build` on the tokenised reviews `ids` (each already cut to the model's
     length), with the canary. Each batch is padded with `pad_id` to its widest row (a canary copy counts its extra
     padding, up to `max_width`); `model_args(tokens (B, T), lengths (B,))` makes the model's forward arguments."""
@@ -44,13 +45,14 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
 
     return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), canary, batch_args,
                              len(IMDB_LABELS), test_set, "copies of test reviews re-batched with different padding",
-                             threshold, rng, batch_size, lengths=widths, timeout=timeout)
+                             threshold.value, rng, batch_size, lengths=widths,
+                             timeout=evaluation_limit(threshold.reference_eval_s))
 
 
-def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: float, subset: int | None = None,
-                         seed: int = 0, batch_size: int = 500, timeout: float = 1800.0) -> float:
+def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Threshold, subset: int | None = None,
+                        seed: int = 0, batch_size: int = 500) -> float:
     """Accuracy of the saved RNN classifier `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first
-    `subset` of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold`."""
+    `subset` of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold.value`."""
     config, weights = student.saved_model(saved_name)
     tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the notebook's data cell")
     if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
@@ -64,4 +66,4 @@ def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: float,
     build = call("SentimentClassifier", call("ClassifierConfig", **config))
     what = f"{len(texts):,} test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
     return graded_imdb(student, saved_name, build, weights, ids, labels, PAD_ID, lambda tokens, lengths: (tokens, lengths),
-                       f"{what} of {imdb_source()}", threshold, batch_size, timeout)
+                       f"{what} of {imdb_source()}", threshold, batch_size)

@@ -4,7 +4,7 @@
     python benchmarks/hostile_time.py --samples reference hostile_exit
 
 Each sample is graded alone by `grade_folder` (one judge, one sandboxed worker), end to end. The table shows
-its status, wall seconds, the budget that bounds it (the assignment's SUBMISSION_TIMEOUT_S, or
+its status, wall seconds, the budget that bounds it (the assignment's submission_timeout_s in source/vit/spec.py, or
 --submission-timeout), and two ratios: seconds / budget (must stay at most 1 plus the judge's own grace)
 and seconds / the reference's seconds. The infinite loop sits in `MLP.forward` of a submission with
 trained weights, so it meets the MLP layer test's call limit and then the accuracy evaluation's limit.

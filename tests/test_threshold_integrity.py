@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
+from autograder.spec import Threshold
 from autograder.scoring import canary_subset, graded_classifier, secret_batches, secret_rng, shift_one_pixel
 
 NUM_CLASSES, N = 10, 800
@@ -123,8 +124,9 @@ def reviews(seed: int = 5) -> tuple[list[list[int]], list[int]]:
 
 def grade_reviews(student: FakeStudent, threshold: float = 0.8) -> float:
     ids, labels = reviews()
+    bar = Threshold(threshold, test="TestAccuracy::test_toy", reference_eval_s=1.0)  # evaluation limit: the 60 s floor
     return graded_imdb(student, "toy_imdb", {}, {}, ids, labels, 0, lambda tokens, lengths: (tokens, lengths),
-                       f"{N} toy reviews", threshold, batch_size=50, timeout=60.0)
+                       f"{N} toy reviews", bar, batch_size=50)
 
 
 def has_seven(tokens: torch.Tensor) -> torch.Tensor:

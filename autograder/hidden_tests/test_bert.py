@@ -20,7 +20,7 @@ from autograder.assignments import assignment_of
 from autograder.imdb_grading import graded_imdb
 from autograder.reference import Feedback, assert_close, assert_shape
 from autograder.requests import call, handle, module, name, stand_in
-from autograder.scoring import evaluation_limit
+from autograder.spec import Threshold
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/bert/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -238,8 +238,8 @@ class TestTraining:
             raise Feedback("learning-rate schedule: " + "; ".join(problems))
 
 
-def graded_bert_accuracy(student, saved_name: str = SAVED_NAME, threshold: float = THRESHOLDS["imdb"].value,
-                         limit: int | None = None, batch_size: int = 250, timeout: float = 1800.0) -> float:
+def graded_bert_accuracy(student, saved_name: str = SAVED_NAME, threshold: Threshold = THRESHOLDS["imdb"],
+                         limit: int | None = None, batch_size: int = 250) -> float:
     """Rebuild the saved classifier in the worker, tokenise the IMDB test split here with the saved tokenizer,
     get the logits batch by batch and score them here. Records the accuracy in student.notes; raises Feedback
     below `threshold`. `limit` takes the first reviews of a fixed shuffle (the project's own CPU test)."""
@@ -269,7 +269,7 @@ def graded_bert_accuracy(student, saved_name: str = SAVED_NAME, threshold: float
     return graded_imdb(student, saved_name, build, weights, ids, list(test["label"]), pad_token_id,
                        lambda tokens, lengths: (tokens, (torch.arange(tokens.shape[1]) < lengths[:, None]).long()),
                        f"{len(ids):,} reviews of {imdb_source()}, checkpoint {config.get('checkpoint', 'not recorded')}, "
-                       f"max_length {max_length}", threshold, batch_size, timeout, max_width=max_length)
+                       f"max_length {max_length}", threshold, batch_size, max_width=max_length)
 
 
 class TestAccuracy:
@@ -279,5 +279,5 @@ class TestAccuracy:
     @pytest.mark.cuda_only("the IMDB threshold")
     def test_imdb_accuracy(self, student):
         """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split (judged in CUDA runs only)"""
-        graded_bert_accuracy(student, timeout=evaluation_limit(THRESHOLDS["imdb"].reference_eval_s))
+        graded_bert_accuracy(student)
 

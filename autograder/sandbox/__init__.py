@@ -1,7 +1,7 @@
 """Running untrusted student code: the `Sandbox` (trusted side) and its worker (untrusted side).
 
     sandbox = Sandbox(cells, policy=SandboxPolicy(...), log_path=...)
-    reply = sandbox.request({"cmd": "run", ...}, tensors, timeout=10)
+    reply, tensors = sandbox.request({"cmd": "call", ...}, tensors, timeout=10)  # see autograder/requests.py
 
 The worker runs under bubblewrap (`bwrap`, the sandbox Flatpak uses), which builds its view of the
 machine from an allow-list (`worker_view`): the Python installation, the virtualenv, the course package
@@ -232,7 +232,7 @@ class Sandbox:
 
     @property
     def memory_cap(self) -> str:
-        return self.limits.memory_cap if self.limits else f"RLIMIT_AS {self.policy.memory_mb} MiB (not started)"
+        return self.limits.memory_cap if self.limits else "not started"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float) -> dict:
@@ -245,13 +245,12 @@ class Sandbox:
         workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
         if PROJECT_ROOT in Path(workdir).resolve().parents:
             raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
-        capped = self.policy.device == "cpu"
-        self.limits = WorkerLimits.create(self.policy.memory_mb) if (capped and self.strong and _grader_is_root()) \
-            else WorkerLimits(self.policy.memory_mb, memory_cap=f"RLIMIT_AS {self.policy.memory_mb} MiB above torch's "
-                              "own reservation" if capped else "none (CUDA run)")
-        cgroup_capped = bool(self.limits.groups) and self.limits.memory_cap.startswith("cgroup")
+        if self.policy.device == "cpu":
+            self.limits = WorkerLimits.create(self.policy.memory_mb, use_cgroup=self.strong and _grader_is_root())
+        else:
+            self.limits = WorkerLimits.uncapped()
         settings = {
-            "memory_mb": self.policy.memory_mb if capped and not cgroup_capped else None,
+            "memory_mb": self.limits.rlimit_mb,
             "max_processes": 256 if self.uid is not None and self.strong else None,  # per uid: only for a uid of its own
             "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong,
             "course_root": str(PROJECT_ROOT),  # dlcourse is imported from this checkout, as on the trusted side

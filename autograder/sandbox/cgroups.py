@@ -45,17 +45,36 @@ class WorkerLimits:
     _version: int = 0
 
     @classmethod
-    def create(cls, memory_mb: int) -> "WorkerLimits":
+    def create(cls, memory_mb: int, use_cgroup: bool) -> "WorkerLimits":
+        """The limits of one worker: a cgroup when `use_cgroup` (the grader is root and the worker is under
+        bubblewrap) and one can be made, else the worker's own RLIMIT_AS (see `by_cgroup`)."""
         limits = cls(memory_mb)
-        name = f"dlcourse-worker-{uuid.uuid4().hex[:12]}"
-        unified = CGROUP_ROOT / "cgroup.controllers"
-        if unified.exists() and "memory" in unified.read_text().split():
-            limits._try_v2(name)
-        else:
-            limits._try_v1(name)
-        if not limits.memory_cap:
-            limits.memory_cap = f"RLIMIT_AS {memory_mb} MiB above torch's own reservation (no cgroup could be created)"
+        if use_cgroup:
+            name = f"dlcourse-worker-{uuid.uuid4().hex[:12]}"
+            unified = CGROUP_ROOT / "cgroup.controllers"
+            if unified.exists() and "memory" in unified.read_text().split():
+                limits._try_v2(name)
+            else:
+                limits._try_v1(name)
+        if not limits.by_cgroup:
+            limits.memory_cap = f"RLIMIT_AS {memory_mb} MiB above torch's own reservation"
         return limits
+
+    @classmethod
+    def uncapped(cls) -> "WorkerLimits":
+        """No memory cap: a CUDA run, where the device's memory is not the host's and RLIMIT_AS breaks CUDA."""
+        return cls(0, memory_cap="none (CUDA run)")
+
+    @property
+    def rlimit_mb(self) -> int | None:
+        """The MiB above torch's reservation at which the worker caps its own address space; None where a cgroup
+        caps it, or nothing does."""
+        return None if self.by_cgroup or not self.memory_mb else self.memory_mb
+
+    @property
+    def by_cgroup(self) -> bool:
+        """Whether a cgroup caps the worker's memory (else the worker must cap its own address space)."""
+        return self._memory_group is not None
 
     def _make(self, parent: Path | None, name: str, settings: dict[str, str]) -> Path | None:
         if parent is None:

@@ -24,7 +24,6 @@ import types
 
 REQUEST_FD, RESPONSE_FD = int(sys.argv[1]), int(sys.argv[2])
 SETTINGS = json.loads(sys.argv[3])
-CELL_PREFIX = "<cell "  # filename of every compiled student/instructor cell
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # 1. Limits and imports. ----------------------------------------------------------------------------
@@ -98,7 +97,7 @@ def _audit(event: str, args: tuple) -> None:
 
 import stand_ins  # noqa: E402  (the package autograder/sandbox/stand_ins/: one module per assignment)
 import tripwires  # noqa: E402  (forbidden APIs: see tripwires.py)
-from tripwires import FORBIDDEN_CALLS, build_stand_in  # noqa: E402
+from tripwires import CELL_PREFIX, FORBIDDEN_CALLS, build_stand_in  # noqa: E402
 
 
 # 3. Running cells and serving requests. -------------------------------------------------------------
