@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# `%name`/`%%name` magics and `!cmd` shell escapes; not `!= x` or `% x` (continuation lines of a
-# comparison or a modulo inside brackets), which are plain Python.
 # Ways to switch off or go around the worker's run-time checks (autograder/sandbox/tripwires.py): reported
 # wherever they appear, as names, attributes or resolvable strings.
 TAMPER_NAMES = ["__wrapped__", "_pop_mode", "_pop_torch_dispatch_mode", "_pop_torch_function_mode",
@@ -23,6 +21,8 @@ TAMPER_NAMES = ["__wrapped__", "_pop_mode", "_pop_torch_dispatch_mode", "_pop_to
                 "DisableTorchFunction", "_DisableTorchDispatch", "ExcludeDispatchKeyGuard", "torch.ops", "torch._C",
                 "tripwires", "_GRADER_BUILT"]
 DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# `%name`/`%%name` magics and `!cmd` shell escapes; not `!= x` or `% x` (continuation lines of a
+# comparison or a modulo inside brackets), which are plain Python.
 MAGIC = re.compile(r"^(\s*)((?:%%?[A-Za-z_]|!(?!=)).*)$")
 
 
