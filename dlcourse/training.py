@@ -62,7 +62,8 @@ class Recipe:
 @dataclass
 class History:
     """Per-epoch record of a training run: the training loss and the wall time of every epoch (training plus
-    evaluation). Subclasses add the columns their runs measure; `record` appends one value to each."""
+    evaluation). Subclasses add the columns their runs measure; `record` appends one value to each (columns declared
+    with `field(metadata={"per_step": True})` are per optimisation step instead, appended by the loop itself)."""
 
     train_loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
@@ -70,7 +71,7 @@ class History:
     def record(self, **values: float) -> None:
         """Append one epoch: a value for every column (a missing or unknown column is an error, so that the
         columns never drift out of step)."""
-        columns = {f.name for f in dataclasses.fields(self)}
+        columns = {f.name for f in dataclasses.fields(self) if not f.metadata.get("per_step")}
         if set(values) != columns:
             raise ValueError(f"{type(self).__name__}.record needs exactly {sorted(columns)}, got {sorted(values)}")
         for name, value in values.items():

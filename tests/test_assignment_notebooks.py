@@ -23,6 +23,9 @@ def execute(path, cwd, timeout=900):
 def test_source_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path, monkeypatch, local_datasets):
     monkeypatch.setenv("DLCOURSE_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # One OpenMP thread in the kernel: with two, a busy core (another test, the kernel's own I/O threads) makes
+    # every small op wait for the other thread, and the seq2seq notebook's step-by-step decoder ran 60x slower.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assignment = load_assignment(name)
     nb, client = execute(assignment.source_dir / assignment.notebook, tmp_path)
     client.execute()

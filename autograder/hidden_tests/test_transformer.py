@@ -19,9 +19,10 @@ from autograder.reference import (Feedback, assert_close, assert_shape, expect_g
 from autograder.requests import call, handle, module, name, stand_in
 from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward, TorchMHA,
                                                       TorchSeq2Seq)
-from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret_rng
-from dlcourse.transformer import ReversalTask, make_reversal_data, sequence_accuracy
-from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, encode_pairs, target_nll, trim_padding
+from autograder.scoring import evaluation_limit, secret_rng
+from autograder.spec import Threshold
+from autograder.translation_grading import course_tokenizer, graded_perplexity
+from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask, make_reversal_data, sequence_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/transformer/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -504,42 +505,16 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
     @pytest.mark.cuda_only("the Multi30k perplexity threshold")
     def test_multi30k_perplexity(self, student):
         """The saved Multi30k model reaches a test perplexity of at most 8 per target token (judged in CUDA runs only)"""
-        multi30k_perplexity(student, THRESHOLDS["multi30k_perplexity"].value)
+        multi30k_perplexity(student, THRESHOLDS["multi30k_perplexity"])
 
 
 TOKENIZER_FILE = "transformer_multi30k_tokenizer.json"
 
 
-def multi30k_perplexity(student, threshold: float, batch_size: int = 25) -> float:
-    """Per-token test perplexity of the student's saved `transformer_multi30k` under its saved tokenizer, which
-    must be the course's (perplexities are only comparable under the same tokenisation). Logits come from the
-    worker; the targets and the scoring stay here."""
-    from dlcourse.text_data import load_multi30k
-    from dlcourse.translation import train_multi30k_tokenizer
-
+def multi30k_perplexity(student, threshold: Threshold) -> float:
+    """Per-token test perplexity of the student's saved `transformer_multi30k` under its saved tokenizer, which must be
+    the course's (autograder/translation_grading.py)."""
     config, weights = student.saved_model("transformer_multi30k")
-    tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the Multi30k data cell")
-    if tokenizer.get_vocab() != train_multi30k_tokenizer(load_multi30k("train")).get_vocab():
-        raise Feedback(f"{TOKENIZER_FILE} is not the course's tokenizer (train_multi30k_tokenizer on the training split): "
-                       "perplexities are only comparable under the same tokenisation")
-    src, tgt = encode_pairs(tokenizer, load_multi30k("test"))
-    build = call("Transformer", call("TransformerConfig", **config))
-
-    def batch_args(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        s, t = trim_padding(src[indices], tgt[indices])
-        return s, t[:, :-1]
-
-    outputs = outputs_in_secret_order(student, "transformer_multi30k", build, weights, len(src), batch_args, secret_rng(),
-                                      batch_size, lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
-                                      timeout=evaluation_limit(THRESHOLDS["multi30k_perplexity"].reference_eval_s))
-    total, count = 0.0, 0
-    for indices, logits in outputs:
-        t = trim_padding(tgt[indices])[0]
-        assert_shape(logits, (len(indices), t.shape[1] - 1, config.get("tgt_vocab_size")), "transformer_multi30k logits")
-        nll, n = target_nll(logits, t[:, 1:])
-        total, count = total + nll, count + n
-    perplexity = math.exp(total / count)
-    student.notes["transformer_multi30k"] = f"test perplexity {perplexity:.2f} per target token on {len(src)} Multi30k test pairs"
-    if not perplexity <= threshold:
-        raise Feedback(f"transformer_multi30k: test perplexity {perplexity:.2f}, above the required {threshold}")
-    return perplexity
+    tokenizer = course_tokenizer(student, TOKENIZER_FILE, "the Multi30k data cell")
+    return graded_perplexity(student, "transformer_multi30k", call("Transformer", call("TransformerConfig", **config)),
+                             weights, tokenizer, config.get("tgt_vocab_size"), lambda src, tgt_in: (src, tgt_in), threshold)

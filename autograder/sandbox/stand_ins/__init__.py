@@ -5,7 +5,7 @@ a bug costs points once: the hidden test asks the worker to substitute a stand-i
 torch / torchvision / transformers. Stand-ins run on the untrusted side; they hold no answers (a reference
 that *is* an answer, such as the CNN assignment's reference networks, stays in its hidden test file).
 
-One module per assignment (vit.py, rnn.py, transformer.py, bert.py) registers its stand-ins by name with
+One module per assignment (vit.py, rnn.py, transformer.py, seq2seq.py, bert.py) registers its stand-ins by name with
 `@register("name")`; the worker builds them by that name (`lookup`), and the hidden tests import the same
 classes on the trusted side to compute their references. The worker imports this package as `stand_ins`
 (autograder/sandbox/ is on its path), the trusted side as `autograder.sandbox.stand_ins`: hence the relative
@@ -41,6 +41,6 @@ def lookup(name: str) -> Callable:
         raise UnknownStandIn(f"no stand-in is called {name!r}; known: {', '.join(sorted(STAND_INS))}") from None
 
 
-from . import bert, rnn, transformer, vit  # noqa: E402  (each registers its stand-ins)
+from . import bert, rnn, seq2seq, transformer, vit  # noqa: E402  (each registers its stand-ins)
 
-MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, bert)  # the stand-in code the worker's tripwires trust
+MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, seq2seq, bert)  # the stand-in code the worker's tripwires trust

@@ -1,0 +1,107 @@
+"""Multi30k scores of a saved translation model (the Transformer and the seq2seq assignments), judged on the trusted side.
+
+The submission holds the course tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without running
+any of the student's code, and checked to be the course's own: perplexities are only comparable under one
+tokenisation) and `<name>.safetensors` / `<name>.json` written by the notebook. The test sentences are tokenised
+HERE; the worker only computes the student's logits (perplexity) or greedy translations (BLEU), in a secret order.
+The targets, the references and the scoring stay on this side.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from autograder.feedback import Feedback, assert_shape
+from autograder.requests import handle, module, name
+from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret_batches, secret_rng
+from autograder.spec import Threshold
+from autograder.student import StudentCode
+from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
+
+BLEU_MAX_LEN = 64  # tokens per greedy translation, BOS included (as the notebooks translate)
+
+
+@functools.lru_cache(maxsize=1)
+def _course_vocabulary() -> dict[str, int]:
+    from dlcourse.text_data import load_multi30k
+    from dlcourse.translation import train_multi30k_tokenizer
+
+    return train_multi30k_tokenizer(load_multi30k("train")).get_vocab()
+
+
+def course_tokenizer(student: StudentCode, filename: str, saved_by: str):
+    """The tokenizer the notebook saved as `filename`, which must be the course's (train_multi30k_tokenizer on the
+    training split)."""
+    tokenizer = student.saved_tokenizer(filename, saved_by)
+    if tokenizer.get_vocab() != _course_vocabulary():
+        raise Feedback(f"{filename} is not the course's tokenizer (train_multi30k_tokenizer on the training split): "
+                       "perplexities are only comparable under the same tokenisation")
+    return tokenizer
+
+
+def multi30k_test_pairs() -> list[tuple[str, str]]:
+    from dlcourse.text_data import load_multi30k
+
+    return load_multi30k("test")
+
+
+def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weights: dict, tokenizer, vocab_size: int,
+                      forward_args: Callable[[torch.Tensor, torch.Tensor], tuple], threshold: Threshold,
+                      batch_size: int = 25) -> float:
+    """Per-token test perplexity, teacher-forced, padding excluded, of the saved model `build` (with `weights`): the
+    worker returns the logits of `forward_args(src, tgt_in)` for batches in a secret order; the targets stay here.
+    Fails the test above `threshold.value`."""
+    src, tgt = encode_pairs(tokenizer, multi30k_test_pairs())
+
+    def batch_args(indices: list[int]) -> tuple:
+        s, t = trim_padding(src[indices], tgt[indices])
+        return forward_args(s, t[:, :-1])
+
+    outputs = outputs_in_secret_order(student, saved_name, build, weights, len(src), batch_args, secret_rng(), batch_size,
+                                      lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
+                                      timeout=evaluation_limit(threshold.reference_eval_s))
+    total, count = 0.0, 0
+    for indices, logits in outputs:
+        t = trim_padding(tgt[indices])[0]
+        assert_shape(logits, (len(indices), t.shape[1] - 1, vocab_size), f"{saved_name} logits")
+        nll, n = target_nll(logits, t[:, 1:])
+        total, count = total + nll, count + n
+    perplexity = math.exp(total / count)
+    student.notes[f"{saved_name} perplexity"] = (f"test perplexity {perplexity:.2f} per target token on {len(src)} "
+                                                 "Multi30k test pairs")
+    if not perplexity <= threshold.value:
+        raise Feedback(f"{saved_name}: test perplexity {perplexity:.2f}, above the required {threshold.value}")
+    return perplexity
+
+
+def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dict, tokenizer,
+                translate_args: Callable[[torch.Tensor], tuple], threshold: Threshold, batch_size: int = 100) -> float:
+    """Corpus BLEU (dlcourse.translation.corpus_bleu) of the student's greedy translations of the test set: the
+    worker runs the notebook's `greedy_translate(model, *translate_args(src), max_len=64)` on batches in a secret
+    order; decoding to text and scoring against the references happen here. Fails the test below `threshold.value`."""
+    pairs = multi30k_test_pairs()
+    src, _ = encode_pairs(tokenizer, pairs)
+    limit, started = evaluation_limit(threshold.reference_eval_s), time.monotonic()
+    hypotheses: list[str | None] = [None] * len(src)
+    target = module(build, weights=weights, keep_as=f"{saved_name} translating")
+    for indices in secret_batches(len(src), secret_rng(), batch_size, lengths=(src != PAD_ID).sum(dim=1).tolist()):
+        s = trim_padding(src[indices])[0]
+        if time.monotonic() - started >= limit:
+            student.events.append("timeout")
+            raise Feedback(f"{saved_name}: translating the test set took more than {limit:.0f} s")
+        result = student.invoke(name("greedy_translate"), target, *translate_args(s), max_len=BLEU_MAX_LEN,
+                                what=f"greedy_translate with {saved_name}", timeout=limit - (time.monotonic() - started))
+        target = handle(f"{saved_name} translating")
+        if not isinstance(result.value, torch.Tensor) or result.value.dim() != 2 or len(result.value) != len(indices):
+            raise Feedback(f"greedy_translate must return a (B, L) tensor of token ids, B = {len(indices)}")
+        for i, text in zip(indices, token_ids_to_text(tokenizer, result.value.long())):
+            hypotheses[i] = text
+    bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
+    student.notes[f"{saved_name} BLEU"] = f"BLEU {bleu.score:.2f} on {len(src)} Multi30k test sentences ({bleu.signature})"
+    if not bleu.score >= threshold.value:
+        raise Feedback(f"{saved_name}: BLEU {bleu.score:.2f} on the test set, below the required {threshold.value}")
+    return bleu.score
