@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/python -m autograder demo
 
 test: setup
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs --durations=25
 
 release: setup
 	$(BIN)/python -m autograder release

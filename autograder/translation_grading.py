@@ -79,10 +79,12 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
 
 
 def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dict, tokenizer,
-                translate_args: Callable[[torch.Tensor], tuple], threshold: Threshold, batch_size: int = 100) -> float:
+                translate_args: Callable[[torch.Tensor], tuple], threshold: Threshold,
+                batch_size: int = 100) -> tuple[float, list[str]]:
     """Corpus BLEU (dlcourse.translation.corpus_bleu) of the student's greedy translations of the test set: the
     worker runs the notebook's `greedy_translate(model, *translate_args(src), max_len=64)` on batches in a secret
-    order; decoding to text and scoring against the references happen here. Fails the test below `threshold.value`."""
+    order; decoding to text and scoring against the references happen here. Returns (BLEU, the translations in test
+    order); fails the test below `threshold.value`."""
     pairs = multi30k_test_pairs()
     src, _ = encode_pairs(tokenizer, pairs)
     limit, started = evaluation_limit(threshold.reference_eval_s), time.monotonic()
@@ -104,4 +106,4 @@ def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dic
     student.notes[f"{saved_name} BLEU"] = f"BLEU {bleu.score:.2f} on {len(src)} Multi30k test sentences ({bleu.signature})"
     if not bleu.score >= threshold.value:
         raise Feedback(f"{saved_name}: BLEU {bleu.score:.2f} on the test set, below the required {threshold.value}")
-    return bleu.score
+    return bleu.score, hypotheses

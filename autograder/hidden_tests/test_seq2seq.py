@@ -507,7 +507,7 @@ def multi30k_perplexity(student, threshold: Threshold) -> float:
                              lambda src, tgt_in: (src, (src != PAD_ID).sum(1), tgt_in), threshold)
 
 
-def multi30k_bleu(student, threshold: Threshold) -> float:
+def multi30k_bleu(student, threshold: Threshold) -> tuple[float, list[str]]:
     build, _, weights, tokenizer = saved_translator(student)
     return graded_bleu(student, "seq2seq_multi30k", build, weights, tokenizer, lambda src: (src, (src != PAD_ID).sum(1)),
                        threshold)

@@ -36,8 +36,113 @@ REVERSE_LOOKUP = '''    lengths = src_lengths.tolist()
     return torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=src.device)
 '''
 
+# Correct code written unlike the reference (fair grading: it must get full marks). Each edit appends the alternative
+# definitions at the end of the cell, so that they replace the reference's: -inf masking and F.cosine_similarity, an
+# encoder that runs each sentence alone instead of packing, F.linear on split weights, a preallocated logits tensor
+# and a list-based greedy loop.
+ALTERNATIVE_ATTENTION = """
+
+def dot_attention(query, keys, src_mask):
+    scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
+    scores = torch.where(src_mask, scores, torch.tensor(float("-inf"), device=scores.device))
+    weights = F.softmax(scores, dim=1)
+    return torch.bmm(weights.unsqueeze(1), keys).squeeze(1), weights
+
+
+def cosine_attention(query, keys, src_mask, scale=10.0):
+    scores = scale * F.cosine_similarity(keys, query.unsqueeze(1).expand_as(keys), dim=-1, eps=1e-8)
+    weights = F.softmax(scores.masked_fill(src_mask.logical_not(), float("-inf")), dim=1)
+    return (weights.unsqueeze(-1) * keys).sum(dim=1), weights
+"""
+ALTERNATIVE_ENCODER = """
+
+class Encoder(nn.Module):
+    def __init__(self, vocab_size, embed_dim, hidden_size, model_type="lstm", dropout=0.0, pad_id=PAD_ID):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.rnn = RECURRENT_LAYERS[model_type](embed_dim, hidden_size // 2, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src, src_lengths):
+        embedded = self.dropout(self.embedding(src))
+        outputs, finals = [], []
+        for row, n in zip(embedded, src_lengths.tolist()):  # each sentence alone: no padding, no packing
+            out, final = self.rnn(row[:n].unsqueeze(0))
+            outputs.append(F.pad(out[0], (0, 0, 0, src.shape[1] - n)))
+            finals.append(final)
+        if isinstance(self.rnn, nn.LSTM):
+            h = torch.cat([torch.cat([f[0][0], f[0][1]], dim=1) for f in finals])
+            c = torch.cat([torch.cat([f[1][0], f[1][1]], dim=1) for f in finals])
+            return torch.stack(outputs), (h, c)
+        return torch.stack(outputs), torch.cat([torch.cat([f[0], f[1]], dim=1) for f in finals])
+"""
+ALTERNATIVE_DECODER = """
+
+def _decoder_forward(self, prev_token, state, encoder_outputs, src_mask):
+    if isinstance(self.cell, nn.LSTMCell):
+        h, c = self.cell(self.dropout(self.embedding(prev_token)), tuple(state))
+        new_state = (h, c)
+    else:
+        h = new_state = self.cell(self.dropout(self.embedding(prev_token)), state)
+    if self.combine is None:
+        return self.out(self.dropout(h)), new_state, None
+    context, weights = self.attend(h, encoder_outputs, src_mask)
+    H = h.shape[1]
+    mixed = F.linear(h, self.combine.weight[:, :H]) + F.linear(context, self.combine.weight[:, H:], self.combine.bias)
+    return self.out(self.dropout(mixed.tanh())), new_state, weights
+
+
+AttnDecoder.forward = _decoder_forward
+"""
+ALTERNATIVE_SEQ2SEQ = """
+
+def _seq2seq_forward(self, src, src_lengths, tgt, teacher_forcing_ratio=1.0, generator=None):
+    memory, state = self.encoder(src, src_lengths)
+    B, T = tgt.shape
+    logits = None
+    inputs = tgt[:, 0]
+    for t in range(T):
+        if t:
+            draw = torch.rand((1,), generator=generator)[0]
+            inputs = tgt[:, t] if bool(draw < teacher_forcing_ratio) else logits[:, t - 1].argmax(-1)
+        step, state, _ = self.decoder(inputs, state, memory, src.ne(self.config.pad_id))
+        if logits is None:
+            logits = step.new_zeros(B, T, step.shape[-1])
+        logits = logits.index_copy(1, torch.tensor([t], device=step.device), step.unsqueeze(1))
+    return logits
+
+
+Seq2Seq.forward = _seq2seq_forward
+"""
+ALTERNATIVE_GREEDY = """
+
+@torch.no_grad()
+def greedy_translate(model, src, src_lengths, max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID):
+    memory, state = model.encoder(src, src_lengths)
+    tokens = [torch.full((len(src),), bos_id, dtype=torch.long, device=src.device)]
+    done = torch.zeros(len(src), dtype=torch.bool, device=src.device)
+    for _ in range(max_len - 1):
+        if bool(done.all()):
+            break
+        logits, state, _ = model.decoder(tokens[-1], state, memory, src != pad_id)
+        best = torch.where(done, torch.full_like(tokens[-1], pad_id), logits.argmax(-1))
+        done = done | (best == eos_id)
+        tokens.append(best)
+    return torch.stack(tokens, dim=1)
+"""
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True, expect_failed=UNTRAINED_HERE),
+    Sample("alternative_correct", "correct code written unlike the reference, with the reference's trained weights",
+           trained=True, edits=[("attention", "    return context, weights", "    return context, weights" + ALTERNATIVE_ATTENTION),
+                                ("encoder", "        return outputs, torch.cat([final[0], final[1]], dim=-1)",
+                                 "        return outputs, torch.cat([final[0], final[1]], dim=-1)" + ALTERNATIVE_ENCODER),
+                                ("decoder", "        return self.out(self.dropout(combined)), state, weights",
+                                 "        return self.out(self.dropout(combined)), state, weights" + ALTERNATIVE_DECODER),
+                                ("seq2seq", "        return torch.stack(steps, dim=1)                                  # (B, T, V)",
+                                 "        return torch.stack(steps, dim=1)" + ALTERNATIVE_SEQ2SEQ),
+                                ("greedy", "    return ys", "    return ys" + ALTERNATIVE_GREEDY)],
+           expect_failed=UNTRAINED_HERE),
     Sample("untouched_release", "the release notebook as students get it", base="release",
            expect_failed=ATTENTION | ENCODER | DECODER | SEQ2SEQ | GREEDY | REVERSAL | MULTI30K),
     Sample("bug_softmax_wrong_axis", "planted bug: attention's softmax runs over the batch instead of the source positions",
