@@ -4,7 +4,8 @@ The submission holds the course tokenizer (Hugging Face `tokenizers` JSON: plain
 any of the student's code, and checked to be the course's own: perplexities are only comparable under one
 tokenisation) and `<name>.safetensors` / `<name>.json` written by the notebook. The test sentences are tokenised
 HERE; the worker only computes the student's logits (perplexity) or greedy translations (BLEU), in a secret order.
-The targets, the references and the scoring stay on this side.
+The targets, the references and the scoring stay on this side. Also the check of a greedy decoder's output against
+reference rows, which both assignments' greedy tests share.
 """
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ from autograder.student import StudentCode
 from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
 
 BLEU_MAX_LEN = 64  # tokens per greedy translation, BOS included (as the notebooks translate)
+
+
+def check_greedy_rows(function: str, out, reference: list[list[int]], max_len: int) -> None:
+    """Feedback unless `out`, what the student's greedy decoder `function` returned for len(reference) sources, is a
+    (B, L) tensor whose rows start with the reference rows (BOS, the argmax tokens, EOS when reached) and hold PAD_ID
+    after them, with L the longest reference row: decoding stops once every row has produced EOS, or at max_len."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(reference):
+        raise Feedback(f"{function} must return a (B, L) tensor of token ids with B = {len(reference)}")
+    if out.shape[1] > max_len:
+        raise Feedback(f"{function} returned {out.shape[1]} tokens per row, more than max_len = {max_len}")
+    if out.shape[1] != max(len(r) for r in reference):
+        raise Feedback(f"{function} returned {out.shape[1]} tokens per row; it should stop as soon as every row has "
+                       "produced EOS, or at max_len")
+    for b, ref_row in enumerate(reference):
+        row = out[b].tolist()
+        if row[:len(ref_row)] != ref_row:
+            raise Feedback(f"row {b}: the tokens differ from greedy decoding (first token must be BOS, then the most "
+                           "likely next token at each step)")
+        if any(t != PAD_ID for t in row[len(ref_row):]):
+            raise Feedback(f"row {b}: the positions after EOS must hold pad_id")
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from autograder.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.sandbox.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
 from autograder.scoring import evaluation_limit, secret_rng
 from autograder.spec import Threshold
-from autograder.translation_grading import course_tokenizer, graded_bleu, graded_perplexity
+from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_bleu, graded_perplexity
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask, make_reversal_data, sequence_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/seq2seq/spec.py: cells, thresholds, forbidden APIs, budget
@@ -142,16 +142,21 @@ def check_encoder_result(value, expected_outputs, expected_state, mask, model_ty
     outputs, state = value
     assert_shape(outputs, tuple(expected_outputs.shape), "encoder outputs")
     assert_close(outputs[mask], expected_outputs[mask], "encoder outputs at the real tokens")
+    check_state(state, expected_state, model_type, "encoder state ([forward final; backward final])")
+
+
+def check_state(state, expected, model_type: str, what: str) -> None:
+    """An LSTM's state is the pair (h, c), an RNN's the tensor h: `state` must be that, equal to `expected`."""
     if model_type == "lstm":
         if not isinstance(state, (list, tuple)) or len(state) != 2:
-            raise Feedback("the LSTM encoder's state must be the pair (h, c)")
-        for got, want, label in zip(state, expected_state, ("h", "c")):
-            assert_shape(got, tuple(want.shape), f"encoder state {label}")
-            assert_close(got, want, f"encoder state {label} ([forward final; backward final])")
+            raise Feedback(f"{what}: an LSTM's state must be the pair (h, c)")
+        for got, want, label in zip(state, expected, ("h", "c")):
+            assert_shape(got, tuple(want.shape), f"{what}, {label}")
+            assert_close(got, want, f"{what}, {label}")
     else:
         if not isinstance(state, torch.Tensor):
-            raise Feedback("the RNN encoder's state must be h, a tensor (B, H)")
-        assert_close(state, expected_state, "encoder state h ([forward final; backward final])")
+            raise Feedback(f"{what}: an RNN's state must be h, a tensor (B, H)")
+        assert_close(state, expected, f"{what}, h")
 
 
 @pytest.mark.cell("encoder")
@@ -229,15 +234,7 @@ def check_step(value, expected, model_type: str, kind) -> None:
     want_logits, want_state, want_weights = expected
     assert_shape(logits, (3, DECODER["vocab_size"]), "decoder logits")
     assert_close(logits, want_logits, "decoder logits")
-    if model_type == "lstm":
-        if not isinstance(state, (list, tuple)) or len(state) != 2:
-            raise Feedback("the LSTM decoder must return its new state as the pair (h, c)")
-        assert_close(state[0], want_state[0], "decoder state h")
-        assert_close(state[1], want_state[1], "decoder state c")
-    else:
-        if not isinstance(state, torch.Tensor):
-            raise Feedback("the RNN decoder must return its new state h as a tensor")
-        assert_close(state, want_state, "decoder state h")
+    check_state(state, want_state, model_type, "the decoder's new state")
     if kind is None:
         if weights is not None:
             raise Feedback("without attention the decoder must return None as its attention weights")
@@ -323,7 +320,16 @@ def seq2seq_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return src, (src != PAD_ID).sum(1), tgt
 
 
-def check_logits(value, expected: torch.Tensor, what: str) -> None:
+def check_loop(student, seed: int, ratio: float, teacher: list[bool], what: str, generator_seed: int | None = None) -> None:
+    """The student's Seq2Seq.forward at `ratio`, with the reference encoder and decoder in place of the student's,
+    equals the reference loop whose step t > 0 reads the true token where teacher[t - 1]."""
+    encoder, decoder, substitutes, weights = reference_parts(seed)
+    src, lengths, tgt = seq2seq_inputs(seed + 1)
+    build = module(call("Seq2Seq", call("Seq2SeqConfig", **TINY)), weights=weights, substitutes=substitutes)
+    generator = {} if generator_seed is None else {"generator": stand_in("seeded_generator", seed=generator_seed)}
+    value = student.invoke(build, src, lengths, tgt, teacher_forcing_ratio=ratio, what=f"Seq2Seq, ratio {ratio}",
+                           **generator).value
+    expected = reference_loop(encoder, decoder, src, tgt, teacher)
     if not isinstance(value, torch.Tensor):
         raise Feedback("Seq2Seq.forward must return a tensor of logits (B, T, V)")
     assert_shape(value, tuple(expected.shape), "Seq2Seq logits")
@@ -347,20 +353,12 @@ class TestSeq2Seq:
     @pytest.mark.points(3)
     def test_teacher_forcing_matches_reference(self, student):
         """Ratio 1: every step reads the true previous token; the loop equals the reference's (reference encoder and decoder)"""
-        encoder, decoder, substitutes, weights = reference_parts(seed=2)
-        src, lengths, tgt = seq2seq_inputs(seed=3)
-        build = module(call("Seq2Seq", call("Seq2SeqConfig", **TINY)), weights=weights, substitutes=substitutes)
-        result = student.invoke(build, src, lengths, tgt, teacher_forcing_ratio=1.0, what="Seq2Seq, teacher forcing")
-        check_logits(result.value, reference_loop(encoder, decoder, src, tgt, [True] * 6), "teacher-forced logits")
+        check_loop(student, seed=2, ratio=1.0, teacher=[True] * 6, what="teacher-forced logits")
 
     @pytest.mark.points(2)
     def test_free_running_feeds_back_the_argmax(self, student):
         """Ratio 0: every step after the first reads the argmax of the previous step's logits"""
-        encoder, decoder, substitutes, weights = reference_parts(seed=4)
-        src, lengths, tgt = seq2seq_inputs(seed=5)
-        build = module(call("Seq2Seq", call("Seq2SeqConfig", **TINY)), weights=weights, substitutes=substitutes)
-        result = student.invoke(build, src, lengths, tgt, teacher_forcing_ratio=0.0, what="Seq2Seq, ratio 0")
-        check_logits(result.value, reference_loop(encoder, decoder, src, tgt, [False] * 6), "free-running logits")
+        check_loop(student, seed=4, ratio=0.0, teacher=[False] * 6, what="free-running logits")
 
     @pytest.mark.points(1)
     def test_same_generator_same_choices(self, student):
@@ -379,17 +377,12 @@ class TestSeq2Seq:
     @pytest.mark.points(1)
     def test_choices_follow_the_stated_rule(self, student):
         """Ratio 0.5: step t > 0 reads the true token when torch.rand(1, generator=generator) < ratio (one draw per step)"""
-        encoder, decoder, substitutes, weights = reference_parts(seed=8)
-        src, lengths, tgt = seq2seq_inputs(seed=9)
         draws = torch.Generator().manual_seed(10)
         teacher = [torch.rand(1, generator=draws).item() < 0.5 for _ in range(6)]
         if all(teacher) or not any(teacher):  # a test that can fail: the draws must mix both choices
             raise RuntimeError("the seed should give both teacher-forced and free-running steps")
-        build = module(call("Seq2Seq", call("Seq2SeqConfig", **TINY)), weights=weights, substitutes=substitutes)
-        result = student.invoke(build, src, lengths, tgt, teacher_forcing_ratio=0.5,
-                                generator=stand_in("seeded_generator", seed=10), what="Seq2Seq, ratio 0.5")
-        check_logits(result.value, reference_loop(encoder, decoder, src, tgt, teacher),
-                     "logits with teacher forcing drawn from the generator")
+        check_loop(student, seed=8, ratio=0.5, teacher=teacher, generator_seed=10,
+                   what="logits with teacher forcing drawn from the generator")
 
 
 @torch.no_grad()
@@ -422,21 +415,7 @@ class TestGreedyTranslate:
             raise RuntimeError("the reference translation should stop early in some rows and not in others")
         result = student.invoke(name("greedy_translate"), stand_in("lstm_seq2seq", **spec), src, (src != PAD_ID).sum(1),
                                 max_len=max_len, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, what="greedy_translate")
-        out = result.value
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(src):
-            raise Feedback(f"greedy_translate must return a (B, L) tensor of token ids with B = {len(src)}")
-        if out.shape[1] > max_len:
-            raise Feedback(f"greedy_translate returned {out.shape[1]} tokens per row, more than max_len = {max_len}")
-        if out.shape[1] != max(len(r) for r in reference):
-            raise Feedback(f"greedy_translate returned {out.shape[1]} tokens per row; it should stop as soon as every row "
-                           "has produced EOS, or at max_len")
-        for b, ref_row in enumerate(reference):
-            row = out[b].tolist()
-            if row[:len(ref_row)] != ref_row:
-                raise Feedback(f"row {b}: the tokens differ from greedy translation (first token must be BOS, then the "
-                               "most likely next token at each step)")
-            if any(t != PAD_ID for t in row[len(ref_row):]):
-                raise Feedback(f"row {b}: the positions after EOS must hold pad_id")
+        check_greedy_rows("greedy_translate", result.value, reference, max_len)
 
 
 # -- the thresholds ----------------------------------------------------------------------------------------------

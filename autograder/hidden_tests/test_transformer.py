@@ -21,7 +21,7 @@ from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEn
                                                       TorchSeq2Seq)
 from autograder.scoring import evaluation_limit, secret_rng
 from autograder.spec import Threshold
-from autograder.translation_grading import course_tokenizer, graded_perplexity
+from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_perplexity
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask, make_reversal_data, sequence_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/transformer/spec.py: cells, thresholds, forbidden APIs, budget
@@ -460,21 +460,7 @@ class TestGreedyDecode:
             raise RuntimeError("the reference decoding should stop early in some rows and not in others")
         result = student.invoke(name("greedy_decode"), stand_in("torch_seq2seq", **spec), src, max_len=max_len,
                                 bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, what="greedy_decode")
-        out = result.value
-        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(src):
-            raise Feedback(f"greedy_decode must return a (B, L) tensor of token ids with B = {len(src)}")
-        if out.shape[1] > max_len:
-            raise Feedback(f"greedy_decode returned {out.shape[1]} tokens per row, more than max_len = {max_len}")
-        if out.shape[1] != max(len(r) for r in reference):
-            raise Feedback(f"greedy_decode returned {out.shape[1]} tokens per row; it should stop as soon as every row has "
-                           f"produced EOS, or at max_len")
-        for b, ref_row in enumerate(reference):
-            row = out[b].tolist()
-            if row[:len(ref_row)] != ref_row:
-                raise Feedback(f"row {b}: the decoded tokens differ from greedy decoding (first token must be BOS, "
-                               "then the most likely next token at each step)")
-            if any(t != PAD_ID for t in row[len(ref_row):]):
-                raise Feedback(f"row {b}: the positions after EOS must hold pad_id")
+        check_greedy_rows("greedy_decode", result.value, reference, max_len)
 
 
 class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thresholds
