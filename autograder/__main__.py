@@ -3,6 +3,7 @@
     python -m autograder release [ASSIGNMENT ...]        build release/<a>/ from source/<a>/ with nbgrader
     python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
+                               [--force | --only ID ...]   again: grades only what is new or changed
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p_grade = sub.add_parser("grade", help="grade a folder of submissions")
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("--assignment", required=True, choices=list_assignments())
+    again = p_grade.add_mutually_exclusive_group()
+    again.add_argument("--force", action="store_true",
+                       help="regrade every submission (by default a rerun grades only what is new or changed)")
+    again.add_argument("--only", nargs="+", metavar="ID",
+                       help="regrade only these students and merge them into the existing gradebook")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                            submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation)
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
-        gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades)
+        gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
+                                 force=args.force, only=args.only)
         print(format_table(gradebook))
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0

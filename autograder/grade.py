@@ -16,18 +16,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
+from autograder.store import ResultStore, StoredResult, kill_tree, submission_digest
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -47,6 +51,7 @@ class BadSubmission(Exception):
 class Submission:
     student_id: str
     path: Path
+    sha256: str = ""  # of its bytes (autograder/store.py), set when it is graded
 
 
 def discover(folder: Path) -> list[Submission]:
@@ -135,8 +140,61 @@ def preflight(options: GradeOptions, progress=print) -> None:
                              f"worker, e.g. {writable[0]}; fix their owner or mode (chmod o-w) first")
 
 
-def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions) -> SubmissionResult:
-    """Unpack and judge one submission; always returns a result, with its status."""
+def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: Path, options: GradeOptions) -> list[str]:
+    """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first."""
+    return [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
+            "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+            "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
+            "--grade-options", str(options.write(logs / "options.json"))]
+
+
+class Interrupted(Exception):
+    """The batch is stopping (SIGINT/SIGTERM): the judge was killed, its submission is left for the next run."""
+
+
+class Judges:
+    """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
+    workers, and a rerun after SIGKILL finds and kills what is left (ResultStore.kill_leftovers)."""
+
+    def __init__(self, store: ResultStore):
+        self.store, self.stopping = store, threading.Event()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
+        """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise Interrupted(student_id)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=PROJECT_ROOT, start_new_session=True)
+            self._procs[student_id] = proc
+            self.store.started(student_id, proc.pid)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc.pid)
+            proc.wait()
+            return None
+        finally:
+            with self._lock:
+                self._procs.pop(student_id, None)
+            kill_tree(proc.pid)  # a judge that ended may still have left a worker behind
+            self.store.finished(student_id)
+            if self.stopping.is_set():
+                raise Interrupted(student_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            procs = list(self._procs.values())
+        for proc in procs:
+            kill_tree(proc.pid)
+
+
+def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions,
+          judges: Judges | None = None) -> SubmissionResult:
+    """Unpack and judge one submission; always returns a result, with its status (Interrupted when stopping)."""
     work = out / "work" / sub.student_id
     logs = out / "logs" / sub.student_id
     shutil.rmtree(work, ignore_errors=True)
@@ -147,18 +205,14 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
         return SubmissionResult.without_results("bad-archive", str(exc))
     results_path = work / "results.json"
     budget = options.budget(assignment)
-    # -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first on the path.
-    command = [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
-               "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
-               "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
-               "--grade-options", str(options.write(logs / "options.json"))]
+    command = judge_command(assignment, work, results_path, logs, options)
+    judges = judges or Judges(ResultStore(out, assignment.name))
     with open(logs / "judge.log", "wb") as log:
-        try:
-            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, timeout=budget + JUDGE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
+        returncode = judges.run(sub.student_id, command, log, budget + JUDGE_GRACE_S)
+    if returncode is None:
+        return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
     if not results_path.exists():
-        return SubmissionResult.without_results("grader-error", f"the judge exited with code {proc.returncode} without "
+        return SubmissionResult.without_results("grader-error", f"the judge exited with code {returncode} without "
                                                 f"results (see {logs / 'judge.log'})")
     result = SubmissionResult.read(results_path)
     result.files = files
@@ -177,25 +231,80 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
 
 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
-                 hand_grades: Path | None = None, progress=print) -> dict:
+                 hand_grades: Path | None = None, progress=print, force: bool = False,
+                 only: list[str] | None = None) -> dict:
+    """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
+    regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
+    stored result, also when SIGINT/SIGTERM stops the batch."""
     from autograder.gradebook import build_gradebook, write_outputs
 
     assignment = load_assignment(assignment_name)
     subs = discover(submissions)
     if not subs:
         raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
+    if only:
+        unknown = sorted(set(only) - {s.student_id for s in subs})
+        if unknown:
+            raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
     preflight(options, progress)
     out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out, assignment.name)
+    store.lock()
+    leftovers = store.kill_leftovers()
+    if leftovers:
+        progress(f"Killed {len(leftovers)} judge(s) left running by an earlier grader that was stopped: {', '.join(leftovers)}")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-    progress(f"Grading {len(subs)} submission(s) of '{assignment.name}' with {options.workers} worker(s)...")
 
-    def one(sub: Submission) -> tuple[Submission, dict]:
-        result = judge(sub, assignment, out, options)
+    todo = []
+    for sub in subs:
+        sub.sha256 = submission_digest(sub.path)
+        stored = store.get(sub.student_id)
+        if only is not None:
+            if sub.student_id in only:
+                todo.append(sub)
+        elif force or stored is None or stored.sha256 != sub.sha256:
+            todo.append(sub)
+    kept = len(subs) - len(todo) if only is None else 0
+    progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
+             + (f"; {kept} already graded and unchanged (--force regrades them)" if kept else "") + "...")
+    judges = Judges(store)
+
+    def one(sub: Submission) -> StoredResult:
+        started = time.monotonic()
+        result = judge(sub, assignment, out, options, judges)
+        stored = StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
+                              round(time.monotonic() - started, 1), result)
+        store.put(stored)  # durable before anything else happens
         progress(f"  {sub.student_id}: {result.status}")
-        return sub, result
+        return stored
 
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        results = list(pool.map(one, subs))
-    gradebook = build_gradebook(assignment, results, hand_grades)
+    def stop(signum, frame):
+        judges.stop()
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            futures = [pool.submit(one, sub) for sub in todo]
+            for future in as_completed(futures):
+                if judges.stopping.is_set():
+                    for f in futures:
+                        f.cancel()
+                try:
+                    future.result()
+                except (Interrupted, CancelledError):
+                    pass
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    graded = {sid: stored for sid, stored in store.all().items()}
+    gradebook = build_gradebook(assignment, [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()],
+                                hand_grades)
     write_outputs(gradebook, out)
+    if judges.stopping.is_set():
+        left = [s.student_id for s in todo if s.student_id not in graded or graded[s.student_id].sha256 != s.sha256]
+        raise SystemExit(f"Interrupted: the gradebook in {out} has the {len(graded)} submission(s) graded so far; "
+                         f"{len(left)} still to grade. Run the same command again to grade only those "
+                         "(what is graded is kept).")
     return gradebook

@@ -1,0 +1,189 @@
+"""Durable grading results: one file per graded submission, so that an interrupted or repeated run loses nothing.
+
+    OUT/results/<student-id>.json   written atomically (temp file + os.replace) by the trusted grader only, after
+                                    its judge has finished; keyed by student id and the SHA-256 of the submission's
+                                    bytes, so a rerun regrades only what is new or changed
+    OUT/running/<student-id>.json   the process group of a judge in flight; a rerun after the grader was killed
+                                    kills what is left of it, so no orphaned judge writes into the folder again
+    OUT/.grading.lock               one grader per output folder at a time
+
+The gradebook is always rebuilt from OUT/results/, never kept in memory alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autograder.results import SubmissionResult
+
+JUDGE_MARKER = "autograder.judge"  # in every judge's command line: only such a process is killed as a leftover
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that a reader (or a rerun after SIGKILL) sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def submission_digest(path: Path) -> str:
+    """SHA-256 of a submission's bytes: the file's, or for a folder every regular file's relative name and bytes
+    (symbolic links are named, never followed)."""
+    h = hashlib.sha256()
+    if path.is_dir() and not path.is_symlink():
+        for item in sorted(p for p in path.rglob("*")):
+            rel = item.relative_to(path).as_posix()
+            if item.is_symlink():
+                h.update(f"link {rel} -> {os.readlink(item)}\0".encode())
+            elif item.is_file():
+                h.update(f"file {rel}\0".encode())
+                _hash_file(h, item)
+    else:
+        _hash_file(h, path)
+    return h.hexdigest()
+
+
+def _hash_file(h, path: Path) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+
+
+@dataclass
+class StoredResult:
+    student_id: str
+    assignment: str
+    source: str  # the submission's file or folder name
+    sha256: str  # of the submission's bytes when it was graded
+    wall_s: float  # seconds from unpacking to the judge's end
+    result: SubmissionResult
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoredResult":
+        values = json.loads(text)
+        values["result"] = SubmissionResult.from_dict(values["result"])
+        return cls(**values)
+
+
+class ResultStore:
+    """The per-submission results of one output folder, for one assignment."""
+
+    def __init__(self, out: Path, assignment: str):
+        self.out, self.assignment = out, assignment
+        self.results, self.running = out / "results", out / "running"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.running.mkdir(parents=True, exist_ok=True)
+        self._lock_file = None
+
+    def lock(self) -> None:
+        """Refuse a second grader on the same output folder (both would judge the same students into it)."""
+        self._lock_file = open(self.out / ".grading.lock", "w")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another grader is already writing into {self.out}; wait for it to end, or pass another "
+                             "--out") from None
+
+    def get(self, student_id: str) -> StoredResult | None:
+        path = self.results / f"{student_id}.json"
+        if not path.exists():
+            return None
+        try:
+            stored = StoredResult.from_json(path.read_text())
+        except (ValueError, TypeError, KeyError):  # never half-written (atomic), but a hand-edited file may be broken
+            return None
+        if stored.assignment != self.assignment:
+            raise SystemExit(f"{self.out} holds results of assignment '{stored.assignment}' ({path}); grade "
+                             f"'{self.assignment}' into another --out folder")
+        return stored
+
+    def put(self, stored: StoredResult) -> None:
+        atomic_write(self.results / f"{stored.student_id}.json", stored.to_json())
+
+    def all(self) -> dict[str, StoredResult]:
+        found = {}
+        for path in sorted(self.results.glob("*.json")):
+            stored = self.get(path.stem)
+            if stored is not None:
+                found[stored.student_id] = stored
+        return found
+
+    # -- judges in flight ---------------------------------------------------------------------------------------
+    def started(self, student_id: str, pid: int) -> None:
+        atomic_write(self.running / f"{student_id}.json", json.dumps({"pid": pid, "since": time.time()}))
+
+    def finished(self, student_id: str) -> None:
+        (self.running / f"{student_id}.json").unlink(missing_ok=True)
+
+    def kill_leftovers(self) -> list[str]:
+        """Kill the judges (and their workers) that a grader killed without warning left running; their students."""
+        killed = []
+        for path in sorted(self.running.glob("*.json")):
+            try:
+                pid = int(json.loads(path.read_text())["pid"])
+            except (ValueError, KeyError, TypeError, OSError):
+                pid = None
+            if pid and JUDGE_MARKER in _cmdline(pid):
+                kill_tree(pid)
+                killed.append(path.stem)
+            path.unlink(missing_ok=True)
+        # a judge started just before the grader was killed may not be recorded yet: found by its command line
+        work = (f"{self.out}/work/", f"{self.out.resolve()}/work/")
+        for entry in Path("/proc").iterdir():
+            cmdline = _cmdline(int(entry.name)) if entry.name.isdigit() else ""
+            if JUDGE_MARKER in cmdline and any(w in cmdline for w in work):
+                kill_tree(int(entry.name))
+                killed.append(f"pid {entry.name}")
+        return killed
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, found through /proc (a worker may run in a session of its own)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a judge started in its own process group, that group, and every process below it (its workers)."""
+    targets = [pid, *_descendants(pid)]
+    for target in targets:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(target, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

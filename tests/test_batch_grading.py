@@ -1,0 +1,203 @@
+"""The batch grader as an instructor runs it (autograder/grade.py, autograder/store.py): durable results, resuming after
+the grader is killed, regrading some students, stopping cleanly.
+
+The hidden tests are not run here: `grade.judge_command` is replaced by a stand-in judge (FAKE_JUDGE) that takes a
+moment, starts a "worker" in a session of its own (as a weakly isolated worker does; killed only if the judge
+ends normally), and writes a results.json whose
+score follows from the notebook's bytes. Everything else (discovery, process groups, the result store, the gradebook)
+is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder.assignments import PROJECT_ROOT
+
+FAKE_JUDGE = r'''
+import json, os, subprocess, sys, time
+marker, work, results, calls, delay, tag = sys.argv[1:7]
+with open(calls, "a") as f:
+    f.write(os.path.basename(work) + "\n")
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", tag], start_new_session=True)
+time.sleep(float(delay))
+worker.kill()  # as the real judge closes its worker when it ends normally
+notebook = open(os.path.join(work, "vit.ipynb"), "rb").read()
+earned = float(len(notebook) % 5)
+test = {"id": "TestFake::test_it", "title": "it", "group": "Fake", "points": 4.0, "earned": earned,
+        "outcome": "passed" if earned == 4 else "failed", "message": ""}
+with open(results, "w") as f:
+    json.dump({"status": "ok", "tests": [test], "isolation": "fake", "memory_cap": "none", "seconds": 0.1}, f)
+'''
+
+DRIVER = r'''
+import sys
+import autograder.grade as grade
+from autograder.__main__ import main
+fake, calls, delay, tag = sys.argv[1:5]
+grade.preflight = lambda options, progress=print: None
+grade.judge_command = lambda assignment, work, results, logs, options: [
+    sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
+sys.exit(main(sys.argv[5:]))
+'''
+
+
+def expected_score(notebook: bytes) -> float:
+    return float(len(notebook) % 5)
+
+
+class Batch:
+    """A folder of loose-notebook submissions and the command that grades it with the stand-in judge."""
+
+    def __init__(self, tmp_path: Path, students: int = 6):
+        self.tmp = tmp_path
+        self.subs, self.out = tmp_path / "submissions", tmp_path / "grades"
+        self.subs.mkdir()
+        self.notebooks = {f"s{i}": b"{}" + b" " * i for i in range(students)}
+        for sid, data in self.notebooks.items():
+            (self.subs / f"{sid}.ipynb").write_bytes(data)
+        (tmp_path / "fake_judge.py").write_text(FAKE_JUDGE)
+        (tmp_path / "driver.py").write_text(DRIVER)
+        self.runs = 0
+        self.calls = tmp_path / "calls-0.txt"  # one file per run: an orphaned judge of a killed run writes to its own
+        self.tag = f"fake-worker-{os.getpid()}-{tmp_path.name}"
+
+    def command(self, *extra: str, delay: float = 0.0) -> list[str]:
+        self.runs += 1
+        self.calls = self.tmp / f"calls-{self.runs}.txt"
+        return [sys.executable, str(self.tmp / "driver.py"), str(self.tmp / "fake_judge.py"), str(self.calls), str(delay),
+                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2", *extra]
+
+    def run(self, *extra: str, delay: float = 0.0) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*extra, delay=delay), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    def judged(self) -> list[str]:
+        return self.calls.read_text().split() if self.calls.exists() else []
+
+    def rows(self) -> list[dict]:
+        with open(self.out / "gradebook.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def stored(self) -> set[str]:
+        return {p.stem for p in (self.out / "results").glob("*.json")}
+
+    def leftover_processes(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and self.tag.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+        return found
+
+    def kill_leftovers(self) -> None:
+        for pid in self.leftover_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def batch(tmp_path):
+    made = Batch(tmp_path)
+    yield made
+    made.kill_leftovers()
+
+
+def assert_one_correct_row_each(batch: Batch) -> None:
+    rows = batch.rows()
+    assert sorted(r["student_id"] for r in rows) == sorted(batch.notebooks)
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert float(row["score"]) == expected_score(batch.notebooks[row["student_id"]]), row
+        assert row["max_score"] == "4"
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_rerun_grades_only_what_is_new_or_changed(batch):
+    first = batch.run()
+    assert first.returncode == 0, first.stderr
+    assert sorted(batch.judged()) == sorted(batch.notebooks)
+    assert_one_correct_row_each(batch)
+    again = batch.run()
+    assert again.returncode == 0, again.stderr
+    assert batch.judged() == [] and "6 already graded and unchanged" in again.stdout
+    batch.notebooks["s1"] += b"  changed"
+    (batch.subs / "s1.ipynb").write_bytes(batch.notebooks["s1"])
+    (batch.subs / "s9.ipynb").write_bytes(batch.notebooks.setdefault("s9", b"{} new"))
+    third = batch.run()
+    assert third.returncode == 0, third.stderr
+    assert sorted(batch.judged()) == ["s1", "s9"]
+    assert_one_correct_row_each(batch)
+    forced = batch.run("--force")
+    assert forced.returncode == 0 and sorted(batch.judged()) == sorted(batch.notebooks)
+    assert batch.leftover_processes() == []
+
+
+@pytest.mark.parametrize("graded_before_kill", [1, 3])
+def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission(batch, graded_before_kill):
+    grader = subprocess.Popen(batch.command(delay="0.7"), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        # killed while a stand-in judge (or its worker) is running
+        wait_for(lambda: len(batch.stored()) >= graded_before_kill and batch.leftover_processes())
+    finally:
+        grader.kill()
+        grader.wait()
+    stored = batch.stored()
+    assert stored and stored != set(batch.notebooks)
+    rerun = batch.run()
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(batch.judged()) == sorted(set(batch.notebooks) - stored)  # nothing graded twice, nothing lost
+    assert_one_correct_row_each(batch)
+    assert batch.leftover_processes() == []  # the orphaned judges and their workers were killed
+    assert not list((batch.out / "running").glob("*.json"))  # (a temp file cut short by SIGKILL may stay)
+
+
+def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch):
+    grader = subprocess.Popen(batch.command(delay="5"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(batch.judged()) >= 2)
+    grader.send_signal(signal.SIGINT)
+    stdout, stderr = grader.communicate(timeout=60)
+    assert grader.returncode != 0
+    assert "Traceback" not in stderr and "Run the same command again" in stderr, stderr
+    assert (batch.out / "gradebook.csv").exists()
+    wait_for(lambda: batch.leftover_processes() == [], timeout=10)  # judges and workers killed, not orphaned
+    rerun = batch.run()
+    assert rerun.returncode == 0, rerun.stderr
+    assert_one_correct_row_each(batch)
+
+
+def test_regrading_one_student_into_an_existing_folder_keeps_the_other_rows(batch):
+    assert batch.run().returncode == 0
+    before = {r["student_id"]: r for r in batch.rows()}
+    batch.notebooks["s2"] += b"   resubmitted"
+    (batch.subs / "s2.ipynb").write_bytes(batch.notebooks["s2"])
+    only = batch.run("--only", "s2")
+    assert only.returncode == 0, only.stderr
+    assert batch.judged() == ["s2"]
+    after = {r["student_id"]: r for r in batch.rows()}
+    assert set(after) == set(before)
+    assert float(after["s2"]["score"]) == expected_score(batch.notebooks["s2"])
+    assert {k: v for k, v in after.items() if k != "s2"} == {k: v for k, v in before.items() if k != "s2"}
+    assert json.loads((batch.out / "gradebook.json").read_text())["submissions"][0]["student_id"] == "s0"
+    unknown = batch.run("--only", "nobody")
+    assert unknown.returncode != 0 and "nobody" in unknown.stderr
