@@ -4,6 +4,7 @@
     python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
+                               [--roster CSV] [--duplicates error|latest]
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -52,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="regrade every submission (by default a rerun grades only what is new or changed)")
     again.add_argument("--only", nargs="+", metavar="ID",
                        help="regrade only these students and merge them into the existing gradebook")
+    p_grade.add_argument("--roster", type=Path,
+                         help="CSV with a student_id column: students without a submission get a no-submission row")
+    p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
+                         help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
+                              "(error, the default) or grade the newest (latest)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
-                                 force=args.force, only=args.only)
+                                 force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates)
         print(format_table(gradebook))
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0

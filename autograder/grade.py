@@ -2,8 +2,11 @@
 
     python -m autograder grade SUBMISSIONS --assignment vit --out build/grades/vit --workers 2
 
-SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, also .tgz/.tar/.zip),
-loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`). Pipeline for each one:
+SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, also .tgz/.tar.xz/.tar.bz2/.tar/.zip, in
+any case), loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`); every other entry is listed as a
+warning, symbolic links are refused, and two submissions of one student are an error (survey). Each result is kept
+in OUT/results/ as soon as it is known (autograder/store.py), so a rerun grades only what is new or changed.
+Pipeline for each one:
   1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
      the archive (unpack_submission);
   2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
@@ -13,8 +16,10 @@ Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (aut
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,7 +45,10 @@ except ImportError:  # Python without lzma: tarfile cannot open .xz at all then
 
 MAX_FILE_BYTES = 1 << 30
 MAX_TOTAL_BYTES = 2 << 30
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+# Matched case-insensitively; tarfile reads each compression from the bytes, whatever the name says.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar", ".zip")
+NOTEBOOK_SUFFIX = ".ipynb"
+COPY_MARK = re.compile(r"\s*\(\d+\)$")  # "alice (1).ipynb": the same student's file downloaded twice
 
 
 class BadSubmission(Exception):
@@ -54,20 +62,79 @@ class Submission:
     sha256: str = ""  # of its bytes (autograder/store.py), set when it is graded
 
 
-def discover(folder: Path) -> list[Submission]:
+@dataclass
+class Survey:
+    """What discovery found: the submissions, and every other entry of the folder with why it is not one."""
+    submissions: list[Submission]
+    warnings: list[str]
+
+
+def submission_id(path: Path) -> str | None:
+    """The student id a folder entry's name gives, or None when the grader cannot read that kind of file.
+    Archive and notebook suffixes match in any case; a trailing " (1)" (a browser's second download) is dropped."""
+    name, lower = path.name, path.name.lower()
+    if path.is_dir():
+        stem = name
+    else:
+        suffix = next((s for s in (*ARCHIVE_SUFFIXES, NOTEBOOK_SUFFIX) if lower.endswith(s)), None)
+        if suffix is None:
+            return None
+        stem = name[: -len(suffix)]
+    return COPY_MARK.sub("", stem).strip() or None
+
+
+def survey(folder: Path, duplicates: str = "error") -> Survey:
+    """Every entry of `folder` as a submission or a warning. Two entries for one student id are an error listing them
+    (`duplicates="error"`), or the newest is graded and the others listed (`duplicates="latest"`)."""
     if not folder.is_dir():
         raise SystemExit(f"{folder} is not a folder of submissions")
-    found = []
+    warnings, by_id = [], {}
     for path in sorted(folder.iterdir()):
-        name = path.name
-        if name.startswith("."):
-            continue
-        suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
-        if suffix:
-            found.append(Submission(name[: -len(suffix)], path))
-        elif name.endswith(".ipynb") or path.is_dir():
-            found.append(Submission(path.stem if path.is_file() else name, path))
-    return found
+        if path.name.startswith("."):
+            warnings.append(f"{path.name}: skipped, a hidden file (names starting with '.' are never submissions)")
+        elif path.is_symlink():
+            warnings.append(f"{path.name}: refused, a symbolic link (copy the submission itself into {folder})")
+        elif not (path.is_file() or path.is_dir()):
+            warnings.append(f"{path.name}: refused, not a regular file or folder")
+        elif (sid := submission_id(path)) is None:
+            warnings.append(f"{path.name}: not a submission the grader can read (it reads {', '.join(ARCHIVE_SUFFIXES)}, "
+                            f"{NOTEBOOK_SUFFIX} and folders); ask the student for a .tar.gz from CollectSubmission.sh")
+        else:
+            by_id.setdefault(sid, []).append(path)
+    clashes = {sid: paths for sid, paths in by_id.items() if len(paths) > 1}
+    if clashes and duplicates != "latest":
+        listing = "\n".join(f"  {sid}: {', '.join(p.name for p in paths)}" for sid, paths in sorted(clashes.items()))
+        raise SystemExit(f"{folder} has more than one submission for the same student:\n{listing}\n"
+                         "Keep one per student, or pass --duplicates latest to grade the newest (by modification time).")
+    found = []
+    for sid, paths in sorted(by_id.items()):
+        newest = max(paths, key=lambda p: (p.stat().st_mtime, p.name))
+        found.append(Submission(sid, newest))
+        warnings += [f"{p.name}: not graded, {newest.name} is newer (--duplicates latest)" for p in paths if p != newest]
+    return Survey(found, warnings)
+
+
+def discover(folder: Path) -> list[Submission]:
+    """The submissions in `folder` (see survey for what is not one, and why)."""
+    return survey(folder).submissions
+
+
+def read_roster(path: Path) -> list[str]:
+    """The student ids of a roster CSV with a `student_id` column (other columns are ignored)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "student_id" not in (reader.fieldnames or ()):
+                raise SystemExit(f"--roster {path}: expected a CSV with a header row naming a student_id column")
+            ids = []
+            for row in reader:
+                sid = (row["student_id"] or "").strip()
+                if not sid:
+                    raise SystemExit(f"--roster {path}: line {reader.line_num} has no student_id")
+                ids.append(sid)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(f"--roster {path}: cannot read it ({exc})") from None
+    return list(dict.fromkeys(ids))
 
 
 def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> list[str]:
@@ -92,17 +159,21 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
         written.append(name)
 
     path = sub.path
+    if path.is_symlink():
+        raise BadSubmission(f"{path.name} is a symbolic link, which the grader refuses; copy the submission itself")
     try:
         if path.is_dir():
             for f in assignment.files:
                 for candidate in (path / f, path / assignment.name / f):
-                    # a symlink out of the folder (say to source/) must not become the student's file
+                    # a symlink (say to source/) must not become the student's file, nor a linked folder lead to one
+                    if any(p.is_symlink() for p in (candidate, candidate.parent)):
+                        continue
                     if candidate.is_file() and path.resolve() in candidate.resolve().parents:
                         write(f, candidate.stat().st_size, candidate.read_bytes)
                         break
-        elif path.name.endswith(".ipynb"):
+        elif path.name.lower().endswith(NOTEBOOK_SUFFIX):
             write(assignment.notebook, path.stat().st_size, path.read_bytes)
-        elif path.name.endswith(".zip"):
+        elif path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     name = accept(info.filename)
@@ -232,16 +303,25 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
                  hand_grades: Path | None = None, progress=print, force: bool = False,
-                 only: list[str] | None = None) -> dict:
+                 only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error") -> dict:
     """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
     regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
-    stored result, also when SIGINT/SIGTERM stops the batch."""
+    stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
+    `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook."""
     from autograder.gradebook import build_gradebook, write_outputs
 
     assignment = load_assignment(assignment_name)
-    subs = discover(submissions)
+    found = survey(submissions, duplicates)
+    subs, warnings = found.submissions, list(found.warnings)
+    roster_ids = read_roster(roster) if roster else None
+    if roster_ids is not None:
+        warnings += [f"{s.path.name}: graded, but {s.student_id} is not on the roster {roster.name}"
+                     for s in subs if s.student_id not in roster_ids]
     if not subs:
-        raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
+        raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)"
+                         + "".join(f"\n  {w}" for w in warnings))
+    for warning in warnings:
+        progress(f"WARNING: {warning}")
     if only:
         unknown = sorted(set(only) - {s.student_id for s in subs})
         if unknown:
@@ -298,9 +378,13 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    graded = {sid: stored for sid, stored in store.all().items()}
-    gradebook = build_gradebook(assignment, [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()],
-                                hand_grades)
+    graded = store.all()
+    results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
+    results += [(Submission(sid, Path()), SubmissionResult.without_results("no-submission", "no submission was found "
+                                                                           f"in {submissions.name}"))
+                for sid in roster_ids or () if sid not in graded]
+    gradebook = build_gradebook(assignment, results, hand_grades)
+    gradebook["warnings"] = warnings
     write_outputs(gradebook, out)
     if judges.stopping.is_set():
         left = [s.student_id for s in todo if s.student_id not in graded or graded[s.student_id].sha256 != s.sha256]

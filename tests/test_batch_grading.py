@@ -201,3 +201,22 @@ def test_regrading_one_student_into_an_existing_folder_keeps_the_other_rows(batc
     assert json.loads((batch.out / "gradebook.json").read_text())["submissions"][0]["student_id"] == "s0"
     unknown = batch.run("--only", "nobody")
     assert unknown.returncode != 0 and "nobody" in unknown.stderr
+
+
+def test_roster_adds_no_submission_rows_and_the_gradebook_lists_what_was_not_graded(batch):
+    (batch.subs / "essay.pdf").write_bytes(b"%PDF")
+    (batch.subs / "s0 (1).ipynb").write_bytes(b"{} again")
+    roster = batch.tmp / "roster.csv"
+    roster.write_text("student_id,name\n" + "".join(f"{sid},x\n" for sid in batch.notebooks if sid != "s5") + "zed,Zed\n")
+    clash = batch.run("--roster", str(roster))
+    assert clash.returncode != 0 and "s0: s0 (1).ipynb, s0.ipynb" in clash.stderr and batch.judged() == []
+    os.utime(batch.subs / "s0.ipynb", (2_000_000_000, 2_000_000_000))
+    done = batch.run("--roster", str(roster), "--duplicates", "latest")
+    assert done.returncode == 0, done.stderr
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["zed"]["status"] == "no-submission" and rows["zed"]["score"] == "0"
+    assert {r["max_score"] for r in rows.values()} == {"4"}
+    assert set(rows) == set(batch.notebooks) | {"zed"}
+    warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == ["essay.pdf", "s0 (1).ipynb", "s5.ipynb"]
+    assert "WARNING: essay.pdf" in done.stdout

@@ -16,7 +16,7 @@ import pytest
 
 import autograder.grade as grade
 from autograder.assignments import PROJECT_ROOT, load_assignment
-from autograder.grade import BadSubmission, Submission, discover, unpack_submission
+from autograder.grade import BadSubmission, Submission, discover, read_roster, survey, unpack_submission
 
 ASSIGNMENT = load_assignment("vit")
 NOTEBOOK = ASSIGNMENT.notebook  # vit.ipynb
@@ -85,6 +85,73 @@ def test_discover_finds_every_kind_and_ignores_the_rest(tmp_path):
     found = {s.student_id: s.path.name for s in discover(subs)}
     assert found == {"alice": "alice.tar.gz", "bob": "bob.tgz", "carol": "carol.tar", "dave": "dave.zip",
                      "erin": "erin.ipynb", "frank": "frank"}
+
+
+def test_every_entry_is_a_submission_or_a_listed_warning(tmp_path):
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    make_tar(subs / "ALICE.TGZ", full_set())
+    make_tar(subs / "bob.tar.xz", full_set(), mode="w:xz")
+    make_tar(subs / "carol.Tar.Bz2", full_set(), mode="w:bz2")
+    make_zip(subs / "dave.ZIP", full_set())
+    (subs / "erin.IPYNB").write_bytes(content(NOTEBOOK))
+    for name in ("essay.pdf", "frank.rar", ".DS_Store", "notes.txt"):
+        (subs / name).write_bytes(b"x")
+    (subs / "gina.ipynb").symlink_to(PROJECT_ROOT / "source" / "vit" / "vit.ipynb")
+    (subs / "hank").symlink_to(tmp_path, target_is_directory=True)
+    found = survey(subs)
+    assert {s.student_id: s.path.name for s in found.submissions} == {
+        "ALICE": "ALICE.TGZ", "bob": "bob.tar.xz", "carol": "carol.Tar.Bz2", "dave": "dave.ZIP", "erin": "erin.IPYNB"}
+    warned = {w.split(":")[0]: w for w in found.warnings}
+    assert set(warned) == {"essay.pdf", "frank.rar", ".DS_Store", "notes.txt", "gina.ipynb", "hank"}
+    assert "symbolic link" in warned["gina.ipynb"] and "symbolic link" in warned["hank"]
+    assert "CollectSubmission.sh" in warned["frank.rar"] and "hidden" in warned[".DS_Store"]
+    for sub in found.submissions:  # every kind it finds, it can unpack
+        assert unpack_submission(sub, ASSIGNMENT, tmp_path / "work" / sub.student_id)[0] == NOTEBOOK
+
+
+def test_duplicate_student_ids_are_an_error_listing_the_files(tmp_path):
+    make_tar(tmp_path / "alice.tar.gz", full_set())
+    make_zip(tmp_path / "alice.zip", full_set())
+    (tmp_path / "alice (1).ipynb").write_bytes(content(NOTEBOOK))
+    (tmp_path / "bob.ipynb").write_bytes(content(NOTEBOOK))
+    with pytest.raises(SystemExit) as info:
+        survey(tmp_path)
+    assert "alice: alice (1).ipynb, alice.tar.gz, alice.zip" in str(info.value)
+    assert "--duplicates latest" in str(info.value)
+    with pytest.raises(SystemExit):
+        survey(tmp_path, duplicates="error")
+    os.utime(tmp_path / "alice.zip", (2_000_000_000, 2_000_000_000))
+    latest = survey(tmp_path, duplicates="latest")
+    assert {s.student_id: s.path.name for s in latest.submissions} == {"alice": "alice.zip", "bob": "bob.ipynb"}
+    assert sorted(w.split(":")[0] for w in latest.warnings) == ["alice (1).ipynb", "alice.tar.gz"]
+
+
+def test_symlinked_loose_notebook_is_refused_by_unpack_too(tmp_path):
+    (tmp_path / "erin.ipynb").symlink_to(PROJECT_ROOT / "source" / "vit" / "vit.ipynb")
+    with pytest.raises(BadSubmission, match="symbolic link"):
+        unpack_submission(Submission("erin", tmp_path / "erin.ipynb"), ASSIGNMENT, tmp_path / "work")
+
+
+def test_symlinked_folder_inside_a_folder_submission_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / NOTEBOOK).write_bytes(content(NOTEBOOK))
+    folder = tmp_path / "subs" / "frank"
+    folder.mkdir(parents=True)
+    (folder / "vit").symlink_to(outside, target_is_directory=True)
+    assert unpack_submission(Submission("frank", folder), ASSIGNMENT, tmp_path / "work") == []
+
+
+def test_roster(tmp_path):
+    (tmp_path / "roster.csv").write_text("name,student_id\nAlice,alice\nBob,bob\nAlice again,alice\n")
+    assert read_roster(tmp_path / "roster.csv") == ["alice", "bob"]
+    (tmp_path / "bad.csv").write_text("id\nalice\n")
+    with pytest.raises(SystemExit, match="student_id column"):
+        read_roster(tmp_path / "bad.csv")
+    (tmp_path / "blank.csv").write_text("student_id\nalice\n\n,x\n")
+    with pytest.raises(SystemExit, match="line 4"):
+        read_roster(tmp_path / "blank.csv")
 
 
 def test_discover_keeps_dots_inside_student_ids(tmp_path):
