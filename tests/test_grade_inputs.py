@@ -410,3 +410,71 @@ def test_corrupted_archives_never_raise_anything_but_bad_submission(tmp_path, su
             unpack_submission(Submission(f"s{trial}", path), ASSIGNMENT, tmp_path / f"work{trial}")
         except BadSubmission as exc:
             assert path.name in str(exc)
+
+
+# -- notebooks are data: whatever a student's notebook holds, a readable reason, never an exception --------------
+def release_notebook() -> dict:
+    from autograder.notebook import read_notebook
+    return read_notebook(ASSIGNMENT.release_dir / NOTEBOOK)
+
+
+def student_code(tmp_path: Path, notebook: bytes):
+    """The judge's view of a submission holding only `notebook` (no worker is started)."""
+    from autograder.options import GradeOptions
+    from autograder.student import StudentCode
+
+    (tmp_path / NOTEBOOK).write_bytes(notebook)
+    return StudentCode.for_assignment(ASSIGNMENT, tmp_path, tmp_path / "worker.log", GradeOptions(allow_weak_isolation=True))
+
+
+def with_grade_id(nb: dict, old: str, new) -> dict:
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == old:
+            cell["metadata"]["nbgrader"]["grade_id"] = new
+    return nb
+
+
+def test_deeply_nested_json_is_a_bad_notebook(tmp_path):
+    code = student_code(tmp_path, b'{"cells": [], "metadata": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+    assert code.fatal and "nested too deeply" in code.fatal and code.problems == []
+
+
+def test_a_cell_source_that_is_not_text_is_a_bad_notebook(tmp_path):
+    import json
+
+    nb = release_notebook()
+    next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "mlp")["source"] = [1, {"x": 2}]
+    code = student_code(tmp_path, json.dumps(nb).encode())
+    assert "'mlp' has a source that is not text" in code.fatal
+
+
+def test_a_grade_id_that_is_a_list_is_a_reported_problem(tmp_path):
+    import json
+
+    code = student_code(tmp_path, json.dumps(with_grade_id(release_notebook(), "mlp", ["mlp"])).encode())
+    assert code.fatal is None
+    assert any("grade_id that is not a string (list)" in p for p in code.problems), code.problems
+    assert any("answer cell 'mlp' is missing" in p for p in code.problems)  # it ran the template instead
+
+
+def test_a_duplicated_grade_id_is_a_reported_problem(tmp_path):
+    import copy
+    import json
+
+    nb = release_notebook()
+    cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "attention")
+    twin = copy.deepcopy(cell)
+    twin["source"] = "print('the second copy')\n"
+    nb["cells"].append(twin)
+    code = student_code(tmp_path, json.dumps(nb).encode())
+    assert code.fatal is None
+    assert [p for p in code.problems if "'attention' is used by 2 code cells" in p]
+    assert "second copy" not in code.cell_source("attention")
+
+
+def test_code_nested_too_deeply_to_read_is_reported_not_raised():
+    from autograder.notebook import find_forbidden
+
+    for source in ["x = " + " + ".join(["'a'"] * 20_000), "x = " + "(" * 5000 + "1" + ")" * 5000, "x = 1\0"]:
+        found = find_forbidden(source, ["MultiheadAttention"], ["timm"])
+        assert len(found) == 1 and "could not be checked" in found[0], (source[:20], found)
