@@ -308,7 +308,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
     stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
     `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook."""
-    from autograder.gradebook import build_gradebook, write_outputs
+    from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
 
     assignment = load_assignment(assignment_name)
     found = survey(submissions, duplicates)
@@ -330,6 +330,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, assignment.name)
     store.lock()
+    # hand grades are checked before the first judge, not after the last
+    read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
     leftovers = store.kill_leftovers()
     if leftovers:
         progress(f"Killed {len(leftovers)} judge(s) left running by an earlier grader that was stopped: {', '.join(leftovers)}")

@@ -220,3 +220,72 @@ def test_roster_adds_no_submission_rows_and_the_gradebook_lists_what_was_not_gra
     warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
     assert sorted(w.split(":")[0] for w in warnings) == ["essay.pdf", "s0 (1).ipynb", "s5.ipynb"]
     assert "WARNING: essay.pdf" in done.stdout
+
+
+# -- scores add up ---------------------------------------------------------------------------------------------
+def fake_results():
+    from autograder.grade import Submission
+    from autograder.results import SubmissionResult, TestResult
+
+    def test(tid, outcome, points, earned=0.0):
+        return TestResult(tid, tid, "G", points, earned, outcome, "not judged: needs CUDA" if outcome == "skipped" else "")
+
+    ok = SubmissionResult("ok", tests=[test("A", "passed", 4, 4), test("B", "failed", 3), test("C", "skipped", 8)])
+    partial = SubmissionResult("crashed", tests=[test("A", "passed", 4, 4)])  # B never reported, C not judged
+    bad = SubmissionResult.without_results("bad-archive", "alice.tar.gz could not be unpacked")
+    return [(Submission("ok", Path("ok.ipynb")), ok), (Submission("partial", Path("p.ipynb")), partial),
+            (Submission("alice", Path("alice.tar.gz")), bad)]
+
+
+def test_max_score_is_the_same_for_every_row_and_never_counts_what_was_not_judged():
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook
+
+    rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), fake_results())["submissions"]}
+    assert {r["max_score"] for r in rows.values()} == {7}
+    assert {r["not_judged_points"] for r in rows.values()} == {8}
+    assert rows["alice"]["tests"]["C"]["outcome"] == "skipped" and rows["alice"]["tests"]["A"]["outcome"] == "error"
+    assert [rows[s]["score"] for s in ("ok", "partial", "alice")] == [4, 4, 0]
+
+
+def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path):
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook, write_outputs
+
+    vit = load_assignment("vit")
+    bad = tmp_path / "hand.csv"
+    bad.write_text("student_id,grade_id,points\n"
+                   "ok,analysis,7\n"
+                   "mallory,analysis,3\n"        # line 3: no such student
+                   "ok,analysys,3\n"             # line 4: no such cell
+                   "partial,paper_review,6\n"    # line 5: over the cell's 5
+                   "partial,analysis,-1\n"       # line 6: negative
+                   "alice,analysis,lots\n"       # line 7: not a number
+                   "ok,analysis,8\n")            # line 8: a second grade
+    with pytest.raises(SystemExit) as info:
+        build_gradebook(vit, fake_results(), bad)
+    message = str(info.value)
+    for line, words in [(3, "unknown student 'mallory'"), (4, "unknown grade_id 'analysys'"), (5, "from 0 to 5"),
+                        (6, "from 0 to 10"), (7, "'lots'"), (8, "a second grade")]:
+        assert f"{bad}:{line}: " in message and words in message, (line, message)
+    assert f"{bad}:2:" not in message
+    good = tmp_path / "good.csv"
+    good.write_text("student_id,grade_id,points\nok,analysis,7\nok,paper_review,4.5\nalice,analysis,2\n")
+    gradebook = build_gradebook(vit, fake_results(), good)
+    write_outputs(gradebook, tmp_path / "out")
+    with open(tmp_path / "out" / "gradebook.csv", newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert (rows["ok"]["score"], rows["ok"]["total"], rows["ok"]["max_total"]) == ("4", "15.5", "22")
+    assert (rows["alice"]["total"], rows["partial"]["total"], rows["partial"]["hand:analysis"]) == ("2", "4", "pending")
+    assert "Total with the hand-graded answers: 15.5 / 22" in (tmp_path / "out" / "feedback" / "ok.md").read_text()
+
+
+def test_bad_hand_grades_stop_the_batch_before_any_judge(batch):
+    hand = batch.tmp / "hand.csv"
+    hand.write_text("student_id,grade_id,points\ns1,analysis,11\n")
+    proc = batch.run("--hand-grades", str(hand))
+    assert proc.returncode != 0 and f"{hand}:2: points '11'" in proc.stderr and batch.judged() == []
+    hand.write_text("student_id,grade_id,points\ns1,analysis,9\n")
+    assert batch.run("--hand-grades", str(hand)).returncode == 0
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert float(rows["s1"]["total"]) == float(rows["s1"]["score"]) + 9 and rows["s1"]["max_total"] == "19"
