@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
     args = parser.parse_args(argv)
 
-    from autograder.gradebook import format_table
+    from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
     from autograder.samples import build_samples
 
@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
-                                 force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates)
+                                 force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates,
+                                 bar=True)
         print(format_table(gradebook))
+        print(f"\n{format_summary(gradebook)}")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0
     # demo: the bundled samples are the course's own, so where bubblewrap is missing they may run weakly isolated

@@ -33,10 +33,12 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
-from autograder.store import ResultStore, StoredResult, kill_tree, submission_digest
+from autograder.store import ResultStore, StoredResult, kill_group, kill_tree, submission_digest
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -225,10 +227,10 @@ class Interrupted(Exception):
 
 class Judges:
     """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
-    workers, and a rerun after SIGKILL finds and kills what is left (ResultStore.kill_leftovers)."""
+    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers)."""
 
-    def __init__(self, store: ResultStore):
-        self.store, self.stopping = store, threading.Event()
+    def __init__(self):
+        self.stopping = threading.Event()
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -240,18 +242,16 @@ class Judges:
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=PROJECT_ROOT, start_new_session=True)
             self._procs[student_id] = proc
-            self.store.started(student_id, proc.pid)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)
+            kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
             proc.wait()
             return None
         finally:
             with self._lock:
                 self._procs.pop(student_id, None)
-            kill_tree(proc.pid)  # a judge that ended may still have left a worker behind
-            self.store.finished(student_id)
+            kill_group(proc.pid)  # a judge that ended may still have left something in its group
             if self.stopping.is_set():
                 raise Interrupted(student_id)
 
@@ -260,7 +260,8 @@ class Judges:
             self.stopping.set()
             procs = list(self._procs.values())
         for proc in procs:
-            kill_tree(proc.pid)
+            if proc.returncode is None:
+                kill_tree(proc.pid)
 
 
 def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions,
@@ -277,7 +278,7 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     results_path = work / "results.json"
     budget = options.budget(assignment)
     command = judge_command(assignment, work, results_path, logs, options)
-    judges = judges or Judges(ResultStore(out, assignment.name))
+    judges = judges or Judges()
     with open(logs / "judge.log", "wb") as log:
         returncode = judges.run(sub.student_id, command, log, budget + JUDGE_GRACE_S)
     if returncode is None:
@@ -303,11 +304,13 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
                  hand_grades: Path | None = None, progress=print, force: bool = False,
-                 only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error") -> dict:
+                 only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
+                 bar: bool = False) -> dict:
     """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
     regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
     stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
-    `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook."""
+    `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook.
+    `bar`: a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission."""
     from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
 
     assignment = load_assignment(assignment_name)
@@ -327,6 +330,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         if unknown:
             raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
     preflight(options, progress)
+    out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, assignment.name)
     store.lock()
@@ -334,22 +338,27 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
     leftovers = store.kill_leftovers()
     if leftovers:
-        progress(f"Killed {len(leftovers)} judge(s) left running by an earlier grader that was stopped: {', '.join(leftovers)}")
+        progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
 
-    todo = []
+    todo, pending = [], store.pending()  # pending: asked for by an earlier --force/--only run that was stopped
     for sub in subs:
         sub.sha256 = submission_digest(sub.path)
         stored = store.get(sub.student_id)
         if only is not None:
             if sub.student_id in only:
                 todo.append(sub)
-        elif force or stored is None or stored.sha256 != sub.sha256:
+        elif force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending:
             todo.append(sub)
+    store.set_pending({s.student_id for s in todo})
     kept = len(subs) - len(todo) if only is None else 0
     progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
              + (f"; {kept} already graded and unchanged (--force regrades them)" if kept else "") + "...")
-    judges = Judges(store)
+    judges = Judges()
+    counts: dict[str, int] = {}
+    meter = tqdm(total=len(todo), unit="submission", disable=not bar, dynamic_ncols=True,
+                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+    meter_lock = threading.Lock()
 
     def one(sub: Submission) -> StoredResult:
         started = time.monotonic()
@@ -357,7 +366,14 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         stored = StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
                               round(time.monotonic() - started, 1), result)
         store.put(stored)  # durable before anything else happens
-        progress(f"  {sub.student_id}: {result.status}")
+        store.done(sub.student_id)
+        with meter_lock:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if bar:
+                meter.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())), refresh=False)
+                meter.update()
+            else:
+                progress(f"  {sub.student_id}: {result.status}")
         return stored
 
     def stop(signum, frame):
@@ -378,6 +394,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
                 except (Interrupted, CancelledError):
                     pass
     finally:
+        meter.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
     graded = store.all()
@@ -387,10 +404,13 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
                 for sid in roster_ids or () if sid not in graded]
     gradebook = build_gradebook(assignment, results, hand_grades)
     gradebook["warnings"] = warnings
+    for row in gradebook["submissions"]:
+        row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
     write_outputs(gradebook, out)
     if judges.stopping.is_set():
-        left = [s.student_id for s in todo if s.student_id not in graded or graded[s.student_id].sha256 != s.sha256]
-        raise SystemExit(f"Interrupted: the gradebook in {out} has the {len(graded)} submission(s) graded so far; "
-                         f"{len(left)} still to grade. Run the same command again to grade only those "
-                         "(what is graded is kept).")
+        left = store.pending()
+        again = " without --force" if force else " without --only" if only else ""
+        raise SystemExit(f"Interrupted: {len(todo) - len(left)} of {len(todo)} submission(s) graded in this run; the "
+                         f"gradebook in {out} has every result kept so far ({len(graded)} row(s)). Run the same command "
+                         f"again{again} to grade only the {len(left)} left (and anything new or changed).")
     return gradebook

@@ -195,3 +195,27 @@ def format_table(gradebook: dict) -> str:
     for tid, reason in skipped.items():
         lines.append(f"not judged: {tid} ({reason.removeprefix('not judged: ')})")
     return "\n".join(lines)
+
+
+def format_summary(gradebook: dict, slowest: int = 3) -> str:
+    """What a TA checks after a batch: how many ended in each status, the mean score, the slowest submissions (where
+    a budget may be too tight or a submission hung), and how many folder entries were not graded."""
+    rows = gradebook["submissions"]
+    if not rows:
+        return "Summary: no submissions"
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    max_score = rows[0]["max_score"]
+    mean = sum(r["score"] for r in rows) / len(rows)
+    lines = [f"Summary: {len(rows)} row(s): " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items(), key=lambda kv: -kv[1])),
+             f"Mean score {mean:.1f} / {max_score:g}" + (f" ({100 * mean / max_score:.0f} %)" if max_score else "")]
+    if gradebook["hand_graded"]:
+        lines[-1] += f"; mean total with hand grades {sum(r['total'] for r in rows) / len(rows):.1f} / {rows[0]['max_total']:g}"
+    timed = sorted((r for r in rows if r.get("wall_s") is not None), key=lambda r: -r["wall_s"])[:slowest]
+    if timed:
+        lines.append("Slowest: " + ", ".join(f"{r['student_id']} {r['wall_s']:.1f} s ({r['status']})" for r in timed))
+    if gradebook.get("warnings"):
+        lines.append(f"{len(gradebook['warnings'])} folder entr{'y was' if len(gradebook['warnings']) == 1 else 'ies were'} "
+                     "not graded (listed in gradebook.json under 'warnings')")
+    return "\n".join(lines)

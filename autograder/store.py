@@ -3,9 +3,12 @@
     OUT/results/<student-id>.json   written atomically (temp file + os.replace) by the trusted grader only, after
                                     its judge has finished; keyed by student id and the SHA-256 of the submission's
                                     bytes, so a rerun regrades only what is new or changed
-    OUT/running/<student-id>.json   the process group of a judge in flight; a rerun after the grader was killed
-                                    kills what is left of it, so no orphaned judge writes into the folder again
+    OUT/pending.json                the students this run still has to grade: a rerun after an interruption grades
+                                    them even where --force or --only chose them and an older result is stored
     OUT/.grading.lock               one grader per output folder at a time
+
+A grader killed without warning (SIGKILL) leaves its judges running; the next grader on the folder finds them by their
+command line (the judge's marker and OUT/work/) and kills them with their workers, so no orphan writes into it again.
 
 The gradebook is always rebuilt from OUT/results/, never kept in memory alone.
 """
@@ -17,7 +20,7 @@ import hashlib
 import json
 import os
 import signal
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,10 +87,10 @@ class ResultStore:
 
     def __init__(self, out: Path, assignment: str):
         self.out, self.assignment = out, assignment
-        self.results, self.running = out / "results", out / "running"
+        self.results = out / "results"
         self.results.mkdir(parents=True, exist_ok=True)
-        self.running.mkdir(parents=True, exist_ok=True)
         self._lock_file = None
+        self._pending, self._pending_lock = set(), threading.Lock()
 
     def lock(self) -> None:
         """Refuse a second grader on the same output folder (both would judge the same students into it)."""
@@ -122,33 +125,35 @@ class ResultStore:
                 found[stored.student_id] = stored
         return found
 
-    # -- judges in flight ---------------------------------------------------------------------------------------
-    def started(self, student_id: str, pid: int) -> None:
-        atomic_write(self.running / f"{student_id}.json", json.dumps({"pid": pid, "since": time.time()}))
+    def pending(self) -> set[str]:
+        path = self.out / "pending.json"
+        try:
+            return set(json.loads(path.read_text())) if path.exists() else set()
+        except (ValueError, TypeError):
+            return set()
 
-    def finished(self, student_id: str) -> None:
-        (self.running / f"{student_id}.json").unlink(missing_ok=True)
+    def set_pending(self, student_ids: set[str]) -> None:
+        self._pending = set(student_ids)
+        atomic_write(self.out / "pending.json", json.dumps(sorted(self._pending)))
 
-    def kill_leftovers(self) -> list[str]:
-        """Kill the judges (and their workers) that a grader killed without warning left running; their students."""
-        killed = []
-        for path in sorted(self.running.glob("*.json")):
-            try:
-                pid = int(json.loads(path.read_text())["pid"])
-            except (ValueError, KeyError, TypeError, OSError):
-                pid = None
-            if pid and JUDGE_MARKER in _cmdline(pid):
-                kill_tree(pid)
-                killed.append(path.stem)
-            path.unlink(missing_ok=True)
-        # a judge started just before the grader was killed may not be recorded yet: found by its command line
-        work = (f"{self.out}/work/", f"{self.out.resolve()}/work/")
-        for entry in Path("/proc").iterdir():
-            cmdline = _cmdline(int(entry.name)) if entry.name.isdigit() else ""
-            if JUDGE_MARKER in cmdline and any(w in cmdline for w in work):
-                kill_tree(int(entry.name))
-                killed.append(f"pid {entry.name}")
-        return killed
+    def done(self, student_id: str) -> None:
+        """`student_id` is graded and stored (called from the grading threads)."""
+        with self._pending_lock:
+            self._pending.discard(student_id)
+            atomic_write(self.out / "pending.json", json.dumps(sorted(self._pending)))
+
+    def kill_leftovers(self) -> int:
+        """Kill the judges (and their workers) that a grader killed without warning left running; how many."""
+        work = f"{self.out.resolve()}/work/"
+        leftovers = [pid for pid in _pids() if pid != os.getpid()
+                     and JUDGE_MARKER in (cmdline := _cmdline(pid)) and work in cmdline]
+        for pid in leftovers:
+            kill_tree(pid)
+        return len(leftovers)
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
 
 def _cmdline(pid: int) -> str:
@@ -161,15 +166,13 @@ def _cmdline(pid: int) -> str:
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid`, found through /proc (a worker may run in a session of its own)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in _pids():
         try:
-            stat = (entry / "stat").read_text()
+            stat = Path(f"/proc/{child}/stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        children.setdefault(ppid, []).append(int(entry.name))
+        children.setdefault(ppid, []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -179,7 +182,13 @@ def _descendants(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL a judge started in its own process group, that group, and every process below it (its workers)."""
+    """SIGKILL a judge started in its own process group, that group, and every process below it (its workers, which
+    may be in sessions of their own). The judge is stopped first, so it cannot start another while they are found."""
+    for stop in (os.killpg, os.kill):
+        try:
+            stop(pid, signal.SIGSTOP)
+        except (ProcessLookupError, PermissionError):
+            pass
     targets = [pid, *_descendants(pid)]
     for target in targets:
         for kill in (os.killpg, os.kill):
@@ -187,3 +196,12 @@ def kill_tree(pid: int) -> None:
                 kill(target, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a finished judge's process group (safe after the judge was reaped: a group id is not
+    reused while the group has a member)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
