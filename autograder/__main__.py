@@ -4,7 +4,7 @@
     python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
-                               [--roster CSV] [--duplicates error|latest]
+                               [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="regrade only these students and merge them into the existing gradebook")
     p_grade.add_argument("--roster", type=Path,
                          help="CSV with a student_id column: students without a submission get a no-submission row")
+    p_grade.add_argument("--export", choices=("canvas", "csv"),
+                         help="also merge the totals into a course CSV, one column per assignment keyed by student id "
+                              "(canvas: the columns Canvas's gradebook import reads)")
+    p_grade.add_argument("--export-file", type=Path,
+                         help="the course CSV for --export (default: <format>.csv beside the output folder)")
     p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                             "audit hook only; every gradebook row records the isolation used")
         p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
     args = parser.parse_args(argv)
+    if getattr(args, "export_file", None) and not args.export:
+        parser.error("--export-file needs --export canvas|csv")
 
     from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
@@ -97,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
                                  bar=True)
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}")
+        if args.export:
+            from autograder.export import default_export_path, export_grades
+
+            path = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export))
+            print(f"Merged the totals into {path} ({args.export} format)")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0
     # demo: the bundled samples are the course's own, so where bubblewrap is missing they may run weakly isolated

@@ -307,3 +307,42 @@ def test_progress_bar_counts_statuses_and_a_summary_ends_the_run(batch):
     mean = sum(expected_score(nb) for nb in batch.notebooks.values()) / 7
     assert f"Mean score {mean:.1f} / 4" in proc.stdout
     assert "Slowest: " in proc.stdout and proc.stdout.count(" s (ok)") == 3
+
+
+# -- export for the LMS ----------------------------------------------------------------------------------------
+def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, float | None] | None = None) -> dict:
+    hand = hand or {}
+    return {"assignment": assignment, "hand_graded": [{"grade_id": "analysis", "points": 10}] if hand else [],
+            "submissions": [{"student_id": sid, "score": total - (hand.get(sid) or 0), "total": total,
+                             "hand_graded": {"analysis": {"points": 10, "earned": hand.get(sid)}} if hand else {}}
+                            for sid, total in totals.items()]}
+
+
+def test_export_merges_one_column_per_assignment_keyed_by_student_id(tmp_path):
+    from autograder.export import export_grades
+
+    canvas = tmp_path / "canvas.csv"
+    export_grades(small_gradebook("vit", {"alice": 30, "bob": 12.5}), "canvas", canvas)
+    export_grades(small_gradebook("cnn", {"bob": 20, "carol": 7}), "canvas", canvas)
+    export_grades(small_gradebook("vit", {"alice": 31, "bob": 12.5}), "canvas", canvas)  # regraded: replaced, not added
+    with open(canvas, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "cnn", "vit"]
+        rows = {r["SIS User ID"]: r for r in reader}
+    assert (rows["alice"]["vit"], rows["alice"]["cnn"], rows["bob"]["cnn"], rows["carol"]["vit"]) == ("31", "", "20", "")
+    plain = tmp_path / "grades.csv"
+    export_grades(small_gradebook("vit", {"alice": 30, "bob": 4}, hand={"alice": 8, "bob": None}), "csv", plain)
+    with open(plain, newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert rows["alice"] == {"student_id": "alice", "vit": "30", "vit:autograded": "22", "vit:hand:analysis": "8"}
+    assert rows["bob"]["vit:hand:analysis"] == ""
+    with pytest.raises(SystemExit, match="no 'SIS User ID' column"):
+        export_grades(small_gradebook("vit", {"alice": 1}), "canvas", plain)
+
+
+def test_grade_exports_for_canvas_beside_the_output_folder(batch):
+    proc = batch.run("--export", "canvas")
+    assert proc.returncode == 0, proc.stderr
+    with open(batch.tmp / "canvas.csv", newline="") as f:
+        rows = {r["SIS User ID"]: r["vit"] for r in csv.DictReader(f)}
+    assert rows == {sid: f"{expected_score(nb):g}" for sid, nb in batch.notebooks.items()}
