@@ -302,6 +302,71 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     return result
 
 
+def choose(subs: list[Submission], store: ResultStore, force: bool, only: list[str] | None) -> list[Submission]:
+    """What this run grades: with `only`, those students; otherwise what is new, changed, `force`d, left pending by an
+    interrupted run, or a grader-error (the grader's fault, so worth another try). Recorded as pending until each is
+    stored, so an interrupted run is resumed exactly."""
+    todo, pending = [], store.pending()
+    for sub in subs:
+        sub.sha256 = submission_digest(sub.path)
+        stored = store.get(sub.student_id)
+        if only is not None:
+            chosen = sub.student_id in only
+        else:
+            chosen = (force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending
+                      or stored.result.status == "grader-error")
+        if chosen:
+            todo.append(sub)
+    present = {s.student_id for s in subs}
+    store.set_pending({s.student_id for s in todo} | (pending & present if only is not None else set()))
+    return todo
+
+
+def grade_each(todo: list[Submission], assignment: Assignment, out: Path, options: GradeOptions, store: ResultStore,
+               judges: Judges, progress, bar: bool) -> None:
+    """Judge `todo` on options.workers threads, storing each result as soon as it is known."""
+    counts: dict[str, int] = {}
+    meter = tqdm(total=len(todo), unit="submission", disable=not bar, dynamic_ncols=True,
+                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+    lock = threading.Lock()
+
+    def one(sub: Submission) -> None:
+        if judges.stopping.is_set():  # not even unpacked
+            raise Interrupted(sub.student_id)
+        started = time.monotonic()
+        try:
+            result = judge(sub, assignment, out, options, judges)
+        except Interrupted:
+            raise
+        except Exception as exc:  # the grader's own failure on this submission: its row says so, the batch goes on
+            result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
+                                                      f"({type(exc).__name__}: {exc}); a rerun tries it again")
+        store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
+                               round(time.monotonic() - started, 1), result))  # durable before anything else
+        store.done(sub.student_id)
+        with lock:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if bar:
+                meter.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())), refresh=False)
+                meter.update()
+            else:
+                progress(f"  {sub.student_id}: {result.status}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            futures = [pool.submit(one, sub) for sub in todo]
+            for future in as_completed(futures):
+                if judges.stopping.is_set():
+                    for f in futures:
+                        f.cancel()
+                try:
+                    future.result()
+                except (Interrupted, CancelledError):
+                    pass
+    finally:
+        meter.close()
+
+
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
                  hand_grades: Path | None = None, progress=print, force: bool = False,
                  only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
@@ -340,41 +405,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-
-    todo, pending = [], store.pending()  # pending: asked for by an earlier --force/--only run that was stopped
-    for sub in subs:
-        sub.sha256 = submission_digest(sub.path)
-        stored = store.get(sub.student_id)
-        if only is not None:
-            if sub.student_id in only:
-                todo.append(sub)
-        elif force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending:
-            todo.append(sub)
-    store.set_pending({s.student_id for s in todo})
-    kept = len(subs) - len(todo) if only is None else 0
-    progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
-             + (f"; {kept} already graded and unchanged (--force regrades them)" if kept else "") + "...")
     judges = Judges()
-    counts: dict[str, int] = {}
-    meter = tqdm(total=len(todo), unit="submission", disable=not bar, dynamic_ncols=True,
-                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
-    meter_lock = threading.Lock()
-
-    def one(sub: Submission) -> StoredResult:
-        started = time.monotonic()
-        result = judge(sub, assignment, out, options, judges)
-        stored = StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
-                              round(time.monotonic() - started, 1), result)
-        store.put(stored)  # durable before anything else happens
-        store.done(sub.student_id)
-        with meter_lock:
-            counts[result.status] = counts.get(result.status, 0) + 1
-            if bar:
-                meter.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())), refresh=False)
-                meter.update()
-            else:
-                progress(f"  {sub.student_id}: {result.status}")
-        return stored
 
     def stop(signum, frame):
         judges.stop()
@@ -382,35 +413,34 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    todo = []
     try:
-        with ThreadPoolExecutor(max_workers=options.workers) as pool:
-            futures = [pool.submit(one, sub) for sub in todo]
-            for future in as_completed(futures):
-                if judges.stopping.is_set():
-                    for f in futures:
-                        f.cancel()
-                try:
-                    future.result()
-                except (Interrupted, CancelledError):
-                    pass
+        todo = choose(subs, store, force, only)
+        progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
+                 + (f"; {len(subs) - len(todo)} already graded and unchanged (--force regrades them)"
+                    if only is None and len(todo) < len(subs) else "") + "...")
+        grade_each(todo, assignment, out, options, store, judges, progress, bar)
     finally:
-        meter.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
-    graded = store.all()
-    results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
-    results += [(Submission(sid, Path()), SubmissionResult.without_results("no-submission", "no submission was found "
-                                                                           f"in {submissions.name}"))
-                for sid in roster_ids or () if sid not in graded]
-    gradebook = build_gradebook(assignment, results, hand_grades)
-    gradebook["warnings"] = warnings
-    for row in gradebook["submissions"]:
-        row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
-    write_outputs(gradebook, out)
+        graded = store.all()  # the gradebook of every result kept, also when stopping or failing
+        present = {s.student_id for s in subs}
+        warnings += [f"{sid}: row kept from an earlier run ({stored.source} is no longer in {submissions})"
+                     for sid, stored in graded.items() if sid not in present]
+        results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
+        results += [(Submission(sid, Path()), SubmissionResult.without_results(
+                        "no-submission", f"no submission was found in {submissions.name}"))
+                    for sid in roster_ids or () if sid not in graded]
+        gradebook = build_gradebook(assignment, results, hand_grades)
+        gradebook["warnings"] = warnings
+        for row in gradebook["submissions"]:
+            row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
+        write_outputs(gradebook, out)
     if judges.stopping.is_set():
         left = store.pending()
         again = " without --force" if force else " without --only" if only else ""
-        raise SystemExit(f"Interrupted: {len(todo) - len(left)} of {len(todo)} submission(s) graded in this run; the "
-                         f"gradebook in {out} has every result kept so far ({len(graded)} row(s)). Run the same command "
-                         f"again{again} to grade only the {len(left)} left (and anything new or changed).")
+        raise SystemExit(f"Interrupted: {len(todo) - len(left & {s.student_id for s in todo})} of {len(todo)} "
+                         f"submission(s) graded in this run; the gradebook in {out} has every result kept so far "
+                         f"({len(graded)} row(s)). Run the same command again{again} to grade only the {len(left)} left "
+                         "(and anything new or changed).")
     return gradebook

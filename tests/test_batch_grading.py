@@ -27,6 +27,8 @@ import json, os, subprocess, sys, time
 marker, work, results, calls, delay, tag = sys.argv[1:7]
 with open(calls, "a") as f:
     f.write(os.path.basename(work) + "\n")
+if os.path.exists(os.path.join(os.path.dirname(calls), "fail-" + os.path.basename(work))):
+    sys.exit(3)  # a broken grader: no results
 worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", tag], start_new_session=True)
 time.sleep(float(delay))
 worker.kill()  # as the real judge closes its worker when it ends normally
@@ -346,3 +348,18 @@ def test_grade_exports_for_canvas_beside_the_output_folder(batch):
     with open(batch.tmp / "canvas.csv", newline="") as f:
         rows = {r["SIS User ID"]: r["vit"] for r in csv.DictReader(f)}
     assert rows == {sid: f"{expected_score(nb):g}" for sid, nb in batch.notebooks.items()}
+
+
+def test_grader_errors_are_tried_again_and_rows_of_vanished_submissions_are_flagged(batch):
+    (batch.tmp / "fail-s3").write_text("")
+    assert batch.run().returncode == 0
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["s3"]["status"] == "grader-error" and rows["s3"]["max_score"] == "4"
+    (batch.tmp / "fail-s3").unlink()
+    (batch.subs / "s5.ipynb").unlink()
+    again = batch.run()
+    assert again.returncode == 0 and batch.judged() == ["s3"]  # the grader's failure, not the student's: retried
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["s3"]["status"] == "ok" and "s5" in rows
+    warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
+    assert [w for w in warnings if w.startswith("s5: row kept from an earlier run")]
