@@ -38,7 +38,7 @@ from tqdm import tqdm
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
-from autograder.store import ResultStore, StoredResult, kill_group, kill_tree, submission_digest
+from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -302,10 +302,12 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     return result
 
 
-def choose(subs: list[Submission], store: ResultStore, force: bool, only: list[str] | None) -> list[Submission]:
+def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
+           only: list[str] | None) -> list[Submission]:
     """What this run grades: with `only`, those students; otherwise what is new, changed, `force`d, left pending by an
-    interrupted run, or a grader-error (the grader's fault, so worth another try). Recorded as pending until each is
-    stored, so an interrupted run is resumed exactly."""
+    interrupted run, graded by another version of the grader (`grader`: store.grader_digest), or a grader-error (the
+    grader's fault, so worth another try). Recorded as pending until each is stored, so an interrupted run is resumed
+    exactly."""
     todo, pending = [], store.pending()
     for sub in subs:
         sub.sha256 = submission_digest(sub.path)
@@ -314,7 +316,7 @@ def choose(subs: list[Submission], store: ResultStore, force: bool, only: list[s
             chosen = sub.student_id in only
         else:
             chosen = (force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending
-                      or stored.result.status == "grader-error")
+                      or stored.grader != grader or stored.result.status == "grader-error")
         if chosen:
             todo.append(sub)
     present = {s.student_id for s in subs}
@@ -323,7 +325,7 @@ def choose(subs: list[Submission], store: ResultStore, force: bool, only: list[s
 
 
 def grade_each(todo: list[Submission], assignment: Assignment, out: Path, options: GradeOptions, store: ResultStore,
-               judges: Judges, progress, bar: bool) -> None:
+               grader: str, judges: Judges, progress, bar: bool) -> None:
     """Judge `todo` on options.workers threads, storing each result as soon as it is known."""
     counts: dict[str, int] = {}
     meter = tqdm(total=len(todo), unit="submission", disable=not bar, dynamic_ncols=True,
@@ -342,7 +344,7 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
             result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
                                                       f"({type(exc).__name__}: {exc}); a rerun tries it again")
         store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
-                               round(time.monotonic() - started, 1), result))  # durable before anything else
+                               round(time.monotonic() - started, 1), result, grader))  # durable before anything else
         store.done(sub.student_id)
         with lock:
             counts[result.status] = counts.get(result.status, 0) + 1
@@ -415,11 +417,12 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     todo = []
     try:
-        todo = choose(subs, store, force, only)
+        grader = grader_digest(assignment)
+        todo = choose(subs, store, grader, force, only)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
-                 + (f"; {len(subs) - len(todo)} already graded and unchanged (--force regrades them)"
+                 + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
                     if only is None and len(todo) < len(subs) else "") + "...")
-        grade_each(todo, assignment, out, options, store, judges, progress, bar)
+        grade_each(todo, assignment, out, options, store, grader, judges, progress, bar)
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)

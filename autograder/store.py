@@ -2,7 +2,8 @@
 
     OUT/results/<student-id>.json   written atomically (temp file + os.replace) by the trusted grader only, after
                                     its judge has finished; keyed by student id and the SHA-256 of the submission's
-                                    bytes, so a rerun regrades only what is new or changed
+                                    bytes (and of the grader: grader_digest), so a rerun regrades only what is new
+                                    or changed
     OUT/pending.json                the students this run still has to grade: a rerun after an interruption grades
                                     them even where --force or --only chose them and an older result is stored
     OUT/.grading.lock               one grader per output folder at a time
@@ -40,6 +41,22 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def grader_digest(assignment) -> str:
+    """SHA-256 of what decides a score besides the submission: the assignment's spec, release notebook and hidden
+    tests, and the grader's and course package's code. A stored result graded by another version is graded again."""
+    from autograder.assignments import PROJECT_ROOT
+
+    code = sorted((PROJECT_ROOT / "autograder").rglob("*.py")) + sorted((PROJECT_ROOT / "dlcourse").rglob("*.py"))
+    other_tests = {p for p in assignment.hidden_tests.parent.glob("test_*.py") if p != assignment.hidden_tests}
+    h = hashlib.sha256()
+    for path in [assignment.spec_file, assignment.release_dir / assignment.notebook,
+                 *(p for p in code if p not in other_tests)]:
+        if path.is_file():
+            h.update(f"{path.relative_to(PROJECT_ROOT)}\0".encode())
+            _hash_file(h, path)
+    return h.hexdigest()
+
+
 def submission_digest(path: Path) -> str:
     """SHA-256 of a submission's bytes: the file's, or for a folder every regular file's relative name and bytes
     (symbolic links are named, never followed)."""
@@ -71,6 +88,7 @@ class StoredResult:
     sha256: str  # of the submission's bytes when it was graded
     wall_s: float  # seconds from unpacking to the judge's end
     result: SubmissionResult
+    grader: str = ""  # grader_digest when it was graded
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

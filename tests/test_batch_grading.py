@@ -140,7 +140,7 @@ def test_a_rerun_grades_only_what_is_new_or_changed(batch):
     assert_one_correct_row_each(batch)
     again = batch.run()
     assert again.returncode == 0, again.stderr
-    assert batch.judged() == [] and "6 already graded and unchanged" in again.stdout
+    assert batch.judged() == [] and "6 already graded, unchanged, by this grader" in again.stdout
     batch.notebooks["s1"] += b"  changed"
     (batch.subs / "s1.ipynb").write_bytes(batch.notebooks["s1"])
     (batch.subs / "s9.ipynb").write_bytes(batch.notebooks.setdefault("s9", b"{} new"))
@@ -363,3 +363,23 @@ def test_grader_errors_are_tried_again_and_rows_of_vanished_submissions_are_flag
     assert rows["s3"]["status"] == "ok" and "s5" in rows
     warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
     assert [w for w in warnings if w.startswith("s5: row kept from an earlier run")]
+
+
+def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_path):
+    from autograder.assignments import load_assignment
+    from autograder.grade import choose, discover
+    from autograder.results import SubmissionResult
+    from autograder.store import ResultStore, StoredResult, grader_digest, submission_digest
+
+    (tmp_path / "subs").mkdir()
+    for sid in ("a", "b"):
+        (tmp_path / "subs" / f"{sid}.ipynb").write_text(sid)
+    store = ResultStore(tmp_path / "out", "vit")
+    current = grader_digest(load_assignment("vit"))
+    for sid, grader in (("a", current), ("b", "an older grader")):
+        store.put(StoredResult(sid, "vit", f"{sid}.ipynb", submission_digest(tmp_path / "subs" / f"{sid}.ipynb"), 1.0,
+                               SubmissionResult("ok"), grader))
+    subs = discover(tmp_path / "subs")
+    assert [s.student_id for s in choose(subs, store, current, force=False, only=None)] == ["b"]
+    assert [s.student_id for s in choose(subs, store, current, force=True, only=None)] == ["a", "b"]
+    assert store.pending() == {"a", "b"}
