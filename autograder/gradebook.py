@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import math
 from pathlib import Path
 
 from autograder.assignments import Assignment
 from autograder.notebook import grade_id, read_notebook
+from autograder.store import atomic_write
 
 
 def hand_graded_cells(assignment: Assignment) -> list[dict]:
@@ -117,24 +119,24 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
 
 
 def write_outputs(gradebook: dict, out: Path) -> None:
+    """gradebook.json, gradebook.csv and feedback/<id>.md, each replaced whole (atomic_write): a grader killed while
+    writing them leaves the previous version, and the next run rebuilds them from OUT/results/."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gradebook.json").write_text(json.dumps(gradebook, indent=2))
+    atomic_write(out / "gradebook.json", json.dumps(gradebook, indent=2))
     test_ids = [t["id"] for t in gradebook["tests"]]
-    with open(out / "gradebook.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student_id", "status", "score", "max_score", "total", "max_total", "not_judged_points", *test_ids,
-                         *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap",
-                         "problems"])
-        for row in gradebook["submissions"]:
-            cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
-            hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
-            writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
-                             f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
-                             row["isolation"], row["memory_cap"], " | ".join(row["problems"])])
-    feedback = out / "feedback"
-    feedback.mkdir(exist_ok=True)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["student_id", "status", "score", "max_score", "total", "max_total", "not_judged_points", *test_ids,
+                     *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap", "problems"])
     for row in gradebook["submissions"]:
-        (feedback / f"{row['student_id']}.md").write_text(feedback_text(gradebook, row))
+        cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
+        hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
+        writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
+                         f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
+                         row["isolation"], row["memory_cap"], " | ".join(row["problems"])])
+    atomic_write(out / "gradebook.csv", table.getvalue())
+    for row in gradebook["submissions"]:
+        atomic_write(out / "feedback" / f"{row['student_id']}.md", feedback_text(gradebook, row))
 
 
 def feedback_text(gradebook: dict, row: dict) -> str:
