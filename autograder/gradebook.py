@@ -201,7 +201,7 @@ def format_table(gradebook: dict) -> str:
 
 def format_summary(gradebook: dict, slowest: int = 3) -> str:
     """What a TA checks after a batch: how many ended in each status, the mean score, the slowest submissions (where
-    a budget may be too tight or a submission hung), and how many folder entries were not graded."""
+    a budget may be too tight or a submission hung), and how many warnings discovery gave."""
     rows = gradebook["submissions"]
     if not rows:
         return "Summary: no submissions"
@@ -218,6 +218,6 @@ def format_summary(gradebook: dict, slowest: int = 3) -> str:
     if timed:
         lines.append("Slowest: " + ", ".join(f"{r['student_id']} {r['wall_s']:.1f} s ({r['status']})" for r in timed))
     if gradebook.get("warnings"):
-        lines.append(f"{len(gradebook['warnings'])} folder entr{'y was' if len(gradebook['warnings']) == 1 else 'ies were'} "
-                     "not graded (listed in gradebook.json under 'warnings')")
+        lines.append(f"{len(gradebook['warnings'])} warning(s) about the submissions folder (printed above, and in "
+                     "gradebook.json under 'warnings')")
     return "\n".join(lines)
