@@ -478,3 +478,32 @@ def test_code_nested_too_deeply_to_read_is_reported_not_raised():
     for source in ["x = " + " + ".join(["'a'"] * 20_000), "x = " + "(" * 5000 + "1" + ")" * 5000, "x = 1\0"]:
         found = find_forbidden(source, ["MultiheadAttention"], ["timm"])
         assert len(found) == 1 and "could not be checked" in found[0], (source[:20], found)
+
+
+def test_randomly_damaged_notebooks_never_raise_in_the_judge(tmp_path):
+    """Any value anywhere in a notebook's cells (a list for a grade_id, a number for a source, None for metadata):
+    the judge's view is built, and each cell is readable or a Feedback naming the notebook, never another error."""
+    import json
+
+    from autograder.feedback import Feedback
+
+    weird = [None, 7, 1.5, True, "x", [], ["a", 1], {}, {"grade_id": ["mlp"]}, [[[]]], {"nbgrader": []}]
+    rng = random.Random(7)
+    base = release_notebook()
+    for trial in range(60):
+        nb = json.loads(json.dumps(base))
+        for _ in range(rng.randint(1, 4)):
+            cell = rng.choice(nb["cells"])
+            where = rng.choice([cell, cell.setdefault("metadata", {}), cell["metadata"].get("nbgrader") or cell])
+            if isinstance(where, dict):
+                where[rng.choice(["source", "metadata", "nbgrader", "grade_id", "cell_type", "solution"])] = rng.choice(weird)
+        if rng.random() < 0.2:
+            nb["cells"].append(rng.choice(weird))
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        code = student_code(folder, json.dumps(nb).encode())
+        for gid in ASSIGNMENT.spec.run_cells:
+            try:
+                assert isinstance(code.cell_source(gid), str)
+            except Feedback as exc:
+                assert NOTEBOOK in str(exc) or "notebook" in str(exc), str(exc)
