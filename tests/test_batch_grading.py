@@ -173,14 +173,15 @@ def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission
     assert batch.leftover_processes() == []  # the orphaned judges and their workers were killed
 
 
-def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch, signum):
     (batch.subs / "s0.ipynb").rename(batch.tmp / "s0.ipynb")
     assert batch.run().returncode == 0  # s1..s5 graded
     (batch.tmp / "s0.ipynb").rename(batch.subs / "s0.ipynb")
     grader = subprocess.Popen(batch.command("--force", delay="5"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(batch.judged()) >= 2)
-    grader.send_signal(signal.SIGINT)
+    grader.send_signal(signum)
     stdout, stderr = grader.communicate(timeout=60)
     assert grader.returncode != 0
     assert "Traceback" not in stderr and "Run the same command again without --force to grade only the 6 left" in stderr, stderr
