@@ -33,7 +33,7 @@ JUDGE_MARKER = "autograder.judge"  # in every judge's command line: only such a 
 def atomic_write(path: Path, text: str) -> None:
     """Write `text` to `path` so that a reader (or a rerun after SIGKILL) sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
