@@ -118,6 +118,8 @@ class ResultStore:
         except BlockingIOError:
             raise SystemExit(f"another grader is already writing into {self.out}; wait for it to end, or pass another "
                              "--out") from None
+        for stray in [p for d in (self.results, self.out, self.out / "feedback") for p in d.glob(".*.tmp")]:  # SIGKILL
+            stray.unlink(missing_ok=True)
 
     def get(self, student_id: str) -> StoredResult | None:
         path = self.results / f"{student_id}.json"
