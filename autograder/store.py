@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,7 @@ class StoredResult:
     wall_s: float  # seconds from unpacking to the judge's end
     result: SubmissionResult
     grader: str = ""  # grader_digest when it was graded
+    graded_at: float = 0.0  # time.time() when it was stored
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -108,7 +110,7 @@ class ResultStore:
         self.results = out / "results"
         self.results.mkdir(parents=True, exist_ok=True)
         self._lock_file = None
-        self._pending, self._pending_lock = set(), threading.Lock()
+        self._pending, self._since, self._pending_lock = set(), 0.0, threading.Lock()
 
     def lock(self) -> None:
         """Refuse a second grader on the same output folder (both would judge the same students into it)."""
@@ -135,6 +137,7 @@ class ResultStore:
         return stored
 
     def put(self, stored: StoredResult) -> None:
+        stored.graded_at = time.time()
         atomic_write(self.results / f"{stored.student_id}.json", stored.to_json())
 
     def all(self) -> dict[str, StoredResult]:
@@ -146,21 +149,28 @@ class ResultStore:
         return found
 
     def pending(self) -> set[str]:
+        """The students an earlier run set out to grade and did not store (a result stored after they were set pending,
+        even by a grader killed before it could cross them off, counts as done)."""
         path = self.out / "pending.json"
         try:
-            return set(json.loads(path.read_text())) if path.exists() else set()
-        except (ValueError, TypeError):
+            record = json.loads(path.read_text()) if path.exists() else {}
+            since, students = float(record.get("since", 0)), set(record.get("students", []))
+        except (ValueError, TypeError, AttributeError):
             return set()
+        return {sid for sid in students if (stored := self.get(sid)) is None or stored.graded_at < since}
 
     def set_pending(self, student_ids: set[str]) -> None:
-        self._pending = set(student_ids)
-        atomic_write(self.out / "pending.json", json.dumps(sorted(self._pending)))
+        self._pending, self._since = set(student_ids), time.time()
+        self._write_pending()
 
     def done(self, student_id: str) -> None:
         """`student_id` is graded and stored (called from the grading threads)."""
         with self._pending_lock:
             self._pending.discard(student_id)
-            atomic_write(self.out / "pending.json", json.dumps(sorted(self._pending)))
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        atomic_write(self.out / "pending.json", json.dumps({"since": self._since, "students": sorted(self._pending)}))
 
     def kill_leftovers(self) -> int:
         """Kill the judges (and their workers) that a grader killed without warning left running; how many."""
