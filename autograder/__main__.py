@@ -3,6 +3,8 @@
     python -m autograder release [ASSIGNMENT ...]        build release/<a>/ from source/<a>/ with nbgrader
     python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
+                               [--force | --only ID ...]   again: grades only what is new or changed
+                               [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -46,6 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     p_grade = sub.add_parser("grade", help="grade a folder of submissions")
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("--assignment", required=True, choices=list_assignments())
+    again = p_grade.add_mutually_exclusive_group()
+    again.add_argument("--force", action="store_true",
+                       help="regrade every submission (by default a rerun grades only what is new or changed)")
+    again.add_argument("--only", nargs="+", metavar="ID",
+                       help="regrade only these students and merge them into the existing gradebook")
+    p_grade.add_argument("--roster", type=Path,
+                         help="CSV with a student_id column: students without a submission get a no-submission row")
+    p_grade.add_argument("--export", choices=("canvas", "csv"),
+                         help="also merge the totals into a course CSV, one column per assignment keyed by student id "
+                              "(canvas: the columns Canvas's gradebook import reads)")
+    p_grade.add_argument("--export-file", type=Path,
+                         help="the course CSV for --export (default: <format>.csv beside the output folder)")
+    p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
+                         help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
+                              "(error, the default) or grade the newest (latest)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
@@ -63,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                             "audit hook only; every gradebook row records the isolation used")
         p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
     args = parser.parse_args(argv)
+    if getattr(args, "export_file", None) and not args.export:
+        parser.error("--export-file needs --export canvas|csv")
 
-    from autograder.gradebook import format_table
+    from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
     from autograder.samples import build_samples
 
@@ -80,8 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                            submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation)
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
-        gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades)
+        gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
+                                 force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates,
+                                 bar=True)
         print(format_table(gradebook))
+        print(f"\n{format_summary(gradebook)}")
+        if args.export:
+            from autograder.export import default_export_path, export_grades
+
+            path = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export))
+            print(f"Merged the totals into {path} ({args.export} format)")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0
     # demo: the bundled samples are the course's own, so where bubblewrap is missing they may run weakly isolated

@@ -2,8 +2,11 @@
 
     python -m autograder grade SUBMISSIONS --assignment vit --out build/grades/vit --workers 2
 
-SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, also .tgz/.tar/.zip),
-loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`). Pipeline for each one:
+SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, also .tgz/.tar.xz/.tar.bz2/.tar/.zip, in
+any case), loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`); every other entry is listed as a
+warning, symbolic links are refused, and two submissions of one student are an error (survey). Each result is kept
+in OUT/results/ as soon as it is known (autograder/store.py), so a rerun grades only what is new or changed.
+Pipeline for each one:
   1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
      the archive (unpack_submission);
   2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
@@ -13,21 +16,29 @@ Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (aut
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
+from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -36,7 +47,10 @@ except ImportError:  # Python without lzma: tarfile cannot open .xz at all then
 
 MAX_FILE_BYTES = 1 << 30
 MAX_TOTAL_BYTES = 2 << 30
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+# Matched case-insensitively; tarfile reads each compression from the bytes, whatever the name says.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2", ".tar", ".zip")
+NOTEBOOK_SUFFIX = ".ipynb"
+COPY_MARK = re.compile(r"\s*\(\d+\)$")  # "alice (1).ipynb": the same student's file downloaded twice
 
 
 class BadSubmission(Exception):
@@ -47,22 +61,82 @@ class BadSubmission(Exception):
 class Submission:
     student_id: str
     path: Path
+    sha256: str = ""  # of its bytes (autograder/store.py), set when it is graded
+
+
+@dataclass
+class Survey:
+    """What discovery found: the submissions, and every other entry of the folder with why it is not one."""
+    submissions: list[Submission]
+    warnings: list[str]
+
+
+def submission_id(path: Path) -> str | None:
+    """The student id a folder entry's name gives, or None when the grader cannot read that kind of file.
+    Archive and notebook suffixes match in any case; a trailing " (1)" (a browser's second download) is dropped."""
+    name, lower = path.name, path.name.lower()
+    if path.is_dir():
+        stem = name
+    else:
+        suffix = next((s for s in (*ARCHIVE_SUFFIXES, NOTEBOOK_SUFFIX) if lower.endswith(s)), None)
+        if suffix is None:
+            return None
+        stem = name[: -len(suffix)]
+    return COPY_MARK.sub("", stem).strip() or None
+
+
+def survey(folder: Path, duplicates: str = "error") -> Survey:
+    """Every entry of `folder` as a submission or a warning. Two entries for one student id are an error listing them
+    (`duplicates="error"`), or the newest is graded and the others listed (`duplicates="latest"`)."""
+    if not folder.is_dir():
+        raise SystemExit(f"{folder} is not a folder of submissions")
+    warnings, by_id = [], {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            warnings.append(f"{path.name}: skipped, a hidden file (names starting with '.' are never submissions)")
+        elif path.is_symlink():
+            warnings.append(f"{path.name}: refused, a symbolic link (copy the submission itself into {folder})")
+        elif not (path.is_file() or path.is_dir()):
+            warnings.append(f"{path.name}: refused, not a regular file or folder")
+        elif (sid := submission_id(path)) is None:
+            warnings.append(f"{path.name}: not a submission the grader can read (it reads {', '.join(ARCHIVE_SUFFIXES)}, "
+                            f"{NOTEBOOK_SUFFIX} and folders); ask the student for a .tar.gz from CollectSubmission.sh")
+        else:
+            by_id.setdefault(sid, []).append(path)
+    clashes = {sid: paths for sid, paths in by_id.items() if len(paths) > 1}
+    if clashes and duplicates != "latest":
+        listing = "\n".join(f"  {sid}: {', '.join(p.name for p in paths)}" for sid, paths in sorted(clashes.items()))
+        raise SystemExit(f"{folder} has more than one submission for the same student:\n{listing}\n"
+                         "Keep one per student, or pass --duplicates latest to grade the newest (by modification time).")
+    found = []
+    for sid, paths in sorted(by_id.items()):
+        newest = max(paths, key=lambda p: (p.stat().st_mtime, p.name))
+        found.append(Submission(sid, newest))
+        warnings += [f"{p.name}: not graded, {newest.name} is newer (--duplicates latest)" for p in paths if p != newest]
+    return Survey(found, warnings)
 
 
 def discover(folder: Path) -> list[Submission]:
-    if not folder.is_dir():
-        raise SystemExit(f"{folder} is not a folder of submissions")
-    found = []
-    for path in sorted(folder.iterdir()):
-        name = path.name
-        if name.startswith("."):
-            continue
-        suffix = next((s for s in ARCHIVE_SUFFIXES if name.endswith(s)), None)
-        if suffix:
-            found.append(Submission(name[: -len(suffix)], path))
-        elif name.endswith(".ipynb") or path.is_dir():
-            found.append(Submission(path.stem if path.is_file() else name, path))
-    return found
+    """The submissions in `folder` (see survey for what is not one, and why)."""
+    return survey(folder).submissions
+
+
+def read_roster(path: Path) -> list[str]:
+    """The student ids of a roster CSV with a `student_id` column (other columns are ignored)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if "student_id" not in (reader.fieldnames or ()):
+                raise SystemExit(f"--roster {path}: expected a CSV with a header row naming a student_id column")
+            ids = []
+            for row in reader:
+                sid = (row["student_id"] or "").strip()
+                if not sid:
+                    raise SystemExit(f"--roster {path}: line {reader.line_num} has no student_id")
+                ids.append(sid)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(f"--roster {path}: cannot read it ({exc})") from None
+    return list(dict.fromkeys(ids))
 
 
 def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> list[str]:
@@ -87,17 +161,21 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
         written.append(name)
 
     path = sub.path
+    if path.is_symlink():
+        raise BadSubmission(f"{path.name} is a symbolic link, which the grader refuses; copy the submission itself")
     try:
         if path.is_dir():
             for f in assignment.files:
                 for candidate in (path / f, path / assignment.name / f):
-                    # a symlink out of the folder (say to source/) must not become the student's file
+                    # a symlink (say to source/) must not become the student's file, nor a linked folder lead to one
+                    if any(p.is_symlink() for p in (candidate, candidate.parent)):
+                        continue
                     if candidate.is_file() and path.resolve() in candidate.resolve().parents:
                         write(f, candidate.stat().st_size, candidate.read_bytes)
                         break
-        elif path.name.endswith(".ipynb"):
+        elif path.name.lower().endswith(NOTEBOOK_SUFFIX):
             write(assignment.notebook, path.stat().st_size, path.read_bytes)
-        elif path.name.endswith(".zip"):
+        elif path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as archive:
                 for info in archive.infolist():
                     name = accept(info.filename)
@@ -135,8 +213,60 @@ def preflight(options: GradeOptions, progress=print) -> None:
                              f"worker, e.g. {writable[0]}; fix their owner or mode (chmod o-w) first")
 
 
-def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions) -> SubmissionResult:
-    """Unpack and judge one submission; always returns a result, with its status."""
+def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: Path, options: GradeOptions) -> list[str]:
+    """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first."""
+    return [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
+            "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+            "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
+            "--grade-options", str(options.write(logs / "options.json"))]
+
+
+class Interrupted(Exception):
+    """The batch is stopping (SIGINT/SIGTERM): the judge was killed, its submission is left for the next run."""
+
+
+class Judges:
+    """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
+    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers)."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+
+    def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
+        """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""
+        with self._lock:
+            if self.stopping.is_set():
+                raise Interrupted(student_id)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=PROJECT_ROOT, start_new_session=True)
+            self._procs[student_id] = proc
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
+            proc.wait()
+            return None
+        finally:
+            with self._lock:
+                self._procs.pop(student_id, None)
+            kill_group(proc.pid)  # a judge that ended may still have left something in its group
+            if self.stopping.is_set():
+                raise Interrupted(student_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopping.set()
+            procs = list(self._procs.values())
+        for proc in procs:
+            if proc.returncode is None:
+                kill_tree(proc.pid)
+
+
+def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions,
+          judges: Judges | None = None) -> SubmissionResult:
+    """Unpack and judge one submission; always returns a result, with its status (Interrupted when stopping)."""
     work = out / "work" / sub.student_id
     logs = out / "logs" / sub.student_id
     shutil.rmtree(work, ignore_errors=True)
@@ -147,18 +277,14 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
         return SubmissionResult.without_results("bad-archive", str(exc))
     results_path = work / "results.json"
     budget = options.budget(assignment)
-    # -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first on the path.
-    command = [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
-               "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
-               "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
-               "--grade-options", str(options.write(logs / "options.json"))]
+    command = judge_command(assignment, work, results_path, logs, options)
+    judges = judges or Judges()
     with open(logs / "judge.log", "wb") as log:
-        try:
-            proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, timeout=budget + JUDGE_GRACE_S)
-        except subprocess.TimeoutExpired:
-            return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
+        returncode = judges.run(sub.student_id, command, log, budget + JUDGE_GRACE_S)
+    if returncode is None:
+        return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
     if not results_path.exists():
-        return SubmissionResult.without_results("grader-error", f"the judge exited with code {proc.returncode} without "
+        return SubmissionResult.without_results("grader-error", f"the judge exited with code {returncode} without "
                                                 f"results (see {logs / 'judge.log'})")
     result = SubmissionResult.read(results_path)
     result.files = files
@@ -176,26 +302,148 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     return result
 
 
+def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
+           only: list[str] | None) -> list[Submission]:
+    """What this run grades: with `only`, those students; otherwise what is new, changed, `force`d, left pending by an
+    interrupted run, graded by another version of the grader (`grader`: store.grader_digest), or a grader-error (the
+    grader's fault, so worth another try). Recorded as pending until each is stored, so an interrupted run is resumed
+    exactly."""
+    todo, pending = [], store.pending()
+    for sub in subs:
+        sub.sha256 = submission_digest(sub.path)
+        stored = store.get(sub.student_id)
+        if only is not None:
+            chosen = sub.student_id in only
+        else:
+            chosen = (force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending
+                      or stored.grader != grader or stored.result.status == "grader-error")
+        if chosen:
+            todo.append(sub)
+    present = {s.student_id for s in subs}
+    store.set_pending({s.student_id for s in todo} | (pending & present if only is not None else set()))
+    return todo
+
+
+def grade_each(todo: list[Submission], assignment: Assignment, out: Path, options: GradeOptions, store: ResultStore,
+               grader: str, judges: Judges, progress, bar: bool) -> None:
+    """Judge `todo` on options.workers threads, storing each result as soon as it is known."""
+    counts: dict[str, int] = {}
+    meter = tqdm(total=len(todo), unit="submission", disable=not bar, dynamic_ncols=True,
+                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
+    lock = threading.Lock()
+
+    def one(sub: Submission) -> None:
+        if judges.stopping.is_set():  # not even unpacked
+            raise Interrupted(sub.student_id)
+        started = time.monotonic()
+        try:
+            result = judge(sub, assignment, out, options, judges)
+        except Interrupted:
+            raise
+        except Exception as exc:  # the grader's own failure on this submission: its row says so, the batch goes on
+            result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
+                                                      f"({type(exc).__name__}: {exc}); a rerun tries it again")
+        store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
+                               round(time.monotonic() - started, 1), result, grader))  # durable before anything else
+        store.done(sub.student_id)
+        with lock:
+            counts[result.status] = counts.get(result.status, 0) + 1
+            if bar:
+                meter.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())), refresh=False)
+                meter.update()
+            else:
+                progress(f"  {sub.student_id}: {result.status}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=options.workers) as pool:
+            futures = [pool.submit(one, sub) for sub in todo]
+            for future in as_completed(futures):
+                if judges.stopping.is_set():
+                    for f in futures:
+                        f.cancel()
+                try:
+                    future.result()
+                except (Interrupted, CancelledError):
+                    pass
+    finally:
+        meter.close()
+
+
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
-                 hand_grades: Path | None = None, progress=print) -> dict:
-    from autograder.gradebook import build_gradebook, write_outputs
+                 hand_grades: Path | None = None, progress=print, force: bool = False,
+                 only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
+                 bar: bool = False) -> dict:
+    """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
+    regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
+    stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
+    `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook.
+    `bar`: a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission."""
+    from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
 
     assignment = load_assignment(assignment_name)
-    subs = discover(submissions)
+    found = survey(submissions, duplicates)
+    subs, warnings = found.submissions, list(found.warnings)
+    roster_ids = read_roster(roster) if roster else None
+    if roster_ids is not None:
+        warnings += [f"{s.path.name}: graded, but {s.student_id} is not on the roster {roster.name}"
+                     for s in subs if s.student_id not in roster_ids]
     if not subs:
-        raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)")
+        raise SystemExit(f"no submissions in {submissions} (expected <student-id>.tar.gz archives, notebooks or folders)"
+                         + "".join(f"\n  {w}" for w in warnings))
+    for warning in warnings:
+        progress(f"WARNING: {warning}")
+    if only:
+        unknown = sorted(set(only) - {s.student_id for s in subs})
+        if unknown:
+            raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
     preflight(options, progress)
+    out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out, assignment.name)
+    store.lock()
+    # hand grades are checked before the first judge, not after the last
+    read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
+    leftovers = store.kill_leftovers()
+    if leftovers:
+        progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-    progress(f"Grading {len(subs)} submission(s) of '{assignment.name}' with {options.workers} worker(s)...")
+    judges = Judges()
 
-    def one(sub: Submission) -> tuple[Submission, dict]:
-        result = judge(sub, assignment, out, options)
-        progress(f"  {sub.student_id}: {result.status}")
-        return sub, result
+    def stop(signum, frame):
+        judges.stop()
 
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
-        results = list(pool.map(one, subs))
-    gradebook = build_gradebook(assignment, results, hand_grades)
-    write_outputs(gradebook, out)
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    todo = []
+    try:
+        grader = grader_digest(assignment)
+        todo = choose(subs, store, grader, force, only)
+        progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
+                 + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
+                    if only is None and len(todo) < len(subs) else "") + "...")
+        grade_each(todo, assignment, out, options, store, grader, judges, progress, bar)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        graded = store.all()  # the gradebook of every result kept, also when stopping or failing
+        present = {s.student_id for s in subs}
+        warnings += [f"{sid}: row kept from an earlier run ({stored.source} is no longer in {submissions})"
+                     for sid, stored in graded.items() if sid not in present]
+        results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
+        results += [(Submission(sid, Path()), SubmissionResult.without_results(
+                        "no-submission", f"no submission was found in {submissions.name}"))
+                    for sid in roster_ids or () if sid not in graded]
+        gradebook = build_gradebook(assignment, results, hand_grades)
+        gradebook["warnings"] = warnings
+        for row in gradebook["submissions"]:
+            row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
+        write_outputs(gradebook, out)
+    if judges.stopping.is_set():
+        left = store.pending()
+        again = " without --force" if force else " without --only" if only else ""
+        raise SystemExit(f"Interrupted: {len(todo) - len(left & {s.student_id for s in todo})} of {len(todo)} "
+                         f"submission(s) graded in this run; the gradebook in {out} has every result kept so far "
+                         f"({len(graded)} row(s)). Run the same command again{again} to grade only the {len(left)} left "
+                         "(and anything new or changed).")
     return gradebook

@@ -1,19 +1,23 @@
 """From judge results to the gradebook: gradebook.json, gradebook.csv and feedback/<student-id>.md.
 
 One row per submission, whatever happened to it. A skipped test (e.g. a CUDA-only threshold in a CPU
-run) earns nothing and is left out of max_score: its points are reported as not judged, never as passed.
-Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
-(student_id,grade_id,points) and stay "pending" until then.
+run) earns nothing and is left out of max_score: its points are reported as not judged, never as passed. A test that
+is not judged for one row is not judged for any (a bad archive's row included), so max_score is the same for every
+row. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
+(student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score.
 """
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
+import math
 from pathlib import Path
 
 from autograder.assignments import Assignment
 from autograder.notebook import grade_id, read_notebook
+from autograder.store import atomic_write
 
 
 def hand_graded_cells(assignment: Assignment) -> list[dict]:
@@ -26,14 +30,43 @@ def hand_graded_cells(assignment: Assignment) -> list[dict]:
     return cells
 
 
-def read_hand_grades(path: Path | None) -> dict[tuple[str, str], float]:
+def read_hand_grades(path: Path | None, assignment: Assignment, students: set[str]) -> dict[tuple[str, str], float]:
+    """The hand grades of a CSV (student_id,grade_id,points), every line checked: a student of this gradebook, a
+    hand-graded cell of this assignment, points between 0 and the cell's, once. Any bad line stops the run, named."""
     if not path:
         return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"student_id", "grade_id", "points"} <= set(rows[0]):
-        raise SystemExit(f"{path}: expected the columns student_id,grade_id,points")
-    return {(r["student_id"], r["grade_id"]): float(r["points"]) for r in rows}
+    cells = {m["grade_id"]: float(m["points"]) for m in hand_graded_cells(assignment)}
+    grades, errors = {}, []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"student_id", "grade_id", "points"} <= set(reader.fieldnames or ()):
+                raise SystemExit(f"{path}: expected a header row with the columns student_id,grade_id,points")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                sid, gid, text = ((row[k] or "").strip() for k in ("student_id", "grade_id", "points"))
+                try:
+                    points = float(text)
+                except ValueError:
+                    points = math.nan
+                if sid not in students:
+                    errors.append(f"{where}: unknown student {sid!r} (no submission or roster entry has that id)")
+                elif gid not in cells:
+                    errors.append(f"{where}: unknown grade_id {gid!r}; the hand-graded cells of '{assignment.name}' "
+                                  f"are {', '.join(cells) or 'none'}")
+                elif not 0 <= points <= cells[gid]:
+                    errors.append(f"{where}: points {text!r} for {gid} are not a number from 0 to {cells[gid]:g}")
+                elif (sid, gid) in grades:
+                    errors.append(f"{where}: a second grade for {sid} / {gid}; keep one line per student and cell")
+                else:
+                    grades[(sid, gid)] = points
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(f"--hand-grades {path}: cannot read it ({exc})") from None
+    if errors:
+        shown = "\n".join(f"  {e}" for e in errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise SystemExit(f"the hand grades have {len(errors)} bad line(s); fix them and run the same command again "
+                         f"(graded submissions are kept):\n{shown}")
+    return grades
 
 
 def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_csv: Path | None = None) -> dict:
@@ -42,25 +75,36 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
     for _, result in results:
         for t in result.tests:
             tests.setdefault(t.id, {"id": t.id, "title": t.title, "group": t.group, "points": t.points})
+    not_judged = {t.id: t.message for _, result in results for t in result.tests if t.outcome == "skipped"}
     manual = hand_graded_cells(assignment)
-    hand = read_hand_grades(hand_grades_csv)
+    hand = read_hand_grades(hand_grades_csv, assignment, {sub.student_id for sub, _ in results})
     rows = []
     for sub, result in sorted(results, key=lambda r: r[0].student_id):
         by_id = {t.id: t for t in result.tests}
         row_tests = {}
         for tid, info in tests.items():
             t = by_id.get(tid)
-            row_tests[tid] = ({"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message} if t
-                              else {"outcome": "error", "points": info["points"], "earned": 0.0,
-                                    "message": result.message or "not graded (see status)"})
+            if tid in not_judged and (t is None or t.outcome != "skipped"):  # judged elsewhere, not in this run
+                row_tests[tid] = {"outcome": "skipped", "points": info["points"], "earned": 0.0,
+                                  "message": not_judged[tid] if t is None else
+                                  "not judged: other submissions of this gradebook were graded where it is not judged"}
+            elif t:
+                row_tests[tid] = {"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message}
+            else:
+                row_tests[tid] = {"outcome": "error", "points": info["points"], "earned": 0.0,
+                                  "message": result.message or "not graded (see status)"}
         judged = [t for t in row_tests.values() if t["outcome"] != "skipped"]
+        hand_graded = {m["grade_id"]: {"points": m["points"], "earned": hand.get((sub.student_id, m["grade_id"]))}
+                       for m in manual}
+        score, max_score = sum(t["earned"] for t in judged), sum(t["points"] for t in judged)
         rows.append({
             "student_id": sub.student_id, "status": result.status, "message": result.message,
-            "score": sum(t["earned"] for t in judged), "max_score": sum(t["points"] for t in judged),
+            "score": score, "max_score": max_score,
+            "total": score + sum(h["earned"] or 0.0 for h in hand_graded.values()),
+            "max_total": max_score + sum(h["points"] for h in hand_graded.values()),
             "not_judged_points": sum(t["points"] for t in row_tests.values() if t["outcome"] == "skipped"),
             "tests": row_tests,
-            "hand_graded": {m["grade_id"]: {"points": m["points"], "earned": hand.get((sub.student_id, m["grade_id"]))}
-                            for m in manual},
+            "hand_graded": hand_graded,
             "notes": result.notes, "problems": result.problems, "cell_errors": result.cell_errors,
             "forbidden_calls": result.forbidden_calls, "isolation": result.isolation, "memory_cap": result.memory_cap,
             "seconds": result.seconds,
@@ -75,28 +119,34 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
 
 
 def write_outputs(gradebook: dict, out: Path) -> None:
+    """gradebook.json, gradebook.csv and feedback/<id>.md, each replaced whole (atomic_write): a grader killed while
+    writing them leaves the previous version, and the next run rebuilds them from OUT/results/."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gradebook.json").write_text(json.dumps(gradebook, indent=2))
+    atomic_write(out / "gradebook.json", json.dumps(gradebook, indent=2))
     test_ids = [t["id"] for t in gradebook["tests"]]
-    with open(out / "gradebook.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student_id", "status", "score", "max_score", "not_judged_points", *test_ids,
-                         *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap"])
-        for row in gradebook["submissions"]:
-            cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
-            hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
-            writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
-                             f"{row['not_judged_points']:g}", *cells, *hand, row["isolation"], row["memory_cap"]])
-    feedback = out / "feedback"
-    feedback.mkdir(exist_ok=True)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["student_id", "status", "score", "max_score", "total", "max_total", "not_judged_points", *test_ids,
+                     *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap", "problems"])
     for row in gradebook["submissions"]:
-        (feedback / f"{row['student_id']}.md").write_text(feedback_text(gradebook, row))
+        cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
+        hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
+        writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
+                         f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
+                         row["isolation"], row["memory_cap"], " | ".join(row["problems"])])
+    atomic_write(out / "gradebook.csv", table.getvalue())
+    for row in gradebook["submissions"]:
+        atomic_write(out / "feedback" / f"{row['student_id']}.md", feedback_text(gradebook, row))
 
 
 def feedback_text(gradebook: dict, row: dict) -> str:
     """Per-student feedback: every test with its points and, when it failed, why (never the test's code)."""
     lines = [f"# {gradebook['assignment']}: feedback for {row['student_id']}", "",
              f"**Autograded score: {row['score']:g} / {row['max_score']:g}**  (status: {row['status']})"]
+    if row["hand_graded"]:
+        pending = sum(1 for h in row["hand_graded"].values() if h["earned"] is None)
+        lines.append(f"**Total with the hand-graded answers: {row['total']:g} / {row['max_total']:g}**"
+                     + (f"  ({pending} still pending)" if pending else ""))
     if row["not_judged_points"]:
         lines.append(f"{row['not_judged_points']:g} more points were not judged in this grading run (see below).")
     if row["message"]:
@@ -127,7 +177,7 @@ def feedback_text(gradebook: dict, row: dict) -> str:
 def format_table(gradebook: dict) -> str:
     """The gradebook as a fixed-width table for the terminal: one row per submission, a column per test group."""
     groups = list(dict.fromkeys(t["group"] for t in gradebook["tests"]))
-    header = ["student", "status", "score"] + groups + ["hand-graded"]
+    header = ["student", "status", "score"] + groups + ["hand-graded", "total", "problems"]
     body = []
     for row in gradebook["submissions"]:
         cells = [row["student_id"], row["status"], f"{row['score']:g}/{row['max_score']:g}"]
@@ -137,6 +187,7 @@ def format_table(gradebook: dict) -> str:
             cells.append(f"{sum(t['earned'] for t in judged):g}/{sum(t['points'] for t in judged):g}" if judged else "not judged")
         pending = sum(1 for h in row["hand_graded"].values() if h["earned"] is None)
         cells.append(f"{pending} pending" if pending else "done")
+        cells += [f"{row['total']:g}/{row['max_total']:g}", str(len(row["problems"])) if row["problems"] else ""]
         body.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
@@ -145,4 +196,28 @@ def format_table(gradebook: dict) -> str:
                if r["tests"][t["id"]]["outcome"] == "skipped"}
     for tid, reason in skipped.items():
         lines.append(f"not judged: {tid} ({reason.removeprefix('not judged: ')})")
+    return "\n".join(lines)
+
+
+def format_summary(gradebook: dict, slowest: int = 3) -> str:
+    """What a TA checks after a batch: how many ended in each status, the mean score, the slowest submissions (where
+    a budget may be too tight or a submission hung), and how many warnings discovery gave."""
+    rows = gradebook["submissions"]
+    if not rows:
+        return "Summary: no submissions"
+    statuses: dict[str, int] = {}
+    for row in rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    max_score = rows[0]["max_score"]
+    mean = sum(r["score"] for r in rows) / len(rows)
+    lines = [f"Summary: {len(rows)} row(s): " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items(), key=lambda kv: -kv[1])),
+             f"Mean score {mean:.1f} / {max_score:g}" + (f" ({100 * mean / max_score:.0f} %)" if max_score else "")]
+    if gradebook["hand_graded"]:
+        lines[-1] += f"; mean total with hand grades {sum(r['total'] for r in rows) / len(rows):.1f} / {rows[0]['max_total']:g}"
+    timed = sorted((r for r in rows if r.get("wall_s") is not None), key=lambda r: -r["wall_s"])[:slowest]
+    if timed:
+        lines.append("Slowest: " + ", ".join(f"{r['student_id']} {r['wall_s']:.1f} s ({r['status']})" for r in timed))
+    if gradebook.get("warnings"):
+        lines.append(f"{len(gradebook['warnings'])} warning(s) about the submissions folder (printed above, and in "
+                     "gradebook.json under 'warnings')")
     return "\n".join(lines)

@@ -27,7 +27,8 @@ MAGIC = re.compile(r"^(\s*)((?:%%?[A-Za-z_]|!(?!=)).*)$")
 
 
 class NotebookError(Exception):
-    """The notebook cannot be read at all (not JSON, not a notebook)."""
+    """The notebook cannot be read at all (not JSON, not a notebook, a cell that is not one): a `bad-notebook` row
+    with this message, never an exception of the grader."""
 
 
 def read_notebook(path: Path) -> dict:
@@ -35,6 +36,8 @@ def read_notebook(path: Path) -> dict:
         nb = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise NotebookError(f"{Path(path).name} is not a readable notebook ({exc.__class__.__name__}: {exc})") from None
+    except RecursionError:  # '[[[[...' thousands deep: the parser's recursion, not a notebook
+        raise NotebookError(f"{Path(path).name} is not a readable notebook (its JSON is nested too deeply)") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise NotebookError(f"{Path(path).name} is JSON but not a Jupyter notebook (no 'cells' list)")
     return nb
@@ -42,13 +45,25 @@ def read_notebook(path: Path) -> dict:
 
 def cell_source(cell: dict) -> str:
     source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else str(source)
+    if isinstance(source, list) and all(isinstance(line, str) for line in source):
+        return "".join(source)
+    if isinstance(source, str):
+        return source
+    raise NotebookError(f"the cell '{grade_id(cell)}' has a source that is not text ({type(source).__name__}); "
+                        "re-save the notebook from Jupyter")
+
+
+def raw_grade_id(cell: dict):
+    """The cell's nbgrader grade_id as written, whatever its type (a student's notebook may hold anything)."""
+    meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
+    nbgrader = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
 
 
 def grade_id(cell: dict) -> str | None:
-    meta = cell.get("metadata", {})
-    nbgrader = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
-    return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+    """The cell's grade_id when it is a string; anything else identifies no cell."""
+    gid = raw_grade_id(cell)
+    return gid if isinstance(gid, str) else None
 
 
 def strip_magics(source: str) -> str:
@@ -64,12 +79,24 @@ class GradedCode:
 
 
 def extract_graded_code(release_nb: dict, student_nb: dict, run_ids: list[str]) -> GradedCode:
+    """The cells to run. A student's cell whose grade_id is not a string is ignored, and a grade_id used by more than
+    one code cell runs the first; both are reported as problems (the student's feedback, the gradebook)."""
     template = {grade_id(c): c for c in release_nb["cells"] if grade_id(c)}
-    student = {}
-    for cell in student_nb.get("cells", []):
-        if isinstance(cell, dict) and cell.get("cell_type") == "code" and grade_id(cell) and grade_id(cell) not in student:
-            student[grade_id(cell)] = cell
-    cells, answers, problems = [], [], []
+    student, copies, problems = {}, {}, []
+    for number, cell in enumerate(student_nb.get("cells", []), 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        gid = raw_grade_id(cell)
+        if gid is not None and not isinstance(gid, str):
+            problems.append(f"code cell {number} has a grade_id that is not a string ({type(gid).__name__}); the grader "
+                            "ignored that cell (restore its metadata from the release notebook)")
+        elif gid:
+            copies[gid] = copies.get(gid, 0) + 1
+            student.setdefault(gid, cell)
+    problems += [f"grade_id '{gid}' is used by {n} code cells of your notebook; the grader ran the first and ignored "
+                 "the others (a copied cell keeps its metadata: delete the extra copies)"
+                 for gid, n in copies.items() if n > 1 and gid in run_ids]
+    cells, answers = [], []
     for gid in run_ids:
         if gid not in template:
             raise KeyError(f"the release notebook has no cell with grade_id {gid!r}")
@@ -96,6 +123,15 @@ def find_forbidden(source: str, forbidden_names: list[str], forbidden_modules: l
         tree = ast.parse(source)
     except SyntaxError as exc:
         return [f"the code does not parse (SyntaxError line {exc.lineno}: {exc.msg}), so it could not be checked"]
+    except (RecursionError, MemoryError, ValueError):
+        return ["the code is nested too deeply (or holds a null byte) to be read, so it could not be checked"]
+    try:
+        return _forbidden_in(tree, forbidden_names, forbidden_modules)
+    except RecursionError:  # "a" + "a" + ... thousands long: resolve_string recurses
+        return ["the code is nested too deeply to be read, so it could not be checked"]
+
+
+def _forbidden_in(tree: ast.AST, forbidden_names: list[str], forbidden_modules: list[str]) -> list[str]:
     found = set()
 
     def module_forbidden(name: str) -> bool:

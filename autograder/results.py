@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATUSES = ("ok", "timeout", "crashed", "missing-notebook", "bad-notebook", "bad-archive", "grader-error")
+STATUSES = ("ok", "timeout", "crashed", "missing-notebook", "bad-notebook", "bad-archive", "grader-error", "no-submission")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class SubmissionResult:
 
     @classmethod
     def read(cls, path: Path) -> "SubmissionResult":
-        values = json.loads(Path(path).read_text())
-        values["tests"] = [TestResult(**t) for t in values.get("tests", [])]
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SubmissionResult":
+        values = dict(values, tests=[TestResult(**t) for t in values.get("tests", [])])
         return cls(**values)

@@ -81,7 +81,11 @@ class StudentCode:
             self.fatal = str(exc)
             return
         release_nb = read_notebook(self.assignment.release_dir / self.assignment.notebook)
-        self.code = extract_graded_code(release_nb, student_nb, self.run_cells)
+        try:
+            self.code = extract_graded_code(release_nb, student_nb, self.run_cells)
+        except NotebookError as exc:  # a cell that is not one: the student's notebook, never the grader, is at fault
+            self.fatal = f"{self.assignment.notebook}: {exc}"
+            return
         self.problems.extend(self.code.problems)
         self.sandbox = Sandbox(self.code.cells, self.policy, self.log_path)
 

@@ -16,7 +16,7 @@ import pytest
 
 import autograder.grade as grade
 from autograder.assignments import PROJECT_ROOT, load_assignment
-from autograder.grade import BadSubmission, Submission, discover, unpack_submission
+from autograder.grade import BadSubmission, Submission, discover, read_roster, survey, unpack_submission
 
 ASSIGNMENT = load_assignment("vit")
 NOTEBOOK = ASSIGNMENT.notebook  # vit.ipynb
@@ -85,6 +85,73 @@ def test_discover_finds_every_kind_and_ignores_the_rest(tmp_path):
     found = {s.student_id: s.path.name for s in discover(subs)}
     assert found == {"alice": "alice.tar.gz", "bob": "bob.tgz", "carol": "carol.tar", "dave": "dave.zip",
                      "erin": "erin.ipynb", "frank": "frank"}
+
+
+def test_every_entry_is_a_submission_or_a_listed_warning(tmp_path):
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    make_tar(subs / "ALICE.TGZ", full_set())
+    make_tar(subs / "bob.tar.xz", full_set(), mode="w:xz")
+    make_tar(subs / "carol.Tar.Bz2", full_set(), mode="w:bz2")
+    make_zip(subs / "dave.ZIP", full_set())
+    (subs / "erin.IPYNB").write_bytes(content(NOTEBOOK))
+    for name in ("essay.pdf", "frank.rar", ".DS_Store", "notes.txt"):
+        (subs / name).write_bytes(b"x")
+    (subs / "gina.ipynb").symlink_to(PROJECT_ROOT / "source" / "vit" / "vit.ipynb")
+    (subs / "hank").symlink_to(tmp_path, target_is_directory=True)
+    found = survey(subs)
+    assert {s.student_id: s.path.name for s in found.submissions} == {
+        "ALICE": "ALICE.TGZ", "bob": "bob.tar.xz", "carol": "carol.Tar.Bz2", "dave": "dave.ZIP", "erin": "erin.IPYNB"}
+    warned = {w.split(":")[0]: w for w in found.warnings}
+    assert set(warned) == {"essay.pdf", "frank.rar", ".DS_Store", "notes.txt", "gina.ipynb", "hank"}
+    assert "symbolic link" in warned["gina.ipynb"] and "symbolic link" in warned["hank"]
+    assert "CollectSubmission.sh" in warned["frank.rar"] and "hidden" in warned[".DS_Store"]
+    for sub in found.submissions:  # every kind it finds, it can unpack
+        assert unpack_submission(sub, ASSIGNMENT, tmp_path / "work" / sub.student_id)[0] == NOTEBOOK
+
+
+def test_duplicate_student_ids_are_an_error_listing_the_files(tmp_path):
+    make_tar(tmp_path / "alice.tar.gz", full_set())
+    make_zip(tmp_path / "alice.zip", full_set())
+    (tmp_path / "alice (1).ipynb").write_bytes(content(NOTEBOOK))
+    (tmp_path / "bob.ipynb").write_bytes(content(NOTEBOOK))
+    with pytest.raises(SystemExit) as info:
+        survey(tmp_path)
+    assert "alice: alice (1).ipynb, alice.tar.gz, alice.zip" in str(info.value)
+    assert "--duplicates latest" in str(info.value)
+    with pytest.raises(SystemExit):
+        survey(tmp_path, duplicates="error")
+    os.utime(tmp_path / "alice.zip", (2_000_000_000, 2_000_000_000))
+    latest = survey(tmp_path, duplicates="latest")
+    assert {s.student_id: s.path.name for s in latest.submissions} == {"alice": "alice.zip", "bob": "bob.ipynb"}
+    assert sorted(w.split(":")[0] for w in latest.warnings) == ["alice (1).ipynb", "alice.tar.gz"]
+
+
+def test_symlinked_loose_notebook_is_refused_by_unpack_too(tmp_path):
+    (tmp_path / "erin.ipynb").symlink_to(PROJECT_ROOT / "source" / "vit" / "vit.ipynb")
+    with pytest.raises(BadSubmission, match="symbolic link"):
+        unpack_submission(Submission("erin", tmp_path / "erin.ipynb"), ASSIGNMENT, tmp_path / "work")
+
+
+def test_symlinked_folder_inside_a_folder_submission_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / NOTEBOOK).write_bytes(content(NOTEBOOK))
+    folder = tmp_path / "subs" / "frank"
+    folder.mkdir(parents=True)
+    (folder / "vit").symlink_to(outside, target_is_directory=True)
+    assert unpack_submission(Submission("frank", folder), ASSIGNMENT, tmp_path / "work") == []
+
+
+def test_roster(tmp_path):
+    (tmp_path / "roster.csv").write_text("name,student_id\nAlice,alice\nBob,bob\nAlice again,alice\n")
+    assert read_roster(tmp_path / "roster.csv") == ["alice", "bob"]
+    (tmp_path / "bad.csv").write_text("id\nalice\n")
+    with pytest.raises(SystemExit, match="student_id column"):
+        read_roster(tmp_path / "bad.csv")
+    (tmp_path / "blank.csv").write_text("student_id\nalice\n\n,x\n")
+    with pytest.raises(SystemExit, match="line 4"):
+        read_roster(tmp_path / "blank.csv")
 
 
 def test_discover_keeps_dots_inside_student_ids(tmp_path):
@@ -343,3 +410,100 @@ def test_corrupted_archives_never_raise_anything_but_bad_submission(tmp_path, su
             unpack_submission(Submission(f"s{trial}", path), ASSIGNMENT, tmp_path / f"work{trial}")
         except BadSubmission as exc:
             assert path.name in str(exc)
+
+
+# -- notebooks are data: whatever a student's notebook holds, a readable reason, never an exception --------------
+def release_notebook() -> dict:
+    from autograder.notebook import read_notebook
+    return read_notebook(ASSIGNMENT.release_dir / NOTEBOOK)
+
+
+def student_code(tmp_path: Path, notebook: bytes):
+    """The judge's view of a submission holding only `notebook` (no worker is started)."""
+    from autograder.options import GradeOptions
+    from autograder.student import StudentCode
+
+    (tmp_path / NOTEBOOK).write_bytes(notebook)
+    return StudentCode.for_assignment(ASSIGNMENT, tmp_path, tmp_path / "worker.log", GradeOptions(allow_weak_isolation=True))
+
+
+def with_grade_id(nb: dict, old: str, new) -> dict:
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == old:
+            cell["metadata"]["nbgrader"]["grade_id"] = new
+    return nb
+
+
+def test_deeply_nested_json_is_a_bad_notebook(tmp_path):
+    code = student_code(tmp_path, b'{"cells": [], "metadata": ' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+    assert code.fatal and "nested too deeply" in code.fatal and code.problems == []
+
+
+def test_a_cell_source_that_is_not_text_is_a_bad_notebook(tmp_path):
+    import json
+
+    nb = release_notebook()
+    next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "mlp")["source"] = [1, {"x": 2}]
+    code = student_code(tmp_path, json.dumps(nb).encode())
+    assert "'mlp' has a source that is not text" in code.fatal
+
+
+def test_a_grade_id_that_is_a_list_is_a_reported_problem(tmp_path):
+    import json
+
+    code = student_code(tmp_path, json.dumps(with_grade_id(release_notebook(), "mlp", ["mlp"])).encode())
+    assert code.fatal is None
+    assert any("grade_id that is not a string (list)" in p for p in code.problems), code.problems
+    assert any("answer cell 'mlp' is missing" in p for p in code.problems)  # it ran the template instead
+
+
+def test_a_duplicated_grade_id_is_a_reported_problem(tmp_path):
+    import copy
+    import json
+
+    nb = release_notebook()
+    cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "attention")
+    twin = copy.deepcopy(cell)
+    twin["source"] = "print('the second copy')\n"
+    nb["cells"].append(twin)
+    code = student_code(tmp_path, json.dumps(nb).encode())
+    assert code.fatal is None
+    assert [p for p in code.problems if "'attention' is used by 2 code cells" in p]
+    assert "second copy" not in code.cell_source("attention")
+
+
+def test_code_nested_too_deeply_to_read_is_reported_not_raised():
+    from autograder.notebook import find_forbidden
+
+    for source in ["x = " + " + ".join(["'a'"] * 20_000), "x = " + "(" * 5000 + "1" + ")" * 5000, "x = 1\0"]:
+        found = find_forbidden(source, ["MultiheadAttention"], ["timm"])
+        assert len(found) == 1 and "could not be checked" in found[0], (source[:20], found)
+
+
+def test_randomly_damaged_notebooks_never_raise_in_the_judge(tmp_path):
+    """Any value anywhere in a notebook's cells (a list for a grade_id, a number for a source, None for metadata):
+    the judge's view is built, and each cell is readable or a Feedback naming the notebook, never another error."""
+    import json
+
+    from autograder.feedback import Feedback
+
+    weird = [None, 7, 1.5, True, "x", [], ["a", 1], {}, {"grade_id": ["mlp"]}, [[[]]], {"nbgrader": []}]
+    rng = random.Random(7)
+    base = release_notebook()
+    for trial in range(60):
+        nb = json.loads(json.dumps(base))
+        for _ in range(rng.randint(1, 4)):
+            cell = rng.choice(nb["cells"])
+            where = rng.choice([cell, cell.setdefault("metadata", {}), cell["metadata"].get("nbgrader") or cell])
+            if isinstance(where, dict):
+                where[rng.choice(["source", "metadata", "nbgrader", "grade_id", "cell_type", "solution"])] = rng.choice(weird)
+        if rng.random() < 0.2:
+            nb["cells"].append(rng.choice(weird))
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        code = student_code(folder, json.dumps(nb).encode())
+        for gid in ASSIGNMENT.spec.run_cells:
+            try:
+                assert isinstance(code.cell_source(gid), str)
+            except Feedback as exc:
+                assert NOTEBOOK in str(exc) or "notebook" in str(exc), str(exc)

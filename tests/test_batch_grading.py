@@ -1,0 +1,385 @@
+"""The batch grader as an instructor runs it (autograder/grade.py, autograder/store.py): durable results, resuming after
+the grader is killed, regrading some students, stopping cleanly.
+
+The hidden tests are not run here: `grade.judge_command` is replaced by a stand-in judge (FAKE_JUDGE) that takes a
+moment, starts a "worker" in a session of its own (as a weakly isolated worker does; killed only if the judge
+ends normally), and writes a results.json whose
+score follows from the notebook's bytes. Everything else (discovery, process groups, the result store, the gradebook)
+is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autograder.assignments import PROJECT_ROOT
+
+FAKE_JUDGE = r'''
+import json, os, subprocess, sys, time
+marker, work, results, calls, delay, tag = sys.argv[1:7]
+with open(calls, "a") as f:
+    f.write(os.path.basename(work) + "\n")
+if os.path.exists(os.path.join(os.path.dirname(calls), "fail-" + os.path.basename(work))):
+    sys.exit(3)  # a broken grader: no results
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", tag], start_new_session=True)
+time.sleep(float(delay))
+worker.kill()  # as the real judge closes its worker when it ends normally
+notebook = open(os.path.join(work, "vit.ipynb"), "rb").read()
+earned = float(len(notebook) % 5)
+test = {"id": "TestFake::test_it", "title": "it", "group": "Fake", "points": 4.0, "earned": earned,
+        "outcome": "passed" if earned == 4 else "failed", "message": ""}
+with open(results, "w") as f:
+    json.dump({"status": "ok", "tests": [test], "isolation": "fake", "memory_cap": "none", "seconds": 0.1}, f)
+'''
+
+DRIVER = r'''
+import sys
+import autograder.grade as grade
+from autograder.__main__ import main
+fake, calls, delay, tag = sys.argv[1:5]
+grade.preflight = lambda options, progress=print: None
+grade.judge_command = lambda assignment, work, results, logs, options: [
+    sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
+sys.exit(main(sys.argv[5:]))
+'''
+
+
+def expected_score(notebook: bytes) -> float:
+    return float(len(notebook) % 5)
+
+
+class Batch:
+    """A folder of loose-notebook submissions and the command that grades it with the stand-in judge."""
+
+    def __init__(self, tmp_path: Path, students: int = 6):
+        self.tmp = tmp_path
+        self.subs, self.out = tmp_path / "submissions", tmp_path / "grades"
+        self.subs.mkdir()
+        self.notebooks = {f"s{i}": b"{}" + b" " * i for i in range(students)}
+        for sid, data in self.notebooks.items():
+            (self.subs / f"{sid}.ipynb").write_bytes(data)
+        (tmp_path / "fake_judge.py").write_text(FAKE_JUDGE)
+        (tmp_path / "driver.py").write_text(DRIVER)
+        self.runs = 0
+        self.calls = tmp_path / "calls-0.txt"  # one file per run: an orphaned judge of a killed run writes to its own
+        self.tag = f"fake-worker-{os.getpid()}-{tmp_path.name}"
+
+    def command(self, *extra: str, delay: float = 0.0) -> list[str]:
+        self.runs += 1
+        self.calls = self.tmp / f"calls-{self.runs}.txt"
+        return [sys.executable, str(self.tmp / "driver.py"), str(self.tmp / "fake_judge.py"), str(self.calls), str(delay),
+                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2", *extra]
+
+    def run(self, *extra: str, delay: float = 0.0) -> subprocess.CompletedProcess:
+        return subprocess.run(self.command(*extra, delay=delay), cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    def judged(self) -> list[str]:
+        return self.calls.read_text().split() if self.calls.exists() else []
+
+    def rows(self) -> list[dict]:
+        with open(self.out / "gradebook.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def stored(self) -> set[str]:
+        return {p.stem for p in (self.out / "results").glob("*.json")}
+
+    def leftover_processes(self) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and self.tag.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+        return found
+
+    def kill_leftovers(self) -> None:
+        for pid in self.leftover_processes():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def batch(tmp_path):
+    made = Batch(tmp_path)
+    yield made
+    made.kill_leftovers()
+
+
+def assert_one_correct_row_each(batch: Batch) -> None:
+    rows = batch.rows()
+    assert sorted(r["student_id"] for r in rows) == sorted(batch.notebooks)
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert float(row["score"]) == expected_score(batch.notebooks[row["student_id"]]), row
+        assert row["max_score"] == "4"
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_rerun_grades_only_what_is_new_or_changed(batch):
+    first = batch.run()
+    assert first.returncode == 0, first.stderr
+    assert sorted(batch.judged()) == sorted(batch.notebooks)
+    assert_one_correct_row_each(batch)
+    again = batch.run()
+    assert again.returncode == 0, again.stderr
+    assert batch.judged() == [] and "6 already graded, unchanged, by this grader" in again.stdout
+    batch.notebooks["s1"] += b"  changed"
+    (batch.subs / "s1.ipynb").write_bytes(batch.notebooks["s1"])
+    (batch.subs / "s9.ipynb").write_bytes(batch.notebooks.setdefault("s9", b"{} new"))
+    third = batch.run()
+    assert third.returncode == 0, third.stderr
+    assert sorted(batch.judged()) == ["s1", "s9"]
+    assert_one_correct_row_each(batch)
+    forced = batch.run("--force")
+    assert forced.returncode == 0 and sorted(batch.judged()) == sorted(batch.notebooks)
+    assert batch.leftover_processes() == []
+
+
+@pytest.mark.parametrize("graded_before_kill", [1, 3])
+def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission(batch, graded_before_kill):
+    grader = subprocess.Popen(batch.command(delay="0.7"), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        # killed while a stand-in judge (or its worker) is running
+        wait_for(lambda: len(batch.stored()) >= graded_before_kill and batch.leftover_processes())
+    finally:
+        grader.kill()
+        grader.wait()
+    stored = batch.stored()
+    assert stored and stored != set(batch.notebooks)
+    rerun = batch.run()
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(batch.judged()) == sorted(set(batch.notebooks) - stored)  # nothing graded twice, nothing lost
+    assert_one_correct_row_each(batch)
+    assert batch.leftover_processes() == []  # the orphaned judges and their workers were killed
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch, signum):
+    (batch.subs / "s0.ipynb").rename(batch.tmp / "s0.ipynb")
+    assert batch.run().returncode == 0  # s1..s5 graded
+    (batch.tmp / "s0.ipynb").rename(batch.subs / "s0.ipynb")
+    grader = subprocess.Popen(batch.command("--force", delay="5"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(batch.judged()) >= 2)
+    grader.send_signal(signum)
+    stdout, stderr = grader.communicate(timeout=60)
+    assert grader.returncode != 0
+    assert "Traceback" not in stderr and "Run the same command again without --force to grade only the 6 left" in stderr, stderr
+    assert sorted(r["student_id"] for r in batch.rows()) == ["s1", "s2", "s3", "s4", "s5"]  # the partial gradebook
+    wait_for(lambda: batch.leftover_processes() == [], timeout=10)  # judges and workers killed, not orphaned
+    rerun = batch.run()
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(batch.judged()) == sorted(batch.notebooks)  # what --force asked for, though older results exist
+    assert_one_correct_row_each(batch)
+    assert batch.run().returncode == 0 and batch.judged() == []
+
+
+def test_regrading_one_student_into_an_existing_folder_keeps_the_other_rows(batch):
+    assert batch.run().returncode == 0
+    before = {r["student_id"]: r for r in batch.rows()}
+    batch.notebooks["s2"] += b"   resubmitted"
+    (batch.subs / "s2.ipynb").write_bytes(batch.notebooks["s2"])
+    only = batch.run("--only", "s2")
+    assert only.returncode == 0, only.stderr
+    assert batch.judged() == ["s2"]
+    after = {r["student_id"]: r for r in batch.rows()}
+    assert set(after) == set(before)
+    assert float(after["s2"]["score"]) == expected_score(batch.notebooks["s2"])
+    assert {k: v for k, v in after.items() if k != "s2"} == {k: v for k, v in before.items() if k != "s2"}
+    assert json.loads((batch.out / "gradebook.json").read_text())["submissions"][0]["student_id"] == "s0"
+    unknown = batch.run("--only", "nobody")
+    assert unknown.returncode != 0 and "nobody" in unknown.stderr
+
+
+def test_roster_adds_no_submission_rows_and_the_gradebook_lists_what_was_not_graded(batch):
+    (batch.subs / "essay.pdf").write_bytes(b"%PDF")
+    (batch.subs / "s0 (1).ipynb").write_bytes(b"{} again")
+    roster = batch.tmp / "roster.csv"
+    roster.write_text("student_id,name\n" + "".join(f"{sid},x\n" for sid in batch.notebooks if sid != "s5") + "zed,Zed\n")
+    clash = batch.run("--roster", str(roster))
+    assert clash.returncode != 0 and "s0: s0 (1).ipynb, s0.ipynb" in clash.stderr and batch.judged() == []
+    os.utime(batch.subs / "s0.ipynb", (2_000_000_000, 2_000_000_000))
+    done = batch.run("--roster", str(roster), "--duplicates", "latest")
+    assert done.returncode == 0, done.stderr
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["zed"]["status"] == "no-submission" and rows["zed"]["score"] == "0"
+    assert {r["max_score"] for r in rows.values()} == {"4"}
+    assert set(rows) == set(batch.notebooks) | {"zed"}
+    warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
+    assert sorted(w.split(":")[0] for w in warnings) == ["essay.pdf", "s0 (1).ipynb", "s5.ipynb"]
+    assert "WARNING: essay.pdf" in done.stdout
+
+
+# -- scores add up ---------------------------------------------------------------------------------------------
+def fake_results():
+    from autograder.grade import Submission
+    from autograder.results import SubmissionResult, TestResult
+
+    def test(tid, outcome, points, earned=0.0):
+        return TestResult(tid, tid, "G", points, earned, outcome, "not judged: needs CUDA" if outcome == "skipped" else "")
+
+    ok = SubmissionResult("ok", tests=[test("A", "passed", 4, 4), test("B", "failed", 3), test("C", "skipped", 8)])
+    partial = SubmissionResult("crashed", tests=[test("A", "passed", 4, 4)])  # B never reported, C not judged
+    bad = SubmissionResult.without_results("bad-archive", "alice.tar.gz could not be unpacked")
+    return [(Submission("ok", Path("ok.ipynb")), ok), (Submission("partial", Path("p.ipynb")), partial),
+            (Submission("alice", Path("alice.tar.gz")), bad)]
+
+
+def test_max_score_is_the_same_for_every_row_and_never_counts_what_was_not_judged():
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook
+
+    rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), fake_results())["submissions"]}
+    assert {r["max_score"] for r in rows.values()} == {7}
+    assert {r["not_judged_points"] for r in rows.values()} == {8}
+    assert rows["alice"]["tests"]["C"]["outcome"] == "skipped" and rows["alice"]["tests"]["A"]["outcome"] == "error"
+    assert [rows[s]["score"] for s in ("ok", "partial", "alice")] == [4, 4, 0]
+
+
+def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path):
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook, write_outputs
+
+    vit = load_assignment("vit")
+    bad = tmp_path / "hand.csv"
+    bad.write_text("student_id,grade_id,points\n"
+                   "ok,analysis,7\n"
+                   "mallory,analysis,3\n"        # line 3: no such student
+                   "ok,analysys,3\n"             # line 4: no such cell
+                   "partial,paper_review,6\n"    # line 5: over the cell's 5
+                   "partial,analysis,-1\n"       # line 6: negative
+                   "alice,analysis,lots\n"       # line 7: not a number
+                   "ok,analysis,8\n")            # line 8: a second grade
+    with pytest.raises(SystemExit) as info:
+        build_gradebook(vit, fake_results(), bad)
+    message = str(info.value)
+    for line, words in [(3, "unknown student 'mallory'"), (4, "unknown grade_id 'analysys'"), (5, "from 0 to 5"),
+                        (6, "from 0 to 10"), (7, "'lots'"), (8, "a second grade")]:
+        assert f"{bad}:{line}: " in message and words in message, (line, message)
+    assert f"{bad}:2:" not in message
+    good = tmp_path / "good.csv"
+    good.write_text("student_id,grade_id,points\nok,analysis,7\nok,paper_review,4.5\nalice,analysis,2\n")
+    gradebook = build_gradebook(vit, fake_results(), good)
+    write_outputs(gradebook, tmp_path / "out")
+    with open(tmp_path / "out" / "gradebook.csv", newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert (rows["ok"]["score"], rows["ok"]["total"], rows["ok"]["max_total"]) == ("4", "15.5", "22")
+    assert (rows["alice"]["total"], rows["partial"]["total"], rows["partial"]["hand:analysis"]) == ("2", "4", "pending")
+    assert "Total with the hand-graded answers: 15.5 / 22" in (tmp_path / "out" / "feedback" / "ok.md").read_text()
+
+
+def test_bad_hand_grades_stop_the_batch_before_any_judge(batch):
+    hand = batch.tmp / "hand.csv"
+    hand.write_text("student_id,grade_id,points\ns1,analysis,11\n")
+    proc = batch.run("--hand-grades", str(hand))
+    assert proc.returncode != 0 and f"{hand}:2: points '11'" in proc.stderr and batch.judged() == []
+    hand.write_text("student_id,grade_id,points\ns1,analysis,9\n")
+    assert batch.run("--hand-grades", str(hand)).returncode == 0
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert float(rows["s1"]["total"]) == float(rows["s1"]["score"]) + 9 and rows["s1"]["max_total"] == "19"
+
+
+# -- progress and summary --------------------------------------------------------------------------------------
+def test_progress_bar_counts_statuses_and_a_summary_ends_the_run(batch):
+    (batch.subs / "zoe.tar.gz").write_bytes(b"not an archive")
+    proc = batch.run(delay=0.1)
+    assert proc.returncode == 0, proc.stderr
+    final = proc.stderr.strip().splitlines()[-1]
+    assert "7/7 [" in final and "<00:00]" in final and "bad-archive 1" in final and "ok 6" in final, final
+    assert "Summary: 7 row(s): ok 6, bad-archive 1" in proc.stdout
+    mean = sum(expected_score(nb) for nb in batch.notebooks.values()) / 7
+    assert f"Mean score {mean:.1f} / 4" in proc.stdout
+    assert "Slowest: " in proc.stdout and proc.stdout.count(" s (ok)") == 3
+
+
+# -- export for the LMS ----------------------------------------------------------------------------------------
+def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, float | None] | None = None) -> dict:
+    hand = hand or {}
+    return {"assignment": assignment, "hand_graded": [{"grade_id": "analysis", "points": 10}] if hand else [],
+            "submissions": [{"student_id": sid, "score": total - (hand.get(sid) or 0), "total": total,
+                             "hand_graded": {"analysis": {"points": 10, "earned": hand.get(sid)}} if hand else {}}
+                            for sid, total in totals.items()]}
+
+
+def test_export_merges_one_column_per_assignment_keyed_by_student_id(tmp_path):
+    from autograder.export import export_grades
+
+    canvas = tmp_path / "canvas.csv"
+    export_grades(small_gradebook("vit", {"alice": 30, "bob": 12.5}), "canvas", canvas)
+    export_grades(small_gradebook("cnn", {"bob": 20, "carol": 7}), "canvas", canvas)
+    export_grades(small_gradebook("vit", {"alice": 31, "bob": 12.5}), "canvas", canvas)  # regraded: replaced, not added
+    with open(canvas, newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "cnn", "vit"]
+        rows = {r["SIS User ID"]: r for r in reader}
+    assert (rows["alice"]["vit"], rows["alice"]["cnn"], rows["bob"]["cnn"], rows["carol"]["vit"]) == ("31", "", "20", "")
+    plain = tmp_path / "grades.csv"
+    export_grades(small_gradebook("vit", {"alice": 30, "bob": 4}, hand={"alice": 8, "bob": None}), "csv", plain)
+    with open(plain, newline="") as f:
+        rows = {r["student_id"]: r for r in csv.DictReader(f)}
+    assert rows["alice"] == {"student_id": "alice", "vit": "30", "vit:autograded": "22", "vit:hand:analysis": "8"}
+    assert rows["bob"]["vit:hand:analysis"] == ""
+    with pytest.raises(SystemExit, match="no 'SIS User ID' column"):
+        export_grades(small_gradebook("vit", {"alice": 1}), "canvas", plain)
+
+
+def test_grade_exports_for_canvas_beside_the_output_folder(batch):
+    proc = batch.run("--export", "canvas")
+    assert proc.returncode == 0, proc.stderr
+    with open(batch.tmp / "canvas.csv", newline="") as f:
+        rows = {r["SIS User ID"]: r["vit"] for r in csv.DictReader(f)}
+    assert rows == {sid: f"{expected_score(nb):g}" for sid, nb in batch.notebooks.items()}
+
+
+def test_grader_errors_are_tried_again_and_rows_of_vanished_submissions_are_flagged(batch):
+    (batch.tmp / "fail-s3").write_text("")
+    assert batch.run().returncode == 0
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["s3"]["status"] == "grader-error" and rows["s3"]["max_score"] == "4"
+    (batch.tmp / "fail-s3").unlink()
+    (batch.subs / "s5.ipynb").unlink()
+    again = batch.run()
+    assert again.returncode == 0 and batch.judged() == ["s3"]  # the grader's failure, not the student's: retried
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert rows["s3"]["status"] == "ok" and "s5" in rows
+    warnings = json.loads((batch.out / "gradebook.json").read_text())["warnings"]
+    assert [w for w in warnings if w.startswith("s5: row kept from an earlier run")]
+
+
+def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_path):
+    from autograder.assignments import load_assignment
+    from autograder.grade import choose, discover
+    from autograder.results import SubmissionResult
+    from autograder.store import ResultStore, StoredResult, grader_digest, submission_digest
+
+    (tmp_path / "subs").mkdir()
+    for sid in ("a", "b"):
+        (tmp_path / "subs" / f"{sid}.ipynb").write_text(sid)
+    store = ResultStore(tmp_path / "out", "vit")
+    current = grader_digest(load_assignment("vit"))
+    for sid, grader in (("a", current), ("b", "an older grader")):
+        store.put(StoredResult(sid, "vit", f"{sid}.ipynb", submission_digest(tmp_path / "subs" / f"{sid}.ipynb"), 1.0,
+                               SubmissionResult("ok"), grader))
+    subs = discover(tmp_path / "subs")
+    assert [s.student_id for s in choose(subs, store, current, force=False, only=None)] == ["b"]
+    assert [s.student_id for s in choose(subs, store, current, force=True, only=None)] == ["a", "b"]
+    assert store.pending() == {"a", "b"}
