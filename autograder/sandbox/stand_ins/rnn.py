@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from . import register, replaced_names
+from . import recorded_optimizer, register, replaced_names
 
 
 @register("torch_recurrent")
@@ -68,33 +68,13 @@ def with_reference_loss(function: Callable):
     return run
 
 
-def _loop_parts(model, lr: float, optimizer: str):
-    """An optimizer and a constant LambdaLR whose step() calls are recorded in order in `events`."""
-    events: list[str] = []
-    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # its own first step is not recorded
-    opt_step = opt.step  # (after LambdaLR, which wraps the bound method itself)
-
-    def recorded_opt_step(*args, **kwargs):
-        events.append("optimizer")
-        return opt_step(*args, **kwargs)
-    opt.step = recorded_opt_step
-    scheduler_step = scheduler.step
-
-    def recorded_scheduler_step(*args, **kwargs):
-        events.append("scheduler")
-        return scheduler_step(*args, **kwargs)
-    scheduler.step = recorded_scheduler_step
-    return opt, scheduler, events
-
-
 @register("train_loop_probe")
 def train_loop_probe(train_one_epoch, model, batches, epochs: int = 1, lr: float = 0.01, optimizer: str = "adam"):
     """Run the student's train_one_epoch `epochs` times on `batches` with a recording optimizer and scheduler, and
     the reference compute_loss.
     Returns a function (the hidden test calls it) giving what happened: the optimizer/scheduler step events
     in order, the values train_one_epoch returned, and the model's weights afterwards."""
-    opt, scheduler, events = _loop_parts(model, lr, optimizer)
+    opt, scheduler, events, _ = recorded_optimizer(model, lr, optimizer)
     device = next(model.parameters()).device
     # (the worker answers calls without autograd unless asked for a backward pass)
     with torch.enable_grad(), reference_loss_in(train_one_epoch):
