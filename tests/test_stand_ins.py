@@ -55,3 +55,12 @@ def test_replaced_names_reach_decorated_functions_and_modules_and_are_restored()
         assert notebook.decorated() == "student" and not hasattr(notebook, "extra")
     finally:
         del sys.modules[notebook.__name__]
+
+
+def test_torch_dropout_is_replayed_too():
+    x = torch.randn(4, 6)
+    with replayed_dropout(2) as calls:
+        functional = F.dropout(x, 0.5, True)
+    with replayed_dropout(2):
+        twin = torch.dropout(x, 0.5, True)
+    assert torch.equal(functional, twin) and calls == [0.5]

@@ -3,10 +3,10 @@ student's module (in the worker) and a reference (in the trusted process) under 
 
 torch's own masks depend on the device (CPU and CUDA generators differ) and on the tensor's memory layout (an
 einsum or a transpose gives a correct answer other strides, hence other masks). Inside `replayed_dropout(seed)`,
-F.dropout (which nn.Dropout calls) draws its mask on the CPU from a generator seeded with `seed`, in the
-tensor's logical row-major order: the k-th dropout call gets the same mask on either side, whatever the device
-or layout. So a student's dropout matches the reference exactly when it is applied where the notebook says, in
-the order the notebook says, as F.dropout / nn.Dropout with the module's training flag.
+F.dropout (which nn.Dropout calls) and torch.dropout draw their mask on the CPU from a generator seeded with
+`seed`, in the tensor's logical row-major order: the k-th dropout call gets the same mask on either side, whatever
+the device or layout. So a student's dropout matches the reference exactly when it is applied where the notebook
+says, in the order the notebook says, as nn.Dropout, or F.dropout / torch.dropout with the module's training flag.
 """
 from __future__ import annotations
 
@@ -32,15 +32,17 @@ def _replayed(generator: torch.Generator, calls: list[float]):
 
 @contextlib.contextmanager
 def replayed_dropout(seed: int) -> Iterator[list[float]]:
-    """F.dropout replaced by replayable masks (see the module's docstring) while the block runs; yields the list
-    of the p of every dropout call that drew a mask, in order."""
+    """F.dropout (and torch.dropout, its functional twin) replaced by replayable masks (see the module's docstring)
+    while the block runs; yields the list of the p of every dropout call that drew a mask, in order."""
     calls: list[float] = []
-    original = F.dropout
-    F.dropout = _replayed(torch.Generator().manual_seed(seed), calls)
+    dropout = _replayed(torch.Generator().manual_seed(seed), calls)
+    originals = F.dropout, torch.dropout
+    F.dropout = dropout
+    torch.dropout = lambda input, p, train: dropout(input, p, train)
     try:
         yield calls
     finally:
-        F.dropout = original
+        F.dropout, torch.dropout = originals
 
 
 @register("train_mode_forward")
