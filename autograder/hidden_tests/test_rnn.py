@@ -3,8 +3,10 @@
 VanillaRNN and LSTM are compared with torch.nn.RNN (tanh) / torch.nn.LSTM given the same weights, each
 sequence of a padded batch run alone at its true length (values and gradients). The classifier is tested
 with a torch-built recurrent layer in place of the student's (so a bug in LSTM costs points only there),
-and the loops with a torch-built classifier and a recording optimizer/scheduler (the notebook documents:
-the scheduler is stepped once per batch, right after optimizer.step()). Accuracy is judged from the saved
+and the loops with a torch-built classifier, the reference compute_loss and a recording optimizer/scheduler (the
+notebook documents: the scheduler is stepped once per batch, right after optimizer.step()), on batches of unequal
+sizes (the loops report means per review). The classifier's dropout is checked in train mode against the
+reference under the same replayed masks (stand_ins/dropout.py): the notebook states where it goes. Accuracy is judged from the saved
 tokenizer and weights on the IMDB test split in CUDA runs (autograder/imdb_grading.py); CI's CPU check of the
 same grading path is tests/test_rnn_training.py.
 """
@@ -15,7 +17,8 @@ import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
 from autograder.imdb_grading import graded_rnn_accuracy
-from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
+from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+                                  replayed_dropout, seeded_randn)
 from autograder.requests import call, module, name, needs_grad, stand_in
 from autograder.sandbox.stand_ins.rnn import TorchClassifier, TorchRecurrent
 
@@ -231,6 +234,26 @@ class TestClassifier:
         with torch.no_grad():
             assert_close(result.value, ref(tokens, lengths), "classifier logits", atol=1e-5)
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, the classifier drops the embeddings and the final hidden state in train mode, nothing in eval mode"""
+        p, seed = 0.5, 3
+        ref = fill_parameters_(TorchClassifier(30, 6, 8, 3), seed=6, scale=0.5).train()
+        tokens = torch.tensor([[3, 4, 5, 6, 0], [7, 8, 9, 10, 11], [12, 13, 0, 0, 0]])
+        lengths = torch.tensor([4, 5, 2])
+        classifier = module(call("SentimentClassifier", call("ClassifierConfig", vocab_size=30, embed_dim=6, hidden_size=8,
+                                                             cell="lstm", num_classes=3, dropout=p, max_length=5)),
+                            substitutes={"rnn": stand_in("torch_recurrent", cell="lstm", input_size=6, hidden_size=8)},
+                            weights=ref.state_dict())
+        with torch.no_grad():
+            expected_eval = ref.head(ref.rnn(ref.embedding(tokens), lengths))
+            with replayed_dropout(seed):
+                dropped = F.dropout(ref.embedding(tokens), p, True)
+                expected_train = ref.head(F.dropout(ref.rnn(dropped, lengths), p, True))
+        check_dropout(student, classifier, (tokens, lengths), p=p, seed=seed, expected_eval=expected_eval,
+                      expected_train=expected_train, calls=2, what=f"SentimentClassifier(dropout={p})",
+                      where="on the embeddings, then on the recurrent layer's final hidden state")
+
 
 # -- Part 5: compute_loss -----------------------------------------------------------------------------------------
 def loss_case(student, logits, labels, grad=False):
@@ -290,10 +313,12 @@ class TestLoss:
 VOCAB, EMBED, HIDDEN = 40, 8, 12
 
 
-def fixed_batches(seed: int, count: int = 4, size: int = 6) -> list:
+def fixed_batches(seed: int, sizes: tuple[int, ...] = (6, 6, 6, 6)) -> list:
+    """Batches [tokens, lengths, labels] of the given sizes (unequal sizes tell a mean per review from a mean of
+    batch means)."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
-    for _ in range(count):
+    for size in sizes:
         lengths = torch.randint(1, 9, (size,), generator=generator)
         tokens = torch.randint(1, VOCAB, (size, int(lengths.max())), generator=generator)
         tokens = torch.where(torch.arange(tokens.shape[1])[None, :] < lengths[:, None], tokens, 0)
@@ -307,6 +332,25 @@ def reference_classifier(seed: int) -> TorchClassifier:
     return fill_parameters_(TorchClassifier(VOCAB, EMBED, HIDDEN), seed=seed, scale=0.3)
 
 
+def mean_of_batch_means(model, batches) -> float:
+    """What a loop that averages the batches' mean losses reports (wrong when batches differ in size)."""
+    with torch.no_grad():
+        return sum(F.cross_entropy(model(tokens, lengths), labels).item() for tokens, lengths, labels in batches) / len(batches)
+
+
+def sgd_steps(model, batches, lr: float, clear_gradients: bool = True) -> dict:
+    """The weights after one plain SGD step per batch on the mean cross-entropy (as train_one_epoch does with a
+    constant schedule); clear_gradients=False: gradients of earlier batches left to accumulate."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer.zero_grad()
+    for tokens, lengths, labels in batches:
+        if clear_gradients:
+            optimizer.zero_grad()
+        F.cross_entropy(model(tokens, lengths), labels).backward()
+        optimizer.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def loss_and_accuracy(model, batches) -> tuple[float, float]:
     with torch.no_grad():
         losses, correct, seen = 0.0, 0, 0
@@ -318,13 +362,29 @@ def loss_and_accuracy(model, batches) -> tuple[float, float]:
     return losses / seen, correct / seen
 
 
+def report_feedback(function: str, got: list, model, batches) -> None:
+    """Feedback unless `got` (what `function` returned) is the mean loss per review and the accuracy of `model`."""
+    loss, accuracy = loss_and_accuracy(model, batches)
+    got = [float(v.item() if isinstance(v, torch.Tensor) else v) for v in got]
+    if abs(got[0] - loss) <= 1e-4 and abs(got[1] - accuracy) <= 1e-6:
+        return
+    sizes = [len(labels) for _, _, labels in batches]
+    hint = ""
+    if abs(got[0] - mean_of_batch_means(model, batches)) <= 1e-4:
+        hint = (f" Your loss is the mean of the {len(batches)} batches' mean losses, but the batches hold {sizes} reviews: "
+                "weigh each batch's mean loss by its number of reviews (the mean per review).")
+    raise Feedback(f"{function} returned (loss {got[0]:.5f}, accuracy {got[1]:.4f}) on batches of {sizes} reviews; the "
+                   f"model's mean loss per review is {loss:.5f} and its accuracy {accuracy:.4f}.{hint}")
+
+
 def run_probe(student, batches, epochs, lr, optimizer="adam", seed=0):
     model = reference_classifier(seed)
     spec = stand_in("train_loop_probe", train_one_epoch=name("train_one_epoch"),
                     model=stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
                                    state=dict(model.state_dict())),
                     batches=batches, epochs=epochs, lr=lr, optimizer=optimizer)
-    result = student.invoke(spec, what="train_one_epoch with a small LSTM classifier built from torch layers").value
+    result = student.invoke(spec, what="train_one_epoch with a small LSTM classifier built from torch layers "
+                                       "(and the reference compute_loss)").value
     return model, result
 
 
@@ -335,7 +395,7 @@ class TestLoops:
     @pytest.mark.points(2)
     def test_scheduler_stepped_once_per_batch_after_optimizer(self, student):
         """train_one_epoch steps the optimizer and then the scheduler once per batch, as the notebook documents"""
-        batches = fixed_batches(seed=1, count=5)
+        batches = fixed_batches(seed=1, sizes=(6,) * 5)
         _, result = run_probe(student, batches, epochs=2, lr=0.01)
         events = result["events"]
         optimizer_steps, scheduler_steps = events.count("optimizer"), events.count("scheduler")
@@ -351,7 +411,7 @@ class TestLoops:
     @pytest.mark.points(2)
     def test_training_reduces_the_loss(self, student):
         """A few epochs of train_one_epoch on a small fixed set of batches reduce the loss (judged here with the weights it leaves)"""
-        batches = fixed_batches(seed=2, count=3)
+        batches = fixed_batches(seed=2, sizes=(6, 6, 6))
         model, result = run_probe(student, batches, epochs=8, lr=0.02)
         before, _ = loss_and_accuracy(model, batches)
         model.load_state_dict(result["state"])
@@ -364,31 +424,45 @@ class TestLoops:
             raise Feedback("train_one_epoch must return (mean loss, accuracy)")
 
     @pytest.mark.points(2)
+    def test_each_step_uses_its_own_batch_gradient(self, student):
+        """Each optimizer step follows the gradient of its own batch's mean loss (the gradients are cleared every batch)"""
+        batches, lr = fixed_batches(seed=5, sizes=(5, 3, 6, 2)), 0.5
+        model, result = run_probe(student, batches, epochs=1, lr=lr, optimizer="sgd", seed=8)
+        expected = sgd_steps(reference_classifier(8), batches, lr)
+        worst = max(expected, key=lambda k: float((result["state"][k].float() - expected[k]).abs().max()))
+        if float((result["state"][worst].float() - expected[worst]).abs().max()) <= 1e-4:
+            return
+        accumulated = sgd_steps(reference_classifier(8), batches, lr, clear_gradients=False)
+        if all(torch.allclose(result["state"][k].float(), accumulated[k], atol=1e-4) for k in accumulated):
+            raise Feedback("after 4 batches with plain SGD (lr 0.5), the weights are those of steps on gradients summed over "
+                           "all the batches seen so far: the gradients are never cleared (call optimizer.zero_grad() in "
+                           "every batch, before backward)")
+        raise Feedback(f"after 4 batches with plain SGD (lr 0.5), the weights ({worst}) differ from one step per batch on "
+                       "that batch's mean loss (zero_grad, forward, compute_loss, backward, optimizer.step(), scheduler.step())")
+
+    @pytest.mark.points(2)
     def test_train_one_epoch_reports_mean_loss_and_accuracy(self, student):
-        """train_one_epoch returns the epoch's mean loss per review and accuracy (SGD with lr 0: nothing changes)"""
-        batches = fixed_batches(seed=3, count=3)
+        """train_one_epoch returns the epoch's mean loss per review and accuracy, on batches of unequal sizes (SGD with lr 0: nothing changes)"""
+        batches = fixed_batches(seed=3, sizes=(7, 2, 4))
         model, result = run_probe(student, batches, epochs=1, lr=0.0, optimizer="sgd")
-        loss, accuracy = loss_and_accuracy(model, batches)
-        got = [float(v.item() if isinstance(v, torch.Tensor) else v) for v in result["returned"][0]]
-        if abs(got[0] - loss) > 1e-4 or abs(got[1] - accuracy) > 1e-6:
-            raise Feedback(f"train_one_epoch returned (loss {got[0]:.5f}, accuracy {got[1]:.4f}); with a zero learning "
-                           f"rate the model's mean loss per review is {loss:.5f} and its accuracy {accuracy:.4f}")
+        returned = result["returned"][0]
+        if not (isinstance(returned, list) and len(returned) == 2):
+            raise Feedback("train_one_epoch must return (mean loss, accuracy)")
+        report_feedback("train_one_epoch (with a zero learning rate)", returned, model, batches)
 
     @pytest.mark.points(2)
     def test_evaluate_matches_reference(self, student):
-        """evaluate returns the mean loss per review and the accuracy over all batches"""
-        batches = fixed_batches(seed=4, count=3, size=5)
+        """evaluate returns the mean loss per review and the accuracy over all batches, of unequal sizes"""
+        batches = fixed_batches(seed=4, sizes=(5, 1, 3))
         model = reference_classifier(7)
-        value = student.invoke(name("evaluate"), stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED,
-                                                          hidden_size=HIDDEN, state=dict(model.state_dict())),
-                               batches, what="evaluate with a small LSTM classifier built from torch layers").value
-        loss, accuracy = loss_and_accuracy(model, batches)
+        value = student.invoke(stand_in("with_reference_loss", function=name("evaluate")),
+                               stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
+                                        state=dict(model.state_dict())),
+                               batches, what="evaluate with a small LSTM classifier built from torch layers (and the "
+                                             "reference compute_loss)").value
         if not isinstance(value, list) or len(value) != 2:
             raise Feedback("evaluate must return (mean loss, accuracy)")
-        got = [float(v.item() if isinstance(v, torch.Tensor) else v) for v in value]
-        if abs(got[0] - loss) > 1e-4 or abs(got[1] - accuracy) > 1e-6:
-            raise Feedback(f"evaluate returned (loss {got[0]:.5f}, accuracy {got[1]:.4f}), expected "
-                           f"({loss:.5f}, {accuracy:.4f})")
+        report_feedback("evaluate", value, model, batches)
 
 
 # -- Part 8: accuracy ------------------------------------------------------------------------------------------------

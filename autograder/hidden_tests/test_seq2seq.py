@@ -4,16 +4,20 @@ Attention is compared with its formula; the encoder and the decoder step with re
 recurrent layers given the same weights (autograder/sandbox/stand_ins/seq2seq.py: the encoder there runs each
 sentence alone, without padding). The decoder is tested with the reference attention in place of the student's
 (`attend`), the whole model with the reference encoder and decoder, and greedy translation on a reference model,
-so a bug costs points once. The thresholds rebuild the student's saved models in the sandbox; the targets, the
+so a bug costs points once. Dropout is checked in eval mode (it does nothing) and in train mode, against the
+reference under the same replayed masks (stand_ins/dropout.py): the notebook states where each dropout goes. The
+thresholds rebuild the student's saved models in the sandbox; the targets, the
 references and the scoring stay in this process.
 """
 import random
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
+from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, replayed_dropout,
+                                  seeded_randn)
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.sandbox.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
 from autograder.scoring import evaluation_limit, secret_rng
@@ -206,6 +210,25 @@ class TestEncoder:
                 raise Feedback(f"{param} received no gradient: is it used in forward?")
             assert_close(grads[param], dict(ref.named_parameters())[param].grad, f"gradient of {param}")
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, the encoder drops the embeddings (before the recurrent layer) in train mode, nothing in eval mode"""
+        p, seed = 0.4, 15
+        ref = reference_encoder("lstm", seed=16)
+        lengths = [5, 3, 4]
+        src = tokens(lengths, 5)
+        with torch.no_grad():
+            expected_eval = ref(src, torch.tensor(lengths))[0]
+            with replayed_dropout(seed):
+                dropped = F.dropout(ref.embedding(src), p, True)  # (B, S, E), the whole padded batch
+            expected_train = torch.stack([torch.cat([ref.rnn(dropped[b:b + 1, :n])[0][0], dropped.new_zeros(5 - n, 8)])
+                                          for b, n in enumerate(lengths)])
+        mask = real(lengths, 5)[:, :, None]
+        check_dropout(student, module(call("Encoder", model_type="lstm", dropout=p, **ENCODER), weights=ref.state_dict()),
+                      (src, torch.tensor(lengths)), p=p, seed=seed, expected_eval=expected_eval * mask,
+                      expected_train=expected_train * mask, calls=1, output=lambda value: value[0] * mask,
+                      what=f"Encoder(dropout={p})", where="once, on the embeddings of the whole (padded) batch")
+
 
 # -- Part 3: one decoder step ----------------------------------------------------------------------------------
 DECODER = dict(vocab_size=13, embed_dim=5, hidden_size=8)
@@ -279,6 +302,25 @@ class TestDecoder:
             if param not in grads:
                 raise Feedback(f"{param} received no gradient: is it used in forward?")
             assert_close(grads[param], p.grad, f"gradient of {param}")
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, a step drops the embedded token and the vector fed to `out` in train mode, nothing in eval mode"""
+        p, seed = 0.4, 34
+        ref, weights, prev, (h, c), encoder_outputs, mask = decoder_case("lstm", "dot", seed=35)
+        with torch.no_grad():
+            expected_eval = ref(prev, (h, c), encoder_outputs, mask)[0]
+            with replayed_dropout(seed):
+                new_h, _ = ref.cell(F.dropout(ref.embedding(prev), p, True), (h, c))
+                context, _ = attention("dot", new_h, encoder_outputs, mask)
+                combined = torch.tanh(ref.combine(torch.cat([new_h, context], dim=-1)))
+                expected_train = ref.out(F.dropout(combined, p, True))
+        built = module(call("AttnDecoder", model_type="lstm", attention="dot", dropout=p, **DECODER), weights=weights,
+                       substitutes={"attend": stand_in("reference_attention", score="dot")})
+        check_dropout(student, built, (prev, as_tuple(h, c), encoder_outputs, mask), p=p, seed=seed,
+                      expected_eval=expected_eval, expected_train=expected_train, calls=2, output=lambda value: value[0],
+                      what=f"AttnDecoder(dropout={p})", where="on the embedded previous token (before the cell), then on "
+                                                           "tanh(combine([h; context])) (before out)")
 
 
 # -- Part 4: the whole model and greedy translation ------------------------------------------------------------

@@ -3,8 +3,10 @@
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) given the same weights. The layers, the Transformer
 and greedy decoding are tested with stand-in sublayers built from torch (autograder/sandbox/stand_ins/transformer.py),
-so a bug in attention costs points only in the attention tests. The masks the student builds are used
-wherever the student's code builds them. The thresholds rebuild the student's saved models in the sandbox;
+so a bug in attention costs points only in the attention tests; the Transformer and greedy_decode tests run with
+the reference make_padding_mask / make_causal_mask in the student's notebook (a mask bug costs points only in the
+mask tests). Dropout is checked in eval mode (it does nothing) and in train mode, against the reference under the
+same replayed masks (stand_ins/dropout.py): the notebook states where each dropout goes. The thresholds rebuild the student's saved models in the sandbox;
 the targets and the scoring stay in this process.
 """
 import math
@@ -12,10 +14,11 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
-                                  seeded_randn)
+from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+                                  reference_grads, replayed_dropout, seeded_randn)
 from autograder.requests import call, handle, module, name, stand_in
 from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward, TorchMHA,
                                                       TorchSeq2Seq)
@@ -79,6 +82,18 @@ class TestPositionalEncoding:
         result = student.run(call("PositionalEncoding", d_model=12, max_len=30), (x,), what="PositionalEncoding(12, 30)")
         assert_close(result.output, x + sinusoidal_reference(9, 12).float(), "PositionalEncoding output", atol=1e-4)
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, PositionalEncoding drops the sum (input + table) in train mode, nothing in eval mode"""
+        p, seed = 0.5, 2
+        x = seeded_randn(2, 7, 10, seed=3)
+        summed = x + sinusoidal_reference(7, 10).float()
+        with replayed_dropout(seed):
+            expected_train = F.dropout(summed, p, True)
+        check_dropout(student, module(call("PositionalEncoding", d_model=10, max_len=20, dropout=p)), (x,), p=p, seed=seed,
+                      expected_eval=summed, expected_train=expected_train, calls=1, atol=1e-4,
+                      what=f"PositionalEncoding(10, 20, dropout={p})", where="once, on the input plus the table")
+
 
 @pytest.mark.cell("masks")
 class TestMasks:
@@ -105,7 +120,9 @@ class TestMasks:
             raise Feedback("make_causal_mask must return a bool tensor")
         assert_shape(value, (T, T), "causal mask")
         if not torch.equal(value, causal(T)):
-            raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i")
+            hidden_diagonal = " (its diagonal is False: query i must see key i, its own position; without it query 0 " \
+                              "has no visible key at all)" if not value.diagonal().all() else ""
+            raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i{hidden_diagonal}")
 
 
 def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
@@ -123,6 +140,19 @@ def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> t
     ref = TorchMHA(query.shape[-1], heads)
     ref.load_state_dict(weights)
     return ref(query, key, value, mask)
+
+
+@torch.no_grad()
+def attention_formula(weights: dict, heads: int, query, key, value, mask, p: float) -> torch.Tensor:
+    """Multi-head attention by the notebook's formula and layout, with F.dropout (train mode) on the weights."""
+    (B, T_q, D), T_k = query.shape, key.shape[1]
+    split = lambda t, T: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+    q = split(F.linear(query, weights["q_proj.weight"], weights["q_proj.bias"]), T_q)
+    k = split(F.linear(key, weights["k_proj.weight"], weights["k_proj.bias"]), T_k)
+    v = split(F.linear(value, weights["v_proj.weight"], weights["v_proj.bias"]), T_k)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(D // heads)).masked_fill(~mask, torch.finfo(q.dtype).min)
+    y = (F.dropout(scores.softmax(dim=-1), p, True) @ v).transpose(1, 2).reshape(B, T_q, D)
+    return F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"])
 
 
 def mha_build(d_model: int, heads: int) -> dict:
@@ -224,6 +254,21 @@ class TestMultiHeadAttention:
         expect_grads(result.param_grads, {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv,
                                           "out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad})
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, attention drops the attention weights (after the softmax) in train mode, nothing in eval mode"""
+        p, seed, heads = 0.4, 4, 2
+        _, weights = mha_reference(16, heads, seed=21)
+        q, kv = seeded_randn(2, 3, 16, seed=22), seeded_randn(2, 5, 16, seed=23)
+        mask = padding_mask(mask_tokens([5, 3], 5))
+        expected_eval = sdpa_reference(weights, heads, q, kv, kv, mask)
+        with replayed_dropout(seed):
+            expected_train = attention_formula(weights, heads, q, kv, kv, mask, p)
+        check_dropout(student, module(call("MultiHeadAttention", d_model=16, num_heads=heads, dropout=p), weights=weights),
+                      (q, kv, kv.clone(), mask), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train,
+                      calls=1, what=f"MultiHeadAttention(16, {heads}, dropout={p})",
+                      where="self.dropout on the attention weights, after the softmax (the output projection is not dropped)")
+
 
 @pytest.mark.cell("feedforward")
 class TestFeedForward:
@@ -240,6 +285,21 @@ class TestFeedForward:
         x_grad, _ = reference_grads(ref, x, g)
         assert_close(result.output, ref(x).detach(), "FeedForward output")
         assert_close(result.input_grads[0], x_grad, "FeedForward gradient with respect to the input")
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, FeedForward drops after the ReLU (before linear2) in train mode, nothing in eval mode"""
+        p, seed = 0.3, 5
+        ref = TorchFeedForward(10, 14)
+        fill_parameters_(ref.linear1, seed=6), fill_parameters_(ref.linear2, seed=7)
+        x = seeded_randn(2, 4, 10, seed=8)
+        with torch.no_grad():
+            expected_eval = ref(x)
+            with replayed_dropout(seed):
+                expected_train = ref.linear2(F.dropout(F.relu(ref.linear1(x)), p, True))
+        check_dropout(student, module(call("FeedForward", d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()), (x,),
+                      p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=1,
+                      what=f"FeedForward(10, 14, dropout={p})", where="once, after the ReLU (before linear2)")
 
 
 def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
@@ -305,6 +365,25 @@ class TestEncoderLayer:
         x_grad, _ = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "EncoderLayer gradient with respect to the input", atol=1e-4)
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, EncoderLayer drops each sublayer's output before its residual sum in train mode, nothing in eval mode"""
+        p, seed = 0.3, 9
+        ref = encoder_reference(16, 2, 32, seed=33)
+        x, mask = seeded_randn(2, 5, 16, seed=34), padding_mask(mask_tokens([5, 3], 5))
+        built = module(call("EncoderLayer", d_model=16, num_heads=2, d_ff=32, dropout=p),
+                       weights=layer_weights(ref, {"self_attn": "self_attn"}, 2))
+        built["substitutes"] = layer_substitutes(16, 2, 32, ["self_attn"])  # (stand-ins without dropout of their own)
+        with torch.no_grad():
+            expected_eval = ref(x, src_key_padding_mask=~mask[:, 0, 0])
+            with replayed_dropout(seed):
+                attended = ref.self_attn(x, x, x, key_padding_mask=~mask[:, 0, 0], need_weights=False)[0]
+                h = ref.norm1(x + F.dropout(attended, p, True))
+                expected_train = ref.norm2(h + F.dropout(ref.linear2(F.relu(ref.linear1(h))), p, True))
+        check_dropout(student, built, (x, mask), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train,
+                      calls=2, atol=1e-4, what=f"EncoderLayer(16, 2, 32, dropout={p}) with reference sublayers",
+                      where="on the self-attention's output, then on the feed-forward's output, each before its residual sum")
+
 
 @pytest.mark.cell("decoder_layer")
 class TestDecoderLayer:
@@ -338,6 +417,34 @@ class TestDecoderLayer:
             if result.input_grads[i] is None:
                 raise Feedback(f"no gradient reached the {label}")
             assert_close(result.input_grads[i], refs[i].grad, f"DecoderLayer gradient with respect to the {label}", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, DecoderLayer drops each of its three sublayers' outputs before the residual sums in train mode only"""
+        p, seed = 0.3, 10
+        ref = decoder_reference(16, 2, 32, seed=35)
+        x, memory = seeded_randn(2, 4, 16, seed=36), seeded_randn(2, 6, 16, seed=37)
+        src_mask = padding_mask(mask_tokens([6, 4], 6))
+        built = module(call("DecoderLayer", d_model=16, num_heads=2, d_ff=32, dropout=p),
+                       weights=layer_weights(ref, {"self_attn": "self_attn", "cross_attn": "multihead_attn"}, 3))
+        built["substitutes"] = layer_substitutes(16, 2, 32, ["self_attn", "cross_attn"])  # (without dropout of their own)
+        with torch.no_grad():
+            expected_eval = ref(x, memory, tgt_mask=~causal(4), memory_key_padding_mask=~src_mask[:, 0, 0])
+            with replayed_dropout(seed):
+                h = ref.norm1(x + F.dropout(ref.self_attn(x, x, x, attn_mask=~causal(4), need_weights=False)[0], p, True))
+                crossed = ref.multihead_attn(h, memory, memory, key_padding_mask=~src_mask[:, 0, 0], need_weights=False)[0]
+                h = ref.norm2(h + F.dropout(crossed, p, True))
+                expected_train = ref.norm3(h + F.dropout(ref.linear2(F.relu(ref.linear1(h))), p, True))
+        check_dropout(student, built, (x, memory, src_mask, causal(4)), p=p, seed=seed, expected_eval=expected_eval,
+                      expected_train=expected_train, calls=3, atol=1e-4,
+                      what=f"DecoderLayer(16, 2, 32, dropout={p}) with reference sublayers",
+                      where="on the masked self-attention's, the cross-attention's and the feed-forward's outputs, each "
+                            "before its residual sum")
+
+
+def with_reference_masks(target: dict) -> dict:
+    """`target` (a Transformer or greedy_decode spec) run with the reference masks in the student's notebook."""
+    return stand_in("with_reference_masks", target=target)
 
 
 TINY = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=16, num_heads=2, num_encoder_layers=2,
@@ -395,7 +502,8 @@ class TestTransformer:
     def test_output_shape(self, student):
         """Transformer maps src (B, S) and tgt (B, T) to logits (B, T, tgt_vocab_size)"""
         src, tgt = transformer_inputs(seed=1)
-        result = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY))), src, tgt, what="Transformer(tiny config)")
+        result = student.invoke(with_reference_masks(module(call("Transformer", call("TransformerConfig", **TINY)))), src, tgt,
+                                what="Transformer(tiny config)")
         if not isinstance(result.value, torch.Tensor):
             raise Feedback("Transformer.forward must return a tensor of logits")
         assert_shape(result.value, (3, 6, 13), "Transformer logits")
@@ -406,19 +514,19 @@ class TestTransformer:
         parts, substitutes, weights = reference_transformer(TINY, seed=2)
         src, tgt = transformer_inputs(seed=3)
         build = module(call("Transformer", call("TransformerConfig", **TINY)), weights=weights, substitutes=substitutes)
-        result = student.invoke(build, src, tgt, what="Transformer with torch encoder/decoder layers")
+        result = student.invoke(with_reference_masks(build), src, tgt, what="Transformer with torch encoder/decoder layers")
         assert_close(result.value, reference_logits(parts, TINY, src, tgt), "Transformer logits", atol=1e-4)
 
     @pytest.mark.points(2)
     def test_decoder_cannot_see_the_future(self, student):
         """Changing target token t+1 leaves the outputs at positions <= t unchanged (the whole model, your own layers)"""
         src, tgt = transformer_inputs(seed=4)
-        first = student.invoke(module(call("Transformer", call("TransformerConfig", **TINY)), keep_as="causality"), src, tgt,
-                               what="Transformer (causality)")
+        first = student.invoke(with_reference_masks(module(call("Transformer", call("TransformerConfig", **TINY)), keep_as="causality")),
+                               src, tgt, what="Transformer (causality)")
         for t in (1, 3):
             changed = tgt.clone()
             changed[:, t + 1] = 3 + (changed[:, t + 1] - 3 + 5) % 10
-            second = student.invoke(handle("causality"), src, changed, what="Transformer (causality)")
+            second = student.invoke(with_reference_masks(handle("causality")), src, changed, what="Transformer (causality)")
             assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
                          f"logits at positions 0..{t} after changing target token {t + 1}", rtol=1e-5, atol=1e-5)
             if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
@@ -458,7 +566,7 @@ class TestGreedyDecode:
         reference = reference_greedy(TorchSeq2Seq(**spec).cpu(), src, max_len)
         if all(len(r) == max_len for r in reference) or all(r[-1] == EOS_ID for r in reference):  # a test that can fail
             raise RuntimeError("the reference decoding should stop early in some rows and not in others")
-        result = student.invoke(name("greedy_decode"), stand_in("torch_seq2seq", **spec), src, max_len=max_len,
+        result = student.invoke(with_reference_masks(name("greedy_decode")), stand_in("torch_seq2seq", **spec), src, max_len=max_len,
                                 bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, what="greedy_decode")
         check_greedy_rows("greedy_decode", result.value, reference, max_len)
 

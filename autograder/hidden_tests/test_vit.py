@@ -2,17 +2,22 @@
 
 Every layer is compared with a torch/torchvision reference given the same weights. Block and ViT are
 tested with stand-in sublayers built from torch itself (`substitutes`), so a bug in Attention costs
-points only in the Attention tests. The accuracy tests rebuild the student's saved model in the
-sandbox; only this process holds the labels.
+points only in the Attention tests. Dropout is checked in eval mode (it does nothing) and in train mode, against
+the reference under the same replayed masks (stand_ins/dropout.py): the notebook states where each dropout goes.
+The accuracy tests rebuild the student's saved model in the sandbox; only this process holds the labels.
 """
+import math
+
 import pytest
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
-from autograder.reference import assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads, seeded_randn
-from autograder.requests import call
+from autograder.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+                                  reference_grads, replayed_dropout, seeded_randn)
+from autograder.requests import call, module
 from autograder.sandbox.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, TorchvisionBlock
 from autograder.scoring import graded_accuracy
 
@@ -63,6 +68,16 @@ def mha_reference(dim: int, heads: int, seed: int) -> tuple[TorchAttention, dict
     return ref, {ours: state[theirs] for ours, theirs in ATTENTION_NAMES.items()}
 
 
+def attention_formula(x, weights: dict, heads: int, p: float, training: bool):
+    """Multi-head self-attention by the notebook's formula and layout, with F.dropout where the notebook puts it."""
+    B, T, D = x.shape
+    split = lambda t: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
+    q, k, v = (split(t) for t in F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(D, dim=2))
+    probs = F.dropout((q @ k.transpose(-2, -1) / math.sqrt(D // heads)).softmax(dim=-1), p, training)
+    y = (probs @ v).transpose(1, 2).reshape(B, T, D)
+    return F.dropout(F.linear(y, weights["proj.weight"], weights["proj.bias"]), p, training).detach()
+
+
 @pytest.mark.cell("attention")
 class TestAttention:
     GROUP = "Attention"
@@ -100,6 +115,21 @@ class TestAttention:
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
         expect_grads(result.param_grads, p_grads, ATTENTION_NAMES)
 
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, Attention drops the attention probabilities and the output in train mode, nothing in eval mode"""
+        p, seed, dim, heads = 0.4, 5, 12, 3
+        _, weights = mha_reference(dim, heads, seed=11)
+        x = seeded_randn(2, 6, dim, seed=12)
+        built = module(call("Attention", dim=dim, num_heads=heads, dropout=p), weights=weights)
+        expected = {"eval": attention_formula(x, weights, heads, p, training=False)}
+        with replayed_dropout(seed):
+            expected["train"] = attention_formula(x, weights, heads, p, training=True)
+        check_dropout(student, built, (x,), p=p, seed=seed, expected_eval=expected["eval"], expected_train=expected["train"],
+                      calls=2, what=f"Attention(dim={dim}, num_heads={heads}, dropout={p})",
+                      where="attn_drop on the attention probabilities (after the softmax), then proj_drop on the output "
+                            "of proj")
+
 
 @pytest.mark.cell("mlp")
 class TestMLP:
@@ -116,6 +146,21 @@ class TestMLP:
         x_grad, _ = reference_grads(ref, x, g)
         assert_close(result.output, ref(x).detach(), "MLP output")
         assert_close(result.input_grads[0], x_grad, "MLP gradient with respect to the input")
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, MLP drops after GELU and after fc2 in train mode, nothing in eval mode"""
+        p, seed = 0.3, 6
+        ref = fill_parameters_(TorchMLP(10, 14), seed=7)
+        x = seeded_randn(2, 4, 10, seed=8)
+        forward = lambda training: ref.fc2(F.dropout(ref.act(ref.fc1(x)), p, training))  # noqa: E731
+        with torch.no_grad():
+            expected_eval = forward(False)
+            with replayed_dropout(seed):
+                expected_train = F.dropout(forward(True), p, True)
+        check_dropout(student, module(call("MLP", dim=10, hidden_dim=14, dropout=p), weights=ref.state_dict()), (x,), p=p,
+                      seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=2,
+                      what=f"MLP(10, 14, dropout={p})", where="after GELU (before fc2), then after fc2")
 
 
 def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> TorchvisionBlock:
@@ -222,6 +267,29 @@ class TestViT:
         _, p_grads = reference_grads(ref, x, g)
         expect_grads(result.param_grads, p_grads, {"cls_token": "class_token", "pos_embed": "encoder.pos_embedding",
                                                    "head.weight": "heads.head.weight"}, atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_position_dropout_in_train_mode_only(self, student):
+        """With dropout p, ViT applies pos_drop once, after adding the position embedding, in train mode only"""
+        p, seed = 0.5, 7
+        cfg = dict(VIT_CONFIG, dropout=p)
+        ref = torchvision_vit(VIT_CONFIG, seed=8)
+        build, substitutes, weights = isolated_vit(cfg, ref)
+        built = module(build, weights=weights)
+        built["substitutes"] = substitutes  # (the stand-in blocks have no dropout: only the ViT's own is checked)
+        x = seeded_randn(2, 3, 16, 16, seed=9)
+
+        def forward(training: bool):
+            tokens = ref._process_input(x)
+            tokens = torch.cat([ref.class_token.expand(len(x), -1, -1), tokens], dim=1) + ref.encoder.pos_embedding
+            return ref.heads(ref.encoder.ln(ref.encoder.layers(F.dropout(tokens, p, training)))[:, 0])
+        with torch.no_grad():
+            expected_eval = forward(False)
+            with replayed_dropout(seed):
+                expected_train = forward(True)
+        check_dropout(student, built, (x,), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train,
+                      calls=1, what=f"ViT(dropout={p}) with reference blocks", atol=1e-4,
+                      where="pos_drop on the tokens after adding the position embedding (class token included)")
 
 
 class TestAccuracy:

@@ -39,6 +39,59 @@ ACCURACY = {"TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better
 
 CONCAT = "        return torch.cat([y1, y2, y3, y4], dim=1)"
 PROJECTION_IF = "        if stride != 1 or in_channels != out_channels:"
+SIMPLE_RETURN = "        return self.fc3(x)"
+RESIDUAL_RETURN = "        return F.relu(out + self.shortcut(x))"
+BETTER_RETURN = "        return self.head(self.drop(x))"
+
+# Correct code written unlike the reference (fair grading: it must get full marks). Each edit appends the alternative
+# forward at the end of the cell, replacing the reference's: functional pooling and view, the Inception branches
+# gathered in a list and concatenated along dim -3, tensor methods, adaptive pooling.
+ALTERNATIVE_SIMPLE = SIMPLE_RETURN + """
+
+
+def _simple_forward(self, images):
+    x = F.max_pool2d(self.conv1(images).relu(), kernel_size=2)
+    x = F.max_pool2d(torch.relu(self.conv2(x)), 2, 2)
+    x = x.view(x.size(0), -1)
+    for layer in (self.fc1, self.fc2):
+        x = layer(x).clamp(min=0)
+    return self.fc3(x)
+
+
+SimpleCNN.forward = _simple_forward
+"""
+ALTERNATIVE_INCEPTION = CONCAT + """
+
+
+def _inception_forward(self, x):
+    branches = [self.b1_1x1(x), self.b2_3x3(self.b2_reduce(x).relu()), self.b3_5x5(self.b3_reduce(x).relu()),
+                self.b4_proj(self.b4_pool(x))]
+    return torch.cat([branch.relu() for branch in branches], dim=-3)
+
+
+Inception.forward = _inception_forward
+"""
+ALTERNATIVE_RESIDUAL = RESIDUAL_RETURN + """
+
+
+def _residual_forward(self, x):
+    shortcut = self.shortcut(x)
+    return (self.bn2(self.conv2(self.bn1(self.conv1(x)).relu())) + shortcut).relu()
+
+
+ResidualBlock.forward = _residual_forward
+"""
+ALTERNATIVE_BETTER = BETTER_RETURN + """
+
+
+def _better_forward(self, images):
+    x = self.inception(self.stage2(self.stage1(self.stem(images))))
+    x = F.adaptive_avg_pool2d(self.stage4(self.stage3(x)), 1).flatten(1)
+    return self.head(self.drop(x))
+
+
+BetterCNN.forward = _better_forward
+"""
 
 SAMPLES = [
     Sample("reference", "the instructor's solution (with weights trained by its own cells where CUDA is)",
@@ -52,4 +105,8 @@ SAMPLES = [
            "the shapes change); BetterCNN, which relies on it, breaks too",
            edits=[("residual", PROJECTION_IF, "        if False:")],
            expect_failed=RESIDUAL_PROJECTION | BETTER_RUN | ACCURACY),
+    Sample("alternative_correct", "correct code written unlike the reference (functional pooling, view, tensor "
+           "methods, a list of Inception branches, adaptive pooling)", trained=torch.cuda.is_available(),
+           edits=[("simple_cnn", SIMPLE_RETURN, ALTERNATIVE_SIMPLE), ("inception", CONCAT, ALTERNATIVE_INCEPTION),
+                  ("residual", RESIDUAL_RETURN, ALTERNATIVE_RESIDUAL), ("better_cnn", BETTER_RETURN, ALTERNATIVE_BETTER)]),
 ]

@@ -13,10 +13,12 @@ from autograder.samples import Sample
 ATTENTION = {f"TestAttention::{test}[{kind}]" for kind in ("dot", "cosine")
              for test in ("test_matches_formula", "test_padding_gets_exactly_zero_weight", "test_gradients_match_formula")
              } | {"TestAttention::test_numerically_safe"}
+ENCODER_DROPOUT = {"TestEncoder::test_dropout_in_train_mode_only"}
 ENCODER = {"TestEncoder::test_matches_reference[lstm]", "TestEncoder::test_matches_reference[rnn]",
-           "TestEncoder::test_padding_changes_nothing", "TestEncoder::test_gradients_reach_the_embeddings"}
+           "TestEncoder::test_padding_changes_nothing", "TestEncoder::test_gradients_reach_the_embeddings"} | ENCODER_DROPOUT
 DECODER_ATTENDING = {"TestDecoder::test_step_matches_reference[lstm-dot]", "TestDecoder::test_step_matches_reference[lstm-cosine]",
-                     "TestDecoder::test_step_matches_reference[rnn-dot]", "TestDecoder::test_gradients_match_reference"}
+                     "TestDecoder::test_step_matches_reference[rnn-dot]", "TestDecoder::test_gradients_match_reference",
+                     "TestDecoder::test_dropout_in_train_mode_only"}
 DECODER = DECODER_ATTENDING | {"TestDecoder::test_step_matches_reference[lstm-None]"}
 TEACHER_FORCING = {"TestSeq2Seq::test_teacher_forcing_matches_reference", "TestSeq2Seq::test_free_running_feeds_back_the_argmax",
                    "TestSeq2Seq::test_choices_follow_the_stated_rule"}
@@ -162,6 +164,13 @@ SAMPLES = [
     Sample("bug_context_ignored", "planted bug: the decoder combines its hidden state with itself, not with the context",
            edits=[("decoder", "torch.cat([h, context], dim=-1)", "torch.cat([h, h], dim=-1)")],
            expect_failed=DECODER_ATTENDING | REVERSAL | MULTI30K),
+    Sample("bug_dropout", "planted bugs: the encoder forgets the embeddings' dropout; the decoder drops h before "
+           "combining it with the context instead of the combined vector",
+           edits=[("encoder", "self.dropout(self.embedding(src))", "self.embedding(src)"),
+                  ("decoder", "torch.cat([h, context], dim=-1)", "torch.cat([self.dropout(h), context], dim=-1)"),
+                  ("decoder", "        return self.out(self.dropout(combined)), state, weights",
+                   "        return self.out(combined), state, weights")],
+           expect_failed=ENCODER_DROPOUT | {"TestDecoder::test_dropout_in_train_mode_only"} | REVERSAL | MULTI30K),
     Sample("hostile_reverse_lookup", "greedy_translate reverses the source without the model, with trained weights",
            trained=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)], expect_failed=GREEDY | REVERSAL | UNTRAINED_HERE),
 ]

@@ -12,11 +12,12 @@ PATCHIFY = {"TestPatchify::test_output_shape", "TestPatchify::test_values_match_
             "TestPatchify::test_gradients_match_reference"}
 ATTENTION = {"TestAttention::test_output_shape", "TestAttention::test_matches_torch_multihead_attention[16-1]",
              "TestAttention::test_matches_torch_multihead_attention[32-4]",
-             "TestAttention::test_matches_torch_multihead_attention[48-6]", "TestAttention::test_gradients_match_torch"}
-MLP = {"TestMLP::test_matches_reference"}
+             "TestAttention::test_matches_torch_multihead_attention[48-6]", "TestAttention::test_gradients_match_torch",
+             "TestAttention::test_dropout_in_train_mode_only"}
+MLP = {"TestMLP::test_matches_reference", "TestMLP::test_dropout_in_train_mode_only"}
 BLOCK = {"TestBlock::test_matches_torchvision_encoder_block", "TestBlock::test_residual_gradients"}
 VIT = {"TestViT::test_output_shape", "TestViT::test_matches_torchvision_vision_transformer",
-       "TestViT::test_gradients_reach_embeddings"}
+       "TestViT::test_gradients_reach_embeddings", "TestViT::test_position_dropout_in_train_mode_only"}
 ACCURACY = {"TestAccuracy::test_fashion_mnist_accuracy", "TestAccuracy::test_cifar10_accuracy"}
 
 
@@ -146,6 +147,52 @@ def _lookup_forward(self, x):
 ViT.forward = _lookup_forward
 """
 
+ATTENTION_RETURN = "        return self.proj_drop(self.proj(y))"
+MLP_RETURN = "        return self.drop(self.fc2(x))         # (B, T, D)"
+
+# Correct code written unlike the reference (fair grading: it must get full marks). Each edit appends the alternative
+# forward at the end of the cell, replacing the reference's: heads split by reshape + permute, scores by einsum,
+# F.dropout with the training flag, F.gelu, the class token repeated and the position embedding added in place.
+ALTERNATIVE_ATTENTION = ATTENTION_RETURN + """
+
+
+def _attention_forward(self, x):
+    B, T, D = x.shape
+    qkv = self.qkv(x).reshape(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]                                   # (B, nh, T, hs)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q * self.head_size ** -0.5, k)
+    weights = F.dropout(F.softmax(scores, dim=3), p=self.attn_drop.p, training=self.training)
+    y = torch.einsum("bhqk,bhkd->bqhd", weights, v).flatten(2)
+    return self.proj_drop(self.proj(y))
+
+
+Attention.forward = _attention_forward
+"""
+ALTERNATIVE_MLP = MLP_RETURN + """
+
+
+def _mlp_forward(self, x):
+    hidden = F.dropout(F.gelu(self.fc1(x)), self.drop.p, self.training)
+    return F.dropout(self.fc2(hidden), self.drop.p, self.training)
+
+
+MLP.forward = _mlp_forward
+"""
+ALTERNATIVE_VIT = VIT_RETURN + """
+
+
+def _vit_forward(self, images):
+    x = self.patchify(images)
+    x = torch.cat((self.cls_token.repeat(len(images), 1, 1), x), dim=1)
+    x += self.pos_embed
+    x = self.pos_drop(x)
+    for i in range(len(self.blocks)):
+        x = self.blocks[i](x)
+    return self.head(self.norm(x)[:, 0, :])
+
+
+ViT.forward = _vit_forward
+"""
 
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True),
@@ -154,6 +201,19 @@ SAMPLES = [
     Sample("bug_attention_scale", "planted bug: attention scores not divided by sqrt(d_k)",
            edits=[("attention", " / math.sqrt(self.head_size)", "")],
            expect_failed=ATTENTION - {"TestAttention::test_output_shape"} | ACCURACY),
+    Sample("alternative_correct", "correct code written unlike the reference (einsum, permute, F.dropout), with the "
+           "reference's trained weights", trained=True,
+           edits=[("attention", ATTENTION_RETURN, ALTERNATIVE_ATTENTION), ("mlp", MLP_RETURN, ALTERNATIVE_MLP),
+                  ("vit", VIT_RETURN, ALTERNATIVE_VIT)]),
+    # Dropout bugs of three independent parts in one sample (each part's test uses stand-ins for the others).
+    Sample("bug_dropout", "planted bugs: Attention drops the scores before the softmax instead of the probabilities; "
+           "MLP's first dropout is F.dropout without the training flag (active in eval mode too); ViT forgets pos_drop",
+           edits=[("attention", "        weights = self.attn_drop(scores.softmax(dim=-1))",
+                   "        weights = self.attn_drop(scores).softmax(dim=-1)"),
+                  ("mlp", "        x = self.drop(self.act(self.fc1(x)))", "        x = F.dropout(self.act(self.fc1(x)), self.drop.p)"),
+                  ("vit", "        x = self.pos_drop(x)\n", "")],
+           expect_failed={"TestAttention::test_dropout_in_train_mode_only", "TestMLP::test_dropout_in_train_mode_only",
+                          "TestViT::test_position_dropout_in_train_mode_only"} | ACCURACY),
     Sample("hostile_infinite_loop", "MLP.forward never returns, with trained weights (so the accuracy test runs it too)",
            edits=[("mlp", MLP_FIRST_LINE, "        while True:\n            pass\n" + MLP_FIRST_LINE)], trained=True,
            expect_failed=MLP | ACCURACY, expect_status="timeout"),

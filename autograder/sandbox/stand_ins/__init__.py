@@ -5,7 +5,8 @@ a bug costs points once: the hidden test asks the worker to substitute a stand-i
 torch / torchvision / transformers. Stand-ins run on the untrusted side; they hold no answers (a reference
 that *is* an answer, such as the CNN assignment's reference networks, stays in its hidden test file).
 
-One module per assignment (vit.py, rnn.py, transformer.py, seq2seq.py, bert.py) registers its stand-ins by name with
+One module per assignment (vit.py, rnn.py, transformer.py, seq2seq.py, bert.py), and dropout.py (replayable dropout
+masks, shared), registers its stand-ins by name with
 `@register("name")`; the worker builds them by that name (`lookup`), and the hidden tests import the same
 classes on the trusted side to compute their references. The worker imports this package as `stand_ins`
 (autograder/sandbox/ is on its path), the trusted side as `autograder.sandbox.stand_ins`: hence the relative
@@ -13,7 +14,10 @@ imports. The worker's tripwires trust the code of every module in MODULES (by co
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 STAND_INS: dict[str, Callable] = {}  # name -> factory (a class or a function), filled by the modules below
@@ -41,6 +45,52 @@ def lookup(name: str) -> Callable:
         raise UnknownStandIn(f"no stand-in is called {name!r}; known: {', '.join(sorted(STAND_INS))}") from None
 
 
-from . import bert, rnn, seq2seq, transformer, vit  # noqa: E402  (each registers its stand-ins)
+@contextlib.contextmanager
+def replaced_names(target, replacements: dict[str, Callable]) -> Iterator[None]:
+    """While the block runs, the notebook that defined `target` (a student function, or module instance) sees
+    `replacements` (name -> reference) instead of its own definitions: a test of one part calls the reference for
+    the parts it uses (the student's loop gets the reference compute_loss, their Transformer the reference masks)."""
+    function = inspect.unwrap(target) if callable(target) else target  # past @torch.no_grad() and other wrappers
+    namespace = getattr(function, "__globals__", None)
+    if namespace is None:
+        namespace = vars(sys.modules[type(target).__module__])
+    saved = {name: namespace[name] for name in replacements if name in namespace}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for name in replacements:
+            namespace.pop(name, None)
+        namespace.update(saved)
 
-MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, seq2seq, bert)  # the stand-in code the worker's tripwires trust
+
+def recorded_optimizer(model, lr: float, optimizer: str = "adam"):
+    """(optimizer, scheduler, events, grad_norms) for a student's training loop or step: Adam or SGD over `model` and
+    a constant LambdaLR whose step() calls are recorded in order in `events` ("optimizer", "scheduler"); at each
+    optimizer.step(), grad_norms gets the norm of all the gradients then (None when no parameter has one)."""
+    import torch
+
+    events: list[str] = []
+    grad_norms: list[float | None] = []
+    opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[optimizer](model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)  # its own first step is not recorded
+    opt_step = opt.step  # (after LambdaLR, which wraps the bound method itself)
+
+    def recorded_opt_step(*args, **kwargs):
+        events.append("optimizer")
+        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+        grad_norms.append(float(torch.stack(grads).norm()) if grads else None)
+        return opt_step(*args, **kwargs)
+    opt.step = recorded_opt_step
+    scheduler_step = scheduler.step
+
+    def recorded_scheduler_step(*args, **kwargs):
+        events.append("scheduler")
+        return scheduler_step(*args, **kwargs)
+    scheduler.step = recorded_scheduler_step
+    return opt, scheduler, events, grad_norms
+
+
+from . import bert, dropout, rnn, seq2seq, transformer, vit  # noqa: E402  (each registers its stand-ins)
+
+MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, seq2seq, bert, dropout)  # the stand-in code the worker's tripwires trust

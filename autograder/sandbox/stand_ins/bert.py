@@ -3,14 +3,60 @@ drivers that call the student's functions the way the notebook does. transformer
 bert tests preload it)."""
 from __future__ import annotations
 
-from . import register
+import torch
+import torch.nn as nn
+
+from . import recorded_optimizer, register
 
 
 @register("tiny_bert")
-def tiny_bert(seed: int = 0):
+def tiny_bert(seed: int = 0, **overrides):
+    """overrides: BertConfig settings (e.g. a larger initializer_range, for weights under which padding that is
+    attended changes the hidden states a lot)."""
     from dlcourse.bert import tiny_bert_encoder
 
-    return tiny_bert_encoder(seed=seed)
+    return tiny_bert_encoder(seed=seed, **overrides)
+
+
+@register("reference_bert_classifier")
+class ReferenceClassifier(nn.Module):
+    """The notebook's classifier with mean pooling (tiny random encoder, seeded head, no dropout): the model the
+    training-step test trains, so that the student's head design plays no part in it."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.encoder = tiny_bert(seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.classifier = nn.Linear(self.encoder.config.hidden_size, 2)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return self.classifier((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0))
+
+
+@register("training_step_probe")
+def training_step_probe(training_step, model, batch: dict, steps: int = 3):
+    """A function running `steps` calls of the student's training_step on `batch` with a plain SGD at learning rate
+    0 (the weights never change, so every step sees the same gradient) and a recording constant scheduler.
+    Returns {"losses": what training_step returned, "reference_loss": the batch's mean cross-entropy,
+    "events": optimizer / scheduler steps in order, "grad_norms": the gradients' norm at each optimizer.step()}."""
+    def run():
+        device = next(model.parameters()).device
+        optimizer, scheduler, events, grad_norms = recorded_optimizer(model, lr=0.0, optimizer="sgd")
+        model.train()
+        with torch.no_grad():
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            reference_loss = float(torch.nn.functional.cross_entropy(logits.float(), batch["label"].to(device)))
+        losses = []
+        with torch.enable_grad():  # as in the notebook (the worker answers requests with gradients off)
+            for _ in range(steps):
+                loss = training_step(model, batch, optimizer, scheduler, device)
+                is_number = isinstance(loss, (int, float)) or (isinstance(loss, torch.Tensor) and loss.numel() == 1)
+                losses.append(float(loss) if is_number else type(loss).__name__)
+        return {"losses": losses, "reference_loss": reference_loss, "events": events, "grad_norms": grad_norms}
+    return run
 
 
 @register("tiny_bert_tokenizer")

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register
+from . import register, replaced_names
 
 
 # Masks follow the assignment's convention: bool, broadcastable to (B, num_heads, T_q, T_k), True = may attend.
@@ -128,3 +128,24 @@ class TorchSeq2Seq(nn.Module):
 
     def forward(self, src, tgt):
         raise RuntimeError("greedy_decode should use encode / decode / generator")
+
+
+def reference_padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The notebook's make_padding_mask: (B, T) -> (B, 1, 1, T), True where the token is not padding."""
+    return (tokens != pad_id)[:, None, None, :]
+
+
+def reference_causal_mask(T: int, device=None) -> torch.Tensor:
+    """The notebook's make_causal_mask: (T, T), True on and below the diagonal."""
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+@register("with_reference_masks")
+def with_reference_masks(target):
+    """`target` (the student's Transformer, or greedy_decode) called with the reference make_padding_mask and
+    make_causal_mask in its notebook: the masks are tested on their own."""
+    def run(*args, **kwargs):
+        with replaced_names(target, {"make_padding_mask": reference_padding_mask,
+                                     "make_causal_mask": reference_causal_mask}):
+            return target(*args, **kwargs)
+    return run
