@@ -6,7 +6,9 @@ SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, als
 any case), loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`); every other entry is listed as a
 warning, symbolic links are refused, and two submissions of one student are an error (survey). Each result is kept
 in OUT/results/ as soon as it is known (autograder/store.py), so a rerun grades only what is new or changed.
-Pipeline for each one:
+Before the first student, `preflight` grades the release notebook through the same judge and sandbox and stops the
+batch with a grader-error (and the worker's log) if the grader itself is broken; a worker that cannot start for one
+submission is that submission's grader-error, never its zero. Pipeline for each one:
   1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
      the archive (unpack_submission);
   2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
@@ -38,6 +40,7 @@ from tqdm import tqdm
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
+from autograder.sandbox import log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
@@ -196,7 +199,7 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
 JUDGE_GRACE_S = 120.0  # the judge's own work past the student's budget (datasets, scoring) before it is killed
 
 
-def preflight(options: GradeOptions, progress=print) -> None:
+def check_isolation(options: GradeOptions, progress=print) -> None:
     """Refuse to grade where student code could not be confined, or where a worker could write what judges run."""
     from autograder.sandbox import bwrap_problem, grader_files_writable_by_worker
 
@@ -288,6 +291,8 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
                                                 f"results (see {logs / 'judge.log'})")
     result = SubmissionResult.read(results_path)
     result.files = files
+    if result.status == "grader-error":  # the judge says the grader is at fault (its worker could not start)
+        return result
     if result.fatal and assignment.notebook not in files:
         result.status = "missing-notebook"
     elif result.fatal:
@@ -300,6 +305,42 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
         result.status = "ok"
     result.message = result.fatal or ""
     return result
+
+
+PREFLIGHT_ID = ".preflight"  # its work and log folders; no student id starts with "." (survey skips such names)
+
+
+def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: Judges, progress=print) -> None:
+    """Before the first student: grade the assignment's release notebook (what every student starts from) through the
+    same judge and sandbox as the students. It must be judged without a grader fault: the worker starts and answers,
+    no test ends in an internal error. Otherwise the batch stops (SystemExit) with the cause and the worker's log,
+    before any student is graded, so a broken grader environment never becomes a column of zeros."""
+    progress(f"Preflight: grading the release notebook of '{assignment.name}' in the sandbox...")
+    started = time.monotonic()
+    canary = Submission(PREFLIGHT_ID, assignment.release_dir)
+    try:
+        result = judge(canary, assignment, out, options, judges)
+    except Interrupted:
+        return  # stopping: grade_folder says so
+    logs = out / "logs" / PREFLIGHT_ID
+    problems = []
+    if result.status != "ok":
+        problems.append(f"its status is {result.status}: {result.message}")
+    problems += [f"worker {event}" for event in result.events]
+    problems += [f"test {t.id} ended in an internal grader error (see {logs / 'judge.log'})"
+                 for t in result.tests if t.outcome == "error"]
+    if not result.tests and not problems:
+        problems.append("no test ran")
+    if problems:  # for the instructor's terminal only: the logs may quote the grader's own code
+        worker_log, judge_log = logs / "worker.log", logs / "judge.log"
+        judge_failed = not worker_log.exists() or any(t.outcome == "error" for t in result.tests)
+        shown = [f"\nThe {name} log ({path}) ends with:\n{log_tail(path)}"
+                 for name, path, show in (("worker's", worker_log, True), ("judge's", judge_log, judge_failed))
+                 if show and path.exists()]
+        raise SystemExit(f"grader-error: the preflight grading of {assignment.release_dir / assignment.notebook} failed, "
+                         f"so no student was graded (no row is blamed on a student):\n  " + "\n  ".join(problems)
+                         + "".join(shown) + "\nFix the grading environment, then run the same command again.")
+    progress(f"Preflight passed in {time.monotonic() - started:.1f} s ({result.isolation}).")
 
 
 def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
@@ -396,7 +437,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         unknown = sorted(set(only) - {s.student_id for s in subs})
         if unknown:
             raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
-    preflight(options, progress)
+    check_isolation(options, progress)
     out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, assignment.name)
@@ -419,6 +460,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     try:
         grader = grader_digest(assignment)
         todo = choose(subs, store, grader, force, only)
+        if todo:
+            preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
                  + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
                     if only is None and len(todo) < len(subs) else "") + "...")

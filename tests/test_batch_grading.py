@@ -45,7 +45,7 @@ import sys
 import autograder.grade as grade
 from autograder.__main__ import main
 fake, calls, delay, tag = sys.argv[1:5]
-grade.preflight = lambda options, progress=print: None
+grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # tested in test_grade_inputs.py
 grade.judge_command = lambda assignment, work, results, logs, options: [
     sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
 sys.exit(main(sys.argv[5:]))

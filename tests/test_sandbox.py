@@ -687,7 +687,7 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import preflight
+    from autograder.grade import check_isolation
     from autograder.options import GradeOptions
 
     if os.geteuid() != 0 or bwrap_problem():
@@ -699,23 +699,23 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     try:
         assert str(canary) in sandbox_module.grader_files_writable_by_worker()
         with pytest.raises(SystemExit, match="could be written by a student worker"):
-            preflight(GradeOptions(), progress=lambda message: None)
+            check_isolation(GradeOptions(), progress=lambda message: None)
     finally:
         canary.unlink()
 
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import preflight
+    from autograder.grade import check_isolation
     from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
     with pytest.raises(SystemExit, match="--allow-weak-isolation"):
-        preflight(GradeOptions(), progress=lambda message: None)
+        check_isolation(GradeOptions(), progress=lambda message: None)
     with pytest.raises(sandbox_module.IsolationUnavailable):
         Sandbox(CELLS, SandboxPolicy(), Path("unused.log"))
     said = []
-    preflight(GradeOptions(allow_weak_isolation=True), progress=said.append)
+    check_isolation(GradeOptions(allow_weak_isolation=True), progress=said.append)
     assert "weak isolation" in said[0]
 
 
