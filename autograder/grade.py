@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import queue
 import re
 import shutil
 import signal
@@ -38,6 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.judge_server import JudgeServer
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
 from autograder.sandbox import log_tail
@@ -228,35 +230,79 @@ class Interrupted(Exception):
     """The batch is stopping (SIGINT/SIGTERM): the judge was killed, its submission is left for the next run."""
 
 
+class ServerJudge:
+    """A judge forked by a JudgeServer, with the part of subprocess.Popen's interface that Judges uses."""
+
+    def __init__(self, server: JudgeServer, pid: int):
+        self.server, self.pid, self.returncode = server, pid, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self.server.wait(timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(f"judge {self.pid}", timeout)
+            self.returncode = code
+        return self.returncode
+
+
 class Judges:
     """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
-    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers)."""
+    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers). A judge is a fresh
+    interpreter (`servers` empty: --judge process) or a fork of an idle judge server, one server per worker slot
+    (--judge server: autograder/judge_server.py; the judge and its sandbox are the same, only its imports are saved)."""
 
-    def __init__(self):
+    def __init__(self, servers: list[JudgeServer] | None = None):
         self.stopping = threading.Event()
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, subprocess.Popen | ServerJudge] = {}
         self._lock = threading.Lock()
+        self._idle: queue.SimpleQueue[JudgeServer] = queue.SimpleQueue()
+        self._servers = list(servers or ())
+        for server in self._servers:
+            self._idle.put(server)
+
+    @classmethod
+    def for_batch(cls, assignment: Assignment, out: Path, options: GradeOptions) -> "Judges":
+        """The batch's judges: with options.judge == "server", one judge server per worker, importing already."""
+        if options.judge == "process":
+            return cls()
+        if options.judge != "server":
+            raise SystemExit(f"unknown judge kind {options.judge!r} (expected server or process)")
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
+                   "--preload", str(assignment.hidden_tests)]
+        return cls([JudgeServer(command, out / "logs" / f".judge-server-{i}.log", PROJECT_ROOT)
+                    for i in range(max(1, options.workers))])
 
     def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
         """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""
-        with self._lock:
-            if self.stopping.is_set():
-                raise Interrupted(student_id)
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=PROJECT_ROOT, start_new_session=True)
-            self._procs[student_id] = proc
+        server = self._idle.get() if self._servers else None
         try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
-            proc.wait()
-            return None
-        finally:
+            if server:
+                server.wait_ready()  # its imports, the first time: outside the lock, so that stop() is never held up
             with self._lock:
-                self._procs.pop(student_id, None)
-            kill_group(proc.pid)  # a judge that ended may still have left something in its group
-            if self.stopping.is_set():
-                raise Interrupted(student_id)
+                if self.stopping.is_set():
+                    raise Interrupted(student_id)
+                if server:
+                    proc = ServerJudge(server, server.start(command, Path(log.name), PROJECT_ROOT))
+                else:
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd=PROJECT_ROOT, start_new_session=True)
+                self._procs[student_id] = proc
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
+                proc.wait()
+                return None
+            finally:
+                with self._lock:
+                    self._procs.pop(student_id, None)
+                kill_group(proc.pid)  # a judge that ended may still have left something in its group
+                if self.stopping.is_set():
+                    raise Interrupted(student_id)
+        finally:
+            if server:
+                self._idle.put(server)
 
     def stop(self) -> None:
         with self._lock:
@@ -265,6 +311,11 @@ class Judges:
         for proc in procs:
             if proc.returncode is None:
                 kill_tree(proc.pid)
+
+    def close(self) -> None:
+        """End the judge servers (they exit at the end of their input)."""
+        for server in self._servers:
+            server.close()
 
 
 def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions,
@@ -448,7 +499,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-    judges = Judges()
+    judges = Judges.for_batch(assignment, out, options)  # judge servers start importing now
 
     def stop(signum, frame):
         judges.stop()
@@ -467,6 +518,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
                     if only is None and len(todo) < len(subs) else "") + "...")
         grade_each(todo, assignment, out, options, store, grader, judges, progress, bar)
     finally:
+        judges.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
         graded = store.all()  # the gradebook of every result kept, also when stopping or failing

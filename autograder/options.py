@@ -18,6 +18,8 @@ class GradeOptions:
     submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
+    judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);
+    # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
     preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
 
     @property

@@ -59,8 +59,8 @@ def expected_score(notebook: bytes) -> float:
 class Batch:
     """A folder of loose-notebook submissions and the command that grades it with the stand-in judge."""
 
-    def __init__(self, tmp_path: Path, students: int = 6):
-        self.tmp = tmp_path
+    def __init__(self, tmp_path: Path, students: int = 6, judge: str = "process"):
+        self.tmp, self.judge = tmp_path, judge  # judge: "server" forks each stand-in judge from a judge server
         self.subs, self.out = tmp_path / "submissions", tmp_path / "grades"
         self.subs.mkdir()
         self.notebooks = {f"s{i}": b"{}" + b" " * i for i in range(students)}
@@ -76,7 +76,8 @@ class Batch:
         self.runs += 1
         self.calls = self.tmp / f"calls-{self.runs}.txt"
         return [sys.executable, str(self.tmp / "driver.py"), str(self.tmp / "fake_judge.py"), str(self.calls), str(delay),
-                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2", *extra]
+                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2",
+                "--judge", self.judge, *extra]
 
     def run(self, *extra: str, delay: float = 0.0) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*extra, delay=delay), cwd=PROJECT_ROOT, capture_output=True, text=True,
@@ -111,10 +112,14 @@ class Batch:
 
 
 @pytest.fixture
-def batch(tmp_path):
-    made = Batch(tmp_path)
+def batch(tmp_path, request):
+    made = Batch(tmp_path, judge=getattr(request, "param", "process"))
     yield made
     made.kill_leftovers()
+
+
+# The same cases with judges forked from judge servers (autograder/judge_server.py; each server imports torch first).
+WITH_SERVERS = pytest.mark.parametrize("batch", ["server"], indirect=True, ids=["judge-server"])
 
 
 def assert_one_correct_row_each(batch: Batch) -> None:
@@ -155,6 +160,15 @@ def test_a_rerun_grades_only_what_is_new_or_changed(batch):
 
 @pytest.mark.parametrize("graded_before_kill", [1, 3])
 def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission(batch, graded_before_kill):
+    sigkill_partway_then_rerun(batch, graded_before_kill)
+
+
+@WITH_SERVERS
+def test_sigkill_partway_with_judge_servers_then_rerun_gives_one_correct_row_each(batch):
+    sigkill_partway_then_rerun(batch, 3)
+
+
+def sigkill_partway_then_rerun(batch: Batch, graded_before_kill: int) -> None:
     grader = subprocess.Popen(batch.command(delay="0.7"), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -174,6 +188,15 @@ def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch, signum):
+    stop_cleanly_then_resume(batch, signum)
+
+
+@WITH_SERVERS
+def test_sigint_with_judge_servers_stops_cleanly_and_says_how_to_resume(batch):
+    stop_cleanly_then_resume(batch, signal.SIGINT)
+
+
+def stop_cleanly_then_resume(batch: Batch, signum: int) -> None:
     (batch.subs / "s0.ipynb").rename(batch.tmp / "s0.ipynb")
     assert batch.run().returncode == 0  # s1..s5 graded
     (batch.tmp / "s0.ipynb").rename(batch.subs / "s0.ipynb")
