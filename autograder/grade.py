@@ -1,4 +1,5 @@
-"""Grade a folder of submissions: one trusted judge process per submission, in parallel.
+"""Grade a folder of submissions: one trusted judge process per submission (forked from a judge server per worker
+slot, or with --judge process a fresh interpreter), in parallel.
 
     python -m autograder grade SUBMISSIONS --assignment vit --out build/grades/vit --workers 2
 
@@ -11,8 +12,8 @@ batch with a grader-error (and the worker's log) if the grader itself is broken;
 submission is that submission's grader-error, never its zero. Pipeline for each one:
   1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
      the archive (unpack_submission);
-  2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
-     in the sandbox and writes results.json (autograder/judge.py);
+  2. judge: `pytest <hidden tests> -p autograder.judge` in a process of its own (Judges), which runs the student's
+     code in a new sandboxed worker and writes results.json (autograder/judge.py);
   3. record: a gradebook row, whatever happened (build_row).
 Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
 """
