@@ -272,7 +272,7 @@ class Judges:
         command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
                    "--preload", str(assignment.hidden_tests)]
         return cls([JudgeServer(command, out / "logs" / f".judge-server-{i}.log", PROJECT_ROOT)
-                    for i in range(max(1, options.workers))])
+                    for i in range(max(1, options.workers))])  # started by warm(), or by the first judge of each
 
     def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
         """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""
@@ -312,6 +312,12 @@ class Judges:
         for proc in procs:
             if proc.returncode is None:
                 kill_tree(proc.pid)
+
+    def warm(self, count: int) -> None:
+        """Start `count` judge servers now, so that their imports overlap with other work (the rest start when needed)."""
+        for server in self._servers[:count]:
+            if not server.alive:
+                server.launch()
 
     def close(self) -> None:
         """End the judge servers (they exit at the end of their input)."""
@@ -500,7 +506,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-    judges = Judges.for_batch(assignment, out, options)  # judge servers start importing now
+    judges = Judges.for_batch(assignment, out, options)
 
     def stop(signum, frame):
         judges.stop()
@@ -513,6 +519,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         grader = grader_digest(assignment)
         todo = choose(subs, store, grader, force, only)
         if todo:
+            judges.warm(len(todo))  # the judge servers import while the first of them runs the preflight
             preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
                  + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"

@@ -142,11 +142,11 @@ class JudgeServer:
     """The batch grader's end of one judge server (see the module's docstring)."""
 
     def __init__(self, command: list[str], log: Path, cwd: Path):
+        """Started by launch(), or by the first judge that needs it."""
         self.command, self.log_path, self.cwd = command, log, cwd
         self.process: subprocess.Popen | None = None
-        self._launch()
 
-    def _launch(self) -> None:
+    def launch(self) -> None:
         with open(self.log_path, "ab") as stderr:
             self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                                             cwd=self.cwd, start_new_session=True)
@@ -156,7 +156,7 @@ class JudgeServer:
         """Block until the server has done its imports; start a new one first if this one has ended."""
         if not self.alive:
             self.close()
-            self._launch()
+            self.launch()
         if not self._ready:
             self._expect("ready", None)
             self._ready = True

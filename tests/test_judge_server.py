@@ -38,6 +38,7 @@ sys.exit(0 if seen is None else 1)
 def server(tmp_path):
     made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/"],
                        tmp_path / "server.log", PROJECT_ROOT)
+    made.launch()
     yield made
     made.close()
 
