@@ -21,7 +21,7 @@ JUDGE = r'''
 import os, sys
 import autograder.options as options  # preloaded by the server: the same module object in every fork
 mode = sys.argv[1]
-print(f"pid {os.getpid()} pgid {os.getpgid(0)} sid {os.getsid(0)} cwd {os.getcwd()}")
+print(f"pid {os.getpid()} pgid {os.getpgid(0)} sid {os.getsid(0)} cwd {os.getcwd()}", flush=True)
 seen = getattr(options, "LEFT_BY_AN_EARLIER_JUDGE", None)
 print(f"seen {seen}")
 if mode == "leave":
@@ -80,3 +80,19 @@ def test_the_server_preloads_the_hidden_tests_top_level_imports():
     names = hidden_test_imports(PROJECT_ROOT / "autograder" / "hidden_tests" / "test_vit.py")
     assert {"pytest", "torch.nn", "torchvision.models.vision_transformer", "autograder.scoring"} <= set(names)
     assert not any(name.startswith("autograder.hidden_tests") for name in names)
+
+
+def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tmp_path):
+    """Judges.run with a judge server: past its timeout the judge's whole process group is killed, as with Popen."""
+    from autograder.grade import Judges
+
+    script = tmp_path / "judge.py"
+    script.write_text(JUDGE)
+    judges = Judges([server])
+    with open(tmp_path / "hang.log", "wb") as log:
+        assert judges.run("hangs", [sys.executable, "-E", "-s", str(script), "hang"], log, timeout=3) is None
+    pid = int((tmp_path / "hang.log").read_text().split()[1])
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # nothing of its group is left
+    _, code, _ = run_judge(server, tmp_path, "check", "after")  # and the server takes the next judge
+    assert code == 0

@@ -729,3 +729,16 @@ def test_weak_isolation_still_runs_and_says_so(tmp_path, monkeypatch):
         reply, out = run(box, call("Affine", 2, 1.0), torch.zeros(1, 2))
         assert reply["ok"] and out["output"].shape == (1, 2)
         assert probe(box, "make_socket")[0] == "error"  # the audit hook is all there is, and it holds
+
+
+def test_a_worker_that_cannot_start_is_the_graders_failure_with_its_log(tmp_path):
+    """A worker that ends before its ready frame ran no student code: WorkerStartFailed (a grader-error), not
+    SandboxCrashed (which a submission is blamed for), and the message quotes the worker's log."""
+    from autograder.sandbox import WorkerStartFailed
+
+    policy = SandboxPolicy(preload_modules=["dlcourse_no_such_module"], allow_weak_isolation=True)
+    with Sandbox(CELLS, policy, tmp_path / "worker.log") as box:
+        with pytest.raises(WorkerStartFailed, match="No module named 'dlcourse_no_such_module'") as failed:
+            box.start(timeout=START_TIMEOUT)
+        assert not isinstance(failed.value, SandboxCrashed) and "no student code ran" in str(failed.value)
+        assert not box.alive
