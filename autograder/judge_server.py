@@ -33,10 +33,10 @@ import time
 import traceback
 from pathlib import Path
 
-INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.server_command)
+INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
-def hidden_test_imports(path: Path) -> list[str]:
+def top_level_imports(path: Path) -> list[str]:
     """The modules a Python file imports at its top level (read, not run): what its judges import anyway."""
     names = []
     for node in ast.parse(path.read_text()).body:
@@ -53,7 +53,7 @@ def preload(test_files: list[Path]) -> None:
     their asserts."""
     plugin = Path(importlib.util.find_spec("autograder.judge").origin)
     for path in [plugin, *test_files]:
-        for name in hidden_test_imports(path):
+        for name in top_level_imports(path):
             importlib.import_module(name)
 
 
@@ -91,7 +91,8 @@ def child(request: dict) -> None:
         null = os.open(os.devnull, os.O_RDONLY)
         for target, fd in ((0, null), (1, log), (2, log)):
             os.dup2(fd, target)
-        os.close(log), os.close(null)
+        os.close(log)
+        os.close(null)
         sys.stdin = open(0, closefd=False)  # the server's buffered requests are not the judge's input
         os.chdir(request["cwd"])
         code = run_like_python(request["argv"])

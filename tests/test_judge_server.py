@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.judge_server import JudgeServer, hidden_test_imports
+from autograder.judge_server import JudgeServer, top_level_imports
 
 # A stand-in judge: reports its process group and session, and whether an earlier judge's state reached it.
 JUDGE = r'''
@@ -77,7 +77,7 @@ def test_the_server_runs_only_its_own_interpreter(server, tmp_path):
 
 
 def test_the_server_preloads_the_hidden_tests_top_level_imports():
-    names = hidden_test_imports(PROJECT_ROOT / "autograder" / "hidden_tests" / "test_vit.py")
+    names = top_level_imports(PROJECT_ROOT / "autograder" / "hidden_tests" / "test_vit.py")
     assert {"pytest", "torch.nn", "torchvision.models.vision_transformer", "autograder.scoring"} <= set(names)
     assert not any(name.startswith("autograder.hidden_tests") for name in names)
 
