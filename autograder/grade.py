@@ -40,7 +40,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
-from autograder.judge_server import JudgeServer
+from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
 from autograder.sandbox import log_tail
@@ -380,6 +380,9 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
         result = judge(canary, assignment, out, options, judges)
     except Interrupted:
         return  # stopping: grade_folder says so
+    except JudgeServerError as exc:
+        raise SystemExit(f"grader-error: the preflight could not start a judge, so no student was graded: {exc}\n"
+                         "Fix the grading environment, or pass --judge process, then run the same command again.")
     logs = out / "logs" / PREFLIGHT_ID
     problems = []
     if result.status != "ok":

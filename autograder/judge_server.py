@@ -33,6 +33,8 @@ import time
 import traceback
 from pathlib import Path
 
+from autograder.sandbox import log_tail
+
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
@@ -186,7 +188,8 @@ class JudgeServer:
             chunk = os.read(fd, 4096)
             if not chunk:
                 self.process.wait()
-                raise JudgeServerError(f"the judge server ended (code {self.process.returncode}); see {self.log_path}")
+                raise JudgeServerError(f"the judge server ended (code {self.process.returncode}); its log "
+                                       f"({self.log_path}) ends with:\n{log_tail(self.log_path)}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         message = json.loads(line)

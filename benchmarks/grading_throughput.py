@@ -15,7 +15,9 @@ Steps:
      end: the preflight (one judge of the release notebook), unpacking, one judge (pytest + a new sandboxed worker)
      per submission, the gradebook and feedback files. Besides the wall time, the table gives the median seconds of
      one submission from unpacking to its result, and the CPU seconds (user + sys of every process the batch started
-     and reaped: judges, judge servers, workers) per submission, which is what a busy machine cannot inflate.
+     and reaped: judges, judge servers, workers) per submission, which a busy machine inflates less. For the
+     ordinary set a one-copy batch is timed too, so that the table gives the marginal cost of a submission:
+     (batch of N - batch of 1) / (N - 1), the batch's fixed costs (preflight, judge servers' imports) left out.
   3. With --nbgrader: `nbgrader autograde` of the reference notebook in a scratch course folder, in quick mode
      (DLCOURSE_QUICK=1: nbgrader re-executes every cell, training included, so it is run with 2 000 images and one
      epoch per training cell; the real recipe takes minutes). nbgrader runs the student's notebook without a sandbox.
@@ -175,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         ordinary.mkdir(exist_ok=True)
         for i in range(args.copies):  # copies, not links (the grader refuses symbolic links)
             shutil.copy2(root / "samples" / "reference.tar.gz", ordinary / f"student{i:02d}.tar.gz")
+        single = root / "single"  # the ordinary set's fixed costs: preflight, judge servers, one submission
+        single.mkdir(exist_ok=True)
+        shutil.copy2(root / "samples" / "reference.tar.gz", single / "student00.tar.gz")
         sets = {"ordinary": (f"{args.copies} x reference", ordinary), "all": ("all samples", root / "samples")}
 
         rows, per_submission, last_all = [], {}, None
@@ -182,22 +187,31 @@ def main(argv: list[str] | None = None) -> int:
             label, folder = sets[key]
             for workers in args.workers:
                 for judge in args.judge:
-                    runs = []
+                    runs, singles = [], []
                     for run in range(args.repeat):
                         options = GradeOptions(workers=workers, call_timeout=args.timeout, judge=judge)
                         runs.append(time_batch(folder, root / "grades" / f"{key}-{judge}-w{workers}-r{run}", options))
                         if key == "all":
                             last_all = (workers, judge, runs[-1]["gradebook"])
+                        elif args.copies > 1:
+                            singles.append(time_batch(single, root / "grades" / f"single-{judge}-w{workers}-r{run}",
+                                                      options))
                     submissions = runs[-1]["gradebook"]["submissions"]
                     n = len(submissions)
                     wall = statistics.median(r["wall"] for r in runs)
                     each = statistics.median(row["wall_s"] for r in runs for row in r["gradebook"]["submissions"])
                     per_submission[(key, workers, judge)] = wall / n
                     statuses = Counter(row["status"] for row in submissions)
+                    cpu = statistics.median(r["cpu"] for r in runs)
+                    # Each submission past the first, without the batch's fixed costs: (N copies - 1 copy) / (N - 1).
+                    marginal = [f"{(value - statistics.median(r[measure] for r in singles)) / (n - 1):.1f}"
+                                for measure, value in (("wall", wall), ("cpu", cpu))] if singles else ["-", "-"]
                     rows.append([label, str(n), judge, str(workers), str(len(runs)), f"{wall:.1f}",
                                  f"{statistics.median(r['preflight'] or 0 for r in runs):.1f}", f"{wall / n:.1f}",
-                                 f"{each:.1f}", f"{statistics.median(r['cpu'] for r in runs) / n:.1f}",
-                                 ", ".join(f"{s} {c}" for s, c in sorted(statuses.items()))])
+                                 f"{each:.1f}", f"{cpu / n:.1f}", *marginal,
+                                 ", ".join(f"{s} {c}" for s, c in sorted(statuses.items()))
+                                 + f"; mean score {statistics.mean(row['score'] for row in submissions):g} / "
+                                   f"{submissions[0]['max_score']:g}"])
         for row in rows:  # the ratio of seconds per submission against --judge process, same set and workers
             key = next(k for k, v in sets.items() if v[0] == row[0])
             base = per_submission.get((key, int(row[3]), "process"))
@@ -218,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
           f"(reference weights {'cached' if cached else 'trained in this run'})\n")
     print(markdown_table(["submissions", "count", "judge", "workers", "runs", "wall s (median)", "of which preflight s",
                           "wall s / submission", "speed-up vs process", "s / submission, unpack to result (median)",
-                          "CPU s / submission", "statuses"], rows))
+                          "CPU s / submission", "marginal wall s / submission", "marginal CPU s / submission",
+                          "statuses"], rows))
     print("\n(wall s / submission: the batch's wall time, preflight and judge server start-up included, over the count; "
-          "CPU s: user + sys of all processes the batch started, over the count.)")
+          "CPU s: user + sys of all processes the batch started, over the count; marginal: what each submission past "
+          "the first adds, (batch of N - batch of 1) / (N - 1), from a second, one-copy batch timed right after.)")
     if nbgrader_run:
         ordinary_best = min((v for (k, _, _), v in per_submission.items() if k == "ordinary"), default=None)
         print(f"\nnbgrader autograde, 1 x reference notebook, quick mode (DLCOURSE_QUICK=1: every cell re-executed, "

@@ -5,7 +5,9 @@ The hidden tests are not run here: `grade.judge_command` is replaced by a stand-
 moment, starts a "worker" in a session of its own (as a weakly isolated worker does; killed only if the judge
 ends normally), and writes a results.json whose
 score follows from the notebook's bytes. Everything else (discovery, process groups, the result store, the gradebook)
-is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed.
+is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed. The stand-in
+judges are fresh interpreters (--judge process), and in the cases marked WITH_SERVERS forks of judge servers
+(--judge server); the preflight, which would run a real judge, is left out (tests/test_preflight.py runs it).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ import sys
 import autograder.grade as grade
 from autograder.__main__ import main
 fake, calls, delay, tag = sys.argv[1:5]
-grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # tested in test_grade_inputs.py
+grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # see test_sandbox.py, test_preflight.py
 grade.judge_command = lambda assignment, work, results, logs, options: [
     sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
 sys.exit(main(sys.argv[5:]))

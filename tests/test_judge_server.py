@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.judge_server import JudgeServer, top_level_imports
+from autograder.judge_server import JudgeServer, JudgeServerError, top_level_imports
 
 # A stand-in judge: reports its process group and session, and whether an earlier judge's state reached it.
 JUDGE = r'''
@@ -96,3 +96,13 @@ def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tm
         os.killpg(pid, 0)  # nothing of its group is left
     _, code, _ = run_judge(server, tmp_path, "check", "after")  # and the server takes the next judge
     assert code == 0
+
+
+def test_a_server_that_cannot_start_says_why(tmp_path):
+    broken = tmp_path / "test_broken.py"
+    broken.write_text("import dlcourse_no_such_module_for_the_server\n")
+    made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/",
+                        "--preload", str(broken)], tmp_path / "server.log", PROJECT_ROOT)
+    with pytest.raises(JudgeServerError, match="No module named 'dlcourse_no_such_module_for_the_server'"):
+        made.start([sys.executable, "-c", "pass"], tmp_path / "judge.log", tmp_path)
+    made.close()
