@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                           "statuses"], rows))
     print("\n(wall s / submission: the batch's wall time, preflight and judge server start-up included, over the count; "
           "CPU s: user + sys of all processes the batch started, over the count; marginal: what each submission past "
-          "the first adds, (batch of N - batch of 1) / (N - 1), from a second, one-copy batch timed right after.)")
+          "the first adds, (batch of N - batch of 1) / (N - 1), from a second, one-copy batch timed right after; the "
+          "marginal wall seconds mean something only when N is several times --workers.)")
     if nbgrader_run:
         ordinary_best = min((v for (k, _, _), v in per_submission.items() if k == "ordinary"), default=None)
         print(f"\nnbgrader autograde, 1 x reference notebook, quick mode (DLCOURSE_QUICK=1: every cell re-executed, "
