@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "
                             "audit hook only; every gradebook row records the isolation used")
         p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
+        p.add_argument("--judge", choices=("server", "process"), default=DEFAULTS.judge,
+                       help="server (the default): each judge is forked from a judge server per worker that has "
+                            "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
+                            "Student code runs in a new sandboxed worker per submission either way")
     args = parser.parse_args(argv)
     if getattr(args, "export_file", None) and not args.export:
         parser.error("--export-file needs --export canvas|csv")
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(archive)
         return 0
     options = GradeOptions(workers=args.workers, memory_mb=args.memory_mb, call_timeout=args.timeout,
-                           submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation)
+                           submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation,
+                           judge=args.judge)
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,

@@ -1,4 +1,5 @@
-"""Grade a folder of submissions: one trusted judge process per submission, in parallel.
+"""Grade a folder of submissions: one trusted judge process per submission (forked from a judge server per worker
+slot, or with --judge process a fresh interpreter), in parallel.
 
     python -m autograder grade SUBMISSIONS --assignment vit --out build/grades/vit --workers 2
 
@@ -6,11 +7,13 @@ SUBMISSIONS holds archives from CollectSubmission.sh (`<student-id>.tar.gz`, als
 any case), loose notebooks (`<student-id>.ipynb`) or folders (`<student-id>/`); every other entry is listed as a
 warning, symbolic links are refused, and two submissions of one student are an error (survey). Each result is kept
 in OUT/results/ as soon as it is known (autograder/store.py), so a rerun grades only what is new or changed.
-Pipeline for each one:
+Before the first student, `preflight` grades the release notebook through the same judge and sandbox and stops the
+batch with a grader-error (and the worker's log) if the grader itself is broken; a worker that cannot start for one
+submission is that submission's grader-error, never its zero. Pipeline for each one:
   1. unpack: only the files the assignment's submission.txt names, size-capped, never a path from
      the archive (unpack_submission);
-  2. judge: `pytest <hidden tests> -p autograder.judge` in a subprocess, which runs the student's code
-     in the sandbox and writes results.json (autograder/judge.py);
+  2. judge: `pytest <hidden tests> -p autograder.judge` in a process of its own (Judges), which runs the student's
+     code in a new sandboxed worker and writes results.json (autograder/judge.py);
   3. record: a gradebook row, whatever happened (build_row).
 Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import queue
 import re
 import shutil
 import signal
@@ -36,8 +40,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
+from autograder.sandbox import log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
@@ -196,7 +202,7 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
 JUDGE_GRACE_S = 120.0  # the judge's own work past the student's budget (datasets, scoring) before it is killed
 
 
-def preflight(options: GradeOptions, progress=print) -> None:
+def check_isolation(options: GradeOptions, progress=print) -> None:
     """Refuse to grade where student code could not be confined, or where a worker could write what judges run."""
     from autograder.sandbox import bwrap_problem, grader_files_writable_by_worker
 
@@ -225,35 +231,79 @@ class Interrupted(Exception):
     """The batch is stopping (SIGINT/SIGTERM): the judge was killed, its submission is left for the next run."""
 
 
+class ServerJudge:
+    """A judge forked by a JudgeServer, with the part of subprocess.Popen's interface that Judges uses."""
+
+    def __init__(self, server: JudgeServer, pid: int):
+        self.server, self.pid, self.returncode = server, pid, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            code = self.server.wait(timeout)
+            if code is None:
+                raise subprocess.TimeoutExpired(f"judge {self.pid}", timeout)
+            self.returncode = code
+        return self.returncode
+
+
 class Judges:
     """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
-    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers)."""
+    workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers). A judge is a fresh
+    interpreter (`servers` empty: --judge process) or a fork of an idle judge server, one server per worker slot
+    (--judge server: autograder/judge_server.py; the judge and its sandbox are the same, only its imports are saved)."""
 
-    def __init__(self):
+    def __init__(self, servers: list[JudgeServer] | None = None):
         self.stopping = threading.Event()
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, subprocess.Popen | ServerJudge] = {}
         self._lock = threading.Lock()
+        self._idle: queue.SimpleQueue[JudgeServer] = queue.SimpleQueue()
+        self._servers = list(servers or ())
+        for server in self._servers:
+            self._idle.put(server)
+
+    @classmethod
+    def for_batch(cls, assignment: Assignment, out: Path, options: GradeOptions) -> "Judges":
+        """The batch's judges: with options.judge == "server", one judge server per worker, importing already."""
+        if options.judge == "process":
+            return cls()
+        if options.judge != "server":
+            raise SystemExit(f"unknown judge kind {options.judge!r} (expected server or process)")
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
+                   "--preload", str(assignment.hidden_tests)]
+        return cls([JudgeServer(command, out / "logs" / f".judge-server-{i}.log", PROJECT_ROOT)
+                    for i in range(max(1, options.workers))])  # started by warm(), or by the first judge of each
 
     def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
         """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""
-        with self._lock:
-            if self.stopping.is_set():
-                raise Interrupted(student_id)
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=PROJECT_ROOT, start_new_session=True)
-            self._procs[student_id] = proc
+        server = self._idle.get() if self._servers else None
         try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
-            proc.wait()
-            return None
-        finally:
+            if server:
+                server.wait_ready()  # its imports, the first time: outside the lock, so that stop() is never held up
             with self._lock:
-                self._procs.pop(student_id, None)
-            kill_group(proc.pid)  # a judge that ended may still have left something in its group
-            if self.stopping.is_set():
-                raise Interrupted(student_id)
+                if self.stopping.is_set():
+                    raise Interrupted(student_id)
+                if server:
+                    proc = ServerJudge(server, server.start(command, Path(log.name), PROJECT_ROOT))
+                else:
+                    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            cwd=PROJECT_ROOT, start_new_session=True)
+                self._procs[student_id] = proc
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                kill_tree(proc.pid)  # before it is reaped: the pid is still the judge's
+                proc.wait()
+                return None
+            finally:
+                with self._lock:
+                    self._procs.pop(student_id, None)
+                kill_group(proc.pid)  # a judge that ended may still have left something in its group
+                if self.stopping.is_set():
+                    raise Interrupted(student_id)
+        finally:
+            if server:
+                self._idle.put(server)
 
     def stop(self) -> None:
         with self._lock:
@@ -262,6 +312,17 @@ class Judges:
         for proc in procs:
             if proc.returncode is None:
                 kill_tree(proc.pid)
+
+    def warm(self, count: int) -> None:
+        """Start `count` judge servers now, so that their imports overlap with other work (the rest start when needed)."""
+        for server in self._servers[:count]:
+            if not server.alive:
+                server.launch()
+
+    def close(self) -> None:
+        """End the judge servers (they exit at the end of their input)."""
+        for server in self._servers:
+            server.close()
 
 
 def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions,
@@ -288,6 +349,8 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
                                                 f"results (see {logs / 'judge.log'})")
     result = SubmissionResult.read(results_path)
     result.files = files
+    if result.status == "grader-error":  # the judge says the grader is at fault (its worker could not start)
+        return result
     if result.fatal and assignment.notebook not in files:
         result.status = "missing-notebook"
     elif result.fatal:
@@ -300,6 +363,45 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
         result.status = "ok"
     result.message = result.fatal or ""
     return result
+
+
+PREFLIGHT_ID = ".preflight"  # its work and log folders; no student id starts with "." (survey skips such names)
+
+
+def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: Judges, progress=print) -> None:
+    """Before the first student: grade the assignment's release notebook (what every student starts from) through the
+    same judge and sandbox as the students. It must be judged without a grader fault: the worker starts and answers,
+    no test ends in an internal error. Otherwise the batch stops (SystemExit) with the cause and the worker's log,
+    before any student is graded, so a broken grader environment never becomes a column of zeros."""
+    progress(f"Preflight: grading the release notebook of '{assignment.name}' in the sandbox...")
+    started = time.monotonic()
+    canary = Submission(PREFLIGHT_ID, assignment.release_dir)
+    try:
+        result = judge(canary, assignment, out, options, judges)
+    except Interrupted:
+        return  # stopping: grade_folder says so
+    except JudgeServerError as exc:
+        raise SystemExit(f"grader-error: the preflight could not start a judge, so no student was graded: {exc}\n"
+                         "Fix the grading environment, or pass --judge process, then run the same command again.")
+    logs = out / "logs" / PREFLIGHT_ID
+    problems = []
+    if result.status != "ok":
+        problems.append(f"its status is {result.status}: {result.message}")
+    problems += [f"worker {event}" for event in result.events]
+    problems += [f"test {t.id} ended in an internal grader error (see {logs / 'judge.log'})"
+                 for t in result.tests if t.outcome == "error"]
+    if not result.tests and not problems:
+        problems.append("no test ran")
+    if problems:  # for the instructor's terminal only: the logs may quote the grader's own code
+        worker_log, judge_log = logs / "worker.log", logs / "judge.log"
+        judge_failed = not worker_log.exists() or any(t.outcome == "error" for t in result.tests)
+        shown = [f"\nThe {name} log ({path}) ends with:\n{log_tail(path)}"
+                 for name, path, show in (("worker's", worker_log, True), ("judge's", judge_log, judge_failed))
+                 if show and path.exists()]
+        raise SystemExit(f"grader-error: the preflight grading of {assignment.release_dir / assignment.notebook} failed, "
+                         f"so no student was graded (no row is blamed on a student):\n  " + "\n  ".join(problems)
+                         + "".join(shown) + "\nFix the grading environment, then run the same command again.")
+    progress(f"Preflight passed in {time.monotonic() - started:.1f} s ({result.isolation}).")
 
 
 def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
@@ -396,7 +498,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         unknown = sorted(set(only) - {s.student_id for s in subs})
         if unknown:
             raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
-    preflight(options, progress)
+    check_isolation(options, progress)
     out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, assignment.name)
@@ -407,7 +509,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
-    judges = Judges()
+    judges = Judges.for_batch(assignment, out, options)
 
     def stop(signum, frame):
         judges.stop()
@@ -419,11 +521,15 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     try:
         grader = grader_digest(assignment)
         todo = choose(subs, store, grader, force, only)
+        if todo:
+            judges.warm(len(todo))  # the judge servers import while the first of them runs the preflight
+            preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
                  + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
                     if only is None and len(todo) < len(subs) else "") + "...")
         grade_each(todo, assignment, out, options, store, grader, judges, progress, bar)
     finally:
+        judges.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
         graded = store.all()  # the gradebook of every result kept, also when stopping or failing

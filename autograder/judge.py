@@ -21,7 +21,7 @@ from autograder.assignments import assignment_of
 from autograder.feedback import Feedback, grader_files_text, sanitise
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult, TestResult
-from autograder.sandbox import IsolationUnavailable
+from autograder.sandbox import IsolationUnavailable, WorkerStartFailed
 from autograder.student import StudentCode
 
 
@@ -84,6 +84,9 @@ class ResultCollector:
     def pytest_runtest_makereport(self, item, call):
         outcome = yield
         report = outcome.get_result()
+        if call.excinfo is not None and call.excinfo.errisinstance(WorkerStartFailed):
+            item.session.shouldstop = "the sandboxed worker could not start"  # no test can run; results say why
+            return
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.tests[item.nodeid] = self._entry(item, report, call)
 
@@ -110,10 +113,16 @@ class ResultCollector:
 
     def pytest_sessionfinish(self, session, exitstatus):
         """Write results.json; not when the judge could not start the student's code at all (no sandbox, a broken
-        hidden test module): then the batch grader records a grader-error, never blaming the student."""
+        hidden test module): then the batch grader records a grader-error, never blaming the student. A worker that
+        could not start (WorkerStartFailed) is a results.json with status grader-error and the worker's log."""
         path = self.config.getoption("results_json")
         student = getattr(self.config, "_autograder_student", None)
         if not path or student is None:
+            return
+        if student.start_failure:  # the grader's environment, not the student: a grader-error row with the worker's log
+            result = SubmissionResult.without_results("grader-error", student.start_failure)
+            result.isolation = student.isolation
+            result.write(Path(path))
             return
         SubmissionResult(status="ok", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
                          problems=student.problems, notes=student.notes, cell_errors=student.cell_errors,

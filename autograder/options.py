@@ -18,6 +18,9 @@ class GradeOptions:
     submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
+    judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);
+    # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
+    preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
 
     @property
     def judge_threads(self) -> int:
@@ -33,5 +36,5 @@ class GradeOptions:
 
     @classmethod
     def read(cls, path: Path) -> "GradeOptions":
-        values = json.loads(Path(path).read_text())
-        return cls(**{**values, "hide": tuple(values.get("hide", ()))})
+        values = json.loads(Path(path).read_text())  # JSON has no tuples: the tuple fields come back as lists
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from autograder.results import SubmissionResult
 
-JUDGE_MARKER = "autograder.judge"  # in every judge's command line: only such a process is killed as a leftover
+# In every judge's command line, and in a judge server's (`-m autograder.judge_server`, whose forked judges keep its
+# command line): only such a process is killed as a leftover.
+JUDGE_MARKER = "autograder.judge"
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -22,7 +22,7 @@ from autograder.options import GradeOptions
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
 from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
                                  module)
-from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout
+from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, WorkerStartFailed
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
 MAX_WEIGHTS_BYTES = 1 << 30
@@ -48,6 +48,7 @@ class StudentCode:
     problems: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts worth showing, e.g. the accuracy reached
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
+    start_failure: str | None = None  # the worker could not start (the grader's fault): the judge records a grader-error
 
     @classmethod
     def for_assignment(cls, assignment: Assignment, submission_dir: Path, log_path: Path,
@@ -60,7 +61,7 @@ class StudentCode:
                                forbidden_attributes=list(spec.forbidden_attributes),
                                forbidden_modules=list(spec.forbidden_modules), hide=list(options.hide),
                                allow_weak_isolation=options.allow_weak_isolation,
-                               preload_modules=list(spec.preload_modules))
+                               preload_modules=[*spec.preload_modules, *options.preload_modules])
         return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
                    call_timeout=options.call_timeout, budget_s=options.budget(assignment),
                    forbidden_names=list(spec.forbidden_names))
@@ -127,11 +128,16 @@ class StudentCode:
             raise Feedback(self.fatal)
         if self._load_failure:
             raise Feedback(self._load_failure)
+        if self.start_failure:
+            raise WorkerStartFailed(self.start_failure)
         if self.sandbox.alive:
             return
         load_timeout = self.time_left(LOAD_TIMEOUT_S, "running your notebook's cells")
         try:
             reply = self.sandbox.start(timeout=load_timeout)
+        except WorkerStartFailed as exc:  # not Feedback: the judge stops and records a grader-error, no student's zero
+            self.start_failure = str(exc)
+            raise
         except SandboxTimeout:
             self.events.append("timeout")
             self._load_failure = (f"running your notebook's class-definition cells took more than {load_timeout:.0f} s "

@@ -5,7 +5,9 @@ The hidden tests are not run here: `grade.judge_command` is replaced by a stand-
 moment, starts a "worker" in a session of its own (as a weakly isolated worker does; killed only if the judge
 ends normally), and writes a results.json whose
 score follows from the notebook's bytes. Everything else (discovery, process groups, the result store, the gradebook)
-is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed.
+is the real code, run as `python -m autograder grade` would run it, in a subprocess that can be killed. The stand-in
+judges are fresh interpreters (--judge process), and in the cases marked WITH_SERVERS forks of judge servers
+(--judge server); the preflight, which would run a real judge, is left out (tests/test_preflight.py runs it).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ import sys
 import autograder.grade as grade
 from autograder.__main__ import main
 fake, calls, delay, tag = sys.argv[1:5]
-grade.preflight = lambda options, progress=print: None
+grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # see test_sandbox.py, test_preflight.py
 grade.judge_command = lambda assignment, work, results, logs, options: [
     sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
 sys.exit(main(sys.argv[5:]))
@@ -59,8 +61,8 @@ def expected_score(notebook: bytes) -> float:
 class Batch:
     """A folder of loose-notebook submissions and the command that grades it with the stand-in judge."""
 
-    def __init__(self, tmp_path: Path, students: int = 6):
-        self.tmp = tmp_path
+    def __init__(self, tmp_path: Path, students: int = 6, judge: str = "process"):
+        self.tmp, self.judge = tmp_path, judge  # judge: "server" forks each stand-in judge from a judge server
         self.subs, self.out = tmp_path / "submissions", tmp_path / "grades"
         self.subs.mkdir()
         self.notebooks = {f"s{i}": b"{}" + b" " * i for i in range(students)}
@@ -76,7 +78,8 @@ class Batch:
         self.runs += 1
         self.calls = self.tmp / f"calls-{self.runs}.txt"
         return [sys.executable, str(self.tmp / "driver.py"), str(self.tmp / "fake_judge.py"), str(self.calls), str(delay),
-                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2", *extra]
+                self.tag, "grade", str(self.subs), "--assignment", "vit", "--out", str(self.out), "--workers", "2",
+                "--judge", self.judge, *extra]
 
     def run(self, *extra: str, delay: float = 0.0) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(*extra, delay=delay), cwd=PROJECT_ROOT, capture_output=True, text=True,
@@ -111,10 +114,14 @@ class Batch:
 
 
 @pytest.fixture
-def batch(tmp_path):
-    made = Batch(tmp_path)
+def batch(tmp_path, request):
+    made = Batch(tmp_path, judge=getattr(request, "param", "process"))
     yield made
     made.kill_leftovers()
+
+
+# The same cases with judges forked from judge servers (autograder/judge_server.py; each server imports torch first).
+WITH_SERVERS = pytest.mark.parametrize("batch", ["server"], indirect=True, ids=["judge-server"])
 
 
 def assert_one_correct_row_each(batch: Batch) -> None:
@@ -155,6 +162,15 @@ def test_a_rerun_grades_only_what_is_new_or_changed(batch):
 
 @pytest.mark.parametrize("graded_before_kill", [1, 3])
 def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission(batch, graded_before_kill):
+    sigkill_partway_then_rerun(batch, graded_before_kill)
+
+
+@WITH_SERVERS
+def test_sigkill_partway_with_judge_servers_then_rerun_gives_one_correct_row_each(batch):
+    sigkill_partway_then_rerun(batch, 3)
+
+
+def sigkill_partway_then_rerun(batch: Batch, graded_before_kill: int) -> None:
     grader = subprocess.Popen(batch.command(delay="0.7"), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -174,6 +190,15 @@ def test_sigkill_partway_then_rerun_gives_exactly_one_correct_row_per_submission
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigint_stops_cleanly_with_a_partial_gradebook_and_says_how_to_resume(batch, signum):
+    stop_cleanly_then_resume(batch, signum)
+
+
+@WITH_SERVERS
+def test_sigint_with_judge_servers_stops_cleanly_and_says_how_to_resume(batch):
+    stop_cleanly_then_resume(batch, signal.SIGINT)
+
+
+def stop_cleanly_then_resume(batch: Batch, signum: int) -> None:
     (batch.subs / "s0.ipynb").rename(batch.tmp / "s0.ipynb")
     assert batch.run().returncode == 0  # s1..s5 graded
     (batch.tmp / "s0.ipynb").rename(batch.subs / "s0.ipynb")

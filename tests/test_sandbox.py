@@ -687,7 +687,7 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import preflight
+    from autograder.grade import check_isolation
     from autograder.options import GradeOptions
 
     if os.geteuid() != 0 or bwrap_problem():
@@ -699,23 +699,23 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     try:
         assert str(canary) in sandbox_module.grader_files_writable_by_worker()
         with pytest.raises(SystemExit, match="could be written by a student worker"):
-            preflight(GradeOptions(), progress=lambda message: None)
+            check_isolation(GradeOptions(), progress=lambda message: None)
     finally:
         canary.unlink()
 
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import preflight
+    from autograder.grade import check_isolation
     from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
     with pytest.raises(SystemExit, match="--allow-weak-isolation"):
-        preflight(GradeOptions(), progress=lambda message: None)
+        check_isolation(GradeOptions(), progress=lambda message: None)
     with pytest.raises(sandbox_module.IsolationUnavailable):
         Sandbox(CELLS, SandboxPolicy(), Path("unused.log"))
     said = []
-    preflight(GradeOptions(allow_weak_isolation=True), progress=said.append)
+    check_isolation(GradeOptions(allow_weak_isolation=True), progress=said.append)
     assert "weak isolation" in said[0]
 
 
@@ -729,3 +729,16 @@ def test_weak_isolation_still_runs_and_says_so(tmp_path, monkeypatch):
         reply, out = run(box, call("Affine", 2, 1.0), torch.zeros(1, 2))
         assert reply["ok"] and out["output"].shape == (1, 2)
         assert probe(box, "make_socket")[0] == "error"  # the audit hook is all there is, and it holds
+
+
+def test_a_worker_that_cannot_start_is_the_graders_failure_with_its_log(tmp_path):
+    """A worker that ends before its ready frame ran no student code: WorkerStartFailed (a grader-error), not
+    SandboxCrashed (which a submission is blamed for), and the message quotes the worker's log."""
+    from autograder.sandbox import WorkerStartFailed
+
+    policy = SandboxPolicy(preload_modules=["dlcourse_no_such_module"], allow_weak_isolation=True)
+    with Sandbox(CELLS, policy, tmp_path / "worker.log") as box:
+        with pytest.raises(WorkerStartFailed, match="No module named 'dlcourse_no_such_module'") as failed:
+            box.start(timeout=START_TIMEOUT)
+        assert not isinstance(failed.value, SandboxCrashed) and "no student code ran" in str(failed.value)
+        assert not box.alive

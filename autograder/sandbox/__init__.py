@@ -64,6 +64,12 @@ class IsolationUnavailable(RuntimeError):
     """bubblewrap cannot build the sandbox here, and weak isolation was not allowed."""
 
 
+class WorkerStartFailed(RuntimeError):
+    """The worker ended (or hung) before it said it was ready, that is before any student code ran: the grader's
+    environment is at fault (the interpreter not visible in the sandbox, a package that does not import), never the
+    student. The message ends with the worker's log."""
+
+
 @dataclass
 class SandboxPolicy:
     memory_mb: int = 4096  # memory cap of the worker (RSS where a cgroup can be made)
@@ -75,6 +81,18 @@ class SandboxPolicy:
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     audit_hook: bool = True  # False only to test the bubblewrap layer on its own; never in grading
     preload_modules: list[str] = field(default_factory=list)  # imported before the audit hook (e.g. transformers)
+
+
+def log_tail(path: Path, lines: int = 20, indent: str = "    ") -> str:
+    """The last `lines` non-blank lines of a log file, indented, for an error message ("(empty)" when there are none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"{indent}(cannot read {path}: {exc.strerror})"
+    kept = [line.strip() if lines == 1 else line for line in text.splitlines() if line.strip()][-lines:] or ["(empty)"]
+    return "\n".join(f"{indent}{line}" for line in kept)
 
 
 def worker_view(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
@@ -236,7 +254,9 @@ class Sandbox:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, timeout: float) -> dict:
-        """Start the worker and run the cells; returns the load reply ({"cell_errors": {...}, "seccomp": ...})."""
+        """Start the worker and run the cells; returns the load reply ({"cell_errors": {...}, "seccomp": ...}).
+        WorkerStartFailed when the worker does not get ready (its imports, its confinement) within `timeout`."""
+        deadline = time.monotonic() + timeout
         self.close()
         request_r, request_w = os.pipe()
         response_r, response_w = os.pipe()
@@ -284,11 +304,31 @@ class Sandbox:
         os.set_blocking(request_w, False)
         self._request_fd, self._response_fd = request_w, response_r
         self._workdir = workdir
+        self._await_ready(deadline)
         reply = self.request({"cmd": "load", "cells": self.cells,
                               "forbidden_attributes": self.policy.forbidden_attributes,
-                              "forbidden_modules": self.policy.forbidden_modules}, timeout=timeout)[0]
+                              "forbidden_modules": self.policy.forbidden_modules},
+                             timeout=max(1.0, deadline - time.monotonic()))[0]
         self.seccomp = reply.get("seccomp", "no seccomp filter")
         return reply
+
+    def _await_ready(self, deadline: float) -> None:
+        """Wait for the worker's ready frame, which it sends once confined and before it reads the first request: until
+        then no student code has run, so a worker that ends or hangs here is the grader's failure (WorkerStartFailed)."""
+        try:
+            ready, _ = self._read_reply(deadline)
+            if ready.get("ready") is not True:
+                raise ProtocolError(f"expected the worker's ready frame, got {sorted(ready)}")
+        except (SandboxTimeout, ProtocolError, OSError) as exc:
+            if isinstance(exc, SandboxTimeout):
+                description = "the worker was not ready within the load timeout (importing its packages?)"
+            else:
+                description = self._exit_description(wait=True)
+            self.close()
+            # The message reaches the student's feedback too: one line of the log, the grader's traceback stays in it.
+            raise WorkerStartFailed(f"the sandboxed worker could not start: {description}; no student code ran, so "
+                                    f"this is the grader's fault. The last line of its log ({self.log_path}): "
+                                    f"{log_tail(self.log_path, lines=1, indent='')}") from None
 
     @property
     def alive(self) -> bool:
@@ -326,13 +366,7 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         try:
             self._write_all(encode(header, tensors), deadline)
-            (length,) = struct.unpack("<I", self._read_exact(4, deadline))
-            if length > MAX_HEADER_BYTES:
-                raise ProtocolError("reply header too large")
-            reply = decode_header(self._read_exact(length, deadline))
-            if reply["payload"] > MAX_REPLY_BYTES:
-                raise ProtocolError("reply payload too large")
-            payload = decode_payload(self._read_exact(reply["payload"], deadline))
+            reply, payload = self._read_reply(deadline)
         except SandboxTimeout:
             self.close()
             raise
@@ -342,6 +376,15 @@ class Sandbox:
             self.close()
             raise SandboxCrashed(description if ended else f"worker broke the protocol: {exc}") from None
         return reply, payload
+
+    def _read_reply(self, deadline: float) -> tuple[dict, dict]:
+        (length,) = struct.unpack("<I", self._read_exact(4, deadline))
+        if length > MAX_HEADER_BYTES:
+            raise ProtocolError("reply header too large")
+        reply = decode_header(self._read_exact(length, deadline))
+        if reply["payload"] > MAX_REPLY_BYTES:
+            raise ProtocolError("reply payload too large")
+        return reply, decode_payload(self._read_exact(reply["payload"], deadline))
 
     def _exit_description(self, wait: bool = False) -> str:
         if self.process is None:

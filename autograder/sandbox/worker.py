@@ -319,4 +319,5 @@ else:
     SECCOMP = "no seccomp filter (weak isolation)"
 if SETTINGS.get("audit_hook", True):
     sys.addaudithook(_audit)
+write_frame(RESPONSE_FD, {"ready": True})  # confined, imports done, no student code run yet (Sandbox._await_ready)
 serve()

@@ -1,0 +1,222 @@
+"""A judge server: a trusted Python process that imports torch, pytest and the grader once, then starts each judge as a
+fork of itself instead of a fresh interpreter, which saves the judge's imports (about 4-6 s) on every submission.
+
+    python -E -s -m autograder.judge_server --work OUT/work/ --preload autograder/hidden_tests/test_vit.py
+
+Requests come on stdin, one JSON line each: {"argv": a judge's command line, "log": file, "cwd": folder}. For each,
+the server forks a child that starts a session of its own (so the batch grader kills it and its worker as one process
+group, exactly as a judge started with Popen), sends its output to the log and runs the command as `python` would run
+it (runpy: `-m module` or a script). The server answers {"pid": ...} at once and {"exit": code} when the child ends
+(negative: the signal that killed it). One judge at a time per server; the batch grader keeps one per worker slot
+(JudgeServer, below).
+
+What a child inherits is trusted: the server imports only the grader's modules (and the hidden tests' imports, never
+the hidden test module itself, which each child collects afresh) and runs nothing of a submission's. Student code runs,
+as before, only in the sandboxed worker that the child starts with bubblewrap: a new process with nothing of the
+server's or an earlier child's memory. The command line holds JUDGE_MARKER and --work OUT/work/, so a later grader's
+ResultStore.kill_leftovers finds the server and every child it forked.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import json
+import os
+import runpy
+import select
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from autograder.sandbox import log_tail
+
+INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
+
+
+def top_level_imports(path: Path) -> list[str]:
+    """The modules a Python file imports at its top level (read, not run): what its judges import anyway."""
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def preload(test_files: list[Path]) -> None:
+    """Import what every judge imports: the judge plugin's imports (torch, StudentCode, the sandbox client) and the
+    hidden tests'. Not the plugin and the test modules themselves: pytest imports those in each child, rewriting
+    their asserts."""
+    plugin = Path(importlib.util.find_spec("autograder.judge").origin)
+    for path in [plugin, *test_files]:
+        for name in top_level_imports(path):
+            importlib.import_module(name)
+
+
+def run_like_python(argv: list[str]) -> int:
+    """Run a command line `python [flags] (-m module | script) args...` in this process; its exit code."""
+    if not argv or os.path.realpath(argv[0]) != os.path.realpath(sys.executable):
+        raise SystemExit(f"judge server: {argv[:1]} is not this server's interpreter {sys.executable}")
+    rest = argv[1:]
+    while rest and rest[0] in INTERPRETER_FLAGS:
+        rest = rest[1:]
+    if not rest or rest[0].startswith("-") and rest[0] != "-m":
+        raise SystemExit(f"judge server: cannot run {argv} (expected -m module or a script)")
+    try:
+        if rest[0] == "-m":
+            sys.argv = [rest[1], *rest[2:]]
+            runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(rest)
+            sys.path[0] = os.path.dirname(os.path.abspath(rest[0]))
+            runpy.run_path(rest[0], run_name="__main__")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    return 0
+
+
+def child(request: dict) -> None:
+    """In the forked child: become a judge of its own and never return."""
+    code = 1
+    try:
+        os.setsid()
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        for target, fd in ((0, null), (1, log), (2, log)):
+            os.dup2(fd, target)
+        os.close(log)
+        os.close(null)
+        sys.stdin = open(0, closefd=False)  # the server's buffered requests are not the judge's input
+        os.chdir(request["cwd"])
+        code = run_like_python(request["argv"])
+    except BaseException:  # noqa: BLE001  (whatever happens, the child must not return into the server's loop)
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def reply(message: dict) -> None:
+    os.write(1, (json.dumps(message) + "\n").encode())
+
+
+def serve() -> None:
+    requests = sys.stdin.buffer
+    reply({"ready": True})
+    for line in requests:
+        request = json.loads(line)
+        if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
+            raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
+        pid = os.fork()
+        if pid == 0:
+            child(request)
+        reply({"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        reply({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", required=True, help="the batch's OUT/work/ (found by kill_leftovers)")
+    parser.add_argument("--preload", type=Path, nargs="*", default=[], help="hidden test files whose imports to load")
+    args = parser.parse_args()
+    preload(args.preload)
+    serve()
+
+
+class JudgeServerError(RuntimeError):
+    """The judge server ended or answered something unexpected (its log says why)."""
+
+
+class JudgeServer:
+    """The batch grader's end of one judge server (see the module's docstring)."""
+
+    def __init__(self, command: list[str], log: Path, cwd: Path):
+        """Started by launch(), or by the first judge that needs it."""
+        self.command, self.log_path, self.cwd = command, log, cwd
+        self.process: subprocess.Popen | None = None
+
+    def launch(self) -> None:
+        with open(self.log_path, "ab") as stderr:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                                            cwd=self.cwd, start_new_session=True)
+        self._buffer, self._ready = b"", False
+
+    def wait_ready(self) -> None:
+        """Block until the server has done its imports; start a new one first if this one has ended."""
+        if not self.alive:
+            self.close()
+            self.launch()
+        if not self._ready:
+            self._expect("ready", None)
+            self._ready = True
+
+    def start(self, argv: list[str], log: Path, cwd: Path) -> int:
+        """Start one judge; its pid."""
+        self.wait_ready()
+        self.process.stdin.write((json.dumps({"argv": argv, "log": str(log), "cwd": str(cwd)}) + "\n").encode())
+        self.process.stdin.flush()
+        return self._expect("pid", None)
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The running judge's exit code, or None when it has not ended within `timeout` seconds."""
+        try:
+            return self._expect("exit", timeout)
+        except TimeoutError:
+            return None
+
+    def _expect(self, key: str, timeout: float | None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._buffer:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.process.wait()
+                raise JudgeServerError(f"the judge server ended (code {self.process.returncode}); its log "
+                                       f"({self.log_path}) ends with:\n{log_tail(self.log_path)}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message = json.loads(line)
+        if key not in message:
+            raise JudgeServerError(f"the judge server answered {message}, expected {key!r}")
+        return message[key]
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def close(self) -> None:
+        """End the server: no more requests (it exits at end of input); killed if it does not."""
+        if self.process is None:
+            return
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.process = None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Preflight and worker start-up failures (autograder/grade.py: preflight, judge; autograder/sandbox: WorkerStartFailed).
+
+A broken grading environment must never become a student's zero. The break is injected through a real option,
+`GradeOptions.preload_modules`: every worker imports those modules before any student code runs, so naming one that
+does not exist makes the sandboxed interpreter fail at start-up, exactly as a package missing from the virtualenv
+(or an interpreter the sandbox cannot see) would. The real judges and the real sandbox run here; nothing is patched.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from autograder.assignments import load_assignment
+from autograder.grade import Judges, Submission, grade_folder, judge, preflight
+from autograder.options import GradeOptions
+
+ASSIGNMENT = load_assignment("vit")
+MISSING = "dlcourse_no_such_module_for_preflight"  # what the broken environment cannot import
+BROKEN = GradeOptions(workers=1, preload_modules=(MISSING,), allow_weak_isolation=True)
+
+
+def release_submissions(folder: Path, students: list[str]) -> Path:
+    """Loose notebooks, one per student: the untouched release (an ordinary, gradable notebook)."""
+    folder.mkdir()
+    for sid in students:
+        shutil.copy(ASSIGNMENT.release_dir / ASSIGNMENT.notebook, folder / f"{sid}.ipynb")
+    return folder
+
+
+def test_a_worker_that_cannot_start_stops_the_batch_before_any_student(tmp_path):
+    subs = release_submissions(tmp_path / "subs", ["alice", "bob"])
+    out = tmp_path / "grades"
+    said = []
+    with pytest.raises(SystemExit) as stopped:
+        grade_folder(subs, "vit", out, BROKEN, progress=said.append)
+    message = str(stopped.value)
+    assert message.startswith("grader-error: the preflight grading")
+    assert "no student was graded" in message
+    assert f"No module named '{MISSING}'" in message  # the worker's own log says why
+    assert "could not start" in message and "no student code ran" in message
+    assert not (out / "logs" / "alice").exists() and not (out / "logs" / "bob").exists()  # no student's judge ran
+    assert list((out / "results").glob("*.json")) == []  # nothing stored, so nothing to blame or to skip on a rerun
+    assert json.loads((out / "gradebook.json").read_text())["submissions"] == []
+    assert sorted(json.loads((out / "pending.json").read_text())["students"]) == ["alice", "bob"]  # the rerun grades them
+
+
+def test_a_worker_start_failure_on_one_submission_is_a_grader_error_not_a_crash(tmp_path):
+    subs = release_submissions(tmp_path / "subs", ["alice"])
+    result = judge(Submission("alice", subs / "alice.ipynb"), ASSIGNMENT, tmp_path / "grades", BROKEN)
+    assert result.status == "grader-error"
+    assert "crashed" not in result.events and result.tests == []  # no test was scored: nothing is the student's zero
+    assert f"No module named '{MISSING}'" in result.message and "no student code ran" in result.message
+    assert "your notebook" not in result.message
+
+
+def test_preflight_passes_in_a_working_environment(tmp_path):
+    said = []
+    out = tmp_path / "grades"
+    out.mkdir()
+    preflight(ASSIGNMENT, out, GradeOptions(workers=1, allow_weak_isolation=True), Judges(), progress=said.append)
+    assert said[-1].startswith("Preflight passed")
