@@ -115,7 +115,7 @@ def points_rows(assignment: Assignment, tests: list[HiddenTest]) -> list[Row]:
             if test.group not in groups:
                 rows.append(Row(test.group, "", 0.0))  # a place holder, filled in below, keeps the notebook order
             groups[test.group] = groups.get(test.group, 0.0) + test.points
-    rows = [r if r.graded else Row(r.part, "autograder: your code", groups[r.part]) for r in rows]
+    rows = [r if r.graded else Row(r.part, "autograder: hidden tests of your code", groups[r.part]) for r in rows]
     rows += [Row(f"Written answer `{gid}`", "by hand (TA)", points)
              for gid, points in hand_graded_cells(assignment.source_dir / assignment.notebook)]
     return rows
