@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment
+from autograder.gradebook import hand_graded_cells
 from autograder.notebook import cell_source, grade_id, read_notebook
 from autograder.spec import Threshold
 
@@ -91,16 +92,6 @@ def format_bar(name: str, threshold: Threshold) -> str:
     return f"`{name}` {sign} {value}"
 
 
-def hand_graded_cells(notebook: Path) -> list[tuple[str, float]]:
-    """(grade_id, points) of the notebook's hand-graded answer cells, from their nbgrader metadata."""
-    cells = []
-    for cell in read_notebook(notebook)["cells"]:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") and meta.get("solution"):
-            cells.append((grade_id(cell), float(meta.get("points", 0))))
-    return cells
-
-
 def points_rows(assignment: Assignment, tests: list[HiddenTest]) -> list[Row]:
     """One row per test group (its threshold tests apart, one row each with the bar), then the hand-graded cells."""
     thresholds = {t.test: (name, t) for name, t in assignment.spec.thresholds.items()}
@@ -116,8 +107,9 @@ def points_rows(assignment: Assignment, tests: list[HiddenTest]) -> list[Row]:
                 rows.append(Row(test.group, "", 0.0))  # a place holder, filled in below, keeps the notebook order
             groups[test.group] = groups.get(test.group, 0.0) + test.points
     rows = [r if r.graded else Row(r.part, "autograder: hidden tests of your code", groups[r.part]) for r in rows]
-    rows += [Row(f"Written answer `{gid}`", "by hand (TA)", points)
-             for gid, points in hand_graded_cells(assignment.source_dir / assignment.notebook)]
+    # From the source: the release is built after the table is written.
+    rows += [Row(f"Written answer `{cell['grade_id']}`", "by hand (TA)", float(cell["points"]))
+             for cell in hand_graded_cells(assignment, assignment.source_dir / assignment.notebook)]
     return rows
 
 
