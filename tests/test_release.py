@@ -14,6 +14,7 @@ from autograder.gradebook import hand_graded_cells
 from autograder.notebook import cell_source, read_notebook
 from autograder.points import POINTS_CELL, collect_hidden_tests, format_bar, points_cell, points_table
 from autograder.samples import SOLUTION_MARKER
+from autograder.spec import Threshold
 
 ASSIGNMENTS = list_assignments()
 
@@ -128,3 +129,12 @@ def test_every_threshold_is_stated_where_its_part_is_taught(name):
     for threshold_name, threshold in assignment.spec.thresholds.items():
         bar = format_bar(threshold_name, threshold).split("` ", 1)[1]  # "≥ 85 %", without the name
         assert bar in text, f"source/{name}/{assignment.notebook} never states the {threshold_name} threshold ({bar})"
+
+
+def test_bars_are_written_as_students_read_them():
+    def bar(value: float, ceiling: bool = False) -> str:
+        return format_bar("x", Threshold(value, test="TestAccuracy::test_x", reference_eval_s=1.0, ceiling=ceiling))
+
+    assert bar(0.85) == "`x` ≥ 85 %" and bar(0.995) == "`x` ≥ 99.5 %"  # accuracies
+    assert bar(30.0) == "`x` ≥ 30"  # a BLEU floor
+    assert bar(7.5, ceiling=True) == "`x` ≤ 7.5"  # a perplexity ceiling
