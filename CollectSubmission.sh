@@ -25,6 +25,7 @@ FILES=()         # from submission.txt; FILES[0] is the notebook
 PYTHON=""
 PROBLEMS=""      # one problem per line
 PROBLEM_COUNT=0
+WARNINGS=""      # one warning per line: packed anyway, but worth a look
 WORK_DIR=""      # temporary staging folder, removed on exit
 PARTIAL=""       # archive being written, removed on exit unless it was moved into place
 
@@ -153,7 +154,8 @@ add_problem() {
     PROBLEM_COUNT=$((PROBLEM_COUNT + 1))
 }
 
-# Prints one problem per line about the notebook's content (nothing if it is fine).
+# Prints one problem per line about the notebook's content (nothing if it is fine); a line starting with
+# WARNING_PREFIX is a warning, which does not stop the packing.
 # Kept in a function, not inside $( ), because bash 3.2 mis-parses quotes in heredocs within $( ).
 notebook_problems() {
     PYTHONIOENCODING=utf-8 "$PYTHON" - "$1" "$2" <<'PY'
@@ -168,6 +170,8 @@ RESTORE = ("restore a good copy (Jupyter: File > Revert Notebook to Checkpoint; 
            "File > Revision history), re-run it, save it, then run this script again")
 # Only a live `raise`: a commented-out one is harmless.
 STILL_RAISES = re.compile(r"^\s*raise NotImplementedError\(\)", re.M)
+UNANSWERED = "YOUR ANSWER HERE"  # what nbgrader leaves in a written (hand-graded) answer cell
+WARNING_PREFIX = "warning: "
 
 
 def text(value):
@@ -216,6 +220,15 @@ def check(nb):
                  and o.get("ename") == "NotImplementedError" for o in cell.get("outputs") or []):
             print("%s still raises NotImplementedError in cell %s (see its saved output): finish the "
                   "TODO it runs into, %s" % (name, label, AGAIN))
+    # Written answers are graded by hand, so an empty one is not an error here, but it scores nothing.
+    unanswered = [describe(c, number) for number, c in enumerate(nb["cells"], 1)
+                  if isinstance(c, dict) and c.get("cell_type") == "markdown"
+                  and c.get("metadata", {}).get("nbgrader", {}).get("solution") is True
+                  and UNANSWERED in text(c.get("source"))]
+    if unanswered:
+        print("%s%s: the written answer(s) %s still read %s; they are graded by hand and score nothing "
+              "as they are. Write them, save the notebook and run this script again (packed anyway)"
+              % (WARNING_PREFIX, name, ", ".join(unanswered), UNANSWERED))
 
 
 try:
@@ -241,7 +254,11 @@ check_notebook() {
         add_problem "$nb could not be checked ($PYTHON failed, see above): fix your Python 3 installation, then run this script again"
     fi
     while IFS= read -r line; do
-        if [ -n "$line" ]; then add_problem "$line"; fi
+        case $line in
+            '') ;;
+            'warning: '*) WARNINGS="$WARNINGS${line#warning: }"$'\n' ;;
+            *) add_problem "$line" ;;
+        esac
     done <<EOF
 $output
 EOF
@@ -364,6 +381,9 @@ main() {
     fi
     check_notebook
     check_saved_files
+    if [ -n "$WARNINGS" ]; then
+        printf '%s' "$WARNINGS" | sed 's/^/Warning: /' >&2
+    fi
     if [ "$PROBLEM_COUNT" -gt 0 ]; then
         {
             echo "Found $PROBLEM_COUNT problem(s); nothing was packed:"

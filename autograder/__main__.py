@@ -23,12 +23,19 @@ DEFAULTS = GradeOptions()
 
 
 def build_release(names: list[str]) -> None:
-    """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec. nbgrader
-    shells out to alembic, so the interpreter's bin folder goes first on PATH."""
+    """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec and the
+    points table of its notebook from its hidden tests (autograder/points.py). nbgrader shells out to alembic, so
+    the interpreter's bin folder goes first on PATH."""
+    from autograder.points import collect_hidden_tests, write_points_table
+
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    for name in names:
-        assignment = load_assignment(name)
+    assignments = [load_assignment(name) for name in names]
+    hidden_tests = collect_hidden_tests(assignments)
+    for assignment in assignments:
+        name = assignment.name
         (assignment.source_dir / "submission.txt").write_text(assignment.submission_list())  # for CollectSubmission.sh
+        if write_points_table(assignment, hidden_tests[name]):
+            print(f"Updated the points table of source/{name}/{assignment.notebook} from its hidden tests")
         print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
         proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=WARN"],
                               cwd=PROJECT_ROOT, env=env)

@@ -20,8 +20,10 @@ from autograder.notebook import grade_id, read_notebook
 from autograder.store import atomic_write
 
 
-def hand_graded_cells(assignment: Assignment) -> list[dict]:
-    nb = read_notebook(assignment.release_dir / assignment.notebook)
+def hand_graded_cells(assignment: Assignment, notebook: Path | None = None) -> list[dict]:
+    """[{"grade_id", "points"}] of the written answers graded by hand, from the nbgrader metadata of `notebook`
+    (by default the release's)."""
+    nb = read_notebook(notebook or assignment.release_dir / assignment.notebook)
     cells = []
     for cell in nb["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})

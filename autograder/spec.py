@@ -21,6 +21,7 @@ class Threshold:
     value: float  # the bar (an accuracy in [0, 1], or a perplexity ceiling)
     test: str  # the hidden test that judges it, "TestClass::test_name"
     reference_eval_s: float  # seconds the reference model needs for the test split on one CPU thread (measured)
+    ceiling: bool = False  # the bar is an upper bound (a perplexity), not a floor (an accuracy, a BLEU score)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,13 @@ def code_cell(source: str, *, grade_id: str | None = None, solution: bool = Fals
             "outputs": outputs or [], "source": source.splitlines(keepends=True)}
 
 
+def written_answer(text: str, *, grade_id: str) -> dict:
+    """A hand-graded markdown answer cell, as nbgrader marks it."""
+    return {"cell_type": "markdown", "source": text.splitlines(keepends=True),
+            "metadata": {"nbgrader": {"grade_id": grade_id, "solution": True, "grade": True, "points": 5,
+                                      "locked": False, "schema_version": 3, "task": False}}}
+
+
 def error_output(ename: str = "NotImplementedError") -> dict:
     return {"output_type": "error", "ename": ename, "evalue": "",
             "traceback": ["Traceback...", f"{ename}: "]}
@@ -171,6 +178,40 @@ def test_commented_out_raise_in_an_answer_cell_is_fine(course: Course):
     course.write_notebook(notebook(code_cell("# raise NotImplementedError()\nx = 1\n", grade_id="attention",
                                              solution=True)))
     assert course.run("s123").returncode == 0
+
+
+def test_unanswered_written_answers_are_listed_but_packed(course: Course):
+    nb = finished_notebook()
+    nb["cells"] += [written_answer("YOUR ANSWER HERE", grade_id="analysis"),
+                    written_answer("My review: ...", grade_id="paper_review"),
+                    written_answer("YOUR ANSWER HERE\n", grade_id="questions")]
+    course.write_notebook(nb)
+    result = course.run("s123")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "vit/manifest.json" in members(course.outside / "s123.tar.gz")
+    warning = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warning) == 1, result.stderr
+    assert "'analysis', 'questions'" in warning[0] and "YOUR ANSWER HERE" in warning[0], warning
+    assert "paper_review" not in warning[0], warning
+
+
+def test_answered_written_answers_give_no_warning(course: Course):
+    nb = finished_notebook()
+    nb["cells"].append(written_answer("Patch size mattered most.", grade_id="analysis"))
+    course.write_notebook(nb)
+    result = course.run("s123")
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stdout + result.stderr
+
+
+def test_unanswered_written_answers_are_listed_beside_the_problems(course: Course):
+    nb = unfinished_notebook()
+    nb["cells"].append(written_answer("YOUR ANSWER HERE", grade_id="analysis"))
+    course.write_notebook(nb)
+    result = course.run("s123")
+    assert_failed_without_archive(course, result)
+    assert "Found 1 problem(s)" in result.stderr  # the warning is not counted as a problem
+    assert "Warning:" in result.stderr and "'analysis'" in result.stderr
 
 
 # ---------------------------------------------------------------- failed checks

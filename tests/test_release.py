@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
-from autograder.samples import SOLUTION_MARKER
+from autograder.gradebook import hand_graded_cells
 from autograder.notebook import cell_source, read_notebook
+from autograder.points import POINTS_CELL, collect_hidden_tests, format_bar, points_cell, points_table
+from autograder.samples import SOLUTION_MARKER
+from autograder.spec import Threshold
 
 ASSIGNMENTS = list_assignments()
 
@@ -66,3 +69,72 @@ def test_submission_list_is_generated_from_the_spec(name):
     for folder in (assignment.source_dir, assignment.release_dir):
         assert (folder / "submission.txt").read_text() == assignment.submission_list(), \
             f"{folder.name}/submission.txt is out of date with source/{name}/spec.py: run `make release` and commit it"
+
+
+@pytest.fixture(scope="module")
+def hidden_tests():
+    """Every assignment's hidden tests with their points, collected by pytest (one child process, a few seconds)."""
+    return collect_hidden_tests([load_assignment(name) for name in ASSIGNMENTS])
+
+
+def table_rows(markdown: str) -> list[list[str]]:
+    """The body rows of the points table, as cells; the header and the separator left out."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in markdown.splitlines()
+            if line.startswith("|")]
+    return rows[2:]
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_points_table_is_generated_from_the_hidden_tests(name, hidden_tests):
+    assignment = load_assignment(name)
+    tests = hidden_tests[name]
+    assert tests, f"collected no hidden tests for {name}"
+    expected = points_table(assignment, tests)
+    for folder in (assignment.source_dir, assignment.release_dir):
+        cell = points_cell(read_notebook(folder / assignment.notebook))
+        assert cell is not None and cell_source(cell) == expected, (
+            f"{folder.relative_to(PROJECT_ROOT)}/{assignment.notebook}: the points table is out of date with the hidden "
+            "tests: run `python -m autograder release` and commit source/ and release/")
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_points_table_adds_up_to_the_markers(name, hidden_tests):
+    """Read back from the release's markdown: each part's points are its tests' markers, the written answers' are
+    what the gradebook reads from the release, and the total is their sum."""
+    assignment = load_assignment(name)
+    release = read_notebook(assignment.release_dir / assignment.notebook)
+    table = cell_source(points_cell(release))
+    *rows, total = table_rows(table)
+    points_of_part = {}
+    for part, _, points in rows:
+        points_of_part[part] = points_of_part.get(part, 0.0) + float(points)
+    expected = {}
+    for test in hidden_tests[name]:
+        expected[test.group] = expected.get(test.group, 0.0) + test.points
+    for cell in hand_graded_cells(assignment):
+        expected[f"Written answer `{cell['grade_id']}`"] = float(cell["points"])
+    assert points_of_part == expected
+    assert total[0] == "**Total**" and float(total[2].strip("*")) == sum(expected.values())
+    for threshold_name, threshold in assignment.spec.thresholds.items():
+        assert format_bar(threshold_name, threshold) in table, f"the table does not state the bar of {threshold_name}"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_threshold_is_stated_where_its_part_is_taught(name):
+    """Beside the generated table, the notebook's own text states each bar (e.g. 'perplexity ≤ 8')."""
+    assignment = load_assignment(name)
+    text = "\n".join(cell_source(c) for c in read_notebook(assignment.source_dir / assignment.notebook)["cells"]
+                     if c["cell_type"] == "markdown" and (c.get("metadata", {}).get("nbgrader") or {}).get("grade_id")
+                     != POINTS_CELL)
+    for threshold_name, threshold in assignment.spec.thresholds.items():
+        bar = format_bar(threshold_name, threshold).split("` ", 1)[1]  # "≥ 85 %", without the name
+        assert bar in text, f"source/{name}/{assignment.notebook} never states the {threshold_name} threshold ({bar})"
+
+
+def test_bars_are_written_as_students_read_them():
+    def bar(value: float, ceiling: bool = False) -> str:
+        return format_bar("x", Threshold(value, test="TestAccuracy::test_x", reference_eval_s=1.0, ceiling=ceiling))
+
+    assert bar(0.85) == "`x` ≥ 85 %" and bar(0.995) == "`x` ≥ 99.5 %"  # accuracies
+    assert bar(30.0) == "`x` ≥ 30"  # a BLEU floor
+    assert bar(7.5, ceiling=True) == "`x` ≤ 7.5"  # a perplexity ceiling
