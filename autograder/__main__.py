@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--submission-timeout", type=float, default=None,
                        help="seconds for grading one whole submission (default: the assignment's submission_timeout_s in its spec.py, "
                             "a few times what grading the reference takes)")
+        p.add_argument("--threshold-budget", type=float, default=DEFAULTS.threshold_budget,
+                       help=f"seconds each accuracy/perplexity threshold may spend scoring a saved model (default "
+                            f"{DEFAULTS.threshold_budget:g}): clear cases are decided from a secret sample, borderline "
+                            "ones need more of the test split; one that does not fit is reported as not judged")
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "
                             "audit hook only; every gradebook row records the isolation used")
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(archive)
         return 0
     options = GradeOptions(workers=args.workers, memory_mb=args.memory_mb, call_timeout=args.timeout,
-                           submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation)
+                           submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
+                           allow_weak_isolation=args.allow_weak_isolation)
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,

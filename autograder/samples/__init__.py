@@ -88,12 +88,6 @@ def training_cells(assignment: Assignment) -> list[str]:
     return [*assignment.spec.training_cells, *extra]
 
 
-def cuda_only_tests(name: str) -> set[str]:
-    """The hidden tests of assignment `name` judged only in CUDA runs (marked @pytest.mark.cuda_only): where there is
-    no GPU they, and only they, must be skipped."""
-    return load_assignment(name).cuda_only_tests()
-
-
 def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -> dict:
     """Execute the reference notebook's cells `cell_ids`, in order, in a fresh module; return its namespace.
     (Trusted: this is the instructor's own code.)"""
