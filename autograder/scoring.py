@@ -161,7 +161,9 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
 
 def scored_on(student: StudentCode, started: float) -> str:
     """Where and how long a threshold was scored, for the notes: "scored on cpu (2 threads) in 3.1 s"."""
-    return f"scored on {student.policy.device} ({student.policy.threads} threads) in {time.monotonic() - started:.1f} s"
+    threads = student.policy.threads
+    return (f"scored on {student.policy.device} ({threads} thread{'' if threads == 1 else 's'}) in "
+            f"{time.monotonic() - started:.1f} s")
 
 
 def _copies_before(sample: SecretSample, stage: int) -> int:

@@ -140,7 +140,7 @@ def test_a_clear_case_is_decided_by_the_first_stage_and_says_so():
     scored = sum(len(args[0]) for args in student.sent)
     assert scored == FIRST_STAGE + FIRST_STAGE // 2  # the first stage and its canary copies, no more
     assert f"on {FIRST_STAGE:,} of 8,000 toy images, a secret stratified sample (99.9% interval" in student.notes["toy"]
-    assert "reaches the bar 50%; scored on cpu (1 threads)" in student.notes["toy"]
+    assert "reaches the bar 50%; scored on cpu (1 thread)" in student.notes["toy"]
 
 
 def test_a_borderline_case_is_scored_to_the_whole_split_which_decides_exactly():
