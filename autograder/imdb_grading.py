@@ -2,7 +2,8 @@
 
 The student's submission holds a tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without
 running any of the student's code) and `<name>.safetensors` / `<name>.json` written by the notebook. The test
-reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens, padded, and sent
+reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens (its first or its
+last, as the config's `read` says: dlcourse.rnn.review_window, as in training), padded, and sent
 to the worker in a secret order (autograder.scoring.graded_classifier), which runs the student's classifier on
 them. Only this side holds the labels. The canary: copies of a secret subset of the reviews with extra padding,
 which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
@@ -18,7 +19,7 @@ from autograder.requests import call
 from autograder.scoring import evaluation_limit, graded_classifier, secret_rng, secret_sample
 from autograder.spec import Threshold
 from autograder.student import StudentCode
-from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels
+from dlcourse.rnn import PAD, PAD_ID, READ_PARTS, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels, review_window
 from dlcourse.text_data import IMDB_LABELS, imdb_source
 
 MAX_GRADING_LENGTH = 1000  # a longer saved max_length is capped (time)
@@ -59,11 +60,13 @@ def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Thresh
     if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
         raise Feedback(f"{TOKENIZER_FILE}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
                        "(train it with dlcourse.rnn.train_tokenizer)")
-    max_length = config.get("max_length")
+    max_length, read = config.get("max_length"), config.get("read", "first")  # saved before `read` existed: "first"
     if not isinstance(max_length, int) or max_length < 1:
         raise Feedback(f"{saved_name}.json has no positive integer max_length (save the ClassifierConfig with save_model)")
+    if read not in READ_PARTS:
+        raise Feedback(f"{saved_name}.json: read must be one of {', '.join(READ_PARTS)}, not {read!r}")
     texts, labels = imdb_texts_labels("test", subset=subset, seed=seed)
-    ids = [x[:min(max_length, MAX_GRADING_LENGTH)] for x in encode(tokenizer, texts)]
+    ids = [review_window(x, min(max_length, MAX_GRADING_LENGTH), read) for x in encode(tokenizer, texts)]
     build = call("SentimentClassifier", call("ClassifierConfig", **config))
     what = "test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
     return graded_imdb(student, saved_name, build, weights, ids, labels, PAD_ID, lambda tokens, lengths: (tokens, lengths),

@@ -96,7 +96,7 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
     student.notes[f"{saved_name} perplexity"] = (f"test perplexity {perplexity:.2f} per target token on all {len(src):,} "
                                                  f"Multi30k test pairs (exact; {count:,} target tokens): "
                                                  f"{'within' if perplexity <= threshold.value else 'above'} the bar "
-                                                 f"{threshold.value}; {scored_on(student, started)}")
+                                                 f"{threshold.value:g}; {scored_on(student, started)}")
     if not perplexity <= threshold.value:
         raise Feedback(f"{saved_name}: test perplexity {perplexity:.2f}, above the required {threshold.value}")
     return perplexity
@@ -129,7 +129,7 @@ def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dic
     bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
     student.notes[f"{saved_name} BLEU"] = (f"BLEU {bleu.score:.2f} on all {len(src):,} Multi30k test sentences (exact; "
                                            f"{bleu.signature}): {'reaches' if bleu.score >= threshold.value else 'below'} "
-                                           f"the bar {threshold.value}; {scored_on(student, started)}")
+                                           f"the bar {threshold.value:g}; {scored_on(student, started)}")
     if not bleu.score >= threshold.value:
         raise Feedback(f"{saved_name}: BLEU {bleu.score:.2f} on the test set, below the required {threshold.value}")
     return bleu.score, hypotheses

@@ -11,6 +11,7 @@ import pytest
 from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.feedback import EXCERPT_CHARS
 from autograder.samples import canaries, samples_for
+from threshold_notes import assert_decided
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +83,20 @@ def test_reference_meets_the_fashion_mnist_threshold(graded):
     print("reference:", row["notes"].get("vit_fashionmnist"))
     assert test["outcome"] == "passed", test["message"]
     assert "FashionMNIST (official)" in row["notes"]["vit_fashionmnist"]
+    assert_decided(row["notes"]["vit_fashionmnist"])
+    untouched = next(r for r in gradebook["submissions"] if r["student_id"] == "untouched_release")
+    assert untouched["tests"]["TestAccuracy::test_fashion_mnist_accuracy"]["outcome"] == "failed"
+
+
+def test_reference_meets_the_simple_cnn_threshold(graded):
+    """The SimpleCNN the reference notebook's own full recipe trains here (about a minute on a CPU), judged by the
+    autograder on this grader against the course's bar (≥ 50 % on CIFAR-10)."""
+    gradebook, _ = graded("cnn")
+    row = next(r for r in gradebook["submissions"] if r["student_id"] == "reference")
+    test = row["tests"]["TestAccuracy::test_simple_cnn_accuracy"]
+    print("reference:", row["notes"].get("cnn_simple"))
+    assert test["outcome"] == "passed", test["message"]
+    assert_decided(row["notes"]["cnn_simple"])
 
 
 @pytest.mark.parametrize("name", list_assignments())
