@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autograder.assignments import load_assignment  # noqa: E402
@@ -70,7 +72,10 @@ def train(name: str, recipe: ReferenceRecipe) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), help="these recipes (default: all that fit a CPU)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: reproducible, and kind "
+                        "to a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     os.environ.pop("DLCOURSE_QUICK", None)  # the full recipes, never the smoke-test size
     names = args.only or [name for name, recipe in RECIPES.items() if recipe.fits_a_cpu]
     rows = []
