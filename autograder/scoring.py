@@ -97,14 +97,14 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
                       lengths: Sequence[int] | None = None, timeout: float = 300.0) -> float:
     """Whether the saved classifier (`build` with `weights`, rebuilt in the worker) reaches `threshold` accuracy on
-    the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the stages of `sample`: each
-    stage's examples and canary copies (pool indices N..) go to the worker in one secret order, as
-    `batch_args(pool indices)`, and the rule (autograder/sequential.py) looks at the examples scored so far. Records
-    how it was decided in `student.notes`; Feedback below the bar, or when the canary accuracy falls more than
-    CANARY_MARGIN below the accuracy on the same examples unperturbed (a lookup of the public test set). A
-    decision the grader's budget (student.threshold_budget) cannot reach is not judged (pytest.skip: no points, no
-    zero). `timeout` bounds the model's time over the whole split (a slow model's Feedback). Returns the accuracy
-    measured."""
+    the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
+    stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
+    order, as `batch_args(pool indices)`, and the rule (autograder/sequential.py) looks at the examples scored so
+    far. Records how it was decided in `student.notes`; Feedback below the bar, or when the canary accuracy falls
+    more than CANARY_MARGIN below the accuracy on the same examples unperturbed (a lookup of the public test set).
+    A decision the grader's budget (student.threshold_budget) cannot reach is not judged (pytest.skip: no points,
+    no zero); a stage cut short by the budget never decides (its examples are not a stratified sample). `timeout`
+    bounds the model's time over the whole split (a slow model's Feedback). Returns the accuracy measured."""
     n, started = len(labels), time.monotonic()
     budget = student.threshold_budget()
     predicted = torch.full((n + len(sample.canary),), -1, dtype=torch.long)
@@ -144,8 +144,8 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
         pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
     copies = [j for j, s in enumerate(sample.canary_stage) if predicted[n + j] >= 0]
     originals = [sample.canary[j] for j in copies]
-    plain = (predicted[originals] == labels[originals]).float().mean().item() if copies else float("nan")
-    perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item() if copies else float("nan")
+    plain = (predicted[originals] == labels[originals]).float().mean().item()
+    perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
     verdict = "reaches" if decision.passed else "falls short of"
     student.notes[saved_name] = (f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; "
                                  f"{where}; canary {perturbed_accuracy:.2%} on {len(copies):,} {perturbed} "
