@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--submission-timeout", type=float, default=None,
                        help="seconds for grading one whole submission (default: the assignment's submission_timeout_s in its spec.py, "
                             "a few times what grading the reference takes)")
+        p.add_argument("--threshold-budget", type=float, default=DEFAULTS.threshold_budget,
+                       help=f"seconds each accuracy/perplexity threshold may spend scoring a saved model (default "
+                            f"{DEFAULTS.threshold_budget:g}): clear cases are decided from a secret sample, borderline "
+                            "ones need more of the test split; one that does not fit is reported as not judged")
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "
                             "audit hook only; every gradebook row records the isolation used")
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
-    from autograder.samples import build_samples
+    from autograder.samples import build_samples, reference_files_missing
 
     if args.command == "release":
         build_release(args.assignments or list_assignments())
@@ -107,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             print(archive)
         return 0
     options = GradeOptions(workers=args.workers, memory_mb=args.memory_mb, call_timeout=args.timeout,
-                           submission_timeout=args.submission_timeout, allow_weak_isolation=args.allow_weak_isolation,
-                           judge=args.judge)
+                           submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
+                           allow_weak_isolation=args.allow_weak_isolation, judge=args.judge)
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
@@ -139,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         out = (args.out / name) if args.out else PROJECT_ROOT / "build" / "grades" / name
         gradebook = grade_folder(samples, name, out, options, args.hand_grades)
         print(f"\nGradebook of '{name}':\n{format_table(gradebook)}\n")
+        missing = reference_files_missing(name)
+        if missing:
+            print(f"No reference weights in this demo for {', '.join(missing)}: the reference notebook trains them only "
+                  f"where CUDA is (cuda_training_cells in source/{name}/spec.py), so the thresholds judged from them "
+                  "fail for the reference here. Grade on a GPU machine to see them pass.")
         print(f"Wrote {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}/"
               "gradebook.csv, gradebook.json and feedback/<student>.md")
     return 0

@@ -69,10 +69,6 @@ class Assignment:
         """The text of submission.txt, which CollectSubmission.sh reads."""
         return SUBMISSION_LIST_HEADER + "".join(f"{f}\n" for f in self.files)
 
-    def cuda_only_tests(self) -> set[str]:
-        """Ids of the hidden tests marked `@pytest.mark.cuda_only`: judged only where CUDA is, skipped elsewhere."""
-        return {test_id for test_id, marks in _hidden_tests(self.hidden_tests).items() if "cuda_only" in marks}
-
 
 def list_assignments() -> list[str]:
     return sorted(p.parent.name for p in (PROJECT_ROOT / "source").glob("*/spec.py"))
@@ -141,7 +137,7 @@ def _hidden_tests(path: Path) -> dict[str, set[str]]:
 
 
 def _mark_name(decorator: ast.expr) -> str | None:
-    """"cuda_only" for @pytest.mark.cuda_only or @pytest.mark.cuda_only("...")."""
+    """"points" for @pytest.mark.points or @pytest.mark.points(4)."""
     node = decorator.func if isinstance(decorator, ast.Call) else decorator
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "mark":
         return node.attr

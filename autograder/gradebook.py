@@ -1,9 +1,9 @@
 """From judge results to the gradebook: gradebook.json, gradebook.csv and feedback/<student-id>.md.
 
-One row per submission, whatever happened to it. A skipped test (e.g. a CUDA-only threshold in a CPU
-run) earns nothing and is left out of max_score: its points are reported as not judged, never as passed. A test that
-is not judged for one row is not judged for any (a bad archive's row included), so max_score is the same for every
-row. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
+One row per submission, whatever happened to it. A skipped test (a threshold too close to its bar to decide within
+this grader's threshold budget) earns nothing and is left out of that row's max_score: its points are reported as
+not judged, never as passed nor as a zero. A row without a result for a test some other row did not judge (a bad
+archive's row, a crashed judge) reports it not judged too. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
 (student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score.
 """
 from __future__ import annotations
@@ -86,10 +86,8 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
         row_tests = {}
         for tid, info in tests.items():
             t = by_id.get(tid)
-            if tid in not_judged and (t is None or t.outcome != "skipped"):  # judged elsewhere, not in this run
-                row_tests[tid] = {"outcome": "skipped", "points": info["points"], "earned": 0.0,
-                                  "message": not_judged[tid] if t is None else
-                                  "not judged: other submissions of this gradebook were graded where it is not judged"}
+            if tid in not_judged and t is None:  # not judged in this run, and no result of its own
+                row_tests[tid] = {"outcome": "skipped", "points": info["points"], "earned": 0.0, "message": not_judged[tid]}
             elif t:
                 row_tests[tid] = {"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message}
             else:
@@ -194,10 +192,11 @@ def format_table(gradebook: dict) -> str:
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
-    skipped = {t["id"]: r["tests"][t["id"]]["message"] for r in gradebook["submissions"] for t in gradebook["tests"]
-               if r["tests"][t["id"]]["outcome"] == "skipped"}
-    for tid, reason in skipped.items():
-        lines.append(f"not judged: {tid} ({reason.removeprefix('not judged: ')})")
+    for row in gradebook["submissions"]:
+        for t in gradebook["tests"]:
+            result = row["tests"][t["id"]]
+            if result["outcome"] == "skipped":
+                lines.append(f"not judged: {row['student_id']} {t['id']} ({result['message'].removeprefix('not judged: ')})")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
 The student's submission holds a tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without
 running any of the student's code) and `<name>.safetensors` / `<name>.json` written by the notebook. The test
-reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens, padded, and sent
+reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens (its first or its
+last, as the config's `read` says: dlcourse.rnn.review_window, as in training), padded, and sent
 to the worker in a secret order (autograder.scoring.graded_classifier), which runs the student's classifier on
 them. Only this side holds the labels. The canary: copies of a secret subset of the reviews with extra padding,
 which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
@@ -15,10 +16,10 @@ import torch
 
 from autograder.feedback import Feedback
 from autograder.requests import call
-from autograder.scoring import canary_subset, evaluation_limit, graded_classifier, secret_rng
+from autograder.scoring import evaluation_limit, graded_classifier, secret_rng, secret_sample
 from autograder.spec import Threshold
 from autograder.student import StudentCode
-from dlcourse.rnn import PAD, PAD_ID, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels
+from dlcourse.rnn import PAD, PAD_ID, READ_PARTS, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels, review_window
 from dlcourse.text_data import IMDB_LABELS, imdb_source
 
 MAX_GRADING_LENGTH = 1000  # a longer saved max_length is capped (time)
@@ -26,13 +27,14 @@ CANARY_EXTRA_PADDING = 32  # each canary copy gets 1 to this many extra padding 
 
 
 def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dict, ids: list[list[int]], labels: list[int],
-                pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], test_set: str, threshold: Threshold,
+                pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], examples: str, threshold: Threshold,
                 batch_size: int, max_width: int | None = None) -> float:
-    """Accuracy of the saved classifier `build` on the tokenised reviews `ids` (each already cut to the model's
-    length), with the canary. Each batch is padded with `pad_id` to its widest row (a canary copy counts its extra
+    """Whether the saved classifier `build` reaches `threshold` on the tokenised reviews `ids` (each already cut to
+    the model's length; `examples` says which: "test reviews of ..."), by the sequential rule, with the canary. Each batch is padded with `pad_id` to its widest row (a canary copy counts its extra
     padding, up to `max_width`); `model_args(tokens (B, T), lengths (B,))` makes the model's forward arguments."""
     rng = secret_rng()
-    canary = canary_subset(len(ids), rng)
+    sample = secret_sample(labels, rng)
+    canary = sample.canary
     rows = ids + [ids[i] for i in canary]
     widths = [max(1, len(r)) for r in ids] + [len(ids[i]) + rng.randint(1, CANARY_EXTRA_PADDING) for i in canary]
     widths = [min(w, max_width) if max_width else w for w in widths]
@@ -43,8 +45,8 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
             tokens[row, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
         return model_args(tokens, torch.tensor([max(1, len(rows[i])) for i in indices], dtype=torch.long))
 
-    return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), canary, batch_args,
-                             len(IMDB_LABELS), test_set, "copies of test reviews re-batched with different padding",
+    return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), sample, batch_args,
+                             len(IMDB_LABELS), examples, "copies of test reviews re-batched with different padding",
                              threshold.value, rng, batch_size, lengths=widths,
                              timeout=evaluation_limit(threshold.reference_eval_s))
 
@@ -58,12 +60,14 @@ def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Thresh
     if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
         raise Feedback(f"{TOKENIZER_FILE}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
                        "(train it with dlcourse.rnn.train_tokenizer)")
-    max_length = config.get("max_length")
+    max_length, read = config.get("max_length"), config.get("read", "first")  # saved before `read` existed: "first"
     if not isinstance(max_length, int) or max_length < 1:
         raise Feedback(f"{saved_name}.json has no positive integer max_length (save the ClassifierConfig with save_model)")
+    if read not in READ_PARTS:
+        raise Feedback(f"{saved_name}.json: read must be one of {', '.join(READ_PARTS)}, not {read!r}")
     texts, labels = imdb_texts_labels("test", subset=subset, seed=seed)
-    ids = [x[:min(max_length, MAX_GRADING_LENGTH)] for x in encode(tokenizer, texts)]
+    ids = [review_window(x, min(max_length, MAX_GRADING_LENGTH), read) for x in encode(tokenizer, texts)]
     build = call("SentimentClassifier", call("ClassifierConfig", **config))
-    what = f"{len(texts):,} test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
+    what = "test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
     return graded_imdb(student, saved_name, build, weights, ids, labels, PAD_ID, lambda tokens, lengths: (tokens, lengths),
                        f"{what} of {imdb_source()}", threshold, batch_size)

@@ -4,7 +4,8 @@
         --submission-dir WORK/alice --results-json WORK/alice/results.json
 
 Hidden tests ask for the `student` fixture, a `StudentCode` (autograder/student.py). Each test carries
-`@pytest.mark.points(n)`; thresholds judged only on a GPU carry `@pytest.mark.cuda_only(what)`. The results
+`@pytest.mark.points(n)`. Thresholds are judged wherever the grader runs (its GPU when it has one), within the
+run's threshold budget; one that cannot be decided in it is skipped as "not judged" (autograder/scoring.py). The results
 file holds one entry per test (outcome, points earned, a message safe for the student) plus what happened to
 the worker (timeouts, crashes), which the batch grader turns into a gradebook row.
 """
@@ -35,17 +36,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth")
-    config.addinivalue_line("markers", "cuda_only(what): a threshold judged only where the grader has a CUDA GPU")
     config.addinivalue_line("markers", "cell(*grade_ids): answer cells checked for forbidden APIs before the test runs")
     config.pluginmanager.register(ResultCollector(config), "autograder-results")
-
-
-def pytest_runtest_setup(item):
-    """The course's rule for GPU-sized thresholds: judged only in CUDA runs, otherwise skipped with the reason (a
-    skipped test earns nothing and its points are reported as not judged, never as passed)."""
-    marker = item.get_closest_marker("cuda_only")
-    if marker and not torch.cuda.is_available():
-        pytest.skip(f"not judged: this grading run has no CUDA GPU, and {marker.args[0]} is judged only in CUDA runs")
 
 
 @pytest.hookimpl(tryfirst=True)

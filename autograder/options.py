@@ -16,6 +16,11 @@ class GradeOptions:
     memory_mb: int = 4096  # memory cap of each student worker (real use where a cgroup can be made)
     call_timeout: float = 20.0  # seconds for one layer-test call
     submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
+    # Seconds each threshold test may spend scoring a saved model (on this grader's CPU or GPU). The sequential
+    # rule (autograder/sequential.py) decides clear cases from a secret sample within it; a model too close to its
+    # bar to decide in time is reported "not judged on this grader" (no points, no zero). Every reference but
+    # BERT-base on a CPU is decided well within the default (benchmarks/threshold_cost.py).
+    threshold_budget: float = 600.0
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
     judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);

@@ -35,7 +35,6 @@ class HiddenTest:
     id: str  # "TestClass::test_name[param]", as in the gradebook
     group: str  # the test class's GROUP
     points: float
-    cuda_only: bool
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,7 @@ def pytest_collection_finish(session):
         if marker is None:
             raise RuntimeError(f"hidden test {item.nodeid} has no @pytest.mark.points(n)")
         tests.append({"file": Path(str(item.fspath)).stem, "id": item.nodeid.split("::", 1)[1],
-                      "group": getattr(item.cls, "GROUP", None) or "General", "points": float(marker.args[0]),
-                      "cuda_only": item.get_closest_marker("cuda_only") is not None})
+                      "group": getattr(item.cls, "GROUP", None) or "General", "points": float(marker.args[0])})
     Path(out).write_text(json.dumps(tests))
 
 
@@ -78,7 +76,7 @@ def collect_hidden_tests(assignments: list[Assignment]) -> dict[str, list[Hidden
             raise SystemExit(f"collecting the hidden tests' points failed (pytest exit {proc.returncode}):\n"
                              f"{(proc.stdout + proc.stderr)[-3000:]}")
         collected = json.loads(out.read_text())
-    return {a.name: [HiddenTest(t["id"], t["group"], t["points"], t["cuda_only"]) for t in collected
+    return {a.name: [HiddenTest(t["id"], t["group"], t["points"]) for t in collected
                      if t["file"] == a.hidden_tests.stem] for a in assignments}
 
 
@@ -99,8 +97,7 @@ def points_rows(assignment: Assignment, tests: list[HiddenTest]) -> list[Row]:
         base_id = test.id.split("[", 1)[0]
         if base_id in thresholds:
             name, threshold = thresholds[base_id]
-            where = " (judged only where the grader has a CUDA GPU)" if test.cuda_only else ""
-            rows.append(Row(test.group, f"your saved model: {format_bar(name, threshold)}{where}", test.points))
+            rows.append(Row(test.group, f"your saved model: {format_bar(name, threshold)}", test.points))
         else:
             if test.group not in groups:
                 rows.append(Row(test.group, "", 0.0))  # a place holder, filled in below, keeps the notebook order

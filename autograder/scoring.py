@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+import pytest
 import torch
 
 from autograder.feedback import Feedback, assert_shape
 from autograder.requests import call
+from autograder.sequential import CONFIDENCE, clopper_pearson, decide, stage_ends, stratified_order
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 
@@ -66,39 +70,105 @@ def outputs_in_secret_order(student: StudentCode, saved_name: str, build: dict, 
                                                     timeout=timeout))
 
 
-def canary_subset(n: int, rng: random.Random) -> list[int]:
-    """The secret random subset of n test examples whose perturbed copies are the canary."""
-    return rng.sample(range(n), min(CANARY_SIZE, n // 4))
+@dataclass(frozen=True)
+class SecretSample:
+    """The secret plan for scoring one classifier threshold (autograder/sequential.py): the test examples each
+    stage adds, in a label-stratified secret order, and the canary, perturbed copies of half of each stage's
+    examples (CANARY_SIZE in all at most), scored in the same stage. Pool index n + j is the copy of canary[j]."""
+
+    stages: list[list[int]]
+    canary: list[int]
+    canary_stage: list[int]  # the stage of each canary copy
+
+
+def secret_sample(labels: Sequence[int], rng: random.Random) -> SecretSample:
+    order, stages, canary, canary_stage, start = stratified_order(labels, rng), [], [], [], 0
+    for stage, end in enumerate(stage_ends(len(labels))):
+        stages.append(order[start:end])
+        copies = rng.sample(stages[-1], min(len(stages[-1]) // 2, CANARY_SIZE - len(canary)))
+        canary += copies
+        canary_stage += [stage] * len(copies)
+        start = end
+    return SecretSample(stages, canary, canary_stage)
 
 
 def graded_classifier(student: StudentCode, saved_name: str, build: dict, weights: dict, labels: torch.Tensor,
-                      canary: list[int], batch_args: Callable[[list[int]], tuple], num_classes: int, test_set: str,
-                      perturbed: str, threshold: float, rng: random.Random, batch_size: int,
+                      sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
+                      examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
                       lengths: Sequence[int] | None = None, timeout: float = 300.0) -> float:
-    """Accuracy of the saved classifier (`build` with `weights`, rebuilt in the worker) on N = len(labels) test
-    examples, followed by the canary: examples N.. are perturbed copies of the examples `canary`, described by
-    `perturbed` ("slightly shifted test images"). `batch_args(indices)` makes the worker's arguments for examples
-    `indices` of that pool of N + len(canary); all go in one secret order. Records both accuracies in
-    `student.notes`; Feedback below `threshold` or when the canary accuracy falls more than CANARY_MARGIN below
-    the accuracy on the same examples unperturbed. Returns the accuracy on the test set."""
-    n = len(labels)
-    logits = torch.full((n + len(canary), num_classes), float("nan"))
-    for indices, out in outputs_in_secret_order(student, saved_name, build, weights, len(logits), batch_args, rng,
-                                                batch_size, lengths, timeout):
-        assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
-        logits[indices] = out.float()
-    correct = logits.argmax(dim=1) == torch.cat([labels, labels[canary]])
-    accuracy = correct[:n].float().mean().item()
-    plain, perturbed_accuracy = correct[canary].float().mean().item(), correct[n:].float().mean().item()
-    student.notes[saved_name] = (f"test accuracy {accuracy:.2%} on {test_set}; {perturbed_accuracy:.2%} on {len(canary):,} "
-                                 f"{perturbed} ({plain:.2%} on the same unperturbed)")
-    if accuracy < threshold:
-        raise Feedback(f"{saved_name}: test accuracy {accuracy:.2%} on {test_set}, below the required {threshold:.0%}")
+    """Whether the saved classifier (`build` with `weights`, rebuilt in the worker) reaches `threshold` accuracy on
+    the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
+    stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
+    order, as `batch_args(pool indices)`, and the rule (autograder/sequential.py) looks at the examples scored so
+    far. Records how it was decided in `student.notes`; Feedback below the bar, or when the canary accuracy falls
+    more than CANARY_MARGIN below the accuracy on the same examples unperturbed (a lookup of the public test set).
+    A decision the grader's budget (student.threshold_budget) cannot reach is not judged (pytest.skip: no points,
+    no zero); a stage cut short by the budget never decides (its examples are not a stratified sample). `timeout`
+    bounds the model's time over the whole split (a slow model's Feedback). Returns the accuracy measured."""
+    n, started = len(labels), time.monotonic()
+    budget = student.threshold_budget()
+    predicted = torch.full((n + len(sample.canary),), -1, dtype=torch.long)
+    scored: list[int] = []
+    decision = None
+    for stage, examples_added in enumerate(sample.stages):
+        pool = examples_added + [n + j for j, s in enumerate(sample.canary_stage) if s == stage]
+        elapsed = time.monotonic() - started
+        if scored and elapsed / (len(scored) + _copies_before(sample, stage)) * len(pool) > budget - elapsed:
+            break  # the next stage would not fit in the budget (the measured rate so far)
+        stage_lengths = [lengths[i] for i in pool] if lengths is not None else None
+        cut_short = False
+        for local, out in outputs_in_secret_order(student, saved_name, build, weights, len(pool),
+                                                  lambda indices: batch_args([pool[i] for i in indices]), rng,
+                                                  batch_size, stage_lengths, max(1.0, timeout - elapsed)):
+            indices = [pool[i] for i in local]
+            assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
+            predicted[indices] = out.float().argmax(dim=1)
+            if time.monotonic() - started > budget:
+                cut_short = True
+                break
+        scored += examples_added
+        if cut_short:  # a partial stage: what it scored is reported, but never decides
+            scored = [i for i in scored if predicted[i] >= 0]
+            break
+        correct = int((predicted[scored] == labels[scored]).sum())
+        decision = decide(correct, len(scored), n, threshold)
+        if decision.passed is not None:
+            break
+    where = scored_on(student, started)
+    if decision is None or decision.passed is None:
+        correct = int((predicted[scored] == labels[scored]).sum())
+        lower, upper = clopper_pearson(correct, len(scored), 1 - CONFIDENCE) if scored else (0.0, 1.0)
+        undecided = (f"accuracy between {lower:.2%} and {upper:.2%} after {len(scored):,} of {n:,} {examples} "
+                     f"({CONFIDENCE:.1%} interval), bar {threshold:.0%}")
+        student.notes[saved_name] = f"not judged on this grader: {undecided}; {where}, budget {budget:.0f} s"
+        pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
+    copies = [j for j, s in enumerate(sample.canary_stage) if predicted[n + j] >= 0]
+    originals = [sample.canary[j] for j in copies]
+    plain = (predicted[originals] == labels[originals]).float().mean().item()
+    perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
+    verdict = "reaches" if decision.passed else "falls short of"
+    student.notes[saved_name] = (f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; "
+                                 f"{where}; canary {perturbed_accuracy:.2%} on {len(copies):,} {perturbed} "
+                                 f"({plain:.2%} on the same unperturbed)")
+    if not decision.passed:
+        raise Feedback(f"{saved_name}: {decision.describe(examples)}, below the required {threshold:.0%}")
     if perturbed_accuracy < plain - CANARY_MARGIN:
         student.notes[f"{saved_name} canary"] = "accuracy collapsed on the perturbed copies: flagged as a lookup"
         raise Feedback(f"{saved_name}: accuracy on {perturbed} fell from {plain:.2%} to {perturbed_accuracy:.2%}: the model "
                        "seems to recognise the test set rather than classify")
-    return accuracy
+    return decision.accuracy
+
+
+def scored_on(student: StudentCode, started: float) -> str:
+    """Where and how long a threshold was scored, for the notes: "scored on cpu (2 threads) in 3.1 s"."""
+    threads = student.policy.threads
+    return (f"scored on {student.policy.device} ({threads} thread{'' if threads == 1 else 's'}) in "
+            f"{time.monotonic() - started:.1f} s")
+
+
+def _copies_before(sample: SecretSample, stage: int) -> int:
+    """Canary copies scored in the stages before `stage`."""
+    return sum(1 for s in sample.canary_stage if s < stage)
 
 
 EVAL_SLACK = 10.0  # a student's saved model may take this many times what the reference needs for a test split
@@ -121,11 +191,11 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
 
     saved_config, weights = student.saved_model(saved_name)
     test, rng = load_image_split(dataset, train=False), secret_rng()
-    canary = canary_subset(len(test), rng)
+    sample = secret_sample(test.labels.tolist(), rng)
     images = test.normalized()
-    pool = torch.cat([images, shift_one_pixel(images[canary], rng)])
-    return graded_classifier(student, saved_name, call(model, call(config, **saved_config)), weights, test.labels, canary,
-                             lambda indices: (pool[indices],), len(test.classes), f"{len(test):,} images of {test.source}",
+    pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
+    return graded_classifier(student, saved_name, call(model, call(config, **saved_config)), weights, test.labels, sample,
+                             lambda indices: (pool[indices],), len(test.classes), f"test images of {test.source}",
                              "slightly shifted test images", threshold.value, rng, batch_size=1000,
                              timeout=evaluation_limit(threshold.reference_eval_s))
 

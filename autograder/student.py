@@ -28,6 +28,7 @@ LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
 MAX_WEIGHTS_BYTES = 1 << 30
 MAX_CONFIG_BYTES = 64 << 10
 MAX_TOKENIZER_BYTES = 64 << 20
+THRESHOLD_RESERVE_S = 30.0  # of a submission's budget, never spent on scoring a threshold
 
 
 @dataclass
@@ -41,6 +42,7 @@ class StudentCode:
     log_path: Path
     call_timeout: float = 20.0
     budget_s: float | None = None  # the whole submission's time budget; no request may run past it
+    threshold_budget_s: float = 600.0  # seconds one threshold may spend scoring (GradeOptions.threshold_budget)
     forbidden_names: list[str] = field(default_factory=list)  # for the static check (see notebook.find_forbidden)
     events: list[str] = field(default_factory=list)  # "timeout" / "crashed", one per occurrence
     forbidden_calls: set[str] = field(default_factory=set)
@@ -64,6 +66,7 @@ class StudentCode:
                                preload_modules=[*spec.preload_modules, *options.preload_modules])
         return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
                    call_timeout=options.call_timeout, budget_s=options.budget(assignment),
+                   threshold_budget_s=options.threshold_budget,
                    forbidden_names=list(spec.forbidden_names))
 
     def __post_init__(self):
@@ -108,6 +111,13 @@ class StudentCode:
             raise Feedback(f"{what}: not run, the time budget for grading this submission ({self.budget_s:.0f} s) is "
                            "spent (earlier calls ran long: an infinite loop or very slow code?)")
         return min(wanted, left)
+
+    def threshold_budget(self) -> float:
+        """Seconds the next threshold may spend scoring: the run's threshold budget, or less when the submission's
+        own budget ends sooner (THRESHOLD_RESERVE_S is kept for the tests after it)."""
+        if self.deadline is None:
+            return self.threshold_budget_s
+        return max(0.0, min(self.threshold_budget_s, self.deadline - time.monotonic() - THRESHOLD_RESERVE_S))
 
     def check_rules(self, grade_id: str) -> None:
         """Fail if answer cell `grade_id` uses what the assignment forbids, found by reading it (the worker

@@ -18,7 +18,7 @@ import torch
 
 from autograder.feedback import Feedback, assert_shape
 from autograder.requests import handle, module, name
-from autograder.scoring import evaluation_limit, outputs_in_secret_order, secret_batches, secret_rng
+from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
@@ -77,6 +77,7 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
     worker returns the logits of `forward_args(src, tgt_in)` for batches in a secret order; the targets stay here.
     Fails the test above `threshold.value`."""
     src, tgt = encode_pairs(tokenizer, multi30k_test_pairs())
+    started = time.monotonic()
 
     def batch_args(indices: list[int]) -> tuple:
         s, t = trim_padding(src[indices], tgt[indices])
@@ -92,8 +93,10 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
         nll, n = target_nll(logits, t[:, 1:])
         total, count = total + nll, count + n
     perplexity = math.exp(total / count)
-    student.notes[f"{saved_name} perplexity"] = (f"test perplexity {perplexity:.2f} per target token on {len(src)} "
-                                                 "Multi30k test pairs")
+    student.notes[f"{saved_name} perplexity"] = (f"test perplexity {perplexity:.2f} per target token on all {len(src):,} "
+                                                 f"Multi30k test pairs (exact; {count:,} target tokens): "
+                                                 f"{'within' if perplexity <= threshold.value else 'above'} the bar "
+                                                 f"{threshold.value:g}; {scored_on(student, started)}")
     if not perplexity <= threshold.value:
         raise Feedback(f"{saved_name}: test perplexity {perplexity:.2f}, above the required {threshold.value}")
     return perplexity
@@ -124,7 +127,9 @@ def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dic
         for i, text in zip(indices, token_ids_to_text(tokenizer, result.value.long())):
             hypotheses[i] = text
     bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
-    student.notes[f"{saved_name} BLEU"] = f"BLEU {bleu.score:.2f} on {len(src)} Multi30k test sentences ({bleu.signature})"
+    student.notes[f"{saved_name} BLEU"] = (f"BLEU {bleu.score:.2f} on all {len(src):,} Multi30k test sentences (exact; "
+                                           f"{bleu.signature}): {'reaches' if bleu.score >= threshold.value else 'below'} "
+                                           f"the bar {threshold.value:g}; {scored_on(student, started)}")
     if not bleu.score >= threshold.value:
         raise Feedback(f"{saved_name}: BLEU {bleu.score:.2f} on the test set, below the required {threshold.value}")
     return bleu.score, hypotheses

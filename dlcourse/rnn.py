@@ -59,6 +59,22 @@ def imdb_texts_labels(split: str, subset: int | None = None, seed: int = 0) -> t
     return list(data["text"]), [int(y) for y in data["label"]]
 
 
+READ_PARTS = ("first", "last")  # which tokens of a long review a classifier reads (ClassifierConfig.read)
+
+
+def review_window(ids: list[int], max_length: int, read: str = "first") -> list[int]:
+    """The part of a review's token ids a classifier reads: its first or its last `max_length` tokens. The
+    notebook's training cells and the grader cut reviews with this one function, so they always agree."""
+    if read not in READ_PARTS:
+        raise ValueError(f"read must be one of {READ_PARTS}, not {read!r}")
+    return list(ids[:max_length] if read == "first" else ids[-max_length:])
+
+
+def reviews_as_read(items: list[tuple[list[int], int]], max_length: int, read: str = "first") -> list[tuple[list[int], int]]:
+    """(token ids, label) pairs with each review cut by `review_window`."""
+    return [(review_window(ids, max_length, read), label) for ids, label in items]
+
+
 # -- batching ---------------------------------------------------------------------------------------
 def bucketed_batches(lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0) -> list[list[int]]:
     """Index batches of reviews of similar length (much less padding, so a recurrent loop over time is

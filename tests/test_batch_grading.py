@@ -280,6 +280,24 @@ def test_max_score_is_the_same_for_every_row_and_never_counts_what_was_not_judge
     assert [rows[s]["score"] for s in ("ok", "partial", "alice")] == [4, 4, 0]
 
 
+def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
+    """A borderline model the grader's threshold budget cannot decide is not judged for that student alone: another
+    student's judged result of the same test stands."""
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook
+    from autograder.grade import Submission
+    from autograder.results import SubmissionResult, TestResult
+
+    def result(outcome, earned):
+        return SubmissionResult("ok", tests=[TestResult("T", "T", "G", 6, earned, outcome,
+                                                        "not judged on this grader: ..." if outcome == "skipped" else "")])
+    rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), [
+        (Submission("clear", Path("c.ipynb")), result("passed", 6)),
+        (Submission("borderline", Path("b.ipynb")), result("skipped", 0))])["submissions"]}
+    assert (rows["clear"]["score"], rows["clear"]["max_score"], rows["clear"]["not_judged_points"]) == (6, 6, 0)
+    assert (rows["borderline"]["score"], rows["borderline"]["max_score"], rows["borderline"]["not_judged_points"]) == (0, 0, 6)
+
+
 def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path):
     from autograder.assignments import load_assignment
     from autograder.gradebook import build_gradebook, write_outputs

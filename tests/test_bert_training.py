@@ -9,8 +9,8 @@ notebook saves it and graded through the autograder's own accuracy path (grader-
 saved tokenizer, float16 weights, logits from the sandboxed worker), which must agree with the notebook's own
 evaluation.
 
-The threshold itself (>= 85 % on all 25 000 test reviews) needs a GPU and is judged by the autograder in
-CUDA runs. This run takes about 1 min on two idle cores (fine-tuning 30 s), 3-5 min on a busy machine.
+The threshold itself (>= 85 % on all 25 000 test reviews) is judged by the autograder on every grader (on a CPU,
+bert-base's clear cases within the threshold budget; borderline ones want a GPU). This run takes about 1 min on two idle cores (fine-tuning 30 s), 3-5 min on a busy machine.
 """
 import dataclasses
 import importlib.util
@@ -24,6 +24,7 @@ from autograder.assignments import PROJECT_ROOT, load_assignment
 from autograder.notebook import cell_source, grade_id
 from autograder.samples import reference_notebook, run_reference_cells
 from dlcourse.bert import CHECKPOINT_ENV, STAND_IN_LABEL, FineTuneRecipe, checkpoint_label, offline_stand_in
+from threshold_notes import assert_decided
 
 DEFINITION_CELLS = ["setup", "load_pretrained", "tokenize", "classifier", "freeze", "optimizer", "train_step",
                     "fine_tune", "evaluate"]
@@ -85,7 +86,8 @@ def test_reference_fine_tunes_the_stand_in_beyond_chance(fine_tuned):
 
 
 def test_grading_path_agrees_with_the_notebook(fine_tuned):
-    """The saved files (fp16 weights, config, tokenizer), graded as the autograder grades them in CUDA runs."""
+    """The saved files (fp16 weights, config, tokenizer), graded as the autograder grades them (CI bar, not the
+    course's: these weights are briefly trained)."""
     from autograder.options import GradeOptions
     from autograder.student import StudentCode
 
@@ -105,3 +107,4 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
         student.close()
     print(f"\ngraded from the saved files: {student.notes['bert_imdb']} (the notebook's own evaluation: {accuracy:.2%})")
     assert abs(graded - accuracy) <= 2 / RECIPE.test_subset, (graded, accuracy)  # float16 weights: at most a review or two
+    assert_decided(student.notes["bert_imdb"])

@@ -125,7 +125,7 @@ def test_gradebook_report_is_clean_and_valid():
 
 
 def test_gradebook_report_runs_on_a_gradebook(tmp_path, monkeypatch):
-    skipped = "skipped"  # the CIFAR test is skipped for everyone: the grader had no GPU
+    skipped = "skipped"  # the CIFAR test is not judged for them: borderline models beyond the threshold budget
     write_gradebook(tmp_path / "vit", gradebook("vit", [
         # alice: all judged tests pass; her analysis cell is still pending.
         submission("alice", "ok", {"test_patchify_shape": "passed", "test_patchify_values": "passed",

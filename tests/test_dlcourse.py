@@ -118,3 +118,14 @@ def test_multi30k_pairs_line_up(local_datasets):
     assert sizes == {"train": 29_000, "val": 1_014, "test": 1_000}
     german, english = load_multi30k("val")[0]
     assert german.startswith("Eine Gruppe von Männern") and english.startswith("A group of men")
+
+
+def test_review_window_reads_the_first_or_the_last_tokens():
+    from dlcourse.rnn import review_window, reviews_as_read
+
+    ids = list(range(10))
+    assert review_window(ids, 4, "first") == [0, 1, 2, 3] and review_window(ids, 4, "last") == [6, 7, 8, 9]
+    assert review_window(ids[:3], 4, "last") == [0, 1, 2]  # a short review is read whole
+    assert reviews_as_read([(ids, 1)], 2, "last") == [([8, 9], 1)]
+    with pytest.raises(ValueError, match="read must be one of"):
+        review_window(ids, 4, "middle")

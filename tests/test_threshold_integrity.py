@@ -3,7 +3,9 @@
 The scoring functions are driven directly with tiny fake models standing in for the sandboxed worker
 (`FakeStudent.saved_model_outputs` runs them on each batch the grader would send). An honest classifier keeps
 its accuracy; a model that returns the labels in a fixed order falls to chance; a model that recognises the
-exact test inputs passes the plain split but collapses on the canary and is flagged.
+exact test inputs passes the plain split but collapses on the canary and is flagged. On a larger split, the
+sequential rule (autograder/sequential.py) decides a clear case from its first stage, and a borderline one the
+budget cannot reach is not judged (skipped: neither zero nor full marks).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import torch.nn.functional as F
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
 from autograder.spec import Threshold
-from autograder.scoring import canary_subset, graded_classifier, secret_batches, secret_rng, shift_one_pixel
+from autograder.scoring import graded_classifier, secret_batches, secret_rng, secret_sample, shift_one_pixel
+from autograder.sequential import FIRST_STAGE
 
 NUM_CLASSES, N = 10, 800
 
@@ -30,6 +33,11 @@ class FakeStudent:
     model: Callable[..., torch.Tensor]
     notes: dict[str, str] = field(default_factory=dict)
     sent: list[tuple] = field(default_factory=list)
+    budget_s: float = 600.0
+    policy: object = field(default_factory=lambda: type("Policy", (), {"device": "cpu", "threads": 1})())
+
+    def threshold_budget(self) -> float:
+        return self.budget_s
 
     def saved_model_outputs(self, saved_name, build, weights, batches, timeout=300.0):
         for args in batches:
@@ -41,21 +49,21 @@ def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tenso
     return F.one_hot(labels.long(), num_classes).float()
 
 
-def image_set(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 8, 8) images whose label is their (shift-invariant) mean brightness, plus noise."""
+def image_set(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 1, 8, 8) images whose label is their (shift-invariant) mean brightness, plus noise."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, NUM_CLASSES, (N,), generator=g)
-    return labels.float().view(-1, 1, 1, 1) + 0.1 * torch.rand(N, 1, 8, 8, generator=g), labels
+    labels = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    return labels.float().view(-1, 1, 1, 1) + 0.1 * torch.rand(n, 1, 8, 8, generator=g), labels
 
 
-def grade_images(student: FakeStudent, threshold: float = 0.8) -> float:
+def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N) -> float:
     """The image path of autograder.scoring.graded_accuracy on the toy images."""
-    images, labels = image_set()
+    images, labels = image_set(n=n)
     rng = secret_rng()
-    canary = canary_subset(N, rng)
-    pool = torch.cat([images, shift_one_pixel(images[canary], rng)])
-    return graded_classifier(student, "toy", {}, {}, labels, canary, lambda indices: (pool[indices],), NUM_CLASSES,
-                             f"{N} toy images", "slightly shifted test images", threshold, rng, batch_size=64)
+    sample = secret_sample(labels.tolist(), rng)
+    pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
+    return graded_classifier(student, "toy", {}, {}, labels, sample, lambda indices: (pool[indices],), NUM_CLASSES,
+                             "toy images", "slightly shifted test images", threshold, rng, batch_size=64)
 
 
 def test_secret_batches_cover_every_example_once_in_random_sizes():
@@ -88,7 +96,9 @@ def test_shift_one_pixel_rolls_each_image_by_one_pixel():
 def test_an_honest_classifier_passes_and_its_outputs_are_put_back_in_order():
     student = FakeStudent(lambda x: one_hot(x.mean(dim=(1, 2, 3)).floor()))
     assert grade_images(student) == 1.0
-    assert "100.00% on 200 slightly shifted test images (100.00% on the same unperturbed)" in student.notes["toy"]
+    assert "100.00% on 400 slightly shifted test images (100.00% on the same unperturbed)" in student.notes["toy"]
+    assert student.notes["toy"].startswith("accuracy 100.00% on all 800 toy images (exact): reaches the bar 80%; "
+                                           "scored on cpu")
     assert len({len(args[0]) for args in student.sent}) > 1  # batch sizes vary
 
 
@@ -112,7 +122,43 @@ def test_a_model_that_recognises_the_test_inputs_is_flagged_by_the_canary():
     with pytest.raises(Feedback, match=r"accuracy on slightly shifted test images fell from 100.00% to .*: the model "
                                        "seems to recognise the test set rather than classify"):
         grade_images(student)
-    assert student.notes["toy"].startswith("test accuracy 100.00%") and "flagged" in student.notes["toy canary"]
+    assert student.notes["toy"].startswith("accuracy 100.00%") and "flagged" in student.notes["toy canary"]
+
+
+def brightness_classifier(wrong_every: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Right except on images whose noise hash puts them in 1 of `wrong_every` (a fixed, input-keyed subset)."""
+    def classify(x):
+        label = x.mean(dim=(1, 2, 3)).floor().long()
+        unlucky = (x[:, 0, 0, 0] * 1e4).long() % wrong_every == 0
+        return one_hot(torch.where(unlucky, (label + 1) % NUM_CLASSES, label))
+    return classify
+
+
+def test_a_clear_case_is_decided_by_the_first_stage_and_says_so():
+    student = FakeStudent(brightness_classifier(wrong_every=10))  # about 90 %, bar 50 %
+    grade_images(student, threshold=0.5, n=8000)
+    scored = sum(len(args[0]) for args in student.sent)
+    assert scored == FIRST_STAGE + FIRST_STAGE // 2  # the first stage and its canary copies, no more
+    assert f"on {FIRST_STAGE:,} of 8,000 toy images, a secret stratified sample (99.9% interval" in student.notes["toy"]
+    assert "reaches the bar 50%; scored on cpu (1 thread)" in student.notes["toy"]
+
+
+def test_a_borderline_case_is_scored_to_the_whole_split_which_decides_exactly():
+    images, labels = image_set(n=4000)
+    correct = int((brightness_classifier(10)(images).argmax(dim=1) == labels).sum())
+    grade_images(FakeStudent(brightness_classifier(10)), threshold=correct / 4000, n=4000)  # right on the bar: passes
+    student = FakeStudent(brightness_classifier(10))
+    with pytest.raises(Feedback, match="below the required"):  # one example short of the bar: fails
+        grade_images(student, threshold=(correct + 1) / 4000, n=4000)
+    assert "on all 4,000 toy images (exact)" in student.notes["toy"]
+
+
+def test_a_borderline_case_beyond_the_budget_is_not_judged_and_says_between_what():
+    student = FakeStudent(brightness_classifier(wrong_every=10), budget_s=0.0)
+    with pytest.raises(pytest.skip.Exception, match=r"not judged on this grader: toy accuracy between .* after .* toy "
+                                                    r"images .*grade on a GPU or raise --threshold-budget"):
+        grade_images(student, threshold=0.9, n=8000)
+    assert student.notes["toy"].startswith("not judged on this grader")
 
 
 def reviews(seed: int = 5) -> tuple[list[list[int]], list[int]]:
@@ -126,7 +172,7 @@ def grade_reviews(student: FakeStudent, threshold: float = 0.8) -> float:
     ids, labels = reviews()
     bar = Threshold(threshold, test="TestAccuracy::test_toy", reference_eval_s=1.0)  # evaluation limit: the 60 s floor
     return graded_imdb(student, "toy_imdb", {}, {}, ids, labels, 0, lambda tokens, lengths: (tokens, lengths),
-                       f"{N} toy reviews", bar, batch_size=50)
+                       "toy reviews", bar, batch_size=50)
 
 
 def has_seven(tokens: torch.Tensor) -> torch.Tensor:

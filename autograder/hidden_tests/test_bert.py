@@ -8,8 +8,10 @@ values; the padding test uses an encoder whose weights make attended padding cha
 training step is tested on a reference classifier (a stand-in: the student's head plays no part) against the
 reference loss, with a recording optimizer and scheduler.
 
-The accuracy (>= 85 % on the 25 000 IMDB test reviews) is judged in CUDA runs only, from the files the
-notebook saved: the classifier in float16 safetensors, its head settings and the encoder's architecture in
+The accuracy (>= 85 % on the 25 000 IMDB test reviews) is judged wherever the grader runs, by the sequential
+rule on a secret sample (autograder/scoring.py): a clear case is decided within the threshold budget even on a
+CPU, a borderline one there is reported "not judged on this grader". It is judged from the files the notebook
+saved: the classifier in float16 safetensors, its head settings and the encoder's architecture in
 JSON, the tokenizer in one tokenizers-library file. The grader rebuilds SentimentClassifier(encoder, **head)
 in the worker (the encoder from the saved architecture, so nothing is downloaded), loads the weights,
 tokenises the test split here with the saved tokenizer and gets the logits batch by batch; only this
@@ -304,16 +306,15 @@ def graded_bert_accuracy(student, saved_name: str = SAVED_NAME, threshold: Thres
                  **head_config)
     return graded_imdb(student, saved_name, build, weights, ids, list(test["label"]), pad_token_id,
                        lambda tokens, lengths: (tokens, (torch.arange(tokens.shape[1]) < lengths[:, None]).long()),
-                       f"{len(ids):,} reviews of {imdb_source()}, checkpoint {config.get('checkpoint', 'not recorded')}, "
-                       f"max_length {max_length}", threshold, batch_size, max_width=max_length)
+                       f"test reviews of {imdb_source()} (checkpoint {config.get('checkpoint', 'not recorded')}, "
+                       f"max_length {max_length})", threshold, batch_size, max_width=max_length)
 
 
 class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(10)
-    @pytest.mark.cuda_only("the IMDB threshold")
     def test_imdb_accuracy(self, student):
-        """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split (judged in CUDA runs only)"""
+        """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split"""
         graded_bert_accuracy(student)
 

@@ -7,8 +7,8 @@ and the loops with a torch-built classifier, the reference compute_loss and a re
 notebook documents: the scheduler is stepped once per batch, right after optimizer.step()), on batches of unequal
 sizes (the loops report means per review). The classifier's dropout is checked in train mode against the
 reference under the same replayed masks (stand_ins/dropout.py): the notebook states where it goes. Accuracy is judged from the saved
-tokenizer and weights on the IMDB test split in CUDA runs (autograder/imdb_grading.py); CI's CPU check of the
-same grading path is tests/test_rnn_training.py.
+tokenizer and weights on the IMDB test split, wherever the grader runs (autograder/imdb_grading.py: the sequential
+rule on a secret sample); CI's check of the same path on briefly trained weights is tests/test_rnn_training.py.
 """
 import pytest
 import torch
@@ -470,13 +470,11 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(4)
-    @pytest.mark.cuda_only("the RNN IMDB threshold")
     def test_rnn_accuracy(self, student):
-        """The saved RNN reaches at least 70% on the 25 000 IMDB test reviews (judged in CUDA runs only)"""
+        """The saved RNN reaches at least 70% on the 25 000 IMDB test reviews"""
         graded_rnn_accuracy(student, "rnn_imdb", THRESHOLDS["rnn"])
 
     @pytest.mark.points(6)
-    @pytest.mark.cuda_only("the LSTM IMDB threshold")
     def test_lstm_accuracy(self, student):
-        """The saved LSTM reaches at least 80% on the 25 000 IMDB test reviews (judged in CUDA runs only)"""
+        """The saved LSTM reaches at least 80% on the 25 000 IMDB test reviews"""
         graded_rnn_accuracy(student, "lstm_imdb", THRESHOLDS["lstm"])

@@ -1,10 +1,11 @@
 """Sample submissions of the RNN assignment and the tests each must fail (see autograder/samples/__init__.py).
 
-Both IMDB thresholds (RNN ≥ 70 %, LSTM ≥ 80 % on the 25 000 test reviews) are judged only in CUDA runs and
-skipped elsewhere. So the reference carries trained weights only where CUDA is: there its training cells (the
-notebook's own, full recipes) run before grading; on a CPU nothing would judge them, and a Python loop over
-time steps on 25 000 reviews takes far too long there. CI's CPU check of the training and grading path is
-tests/test_rnn_training.py. Every other sample carries no weights and also fails the accuracy tests in CUDA runs.
+Both IMDB thresholds (RNN ≥ 70 %, LSTM ≥ 80 % on the 25 000 test reviews) are judged on every grader. The
+reference carries trained weights only where CUDA is: there its training cells (the notebook's own, full
+recipes) run before grading; on a CPU they take far longer than a demo should (the RNN ~6 min, the LSTM hours:
+benchmarks/recipes.py), so there the reference fails both thresholds too: no reference weights in this demo.
+CI's check of the training and grading path is tests/test_rnn_training.py. Every other sample carries no
+weights and fails the accuracy tests ("not in the submission").
 """
 import torch
 
@@ -112,7 +113,7 @@ def evaluate(model, loader, device="cpu"):
 
 SAMPLES = [
     Sample("reference", "the instructor's solution (with weights trained by its own cells where CUDA is)",
-           trained=torch.cuda.is_available()),
+           trained=torch.cuda.is_available(), expect_failed=set() if torch.cuda.is_available() else ACCURACY),
     Sample("untouched_release", "the release notebook as students get it", base="release",
            expect_failed=COLLATE | RNN_SHAPE | RNN_VALUES | RNN_REST | LSTM_SHAPE | LSTM_VALUES | LSTM_REST | CLASSIFIER
            | LOSS_VALUES | LOSS_LARGE | LOSS_COUNT | LOOPS | ACCURACY),

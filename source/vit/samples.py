@@ -1,10 +1,14 @@
 """Sample submissions of the ViT assignment and the tests each must fail (see autograder/samples/__init__.py).
 
 Only the reference, hostile_infinite_loop, hostile_print_500mb and hostile_label_lookup carry trained weights, so
-every other sample also fails the accuracy tests ("not in the submission"). Where there is no CUDA GPU the CIFAR-10 test is skipped for all of them.
+every other sample also fails the accuracy tests ("not in the submission"). Both thresholds are judged on every
+grader; the CIFAR-10 weights are trained (by the notebook's own cells) only where CUDA is, so elsewhere the CIFAR-10
+test fails for every sample, the trained ones included: no reference weights in this demo.
 """
 import base64
 import zlib
+
+import torch
 
 from autograder.samples import Sample, canaries
 
@@ -19,6 +23,8 @@ BLOCK = {"TestBlock::test_matches_torchvision_encoder_block", "TestBlock::test_r
 VIT = {"TestViT::test_output_shape", "TestViT::test_matches_torchvision_vision_transformer",
        "TestViT::test_gradients_reach_embeddings", "TestViT::test_position_dropout_in_train_mode_only"}
 ACCURACY = {"TestAccuracy::test_fashion_mnist_accuracy", "TestAccuracy::test_cifar10_accuracy"}
+# What the trained samples lack where no CUDA trained the CIFAR-10 model (see above).
+UNTRAINED_HERE = set() if torch.cuda.is_available() else {"TestAccuracy::test_cifar10_accuracy"}
 
 
 MLP_FIRST_LINE = "        x = self.drop(self.act(self.fc1(x)))"
@@ -195,7 +201,7 @@ ViT.forward = _vit_forward
 """
 
 SAMPLES = [
-    Sample("reference", "the instructor's solution with trained weights", trained=True),
+    Sample("reference", "the instructor's solution with trained weights", trained=True, expect_failed=UNTRAINED_HERE),
     Sample("untouched_release", "the release notebook as students get it", base="release",
            expect_failed=PATCHIFY | ATTENTION | MLP | BLOCK | VIT | ACCURACY),
     Sample("bug_attention_scale", "planted bug: attention scores not divided by sqrt(d_k)",
@@ -247,11 +253,11 @@ SAMPLES = [
     escape_attempt("hostile_ctypes_escape", CTYPES_ESCAPE, "ctypes.pythonapi.system() and ctypes.pythonapi.fork(), "
                    "past the audit hook"),
     escape_attempt("hostile_print_500mb", PRINT_500MB, "prints 500 MB while its cells load, otherwise the reference "
-                   "with trained weights: full marks", trained=True, expect_failed=set()),
+                   "with trained weights: full marks", trained=True, expect_failed=UNTRAINED_HERE),
     Sample("hostile_label_lookup", "label lookup: trained weights, but ViT.forward returns the public "
            "FashionMNIST test labels in the grader's old fixed order (a counter), ignoring the images",
            edits=[("vit", VIT_RETURN, label_lookup)], trained=True,
-           expect_failed={"TestAccuracy::test_fashion_mnist_accuracy"}),
+           expect_failed={"TestAccuracy::test_fashion_mnist_accuracy"} | UNTRAINED_HERE),
     Sample("hostile_wrapped_evasion", "Attention computes with scaled_dot_product_attention reached through torch.ops "
            "and __wrapped__ by names the static check cannot read: only the run-time tripwire catches it",
            edits=[("attention", "        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)     # (B, nh, T, T)",
