@@ -1,0 +1,162 @@
+"""The Gradescope autograder zip (autograder/gradescope.py): built by the real command, checked file by file, and its
+run_autograder run in Gradescope's folder layout simulated under a temporary root (GRADESCOPE_ROOT). Its results.json
+must follow Gradescope's format and give the same scores as `python -m autograder grade` on the same samples.
+setup.sh's install step (apt, a venv, pip) is not run here: run_autograder uses this project's interpreter
+(GRADESCOPE_PYTHON) instead of the venv setup.sh would make."""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+
+import jsonschema
+import pytest
+
+from autograder.assignments import PROJECT_ROOT, list_assignments
+
+ASSIGNMENT = "vit"
+SAMPLES = ("untouched_release", "bug_attention_scale")  # no trained weights needed: seconds to grade each
+
+# Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/), the fields we write.
+VISIBILITIES = ["hidden", "after_due_date", "after_published", "visible"]
+RESULTS_SCHEMA = {
+    "type": "object",
+    "required": ["score", "execution_time", "output", "stdout_visibility", "tests"],
+    "properties": {
+        "score": {"type": "number", "minimum": 0},
+        "execution_time": {"type": "number", "minimum": 0},
+        "output": {"type": "string", "minLength": 1},
+        "stdout_visibility": {"const": "hidden"},
+        "tests": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "number", "output", "visibility"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "number": {"type": "string"},
+                           "score": {"type": "number", "minimum": 0}, "max_score": {"type": "number", "minimum": 0},
+                           "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
+                           "visibility": {"enum": VISIBILITIES}},
+            "dependentRequired": {"score": ["max_score"], "max_score": ["score"]},
+            "additionalProperties": False}},
+    },
+    "additionalProperties": False,
+}
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=PROJECT_ROOT, capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def autograder_zip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gradescope") / f"autograder_{ASSIGNMENT}.zip"
+    run(sys.executable, "-m", "autograder", "gradescope", ASSIGNMENT, "--out", str(path), "--hidden-until", "published")
+    return path
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """Two ViT samples, and the local gradebook of `python -m autograder grade` for them."""
+    out = tmp_path_factory.mktemp("gradescope-samples")
+    run(sys.executable, "-m", "autograder", "samples", ASSIGNMENT, "--out", str(out / "all"))
+    (out / "submissions").mkdir()
+    for name in SAMPLES:
+        shutil.copy(out / "all" / f"{name}.tar.gz", out / "submissions")
+    run(sys.executable, "-m", "autograder", "grade", str(out / "submissions"), "--assignment", ASSIGNMENT,
+        "--out", str(out / "grades"), "--workers", "1")
+    gradebook = json.loads((out / "grades" / "gradebook.json").read_text())
+    return out / "submissions", {row["student_id"]: row for row in gradebook["submissions"]}
+
+
+def gradescope_root(tmp_path, autograder_zip):
+    """Gradescope's layout: the zip unpacked in ROOT/source, ROOT/submission and ROOT/results to be filled."""
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(autograder_zip) as archive:
+        archive.extractall(root / "source")
+    (root / "submission").mkdir()
+    return root
+
+
+def run_autograder(root, python=sys.executable) -> dict:
+    env = dict(os.environ, GRADESCOPE_ROOT=str(root), GRADESCOPE_PYTHON=python)
+    proc = subprocess.run(["bash", str(root / "source" / "run_autograder")], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    results = json.loads((root / "results" / "results.json").read_text())
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    return results
+
+
+def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
+    with zipfile.ZipFile(autograder_zip) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        config = json.loads(archive.read("gradescope.json"))
+    names = set(infos)
+    for script in ("setup.sh", "run_autograder"):
+        assert infos[script].external_attr >> 16 & stat.S_IXUSR, f"{script} is not executable in the zip"
+    hidden = {n for n in names if n.startswith("autograder/hidden_tests/") and n.endswith(".py")}
+    assert hidden == {f"autograder/hidden_tests/test_{ASSIGNMENT}.py"}
+    assert {n.split("/")[1] for n in names if n.startswith(("source/", "release/"))} == {ASSIGNMENT}
+    assert f"source/{ASSIGNMENT}/samples.py" not in names  # the samples' solutions and hostile code stay out
+    assert {f"source/{ASSIGNMENT}/spec.py", f"release/{ASSIGNMENT}/{ASSIGNMENT}.ipynb", "requirements.txt",
+            "pyproject.toml", "autograder/judge.py", "autograder/sandbox/worker.py", "dlcourse/__init__.py"} <= names
+    assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/", "data/"))]
+    assert config["assignment"] == ASSIGNMENT and config["visibility"] == "after_published"
+    assert config["options"]["workers"] == 1
+    assert len(list_assignments()) > 1  # so "this assignment only" above excluded something
+
+
+def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path):
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed (CI installs it: .ci/run)")
+    with zipfile.ZipFile(autograder_zip) as archive:
+        archive.extractall(tmp_path, members=["setup.sh", "run_autograder"])
+    proc = subprocess.run(["shellcheck", "--shell=bash", "setup.sh", "run_autograder"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("upload", ["archive", "unpacked"])
+def test_run_autograder_scores_as_local_grading(autograder_zip, samples, tmp_path, upload):
+    """untouched_release is uploaded as its .tar.gz; bug_attention_scale as the files Gradescope unzips from a .zip."""
+    submissions, local = samples
+    name = SAMPLES[0] if upload == "archive" else SAMPLES[1]
+    root = gradescope_root(tmp_path, autograder_zip)
+    if upload == "archive":
+        shutil.copy(submissions / f"{name}.tar.gz", root / "submission")
+    else:
+        with tarfile.open(submissions / f"{name}.tar.gz") as tar:
+            tar.extractall(root / "submission", filter="data")
+    results = run_autograder(root)
+    row = local[name]
+    assert row["status"] == "ok"
+    assert results["score"] == row["score"]
+    judged = [t for t in results["tests"] if "score" in t]
+    assert len(results["tests"]) == len(row["tests"])
+    assert sum(t["max_score"] for t in judged) == row["max_score"]
+    assert sum(t["score"] for t in judged) == row["score"]
+    assert sorted(t["status"] for t in judged) == sorted(
+        "passed" if t["outcome"] == "passed" else "failed" for t in row["tests"].values() if t["outcome"] != "skipped")
+    assert {t["visibility"] for t in results["tests"]} == {"after_published"}
+    failed = [t for t in results["tests"] if t.get("status") == "failed"]
+    assert failed and all(t["output"] for t in failed)  # each failure says why
+    assert "def test_" not in json.dumps(results)  # no hidden test code reaches the student
+
+
+def test_a_grader_that_cannot_start_still_writes_results(autograder_zip, tmp_path):
+    """No usable Python in the image (a broken setup.sh): run_autograder still writes a results.json that says so."""
+    root = gradescope_root(tmp_path, autograder_zip)
+    results = run_autograder(root, python="/bin/false")
+    assert results["tests"] == [] and results["score"] == 0
+    assert "could not run" in results["output"] and "not graded" in results["output"]
+
+
+def test_a_bad_archive_gets_results_with_the_reason(autograder_zip, tmp_path):
+    root = gradescope_root(tmp_path, autograder_zip)
+    (root / "submission" / "alice.tar.gz").write_bytes(b"not a tar archive")
+    results = run_autograder(root)
+    assert results["score"] == 0 and results["tests"] == []
+    assert "bad-archive" in results["output"] and "CollectSubmission.sh" in results["output"]
