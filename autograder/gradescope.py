@@ -50,7 +50,8 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap python3 python3-venv python3-pip >/dev/null
 python3 -m venv venv
 venv/bin/python -m pip install --quiet --upgrade pip setuptools
-venv/bin/python -m pip install --quiet -r requirements.txt
+# torch and torchvision from PyTorch's CPU index (the same pinned versions, +cpu): no GPU here, so no CUDA libraries
+venv/bin/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 """
 
@@ -132,7 +133,7 @@ def stage_submission(submission: Path, folder: Path) -> None:
         (folder / STUDENT_ID).mkdir()
 
 
-def test_output(test: dict) -> str:
+def output_of(test: dict) -> str:
     """What a student reads under one test: why it failed or was not judged, and what it measured."""
     lines = []
     if test["outcome"] == "skipped":
@@ -157,7 +158,7 @@ def to_results(gradebook: dict, visibility: str, seconds: float) -> dict:
         param = info["id"].partition("[")[2].rstrip("]")
         entry = {"name": f"{info['group']}: {info['title']}" + (f" [{param}]" if param else ""),
                  "number": f"{groups.index(info['group']) + 1}.{count[info['group']]}",
-                 "output": test_output(result), "visibility": visibility}
+                 "output": output_of(result), "visibility": visibility}
         if result["outcome"] == "skipped":
             entry["name"] += " (not judged)"
         else:
@@ -177,14 +178,15 @@ def to_results(gradebook: dict, visibility: str, seconds: float) -> dict:
 
 def grade_submission(root: Path) -> tuple[dict, str]:
     """Grade root/submission with the zip's assignment and options; (gradebook, visibility). A problem that stops the
-    grading (no sandbox, a failed preflight, a crash of the grader) is the row of a grader-error, never a zero."""
+    grading (no sandbox, a failed preflight, a crash of the grader) is a grader-error row saying so: the grader's
+    failure, never the student's."""
     from autograder.grade import Submission, grade_folder
     from autograder.gradebook import build_gradebook
     from autograder.results import SubmissionResult
 
     config = json.loads((PROJECT_ROOT / CONFIG_NAME).read_text())
     assignment = load_assignment(config["assignment"])
-    options = GradeOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["options"].items()})
+    options = GradeOptions.from_dict(config["options"])
     work = root / "grading"
     shutil.rmtree(work, ignore_errors=True)
     try:

@@ -160,3 +160,30 @@ def test_a_bad_archive_gets_results_with_the_reason(autograder_zip, tmp_path):
     results = run_autograder(root)
     assert results["score"] == 0 and results["tests"] == []
     assert "bad-archive" in results["output"] and "CollectSubmission.sh" in results["output"]
+
+
+def test_a_test_not_judged_has_no_points_either_way():
+    """A threshold the grader could not decide within its budget (a skipped test) is listed as not judged, with the
+    reason and without score or max_score; a judged threshold's output says what was measured and how."""
+    from autograder.assignments import load_assignment
+    from autograder.grade import Submission
+    from autograder.gradebook import build_gradebook
+    from autograder.gradescope import to_results
+    from autograder.results import SubmissionResult, TestResult
+
+    measured = "accuracy 88.10% on 1,000 of 10,000 test images (99.9% interval 84.9%–90.9%): reaches the bar 85%"
+    undecided = "not judged on this grader: accuracy between 62.0% and 68.4% after 800 of 10,000 test images"
+    result = SubmissionResult(status="ok", tests=[
+        TestResult("TestAccuracy::test_fashion_mnist_accuracy", "FashionMNIST accuracy", "Accuracy", 5, 5, "passed", "",
+                   notes={"vit_fashionmnist": measured}),
+        TestResult("TestAccuracy::test_cifar10_accuracy", "CIFAR-10 accuracy", "Accuracy", 10, 0, "skipped", undecided,
+                   notes={"vit_cifar10": undecided})])
+    gradebook = build_gradebook(load_assignment(ASSIGNMENT), [(Submission("alice", None), result)])
+    results = to_results(gradebook, "visible", 12.3)
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    judged, skipped = results["tests"]
+    assert (judged["score"], judged["max_score"], judged["status"]) == (5, 5, "passed")
+    assert measured in judged["output"]
+    assert "score" not in skipped and "max_score" not in skipped and "status" not in skipped
+    assert "not judged" in skipped["name"] and "62.0% and 68.4%" in skipped["output"] and "10 points" in skipped["output"]
+    assert results["score"] == 5 and "10 more points were not judged" in results["output"]
