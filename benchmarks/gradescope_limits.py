@@ -105,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gradescope-bench-") as tmp:
         work = Path(tmp)
         zip_path = build_zip(args.assignment, work / "autograder.zip", GradeOptions(workers=1))
-        archive = next(a for a in build_samples(args.assignment, work / "samples") if a.name.startswith(f"{args.sample}."))
+        [archive] = build_samples(args.assignment, work / "samples", only=[args.sample])
         rows = []
         for memory_mb, cpus in [(None, None)] + [(m, args.cpus) for m in args.memory_mb]:
             limits = Limits(memory_mb, cpus)

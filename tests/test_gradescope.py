@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
+from autograder.samples import build_samples
 
 ASSIGNMENT = "vit"
 SAMPLES = ("untouched_release", "bug_attention_scale")  # no trained weights needed: seconds to grade each
@@ -61,10 +62,7 @@ def autograder_zip(tmp_path_factory):
 def samples(tmp_path_factory):
     """Two ViT samples, and the local gradebook of `python -m autograder grade` for them."""
     out = tmp_path_factory.mktemp("gradescope-samples")
-    run(sys.executable, "-m", "autograder", "samples", ASSIGNMENT, "--out", str(out / "all"))
-    (out / "submissions").mkdir()
-    for name in SAMPLES:
-        shutil.copy(out / "all" / f"{name}.tar.gz", out / "submissions")
+    build_samples(ASSIGNMENT, out / "submissions", only=SAMPLES)
     run(sys.executable, "-m", "autograder", "grade", str(out / "submissions"), "--assignment", ASSIGNMENT,
         "--out", str(out / "grades"), "--workers", "1")
     gradebook = json.loads((out / "grades" / "gradebook.json").read_text())
@@ -154,12 +152,41 @@ def test_a_grader_that_cannot_start_still_writes_results(autograder_zip, tmp_pat
     assert "could not run" in results["output"] and "not graded" in results["output"]
 
 
-def test_a_bad_archive_gets_results_with_the_reason(autograder_zip, tmp_path):
+def test_a_grader_that_refuses_to_grade_writes_results_saying_so(autograder_zip, tmp_path):
+    """The grader's own refusal (here: a grader file any user could write, which check_isolation refuses as root;
+    without root, no bubblewrap) is a results.json naming the cause, as the grader's failure, not the student's."""
+    from autograder.sandbox import bwrap_problem
+
+    if os.geteuid() != 0 and not bwrap_problem():
+        pytest.skip("as a user with bubblewrap the grader refuses neither; CI runs as root")
     root = gradescope_root(tmp_path, autograder_zip)
-    (root / "submission" / "alice.tar.gz").write_bytes(b"not a tar archive")
+    writable = root / "source" / "autograder" / "options.py"
+    writable.chmod(writable.stat().st_mode | stat.S_IWOTH)
+    (root / "submission" / "alice.tar.gz").write_bytes(b"never unpacked")
     results = run_autograder(root)
+    assert results["tests"] == [] and results["score"] == 0
+    assert "status: grader-error" in results["output"] and "cannot grade safely" in results["output"]
+    assert "not graded" in results["output"]
+
+
+def test_a_bad_archive_gets_results_with_the_reason(tmp_path):
+    """What `grade` records for an archive it cannot unpack becomes a results.json with that message."""
+    from autograder.assignments import load_assignment
+    from autograder.grade import BadSubmission, Submission, unpack_submission
+    from autograder.gradebook import build_gradebook
+    from autograder.gradescope import to_results
+    from autograder.results import SubmissionResult
+
+    assignment = load_assignment(ASSIGNMENT)
+    archive = tmp_path / "alice.tar.gz"
+    archive.write_bytes(b"not a tar archive")
+    with pytest.raises(BadSubmission) as exc:
+        unpack_submission(Submission("alice", archive), assignment, tmp_path / "work")
+    result = SubmissionResult.without_results("bad-archive", str(exc.value))
+    results = to_results(build_gradebook(assignment, [(Submission("alice", archive), result)]), "visible", 1.0)
+    jsonschema.validate(results, RESULTS_SCHEMA)
     assert results["score"] == 0 and results["tests"] == []
-    assert "bad-archive" in results["output"] and "CollectSubmission.sh" in results["output"]
+    assert "status: bad-archive" in results["output"] and "CollectSubmission.sh" in results["output"]
 
 
 def test_a_test_not_judged_has_no_points_either_way():
