@@ -19,7 +19,7 @@ from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.samples import build_samples
 
 ASSIGNMENT = "vit"
-SAMPLES = ("untouched_release", "bug_attention_scale")  # no trained weights needed: seconds to grade each
+SAMPLE = "bug_attention_scale"  # passes some layer tests, fails others; no trained weights needed: seconds to grade
 
 # Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/), the fields we write.
 VISIBILITIES = ["hidden", "after_due_date", "after_published", "visible"]
@@ -59,14 +59,14 @@ def autograder_zip(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    """Two ViT samples, and the local gradebook of `python -m autograder grade` for them."""
+def local_row(tmp_path_factory):
+    """The ViT sample's archive, and its gradebook row from `python -m autograder grade`."""
     out = tmp_path_factory.mktemp("gradescope-samples")
-    build_samples(ASSIGNMENT, out / "submissions", only=SAMPLES)
+    [archive] = build_samples(ASSIGNMENT, out / "submissions", only=[SAMPLE])
     run(sys.executable, "-m", "autograder", "grade", str(out / "submissions"), "--assignment", ASSIGNMENT,
         "--out", str(out / "grades"), "--workers", "1")
-    gradebook = json.loads((out / "grades" / "gradebook.json").read_text())
-    return out / "submissions", {row["student_id"]: row for row in gradebook["submissions"]}
+    [row] = json.loads((out / "grades" / "gradebook.json").read_text())["submissions"]
+    return archive, row
 
 
 def gradescope_root(tmp_path, autograder_zip):
@@ -117,31 +117,52 @@ def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path):
     assert proc.returncode == 0, proc.stdout
 
 
-@pytest.mark.parametrize("upload", ["archive", "unpacked"])
-def test_run_autograder_scores_as_local_grading(autograder_zip, samples, tmp_path, upload):
-    """untouched_release is uploaded as its .tar.gz; bug_attention_scale as the files Gradescope unzips from a .zip."""
-    submissions, local = samples
-    name = SAMPLES[0] if upload == "archive" else SAMPLES[1]
+def test_run_autograder_scores_as_local_grading(autograder_zip, local_row, tmp_path):
+    """The sample uploaded as the files Gradescope unzips from a .zip, graded by run_autograder, scores as `grade`
+    scored its .tar.gz, test by test."""
+    archive, row = local_row
     root = gradescope_root(tmp_path, autograder_zip)
-    if upload == "archive":
-        shutil.copy(submissions / f"{name}.tar.gz", root / "submission")
-    else:
-        with tarfile.open(submissions / f"{name}.tar.gz") as tar:
-            tar.extractall(root / "submission", filter="data")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root / "submission", filter="data")
     results = run_autograder(root)
-    row = local[name]
-    assert row["status"] == "ok"
+    assert row["status"] == "ok" and 0 < row["score"] < row["max_score"]
     assert results["score"] == row["score"]
     judged = [t for t in results["tests"] if "score" in t]
     assert len(results["tests"]) == len(row["tests"])
     assert sum(t["max_score"] for t in judged) == row["max_score"]
     assert sum(t["score"] for t in judged) == row["score"]
-    assert sorted(t["status"] for t in judged) == sorted(
-        "passed" if t["outcome"] == "passed" else "failed" for t in row["tests"].values() if t["outcome"] != "skipped")
+    assert sorted((t["score"], t["status"]) for t in judged) == sorted(
+        (t["earned"], "passed" if t["outcome"] == "passed" else "failed") for t in row["tests"].values()
+        if t["outcome"] != "skipped")
     assert {t["visibility"] for t in results["tests"]} == {"after_published"}
     failed = [t for t in results["tests"] if t.get("status") == "failed"]
     assert failed and all(t["output"] for t in failed)  # each failure says why
     assert "def test_" not in json.dumps(results)  # no hidden test code reaches the student
+
+
+@pytest.mark.parametrize("upload", ["archive", "files", "nested files", "nothing"])
+def test_what_students_upload_becomes_one_submission(tmp_path, upload):
+    """A lone .tar.gz is graded as it is (Gradescope unzips a .zip itself, never a .tar.gz); loose files, at the top
+    or under <assignment>/, as a folder; an empty upload as an empty folder (a missing notebook)."""
+    from autograder.grade import survey, unpack_submission
+    from autograder.assignments import load_assignment
+    from autograder.gradescope import STUDENT_ID, stage_submission
+
+    uploaded = tmp_path / "submission"
+    inner = uploaded / ASSIGNMENT if upload == "nested files" else uploaded
+    inner.mkdir(parents=True)
+    if upload == "archive":
+        with tarfile.open(uploaded / "alice.tar.gz", "w:gz") as tar:
+            (tmp_path / "vit.ipynb").write_text("{}")
+            tar.add(tmp_path / "vit.ipynb", f"{ASSIGNMENT}/vit.ipynb")
+    elif upload != "nothing":
+        (inner / "vit.ipynb").write_text("{}")
+        (inner / "notes.txt").write_text("not graded")
+    stage_submission(uploaded, tmp_path / "staged")
+    [sub] = survey(tmp_path / "staged").submissions
+    assert sub.student_id == STUDENT_ID
+    found = unpack_submission(sub, load_assignment(ASSIGNMENT), tmp_path / "work")
+    assert found == ([] if upload == "nothing" else ["vit.ipynb"])
 
 
 def test_a_grader_that_cannot_start_still_writes_results(autograder_zip, tmp_path):
