@@ -5,6 +5,8 @@
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
+    python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
+                                                         the zip of a Gradescope autograder (autograder/gradescope.py)
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -70,11 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")
+    p_gradescope = sub.add_parser("gradescope", help="build an assignment's Gradescope autograder zip")
+    p_gradescope.add_argument("assignment", choices=list_assignments())
+    p_gradescope.add_argument("--out", type=Path, help="the zip to write (default autograder_<assignment>.zip)")
+    p_gradescope.add_argument("--hidden-until", choices=("published", "due_date"),
+                              help="students see the tests' results only once the grades are published, or after the "
+                                   "due date (default: at once)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
         p.add_argument("--workers", type=int, default=DEFAULTS.workers,
                        help=f"submissions graded in parallel (default {DEFAULTS.workers})")
+        p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
+    for p in (p_grade, p_demo, p_gradescope):
         p.add_argument("--memory-mb", type=int, default=DEFAULTS.memory_mb,
                        help=f"memory cap per student worker (default {DEFAULTS.memory_mb})")
         p.add_argument("--timeout", type=float, default=DEFAULTS.call_timeout,
@@ -89,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "
                             "audit hook only; every gradebook row records the isolation used")
-        p.add_argument("--hand-grades", type=Path, help="CSV of hand-graded points: student_id,grade_id,points")
         p.add_argument("--judge", choices=("server", "process"), default=DEFAULTS.judge,
                        help="server (the default): each judge is forked from a judge server per worker that has "
                             "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
@@ -110,9 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         for archive in build_samples(args.assignment, out):
             print(archive)
         return 0
-    options = GradeOptions(workers=args.workers, memory_mb=args.memory_mb, call_timeout=args.timeout,
+    options = GradeOptions(workers=getattr(args, "workers", 1), memory_mb=args.memory_mb, call_timeout=args.timeout,
                            submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
                            allow_weak_isolation=args.allow_weak_isolation, judge=args.judge)
+    if args.command == "gradescope":  # Gradescope grades one submission per container: one worker
+        from autograder.gradescope import build_zip
+
+        path = build_zip(args.assignment, args.out or Path(f"autograder_{args.assignment}.zip"), options, args.hidden_until)
+        print(f"Wrote {path}: upload it as the autograder of '{args.assignment}' (README, 'At scale')")
+        return 0
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,

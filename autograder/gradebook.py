@@ -89,7 +89,8 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
             if tid in not_judged and t is None:  # not judged in this run, and no result of its own
                 row_tests[tid] = {"outcome": "skipped", "points": info["points"], "earned": 0.0, "message": not_judged[tid]}
             elif t:
-                row_tests[tid] = {"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message}
+                row_tests[tid] = {"outcome": t.outcome, "points": info["points"], "earned": t.earned, "message": t.message,
+                                  "notes": t.notes}
             else:
                 row_tests[tid] = {"outcome": "error", "points": info["points"], "earned": 0.0,
                                   "message": result.message or "not graded (see status)"}

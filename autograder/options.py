@@ -41,5 +41,9 @@ class GradeOptions:
 
     @classmethod
     def read(cls, path: Path) -> "GradeOptions":
-        values = json.loads(Path(path).read_text())  # JSON has no tuples: the tuple fields come back as lists
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GradeOptions":
+        """The options `dataclasses.asdict` gave, back from JSON (which has no tuples: those fields come back as lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -20,6 +20,7 @@ class TestResult:
     earned: float
     outcome: str  # "passed", "failed", "error" (an internal grader error) or "skipped" (not judged)
     message: str  # why it failed, safe for the student (sanitised)
+    notes: dict[str, str] = field(default_factory=dict)  # the notes this test recorded (a threshold's measured value)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import sys
 import tarfile
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,10 +143,14 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
     return folder
 
 
-def build_samples(name: str, out: Path, cache_root: Path | None = None) -> list[Path]:
-    """Write every sample of assignment `name` as `<out>/<sample>.tar.gz`; return the archive paths."""
+def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Collection[str] | None = None) -> list[Path]:
+    """Write every sample of assignment `name` (or those named in `only`) as `<out>/<sample>.tar.gz`; return the
+    archive paths. The reference's weights are trained (or taken from the cache) only when a sample chosen needs them."""
     assignment = load_assignment(name)
-    samples = samples_for(name)
+    samples = [s for s in samples_for(name) if only is None or s.name in only]
+    unknown = set(only or ()) - {s.name for s in samples}
+    if unknown:
+        raise SystemExit(f"{assignment.samples_file}: no sample(s) named {', '.join(sorted(unknown))}")
     out.mkdir(parents=True, exist_ok=True)
     weights_dir = None
     if any(s.trained for s in samples):
