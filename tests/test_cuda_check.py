@@ -6,8 +6,6 @@ import importlib.util
 import subprocess
 import sys
 
-import pytest
-
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
 
