@@ -133,7 +133,9 @@ def device_command(run: str, folder: str) -> str:
     if "datasets" in needs:
         steps.append(f"python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site {folder}/wheels/*.whl"
                      " && export PYTHONPATH=/tmp/site || exit 1")
-    env = f"DLCOURSE_DATA_MIRROR=$PWD/{folder}/data DLCOURSE_DATA=/tmp/dlcourse-data HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1"
+    # The project is not installed there: the checkout itself goes on the path (the judges also run from it).
+    env = (f"PYTHONPATH=$PWD${{PYTHONPATH:+:$PYTHONPATH}} DLCOURSE_DATA_MIRROR=$PWD/{folder}/data "
+           "DLCOURSE_DATA=/tmp/dlcourse-data HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1")
     if "minilm" in needs:
         steps.append(f"python3 benchmarks/pack_for_gpu.py --unpack-minilm {folder}/minilm /tmp/minilm || exit 1")
         env += " DLCOURSE_BERT_CHECKPOINT=/tmp/minilm"
