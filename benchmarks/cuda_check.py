@@ -195,15 +195,16 @@ def run_job(job: Job, out: Path, options: argparse.Namespace) -> list[dict]:
         env["DLCOURSE_QUICK"] = "1"
         env.setdefault("HF_HUB_OFFLINE", "1")  # the BERT job takes the installed stand-in, as tests and CI do
     started = time.monotonic()
+    budget, grade_s = job.budget_s * options.budget_scale, job.grade_s * options.budget_scale
     problem = run_limited([sys.executable, str(Path(__file__).resolve()), "--train-job", job.name, "--out", str(out)],
-                          folder / "train.log", job.budget_s - job.grade_s, env)
+                          folder / "train.log", budget - grade_s, env)
     rows_error = f"training {problem}" if problem else None
     trained = json.loads(report.read_text()) if report.exists() else {}
     result = {}
     if rows_error is None:
         try:
             result = grade_job(job, cache_root, folder, options,
-                               timeout=max(job.grade_s, job.budget_s - (time.monotonic() - started)))
+                               timeout=max(grade_s, budget - (time.monotonic() - started)))
         except (RuntimeError, StopIteration) as exc:
             rows_error = str(exc)
     spec = load_assignment(job.assignment).spec
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="on a CPU: DLCOURSE_QUICK=1 recipes, a scratch cache, a short threshold budget")
     parser.add_argument("--threshold-budget", type=float, default=None,
                         help="seconds each threshold may spend scoring (default 120; 20 with --dry-run)")
+    parser.add_argument("--budget-scale", type=float, default=None,
+                        help="multiply each job's budget (default 1; 5 with --dry-run: a CPU is slower than an H200 "
+                             "even for quick recipes)")
     parser.add_argument("--limit", type=float, default=RUN_LIMIT_S, help=f"seconds for all jobs (default {RUN_LIMIT_S})")
     parser.add_argument("--allow-weak-isolation", action="store_true",
                         help="passed to the grader: where bubblewrap cannot run (the GPU machine may lack it), grade "
@@ -257,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("benchmarks/cuda_check.py: no CUDA GPU here; run it on the GPU machine "
                          "(benchmarks/pack_for_gpu.py prints the commands), or pass --dry-run to check the path on a CPU")
+    if args.budget_scale is None:
+        args.budget_scale = 5.0 if args.dry_run else 1.0
     if args.threshold_budget is None:
         args.threshold_budget = 20.0 if args.dry_run else 120.0
     if args.dry_run and args.out.resolve() == (PROJECT_ROOT / "build" / "cache").resolve():
         raise SystemExit("--dry-run must not write quick weights into build/cache")
     args.out.mkdir(parents=True, exist_ok=True)
-    jobs, left = plan(list(RUNS[args.run]) if args.run else args.jobs, args.limit)
+    jobs, left = plan(list(RUNS[args.run]) if args.run else args.jobs, args.limit * args.budget_scale)
     rows = []
     for job in jobs:
         print(f"[cuda_check] {job.name}: training and grading (budget {job.budget_s} s) ...", file=sys.stderr, flush=True)
