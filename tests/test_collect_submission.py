@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "CollectSubmission.sh"
+COLLECT = REPO / "dlcourse" / "collect.py"
 SUBMISSION_TXT = REPO / "release" / "vit" / "submission.txt"
 
 
@@ -86,6 +87,8 @@ class Course:
         self.vit = self.release / "vit"
         self.vit.mkdir(parents=True)
         shutil.copy2(SCRIPT, self.script)
+        (root / "dlcourse").mkdir()  # the checks, beside the script as in the student bundle
+        shutil.copy2(COLLECT, root / "dlcourse" / "collect.py")
         shutil.copy2(SUBMISSION_TXT, self.vit / "submission.txt")
         self.outside = root.parent / "work folder"  # where the student runs the script, outside the course
         self.outside.mkdir(exist_ok=True)
@@ -158,6 +161,15 @@ def test_success_packs_every_listed_file_and_a_manifest(course: Course):
     assert "s123.tar.gz" in result.stdout and " B)" in result.stdout  # the archive's size
     assert course.snapshot() == before, "the student's files must not change"
     assert not list(course.outside.glob(".*partial*"))
+
+
+def test_checks_come_from_the_installed_package_without_a_course_copy(course: Course):
+    """Without dlcourse/ beside the script, the installed package's collect.py runs the same checks."""
+    shutil.rmtree(course.root / "dlcourse")
+    (course.vit / WEIGHTS[0]).unlink()
+    result = course.run("s123", "vit")
+    assert_failed_without_archive(course, result)
+    assert f"release/vit/{WEIGHTS[0]} is missing" in result.stderr
 
 
 def test_existing_archive_is_replaced_and_the_script_says_so(course: Course):
