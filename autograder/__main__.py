@@ -5,7 +5,7 @@
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
-    python -m autograder publish OUT                     the student bundle: release notebooks, the course package
+    python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
                                                          (wheel and source), CollectSubmission.sh, README (autograder/publish.py)
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                               "(error, the default) or grade the newest (latest)")
     p_publish = sub.add_parser("publish", help="write the student bundle (what students get, and nothing else)")
     p_publish.add_argument("out", type=Path)
+    p_publish.add_argument("--url", help="where the bundle's dist/ folder will be served (default: bundle.cfg's url)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "publish":
         from autograder.publish import publish
 
-        publish(args.out)
+        publish(args.out, args.url)
         return 0
     if args.command == "samples":
         out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment

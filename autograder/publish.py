@@ -112,17 +112,25 @@ def build_wheel(bundle: Path, dist: Path) -> Path:
     return wheel
 
 
-def setup_notebook(url: str) -> str:
-    """notebooks/setup.ipynb with the wheel's URL written into its `COURSE_PACKAGE = ""` line."""
-    text = (PROJECT_ROOT / "notebooks" / "setup.ipynb").read_text(encoding="utf-8")
-    empty = json.dumps('COURSE_PACKAGE = ""\n')[1:-1]
-    if text.count(empty) != 1:
-        raise SystemExit('notebooks/setup.ipynb has no single `COURSE_PACKAGE = ""` line to write the URL into')
-    return text.replace(empty, json.dumps(f"COURSE_PACKAGE = {json.dumps(url)}\n")[1:-1])
+def package_line(url: str) -> str:
+    """The line of a notebook cell (as it reads in the .ipynb's JSON) that names the wheel to install."""
+    return json.dumps(f"COURSE_PACKAGE = {json.dumps(url)}\n")[1:-1]
 
 
-def publish(out: Path) -> Path:
-    """Write the bundle into `out` (emptied first if it is an earlier bundle); returns the wheel."""
+def write_notebook(source: Path, target: Path, old_url: str, wheel_url: str) -> None:
+    """Copy a notebook, its one `COURSE_PACKAGE = "<old_url>"` line now naming `wheel_url`."""
+    text = source.read_text(encoding="utf-8")
+    if text.count(package_line(old_url)) != 1:
+        raise SystemExit(f"{source.relative_to(PROJECT_ROOT)} has no single `COURSE_PACKAGE = {json.dumps(old_url)}` "
+                         "line to write the wheel's URL into: run `python -m autograder release` and commit it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace(package_line(old_url), package_line(wheel_url)), encoding="utf-8")
+
+
+def publish(out: Path, url: str | None = None) -> Path:
+    """Write the bundle into `out` (emptied first if it is an earlier bundle); returns the wheel. `url` (default:
+    bundle.cfg's) is where dist/ will be served: it is written into every notebook's COURSE_PACKAGE line."""
+    url = (url or bundle_url()).rstrip("/")
     out = out.resolve()
     if out.exists():
         if any(out.iterdir()) and not (out / "dist").is_dir():
@@ -135,17 +143,17 @@ def publish(out: Path) -> Path:
         assignment = load_assignment(name)
         target = out / "release" / name
         target.mkdir(parents=True)
-        for file in (assignment.notebook, "submission.txt"):
-            shutil.copy2(assignment.release_dir / file, target / file)
+        shutil.copy2(assignment.release_dir / "submission.txt", target / "submission.txt")
+        write_notebook(assignment.release_dir / assignment.notebook, target / assignment.notebook,
+                       f"{bundle_url()}/{wheel_name(version)}", f"{url}/{wheel_name(version)}")
     (out / "README.md").write_text(STUDENT_README.format(version=version, assignments=", ".join(names)))
     (out / "pyproject.toml").write_text(student_pyproject())
     copy_package(out)
     shutil.copy2(PROJECT_ROOT / "CollectSubmission.sh", out / "CollectSubmission.sh")
     shutil.copy2(PROJECT_ROOT / "environment.yml", out / "environment.yml")
-    (out / "notebooks").mkdir()
-    (out / "notebooks" / "setup.ipynb").write_text(setup_notebook(f"{bundle_url()}/{wheel_name(version)}"),
-                                                   encoding="utf-8")
+    write_notebook(PROJECT_ROOT / "notebooks" / "setup.ipynb", out / "notebooks" / "setup.ipynb", "",
+                   f"{url}/{wheel_name(version)}")
     wheel = build_wheel(out, out / "dist")
     print(f"Wrote the student bundle to {out}: {len(names)} assignments, {wheel.relative_to(out)}.\n"
-          f"Serve {out / 'dist'} at {bundle_url()} (bundle.cfg): every notebook's first cell installs the wheel from there.")
+          f"Serve {out / 'dist'} at {url}: every notebook's first cell installs the wheel from there.")
     return wheel
