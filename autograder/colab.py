@@ -138,14 +138,14 @@ def generated_cells(assignment: Assignment, url: str, version: str) -> tuple[dic
              _cell("code", SUBMIT_CELL, submit, locked=True)])
 
 
-def _is_generated(cell: dict) -> bool:
+def is_generated(cell: dict) -> bool:
     return grade_id(cell) in (SETUP_CELL, SUBMIT_INTRO_CELL, SUBMIT_CELL) or cell.get("id") == STUDENT_ID_CELL
 
 
 def with_colab_cells(nb: dict, assignment: Assignment, url: str, version: str) -> dict:
     """The notebook with the generated cells put (back) in place: setup before the first code cell, submit last."""
     setup, submit = generated_cells(assignment, url, version)
-    cells = [c for c in nb["cells"] if not _is_generated(c)]
+    cells = [c for c in nb["cells"] if not is_generated(c)]
     first_code = next((i for i, c in enumerate(cells) if c.get("cell_type") == "code"), len(cells))
     return {**nb, "cells": [*cells[:first_code], setup, *cells[first_code:], *submit]}
 
