@@ -149,3 +149,14 @@ def test_colab_cells_are_generated_and_never_graded(name):
     generated = {grade_id(c) for c in nb["cells"] if is_generated(c)} - {None}
     spec = assignment.spec
     assert generated and not generated & {*spec.run_cells, *spec.training_cells, *spec.cuda_training_cells}
+
+
+def test_collect_submission_runs_in_the_bundle(bundle, tmp_path):
+    """The bundle's CollectSubmission.sh finds its checks (the bundle's dlcourse/collect.py) and judges the untouched
+    release notebook as students would see it: not run, TODOs left, weights missing; nothing packed."""
+    result = subprocess.run(["bash", str(bundle / "CollectSubmission.sh"), "s1", "vit"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "vit.ipynb has not been run" in result.stderr and "release/vit/vit_fashionmnist.safetensors is missing" \
+        in result.stderr and "still raises NotImplementedError" in result.stderr, result.stderr
+    assert not list(tmp_path.iterdir())
