@@ -202,21 +202,10 @@ file_size() {
     echo $((n))  # arithmetic drops the padding macOS's wc adds
 }
 
-write_manifest() {  # $1: where; then the packed file names
+write_manifest() {  # $1: where; then the packed file names (the manifest's format is dlcourse/collect.py's too)
     local out=$1
     shift
-    "$PYTHON" - "$out" "$STUDENT_ID" "$ASSIGNMENT" "$@" <<'PY'
-import datetime
-import json
-import sys
-
-out, student_id, assignment, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-manifest = {"student_id": student_id, "assignment": assignment, "files": files, "created": created}
-with open(out, "w") as f:
-    json.dump(manifest, f, indent=2)
-    f.write("\n")
-PY
+    "$PYTHON" "$COLLECT" manifest "$out" "$STUDENT_ID" "$ASSIGNMENT" "$@"
 }
 
 # Stage the manifest, tar into a hidden partial file, check it reads back, then move it into place.

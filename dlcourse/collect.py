@@ -1,6 +1,7 @@
 """Check a finished assignment and pack it for upload: the one implementation of the checks.
 
     python collect.py check FOLDER SHOWN FILE...      (what CollectSubmission.sh runs)
+    python collect.py manifest OUT STUDENT_ID ASSIGNMENT FILE...   (the archive's manifest.json, for the script)
     from dlcourse.collect import submit                (what the notebook's last cell runs, on Colab or Jupyter)
 
 FOLDER holds the notebook (FILE[0]) and the files its training cells save (the rest); SHOWN is how the messages
@@ -181,13 +182,18 @@ def _offer_download(archive):
 
 
 def main(argv):
-    if len(argv) < 4 or argv[0] != "check":
-        print("usage: python collect.py check FOLDER SHOWN NOTEBOOK [SAVED_FILE ...]", file=sys.stderr)
-        return 2
-    problems, warnings = check(argv[1], argv[2], argv[3:])
-    for line in problems + [WARNING_PREFIX + w for w in warnings]:
-        print(line)
-    return 0
+    if len(argv) >= 4 and argv[0] == "check":
+        problems, warnings = check(argv[1], argv[2], argv[3:])
+        for line in problems + [WARNING_PREFIX + w for w in warnings]:
+            print(line)
+        return 0
+    if len(argv) >= 5 and argv[0] == "manifest":
+        with io.open(argv[1], "w", encoding="utf-8") as f:
+            f.write(manifest(argv[2], argv[3], argv[4:]))
+        return 0
+    print("usage: python collect.py check FOLDER SHOWN NOTEBOOK [SAVED_FILE ...]\n"
+          "       python collect.py manifest OUT STUDENT_ID ASSIGNMENT FILE ...", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

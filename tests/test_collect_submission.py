@@ -6,6 +6,7 @@ weight files, so these tests do not depend on the real notebook's contents and n
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -375,3 +376,43 @@ def test_script_is_executable_and_parses():
 def test_shellcheck():
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# ---------------------------------------------------------------- the notebook's submit cell (dlcourse.collect.submit)
+
+def load_collect():
+    """dlcourse/collect.py on its own, as the script runs it (importing the package would import torch)."""
+    spec = importlib.util.spec_from_file_location("_collect_under_test", COLLECT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+submit = load_collect().submit
+
+
+def test_submit_cell_packs_what_the_script_packs(course: Course, capsys):
+    assert course.run("s123", "vit").returncode == 0
+    archive = submit("s123", "vit", FILES, folder=course.vit)
+    assert archive == str(course.vit / "s123.tar.gz") and "Upload this file" in capsys.readouterr().out
+    script, cell = members(course.outside / "s123.tar.gz"), members(Path(archive))
+    assert script.keys() == cell.keys()
+    assert {k: v for k, v in script.items() if not k.endswith("manifest.json")} == \
+        {k: v for k, v in cell.items() if not k.endswith("manifest.json")}
+    manifests = [json.loads(m["vit/manifest.json"]) for m in (script, cell)]
+    assert [{k: v for k, v in m.items() if k != "created"} for m in manifests] == \
+        [{"student_id": "s123", "assignment": "vit", "files": FILES}] * 2
+
+
+@pytest.mark.parametrize("student", ["", "a b", "../x"])
+def test_submit_cell_refuses_a_bad_student_id(course: Course, capsys, student: str):
+    assert submit(student, "vit", FILES, folder=course.vit) is None
+    assert "is not allowed" in capsys.readouterr().out and not list(course.vit.glob("*.tar.gz"))
+
+
+def test_submit_cell_lists_the_problems_and_packs_nothing(course: Course, capsys):
+    (course.vit / WEIGHTS[0]).unlink()
+    assert submit("s123", "vit", FILES, folder=course.vit) is None
+    out = capsys.readouterr().out
+    assert "Found 1 problem(s); nothing was packed" in out and f"{WEIGHTS[0]} is missing" in out, out
+    assert not list(course.vit.glob("*.tar.gz")) and not list(course.vit.glob(".*partial*"))
