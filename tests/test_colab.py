@@ -17,7 +17,6 @@ import tarfile
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from autograder.assignments import PROJECT_ROOT, load_assignment
@@ -35,7 +34,9 @@ import os
 
 
 def mount(mountpoint, **kwargs):
-    """Colab asks the student for consent, then mounts Drive at mountpoint/MyDrive; here the consent is given."""
+    """Colab asks the student for consent, then mounts Drive at mountpoint/MyDrive."""
+    if os.environ.get("FAKE_DRIVE_DECLINED"):
+        raise ValueError("mount failed")  # what Colab raises when the student says no
     os.symlink(os.environ["FAKE_DRIVE_ROOT"], mountpoint)
 '''
 FAKE_FILES = '''\
@@ -78,8 +79,18 @@ def kernel_spec(jupyter_dir: Path, python: Path, env: dict[str, str]) -> str:
     return "colab-sim"
 
 
+PROBE = "import os, dlcourse, torch; print(os.getcwd()); print(dlcourse.__file__); print(torch.__file__)"
+
+
 def text_of(cell) -> str:
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+
+
+def run_code(client: NotebookClient, source: str) -> str:
+    """Run a cell that is not in the notebook (the test's own probe); return what it printed."""
+    cell = nbformat.v4.new_code_cell(source)
+    client.execute_cell(cell, 0)
+    return text_of(cell)
 
 
 def test_a_student_on_colab_goes_from_the_bundle_to_a_graded_archive(tmp_path, monkeypatch, local_datasets):
@@ -109,16 +120,20 @@ def test_a_student_on_colab_goes_from_the_bundle_to_a_graded_archive(tmp_path, m
                 nbformat.write(nb, notebook_path)  # File > Save, before the submit cell (its own output is not packed)
             client.execute_cell(cell, index)
             if grade_id(cell) == SETUP_CELL:
-                setup_output = text_of(cell)
-                probe = nbformat.v4.new_code_cell(
-                    "import os, dlcourse, torch; print(os.getcwd()); print(dlcourse.__file__); print(torch.__file__)")
-                client.execute_cell(probe, index)
-                cwd, dlcourse_file, torch_file = text_of(probe).splitlines()
+                setup, setup_output = cell, text_of(cell)
+                cwd, dlcourse_file, torch_file = run_code(client, PROBE).splitlines()
+        # The student runs the setup cell again and this time declines Drive: the package is not reinstalled, and
+        # the notebook works in /content, saying that its files are lost with the runtime.
+        run_code(client, 'import os; os.environ["FAKE_DRIVE_DECLINED"] = "1"')
+        declined = run_code(client, setup.source)
+        cwd_declined = run_code(client, PROBE).splitlines()[0]
 
     assert "Installing the course package" in setup_output, setup_output
     assert Path(cwd).resolve() == folder.resolve(), cwd  # the notebook's Drive folder (mounted at content/drive)
     assert Path(dlcourse_file).is_relative_to(tmp_path / "venv"), "dlcourse did not come from the bundle's wheel"
     assert not Path(torch_file).resolve().is_relative_to(tmp_path / "venv"), "pip replaced the runtime's own torch"
+    assert "Installing" not in declined and "Google Drive is not mounted (mount failed)" in declined, declined
+    assert Path(cwd_declined) == content.resolve(), cwd_declined
     for saved in load_assignment(ASSIGNMENT).files[1:]:
         assert (folder / saved).is_file(), f"{saved} was not saved next to the notebook in Drive"
     submit_output = text_of(nb.cells[-1])
