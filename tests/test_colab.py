@@ -28,6 +28,9 @@ from bundle_env import clean_env, fresh_venv
 
 ASSIGNMENT = "vit"
 STUDENT = "s1234567"
+# The GPU part (CIFAR-10: loading 60 000 images, training) is out of a CPU test's budget: those cells are not run, and
+# the untrained CIFAR-10 model is saved in place of the trained one (its threshold fails at grading, as expected).
+NOT_RUN = {"cifar_data": None, "cifar_train": 'save_model(ViT(cifar_config), cifar_config, "vit_cifar10")'}
 
 FAKE_DRIVE = '''\
 import os
@@ -115,6 +118,10 @@ def test_a_student_on_colab_goes_from_the_bundle_to_a_graded_archive(tmp_path, m
     with client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
+                continue
+            if grade_id(cell) in NOT_RUN:
+                if NOT_RUN[grade_id(cell)]:
+                    run_code(client, NOT_RUN[grade_id(cell)])
                 continue
             if grade_id(cell) == SUBMIT_CELL:
                 nbformat.write(nb, notebook_path)  # File > Save, before the submit cell (its own output is not packed)
