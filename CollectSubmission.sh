@@ -23,6 +23,7 @@ ASSIGNMENT=""
 STUDENT_ID=""
 FILES=()         # from submission.txt; FILES[0] is the notebook
 PYTHON=""
+COLLECT=""       # dlcourse/collect.py: the checks
 PROBLEMS=""      # one problem per line
 PROBLEM_COUNT=0
 WARNINGS=""      # one warning per line: packed anyway, but worth a look
@@ -154,104 +155,28 @@ add_problem() {
     PROBLEM_COUNT=$((PROBLEM_COUNT + 1))
 }
 
-# Prints one problem per line about the notebook's content (nothing if it is fine); a line starting with
-# WARNING_PREFIX is a warning, which does not stop the packing.
-# Kept in a function, not inside $( ), because bash 3.2 mis-parses quotes in heredocs within $( ).
-notebook_problems() {
-    PYTHONIOENCODING=utf-8 "$PYTHON" - "$1" "$2" <<'PY'
-import io
-import json
-import re
-import sys
-
-path, name = sys.argv[1], sys.argv[2]
-AGAIN = "re-run the notebook, save it, then run this script again"
-RESTORE = ("restore a good copy (Jupyter: File > Revert Notebook to Checkpoint; Colab: "
-           "File > Revision history), re-run it, save it, then run this script again")
-# Only a live `raise`: a commented-out one is harmless.
-STILL_RAISES = re.compile(r"^\s*raise NotImplementedError\(\)", re.M)
-UNANSWERED = "YOUR ANSWER HERE"  # what nbgrader leaves in a written (hand-graded) answer cell
-WARNING_PREFIX = "warning: "
-
-
-def text(value):
-    return "".join(value) if isinstance(value, list) else str(value or "")
-
-
-def describe(cell, number):
-    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-    if grade_id:
-        return "'%s'" % grade_id
-    first = next((ln.strip() for ln in text(cell.get("source")).splitlines() if ln.strip()), "")
-    return "#%d (starting with %r)" % (number, first[:40])
-
-
-def load():
-    with io.open(path, "rb") as f:
-        raw = f.read()
-    if not raw.strip():
-        print("%s is empty (0 bytes of notebook): %s" % (name, RESTORE))
-        return None
-    try:
-        nb = json.loads(raw.decode("utf-8"))
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        print("%s is not valid JSON (%s): the file is damaged; %s" % (name, e, RESTORE))
-        return None
-    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
-        print("%s is valid JSON but not a Jupyter notebook (it has no list of cells): %s" % (name, RESTORE))
-        return None
-    return nb
-
-
-def check(nb):
-    code = [(i, c) for i, c in enumerate(nb["cells"], 1)
-            if isinstance(c, dict) and c.get("cell_type") == "code"]
-    if not any(c.get("execution_count") is not None for _, c in code):
-        print("%s has not been run (no code cell was executed): run all cells (Jupyter: Kernel > "
-              "Restart & Run All; Colab: Runtime > Run all), save the notebook, then run this script "
-              "again" % name)
-    for number, cell in code:
-        label = describe(cell, number)
-        is_answer = cell.get("metadata", {}).get("nbgrader", {}).get("solution") is True
-        if is_answer and STILL_RAISES.search(text(cell.get("source"))):
-            print("%s still raises NotImplementedError in cell %s: finish that TODO (replace the "
-                  "`raise NotImplementedError()` with your code), %s" % (name, label, AGAIN))
-        elif any(isinstance(o, dict) and o.get("output_type") == "error"
-                 and o.get("ename") == "NotImplementedError" for o in cell.get("outputs") or []):
-            print("%s still raises NotImplementedError in cell %s (see its saved output): finish the "
-                  "TODO it runs into, %s" % (name, label, AGAIN))
-    # Written answers are graded by hand, so an empty one is not an error here, but it scores nothing.
-    unanswered = [describe(c, number) for number, c in enumerate(nb["cells"], 1)
-                  if isinstance(c, dict) and c.get("cell_type") == "markdown"
-                  and c.get("metadata", {}).get("nbgrader", {}).get("solution") is True
-                  and UNANSWERED in text(c.get("source"))]
-    if unanswered:
-        print("%s%s: the written answer(s) %s still read %s; they are graded by hand and score nothing "
-              "as they are. Write them, save the notebook and run this script again (packed anyway)"
-              % (WARNING_PREFIX, name, ", ".join(unanswered), UNANSWERED))
-
-
-try:
-    notebook = load()
-    if notebook is not None:
-        check(notebook)
-except (OSError, IOError) as e:
-    print("%s cannot be read (%s): check that it is a readable file, then run this script again"
-          % (name, e))
-except Exception as e:  # a notebook shaped oddly enough to trip the checks: say so, never crash
-    print("%s could not be checked (%s: %s): open it in Jupyter or Colab, save it again, then run "
-          "this script again" % (name, type(e).__name__, e))
-PY
+# The checks themselves are dlcourse/collect.py's, shared with the notebook's submit cell: the course folder's copy
+# (run as a plain script, so that it needs no torch), else the installed package's (found without importing it).
+find_collect() {
+    local dir
+    if [ -f "$ROOT/dlcourse/collect.py" ]; then
+        COLLECT=$ROOT/dlcourse/collect.py
+        return 0
+    fi
+    dir=$("$PYTHON" -c 'import importlib.util as u; s = u.find_spec("dlcourse"); print(s.submodule_search_locations[0] if s else "")' 2>/dev/null)
+    if [ -n "$dir" ] && [ -f "$dir/collect.py" ]; then
+        COLLECT=$dir/collect.py
+        return 0
+    fi
+    return 1
 }
 
-check_notebook() {
-    local nb=${FILES[0]} output line
-    if [ ! -f "$RELEASE/$ASSIGNMENT/$nb" ]; then
-        add_problem "release/$ASSIGNMENT/$nb is missing: save your finished notebook there under that name (move it back if you renamed or downloaded it elsewhere), then run this script again"
+# One problem per line (notebook, then saved files); a line starting with 'warning: ' does not stop the packing.
+check_submission() {
+    local output line
+    if ! output=$(PYTHONIOENCODING=utf-8 "$PYTHON" "$COLLECT" check "$RELEASE/$ASSIGNMENT" "release/$ASSIGNMENT" "${FILES[@]}"); then
+        add_problem "${FILES[0]} could not be checked ($PYTHON $COLLECT failed, see above): fix your Python 3 installation, then run this script again"
         return
-    fi
-    if ! output=$(notebook_problems "$RELEASE/$ASSIGNMENT/$nb" "$nb"); then
-        add_problem "$nb could not be checked ($PYTHON failed, see above): fix your Python 3 installation, then run this script again"
     fi
     while IFS= read -r line; do
         case $line in
@@ -262,15 +187,6 @@ check_notebook() {
     done <<EOF
 $output
 EOF
-}
-
-check_saved_files() {  # everything after the notebook is written by the notebook's training cells
-    local f
-    for f in "${FILES[@]:1}"; do
-        if [ ! -f "$RELEASE/$ASSIGNMENT/$f" ]; then
-            add_problem "release/$ASSIGNMENT/$f is missing: run the training cells in ${FILES[0]}, which save it next to the notebook, then run this script again"
-        fi
-    done
 }
 
 human_size() {
@@ -286,21 +202,10 @@ file_size() {
     echo $((n))  # arithmetic drops the padding macOS's wc adds
 }
 
-write_manifest() {  # $1: where; then the packed file names
+write_manifest() {  # $1: where; then the packed file names (the manifest's format is dlcourse/collect.py's too)
     local out=$1
     shift
-    "$PYTHON" - "$out" "$STUDENT_ID" "$ASSIGNMENT" "$@" <<'PY'
-import datetime
-import json
-import sys
-
-out, student_id, assignment, files = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-manifest = {"student_id": student_id, "assignment": assignment, "files": files, "created": created}
-with open(out, "w") as f:
-    json.dump(manifest, f, indent=2)
-    f.write("\n")
-PY
+    "$PYTHON" "$COLLECT" manifest "$out" "$STUDENT_ID" "$ASSIGNMENT" "$@"
 }
 
 # Stage the manifest, tar into a hidden partial file, check it reads back, then move it into place.
@@ -379,8 +284,11 @@ main() {
         echo "$PROG: Python 3 is needed to check the notebook but neither python3 nor python is Python 3: install Python 3 (https://www.python.org), then run this script again" >&2
         exit 1
     fi
-    check_notebook
-    check_saved_files
+    if ! find_collect; then
+        echo "$PROG: the course package's checks (dlcourse/collect.py) were not found next to this script nor installed: run this script from the course folder, or pip install the course package, then run it again" >&2
+        exit 1
+    fi
+    check_submission
     if [ -n "$WARNINGS" ]; then
         printf '%s' "$WARNINGS" | sed 's/^/Warning: /' >&2
     fi

@@ -16,7 +16,7 @@ export DLCOURSE_DATA ?= $(abspath data)
 # nbgrader shells out to alembic: the venv's bin must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test release grade clean
+.PHONY: setup demo test release publish grade clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ test: setup
 
 release: setup
 	$(BIN)/python -m autograder release
+
+# The student bundle (what students get, nothing else): build/bundle/
+publish: setup
+	$(BIN)/python -m autograder publish build/bundle
 
 # make grade SUBMISSIONS=path/to/folder ASSIGNMENT=vit
 grade: setup

@@ -7,6 +7,8 @@
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
     python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
                                                          the zip of a Gradescope autograder (autograder/gradescope.py)
+    python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
+                                                         (wheel and source), CollectSubmission.sh, README (autograder/publish.py)
     python -m autograder demo                            all of the above on the bundled samples, then the gradebook
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ def build_release(names: list[str]) -> None:
     """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec and the
     points table of its notebook from its hidden tests (autograder/points.py). nbgrader shells out to alembic, so
     the interpreter's bin folder goes first on PATH."""
+    from autograder.colab import write_colab_cells
     from autograder.points import collect_hidden_tests, write_points_table
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -38,6 +41,8 @@ def build_release(names: list[str]) -> None:
         (assignment.source_dir / "submission.txt").write_text(assignment.submission_list())  # for CollectSubmission.sh
         if write_points_table(assignment, hidden_tests[name]):
             print(f"Updated the points table of source/{name}/{assignment.notebook} from its hidden tests")
+        if write_colab_cells(assignment):
+            print(f"Updated the Colab setup and submit cells of source/{name}/{assignment.notebook} (autograder/colab.py)")
         print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
         proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=WARN"],
                               cwd=PROJECT_ROOT, env=env)
@@ -78,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p_gradescope.add_argument("--hidden-until", choices=("published", "due_date"),
                               help="students see the tests' results only once the grades are published, or after the "
                                    "due date (default: at once)")
+    p_publish = sub.add_parser("publish", help="write the student bundle (what students get, and nothing else)")
+    p_publish.add_argument("out", type=Path)
+    p_publish.add_argument("--url", help="where the bundle's dist/ folder will be served (default: bundle.cfg's url)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
@@ -113,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "release":
         build_release(args.assignments or list_assignments())
+        return 0
+    if args.command == "publish":
+        from autograder.publish import publish
+
+        publish(args.out, args.url)
         return 0
     if args.command == "samples":
         out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment

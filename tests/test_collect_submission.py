@@ -6,6 +6,7 @@ weight files, so these tests do not depend on the real notebook's contents and n
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "CollectSubmission.sh"
+COLLECT = REPO / "dlcourse" / "collect.py"
 SUBMISSION_TXT = REPO / "release" / "vit" / "submission.txt"
 
 
@@ -86,6 +88,8 @@ class Course:
         self.vit = self.release / "vit"
         self.vit.mkdir(parents=True)
         shutil.copy2(SCRIPT, self.script)
+        (root / "dlcourse").mkdir()  # the checks, beside the script as in the student bundle
+        shutil.copy2(COLLECT, root / "dlcourse" / "collect.py")
         shutil.copy2(SUBMISSION_TXT, self.vit / "submission.txt")
         self.outside = root.parent / "work folder"  # where the student runs the script, outside the course
         self.outside.mkdir(exist_ok=True)
@@ -158,6 +162,15 @@ def test_success_packs_every_listed_file_and_a_manifest(course: Course):
     assert "s123.tar.gz" in result.stdout and " B)" in result.stdout  # the archive's size
     assert course.snapshot() == before, "the student's files must not change"
     assert not list(course.outside.glob(".*partial*"))
+
+
+def test_checks_come_from_the_installed_package_without_a_course_copy(course: Course):
+    """Without dlcourse/ beside the script, the installed package's collect.py runs the same checks."""
+    shutil.rmtree(course.root / "dlcourse")
+    (course.vit / WEIGHTS[0]).unlink()
+    result = course.run("s123", "vit")
+    assert_failed_without_archive(course, result)
+    assert f"release/vit/{WEIGHTS[0]} is missing" in result.stderr
 
 
 def test_existing_archive_is_replaced_and_the_script_says_so(course: Course):
@@ -363,3 +376,43 @@ def test_script_is_executable_and_parses():
 def test_shellcheck():
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+# ---------------------------------------------------------------- the notebook's submit cell (dlcourse.collect.submit)
+
+def load_collect():
+    """dlcourse/collect.py on its own, as the script runs it (importing the package would import torch)."""
+    spec = importlib.util.spec_from_file_location("_collect_under_test", COLLECT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+submit = load_collect().submit
+
+
+def test_submit_cell_packs_what_the_script_packs(course: Course, capsys):
+    assert course.run("s123", "vit").returncode == 0
+    archive = submit("s123", "vit", FILES, folder=course.vit)
+    assert archive == str(course.vit / "s123.tar.gz") and "Upload this file" in capsys.readouterr().out
+    script, cell = members(course.outside / "s123.tar.gz"), members(Path(archive))
+    assert script.keys() == cell.keys()
+    assert {k: v for k, v in script.items() if not k.endswith("manifest.json")} == \
+        {k: v for k, v in cell.items() if not k.endswith("manifest.json")}
+    manifests = [json.loads(m["vit/manifest.json"]) for m in (script, cell)]
+    assert [{k: v for k, v in m.items() if k != "created"} for m in manifests] == \
+        [{"student_id": "s123", "assignment": "vit", "files": FILES}] * 2
+
+
+@pytest.mark.parametrize("student", ["", "a b", "../x"])
+def test_submit_cell_refuses_a_bad_student_id(course: Course, capsys, student: str):
+    assert submit(student, "vit", FILES, folder=course.vit) is None
+    assert "is not allowed" in capsys.readouterr().out and not list(course.vit.glob("*.tar.gz"))
+
+
+def test_submit_cell_lists_the_problems_and_packs_nothing(course: Course, capsys):
+    (course.vit / WEIGHTS[0]).unlink()
+    assert submit("s123", "vit", FILES, folder=course.vit) is None
+    out = capsys.readouterr().out
+    assert "Found 1 problem(s); nothing was packed" in out and f"{WEIGHTS[0]} is missing" in out, out
+    assert not list(course.vit.glob("*.tar.gz")) and not list(course.vit.glob(".*partial*"))

@@ -55,7 +55,8 @@ def assert_clean(name: str) -> None:
 def test_setup_notebook_is_clean_and_valid():
     assert_clean("setup.ipynb")
     source = "\n".join(cell.source for cell in nbformat.read(NOTEBOOKS / "setup.ipynb", as_version=4).cells)
-    assert 'COURSE_REPO_URL = ""' in source
+    assert 'COURSE_PACKAGE = ""' in source  # `python -m autograder publish` writes the wheel's URL in
+    assert "git clone" not in source, "students must never clone the course repository: it holds the solutions"
     assert "DLCOURSE_DATA_MIRROR" in source and "DLCOURSE_SETUP_SKIP_DOWNLOAD" in source
 
 

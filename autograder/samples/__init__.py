@@ -120,8 +120,11 @@ def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -
 
 def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
     """The folder where the reference's weights trained by `cells` are kept: named after the notebook's hash."""
+    from autograder.colab import is_generated  # the Colab setup/submit cells train nothing: they leave the key alone
+
     nb = reference_notebook(assignment)
-    digest = hashlib.sha256(json.dumps([cells, [cell_source(c) for c in nb["cells"]]]).encode()).hexdigest()[:12]
+    sources = [cell_source(c) for c in nb["cells"] if not is_generated(c)]
+    digest = hashlib.sha256(json.dumps([cells, sources]).encode()).hexdigest()[:12]
     return cache_root / f"{assignment.name}-{digest}"
 
 
