@@ -136,7 +136,7 @@ SAMPLES = [
                    "        xw = x @ self.W_x + self.b                                # (B, T, 4H), all steps at once")],
            expect_failed=LSTM_SHAPE | LSTM_VALUES | LSTM_REST | ACCURACY),
     Sample("alternative_correct", "correct code written unlike the reference",
-           trained=torch.cuda.is_available(),
+           trained=torch.cuda.is_available(), expect_failed=set() if torch.cuda.is_available() else ACCURACY,
            edits=[("collate", "    return tokens, lengths, labels", "    return tokens, lengths, labels" + ALTERNATIVE_COLLATE),
                   ("classifier", "        return self.head(self.drop(h))          # (B, num_classes)",
                    "        return self.head(self.drop(h))" + ALTERNATIVE_CLASSIFIER),

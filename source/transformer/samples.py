@@ -105,7 +105,8 @@ SAMPLES = [
            expect_failed=PADDING_MASK | THRESHOLDS),
     Sample("alternative_correct", "correct code written unlike the reference (masks by other ops, -1e9 as the masked "
            "score, einsum attention, F.dropout with the training flag), with the reference's trained weights",
-           trained=True, edits=[("positional_encoding", PE_RETURN, PE_RETURN + ALTERNATIVE_PE),
+           trained=True, expect_failed=set() if torch.cuda.is_available() else {"TestAccuracy::test_multi30k_perplexity"},
+           edits=[("positional_encoding", PE_RETURN, PE_RETURN + ALTERNATIVE_PE),
                                 ("masks", CAUSAL_RETURN, CAUSAL_RETURN + ALTERNATIVE_MASKS),
                                 ("mha", MHA_RETURN, MHA_RETURN + ALTERNATIVE_MHA),
                                 ("feedforward", FF_RETURN, FF_RETURN + ALTERNATIVE_FEEDFORWARD)]),
