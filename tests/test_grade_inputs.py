@@ -494,7 +494,9 @@ def test_randomly_damaged_notebooks_never_raise_in_the_judge(tmp_path):
         nb = json.loads(json.dumps(base))
         for _ in range(rng.randint(1, 4)):
             cell = rng.choice(nb["cells"])
-            where = rng.choice([cell, cell.setdefault("metadata", {}), cell["metadata"].get("nbgrader") or cell])
+            metadata = cell.setdefault("metadata", {})  # an earlier damage may have made it anything
+            nbgrader = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+            where = rng.choice([cell, metadata, nbgrader or cell])
             if isinstance(where, dict):
                 where[rng.choice(["source", "metadata", "nbgrader", "grade_id", "cell_type", "solution"])] = rng.choice(weird)
         if rng.random() < 0.2:
