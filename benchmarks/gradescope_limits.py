@@ -101,10 +101,12 @@ def main() -> None:
     parser.add_argument("--sample", default="reference")
     parser.add_argument("--memory-mb", type=int, nargs="+", default=[768, 1536, 2048])
     parser.add_argument("--cpus", type=float, default=0.5, help="CPU quota of the limited runs, in CPUs")
+    parser.add_argument("--judge", choices=("server", "process"), default=GradeOptions().judge,
+                        help="the zip's judge kind (grade's --judge)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gradescope-bench-") as tmp:
         work = Path(tmp)
-        zip_path = build_zip(args.assignment, work / "autograder.zip", GradeOptions(workers=1))
+        zip_path = build_zip(args.assignment, work / "autograder.zip", GradeOptions(workers=1, judge=args.judge))
         [archive] = build_samples(args.assignment, work / "samples", only=[args.sample])
         rows = []
         for memory_mb, cpus in [(None, None)] + [(m, args.cpus) for m in args.memory_mb]:

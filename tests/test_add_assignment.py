@@ -28,6 +28,12 @@ def project(tmp_path) -> Path:
     """A copy of the checkout (code, sources, releases; no virtualenv, build or data)."""
     copy = tmp_path / "project"
     shutil.copytree(PROJECT_ROOT, copy, ignore=IGNORED)
+    # The checkout's cache of trained reference weights, shared: the copy's notebook is the original's, so its
+    # weights are the ones test_samples trains (whichever runs first trains them, once).
+    cache = PROJECT_ROOT / "build" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (copy / "build").mkdir()
+    (copy / "build" / "cache").symlink_to(cache)
     return copy
 
 

@@ -125,7 +125,10 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) 
     nb = reference_notebook(assignment)
     sources = [cell_source(c) for c in nb["cells"] if not is_generated(c)]
     digest = hashlib.sha256(json.dumps([cells, sources]).encode()).hexdigest()[:12]
-    return cache_root / f"{assignment.name}-{digest}"
+    folder = cache_root / f"{assignment.name}-{digest}"
+    if not (folder / "TRAINED").exists():  # a copy under another name (same cells, same sources) has the same weights
+        folder = next((done.parent for done in sorted(cache_root.glob(f"*-{digest}/TRAINED"))), folder)
+    return folder
 
 
 def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
