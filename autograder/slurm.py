@@ -13,7 +13,7 @@ The submitting side (SlurmRunner, called by grade_folder with what is new, chang
                       preflight succeeded (--dependency=afterok, --kill-on-invalid-dep), so a broken node image
                       never becomes a column of grader-errors. `sbatch OUT/slurm/grade.sbatch` resubmits it as is.
     job.json          the job ids of the last submission
-    logs/             each job's output (task-<i>.out, preflight.out)
+    logs/             each job's output: task-<array job>_<i>.out, preflight-<job>.out
 then waits (squeue, with a progress bar) and turns every task that ended without a result (FAILED, TIMEOUT,
 CANCELLED, a lost node...) into a grader-error row naming the state and the log; a rerun submits only those (the
 local grader's own rule: a grader-error is tried again). No accounting database (sacct) is needed.
@@ -66,8 +66,9 @@ def slurm_dir(out: Path) -> Path:
     return out / "slurm"
 
 
-def run_slurm(command: list[str]) -> str:
-    """Run a Slurm client command; its stdout. Any failure is one line naming the fix (SystemExit)."""
+def run_slurm(command: list[str], forgotten_ok: bool = False) -> str:
+    """Run a Slurm client command; its stdout. Any failure is one line naming the fix (SystemExit); with
+    `forgotten_ok`, jobs that slurmctld no longer knows are no error (squeue's "Invalid job id"): nothing is printed."""
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
@@ -75,8 +76,11 @@ def run_slurm(command: list[str]) -> str:
                          "commands (Debian: apt-get install slurm-client)") from None
     except subprocess.TimeoutExpired:
         raise SystemExit(f"{command[0]} did not answer in 120 s: is slurmctld up? (`scontrol ping`)") from None
+    if proc.returncode and forgotten_ok and "Invalid job id" in proc.stderr:
+        return ""
     if proc.returncode:
         error = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        error = error.removeprefix(f"{command[0]}: error: ")
         if "contact slurm controller" in error or "Unable to contact" in error:
             raise SystemExit(f"{command[0]} cannot reach slurmctld ({error}): check `scontrol ping` and SLURM_CONF")
         if "Invalid partition" in error:
@@ -100,7 +104,7 @@ def sbatch_script(out: Path, assignment: Assignment, options: GradeOptions, slur
              f"# Written by `python -m autograder grade --slurm` for assignment '{assignment.name}' (autograder/slurm.py).",
              f"# Resubmit by hand: sbatch {slurm_dir(out) / what}.sbatch   then: python -m autograder collect {out}",
              f"#SBATCH --job-name=grade-{assignment.name}-{what}",
-             f"#SBATCH --output={logs}/{'task-%a' if array else what}.out",
+             f"#SBATCH --output={logs}/{'task-%A_%a' if array else what + '-%j'}.out",  # by job: reruns keep old logs
              f"#SBATCH --chdir={PROJECT_ROOT}",
              f"#SBATCH --time={minutes}",
              f"#SBATCH --cpus-per-task={slurm.cpus_per_task}",
@@ -121,7 +125,7 @@ def sbatch_script(out: Path, assignment: Assignment, options: GradeOptions, slur
 def job_states(*job_ids: str) -> dict[str, str]:
     """{"<job>_<task>" or "<job>": state} of what slurmctld still remembers of these jobs (MinJobAge, 300 s by
     default, after they end: the states of tasks forgotten are read as ended)."""
-    text = run_slurm(["squeue", "-h", "-r", "--states=all", "-j", ",".join(job_ids), "-o", "%i %T"])
+    text = run_slurm(["squeue", "-h", "-r", "--states=all", "-j", ",".join(job_ids), "-o", "%i %T"], forgotten_ok=True)
     return {job: state.split()[0] for job, _, state in (line.partition(" ") for line in text.splitlines()) if state}
 
 
@@ -148,7 +152,7 @@ class SlurmRunner:
             progress(f"Nothing to grade on Slurm: every submission of '{assignment.name}' is already graded, unchanged, "
                      "by this grader (--force regrades them).")
             return
-        job = self.submit(todo, assignment, submissions, out, options)
+        job = self.submit(todo, assignment, submissions, out, options, store)
         progress(f"Submitted {len(todo)} submission(s) of '{assignment.name}' as Slurm array job {job['array']} "
                  f"({len(job['tasks'])} task(s), after preflight job {job['preflight']}); scripts and logs in "
                  f"{slurm_dir(out)}")
@@ -157,7 +161,8 @@ class SlurmRunner:
             return
         self.wait(job, assignment, out, store, progress, bar)
 
-    def submit(self, todo: list, assignment: Assignment, submissions: Path, out: Path, options: GradeOptions) -> dict:
+    def submit(self, todo: list, assignment: Assignment, submissions: Path, out: Path, options: GradeOptions,
+               store: ResultStore) -> dict:
         folder = slurm_dir(out)
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         per = max(1, self.slurm.submissions_per_task)
@@ -173,9 +178,9 @@ class SlurmRunner:
         array = f"0-{len(tasks) - 1}" + (f"%{self.slurm.array_parallelism}" if self.slurm.array_parallelism else "")
         for what, limit, arr in (("preflight", minutes, None), ("grade", minutes * per, array)):
             (folder / f"{what}.sbatch").write_text(sbatch_script(out, assignment, options, self.slurm, limit, what, arr))
-        for stale in (folder / "preflight.failed", *(folder / "logs").glob("*.out")):
-            stale.unlink(missing_ok=True)  # this submission's logs only
-        submitted_at = time.time()
+        (folder / "preflight.failed").unlink(missing_ok=True)
+        # what the store held before: a result is this job's when it differs (no clock is compared across nodes)
+        before = {s.student_id: stored.graded_at if (stored := store.get(s.student_id)) else None for s in todo}
         preflight = run_slurm(["sbatch", "--parsable", str(folder / "preflight.sbatch")]).strip().split(";")[0]
         try:
             array_job = run_slurm(["sbatch", "--parsable", f"--dependency=afterok:{preflight}",
@@ -183,9 +188,29 @@ class SlurmRunner:
         except SystemExit:
             subprocess.run(["scancel", preflight], capture_output=True)
             raise
-        job = {"preflight": preflight, "array": array_job, "submitted_at": submitted_at, "tasks": tasks}
+        job = {"preflight": preflight, "array": array_job, "before": before, "tasks": tasks}
         atomic_write(folder / "job.json", json.dumps(job, indent=2))
         return job
+
+    @staticmethod
+    def log(out: Path, job: dict, index: int | None) -> Path:
+        """The output file of array task `index` (None: of the preflight), as the scripts' --output names it."""
+        logs = slurm_dir(out) / "logs"
+        return logs / (f"preflight-{job['preflight']}.out" if index is None else f"task-{job['array']}_{index}.out")
+
+    @staticmethod
+    def forgotten_state(job: dict, index: int, last_seen: str | None) -> str:
+        """The end state of a task slurmctld no longer lists: from the accounting database (sacct) where the cluster
+        has one, else what is known (a task cancelled before it started leaves the queue without a trace)."""
+        try:
+            proc = subprocess.run(["sacct", "-n", "-X", "-P", "-j", f"{job['array']}_{index}", "-o", "State"],
+                                  capture_output=True, text=True, timeout=60)
+            if proc.returncode == 0 and proc.stdout.split():
+                return proc.stdout.split()[0]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        return (f"state unknown: it left the queue while {last_seen}, so it was probably cancelled before it started"
+                if last_seen == "PENDING" else "state unknown: slurmctld no longer lists it and sacct has no record")
 
     @staticmethod
     def active(job: dict) -> bool:
@@ -195,12 +220,14 @@ class SlurmRunner:
         """Wait for the preflight and the array (a bar of tasks ended), then give every submission left without a
         result a grader-error row. ^C stops waiting only: the jobs go on, and `collect` waits again."""
         folder, tasks = slurm_dir(out), job["tasks"]
+        seen: dict[int, str] = {}  # the last state squeue showed of each task (a task cancelled while pending vanishes)
         meter = tqdm(total=len(tasks), unit="task", disable=not bar, dynamic_ncols=True,
                      bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}")
         try:
             while True:
                 states = job_states(job["preflight"], job["array"])
                 task_states = [states.get(f"{job['array']}_{i}", "ENDED") for i in range(len(tasks))]
+                seen.update((i, state) for i, state in enumerate(task_states) if state != "ENDED")
                 ended = sum(state in ENDED or state == "ENDED" for state in task_states)
                 counts: dict[str, int] = {}
                 for state in task_states:
@@ -209,9 +236,9 @@ class SlurmRunner:
                 meter.update(ended - meter.n)
                 if states.get(job["preflight"], "ENDED") in ENDED | {"ENDED"} and (folder / "preflight.failed").exists():
                     subprocess.run(["scancel", job["array"]], capture_output=True)  # already cancelled by Slurm too
-                    raise SystemExit(f"grader-error: the preflight on the cluster failed, so no student was graded:\n"
-                                     f"{(folder / 'preflight.failed').read_text().strip()}\nFix the grading environment "
-                                     "of the compute nodes, then run the same command again.")
+                    raise SystemExit(f"Slurm preflight job {job['preflight']} failed on a compute node, so its array "
+                                     f"job {job['array']} was cancelled (its log: {self.log(out, job, None)}):\n"
+                                     f"{(folder / 'preflight.failed').read_text().strip()}")
                 if ended == len(tasks) and states.get(job["preflight"], "ENDED") in ENDED | {"ENDED"}:
                     break
                 time.sleep(POLL_S)
@@ -222,18 +249,18 @@ class SlurmRunner:
             meter.close()
         if states.get(job["preflight"], "COMPLETED") not in ("COMPLETED", "ENDED"):
             raise SystemExit(f"grader-error: the preflight job {job['preflight']} ended {states[job['preflight']]}, so no "
-                             f"student was graded; its log: {folder / 'logs' / 'preflight.out'}")
+                             f"student was graded; its log: {self.log(out, job, None)}")
         missing = 0
         for i, shard in enumerate(tasks):
-            state = task_states[i] if task_states[i] != "ENDED" else "ended (forgotten by slurmctld)"
+            state = task_states[i] if task_states[i] != "ENDED" else self.forgotten_state(job, i, seen.get(i))
             for entry in shard:
                 stored = store.get(entry["student_id"])
-                if stored is not None and stored.graded_at >= job["submitted_at"]:
+                if stored is not None and stored.graded_at != job["before"].get(entry["student_id"]):
                     continue
                 missing += 1
                 result = SubmissionResult.without_results(
-                    "grader-error", f"slurm array task {i} of job {job['array']} ended {state} without a result for "
-                    f"this submission (log: {folder / 'logs' / f'task-{i}.out'}); the same command submits it again")
+                    "grader-error", f"slurm array task {i} of job {job['array']} ended without a result for this "
+                    f"submission ({state}; log: {self.log(out, job, i)}); the same command submits it again")
                 store.put(StoredResult(entry["student_id"], assignment.name, Path(entry["path"]).name, entry["sha256"],
                                        0.0, result, ""))
         progress(f"Slurm job {job['array']} ended: {len(tasks)} task(s)"

@@ -21,7 +21,8 @@ from autograder.assignments import PROJECT_ROOT
 from autograder.samples import build_samples
 
 ASSIGNMENT = "vit"
-SAMPLES = ["reference", "untouched_release", "bug_attention_scale"]  # trained weights, nothing done, a planted bug
+# trained weights, nothing done, a planted bug, and one that breaks if the sandbox lets it see anything it should not
+SAMPLES = ["reference", "untouched_release", "bug_attention_scale", "hostile_snooping"]
 SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 GRADE_OPTIONS = ["--memory-mb", "2048"]  # a task asks for 2048 + 2048 MiB: two fit on a small CI machine
 
@@ -165,9 +166,11 @@ def rows(out: Path) -> dict[str, dict]:
 
 
 def essentials(row: dict) -> dict:
-    """What a row says about a student's grade (not how long it took, nor on which machine)."""
+    """What a row says about a student's grade and how the worker was confined (not the worker's uid, which is made
+    from the judge's pid, nor how long it took)."""
     return {"status": row["status"], "score": row["score"], "max_score": row["max_score"],
-            "tests": {tid: (t["outcome"], t["earned"]) for tid, t in row["tests"].items()}}
+            "tests": {tid: (t["outcome"], t["earned"]) for tid, t in row["tests"].items()},
+            "isolation": re.sub(r"uid \d+", "uid N", row["isolation"]), "memory_cap": row["memory_cap"]}
 
 
 @pytest.fixture(scope="module")
@@ -180,18 +183,19 @@ def local(samples, tmp_path_factory):
 
 def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, tmp_path):
     out = tmp_path / "grades"
-    proc = grade(cluster.env, samples, out, "--slurm", "--cpus-per-task", "1")
+    proc = grade(cluster.env, samples, out, "--slurm", "--cpus-per-task", "1", "--submissions-per-task", "2")
     graded = rows(out)
     assert set(graded) == set(SAMPLES) == set(local)
     for sid in SAMPLES:
         assert essentials(graded[sid]) == essentials(local[sid]), sid
     assert {r["status"] for r in graded.values()} == {"ok"}  # so the comparison above compared scored rows
+    assert graded["hostile_snooping"]["isolation"].startswith("bubblewrap (uid ")  # as root: a uid of its own
     assert local["reference"]["score"] > local["bug_attention_scale"]["score"] > local["untouched_release"]["score"]
     script = (out / "slurm" / "grade.sbatch").read_text()
-    assert "#SBATCH --array=0-2\n" in script and "slurm-task" in script  # readable, and resubmittable as it is
+    assert "#SBATCH --array=0-1\n" in script and "slurm-task" in script  # readable, and resubmittable as it is
     assert "Slurm job" in proc.stdout and "every submission graded" in proc.stdout
     # the same command again grades nothing: every result is stored, unchanged
-    again = grade(cluster.env, samples, out, "--slurm", "--cpus-per-task", "1")
+    again = grade(cluster.env, samples, out, "--slurm")
     assert "Nothing to grade on Slurm" in again.stdout
     assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(r) for sid, r in graded.items()}
 
@@ -212,7 +216,9 @@ def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluste
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     graded = rows(out)
     assert graded[victim]["status"] == "grader-error"
-    assert f"slurm array task 1 of job {job['array']} ended CANCELLED" in graded[victim]["message"]
+    # a task cancelled while pending leaves slurmctld's queue without a trace, and this cluster has no sacct
+    assert f"slurm array task 1 of job {job['array']} ended without a result" in graded[victim]["message"]
+    assert "state unknown" in graded[victim]["message"]
     [other] = set(graded) - {victim}
     assert essentials(graded[other]) == essentials(local[other])
     rerun = grade(cluster.env, subs, out, "--slurm", "--cpus-per-task", "1")
@@ -233,3 +239,14 @@ def test_slurm_errors_are_one_line_naming_the_fix(cluster, samples, tmp_path):
         assert proc.returncode != 0 and expected in proc.stderr, (extra, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_failed_preflight_cancels_the_array_and_blames_no_student(cluster, samples, tmp_path):
+    out = tmp_path / "grades"  # a 1 MiB memory cap: no worker can start, on the node as locally
+    proc = grade(cluster.env, samples, out, "--slurm", "--memory-mb", "1", "--cpus-per-task", "1", check=False)
+    assert proc.returncode != 0 and "Slurm preflight job" in proc.stderr and "no student was graded" in proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    job = json.loads((out / "slurm" / "job.json").read_text())
+    states = cluster.slurm("squeue", "-h", "-r", "--states=all", "-j", job["array"], "-o", "%T").stdout.split()
+    assert len(states) == len(SAMPLES) and set(states) == {"CANCELLED"}, states
+    assert rows(out) == {}  # no row at all, so none blamed on a student
