@@ -8,7 +8,8 @@
                                [--slurm [--partition P] [--gpus-per-task N] [--array-parallelism N]
                                 [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]]
                                                          one Slurm job array instead of local workers (autograder/slurm.py)
-    python -m autograder collect OUT                     wait for a `grade --slurm --no-wait`, then write its gradebook
+    python -m autograder collect OUT [--job ID]          wait for a `grade --slurm --no-wait` (or for OUT/slurm/grade.sbatch
+                                                         resubmitted by hand), then write its gradebook
     python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
                                                          the zip of a Gradescope autograder (autograder/gradescope.py)
     python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="return once submitted; `python -m autograder collect OUT` waits and writes the gradebook")
     p_collect = sub.add_parser("collect", help="wait for a `grade --slurm --no-wait` and write its gradebook")
     p_collect.add_argument("out", type=Path)
+    p_collect.add_argument("--job", help="the job id of OUT/slurm/grade.sbatch submitted again by hand (default: the "
+                                         "job that `grade --slurm` submitted)")
     p_task = sub.add_parser("slurm-task", help="(run by the Slurm job scripts) grade one array task's submissions")
     p_task.add_argument("out", type=Path)
     which = p_task.add_mutually_exclusive_group(required=True)
@@ -141,11 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     slurm_flags = ("partition", "gpus_per_task", "array_parallelism", "time_per_submission", "no_wait")
     if args.command == "grade" and not args.slurm and any(getattr(args, f) for f in slurm_flags):
         parser.error("--partition, --gpus-per-task, --array-parallelism, --time-per-submission and --no-wait need --slurm")
+    if args.command == "grade" and any(getattr(args, f) is not None and getattr(args, f) < 1 for f in (
+            "array_parallelism", "time_per_submission", "submissions_per_task", "cpus_per_task")):
+        parser.error("--array-parallelism, --time-per-submission, --submissions-per-task and --cpus-per-task take 1 or more")
     if args.command == "collect":
         from autograder.gradebook import format_summary, format_table
         from autograder.slurm import collect
 
-        gradebook = collect(args.out)
+        gradebook = collect(args.out, array_job=args.job)
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}\n\nWrote {args.out}/gradebook.csv, gradebook.json and feedback/")
         return 0

@@ -3,7 +3,8 @@
 
     python -m autograder grade SUBMISSIONS --assignment A --slurm [--partition P] [--gpus-per-task N]
         [--array-parallelism N] [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]
-    python -m autograder collect OUT          wait for what --no-wait submitted, then write the gradebook
+    python -m autograder collect OUT [--job ID]   wait for what --no-wait submitted (or for `sbatch OUT/slurm/grade.sbatch`
+                                                  run by hand: its job ID), then write the gradebook
 
 The submitting side (SlurmRunner, called by grade_folder with what is new, changed or failed) writes OUT/slurm/:
     batch.json        the run: assignment, submissions folder, grading options, hand grades, roster, and the
@@ -102,7 +103,9 @@ def sbatch_script(out: Path, assignment: Assignment, options: GradeOptions, slur
     logs = slurm_dir(out) / "logs"
     lines = ["#!/bin/bash",
              f"# Written by `python -m autograder grade --slurm` for assignment '{assignment.name}' (autograder/slurm.py).",
-             f"# Resubmit by hand: sbatch {slurm_dir(out) / what}.sbatch   then: python -m autograder collect {out}",
+             "# To grade what failed, run the same `grade --slurm` command again: it submits only that. This script",
+             f"# can also be resubmitted as it is: sbatch {slurm_dir(out) / what}.sbatch"
+             + (f"   then: python -m autograder collect {out} --job <its job id>" if array else ""),
              f"#SBATCH --job-name=grade-{assignment.name}-{what}",
              f"#SBATCH --output={logs}/{'task-%A_%a' if array else what + '-%j'}.out",  # by job: reruns keep old logs
              f"#SBATCH --chdir={PROJECT_ROOT}",
@@ -125,7 +128,8 @@ def sbatch_script(out: Path, assignment: Assignment, options: GradeOptions, slur
 def job_states(*job_ids: str) -> dict[str, str]:
     """{"<job>_<task>" or "<job>": state} of what slurmctld still remembers of these jobs (MinJobAge, 300 s by
     default, after they end: the states of tasks forgotten are read as ended)."""
-    text = run_slurm(["squeue", "-h", "-r", "--states=all", "-j", ",".join(job_ids), "-o", "%i %T"], forgotten_ok=True)
+    ids = [job for job in job_ids if job]  # a job resubmitted by hand has no preflight job
+    text = run_slurm(["squeue", "-h", "-r", "--states=all", "-j", ",".join(ids), "-o", "%i %T"], forgotten_ok=True)
     return {job: state.split()[0] for job, _, state in (line.partition(" ") for line in text.splitlines()) if state}
 
 
@@ -137,17 +141,21 @@ class SlurmRunner:
         self.slurm, self.hand_grades, self.roster, self.duplicates = slurm, hand_grades, roster, duplicates
 
     def __call__(self, todo: list, assignment: Assignment, submissions: Path, out: Path, options: GradeOptions,
-                 store: ResultStore, progress, bar: bool, collect: bool = False) -> None:
+                 store: ResultStore, progress, bar: bool, collect: bool = False, array_job: str | None = None) -> None:
         job_file = slurm_dir(out) / "job.json"
         job = json.loads(job_file.read_text()) if job_file.exists() else None
         if collect:
             if job is None:
                 raise SystemExit(f"nothing was submitted to Slurm from {out} (no {job_file})")
+            if array_job:  # grade.sbatch resubmitted by hand: the same tasks, without a preflight job
+                job = dict(job, array=array_job, preflight=None)
+                (slurm_dir(out) / "preflight.failed").unlink(missing_ok=True)
+                atomic_write(job_file, json.dumps(job, indent=2))
             self.wait(job, assignment, out, store, progress, bar)
             return
         if job and self.active(job):
             raise SystemExit(f"array job {job['array']} is still grading into {out}: wait for it with `python -m "
-                             f"autograder collect {out}`, or cancel it (scancel {job['array']} {job['preflight']})")
+                             f"autograder collect {out}`, or cancel it (scancel {job['array']} {job['preflight'] or ''})")
         if not todo:
             progress(f"Nothing to grade on Slurm: every submission of '{assignment.name}' is already graded, unchanged, "
                      "by this grader (--force regrades them).")
@@ -226,6 +234,7 @@ class SlurmRunner:
         try:
             while True:
                 states = job_states(job["preflight"], job["array"])
+                preflight = states.get(job["preflight"], "ENDED") if job["preflight"] else "COMPLETED"
                 task_states = [states.get(f"{job['array']}_{i}", "ENDED") for i in range(len(tasks))]
                 seen.update((i, state) for i, state in enumerate(task_states) if state != "ENDED")
                 ended = sum(state in ENDED or state == "ENDED" for state in task_states)
@@ -234,12 +243,12 @@ class SlurmRunner:
                     counts[state] = counts.get(state, 0) + 1
                 meter.set_postfix_str(", ".join(f"{k} {v}" for k, v in sorted(counts.items())), refresh=False)
                 meter.update(ended - meter.n)
-                if states.get(job["preflight"], "ENDED") in ENDED | {"ENDED"} and (folder / "preflight.failed").exists():
+                if preflight in ENDED | {"ENDED"} and (folder / "preflight.failed").exists():
                     subprocess.run(["scancel", job["array"]], capture_output=True)  # already cancelled by Slurm too
                     raise SystemExit(f"Slurm preflight job {job['preflight']} failed on a compute node, so its array "
                                      f"job {job['array']} was cancelled (its log: {self.log(out, job, None)}):\n"
                                      f"{(folder / 'preflight.failed').read_text().strip()}")
-                if ended == len(tasks) and states.get(job["preflight"], "ENDED") in ENDED | {"ENDED"}:
+                if ended == len(tasks) and preflight in ENDED | {"ENDED"}:
                     break
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
@@ -247,8 +256,8 @@ class SlurmRunner:
                              f"waits for it and writes the gradebook (scancel {job['array']} to stop it).") from None
         finally:
             meter.close()
-        if states.get(job["preflight"], "COMPLETED") not in ("COMPLETED", "ENDED"):
-            raise SystemExit(f"grader-error: the preflight job {job['preflight']} ended {states[job['preflight']]}, so no "
+        if preflight not in ("COMPLETED", "ENDED"):
+            raise SystemExit(f"grader-error: the preflight job {job['preflight']} ended {preflight}, so no "
                              f"student was graded; its log: {self.log(out, job, None)}")
         missing = 0
         for i, shard in enumerate(tasks):
@@ -268,8 +277,9 @@ class SlurmRunner:
                     "only them again)" if missing else ", every submission graded") + ".")
 
 
-def collect(out: Path, bar: bool = True) -> dict:
-    """Wait for the job that `grade --slurm --no-wait` submitted into OUT, then write the gradebook."""
+def collect(out: Path, bar: bool = True, array_job: str | None = None) -> dict:
+    """Wait for the job that `grade --slurm --no-wait` submitted into OUT (or `array_job`: OUT/slurm/grade.sbatch
+    submitted again by hand), then write the gradebook."""
     from autograder.grade import grade_folder
 
     path = slurm_dir(out.resolve()) / "batch.json"
@@ -281,7 +291,7 @@ def collect(out: Path, bar: bool = True) -> dict:
                          batch["duplicates"])
 
     def collecting(todo, *args):
-        runner(todo, *args, collect=True)
+        runner(todo, *args, collect=True, array_job=array_job)
 
     return grade_folder(Path(batch["submissions"]), batch["assignment"], out, GradeOptions.from_dict(batch["options"]),
                         runner.hand_grades, roster=runner.roster, duplicates=runner.duplicates, bar=bar,

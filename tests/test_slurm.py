@@ -198,6 +198,17 @@ def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, t
     again = grade(cluster.env, samples, out, "--slurm")
     assert "Nothing to grade on Slurm" in again.stdout
     assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(r) for sid, r in graded.items()}
+    # the script resubmitted by hand grades the same submissions again, and collect merges that job
+    before = {sid: json.loads((out / "results" / f"{sid}.json").read_text())["graded_at"] for sid in SAMPLES}
+    submitted = cluster.slurm("sbatch", "--parsable", str(out / "slurm" / "grade.sbatch"))
+    assert submitted.returncode == 0, submitted.stderr
+    collected = subprocess.run([sys.executable, "-m", "autograder", "collect", str(out), "--job",
+                                submitted.stdout.strip()], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               env=cluster.env, timeout=900)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    after = {sid: json.loads((out / "results" / f"{sid}.json").read_text())["graded_at"] for sid in SAMPLES}
+    assert all(after[sid] > before[sid] for sid in SAMPLES)  # graded again by that job
+    assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(local[sid]) for sid in SAMPLES}
 
 
 def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluster, samples, local, tmp_path):
