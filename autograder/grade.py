@@ -16,6 +16,8 @@ submission is that submission's grader-error, never its zero. Pipeline for each 
      code in a new sandboxed worker and writes results.json (autograder/judge.py);
   3. record: a gradebook row, whatever happened (build_row).
 Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
+With --slurm, steps 1-3 run in the tasks of a Slurm job array instead of local workers, each through grade_and_store
+as here (autograder/slurm.py); the survey, what to grade and the gradebook are this module's either way.
 """
 from __future__ import annotations
 
