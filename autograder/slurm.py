@@ -86,6 +86,9 @@ def run_slurm(command: list[str], forgotten_ok: bool = False) -> str:
             raise SystemExit(f"{command[0]} cannot reach slurmctld ({error}): check `scontrol ping` and SLURM_CONF")
         if "Invalid partition" in error:
             raise SystemExit(f"{command[0]}: {error}; pass an existing --partition (`sinfo -s` lists them)")
+        if "array specification" in error:  # more tasks than the cluster's MaxArraySize (1001 by default)
+            raise SystemExit(f"{command[0]}: {error}; grade several submissions per task (--submissions-per-task K) "
+                             "so that the array has fewer tasks than the cluster's MaxArraySize (`scontrol show config`)")
         raise SystemExit(f"{shlex.join(command)} failed: {error}")
     return proc.stdout
 
