@@ -233,9 +233,9 @@ def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluste
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     graded = rows(out)
     assert graded[victim]["status"] == "grader-error"
-    # a task cancelled while pending leaves slurmctld's queue without a trace, and this cluster has no sacct
+    # slurm 22.05 drops a task cancelled while pending from its queue without a trace, and this cluster has no sacct
     assert f"slurm array task 1 of job {job['array']} ended without a result" in graded[victim]["message"]
-    assert "state unknown" in graded[victim]["message"]
+    assert "state unknown" in graded[victim]["message"] or "(CANCELLED;" in graded[victim]["message"]
     [other] = set(graded) - {victim}
     assert essentials(graded[other]) == essentials(local[other])
     rerun = grade(cluster.env, subs, out, "--slurm", "--cpus-per-task", "1")
