@@ -551,6 +551,10 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         finally:
             gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand_grades, warnings, out)
         return gradebook
+    if (out / "slurm" / "job.json").exists():  # a Slurm job graded into OUT: not while it still runs
+        from autograder.slurm import refuse_if_running
+
+        refuse_if_running(out)
     leftovers = store.kill_leftovers()
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")

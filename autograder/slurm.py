@@ -30,6 +30,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,6 +137,18 @@ def job_states(*job_ids: str) -> dict[str, str]:
     return {job: state.split()[0] for job, _, state in (line.partition(" ") for line in text.splitlines()) if state}
 
 
+def refuse_if_running(out: Path) -> None:
+    """Stop a second grader (Slurm or local) from grading into OUT while the Slurm job submitted into it still runs:
+    both would judge the same students, and a local grader would kill the tasks' judges as leftovers."""
+    job_file = slurm_dir(out) / "job.json"
+    if not job_file.exists() or not shutil.which("squeue"):
+        return
+    job = json.loads(job_file.read_text())
+    if SlurmRunner.active(job):
+        raise SystemExit(f"array job {job['array']} is still grading into {out}: wait for it with `python -m "
+                         f"autograder collect {out}`, or cancel it (scancel {job['array']} {job['preflight'] or ''})")
+
+
 class SlurmRunner:
     """grade_folder's runner for --slurm: submits the preflight and the array, waits, records tasks without a result."""
 
@@ -156,9 +169,7 @@ class SlurmRunner:
                 atomic_write(job_file, json.dumps(job, indent=2))
             self.wait(job, assignment, out, store, progress, bar)
             return
-        if job and self.active(job):
-            raise SystemExit(f"array job {job['array']} is still grading into {out}: wait for it with `python -m "
-                             f"autograder collect {out}`, or cancel it (scancel {job['array']} {job['preflight'] or ''})")
+        refuse_if_running(out)
         if not todo:
             progress(f"Nothing to grade on Slurm: every submission of '{assignment.name}' is already graded, unchanged, "
                      "by this grader (--force regrades them).")

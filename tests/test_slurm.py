@@ -226,8 +226,10 @@ def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluste
     victim = job["tasks"][1][0]["student_id"]
     # the array waits for its preflight job, so task 1 is still pending: cancel it as an instructor (or Slurm) would
     assert cluster.slurm("scancel", f"{job['array']}_1").returncode == 0
-    refused = grade(cluster.env, subs, out, "--slurm", check=False)  # task 0 is not done: no second job into OUT
-    assert refused.returncode != 0 and f"array job {job['array']} is still grading into" in refused.stderr, refused.stderr
+    for extra in (["--slurm"], []):  # task 0 is not done: no second job, nor a local grader, into OUT
+        refused = grade(cluster.env, subs, out, *extra, check=False)
+        assert refused.returncode != 0 and f"array job {job['array']} is still grading into" in refused.stderr, \
+            refused.stderr
     collected = subprocess.run([sys.executable, "-m", "autograder", "collect", str(out)], cwd=PROJECT_ROOT,
                                capture_output=True, text=True, env=cluster.env, timeout=900)
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
