@@ -5,6 +5,11 @@
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
+                               [--slurm [--partition P] [--gpus-per-task N] [--array-parallelism N]
+                                [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]]
+                                                         one Slurm job array instead of local workers (autograder/slurm.py)
+    python -m autograder collect OUT [--job ID]          wait for a `grade --slurm --no-wait` (or for OUT/slurm/grade.sbatch
+                                                         resubmitted by hand), then write its gradebook
     python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
                                                          the zip of a Gradescope autograder (autograder/gradescope.py)
     python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
@@ -77,6 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")
+    slurm = p_grade.add_argument_group("Slurm", "grade as one Slurm job array, one task per submission (or per "
+                                       "--submissions-per-task), with the same judge and sandbox (autograder/slurm.py)")
+    slurm.add_argument("--slurm", action="store_true", help="submit a job array with sbatch instead of grading here")
+    slurm.add_argument("--partition", help="the Slurm partition (default: the cluster's default)")
+    slurm.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per task: --gres=gpu:N (default 0)")
+    slurm.add_argument("--array-parallelism", type=int, help="at most N tasks at once (--array=...%%N)")
+    slurm.add_argument("--time-per-submission", type=int, metavar="MIN",
+                       help="Slurm time limit per submission in minutes (default: the submission's budget plus the "
+                            "judge's grace, rounded up)")
+    slurm.add_argument("--submissions-per-task", type=int, default=1, metavar="K", help="submissions per array task")
+    slurm.add_argument("--cpus-per-task", type=int, default=2, help="CPUs per task (default 2): the judge's torch threads")
+    slurm.add_argument("--no-wait", action="store_true",
+                       help="return once submitted; `python -m autograder collect OUT` waits and writes the gradebook")
+    p_collect = sub.add_parser("collect", help="wait for a `grade --slurm --no-wait` and write its gradebook")
+    p_collect.add_argument("out", type=Path)
+    p_collect.add_argument("--job", help="the job id of OUT/slurm/grade.sbatch submitted again by hand (default: the "
+                                         "job that `grade --slurm` submitted)")
+    p_task = sub.add_parser("slurm-task", help="(run by the Slurm job scripts) grade one array task's submissions")
+    p_task.add_argument("out", type=Path)
+    which = p_task.add_mutually_exclusive_group(required=True)
+    which.add_argument("--index", type=int)
+    which.add_argument("--preflight", action="store_true")
     p_gradescope = sub.add_parser("gradescope", help="build an assignment's Gradescope autograder zip")
     p_gradescope.add_argument("assignment", choices=list_assignments())
     p_gradescope.add_argument("--out", type=Path, help="the zip to write (default autograder_<assignment>.zip)")
@@ -114,6 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "export_file", None) and not args.export:
         parser.error("--export-file needs --export canvas|csv")
+    slurm_flags = ("partition", "gpus_per_task", "array_parallelism", "time_per_submission", "no_wait")
+    if args.command == "grade" and not args.slurm and any(getattr(args, f) for f in slurm_flags):
+        parser.error("--partition, --gpus-per-task, --array-parallelism, --time-per-submission and --no-wait need --slurm")
+    if args.command == "grade" and any(getattr(args, f) is not None and getattr(args, f) < 1 for f in (
+            "array_parallelism", "time_per_submission", "submissions_per_task", "cpus_per_task")):
+        parser.error("--array-parallelism, --time-per-submission, --submissions-per-task and --cpus-per-task take 1 or more")
+    if args.command == "collect":
+        from autograder.gradebook import format_summary, format_table
+        from autograder.slurm import collect
+
+        gradebook = collect(args.out, array_job=args.job)
+        print(format_table(gradebook))
+        print(f"\n{format_summary(gradebook)}\n\nWrote {args.out}/gradebook.csv, gradebook.json and feedback/")
+        return 0
+    if args.command == "slurm-task":
+        from autograder.slurm import run_task
+
+        return run_task(args.out.resolve(), None if args.preflight else args.index)
 
     from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
@@ -143,9 +188,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
+        runner = None
+        if args.slurm:
+            from autograder.slurm import SlurmOptions, SlurmRunner
+
+            runner = SlurmRunner(SlurmOptions(args.partition, args.gpus_per_task, args.array_parallelism,
+                                              args.time_per_submission, args.submissions_per_task, args.cpus_per_task,
+                                              not args.no_wait), args.hand_grades, args.roster, args.duplicates)
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
                                  force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates,
-                                 bar=True)
+                                 bar=True, runner=runner)
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}")
         if args.export:

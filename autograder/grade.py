@@ -16,6 +16,8 @@ submission is that submission's grader-error, never its zero. Pipeline for each 
      code in a new sandboxed worker and writes results.json (autograder/judge.py);
   3. record: a gradebook row, whatever happened (build_row).
 Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
+With --slurm, steps 1-3 run in the tasks of a Slurm job array instead of local workers, each through grade_and_store
+as here (autograder/slurm.py); the survey, what to grade and the gradebook are this module's either way.
 """
 from __future__ import annotations
 
@@ -262,8 +264,9 @@ class Judges:
             self._idle.put(server)
 
     @classmethod
-    def for_batch(cls, assignment: Assignment, out: Path, options: GradeOptions) -> "Judges":
-        """The batch's judges: with options.judge == "server", one judge server per worker, importing already."""
+    def for_batch(cls, assignment: Assignment, out: Path, options: GradeOptions, tag: str = "") -> "Judges":
+        """The batch's judges: with options.judge == "server", one judge server per worker, importing already.
+        `tag` names their logs apart where several graders share OUT (Slurm array tasks)."""
         if options.judge == "process":
             return cls()
         if options.judge != "server":
@@ -271,7 +274,7 @@ class Judges:
         (out / "logs").mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
                    "--preload", str(assignment.hidden_tests)]
-        return cls([JudgeServer(command, out / "logs" / f".judge-server-{i}.log", PROJECT_ROOT)
+        return cls([JudgeServer(command, out / "logs" / f".judge-server{tag}-{i}.log", PROJECT_ROOT)
                     for i in range(max(1, options.workers))])  # started by warm(), or by the first judge of each
 
     def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
@@ -426,6 +429,25 @@ def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
     return todo
 
 
+def grade_and_store(sub: Submission, assignment: Assignment, out: Path, options: GradeOptions, store: ResultStore,
+                    grader: str, judges: Judges) -> SubmissionResult:
+    """Judge one submission and keep its result in the store (Interrupted when the batch is stopping): what every
+    grader does for each submission, here or in a Slurm array task (autograder/slurm.py)."""
+    if judges.stopping.is_set():  # not even unpacked
+        raise Interrupted(sub.student_id)
+    started = time.monotonic()
+    try:
+        result = judge(sub, assignment, out, options, judges)
+    except Interrupted:
+        raise
+    except Exception as exc:  # the grader's own failure on this submission: its row says so, the batch goes on
+        result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
+                                                  f"({type(exc).__name__}: {exc}); a rerun tries it again")
+    store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
+                           round(time.monotonic() - started, 1), result, grader))  # durable before anything else
+    return result
+
+
 def grade_each(todo: list[Submission], assignment: Assignment, out: Path, options: GradeOptions, store: ResultStore,
                grader: str, judges: Judges, progress, bar: bool) -> None:
     """Judge `todo` on options.workers threads, storing each result as soon as it is known."""
@@ -435,18 +457,7 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
     lock = threading.Lock()
 
     def one(sub: Submission) -> None:
-        if judges.stopping.is_set():  # not even unpacked
-            raise Interrupted(sub.student_id)
-        started = time.monotonic()
-        try:
-            result = judge(sub, assignment, out, options, judges)
-        except Interrupted:
-            raise
-        except Exception as exc:  # the grader's own failure on this submission: its row says so, the batch goes on
-            result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
-                                                      f"({type(exc).__name__}: {exc}); a rerun tries it again")
-        store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
-                               round(time.monotonic() - started, 1), result, grader))  # durable before anything else
+        result = grade_and_store(sub, assignment, out, options, store, grader, judges)
         store.done(sub.student_id)
         with lock:
             counts[result.status] = counts.get(result.status, 0) + 1
@@ -471,16 +482,41 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
         meter.close()
 
 
+def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submission], submissions: Path,
+                    roster_ids: list[str] | None, hand_grades: Path | None, warnings: list[str], out: Path) -> dict:
+    """The gradebook of every result kept in OUT/results/ (plus a no-submission row per roster student without one),
+    written to OUT: gradebook.csv, gradebook.json, feedback/."""
+    from autograder.gradebook import build_gradebook, write_outputs
+
+    graded = store.all()
+    present = {s.student_id for s in subs}
+    warnings = warnings + [f"{sid}: row kept from an earlier run ({stored.source} is no longer in {submissions})"
+                           for sid, stored in graded.items() if sid not in present]
+    results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
+    results += [(Submission(sid, Path()), SubmissionResult.without_results(
+                    "no-submission", f"no submission was found in {submissions.name}"))
+                for sid in roster_ids or () if sid not in graded]
+    gradebook = build_gradebook(assignment, results, hand_grades)
+    gradebook["warnings"] = warnings
+    for row in gradebook["submissions"]:
+        row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
+    write_outputs(gradebook, out)
+    return gradebook
+
+
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
                  hand_grades: Path | None = None, progress=print, force: bool = False,
                  only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
-                 bar: bool = False) -> dict:
+                 bar: bool = False, runner=None, collect: bool = False) -> dict:
     """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
     regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
     stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
     `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook.
-    `bar`: a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission."""
-    from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
+    `bar`: a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission.
+    `runner`: grade elsewhere instead of here (autograder/slurm.py's SlurmRunner, called with what to grade); the
+    preflight and the isolation checks are then its own, on the machines that grade. `collect`: grade nothing new,
+    only let the runner wait for what it started earlier, then write the gradebook."""
+    from autograder.gradebook import read_hand_grades
 
     assignment = load_assignment(assignment_name)
     found = survey(submissions, duplicates)
@@ -498,17 +534,30 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         unknown = sorted(set(only) - {s.student_id for s in subs})
         if unknown:
             raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
-    check_isolation(options, progress)
+    if runner is None:
+        check_isolation(options, progress)
     out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out, assignment.name)
     store.lock()
     # hand grades are checked before the first judge, not after the last
     read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
+    options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
+    if runner is not None:  # the judges run elsewhere (a Slurm array): no local leftovers to kill, no signal handlers
+        try:
+            grader = grader_digest(assignment)
+            todo = [] if collect else choose(subs, store, grader, force, only)
+            runner(todo, assignment, submissions, out, options, store, progress, bar)
+        finally:
+            gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand_grades, warnings, out)
+        return gradebook
+    if (out / "slurm" / "job.json").exists():  # a Slurm job graded into OUT: not while it still runs
+        from autograder.slurm import refuse_if_running
+
+        refuse_if_running(out)
     leftovers = store.kill_leftovers()
     if leftovers:
         progress(f"Killed {leftovers} judge(s) left running in {out} by an earlier grader that was killed")
-    options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
     judges = Judges.for_batch(assignment, out, options)
 
     def stop(signum, frame):
@@ -532,24 +581,12 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         judges.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
-        graded = store.all()  # the gradebook of every result kept, also when stopping or failing
-        present = {s.student_id for s in subs}
-        warnings += [f"{sid}: row kept from an earlier run ({stored.source} is no longer in {submissions})"
-                     for sid, stored in graded.items() if sid not in present]
-        results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
-        results += [(Submission(sid, Path()), SubmissionResult.without_results(
-                        "no-submission", f"no submission was found in {submissions.name}"))
-                    for sid in roster_ids or () if sid not in graded]
-        gradebook = build_gradebook(assignment, results, hand_grades)
-        gradebook["warnings"] = warnings
-        for row in gradebook["submissions"]:
-            row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
-        write_outputs(gradebook, out)
+        gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand_grades, warnings, out)
     if judges.stopping.is_set():
         left = store.pending()
         again = " without --force" if force else " without --only" if only else ""
         raise SystemExit(f"Interrupted: {len(todo) - len(left & {s.student_id for s in todo})} of {len(todo)} "
                          f"submission(s) graded in this run; the gradebook in {out} has every result kept so far "
-                         f"({len(graded)} row(s)). Run the same command again{again} to grade only the {len(left)} left "
+                         f"({len(store.all())} row(s)). Run the same command again{again} to grade only the {len(left)} left "
                          "(and anything new or changed).")
     return gradebook

@@ -26,10 +26,12 @@ class GradeOptions:
     judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);
     # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
     preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
+    threads: int | None = None  # torch threads per judge; None: this machine's CPUs // workers (a Slurm task sets
+    # its allocation's CPUs: with task/none nothing else keeps it to them)
 
     @property
     def judge_threads(self) -> int:
-        return max(1, (os.cpu_count() or 2) // max(1, self.workers))
+        return self.threads or max(1, (os.cpu_count() or 2) // max(1, self.workers))
 
     def budget(self, assignment: Assignment) -> float:
         """Seconds for grading one submission of `assignment`."""
