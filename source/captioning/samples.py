@@ -162,3 +162,22 @@ SAMPLES = [
                   ("captioning_model", SAMPLE_RETURN, SAMPLE_RETURN + ALTERNATIVE_MODEL),
                   ("loss", LOSS_RETURN, LOSS_RETURN + ALTERNATIVE_LOSS)]),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("pe_check", "frequencies with exponent i / d_model instead of 2i / d_model",
+     {"positional_encoding": ("-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model",
+                              "-torch.arange(0, (d_model + 1) // 2, dtype=torch.float64) / d_model")}),
+    ("masks_check", "causal mask hides the diagonal",
+     {"masks": ("torch.ones(T, T, dtype=torch.bool, device=device).tril()",
+                "torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)")}),
+    ("mha_check", "scores scaled by sqrt(embed_dim)", {"mha": ("math.sqrt(self.head_size)", "math.sqrt(D)")}),
+    ("decoder_check", "cross-attention to the caption instead of the image",
+     {"decoder_layer": ("self.cross_attn(x, memory, memory)", "self.cross_attn(x, x, x)")}),
+    ("model_check", "no positional encoding",
+     {"captioning_model": ("self.positional_encoding(self.embedding(captions))", "self.embedding(captions)")}),
+    ("sample_check", "captions that have produced <END> go on instead of padding with <NULL>",
+     {"captioning_model": (".masked_fill(finished, NULL)", "")}),
+    ("loss_check", "<NULL> positions counted", {"loss": ("targets.reshape(N * T), ignore_index=null_idx,", "targets.reshape(N * T),")}),
+]

@@ -7,7 +7,7 @@ SPEC = AssignmentSpec(
     run_cells=("setup", "positional_encoding", "masks", "mha", "decoder_layer", "captioning_config", "captioning_model",
                "loss"),
     training_cells=("setup", "data", "positional_encoding", "masks", "mha", "decoder_layer", "captioning_config",
-                    "captioning_model", "loss", "overfit_train", "standin_hparams", "standin_train"),
+                    "captioning_model", "loss", "overfit_settings", "overfit_train", "standin_hparams", "standin_train"),
     # Thresholds, with the seconds the reference needs for the split on one CPU thread (a student's saved model gets
     # scoring.evaluation_limit of that). Both are judged on the course's stand-in data (dlcourse/captioning.py), not COCO.
     thresholds={
