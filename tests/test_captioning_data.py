@@ -63,7 +63,7 @@ def test_a_model_ignoring_the_image_scores_clearly_worse(reference, monkeypatch)
                                      reference["temporal_softmax_loss"], log_every=0)
         scores[label] = caption_bleu(model, val_f, val_captions, data.idx_to_word)[0].score
     print(f"validation BLEU [{STANDIN_LABEL}]: with the image {scores['image']:.1f}, ignoring it {scores['blind']:.1f}")
-    assert scores["image"] >= scores["blind"] + 5, scores
+    assert scores["image"] >= scores["blind"] + 10, scores  # measured: 37.5 against 16.2
 
 
 def test_coco_checksum_list_catches_a_changed_file(tmp_path, monkeypatch):
