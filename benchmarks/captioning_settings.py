@@ -34,7 +34,7 @@ CELLS = list(ASSIGNMENT.spec.run_cells) + ["data", "overfit_settings"]
 def machine(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)"
+    return f"CPU {platform.processor() or platform.machine()}, one torch thread (train_captioner's choice on a CPU)"
 
 
 def run(ns: dict, features: torch.Tensor, captions: torch.Tensor, vocab_size: int, source: str, device: str) -> list[str]:
