@@ -4,9 +4,11 @@ make, and the check of its part must fail on it. The checks compare with torch b
 out by hand in the notebook, never with the hidden tests' references."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-from autograder.assignments import list_assignments
+from autograder.assignments import list_assignments, load_assignment
 from public_checks import check_cells, run_public_checks
 
 # (assignment, the check that must catch it, what the bug is, {answer cell: (solution text, buggy text)})
@@ -86,6 +88,21 @@ PLANTED_BUGS = [
     ("bert", "train_step_check", "scheduler never stepped",
      {"train_step": ("    scheduler.step()\n", "")}),
 ]
+
+
+def declared_bugs() -> list:
+    """The planted bugs an assignment declares beside its notebook: PUBLIC_CHECK_BUGS in source/<a>/samples.py, a list of
+    (check, bug, edit), so that a new assignment needs no line here."""
+    bugs = []
+    for name in list_assignments():
+        spec = importlib.util.spec_from_file_location(f"_public_check_bugs_{name}", load_assignment(name).samples_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        bugs += [(name, check, bug, edit) for check, bug, edit in getattr(module, "PUBLIC_CHECK_BUGS", ())]
+    return bugs
+
+
+PLANTED_BUGS += declared_bugs()
 
 
 @pytest.mark.parametrize("name", list_assignments())

@@ -5,8 +5,9 @@ a bug costs points once: the hidden test asks the worker to substitute a stand-i
 torch / torchvision / transformers. Stand-ins run on the untrusted side; they hold no answers (a reference
 that *is* an answer, such as the CNN assignment's reference networks, stays in its hidden test file).
 
-One module per assignment (vit.py, rnn.py, transformer.py, seq2seq.py, bert.py), and dropout.py (replayable dropout
-masks, shared), registers its stand-ins by name with
+One module per assignment (vit.py, rnn.py, transformer.py, seq2seq.py, bert.py, captioning.py, ...; every module of
+this package is imported, so a new one needs no list), and dropout.py (replayable dropout masks, shared), registers its
+stand-ins by name with
 `@register("name")`; the worker builds them by that name (`lookup`), and the hidden tests import the same
 classes on the trusted side to compute their references. The worker imports this package as `stand_ins`
 (autograder/sandbox/ is on its path), the trusted side as `autograder.sandbox.stand_ins`: hence the relative
@@ -91,6 +92,14 @@ def recorded_optimizer(model, lr: float, optimizer: str = "adam"):
     return opt, scheduler, events, grad_norms
 
 
-from . import bert, dropout, rnn, seq2seq, transformer, vit  # noqa: E402  (each registers its stand-ins)
+def _import_every_module() -> tuple[ModuleType, ...]:
+    """Every module of this package (each registers its stand-ins when imported), so that an assignment's stand-ins
+    are one new file here and no list to edit."""
+    import importlib
+    import pkgutil
 
-MODULES: tuple[ModuleType, ...] = (vit, rnn, transformer, seq2seq, bert, dropout)  # the stand-in code the worker's tripwires trust
+    return tuple(importlib.import_module(f"{__name__}.{info.name}") for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+                 if not info.name.startswith("_"))
+
+
+MODULES: tuple[ModuleType, ...] = _import_every_module()  # the stand-in code the worker's tripwires trust

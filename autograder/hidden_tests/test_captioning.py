@@ -1,0 +1,550 @@
+"""Hidden tests of the captioning assignment (source/captioning/captioning.ipynb). Never shipped to students.
+
+Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
+nn.TransformerDecoderLayer) given the same weights; the positional encoding with its formula, entry by entry. The
+decoder layer is tested with torch attention and feed-forward stand-ins, the captioning model with torch decoder
+layers (autograder/sandbox/stand_ins/captioning.py) and the reference causal mask, and `sample` through a forward
+that looks its scores up in a table: a bug costs points only in the tests of its own part. The loss is compared with
+a computation made here. The thresholds rebuild the student's saved models in the sandbox; the captions, the loss
+and BLEU are computed in this process. There is no dropout in this assignment (the notebook says so).
+"""
+import math
+import time
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from autograder.assignments import assignment_of
+from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
+from autograder.requests import call, handle, module, name, needs_grad, stand_in
+from autograder.sandbox.stand_ins.transformer import TorchMHA
+from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
+from dlcourse.captioning import END, NULL, START, STANDIN_LABEL, decode_captions, make_standin, small_subset
+from dlcourse.translation import corpus_bleu
+
+ASSIGNMENT = assignment_of(__file__)  # declared in source/captioning/spec.py: cells, thresholds, forbidden APIs, budget
+THRESHOLDS = ASSIGNMENT.spec.thresholds
+OVERFIT_CAPTIONS = 50  # the notebook's small training subset (dlcourse.captioning.small_subset)
+SAMPLE_MAX_LENGTH = 16  # words sampled per validation caption for BLEU (the stand-in's captions have at most 14)
+
+
+def causal(T: int) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool).tril()
+
+
+def sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
+    """The formula, one entry at a time (float64)."""
+    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
+    for pos in range(max_len):
+        for j in range(d_model):
+            angle = pos / 10000 ** ((j - j % 2) / d_model)
+            pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
+    return pe
+
+
+@pytest.mark.cell("positional_encoding")
+class TestPositionalEncoding:
+    GROUP = "Positional encoding"
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("max_len,d_model", [(10, 8), (7, 5), (64, 33)])
+    def test_matches_formula(self, student, max_len, d_model):
+        """sinusoidal_positional_encoding equals the formula (even and odd widths, several lengths)"""
+        result = student.invoke(name("sinusoidal_positional_encoding"), max_len, d_model,
+                                what=f"sinusoidal_positional_encoding({max_len}, {d_model})")
+        if not isinstance(result.value, torch.Tensor):
+            raise Feedback("sinusoidal_positional_encoding must return a tensor")
+        assert_close(result.value, sinusoidal_reference(max_len, d_model),
+                     f"positional encoding ({max_len} positions, d_model={d_model})", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_module_adds_the_table(self, student):
+        """PositionalEncoding adds the first T rows of the table to its input"""
+        x = seeded_randn(2, 9, 12, seed=1)
+        result = student.run(call("PositionalEncoding", d_model=12, max_len=30), (x,), what="PositionalEncoding(12, 30)")
+        assert_close(result.output, x + sinusoidal_reference(9, 12).float(), "PositionalEncoding output", atol=1e-4)
+
+
+@pytest.mark.cell("masks")
+class TestMasks:
+    GROUP = "Causal mask"
+
+    @pytest.mark.points(1)
+    @pytest.mark.parametrize("T", [1, 6])
+    def test_causal_mask(self, student, T):
+        """make_causal_mask(T) is (T, T), True on and below the diagonal"""
+        value = student.invoke(name("make_causal_mask"), T, what=f"make_causal_mask({T})").value
+        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+            raise Feedback("make_causal_mask must return a bool tensor")
+        assert_shape(value, (T, T), "causal mask")
+        if not torch.equal(value, causal(T)):
+            raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i")
+
+
+def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
+    mha = fill_parameters_(nn.MultiheadAttention(d_model, heads, batch_first=True), seed=seed, scale=0.3).eval()
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+    weights = {"q_proj.weight": wq, "q_proj.bias": bq, "k_proj.weight": wk, "k_proj.bias": bk,
+               "v_proj.weight": wv, "v_proj.bias": bv, "out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
+    return mha, {k: v.detach().clone() for k, v in weights.items()}  # own storage each (safetensors refuses shared)
+
+
+@torch.no_grad()
+def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
+    """A second oracle: the torch_mha stand-in (F.scaled_dot_product_attention, True = may attend) with `weights`."""
+    ref = TorchMHA(query.shape[-1], heads)
+    ref.load_state_dict(weights)
+    return ref(query, key, value, mask)
+
+
+def mha_build(d_model: int, heads: int) -> dict:
+    return call("MultiHeadAttention", embed_dim=d_model, num_heads=heads)
+
+
+@pytest.mark.cell("mha")
+class TestMultiHeadAttention:
+    GROUP = "Multi-head attention"
+
+    @pytest.mark.points(1)
+    def test_output_shape_cross_attention(self, student):
+        """MultiHeadAttention maps query (N, T_q, D) and key/value (N, T_k, D) to (N, T_q, D)"""
+        q, kv = seeded_randn(2, 3, 16, seed=1), seeded_randn(2, 7, 16, seed=2)
+        result = student.run(mha_build(16, 4), (q, kv, kv.clone()), what="MultiHeadAttention(16, 4) with T_q=3, T_k=7")
+        assert_shape(result.output, (2, 3, 16), "attention output")
+
+    @pytest.mark.points(2)
+    @pytest.mark.parametrize("d_model,heads", [(16, 1), (32, 4)])
+    def test_self_attention_matches_torch(self, student, d_model, heads):
+        """Unmasked self-attention equals nn.MultiheadAttention with the same weights"""
+        mha, weights = mha_reference(d_model, heads, seed=d_model)
+        x = seeded_randn(2, 6, d_model, seed=heads)
+        result = student.run(mha_build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
+                             what=f"MultiHeadAttention(embed_dim={d_model}, num_heads={heads})")
+        assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), "self-attention output")
+        assert_close(result.output, sdpa_reference(weights, heads, x, x, x), "self-attention output")
+
+    @pytest.mark.points(2)
+    def test_causal_mask_matches_torch(self, student):
+        """With a causal mask (T, T), attention equals nn.MultiheadAttention's attn_mask"""
+        mha, weights = mha_reference(16, 2, seed=5)
+        x = seeded_randn(2, 7, 16, seed=6)
+        result = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(7)), weights=weights,
+                             what="MultiHeadAttention with a causal mask")
+        expected = mha(x, x, x, attn_mask=~causal(7), need_weights=False)[0].detach()
+        assert_close(result.output, expected, "attention output with a causal mask")
+
+    @pytest.mark.points(2)
+    def test_cross_attention_matches_torch(self, student):
+        """Cross-attention (T_q != T_k, no mask) equals nn.MultiheadAttention and F.scaled_dot_product_attention"""
+        mha, weights = mha_reference(16, 4, seed=7)
+        q, kv = seeded_randn(2, 4, 16, seed=8), seeded_randn(2, 9, 16, seed=9)
+        result = student.run(mha_build(16, 4), (q, kv, kv.clone()), weights=weights, what="cross-attention, T_q=4, T_k=9")
+        assert_close(result.output, sdpa_reference(weights, 4, q, kv, kv), "cross-attention output")
+        assert_close(result.output, mha(q, kv, kv, need_weights=False)[0].detach(), "cross-attention output")
+
+    @pytest.mark.points(2)
+    def test_masks_hide_the_future_exactly(self, student):
+        """With the causal mask, changing positions t+1.. (queries, keys and values) changes no output at positions <= t"""
+        _, weights = mha_reference(16, 2, seed=10)
+        x = seeded_randn(2, 6, 16, seed=11)
+        changed = x.clone()
+        changed[:, 3:] = 50.0 * seeded_randn(2, 3, 16, seed=13)
+        first = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(6)), weights=weights,
+                            what="causal attention")
+        second = student.run(mha_build(16, 2), (changed, changed.clone(), changed.clone(), causal(6)), weights=weights,
+                             what="causal attention with changed later positions")
+        assert_close(second.output[:, :3], first.output[:, :3], "outputs at positions 0..2 after changing positions 3..5",
+                     rtol=0.0, atol=1e-6)
+
+    @pytest.mark.points(2)
+    def test_gradients_match_torch(self, student):
+        """Gradients (query, key, value and all weights) equal nn.MultiheadAttention's, with a causal mask"""
+        mha, weights = mha_reference(16, 4, seed=16)
+        q, k, v = seeded_randn(2, 5, 16, seed=17), seeded_randn(2, 5, 16, seed=18), seeded_randn(2, 5, 16, seed=19)
+        g = seeded_randn(2, 5, 16, seed=20)
+        result = student.run(mha_build(16, 4), (q, k, v, causal(5)), weights=weights, grad_output=g,
+                             what="MultiHeadAttention backward")
+        refs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        mha.zero_grad()
+        mha(*refs, attn_mask=~causal(5), need_weights=False)[0].backward(g)
+        for i, label in enumerate(("query", "key", "value")):
+            if result.input_grads[i] is None:
+                raise Feedback(f"no gradient reached the {label}")
+            assert_close(result.input_grads[i], refs[i].grad, f"gradient with respect to the {label}")
+        wq, wk, wv = mha.in_proj_weight.grad.chunk(3)
+        expect_grads(result.param_grads, {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv,
+                                          "out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad})
+
+
+def decoder_reference(d_model: int, heads: int, d_ff: int, seed: int) -> nn.TransformerDecoderLayer:
+    ref = nn.TransformerDecoderLayer(d_model, heads, d_ff, dropout=0.0, batch_first=True)
+    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
+
+
+def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    bq, bk, bv = mha.in_proj_bias.chunk(3)
+    wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in (wq, wk, wv, bq, bk, bv))
+    return {f"{prefix}.q_proj.weight": wq, f"{prefix}.q_proj.bias": bq, f"{prefix}.k_proj.weight": wk,
+            f"{prefix}.k_proj.bias": bk, f"{prefix}.v_proj.weight": wv, f"{prefix}.v_proj.bias": bv,
+            f"{prefix}.out_proj.weight": mha.out_proj.weight.detach().clone(),
+            f"{prefix}.out_proj.bias": mha.out_proj.bias.detach().clone()}
+
+
+def layer_weights(ref: nn.TransformerDecoderLayer) -> dict:
+    """The torch decoder layer's weights under the student's names (attention and feed-forward are stand-ins)."""
+    weights = {"ff.linear1.weight": ref.linear1.weight, "ff.linear1.bias": ref.linear1.bias,
+               "ff.linear2.weight": ref.linear2.weight, "ff.linear2.bias": ref.linear2.bias}
+    weights.update(attention_weights("self_attn", ref.self_attn))
+    weights.update(attention_weights("cross_attn", ref.multihead_attn))
+    for i in (1, 2, 3):
+        norm = getattr(ref, f"norm{i}")
+        weights.update({f"norm{i}.weight": norm.weight, f"norm{i}.bias": norm.bias})
+    return {k: v.detach().clone() for k, v in weights.items()}
+
+
+def layer_substitutes(d_model: int, heads: int, d_ff: int) -> dict:
+    subs = {a: {"kind": "torch_mha", "kwargs": {"d_model": d_model, "num_heads": heads}} for a in ("self_attn", "cross_attn")}
+    subs["ff"] = {"kind": "torch_feedforward", "kwargs": {"d_model": d_model, "d_ff": d_ff}}
+    return subs
+
+
+def decoder_build(d_model: int, heads: int, d_ff: int) -> dict:
+    return call("DecoderLayer", embed_dim=d_model, num_heads=heads, ff_dim=d_ff)
+
+
+@pytest.mark.cell("decoder_layer")
+class TestDecoderLayer:
+    GROUP = "Decoder layer"
+
+    @pytest.mark.points(3)
+    def test_matches_torch_decoder_layer(self, student):
+        """Post-norm DecoderLayer (masked self-attention, cross-attention to the image, feed-forward) equals nn.TransformerDecoderLayer"""
+        ref = decoder_reference(16, 2, 32, seed=26)
+        x, memory = seeded_randn(3, 5, 16, seed=27), seeded_randn(3, 7, 16, seed=28)
+        result = student.run(decoder_build(16, 2, 32), (x, memory, causal(5)), weights=layer_weights(ref),
+                             substitutes=layer_substitutes(16, 2, 32), what="DecoderLayer(16, 2, 32)")
+        expected = ref(x, memory, tgt_mask=~causal(5)).detach()
+        assert_close(result.output, expected, "DecoderLayer output", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_gradients_match_torch(self, student):
+        """Gradients reach the caption and the image features (memory) as in nn.TransformerDecoderLayer"""
+        ref = decoder_reference(16, 4, 24, seed=29)
+        x, memory, g = seeded_randn(2, 4, 16, seed=30), seeded_randn(2, 6, 16, seed=31), seeded_randn(2, 4, 16, seed=32)
+        result = student.run(decoder_build(16, 4, 24), (x, memory, causal(4)), weights=layer_weights(ref),
+                             substitutes=layer_substitutes(16, 4, 24), grad_output=g, what="DecoderLayer backward")
+        refs = [x.clone().requires_grad_(True), memory.clone().requires_grad_(True)]
+        ref(*refs, tgt_mask=~causal(4)).backward(g)
+        for i, label in enumerate(("caption input", "image features (memory)")):
+            if result.input_grads[i] is None:
+                raise Feedback(f"no gradient reached the {label}")
+            assert_close(result.input_grads[i], refs[i].grad, f"DecoderLayer gradient with respect to the {label}", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_future_is_hidden(self, student):
+        """Changing caption position t+1 leaves the layer's outputs at positions <= t unchanged (torch attention inside)"""
+        ref = decoder_reference(16, 2, 32, seed=33)
+        x, memory = seeded_randn(2, 5, 16, seed=34), seeded_randn(2, 3, 16, seed=35)
+        changed = x.clone()
+        changed[:, 3:] = 10.0 * seeded_randn(2, 2, 16, seed=36)
+        build = module(decoder_build(16, 2, 32), weights=layer_weights(ref), keep_as="decoder layer (future)")
+        build["substitutes"] = layer_substitutes(16, 2, 32)
+        first = student.invoke(build, x, memory, causal(5), what="DecoderLayer (future)")
+        second = student.invoke(handle("decoder layer (future)"), changed, memory, causal(5), what="DecoderLayer (future)")
+        if not isinstance(first.value, torch.Tensor) or not isinstance(second.value, torch.Tensor):
+            raise Feedback("DecoderLayer.forward must return a tensor")
+        assert_close(second.value[:, :3], first.value[:, :3], "outputs at positions 0..2 after changing positions 3..4 "
+                     "(does any attention read the caption without the causal mask?)", rtol=0.0, atol=1e-5)
+
+
+TINY = dict(vocab_size=13, input_dim=6, embed_dim=16, num_heads=2, num_layers=2, ff_dim=32, max_length=20)
+
+
+def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
+    """(reference parts, substitutes, weights under the student's names) for the model tests."""
+    g = torch.Generator().manual_seed(seed)
+    parts = nn.ModuleDict({
+        "visual_projection": nn.Linear(cfg["input_dim"], cfg["embed_dim"]),
+        "embedding": nn.Embedding(cfg["vocab_size"], cfg["embed_dim"]),
+        "layers": nn.ModuleList([decoder_reference(cfg["embed_dim"], cfg["num_heads"], cfg["ff_dim"],
+                                                   seed=int(torch.randint(1000, (1,), generator=g)))
+                                 for _ in range(cfg["num_layers"])]),
+        "output": nn.Linear(cfg["embed_dim"], cfg["vocab_size"]),
+    })
+    for key in ("visual_projection", "embedding", "output"):
+        fill_parameters_(parts[key], seed=seed + len(key), scale=0.5)
+    weights = {f"{key}.{n}": p.detach().clone() for key in ("visual_projection", "embedding", "output")
+               for n, p in parts[key].named_parameters()}
+    substitutes = {}
+    for i, layer in enumerate(parts["layers"]):
+        substitutes[f"layers.{i}"] = stand_in("torch_caption_decoder_layer", embed_dim=cfg["embed_dim"],
+                                              num_heads=cfg["num_heads"], ff_dim=cfg["ff_dim"])
+        weights.update({f"layers.{i}.layer.{k}": v.detach().clone() for k, v in layer.state_dict().items()})
+    return parts.eval(), substitutes, weights
+
+
+@torch.no_grad()
+def reference_scores(parts: nn.ModuleDict, cfg: dict, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+    T = captions.shape[1]
+    memory = parts["visual_projection"](features)
+    x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["embed_dim"]).float()
+    for layer in parts["layers"]:
+        x = layer(x, memory, tgt_mask=~causal(T))
+    return parts["output"](x)
+
+
+def model_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    features = seeded_randn(3, 4, TINY["input_dim"], seed=seed)
+    words = 4 + torch.randint(9, (3, 6), generator=torch.Generator().manual_seed(seed))
+    captions = torch.cat([torch.full((3, 1), START), words], dim=1)
+    captions[2, 4], captions[2, 5:] = END, NULL  # one caption ends early (padding after its <END>)
+    return features, captions
+
+
+def captioner(keep_as: str | None = None, seed: int | None = None) -> dict:
+    """The student's CaptioningTransformer (tiny config) with torch decoder layers, run with the reference masks."""
+    if seed is None:
+        build = module(call("CaptioningTransformer", call("CaptioningConfig", **TINY)), keep_as=keep_as)
+    else:
+        _, substitutes, weights = reference_captioner(TINY, seed)
+        build = module(call("CaptioningTransformer", call("CaptioningConfig", **TINY)), weights=weights,
+                       substitutes=substitutes, keep_as=keep_as)
+    return stand_in("with_reference_masks", target=build)
+
+
+@pytest.mark.cell("captioning_model")
+class TestCaptioningModel:
+    GROUP = "Captioning model"
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """forward maps features (N, P, input_dim) and captions (N, T) to scores (N, T, vocab_size)"""
+        features, captions = model_inputs(seed=1)
+        result = student.invoke(captioner(), features, captions, what="CaptioningTransformer(tiny config)")
+        if not isinstance(result.value, torch.Tensor):
+            raise Feedback("CaptioningTransformer.forward must return a tensor of scores")
+        assert_shape(result.value, (3, 7, 13), "scores")
+
+    @pytest.mark.points(3)
+    def test_matches_torch_reference(self, student):
+        """Visual projection, word embeddings, positional encoding, causal mask, decoder layers and output projection equal a reference built from torch layers"""
+        parts, _, _ = reference_captioner(TINY, seed=2)
+        features, captions = model_inputs(seed=3)
+        result = student.invoke(captioner(seed=2), features, captions, what="CaptioningTransformer with torch decoder layers")
+        if not isinstance(result.value, torch.Tensor):
+            raise Feedback("CaptioningTransformer.forward must return a tensor of scores")
+        assert_close(result.value, reference_scores(parts, TINY, features, captions), "scores", atol=1e-4)
+
+    @pytest.mark.points(2)
+    def test_cannot_see_the_future(self, student):
+        """Changing caption word t+1 leaves the scores at positions <= t unchanged, and changes later ones"""
+        features, captions = model_inputs(seed=4)
+        first = student.invoke(captioner(keep_as="causality", seed=5), features, captions, what="CaptioningTransformer (causality)")
+        for t in (1, 3):
+            changed = captions.clone()
+            changed[:, t + 1] = 4 + (changed[:, t + 1] - 4 + 5) % 9
+            second = student.invoke(stand_in("with_reference_masks", target=handle("causality")), features, changed,
+                                    what="CaptioningTransformer (causality)")
+            assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
+                         f"scores at positions 0..{t} after changing word {t + 1}", rtol=1e-5, atol=1e-5)
+            if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
+                raise Feedback(f"changing word {t + 1} changed none of the scores from position {t + 1} on: "
+                               "does the model read the caption?")
+
+
+def lookup_table(seed: int, rows: int, vocab: int = 13) -> torch.Tensor:
+    """(rows, vocab) next-word table: after word w, image i's caption continues with table[i, w]."""
+    g = torch.Generator().manual_seed(seed)
+    table = 4 + torch.randint(vocab - 4, (rows, vocab), generator=g)
+    return table
+
+
+def reference_sample(table: torch.Tensor, max_length: int) -> list[list[int]]:
+    """Greedy sampling from the table, one caption at a time: the words after <START>, up to and including <END>."""
+    rows = []
+    for i in range(len(table)):
+        words, last = [], START
+        while len(words) < max_length and last != END:
+            last = int(table[i, last])
+            words.append(last)
+        rows.append(words)
+    return rows
+
+
+def check_sampled(out, reference: list[list[int]], max_length: int) -> None:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(reference):
+        raise Feedback(f"sample must return an (N, L) tensor of word ids with N = {len(reference)}")
+    if out.shape[1] > max_length:
+        raise Feedback(f"sample returned {out.shape[1]} words per caption, more than max_length = {max_length}")
+    if out.shape[1] != max(len(r) for r in reference):
+        raise Feedback(f"sample returned {out.shape[1]} words per caption; it should stop as soon as every caption has "
+                       "produced <END>, or after max_length words")
+    for i, ref_row in enumerate(reference):
+        row = out[i].tolist()
+        if row[:len(ref_row)] != ref_row:
+            raise Feedback(f"caption {i}: the words differ from greedy sampling (without <START>: the most likely next "
+                           "word at each step, from self(features, caption so far))")
+        if any(t != NULL for t in row[len(ref_row):]):
+            raise Feedback(f"caption {i}: the positions after <END> must hold <NULL>")
+
+
+def run_sample(student, table: torch.Tensor, max_length: int):
+    features = torch.zeros(len(table), 2, TINY["input_dim"])
+    features[:, 0, 0] = torch.arange(len(table), dtype=torch.float32)  # which image: the table's row
+    sampler = stand_in("sample_with_lookup_scores", model=module(call("CaptioningTransformer", call("CaptioningConfig", **TINY))),
+                       table=table)
+    return student.invoke(sampler, features, max_length=max_length, what="sample (scores from a table)").value
+
+
+@pytest.mark.cell("captioning_model")
+class TestSample:
+    GROUP = "Greedy sampling"
+
+    @pytest.mark.points(2)
+    def test_matches_greedy_reference(self, student):
+        """sample appends the argmax word of self(features, caption so far), stops at <END> or max_length, pads with <NULL>"""
+        max_length = 7
+        table = lookup_table(seed=6, rows=6)  # words 4..12: no caption ends unless the table says <END>
+        table[0, START], table[0, 5], table[1, START] = 5, END, END  # caption 0: 5 <END>; caption 1: <END> at once
+        a = int(table[3, START])
+        table[3, int(table[3, a])] = END  # caption 3 ends after two or three words
+        reference = reference_sample(table, max_length)
+        # a test that can fail: some captions end early, others are cut at max_length
+        assert reference[1] == [END] and any(r[-1] != END and len(r) == max_length for r in reference)
+        check_sampled(run_sample(student, table, max_length), reference, max_length)
+
+    @pytest.mark.points(1)
+    def test_stops_once_every_caption_has_ended(self, student):
+        """sample stops as soon as every caption has produced <END> (well before max_length) and pads after it"""
+        table = torch.full((3, 13), END)
+        table[0, START], table[0, 4], table[0, 6] = 4, 6, 7  # <START> 4 6 7 <END>
+        table[1, START] = 8                                    # <START> 8 <END>
+        table[2, START] = 9                                    # <START> 9 <END>
+        reference = reference_sample(table, 30)
+        assert max(len(r) for r in reference) == 4  # a test that can fail
+        check_sampled(run_sample(student, table, 30), reference, 30)
+
+
+@torch.no_grad()
+def trusted_loss(scores: torch.Tensor, targets: torch.Tensor, null_idx: int) -> torch.Tensor:
+    logp = scores.double().log_softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+    return -(logp * (targets != null_idx)).sum() / scores.shape[0]
+
+
+def loss_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = seeded_randn(4, 6, 9, seed=seed)
+    targets = torch.tensor([[4, 5, 6, END, NULL, NULL], [7, END, NULL, NULL, NULL, NULL],
+                            [5, 5, 8, 6, 4, END], [END, NULL, NULL, NULL, NULL, NULL]])
+    return scores, targets
+
+
+@pytest.mark.cell("loss")
+class TestLoss:
+    GROUP = "Temporal softmax loss"
+
+    @pytest.mark.points(2)
+    def test_matches_trusted_computation(self, student):
+        """temporal_softmax_loss is the cross-entropy summed over the non-<NULL> targets, divided by N"""
+        scores, targets = loss_inputs(seed=1)
+        value = student.invoke(name("temporal_softmax_loss"), scores, targets, NULL, what="temporal_softmax_loss").value
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise Feedback("temporal_softmax_loss must return a scalar tensor")
+        assert_close(value.reshape(()), trusted_loss(scores, targets, NULL).float(), "loss", atol=1e-5)
+
+    @pytest.mark.points(1)
+    def test_null_positions_ignored(self, student):
+        """Scores at <NULL> targets do not change the loss, nor does more <NULL> padding"""
+        scores, targets = loss_inputs(seed=2)
+        changed = scores.clone()
+        changed[targets == NULL] = 40.0 * seeded_randn(int((targets == NULL).sum()), 9, seed=3)
+        padded_scores = torch.cat([changed, seeded_randn(4, 3, 9, seed=4)], dim=1)
+        padded_targets = torch.cat([targets, torch.full((4, 3), NULL)], dim=1)
+        expected = trusted_loss(scores, targets, NULL).float()
+        for what, s, t in (("with other scores at the <NULL> targets", changed, targets),
+                           ("with three more <NULL> columns", padded_scores, padded_targets)):
+            value = student.invoke(name("temporal_softmax_loss"), s, t, NULL, what="temporal_softmax_loss").value
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise Feedback("temporal_softmax_loss must return a scalar tensor")
+            assert_close(value.reshape(()), expected, f"loss {what}", atol=1e-5)
+
+    @pytest.mark.points(1)
+    def test_gradients(self, student):
+        """The gradient of the loss with respect to the scores equals the trusted one (zero at <NULL> targets)"""
+        scores, targets = loss_inputs(seed=5)
+        result = student.invoke(name("temporal_softmax_loss"), needs_grad(scores), targets, NULL, backward=((), None),
+                                what="temporal_softmax_loss backward")
+        reference = scores.clone().double().requires_grad_(True)
+        logp = reference.log_softmax(dim=-1).gather(-1, targets[..., None])[..., 0]
+        (-(logp * (targets != NULL)).sum() / len(scores)).backward()
+        grads = result.input_grads
+        if not grads or grads[0] is None:
+            raise Feedback("no gradient reached the scores")
+        assert_close(grads[0], reference.grad.float(), "gradient with respect to the scores", atol=1e-6)
+
+
+def saved_captioner(student, saved_name: str, keep_as: str) -> dict:
+    config, weights = student.saved_model(saved_name)
+    return module(call("CaptioningTransformer", call("CaptioningConfig", **config)), weights=weights, keep_as=keep_as)
+
+
+class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thresholds
+    GROUP = "Thresholds"
+
+    @pytest.mark.points(4)
+    def test_overfit_loss(self, student):
+        """The saved overfit model's training loss on the notebook's 50 stand-in captions is at most the hand-out's bar"""
+        threshold = THRESHOLDS["overfit_loss"]
+        config, weights = student.saved_model("captioning_overfit")
+        features, captions = small_subset(make_standin(), OVERFIT_CAPTIONS)
+        build = call("CaptioningTransformer", call("CaptioningConfig", **config))
+        started, total = time.monotonic(), 0.0
+        outputs = outputs_in_secret_order(student, "captioning_overfit", build, weights, len(captions),
+                                          lambda idx: (features[idx], captions[idx, :-1]), secret_rng(), batch_size=10,
+                                          timeout=evaluation_limit(threshold.reference_eval_s))
+        for indices, scores in outputs:
+            assert_shape(scores, (len(indices), captions.shape[1] - 1, config.get("vocab_size")), "captioning_overfit scores")
+            total += float(trusted_loss(scores, captions[indices, 1:], NULL)) * len(indices)
+        loss = total / len(captions)
+        student.notes["captioning_overfit"] = (f"training loss {loss:.4f} per caption on the {len(captions)} captions of the "
+                                               f"small subset [{STANDIN_LABEL}]: {'within' if loss <= threshold.value else 'above'} "
+                                               f"the bar {threshold.value:g}; {scored_on(student, started)}")
+        if not loss <= threshold.value:
+            raise Feedback(f"captioning_overfit: training loss {loss:.4f} on the small subset, above the required "
+                           f"{threshold.value:g}")
+
+    @pytest.mark.points(4)
+    def test_standin_bleu(self, student):
+        """The saved model's greedy captions of the stand-in's validation images reach the BLEU bar (with your sample)"""
+        threshold = THRESHOLDS["standin_bleu"]
+        data = make_standin()
+        features, captions = data.split("val")
+        target = saved_captioner(student, "captioning_standin", keep_as="captioning_standin")
+        limit, started = evaluation_limit(threshold.reference_eval_s), time.monotonic()
+        hypotheses: list[str | None] = [None] * len(features)
+        for indices in secret_batches(len(features), secret_rng(), 100):
+            if time.monotonic() - started >= limit:
+                student.events.append("timeout")
+                raise Feedback(f"captioning_standin: captioning the validation images took more than {limit:.0f} s")
+            result = student.invoke(stand_in("bound_method", target=target, method="sample"), features[indices],
+                                    max_length=SAMPLE_MAX_LENGTH, what="sample with captioning_standin",
+                                    timeout=limit - (time.monotonic() - started))
+            target = handle("captioning_standin")
+            out = result.value
+            if not isinstance(out, torch.Tensor) or out.dim() != 2 or len(out) != len(indices):
+                raise Feedback(f"sample must return an (N, L) tensor of word ids, N = {len(indices)}")
+            if out.dtype.is_floating_point or bool(((out < 0) | (out >= len(data.idx_to_word))).any()):
+                raise Feedback("sample must return word ids of the vocabulary")
+            for i, text in zip(indices, decode_captions(out.long(), data.idx_to_word)):
+                hypotheses[i] = text
+        bleu = corpus_bleu(hypotheses, decode_captions(captions, data.idx_to_word))
+        student.notes["captioning_standin"] = (f"BLEU {bleu.score:.2f} on all {len(features)} validation captions "
+                                               f"[{STANDIN_LABEL}] (exact; {bleu.signature}): "
+                                               f"{'reaches' if bleu.score >= threshold.value else 'below'} the bar "
+                                               f"{threshold.value:g}; {scored_on(student, started)}")
+        if not bleu.score >= threshold.value:
+            raise Feedback(f"captioning_standin: BLEU {bleu.score:.2f} on the stand-in's validation split, below the "
+                           f"required {threshold.value:g}")
