@@ -11,7 +11,7 @@ image features, images or URLs for display):
 - **COCO** (the real assignment): `load_coco(folder)` reads the usual captioning subset of COCO 2014 in the CS231n
   layout (`coco2014_captions.h5`, `coco2014_vocab.json`, `{train,val}2014_vgg16_fc7[_pca].h5`,
   `{train,val}2014_urls.txt`) from a folder the instructor provides (`DLCOURSE_COCO`, or `<DLCOURSE_DATA>/coco_captioning`).
-  It needs `h5py` (not a course dependency). `write_checksums(folder)` records the files' SHA-256 in
+  It reads them with `h5py`. `write_checksums(folder)` records the files' SHA-256 in
   `SHA256SUMS` beside them; `load_coco` checks them when that list exists.
 
 Students write the model, the loss and sampling in the notebook; this module holds only data, the training loop

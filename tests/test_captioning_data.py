@@ -2,6 +2,8 @@
 captions follow the grammar and describe the picture, and it needs the image: the reference notebook's model trained
 with the image features zeroed (a model that ignores the image) scores clearly worse on validation BLEU than the same
 model with them. Also the COCO folder's checksum list."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,47 @@ def test_coco_checksum_list_catches_a_changed_file(tmp_path, monkeypatch):
     (tmp_path / "b.json").write_text("{ }")
     with pytest.raises(ValueError, match="b.json"):
         verify_checksums(tmp_path)
+
+
+def write_tiny_coco(folder, num_train_images=3, num_val_images=2, feature_dim=8):
+    """A COCO captioning folder in CS231n's layout and formats (HDF5 captions and PCA features, the vocabulary JSON,
+    the image URL lists), with made-up contents: what `load_coco` reads from a real one."""
+    import h5py
+
+    words = ["<NULL>", "<START>", "<END>", "<UNK>", "a", "dog", "on", "grass"]
+    captions = {"train": [[1, 4, 5, 2, 0], [1, 4, 5, 6, 7], [1, 5, 2, 0, 0], [1, 3, 2, 0, 0]], "val": [[1, 4, 7, 2, 0]]}
+    image_idxs = {"train": [0, 1, 2, 2], "val": [1]}
+    with h5py.File(folder / "coco2014_captions.h5", "w") as f:
+        for split in ("train", "val"):
+            f[f"{split}_captions"] = np.array(captions[split], dtype=np.int32)
+            f[f"{split}_image_idxs"] = np.array(image_idxs[split], dtype=np.int32)
+    (folder / "coco2014_vocab.json").write_text(json.dumps({"idx_to_word": words,
+                                                            "word_to_idx": {w: i for i, w in enumerate(words)}}))
+    for split, count in (("train", num_train_images), ("val", num_val_images)):
+        with h5py.File(folder / f"{split}2014_vgg16_fc7_pca.h5", "w") as f:
+            f["features"] = np.arange(count * feature_dim, dtype=np.float32).reshape(count, feature_dim)
+        (folder / f"{split}2014_urls.txt").write_text("".join(f"http://images.example/{split}{i}.jpg\n"
+                                                              for i in range(count)))
+    return captions, image_idxs
+
+
+def test_coco_folder_in_the_cs231n_layout_loads_and_is_chosen_over_the_stand_in(tmp_path, monkeypatch):
+    from dlcourse.captioning import load_captioning, load_coco
+
+    captions, image_idxs = write_tiny_coco(tmp_path)
+    monkeypatch.setenv("DLCOURSE_COCO", str(tmp_path))
+    write_checksums(tmp_path)
+    data = load_captioning("auto")
+    assert "COCO" in data.source and "stand-in" not in data.source
+    assert data.train_captions.tolist() == captions["train"] and data.val_image_idxs.tolist() == image_idxs["val"]
+    features, caps = data.split("train")
+    assert features.shape == (4, 1, 8) and caps.shape == (4, 5)  # one feature vector per caption's image
+    assert torch.equal(features[3], features[2])  # captions 2 and 3 describe the same image
+    assert decode_captions(data.train_captions, data.idx_to_word)[:3] == ["a dog", "a dog on grass", "dog"]
+    assert data.val_urls == ["http://images.example/val0.jpg", "http://images.example/val1.jpg"]
+    assert load_coco(tmp_path, max_train=2).train_captions.shape == (2, 5)
+
+    with open(tmp_path / "coco2014_vocab.json", "a") as f:
+        f.write(" ")  # a changed file: the checksum list written above no longer matches
+    with pytest.raises(ValueError, match="coco2014_vocab.json"):
+        load_captioning("auto")
