@@ -364,7 +364,7 @@ def _train(model, features, captions, recipe: CaptionRecipe, loss_fn, device, lo
             keep = int((c != NULL).sum(dim=0).nonzero().max()) + 1  # trim columns that are <NULL> in every row
             c = c[:, :keep]
             loss = loss_fn(model(f, c[:, :-1]), c[:, 1:], NULL)
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)  # every parameter the optimizer steps
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
