@@ -8,18 +8,16 @@ that looks its scores up in a table: a bug costs points only in the tests of its
 a computation made here. The thresholds rebuild the student's saved models in the sandbox; the captions, the loss
 and BLEU are computed in this process. There is no dropout in this assignment (the notebook says so).
 """
-import math
 import time
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
+from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
 from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.sandbox.stand_ins.transformer import TorchMHA
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
 from dlcourse.captioning import END, NULL, START, STANDIN_LABEL, decode_captions, make_standin, small_subset
 from dlcourse.translation import corpus_bleu
@@ -28,20 +26,6 @@ ASSIGNMENT = assignment_of(__file__)  # declared in source/captioning/spec.py: c
 THRESHOLDS = ASSIGNMENT.spec.thresholds
 OVERFIT_CAPTIONS = 50  # the notebook's small training subset (dlcourse.captioning.small_subset)
 SAMPLE_MAX_LENGTH = 16  # words sampled per validation caption for BLEU (the stand-in's captions have at most 14)
-
-
-def causal(T: int) -> torch.Tensor:
-    return torch.ones(T, T, dtype=torch.bool).tril()
-
-
-def sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
-    """The formula, one entry at a time (float64)."""
-    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
-    for pos in range(max_len):
-        for j in range(d_model):
-            angle = pos / 10000 ** ((j - j % 2) / d_model)
-            pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
-    return pe
 
 
 @pytest.mark.cell("positional_encoding")
@@ -81,23 +65,6 @@ class TestMasks:
         assert_shape(value, (T, T), "causal mask")
         if not torch.equal(value, causal(T)):
             raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i")
-
-
-def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
-    mha = fill_parameters_(nn.MultiheadAttention(d_model, heads, batch_first=True), seed=seed, scale=0.3).eval()
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    weights = {"q_proj.weight": wq, "q_proj.bias": bq, "k_proj.weight": wk, "k_proj.bias": bk,
-               "v_proj.weight": wv, "v_proj.bias": bv, "out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
-    return mha, {k: v.detach().clone() for k, v in weights.items()}  # own storage each (safetensors refuses shared)
-
-
-@torch.no_grad()
-def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
-    """A second oracle: the torch_mha stand-in (F.scaled_dot_product_attention, True = may attend) with `weights`."""
-    ref = TorchMHA(query.shape[-1], heads)
-    ref.load_state_dict(weights)
-    return ref(query, key, value, mask)
 
 
 def mha_build(d_model: int, heads: int) -> dict:
@@ -182,16 +149,6 @@ class TestMultiHeadAttention:
 def decoder_reference(d_model: int, heads: int, d_ff: int, seed: int) -> nn.TransformerDecoderLayer:
     ref = nn.TransformerDecoderLayer(d_model, heads, d_ff, dropout=0.0, batch_first=True)
     return fill_parameters_(ref, seed=seed, scale=0.3).eval()
-
-
-def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in (wq, wk, wv, bq, bk, bv))
-    return {f"{prefix}.q_proj.weight": wq, f"{prefix}.q_proj.bias": bq, f"{prefix}.k_proj.weight": wk,
-            f"{prefix}.k_proj.bias": bk, f"{prefix}.v_proj.weight": wv, f"{prefix}.v_proj.bias": bv,
-            f"{prefix}.out_proj.weight": mha.out_proj.weight.detach().clone(),
-            f"{prefix}.out_proj.bias": mha.out_proj.bias.detach().clone()}
 
 
 def layer_weights(ref: nn.TransformerDecoderLayer) -> dict:

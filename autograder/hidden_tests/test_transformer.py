@@ -17,10 +17,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
+from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
 from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   reference_grads, replayed_dropout, seeded_randn)
 from autograder.requests import call, handle, module, name, stand_in
-from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward, TorchMHA,
+from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward,
                                                       TorchSeq2Seq)
 from autograder.scoring import evaluation_limit, secret_rng
 from autograder.spec import Threshold
@@ -44,20 +45,6 @@ def mask_tokens(lengths: list[int], width: int) -> torch.Tensor:
 
 def padding_mask(tokens: torch.Tensor) -> torch.Tensor:
     return (tokens != PAD_ID)[:, None, None, :]  # (B, 1, 1, T), True = may attend
-
-
-def causal(T: int) -> torch.Tensor:
-    return torch.ones(T, T, dtype=torch.bool).tril()
-
-
-def sinusoidal_reference(max_len: int, d_model: int) -> torch.Tensor:
-    """The formula, one entry at a time (float64)."""
-    pe = torch.zeros(max_len, d_model, dtype=torch.float64)
-    for pos in range(max_len):
-        for j in range(d_model):
-            angle = pos / 10000 ** ((j - j % 2) / d_model)
-            pe[pos, j] = math.sin(angle) if j % 2 == 0 else math.cos(angle)
-    return pe
 
 
 @pytest.mark.cell("positional_encoding")
@@ -123,23 +110,6 @@ class TestMasks:
             hidden_diagonal = " (its diagonal is False: query i must see key i, its own position; without it query 0 " \
                               "has no visible key at all)" if not value.diagonal().all() else ""
             raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i{hidden_diagonal}")
-
-
-def mha_reference(d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict]:
-    mha = fill_parameters_(nn.MultiheadAttention(d_model, heads, batch_first=True), seed=seed, scale=0.3).eval()
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    weights = {"q_proj.weight": wq, "q_proj.bias": bq, "k_proj.weight": wk, "k_proj.bias": bk,
-               "v_proj.weight": wv, "v_proj.bias": bv, "out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
-    return mha, {k: v.detach().clone() for k, v in weights.items()}  # own storage each (safetensors refuses shared)
-
-
-@torch.no_grad()
-def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
-    """A second oracle: the torch_mha stand-in (F.scaled_dot_product_attention, True = may attend) with `weights`."""
-    ref = TorchMHA(query.shape[-1], heads)
-    ref.load_state_dict(weights)
-    return ref(query, key, value, mask)
 
 
 @torch.no_grad()
@@ -300,15 +270,6 @@ class TestFeedForward:
         check_dropout(student, module(call("FeedForward", d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()), (x,),
                       p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=1,
                       what=f"FeedForward(10, 14, dropout={p})", where="once, after the ReLU (before linear2)")
-
-
-def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    wq, wk, wv, bq, bk, bv = (t.detach().clone() for t in (wq, wk, wv, bq, bk, bv))
-    return {f"{prefix}.q_proj.weight": wq, f"{prefix}.q_proj.bias": bq, f"{prefix}.k_proj.weight": wk,
-            f"{prefix}.k_proj.bias": bk, f"{prefix}.v_proj.weight": wv, f"{prefix}.v_proj.bias": bv,
-            f"{prefix}.out_proj.weight": mha.out_proj.weight.detach().clone(), f"{prefix}.out_proj.bias": mha.out_proj.bias.detach().clone()}
 
 
 def layer_weights(ref: nn.Module, attentions: dict[str, str], norms: int) -> dict:
