@@ -1,5 +1,6 @@
 # The two commands of the README:
-#   make demo   set up, build the releases, grade the sample submissions, print the gradebook
+#   make demo   set up, build the releases, grade a few sample submissions per assignment, print the gradebooks
+#   make demo-all   the same with every sample submission
 #   make test   set up, run the project's tests
 # Everything is installed into .venv from this folder's own files (a fresh machine needs only Python 3.10+).
 
@@ -16,7 +17,7 @@ export DLCOURSE_DATA ?= $(abspath data)
 # nbgrader shells out to alembic: the venv's bin must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test release publish grade clean
+.PHONY: setup demo demo-all test release publish grade clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +30,9 @@ $(VENV)/.installed: requirements/dev.txt pyproject.toml
 
 demo: setup
 	$(BIN)/python -m autograder demo
+
+demo-all: setup
+	$(BIN)/python -m autograder demo --all-samples
 
 test: setup
 	$(BIN)/python -m pytest -q -rs --durations=25

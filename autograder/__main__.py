@@ -14,12 +14,12 @@
                                                          the zip of a Gradescope autograder (autograder/gradescope.py)
     python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
                                                          (wheel and source), CollectSubmission.sh, README (autograder/publish.py)
-    python -m autograder demo                            all of the above on the bundled samples, then the gradebook
+    python -m autograder demo [A ...] [--all-samples]    all of the above on a few bundled samples per assignment
+                                                         (every sample with --all-samples), then the gradebooks
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
@@ -114,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p_publish.add_argument("out", type=Path)
     p_publish.add_argument("--url", help="where the bundle's dist/ folder will be served (default: bundle.cfg's url)")
     p_demo = sub.add_parser("demo", help="release, sample submissions, grading, gradebook")
+    p_demo.add_argument("assignments", nargs="*", metavar="ASSIGNMENT",
+                        help="only these assignments (default: all)")
+    p_demo.add_argument("--all-samples", action="store_true",
+                        help="grade every sample submission (default: the reference, the untouched release, one "
+                             "planted bug and one hostile sample per assignment)")
+    p_train = sub.add_parser("train-reference", help="(run by the demo) train an assignment's reference weights into "
+                                                     "build/cache/ with the notebook's own training cells")
+    p_train.add_argument("assignment", choices=list_assignments())
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
         p.add_argument("--workers", type=int, default=DEFAULTS.workers,
@@ -139,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                             "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
                             "Student code runs in a new sandboxed worker per submission either way")
     args = parser.parse_args(argv)
+    unknown = sorted(set(getattr(args, "assignments", None) or ()) - set(list_assignments()))
+    if args.command in ("demo", "release") and unknown:
+        parser.error(f"no assignment named {', '.join(unknown)} (source/ has {', '.join(list_assignments())})")
     if getattr(args, "export_file", None) and not args.export:
         parser.error("--export-file needs --export canvas|csv")
     slurm_flags = ("partition", "gpus_per_task", "array_parallelism", "time_per_submission", "no_wait")
@@ -160,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_task(args.out.resolve(), None if args.preflight else args.index)
 
-    from autograder.gradebook import format_summary, format_table
     from autograder.grade import grade_folder
-    from autograder.samples import build_samples, reference_files_missing
+    from autograder.gradebook import format_summary, format_table
+    from autograder.samples import build_samples
 
     if args.command == "release":
         build_release(args.assignments or list_assignments())
@@ -171,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.publish import publish
 
         publish(args.out, args.url)
+        return 0
+    if args.command == "train-reference":
+        from autograder.samples import train_reference, training_cells
+
+        assignment = load_assignment(args.assignment)
+        print(train_reference(assignment, training_cells(assignment), PROJECT_ROOT / "build" / "cache"))
         return 0
     if args.command == "samples":
         out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment
@@ -207,31 +224,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Merged the totals into {path} ({args.export} format)")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
         return 0
-    # demo: the bundled samples are the course's own, so where bubblewrap is missing they may run weakly isolated
-    from autograder.sandbox import bwrap_problem
+    from autograder.demo import run_demo
 
-    if bwrap_problem() and not options.allow_weak_isolation:
-        print(f"NOTE: {bwrap_problem()}. The demo grades only the bundled samples, so it goes on with weak isolation; "
-              "grading real submissions will refuse to (see README, 'The sandbox').")
-        options = dataclasses.replace(options, allow_weak_isolation=True)
-    names = list_assignments()
-    build_release(names)
-    for name in names:
-        samples = PROJECT_ROOT / "build" / "samples" / name
-        print(f"\nBuilding the sample submissions of '{name}' into {samples.relative_to(PROJECT_ROOT)}/ ...", flush=True)
-        build_samples(name, samples)
-        out = (args.out / name) if args.out else PROJECT_ROOT / "build" / "grades" / name
-        gradebook = grade_folder(samples, name, out, options, args.hand_grades)
-        print(f"\nGradebook of '{name}':\n{format_table(gradebook)}\n")
-        missing = reference_files_missing(name)
-        if missing:
-            print(f"No reference weights in this demo for {', '.join(missing)}: the reference notebook trains them only "
-                  f"where CUDA is (cuda_training_cells in source/{name}/spec.py), so the thresholds judged from them "
-                  "fail for the reference here. Grade on a GPU machine to see them pass.")
-        print(f"Wrote {out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out}/"
-              "gradebook.csv, gradebook.json and feedback/<student>.md")
-    return 0
-
+    return run_demo(options, args.assignments, args.out, args.hand_grades, all_samples=args.all_samples)
 
 if __name__ == "__main__":
     sys.exit(main())

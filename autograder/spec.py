@@ -35,6 +35,7 @@ class AssignmentSpec:
     allowed_names: tuple[str, ...] = ()  # last components students' own code also uses (e.g. their class LSTM)
     preload_modules: tuple[str, ...] = ()  # imported in the worker before its audit hook (e.g. transformers)
     submission_timeout_s: float = 600.0  # default time budget for grading one submission (a few times the reference's)
+    reference_train_s: float = 0.0  # seconds training_cells take on one idle CPU thread (measured; the demo's estimate)
 
     # What the two checks read, derived from `forbidden` (resolved by import, so only the judge, which imports torch
     # anyway, asks for them): the worker's run-time tripwires refuse the APIs, and the static check of an answer

@@ -82,6 +82,14 @@ def data_mirror() -> Path | None:
     return mirror
 
 
+def copy_atomically(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then rename: processes loading the same data at once (parallel tests, two
+    notebooks) never read a half-copied file."""
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    shutil.copyfile(source, partial)
+    partial.replace(target)
+
+
 def load_image_split(dataset: str, train: bool) -> ImageSplit:
     """Load the train (`train=True`) or test split of "fashion_mnist" or "cifar10"."""
     if dataset not in DATASETS:
@@ -104,7 +112,7 @@ def _fashion_mnist(root: Path, mirror: Path | None, train: bool) -> ImageSplit:
         target_raw.mkdir(parents=True, exist_ok=True)
         for archive in sorted(source_raw.glob("*.gz")):
             if not (target_raw / archive.name).exists():
-                shutil.copyfile(archive, target_raw / archive.name)
+                copy_atomically(archive, target_raw / archive.name)
     # With the archives in place, download=True only checks their md5 and unpacks them.
     ds = FashionMNIST(str(root), train=train, download=True)
     images = ds.data.unsqueeze(1).contiguous()  # (N, 1, 28, 28)
@@ -136,7 +144,9 @@ def _cifar10_stand_in(root: Path, mirror: Path, train: bool) -> ImageSplit:
                 with archive.open(name) as f:
                     images[i] = np.asarray(Image.open(f).convert("RGB"))
                 labels[i] = classes.index(Path(name).parent.name)
-        np.savez(cache, images=images, labels=labels, classes=np.array(classes))
+        partial = cache.with_name(f"{cache.stem}.{os.getpid()}.partial.npz")
+        np.savez(partial, images=images, labels=labels, classes=np.array(classes))
+        partial.replace(cache)  # atomic: another process decoding at the same time never reads half a file
     stored = np.load(cache)
     images = torch.from_numpy(stored["images"]).permute(0, 3, 1, 2).contiguous()
     return ImageSplit(images, torch.from_numpy(stored["labels"]), [str(c) for c in stored["classes"]],

@@ -13,9 +13,8 @@ No tokenisation happens here: each assignment tokenises in its notebook, with a 
 from __future__ import annotations
 
 import gzip
-import shutil
 
-from dlcourse.data import data_mirror, data_root
+from dlcourse.data import copy_atomically, data_mirror, data_root
 
 IMDB_HUB_NAME = "stanfordnlp/imdb"
 IMDB_LABELS = ["neg", "pos"]
@@ -74,7 +73,7 @@ def load_multi30k(split: str) -> list[tuple[str, str]]:
             if not source.exists():
                 raise FileNotFoundError(f"DLCOURSE_DATA_MIRROR={mirror} has no multi30k/{filename}; "
                                         "unset DLCOURSE_DATA_MIRROR to download Multi30k")
-            shutil.copyfile(source, target)
+            copy_atomically(source, target)
         # Checks the md5 of a file already there (copied or cached) and downloads only when it is missing.
         download_url(MULTI30K_URL + filename, str(root), filename, md5)
         with gzip.open(target, "rt", encoding="utf-8") as f:

@@ -4,6 +4,7 @@
 DLCOURSE_DATA_MIRROR already points elsewhere; the decoded cache goes to data/ in the checkout.
 """
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,22 @@ def local_datasets() -> Path:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "data", "__pycache__", "*.egg-info", ".pytest_cache",
+                                 "gradebook.db")
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the checkout (code, sources, releases; no virtualenv, build or data), for tests that change sources or
+    rebuild releases without touching the checkout other tests read."""
+    copy = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT, copy, ignore=IGNORED)
+    # The checkout's cache of trained reference weights, shared: a copy's notebook is the original's, so its weights
+    # are the ones test_samples trains (whichever runs first trains them, once: autograder.samples.train_reference).
+    cache = PROJECT_ROOT / "build" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (copy / "build").mkdir()
+    (copy / "build" / "cache").symlink_to(cache)
+    return copy

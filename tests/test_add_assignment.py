@@ -7,13 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import IGNORED
 
-from autograder.assignments import PROJECT_ROOT
 from autograder.samples import samples_for
-
-IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "data", "__pycache__", "*.egg-info", ".pytest_cache",
-                                 "gradebook.db")
 
 
 def run(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -21,20 +17,6 @@ def run(project: Path, *args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=project, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
-
-
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of the checkout (code, sources, releases; no virtualenv, build or data)."""
-    copy = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT, copy, ignore=IGNORED)
-    # The checkout's cache of trained reference weights, shared: the copy's notebook is the original's, so its
-    # weights are the ones test_samples trains (whichever runs first trains them, once).
-    cache = PROJECT_ROOT / "build" / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    (copy / "build").mkdir()
-    (copy / "build" / "cache").symlink_to(cache)
-    return copy
 
 
 def add_by_copying(project: Path, existing: str, new: str) -> None:

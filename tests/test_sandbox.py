@@ -575,7 +575,7 @@ def canaries(tmp_path_factory):
         "dlcourse": PROJECT_ROOT / "dlcourse" / "sandbox-canary.txt",
         "sandbox code": PROJECT_ROOT / "autograder" / "sandbox" / "sandbox-canary.txt",
         "hidden test copy": copy_dir / "test_vit.py",
-        "build folder": PROJECT_ROOT / "build" / "sandbox-canary" / "test_vit.py",
+        "build folder": PROJECT_ROOT / "build" / "sandbox-tests-canary" / "test_vit.py",  # not test_samples' canary
     }
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -583,7 +583,7 @@ def canaries(tmp_path_factory):
     yield paths
     for path in paths.values():
         path.unlink(missing_ok=True)
-    (PROJECT_ROOT / "build" / "sandbox-canary").rmdir()
+    (PROJECT_ROOT / "build" / "sandbox-tests-canary").rmdir()
 
 
 @pytest.fixture(scope="module")

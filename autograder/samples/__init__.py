@@ -13,6 +13,7 @@ reference sample also carries weights trained by running the reference notebook'
 from __future__ import annotations
 
 import copy
+import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -135,17 +136,25 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
     process, in its cache folder (reference_cache); return the folder with the saved weights."""
     folder = reference_cache(assignment, cells, cache_root)
-    done = folder / "TRAINED"
-    if done.exists():
+    if (folder / "TRAINED").exists():
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    started, previous = time.time(), Path.cwd()
-    os.chdir(folder)  # the training cells save their weights into the working folder
-    try:
-        run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
-    finally:
-        os.chdir(previous)
-    done.write_text(f"trained in {time.time() - started:.0f} s\n")
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # One training per cache folder at a time: the demo's trainings and the test workers (pytest-xdist) may ask for the
+    # same reference at once; the second waits for the first and takes its weights.
+    with open(cache_root / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = reference_cache(assignment, cells, cache_root)
+        done = folder / "TRAINED"
+        if done.exists():
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        started, previous = time.time(), Path.cwd()
+        os.chdir(folder)  # the training cells save their weights into the working folder
+        try:
+            run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
+        finally:
+            os.chdir(previous)
+        done.write_text(f"trained in {time.time() - started:.0f} s\n")
     return folder
 
 

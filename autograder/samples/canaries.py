@@ -14,22 +14,28 @@ written into the samples' code when they are built (trusted code, on the grading
 from __future__ import annotations
 
 import hashlib
+import os
 import site
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT
 
+# Each worker of a parallel test run (pytest-xdist) plants, checks and removes canaries of its own: one worker's
+# cleanup must not look like another's damage. The samples are built in the worker's subprocesses, which inherit it.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 # Outside the checkout, named after it, so that two checkouts' test runs on one machine keep apart.
-SECOND_CHECKOUT = Path("/var/tmp") / f"dlcourse-canary-{hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]}"
+SECOND_CHECKOUT = Path("/var/tmp") / (f"dlcourse-canary-{hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:12]}"
+                                      + (f"-{WORKER}" if WORKER else ""))
 CONTENT = "# canary of the autograder's tests: a sandboxed student must not change this line\n"
 
 
 def paths() -> dict[str, Path]:
+    suffix = f"_{WORKER}" if WORKER else ""
     return {
-        "site_packages": Path(site.getsitepackages()[0]) / "dlcourse_sandbox_canary.pth",
-        "course_package": PROJECT_ROOT / "dlcourse" / "sandbox_canary.txt",
+        "site_packages": Path(site.getsitepackages()[0]) / f"dlcourse_sandbox_canary{suffix}.pth",
+        "course_package": PROJECT_ROOT / "dlcourse" / f"sandbox_canary{suffix}.txt",
         "second_checkout": SECOND_CHECKOUT / "test_vit.py",
-        "build_folder": PROJECT_ROOT / "build" / "sandbox-canary" / "test_vit.py",
+        "build_folder": PROJECT_ROOT / "build" / f"sandbox-canary{suffix}" / "test_vit.py",
     }
 
 
@@ -47,6 +53,6 @@ def damaged() -> list[str]:
 def remove() -> None:
     for path in paths().values():
         path.unlink(missing_ok=True)
-    for folder in (PROJECT_ROOT / "build" / "sandbox-canary", SECOND_CHECKOUT):
+    for folder in (paths()["build_folder"].parent, SECOND_CHECKOUT):
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

@@ -220,6 +220,12 @@ SAMPLES = [
                   ("vit", "        x = self.pos_drop(x)\n", "")],
            expect_failed={"TestAttention::test_dropout_in_train_mode_only", "TestMLP::test_dropout_in_train_mode_only",
                           "TestViT::test_position_dropout_in_train_mode_only"} | ACCURACY),
+    # The first hostile sample is the one `make demo` grades (autograder/demo.py): the sandbox's showcase.
+    Sample("hostile_snooping", "tries to read the hidden tests, the solution, the grader, other submissions and "
+           "other processes, and to open a network connection; its Patchify breaks if any of that works",
+           edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
+                  ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
+           expect_failed=ACCURACY, needs_bubblewrap=True),
     Sample("hostile_infinite_loop", "MLP.forward never returns, with trained weights (so the accuracy test runs it too)",
            edits=[("mlp", MLP_FIRST_LINE, "        while True:\n            pass\n" + MLP_FIRST_LINE)], trained=True,
            expect_failed=MLP | ACCURACY, expect_status="timeout"),
@@ -233,11 +239,6 @@ SAMPLES = [
                    "torch.testing.assert_close = lambda *a, **k: None\n\nclass Patchify(nn.Module):"),
                   ("patchify", PATCHIFY_RETURN, "        return torch.zeros_like(x.flatten(2).transpose(1, 2))")],
            expect_failed={"TestPatchify::test_values_match_reference", "TestPatchify::test_gradients_match_reference"} | ACCURACY),
-    Sample("hostile_snooping", "tries to read the hidden tests, the solution, the grader, other submissions and "
-           "other processes, and to open a network connection; its Patchify breaks if any of that works",
-           edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
-                  ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
-           expect_failed=ACCURACY, needs_bubblewrap=True),
     Sample("hostile_stderr_noise", "floods stdout and stderr and warns on every call, otherwise correct",
            edits=[("mlp", MLP_FIRST_LINE,
                    "        import sys, warnings\n        for _ in range(2000):\n"

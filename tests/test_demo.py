@@ -1,0 +1,43 @@
+"""`make demo` (python -m autograder demo): which samples it grades, and one assignment's demo run for real in a copy
+of the project, on a machine where bubblewrap cannot run, as a newcomer's laptop may be."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autograder.assignments import list_assignments
+from autograder.demo import INSTALL_BUBBLEWRAP, WEAK, demo_samples
+from autograder.samples import samples_for
+
+
+@pytest.mark.parametrize("name", list_assignments())
+def test_the_demo_grades_a_representative_few_samples(name):
+    every = [s.name for s in samples_for(name)]
+    chosen = demo_samples(name)
+    assert chosen[:2] == ["reference", "untouched_release"]
+    assert len([n for n in chosen if n.startswith("bug_")]) == 1
+    assert len([n for n in chosen if n.startswith("hostile_")]) == (1 if any(n.startswith("hostile_") for n in every) else 0)
+    assert set(chosen) <= set(every) and len(chosen) == len(set(chosen))
+    assert demo_samples(name, all_samples=True) == every
+
+
+def test_demo_of_one_assignment_without_bubblewrap_says_weak_isolation_everywhere(project, tmp_path):
+    """PATH holds only the virtualenv's bin, so `bwrap` is not found: the demo names the install command, goes on with
+    weak isolation and says so in its banner and in the gradebook's header; every stage prints its progress."""
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    proc = subprocess.run([sys.executable, "-m", "autograder", "demo", "cnn", "--out", str(tmp_path / "grades")],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert INSTALL_BUBBLEWRAP in out
+    banner = out[out.index("make demo:"):out.index("Stage 1/3")]
+    assert WEAK in banner and "about" in banner and "min" in banner
+    assert f"Gradebook of 'cnn' — {WEAK}:" in out
+    assert "[0:" in out and "Stage 3/3: grading 3 sample submissions" in out and "1/1 cnn: 3 samples" in out
+    rows = json.loads((tmp_path / "grades" / "cnn" / "gradebook.json").read_text())["submissions"]
+    assert sorted(r["student_id"] for r in rows) == sorted(demo_samples("cnn"))
+    assert {r["isolation"] for r in rows} == {"weak: no bubblewrap, the audit hook only"}
+    reference = next(r for r in rows if r["student_id"] == "reference")
+    assert reference["tests"]["TestAccuracy::test_simple_cnn_accuracy"]["outcome"] == "passed"
