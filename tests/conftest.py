@@ -49,3 +49,36 @@ def project(tmp_path) -> Path:
     (copy / "build").mkdir()
     (copy / "build" / "cache").symlink_to(cache)
     return copy
+
+
+# -- parallel runs: `make test` runs pytest-xdist with `--dist loadgroup` ---------------------------------------------
+# A group runs in one worker, in order. By default a module is one group, so its module- and session-scoped fixtures
+# (a fine-tuned model, a Slurm cluster, a sandbox) are built once. A module whose tests are independent and slow sets
+# XDIST_SPLIT = "test" (each test is a group of its own), or the name of a parameter to group by (test_samples grades
+# each assignment once, so its tests are grouped by assignment). An explicit xdist_group mark wins.
+# Groups are queued slowest first, so that the last group to start is a short one (benchmarks/README: CI timings).
+SLOWEST_FIRST = ("samples-vit", "samples-captioning", "samples-seq2seq", "test_slurm", "samples-transformer",
+                 "samples-cnn", "samples-rnn", "samples-bert", "test_add_assignment", "test_demo")
+
+
+def _group(item) -> str:
+    marked = item.get_closest_marker("xdist_group")
+    if marked:
+        return marked.args[0] if marked.args else marked.kwargs["name"]
+    module = item.module.__name__.rpartition(".")[2]
+    split = getattr(item.module, "XDIST_SPLIT", None)
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if split == "test":
+        return item.nodeid
+    if split and split in params:
+        return f"{module.removeprefix('test_')}-{params[split]}"
+    return module
+
+
+def pytest_collection_modifyitems(config, items):
+    groups = {item.nodeid: _group(item) for item in items}
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: the rest keep their order

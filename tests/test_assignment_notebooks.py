@@ -12,6 +12,8 @@ from nbclient.exceptions import CellExecutionError
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
+XDIST_SPLIT = "test"  # parallel runs spread these over the workers: no fixture is shared (tests/conftest.py)
+
 
 def execute(path, cwd, timeout=900):
     nb = nbformat.read(path, as_version=4)
