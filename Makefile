@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make demo   set up, build the releases, grade a few sample submissions per assignment, print the gradebooks
-#   make demo-all   the same with every sample submission
+#   make demo-all   the same with every sample submission and the notebooks' full training recipes
 #   make test   set up, run the project's tests
 # Everything is installed into .venv from this folder's own files (a fresh machine needs only Python 3.10+).
 
@@ -32,7 +32,7 @@ demo: setup
 	$(BIN)/python -m autograder demo
 
 demo-all: setup
-	$(BIN)/python -m autograder demo --all-samples
+	$(BIN)/python -m autograder demo --all-samples --full-recipes
 
 # Two workers (pytest-xdist): CI has 2 cores. Tests grouped by module, test_samples by assignment (tests/conftest.py).
 TEST_WORKERS ?= 2

@@ -49,7 +49,7 @@ def build_release(names: list[str]) -> None:
         if write_colab_cells(assignment):
             print(f"Updated the Colab setup and submit cells of source/{name}/{assignment.notebook} (autograder/colab.py)")
         print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=WARN"],
+        proc = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force", "--log-level=ERROR"],
                               cwd=PROJECT_ROOT, env=env)
         if proc.returncode:
             raise SystemExit(f"nbgrader generate_assignment {name} failed (exit {proc.returncode})")
@@ -119,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--all-samples", action="store_true",
                         help="grade every sample submission (default: the reference, the untouched release, one "
                              "planted bug and one hostile sample per assignment)")
+    p_demo.add_argument("--full-recipes", action="store_true",
+                        help="train the references with the notebooks' own recipes (default: the specs' shorter "
+                             "demo recipes, demo_edits, where a notebook's would not fit the demo's few minutes)")
     p_train = sub.add_parser("train-reference", help="(run by the demo) train an assignment's reference weights into "
                                                      "build/cache/ with the notebook's own training cells")
     p_train.add_argument("assignment", choices=list_assignments())
+    p_train.add_argument("--demo", action="store_true", help="with the spec's shorter demo recipes (demo_edits)")
     for p in (p_grade, p_demo):
         p.add_argument("--out", type=Path, help="output folder (default build/grades/<assignment>)")
         p.add_argument("--workers", type=int, default=DEFAULTS.workers,
@@ -184,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         publish(args.out, args.url)
         return 0
     if args.command == "train-reference":
-        from autograder.samples import train_reference, training_cells
+        from autograder.samples import recipe_edits, train_reference, training_cells
 
         assignment = load_assignment(args.assignment)
-        print(train_reference(assignment, training_cells(assignment), PROJECT_ROOT / "build" / "cache"))
+        print(train_reference(assignment, training_cells(assignment), PROJECT_ROOT / "build" / "cache",
+                              recipe_edits(assignment, args.demo)))
         return 0
     if args.command == "samples":
         out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment
@@ -226,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from autograder.demo import run_demo
 
-    return run_demo(options, args.assignments, args.out, args.hand_grades, all_samples=args.all_samples)
+    return run_demo(options, args.assignments, args.out, args.hand_grades, all_samples=args.all_samples,
+                    full_recipes=args.full_recipes)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,13 +1,14 @@
 """`python -m autograder demo` (`make demo`): the whole pipeline on the course's own sample submissions, in minutes.
 
-Four stages, each printing n/N and the time elapsed:
-1. the releases (nbgrader), as `python -m autograder release`;
-2. the reference weights a CPU can train (the spec's training_cells), two trainings side by side with one torch
-   thread each (small per-step models: a second thread only spins when the other core is busy), cached in
-   build/cache/ so that a second demo skips this stage;
-3. grading a representative few samples of each assignment (`demo_samples`: the reference, the untouched release,
-   one planted bug, one hostile submission where the assignment has one; `--all-samples` grades every sample);
-4. the gradebooks, printed as each assignment finishes and written to build/grades/<assignment>/.
+- the reference weights a CPU can train (the spec's training_cells, with its shorter demo recipes, `demo_edits`),
+  two trainings side by side with one torch thread each (small per-step models: a second thread only spins when the
+  other core is busy), in the background, cached in build/cache/ so that a second demo skips them;
+- meanwhile the releases (nbgrader), as `python -m autograder release`;
+- grading a representative few samples of each assignment (`demo_samples`: the reference, the untouched release,
+  one planted bug, one hostile submission where the assignment has one) as soon as its reference is ready, and its
+  gradebook, printed and written to build/grades/<assignment>/. `make demo-all` (`--all-samples --full-recipes`)
+  grades every sample, with references trained by the notebooks' own recipes.
+Every step prints its count (n/N) and the time elapsed.
 
 Where bubblewrap cannot run, the demo says so first, with the command that installs it, and goes on with weak
 isolation (the bundled samples are the course's own); the banner and every gradebook header then say
@@ -32,9 +33,9 @@ INSTALL_BUBBLEWRAP = ("sudo apt-get install bubblewrap   (Debian/Ubuntu; Fedora:
                       "On macOS or Windows the sandbox needs Linux: run the grader in a Linux VM or container")
 TRAINING_SLOTS = 2  # trainings side by side, one torch thread each
 # Rough costs on an idle 2-core machine, for the banner's estimate only (measured: README, "The two commands").
-RELEASE_S_EACH = 4.0  # nbgrader generate_assignment of one notebook
-GRADING_S_EACH = 7.0  # one submission, judge server forked, 1 of 2 workers
-GRADING_S_FIXED = 12.0  # per assignment: the preflight judge and the judge servers' imports
+RELEASE_S_EACH = 4.0  # CPU seconds of nbgrader generate_assignment for one notebook
+GRADING_S_EACH = 5.0  # CPU seconds of one submission's judge (forked from a judge server) and its worker
+GRADING_S_FIXED = 8.0  # CPU seconds per assignment: the two judge servers' imports
 
 
 def demo_samples(name: str, all_samples: bool = False) -> list[str]:
@@ -51,17 +52,18 @@ def demo_samples(name: str, all_samples: bool = False) -> list[str]:
     return chosen
 
 
-def references_to_train(names: list[str]) -> list[str]:
-    """Assignments whose reference sample carries weights this machine trains and has not cached yet."""
-    from autograder.samples import reference_cache, samples_for, training_cells
+def references_to_train(names: list[str], demo: bool = True) -> list[str]:
+    """Assignments whose reference sample carries weights this machine trains and has not cached yet (with the demo's
+    recipes where `demo`)."""
+    from autograder.samples import recipe_edits, reference_cache, samples_for, training_cells
 
     todo = []
     for name in names:
         reference = next((s for s in samples_for(name) if s.name == "reference"), None)
         assignment = load_assignment(name)
         cells = training_cells(assignment)
-        cached = cells and (reference_cache(assignment, cells, PROJECT_ROOT / "build" / "cache") / "TRAINED").exists()
-        if reference is not None and reference.trained and cells and not cached:
+        folder = reference_cache(assignment, cells, PROJECT_ROOT / "build" / "cache", recipe_edits(assignment, demo))
+        if reference is not None and reference.trained and cells and not (folder / "TRAINED").exists():
             todo.append(name)
     return todo
 
@@ -81,42 +83,52 @@ class Clock:
 
 
 def estimate_s(names: list[str], to_train: list[str], samples: dict[str, list[str]]) -> float:
-    """A rough wall-time estimate for the banner: releases, then the trainings packed longest first into the
-    slots, then the gradings on two workers."""
-    slots = [0.0] * TRAINING_SLOTS
-    for seconds in sorted((load_assignment(n).spec.reference_train_s for n in to_train), reverse=True):
-        slots[slots.index(min(slots))] += seconds
-    grading = sum(GRADING_S_FIXED + GRADING_S_EACH * len(s) / 2 for s in samples.values())
-    return RELEASE_S_EACH * len(names) + max(slots) + grading
+    """A rough wall-time estimate for the banner: every process runs one thread, so the work (CPU seconds) of the
+    releases, the trainings and the gradings is shared by two cores; the longest training is a floor."""
+    training = [load_assignment(n).spec.demo_train_s for n in to_train]
+    grading = sum(GRADING_S_FIXED + GRADING_S_EACH * len(s) for s in samples.values())
+    return max((RELEASE_S_EACH * len(names) + sum(training) + grading) / 2, max(training, default=0.0))
 
 
-def train_references(to_train: list[str], clock: Clock, logs: Path) -> list[str]:
-    """Train each reference in a subprocess (`python -m autograder train-reference A`), TRAINING_SLOTS at a time with
-    one torch thread each; return the assignments whose training failed (their logs are named)."""
-    logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, DLCOURSE_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
-    order = sorted(to_train, key=lambda n: -load_assignment(n).spec.reference_train_s)  # longest first
-    done: list[str] = []
-    failed: list[str] = []
+class Trainings:
+    """The references' trainings, in subprocesses (`python -m autograder train-reference A`), TRAINING_SLOTS at a time
+    with one torch thread each, longest first; `wait(name)` blocks until that one has ended."""
 
-    def train(name: str) -> None:
+    def __init__(self, names: list[str], demo: bool, clock: Clock, logs: Path):
+        self.clock, self.logs, self.demo, self.failed = clock, logs, demo, set()
+        self.order = sorted(names, key=lambda n: -load_assignment(n).spec.demo_train_s)
+        self.ended = 0
+        logs.mkdir(parents=True, exist_ok=True)
+        self.pool = ThreadPoolExecutor(TRAINING_SLOTS)
+        self.futures = {name: self.pool.submit(self._train, name) for name in self.order}
+
+    def _train(self, name: str) -> None:
         started = time.monotonic()
-        log = logs / f"train-{name}.log"
+        log = self.logs / f"train-{name}.log"
+        env = dict(os.environ, DLCOURSE_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "autograder", "train-reference", name, *(["--demo"] if self.demo else [])]
         with open(log, "w") as out:
-            code = subprocess.run([sys.executable, "-m", "autograder", "train-reference", name], cwd=PROJECT_ROOT,
-                                  env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-        (failed if code else done).append(name)
-        outcome = f"failed (exit {code}; see {log.relative_to(PROJECT_ROOT)})" if code else "trained"
-        clock.say(f"  references {len(done) + len(failed)}/{len(order)}: {name} {outcome} in "
-                  f"{time.monotonic() - started:.0f} s")
+            code = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, check=False).returncode
+        self.ended += 1
+        if code:
+            self.failed.add(name)
+        outcome = f"FAILED (exit {code}; see {log.relative_to(PROJECT_ROOT)})" if code else "trained"
+        self.clock.say(f"  reference {self.ended}/{len(self.order)}: {name} {outcome} in "
+                       f"{time.monotonic() - started:.0f} s")
 
-    with ThreadPoolExecutor(TRAINING_SLOTS) as pool:
-        list(pool.map(train, order))
-    return failed
+    def wait(self, name: str) -> bool:
+        """Whether `name` has weights to grade with (True when it needed no training)."""
+        if name in self.futures:
+            self.futures[name].result()
+        return name not in self.failed
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
 
 
 def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Path | None = None,
-             hand_grades: Path | None = None, all_samples: bool = False) -> int:
+             hand_grades: Path | None = None, all_samples: bool = False, full_recipes: bool = False) -> int:
     from autograder.__main__ import build_release
     from autograder.grade import grade_folder
     from autograder.gradebook import format_summary, format_table
@@ -132,53 +144,59 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
               "refuses to run without bubblewrap (README, 'How grading stays safe').\n", flush=True)
         options = dataclasses.replace(options, allow_weak_isolation=True)
     names = names or list_assignments()
+    demo = not full_recipes
     samples = {name: demo_samples(name, all_samples) for name in names}
-    to_train = references_to_train(names)
+    to_train = references_to_train(names, demo)
+    notes = [load_assignment(n).spec.demo_note for n in to_train if demo and load_assignment(n).spec.demo_note]
     count = sum(len(s) for s in samples.values())
-    minutes = estimate_s(names, to_train, samples) / 60
     isolation = WEAK if problem else "bubblewrap sandbox"
-    print(f"make demo: {len(names)} assignments ({', '.join(names)}), {isolation}.\n"
-          f"  1. build the {len(names)} student releases from source/ (nbgrader)\n"
-          f"  2. train {len(to_train)} reference model(s) a CPU can train"
-          + (f" ({', '.join(to_train)}), two at a time, one thread each; cached in build/cache/ for the next run"
-             if to_train else " (all cached in build/cache/)") + "\n"
-          f"  3. grade {count} sample submissions ("
+    print(f"make demo: {len(names)} assignment(s) ({', '.join(names)}), {isolation}.\n"
+          f"  1. build the student releases from source/ (nbgrader)\n"
+          f"  2. train {len(to_train)} reference model(s) that a CPU can train"
+          + (f" ({', '.join(to_train)}), two at a time, one thread each, cached in build/cache/ for the next run"
+             if to_train else " (every one is cached in build/cache/)")
+          + (f";\n     shorter recipes than the notebooks' so that the demo takes minutes: {'; '.join(notes)} "
+             "(`make demo-all` trains the notebooks' own)" if notes else "") + "\n"
+          f"  3. grade {count} sample submissions as soon as their reference is ready ("
           + ("every sample" if all_samples else "the reference, the untouched release, a planted bug, and a hostile "
-             "one where the assignment has one; `make demo-all` grades all of them")
-          + f"), {options.workers} at a time\n"
-          f"  4. print each gradebook and write it to build/grades/<assignment>/\n"
-          f"  This takes about {max(1, round(minutes))} min on an idle 2-core machine"
+             "one where the assignment has one; `make demo-all` grades every sample")
+          + f"), {options.workers} at a time, and print each gradebook (written to build/grades/<assignment>/)\n"
+          f"  About {max(1, round(estimate_s(names, to_train, samples) / 60))} min on an idle 2-core machine"
           + (" (less next time: the references are cached)" if to_train else "") + ".\n", flush=True)
 
-    clock.say(f"Stage 1/3: building the releases ({len(names)})")
-    build_release(names)
-    failed: list[str] = []
+    # Every process runs one thread, so the trainings, the releases and the gradings share the two cores: the
+    # trainings start first (the longest is the floor), the assignments that need none are graded meanwhile.
+    trainings = Trainings(to_train, demo, clock, PROJECT_ROOT / "build" / "logs")
     if to_train:
-        clock.say(f"Stage 2/3: training {len(to_train)} reference(s): {', '.join(to_train)}")
-        failed = train_references(to_train, clock, PROJECT_ROOT / "build" / "logs")
-    else:
-        clock.say("Stage 2/3: every reference is cached in build/cache/: nothing to train")
-    clock.say(f"Stage 3/3: grading {count} sample submissions")
-    for i, name in enumerate(names, 1):
-        if name in failed:
-            clock.say(f"  {i}/{len(names)} {name}: skipped, its reference did not train (see build/logs/train-{name}.log)")
+        clock.say(f"Training {len(to_train)} reference(s) in the background: {', '.join(trainings.order)}")
+    clock.say(f"Building the {len(names)} release(s)")
+    build_release(names)
+    order = [n for n in names if n not in to_train] + [n for n in trainings.order if n in names]
+    for i, name in enumerate(order, 1):
+        if not trainings.wait(name):
+            clock.say(f"Grading {i}/{len(order)} {name}: skipped, its reference did not train "
+                      f"(build/logs/train-{name}.log)")
             continue
         folder = PROJECT_ROOT / "build" / "samples" / name
-        clock.say(f"  {i}/{len(names)} {name}: {len(samples[name])} samples ({', '.join(samples[name])})")
+        clock.say(f"Grading {i}/{len(order)} {name}: {len(samples[name])} samples ({', '.join(samples[name])})")
         for stale in folder.glob("*.tar.gz"):  # a demo-all run's extra samples must not be graded by a plain demo
             stale.unlink()
-        build_samples(name, folder, only=samples[name])
+        build_samples(name, folder, only=samples[name], demo=demo)
         out = (out_root / name) if out_root else PROJECT_ROOT / "build" / "grades" / name
-        gradebook = grade_folder(folder, name, out, options, hand_grades, progress=lambda m: clock.say(f"    {m}"))
+        # No preflight: the samples graded include the untouched release, the notebook it would grade.
+        gradebook = grade_folder(folder, name, out, options, hand_grades, progress=lambda m: clock.say(f"    {m}"),
+                                 check_release="untouched_release" not in samples[name])
         header = f"Gradebook of '{name}'" + (f" — {WEAK}" if problem else "")
-        print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}\n", flush=True)
-        missing = reference_files_missing(name)
+        print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}", flush=True)
+        missing = reference_files_missing(name, demo=demo)
         if missing:
             print(f"No reference weights in this demo for {', '.join(missing)}: the reference notebook trains them only "
                   f"where CUDA is (cuda_training_cells in source/{name}/spec.py), so the thresholds judged from them "
                   "fail for the reference here. Grade on a GPU machine to see them pass.")
         shown = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
         print(f"Wrote {shown}/gradebook.csv, gradebook.json and feedback/<student>.md\n", flush=True)
-    clock.say(f"Done: {count} submissions of {len(names)} assignments graded" + (f", {WEAK}" if problem else "")
-              + (f"; training failed for {', '.join(failed)}" if failed else ""))
+    trainings.close()
+    failed = sorted(trainings.failed)
+    clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if problem else "")
+              + (f"; training FAILED for {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -89,7 +89,13 @@ def training_cells(assignment: Assignment) -> list[str]:
     return [*assignment.spec.training_cells, *extra]
 
 
-def reference_files_missing(name: str, cache_root: Path | None = None) -> list[str]:
+def recipe_edits(assignment: Assignment, demo: bool) -> tuple[tuple[str, str, str], ...]:
+    """The edits of the training cells that train the reference here: the spec's demo recipes for `make demo`, none
+    otherwise (the notebook's own recipes)."""
+    return assignment.spec.demo_edits if demo else ()
+
+
+def reference_files_missing(name: str, cache_root: Path | None = None, demo: bool = False) -> list[str]:
     """The saved files (weights, tokenizers) the reference sample of `name` lacks on this machine: those its training
     cells here do not make (cuda_training_cells where there is no CUDA), or all of them where it carries none. Their
     thresholds fail for the reference here: the demo says "no reference weights in this demo"."""
@@ -98,14 +104,17 @@ def reference_files_missing(name: str, cache_root: Path | None = None) -> list[s
     saved = list(assignment.files[1:])
     if reference is None or not reference.trained:
         return saved
-    folder = reference_cache(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache")
+    folder = reference_cache(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache",
+                             recipe_edits(assignment, demo))
     return [f for f in saved if not (folder / f).exists()]
 
 
-def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -> dict:
+def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None,
+                        edits: tuple[tuple[str, str, str], ...] = ()) -> dict:
     """Execute the reference notebook's cells `cell_ids`, in order, in a fresh module; return its namespace.
+    `edits`: (grade_id, old text, new text) replacements in those cells first (the demo's shorter recipes).
     (Trusted: this is the instructor's own code.)"""
-    cells = {grade_id(c): c for c in reference_notebook(assignment)["cells"] if grade_id(c)}
+    cells = {grade_id(c): c for c in edited_notebook(assignment, edits)["cells"] if grade_id(c)}
     missing = [gid for gid in cell_ids if gid not in cells]
     if missing:
         raise SystemExit(f"the reference notebook of {assignment.name} has no cell(s) {missing}")
@@ -119,11 +128,26 @@ def run_reference_cells(assignment: Assignment, cell_ids: list[str], log=None) -
     return module.__dict__
 
 
-def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
-    """The folder where the reference's weights trained by `cells` are kept: named after the notebook's hash."""
+def edited_notebook(assignment: Assignment, edits: tuple[tuple[str, str, str], ...] = ()) -> dict:
+    """The reference notebook with `edits` applied: (grade_id, old text, new text), each old text found once."""
+    nb = reference_notebook(assignment)
+    cells = {grade_id(c): c for c in nb["cells"] if grade_id(c)}
+    for gid, old, new in edits:
+        source = cell_source(cells[gid]) if gid in cells else ""
+        if old not in source:
+            raise SystemExit(f"{assignment.source_dir / 'spec.py'}: demo_edits: {old!r} is not in cell {gid!r} of "
+                             f"{assignment.notebook}: update the edit to the notebook's text")
+        cells[gid]["source"] = source.replace(old, new, 1)
+    return nb
+
+
+def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path,
+                    edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
+    """The folder where the reference's weights trained by `cells` (with `edits`) are kept: named after the notebook's
+    hash, so a changed notebook or recipe trains again."""
     from autograder.colab import is_generated  # the Colab setup/submit cells train nothing: they leave the key alone
 
-    nb = reference_notebook(assignment)
+    nb = edited_notebook(assignment, edits)
     sources = [cell_source(c) for c in nb["cells"] if not is_generated(c)]
     digest = hashlib.sha256(json.dumps([cells, sources]).encode()).hexdigest()[:12]
     folder = cache_root / f"{assignment.name}-{digest}"
@@ -132,10 +156,11 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) 
     return folder
 
 
-def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
-    """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
+def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
+                    edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
+    """Run the reference notebook's own cells (definitions, data, hyper-parameters, training; with `edits`) in this
     process, in its cache folder (reference_cache); return the folder with the saved weights."""
-    folder = reference_cache(assignment, cells, cache_root)
+    folder = reference_cache(assignment, cells, cache_root, edits)
     if (folder / "TRAINED").exists():
         return folder
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -143,7 +168,7 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
     # same reference at once; the second waits for the first and takes its weights.
     with open(cache_root / f"{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        folder = reference_cache(assignment, cells, cache_root)
+        folder = reference_cache(assignment, cells, cache_root, edits)
         done = folder / "TRAINED"
         if done.exists():
             return folder
@@ -151,7 +176,7 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
         started, cpu, previous = time.time(), time.process_time(), Path.cwd()
         os.chdir(folder)  # the training cells save their weights into the working folder
         try:
-            run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
+            run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True), edits=edits)
         finally:
             os.chdir(previous)
         # CPU seconds too: with one thread they are what the training costs whatever else the machine was doing
@@ -159,9 +184,11 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
     return folder
 
 
-def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Collection[str] | None = None) -> list[Path]:
+def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Collection[str] | None = None,
+                  demo: bool = False) -> list[Path]:
     """Write every sample of assignment `name` (or those named in `only`) as `<out>/<sample>.tar.gz`; return the
-    archive paths. The reference's weights are trained (or taken from the cache) only when a sample chosen needs them."""
+    archive paths. The reference's weights are trained (or taken from the cache) only when a sample chosen needs them;
+    `demo`: with the spec's demo recipes (recipe_edits)."""
     assignment = load_assignment(name)
     samples = [s for s in samples_for(name) if only is None or s.name in only]
     unknown = set(only or ()) - {s.name for s in samples}
@@ -170,7 +197,8 @@ def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Co
     out.mkdir(parents=True, exist_ok=True)
     weights_dir = None
     if any(s.trained for s in samples):
-        weights_dir = train_reference(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache")
+        weights_dir = train_reference(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache",
+                                      recipe_edits(assignment, demo))
     archives = []
     for sample in samples:
         files = {assignment.notebook: json.dumps(sample_notebook(assignment, sample), indent=1).encode()}
