@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from autograder.assignments import list_assignments
+from autograder.assignments import list_assignments, load_assignment
 from autograder.demo import INSTALL_BUBBLEWRAP, WEAK, demo_samples
-from autograder.samples import samples_for
+from autograder.notebook import cell_source, grade_id
+from autograder.samples import edited_notebook, reference_notebook, samples_for
 
 
 @pytest.mark.parametrize("name", list_assignments())
@@ -21,6 +22,22 @@ def test_the_demo_grades_a_representative_few_samples(name):
     assert len([n for n in chosen if n.startswith("hostile_")]) == (1 if any(n.startswith("hostile_") for n in every) else 0)
     assert set(chosen) <= set(every) and len(chosen) == len(set(chosen))
     assert demo_samples(name, all_samples=True) == every
+
+
+@pytest.mark.parametrize("name", list_assignments())
+def test_demo_recipes_edit_only_training_cells_and_say_what_they_change(name):
+    """A spec's demo_edits still apply to its notebook (edited_notebook raises naming the spec otherwise), change only
+    cells the reference trains with, and come with the note the banner prints."""
+    assignment = load_assignment(name)
+    spec = assignment.spec
+    assert all(gid in spec.training_cells for gid, _, _ in spec.demo_edits)
+    assert bool(spec.demo_edits) == bool(spec.demo_note)
+    before = {grade_id(c): cell_source(c) for c in reference_notebook(assignment)["cells"]}
+    after = {grade_id(c): cell_source(c) for c in edited_notebook(assignment, spec.demo_edits)["cells"]}
+    assert {gid for gid in before if before[gid] != after[gid]} == {gid for gid, _, _ in spec.demo_edits}
+    reference = next(s for s in samples_for(name) if s.name == "reference")
+    if reference.trained and spec.training_cells:  # the demo trains it here: its banner needs the cost
+        assert spec.demo_train_s > 0, "measure the demo's training (CPU seconds, one thread) for demo_train_s"
 
 
 def test_demo_of_one_assignment_without_bubblewrap_says_weak_isolation_everywhere(project, tmp_path):
