@@ -75,6 +75,7 @@ def _group(item) -> str:
     return module
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks to name each test's group
 def pytest_collection_modifyitems(config, items):
     groups = {item.nodeid: _group(item) for item in items}
     for item in items:
