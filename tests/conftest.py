@@ -29,3 +29,13 @@ def local_datasets() -> Path:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def course_threads() -> int:
+    """The course's torch CPU thread count (dlcourse.threads: DLCOURSE_THREADS, else 1) for the whole test, the
+    code around the course's helpers included (greedy decoding, the grader's side); restored afterwards."""
+    from dlcourse.threads import torch_threads
+
+    with torch_threads("cpu") as threads:
+        yield threads

@@ -131,9 +131,16 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path) 
     return folder
 
 
+LARGE_MODEL_ASSIGNMENTS = frozenset({"bert"})  # whose reference trains with dlcourse.threads' large_model count
+
+
 def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) -> Path:
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training) in this
-    process, in its cache folder (reference_cache); return the folder with the saved weights."""
+    process, in its cache folder (reference_cache); return the folder with the saved weights. On a CPU the cells run
+    on the course's torch thread count (`dlcourse.threads`), the same a student's run gets."""
+    from dlcourse.threads import torch_threads
+    from dlcourse.utils import get_device
+
     folder = reference_cache(assignment, cells, cache_root)
     done = folder / "TRAINED"
     if done.exists():
@@ -142,7 +149,9 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path) 
     started, previous = time.time(), Path.cwd()
     os.chdir(folder)  # the training cells save their weights into the working folder
     try:
-        run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
+        # the cells pick their device with get_device too; BERT's matmuls are big enough for all cores
+        with torch_threads(get_device(verbose=False), large_model=assignment.name in LARGE_MODEL_ASSIGNMENTS):
+            run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True))
     finally:
         os.chdir(previous)
     done.write_text(f"trained in {time.time() - started:.0f} s\n")
