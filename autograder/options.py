@@ -31,6 +31,12 @@ class GradeOptions:
 
     @property
     def judge_threads(self) -> int:
+        """Torch CPU threads of each judge's sandboxed worker: `threads` when given, else the machine's CPUs shared
+        out among the `workers` judges, so that judges running side by side never ask for more threads than there
+        are cores. Deliberately not the course's training setting (dlcourse.threads, DLCOURSE_THREADS, 1 thread): a
+        grader owns its machine, and a judge's work is scoring saved models in batches of hundreds of examples, big
+        ops that more threads do speed up (benchmarks/threshold_cost.py times 1 and 2). The worker gets this count
+        as torch.set_num_threads, OMP_NUM_THREADS and DLCOURSE_THREADS (autograder/sandbox)."""
         return self.threads or max(1, (os.cpu_count() or 2) // max(1, self.workers))
 
     def budget(self, assignment: Assignment) -> float:

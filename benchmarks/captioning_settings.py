@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.samples import run_reference_cells  # noqa: E402
 from dlcourse.captioning import coco_available, load_coco, small_subset, train_captioner  # noqa: E402
+from dlcourse.threads import course_threads  # noqa: E402
 
 ASSIGNMENT = load_assignment("captioning")
 CELLS = list(ASSIGNMENT.spec.run_cells) + ["data", "overfit_settings"]
@@ -34,7 +35,9 @@ CELLS = list(ASSIGNMENT.spec.run_cells) + ["data", "overfit_settings"]
 def machine(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"CPU {platform.processor() or platform.machine()}, one torch thread (train_captioner's choice on a CPU)"
+    threads = course_threads()
+    return (f"CPU {platform.processor() or platform.machine()}, {threads} torch thread{'' if threads == 1 else 's'} "
+            "(train_captioner's on a CPU: the course setting, dlcourse.threads)")
 
 
 def run(ns: dict, features: torch.Tensor, captions: torch.Tensor, vocab_size: int, source: str, device: str) -> list[str]:

@@ -22,12 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.samples import run_reference_cells  # noqa: E402
+from dlcourse.threads import torch_threads  # noqa: E402
+from dlcourse.utils import get_device  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,14 @@ def train(name: str, recipe: ReferenceRecipe) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(RECIPES), help="these recipes (default: all that fit a CPU)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: reproducible, and kind "
-                        "to a shared machine)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads on a CPU (default: the course "
+                        "setting, dlcourse.threads: DLCOURSE_THREADS, else 1: reproducible, and kind to a shared machine)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    with torch_threads(get_device(verbose=False), threads=args.threads):  # the device the notebook cells pick
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     os.environ.pop("DLCOURSE_QUICK", None)  # the full recipes, never the smoke-test size
     names = args.only or [name for name, recipe in RECIPES.items() if recipe.fits_a_cpu]
     rows = []

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.samples import run_reference_cells  # noqa: E402
+from dlcourse.threads import torch_threads  # noqa: E402
 from dlcourse.translation import (Seq2SeqHistory, corpus_bleu, evaluate_perplexity, sequence_accuracy,  # noqa: E402
                                   source_lengths, token_ids_to_text, train_seq2seq, with_source_lengths)
 
@@ -113,13 +114,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--multi30k", action="store_true", help="also train and score the Multi30k reference recipe")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads on a CPU (default: the course "
+                        "setting, dlcourse.threads: DLCOURSE_THREADS, else 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    reversal(args.device)
-    if args.multi30k:
-        multi30k(args.device)
+    with torch_threads(args.device, threads=args.threads):
+        reversal(args.device)
+        if args.multi30k:
+            multi30k(args.device)
 
 
 if __name__ == "__main__":

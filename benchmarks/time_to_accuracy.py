@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.samples import run_reference_cells  # noqa: E402
 from dlcourse.data import load_image_split  # noqa: E402
+from dlcourse.threads import torch_threads  # noqa: E402
 from dlcourse.training import QUICK_ENV, quick_mode, train_classifier  # noqa: E402
 from dlcourse.utils import seed_everything  # noqa: E402
 
@@ -79,15 +80,14 @@ def main(argv: list[str] | None = None) -> int:
                         "rescaled to it, so this is a different run, not a prefix of the reference run)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto (default): cuda if available, else cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads on a CPU (default: the course setting, "
+                        "dlcourse.threads: DLCOURSE_THREADS, else 1)")
     parser.add_argument("--force", action="store_true", help="run CIFAR-10 on a CPU anyway (hours)")
     args = parser.parse_args(argv)
 
     dataset = DATASET_ALIASES.get(args.dataset)
     if dataset is None:
         parser.error(f"unknown dataset {args.dataset!r}; choose fashion_mnist or cifar10")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
               "on a CPU it takes many hours. Refusing; pass --force to run it anyway.", file=sys.stderr)
         return 2
 
+    with torch_threads(device, threads=args.threads):  # the whole run, model construction and evaluation included
+        return measure(args, parser, dataset, device)
+
+
+def measure(args: argparse.Namespace, parser: argparse.ArgumentParser, dataset: str, device: torch.device) -> int:
     hparams_cell, config_name, recipe_name, threshold = SETTINGS[dataset]
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     namespace = reference_namespace(hparams_cell)

@@ -19,7 +19,6 @@ Students write the model, the loss and sampling in the notebook; this module hol
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -27,11 +26,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from dlcourse.threads import torch_threads
 from dlcourse.training import History, Metrics, Recipe, Trainer, quick_mode, shuffled_batches
 from dlcourse.utils import seed_everything
 
@@ -325,33 +325,14 @@ def train_captioner(model: torch.nn.Module, features: torch.Tensor, captions: to
                     log_every: int = 10) -> History:
     """Teacher forcing: `loss_fn(model(features, captions[:, :-1]), captions[:, 1:], NULL)` (the notebook's loss),
     Adam, `recipe.epochs` passes over the captions in shuffled batches (seeded by `recipe.seed`). `train_loss` per
-    epoch is the mean of the batch losses. With `DLCOURSE_QUICK=1` two epochs."""
+    epoch is the mean of the batch losses. On a CPU it uses the course's thread count (`dlcourse.threads`: one thread
+    unless DLCOURSE_THREADS says otherwise). With `DLCOURSE_QUICK=1` two epochs."""
     if quick_mode():
         recipe = recipe.quick()
         print("DLCOURSE_QUICK=1: quick smoke run (2 epochs); the numbers mean nothing.")
     seed_everything(recipe.seed)
     if recipe.train_subset:
         features, captions = features[:recipe.train_subset], captions[:recipe.train_subset]
-    with one_cpu_thread(device):
-        return _train(model, features, captions, recipe, loss_fn, device, log_every)
-
-
-@contextlib.contextmanager
-def one_cpu_thread(device) -> Iterator[None]:
-    """On a CPU, torch uses one thread while the block runs (then as many as before). These models are small: on a
-    shared 2-core machine one thread trained the 6-layer overfitting setting in 72 s, two threads in 256 s."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(model, features, captions, recipe: CaptionRecipe, loss_fn, device, log_every: int) -> History:
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     history = History()
@@ -375,19 +356,19 @@ def _train(model, features, captions, recipe: CaptionRecipe, loss_fn, device, lo
         if log_every and (epoch % log_every == 0 or epoch in (1, recipe.epochs)):
             print(line)
 
-    return Trainer(recipe.epochs, train_epoch, lambda: {}, history, log=log).run()
+    return Trainer(recipe.epochs, train_epoch, lambda: {}, history, log=log, device=device).run()
 
 
 @torch.no_grad()
 def caption_bleu(model: torch.nn.Module, features: torch.Tensor, captions: torch.Tensor, idx_to_word: list[str],
                  max_length: int = CAPTION_TOKENS, device="cpu", batch_size: int = 500):
     """Corpus BLEU (sacrebleu, dlcourse.translation.corpus_bleu) of `model.sample` on `features` against `captions`
-    (one reference each). Returns (sacrebleu score, the generated captions)."""
+    (one reference each), sampled on the course's CPU thread count. Returns (sacrebleu score, the generated captions)."""
     from dlcourse.translation import corpus_bleu
 
     model.eval()
     hypotheses = []
-    with one_cpu_thread(device):
+    with torch_threads(device):
         for start in range(0, len(features), batch_size):
             hypotheses += decode_captions(model.sample(features[start:start + batch_size].to(device), max_length).cpu(),
                                           idx_to_word)

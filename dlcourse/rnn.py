@@ -181,7 +181,8 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNN
         collate_fn: Callable, train_one_epoch: Callable, evaluate: Callable, device="cpu", writer=None, log=print) -> RNNHistory:
     """Train `model` on reviews cut to `max_length` tokens with the student's `train_one_epoch(model, loader,
     optimizer, scheduler, device=..., clip_norm=...)` and evaluate with `evaluate(model, loader, device=...)` after every epoch; log to the
-    TensorBoard `writer` (a SummaryWriter) when given. With DLCOURSE_QUICK=1 the recipe is shrunk."""
+    TensorBoard `writer` (a SummaryWriter) when given. On a CPU the student's loops run on the course's thread count
+    (`dlcourse.threads`). With DLCOURSE_QUICK=1 the recipe is shrunk."""
     if quick_mode():
         recipe, max_length = recipe.quick(), min(max_length, 64)
         log(f"{QUICK_ENV}=1: quick smoke run ({recipe.train_subset} reviews of at most {max_length} tokens, 1 epoch); "
@@ -212,7 +213,7 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNN
         writer.flush()
 
     return Trainer(recipe.epochs, train_epoch, evaluate_test, RNNHistory(), log=log,
-                   on_epoch_end=write_scalars if writer is not None else None).run()
+                   on_epoch_end=write_scalars if writer is not None else None, device=device).run()
 
 
 # -- TensorBoard curves, read back for inline plots ----------------------------------------------------

@@ -6,6 +6,9 @@
   is the model). The step is the course's own loop or, where an assignment asks for it, the student's.
 - `ScheduledSteps`: optimisation steps under the course's warm-up + cosine schedule, counted across epochs.
 - `train_classifier`: AdamW, warm-up then cosine decay, tqdm bars, for the image classifiers.
+
+Every run and evaluation here uses the course's torch CPU thread count (`dlcourse.threads`: one thread unless
+`DLCOURSE_THREADS` says otherwise).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dlcourse.data import ImageSplit, random_crop_flip
+from dlcourse.threads import torch_threads
 from dlcourse.utils import seed_everything
 
 QUICK_ENV = "DLCOURSE_QUICK"
@@ -113,7 +117,8 @@ class Trainer:
 
     `train_epoch` is where assignments differ: the course's own batch loop (train_classifier, train_seq2seq) or
     the student's (the RNN notebook's train_one_epoch). The Trainer itself draws no random numbers, so a run
-    repeats exactly what its step and evaluation do."""
+    repeats exactly what its step and evaluation do. On a CPU `device` the run uses the course's thread count
+    (`dlcourse.threads.torch_threads`; `large_model` for BERT-sized models)."""
 
     epochs: int
     train_epoch: Callable[[int], Metrics]
@@ -122,8 +127,14 @@ class Trainer:
     log: Callable[[str], None] = print
     on_epoch_end: Callable[[int, History], None] | None = None
     finished: Callable[[], bool] = lambda: False
+    device: torch.device | str = "cpu"
+    large_model: bool = False
 
     def run(self) -> History:
+        with torch_threads(self.device, large_model=self.large_model):
+            return self._run()
+
+    def _run(self) -> History:
         for epoch in range(self.epochs):
             started = time.time()
             metrics = self.train_epoch(epoch)
@@ -197,12 +208,14 @@ class TrainRecipe(Recipe):
 @torch.no_grad()
 def evaluate_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                       device: torch.device | str = "cpu", batch_size: int = 1000) -> float:
-    """Fraction of `images` (N, C, H, W float) that `model` classifies as `labels` (N,)."""
+    """Fraction of `images` (N, C, H, W float) that `model` classifies as `labels` (N,), on the course's CPU
+    thread count."""
     model.eval()
     correct = 0
-    for start in range(0, len(labels), batch_size):
-        x = images[start:start + batch_size].to(device)
-        correct += (model(x).argmax(dim=1).cpu() == labels[start:start + batch_size]).sum().item()
+    with torch_threads(device):
+        for start in range(0, len(labels), batch_size):
+            x = images[start:start + batch_size].to(device)
+            correct += (model(x).argmax(dim=1).cpu() == labels[start:start + batch_size]).sum().item()
     return correct / len(labels)
 
 
@@ -255,4 +268,4 @@ def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit
         return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
 
     return Trainer(recipe.epochs, train_epoch, lambda: {"test_acc": evaluate_accuracy(model, x_test, y_test, device)},
-                   ClassifierHistory()).run()
+                   ClassifierHistory(), device=device).run()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from dlcourse.threads import torch_threads
 from dlcourse.training import History, Metrics, Recipe, ScheduledSteps, Trainer, quick_mode, shuffled_batches
 from dlcourse.utils import seed_everything
 
@@ -160,16 +161,17 @@ def with_source_lengths(teacher_forcing_ratio: float = 1.0, seed: int = 0, pad_i
 def evaluate_perplexity(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor, device="cpu",
                         batch_size: int = 200, pad_id: int = PAD_ID, forward: Forward = src_tgt) -> float:
     """Per-token perplexity of the logits `forward(model, src, tgt[:, :-1])` predicting `tgt[:, 1:]`, teacher-forced,
-    padding excluded. With `DLCOURSE_QUICK=1` only the first 100 pairs are scored."""
+    padding excluded, on the course's CPU thread count. With `DLCOURSE_QUICK=1` only the first 100 pairs are scored."""
     if quick_mode():
         src, tgt = src[:100], tgt[:100]
     model.eval()
     total, count = 0.0, 0
-    for start in range(0, len(src), batch_size):
-        s, t = trim_padding(src[start:start + batch_size], tgt[start:start + batch_size])
-        s, t = s.to(device), t.to(device)
-        nll, n = target_nll(forward(model, s, t[:, :-1]), t[:, 1:], pad_id)
-        total, count = total + nll, count + n
+    with torch_threads(device):
+        for start in range(0, len(src), batch_size):
+            s, t = trim_padding(src[start:start + batch_size], tgt[start:start + batch_size])
+            s, t = s.to(device), t.to(device)
+            nll, n = target_nll(forward(model, s, t[:, :-1]), t[:, 1:], pad_id)
+            total, count = total + nll, count + n
     return math.exp(total / max(1, count))
 
 
@@ -234,7 +236,7 @@ def train_seq2seq(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tenso
     """`forward(model, src, tgt[:, :-1])` returns logits (B, T, V) for the next tokens `tgt[:, 1:]` (teacher forcing,
     unless `forward` says otherwise in training mode); cross-entropy over non-padding tokens, AdamW, linear warm-up
     then cosine decay. Evaluates the validation perplexity after every epoch, then calls `on_epoch_end(epoch, history)`.
-    With `DLCOURSE_QUICK=1` the recipe is shrunk (10 steps)."""
+    On a CPU it uses the course's thread count (`dlcourse.threads`). With `DLCOURSE_QUICK=1` the recipe is shrunk (10 steps)."""
     if quick_mode():
         recipe = recipe.quick()
         print("DLCOURSE_QUICK=1: quick smoke run (10 steps, 100 validation pairs); the numbers mean nothing.")
@@ -276,4 +278,5 @@ def train_seq2seq(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tenso
     def evaluate() -> Metrics:
         return {"val_perplexity": evaluate_perplexity(model, *val, device=device, pad_id=pad_id, forward=forward)}
 
-    return Trainer(recipe.epochs, train_epoch, evaluate, history, on_epoch_end=on_epoch_end, finished=steps.done).run()
+    return Trainer(recipe.epochs, train_epoch, evaluate, history, on_epoch_end=on_epoch_end, finished=steps.done,
+                   device=device).run()

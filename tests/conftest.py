@@ -83,3 +83,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture
+def course_threads() -> int:
+    """The course's torch CPU thread count (dlcourse.threads: DLCOURSE_THREADS, else 1) for the whole test, the
+    code around the course's helpers included (greedy decoding, the grader's side); restored afterwards."""
+    from dlcourse.threads import torch_threads
+
+    with torch_threads("cpu") as threads:
+        yield threads

@@ -12,6 +12,7 @@ evaluation.
 The threshold itself (>= 85 % on all 25 000 test reviews) is judged by the autograder on every grader (on a CPU,
 bert-base's clear cases within the threshold budget; borderline ones want a GPU). This run takes about 1 min on two idle cores (fine-tuning 30 s), 3-5 min on a busy machine.
 """
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -24,6 +25,7 @@ from autograder.assignments import PROJECT_ROOT, load_assignment
 from autograder.notebook import cell_source, grade_id
 from autograder.samples import reference_notebook, run_reference_cells
 from dlcourse.bert import CHECKPOINT_ENV, STAND_IN_LABEL, FineTuneRecipe, checkpoint_label, offline_stand_in
+from dlcourse.threads import torch_threads
 from threshold_notes import assert_decided
 
 DEFINITION_CELLS = ["setup", "load_pretrained", "tokenize", "classifier", "freeze", "optimizer", "train_step",
@@ -51,7 +53,8 @@ def fine_tuned(local_datasets, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv(CHECKPOINT_ENV, str(stand_in))
     patch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
-    torch.set_num_threads(2)
+    threads = contextlib.ExitStack()  # the course's count for BERT (every core here), until the module's tests end
+    threads.enter_context(torch_threads("cpu", large_model=True))
     try:
         assignment = load_assignment("bert")
         ns = run_reference_cells(assignment, DEFINITION_CELLS)
@@ -77,6 +80,7 @@ def fine_tuned(local_datasets, tmp_path_factory):
         yield ns, losses, accuracy, folder
     finally:
         patch.undo()
+        threads.close()
 
 
 def test_reference_fine_tunes_the_stand_in_beyond_chance(fine_tuned):

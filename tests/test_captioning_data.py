@@ -47,10 +47,9 @@ def reference():
     return run_reference_cells(load_assignment("captioning"), MODEL_CELLS)
 
 
-def test_a_model_ignoring_the_image_scores_clearly_worse(reference, monkeypatch):
+def test_a_model_ignoring_the_image_scores_clearly_worse(reference, monkeypatch, course_threads):
     """Same model, recipe and seed; the blind one sees all-zero features. BLEU on the validation split."""
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)
-    torch.set_num_threads(1)
     data = make_standin()
     train_features, train_captions = data.split("train")
     val_features, val_captions = data.split("val")

@@ -14,7 +14,6 @@ import json
 import time
 
 import pytest
-import torch
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
@@ -36,9 +35,8 @@ def reference():
     return run_reference_cells(load_assignment("cnn"), DEFINITION_CELLS)
 
 
-def test_reference_better_cnn_learns_on_a_cifar10_subset(reference, local_datasets, monkeypatch, tmp_path):
+def test_reference_better_cnn_learns_on_a_cifar10_subset(reference, local_datasets, monkeypatch, tmp_path, course_threads):
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
-    torch.set_num_threads(2)
     train = load_image_split("cifar10", train=True).subset(3000, seed=0)
     test = load_image_split("cifar10", train=False).subset(1000, seed=0)
     config = reference["BetterCNNConfig"](width=16, dropout=0.0)

@@ -17,7 +17,6 @@ import json
 import time
 
 import pytest
-import torch
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
@@ -56,9 +55,8 @@ def grade_saved(folder, saved_name):
         student.close()
 
 
-def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datasets, tmp_path, monkeypatch):
+def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datasets, tmp_path, monkeypatch, course_threads):
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
-    torch.set_num_threads(1)
     texts, labels = imdb_texts_labels("train", subset=6000, seed=1)
     tokenizer = train_tokenizer(texts, vocab_size=5000)
     tokenizer.save(str(tmp_path / TOKENIZER_FILE))

@@ -27,9 +27,8 @@ DEFINITION_CELLS = ["setup", "attention", "encoder", "decoder", "seq2seq_config"
 REVERSAL_CELLS = DEFINITION_CELLS + ["reverse_data", "reverse_hparams"]
 
 
-def test_without_attention_the_reference_recipe_stays_far_below_the_reversal_threshold(monkeypatch):
+def test_without_attention_the_reference_recipe_stays_far_below_the_reversal_threshold(monkeypatch, course_threads):
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # the notebook's own recipe, unshrunk
-    torch.set_num_threads(1)
     ns = run_reference_cells(load_assignment("seq2seq"), REVERSAL_CELLS)
     task, val = ns["task"], ns["reverse_val"]
     ns["seed_everything"](0)
@@ -51,12 +50,12 @@ def multi30k():
 
 
 def test_tiny_reference_learns_on_multi30k_and_the_grader_scores_it_as_the_notebook_does(tmp_path, multi30k,
-                                                                                         local_datasets, monkeypatch):
+                                                                                         local_datasets, monkeypatch,
+                                                                                         course_threads):
     from autograder.hidden_tests import test_seq2seq as hidden
     from autograder.student import StudentCode
 
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
-    torch.set_num_threads(1)
     train, val, test = multi30k
     assignment = load_assignment("seq2seq")
     tokenizer = train_multi30k_tokenizer(train)

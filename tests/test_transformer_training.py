@@ -63,9 +63,8 @@ def test_course_tokenizer_is_deterministic_with_the_special_ids(multi30k, local_
     assert (tgt[:, 0] == BOS_ID).all() and ((src == EOS_ID).sum(1) == 1).all() and ((tgt == EOS_ID).sum(1) == 1).all()
 
 
-def test_reference_transformer_learns_on_a_multi30k_subset(multi30k, local_datasets, monkeypatch):
+def test_reference_transformer_learns_on_a_multi30k_subset(multi30k, local_datasets, monkeypatch, course_threads):
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
-    torch.set_num_threads(1)
     train, val = multi30k
     tokenizer = train_multi30k_tokenizer(train)
     train_ids, val_ids = encode_pairs(tokenizer, train[:4000]), encode_pairs(tokenizer, val[:200])

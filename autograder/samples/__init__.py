@@ -156,10 +156,17 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path,
     return folder
 
 
+LARGE_MODEL_ASSIGNMENTS = frozenset({"bert"})  # whose reference trains with dlcourse.threads' large_model count
+
+
 def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
                     edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training; with `edits`) in this
-    process, in its cache folder (reference_cache); return the folder with the saved weights."""
+    process, in its cache folder (reference_cache); return the folder with the saved weights. On a CPU the cells run
+    on the course's torch thread count (`dlcourse.threads`), the same a student's run gets."""
+    from dlcourse.threads import torch_threads
+    from dlcourse.utils import get_device
+
     folder = reference_cache(assignment, cells, cache_root, edits)
     if (folder / "TRAINED").exists():
         return folder
@@ -176,7 +183,9 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
         started, cpu, previous = time.time(), time.process_time(), Path.cwd()
         os.chdir(folder)  # the training cells save their weights into the working folder
         try:
-            run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True), edits=edits)
+            # the cells pick their device with get_device too; BERT's matmuls are big enough for all cores
+            with torch_threads(get_device(verbose=False), large_model=assignment.name in LARGE_MODEL_ASSIGNMENTS):
+                run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True), edits=edits)
         finally:
             os.chdir(previous)
         # CPU seconds too: with one thread they are what the training costs whatever else the machine was doing

@@ -73,7 +73,7 @@ class WorkerStartFailed(RuntimeError):
 @dataclass
 class SandboxPolicy:
     memory_mb: int = 4096  # memory cap of the worker (RSS where a cgroup can be made)
-    threads: int = 1  # torch threads in the worker
+    threads: int = 1  # torch threads in the worker (GradeOptions.judge_threads)
     device: str = "cpu"  # "cuda": the worker also gets the GPU device files
     forbidden_attributes: list[str] = field(default_factory=list)  # dotted names tripped at run time
     forbidden_modules: list[str] = field(default_factory=list)  # modules student code may not import
@@ -282,7 +282,9 @@ class Sandbox:
         home = "/tmp" if self.strong else workdir
         env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
-               "OMP_NUM_THREADS": str(self.policy.threads), "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
+               # the judge's thread count, also for any dlcourse helper the student's code calls (dlcourse.threads)
+               "OMP_NUM_THREADS": str(self.policy.threads), "DLCOURSE_THREADS": str(self.policy.threads),
+               "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
                # Hugging Face libraries must never try the network (the sandbox has none anyway).
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}

@@ -63,7 +63,7 @@ if SETTINGS.get("memory_mb"):  # no cgroup caps this worker: cap its address spa
     _limit = _address_space_bytes() + (SETTINGS["memory_mb"] << 20)
     resource.setrlimit(resource.RLIMIT_AS, (_limit, _limit))
 
-torch.set_num_threads(int(SETTINGS.get("threads", 1)))
+torch.set_num_threads(int(SETTINGS.get("threads", 1)))  # the grader's choice (GradeOptions.judge_threads), never torch's
 DEVICE = torch.device(SETTINGS.get("device", "cpu"))
 
 # 2. Audit hook and tripwires. -----------------------------------------------------------------------
