@@ -34,10 +34,10 @@ demo: setup
 demo-all: setup
 	$(BIN)/python -m autograder demo --all-samples --full-recipes
 
-# Two workers (pytest-xdist): CI has 2 cores. Tests grouped by module, test_samples by assignment (tests/conftest.py).
+# Two workers (pytest-xdist): CI has 2 cores. Which tests share a worker: tests/conftest.py (test_group).
 TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 release: setup
 	$(BIN)/python -m autograder release

@@ -51,38 +51,43 @@ def project(tmp_path) -> Path:
     return copy
 
 
-# -- parallel runs: `make test` runs pytest-xdist with `--dist loadgroup` ---------------------------------------------
-# A group runs in one worker, in order. By default a module is one group, so its module- and session-scoped fixtures
-# (a fine-tuned model, a Slurm cluster, a sandbox) are built once. A module whose tests are independent and slow sets
-# XDIST_SPLIT = "test" (each test is a group of its own), or the name of a parameter to group by (test_samples grades
-# each assignment once, so its tests are grouped by assignment). An explicit xdist_group mark wins.
-# Groups are queued slowest first, so that the last group to start is a short one (benchmarks/README: CI timings).
-SLOWEST_FIRST = ("samples-vit", "samples-captioning", "samples-seq2seq", "test_slurm", "samples-transformer",
-                 "samples-cnn", "samples-rnn", "samples-bert", "test_add_assignment", "test_demo")
+# -- parallel runs: `make test` runs pytest-xdist with `--dist loadscope` and the scheduler below -------------------
+# A group of tests runs in one worker, in order. By default a module is one group, so its module- and session-scoped
+# fixtures (a fine-tuned model, a Slurm cluster, a sandbox) are built once. Modules whose tests are independent and
+# slow are split into one group per test; test_samples into one group per assignment (the first parameter), since it
+# grades each assignment's samples once. Groups are queued slowest first, so that the last one to start is short.
+# The group is worked out from the test id alone: the scheduler runs in the controller, which collects nothing.
+SPLIT_BY_TEST = {"test_assignment_notebooks", "test_batch_grading"}
+SPLIT_BY_FIRST_PARAM = {"test_samples"}
+SLOWEST_FIRST = ("test_samples[vit]", "test_samples[captioning]", "test_samples[seq2seq]", "test_slurm",
+                 "test_samples[transformer]", "test_samples[cnn]", "test_samples[rnn]", "test_samples[bert]",
+                 "test_add_assignment", "test_demo")
 
 
-def _group(item) -> str:
-    marked = item.get_closest_marker("xdist_group")
-    if marked:
-        return marked.args[0] if marked.args else marked.kwargs["name"]
-    module = item.module.__name__.rpartition(".")[2]
-    split = getattr(item.module, "XDIST_SPLIT", None)
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if split == "test":
-        return item.nodeid
-    if split and split in params:
-        return f"{module.removeprefix('test_')}-{params[split]}"
+def test_group(nodeid: str) -> str:
+    """The group of a test id: `tests/test_x.py::test_y[p-q]` -> "test_x", the id itself, or "test_x[p]"."""
+    path, _, test = nodeid.partition("::")
+    module = path.rpartition("/")[2].removesuffix(".py")
+    if module in SPLIT_BY_TEST:
+        return nodeid
+    if module in SPLIT_BY_FIRST_PARAM and test.endswith("]"):
+        return f"{module}[{test[test.index('[') + 1:-1].split('-')[0]}]"
     return module
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks to name each test's group
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    groups = {item.nodeid: _group(item) for item in items}
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))  # stable: the rest keep their order
+    items.sort(key=lambda item: rank.get(test_group(item.nodeid), len(rank)))  # stable: the rest keep their order
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from nbclient.exceptions import CellExecutionError
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
-XDIST_SPLIT = "test"  # parallel runs spread these over the workers: no fixture is shared (tests/conftest.py)
 
 
 def execute(path, cwd, timeout=900):

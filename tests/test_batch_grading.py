@@ -24,7 +24,6 @@ import pytest
 
 from autograder.assignments import PROJECT_ROOT
 
-XDIST_SPLIT = "test"  # parallel runs spread these over the workers: each grades its own batch (tests/conftest.py)
 
 FAKE_JUDGE = r'''
 import json, os, subprocess, sys, time
