@@ -31,6 +31,7 @@ demo: setup
 	$(BIN)/python -m autograder demo
 
 test: setup
+	@$(BIN)/python tests/system_tools.py  # one line naming what pip cannot install (bubblewrap, Slurm), if missing
 	$(BIN)/python -m pytest -q -rs --durations=25
 
 release: setup
