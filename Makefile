@@ -37,6 +37,7 @@ demo-all: setup
 # Two workers (pytest-xdist): CI has 2 cores. Which tests share a worker: tests/conftest.py (test_group).
 TEST_WORKERS ?= 2
 test: setup
+	@$(BIN)/python tests/system_tools.py  # one line naming what pip cannot install (bubblewrap, Slurm), if missing
 	$(BIN)/python -m pytest -q -rs --durations=25 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 release: setup

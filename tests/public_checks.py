@@ -28,20 +28,22 @@ def check_cells(name: str) -> list[str]:
             if (gid := grade_id(cell)) and gid.endswith("_check")]
 
 
+def verdicts(output: str) -> list[tuple[str, bool, float, float]]:
+    """(line, strict, bound, value) of each verdict printed: strict means `value < bound`, else `value == bound`."""
+    return [(line.strip(), bool(strict), float(bound), float(value))
+            for line in output.splitlines() for strict, bound, value in VERDICT.findall(line)]
+
+
 def failed_lines(output: str) -> list[str]:
-    failures = []
-    for line in output.splitlines():
-        for strict, bound, value in VERDICT.findall(line):
-            ok = float(value) < float(bound) if strict else float(value) == float(bound)
-            if not ok:
-                failures.append(line.strip())
-    return failures
+    return [line for line, strict, bound, value in verdicts(output)
+            if not (value < bound if strict else value == bound)]
 
 
 def run_public_checks(name: str, bug: dict[str, tuple[str, str]] | None = None,
-                      until: str | None = None) -> dict[str, list[str]]:
+                      until: str | None = None, outputs: dict[str, str] | None = None) -> dict[str, list[str]]:
     """{check grade_id: what failed (empty when it passed)}. `bug` plants a bug: {cell grade_id: (old, new)}, a
-    text replacement in that cell of the solution (its old text must be there). `until`: stop after that check."""
+    text replacement in that cell of the solution (its old text must be there). `until`: stop after that check.
+    `outputs`, when given, receives {check grade_id: what it printed} (the margin test reads the values)."""
     assignment = load_assignment(name)
     bug = dict(bug or {})
     wanted = set(assignment.spec.run_cells) | set(EXTRA_CELLS.get(name, ()))
@@ -69,9 +71,22 @@ def run_public_checks(name: str, bug: dict[str, tuple[str, str]] | None = None,
                 failures = [f"{type(exc).__name__}: {exc}"]
             if gid.endswith("_check"):
                 results[gid] = failures
+                if outputs is not None:
+                    outputs[gid] = output.getvalue()
             if gid == until:
                 break
     finally:
         del sys.modules[module.__name__]
     assert not bug, f"planted bugs in cells that did not run: {list(bug)}"
     return results
+
+
+if __name__ == "__main__":  # python tests/public_checks.py OUT.json NAME...: the margin test's run in a fresh process
+    import json
+    from pathlib import Path
+
+    report = {}
+    for _name in sys.argv[2:]:
+        _outputs: dict[str, str] = {}
+        report[_name] = {"results": run_public_checks(_name, outputs=_outputs), "outputs": _outputs}
+    Path(sys.argv[1]).write_text(json.dumps(report))

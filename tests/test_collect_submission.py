@@ -372,9 +372,8 @@ def test_script_is_executable_and_parses():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_shellcheck():
-    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+def test_shellcheck(shellcheck):
+    result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 

@@ -5,7 +5,6 @@ setup.sh's install step (apt, a venv, pip) is not run here: run_autograder uses 
 (GRADESCOPE_PYTHON) instead of the venv setup.sh would make."""
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -107,12 +106,10 @@ def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
     assert len(list_assignments()) > 1  # so "this assignment only" above excluded something
 
 
-def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path):
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (CI installs it: .ci/run)")
+def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path, shellcheck):
     with zipfile.ZipFile(autograder_zip) as archive:
         archive.extractall(tmp_path, members=["setup.sh", "run_autograder"])
-    proc = subprocess.run(["shellcheck", "--shell=bash", "setup.sh", "run_autograder"], cwd=tmp_path,
+    proc = subprocess.run([shellcheck, "--shell=bash", "setup.sh", "run_autograder"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

@@ -181,7 +181,7 @@ def local(samples, tmp_path_factory):
     return rows(out)
 
 
-def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, tmp_path):
+def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, tmp_path, shellcheck):
     out = tmp_path / "grades"
     proc = grade(cluster.env, samples, out, "--slurm", "--cpus-per-task", "1", "--submissions-per-task", "2")
     graded = rows(out)
@@ -193,10 +193,9 @@ def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, t
     assert local["reference"]["score"] > local["bug_attention_scale"]["score"] > local["untouched_release"]["score"]
     script = (out / "slurm" / "grade.sbatch").read_text()
     assert "#SBATCH --array=0-1\n" in script and "slurm-task" in script  # readable, and resubmittable as it is
-    if shutil.which("shellcheck"):  # CI has it (.ci/run)
-        checked = subprocess.run(["shellcheck", "--shell=bash", "grade.sbatch", "preflight.sbatch"], cwd=out / "slurm",
-                                 capture_output=True, text=True)
-        assert checked.returncode == 0, checked.stdout
+    checked = subprocess.run([shellcheck, "--shell=bash", "grade.sbatch", "preflight.sbatch"], cwd=out / "slurm",
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
     assert "Slurm job" in proc.stdout and "every submission graded" in proc.stdout
     # the same command again grades nothing: every result is stored, unchanged
     again = grade(cluster.env, samples, out, "--slurm")
