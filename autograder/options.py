@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.assignments import Assignment
+from dlcourse.threads import available_cores
 
 
 @dataclass(frozen=True)
 class GradeOptions:
-    workers: int = 2  # submissions graded in parallel (each judge gets cpu_count // workers torch threads)
+    workers: int = 2  # submissions graded in parallel (each judge gets cores // workers torch threads)
     memory_mb: int = 4096  # memory cap of each student worker (real use where a cgroup can be made)
     call_timeout: float = 20.0  # seconds for one layer-test call
     submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
@@ -26,18 +26,18 @@ class GradeOptions:
     judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);
     # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
     preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
-    threads: int | None = None  # torch threads per judge; None: this machine's CPUs // workers (a Slurm task sets
+    threads: int | None = None  # torch threads per judge; None: the CPUs this grader may use // workers (a Slurm task sets
     # its allocation's CPUs: with task/none nothing else keeps it to them)
 
     @property
     def judge_threads(self) -> int:
-        """Torch CPU threads of each judge's sandboxed worker: `threads` when given, else the machine's CPUs shared
-        out among the `workers` judges, so that judges running side by side never ask for more threads than there
+        """Torch CPU threads of each judge's sandboxed worker: `threads` when given, else the CPUs this process may run
+        on (its affinity: taskset, a cpuset, a parallel test run's share) shared out among the `workers` judges, so that judges running side by side never ask for more threads than there
         are cores. Deliberately not the course's training setting (dlcourse.threads, DLCOURSE_THREADS, 1 thread): a
         grader owns its machine, and a judge's work is scoring saved models in batches of hundreds of examples, big
         ops that more threads do speed up (benchmarks/threshold_cost.py times 1 and 2). The worker gets this count
         as torch.set_num_threads, OMP_NUM_THREADS and DLCOURSE_THREADS (autograder/sandbox)."""
-        return self.threads or max(1, (os.cpu_count() or 2) // max(1, self.workers))
+        return self.threads or max(1, available_cores() // max(1, self.workers))
 
     def budget(self, assignment: Assignment) -> float:
         """Seconds for grading one submission of `assignment`."""

@@ -92,7 +92,12 @@ def student_pyproject() -> str:
 
 
 def copy_package(out: Path) -> None:
-    shutil.copytree(PROJECT_ROOT / "dlcourse", out / "dlcourse", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    """The package's Python modules and nothing else (an allow-list: a file a test or a tool leaves in dlcourse/,
+    such as the sandbox tests' canaries, never reaches students)."""
+    target = out / "dlcourse"
+    target.mkdir(parents=True, exist_ok=True)
+    for module in sorted((PROJECT_ROOT / "dlcourse").glob("*.py")):
+        shutil.copy2(module, target / module.name)
 
 
 def build_wheel(bundle: Path, dist: Path) -> Path:

@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 THREADS_ENV = "DLCOURSE_THREADS"
 SMALL_MODEL_THREADS = 1
@@ -61,6 +63,8 @@ def torch_threads(device: torch.device | str = "cpu", threads: int | None = None
     """While the block runs on a CPU `device`, torch uses `threads` CPU threads (default `course_threads(large_model)`);
     afterwards as many as before. Yields the count in force. Inside another torch_threads block it changes nothing,
     so the outermost choice holds. On other devices it changes nothing and yields torch's current count."""
+    import torch  # here, not at the top: the grader reads available_cores() without loading torch
+
     if torch.device(device).type != "cpu":
         yield torch.get_num_threads()
         return

@@ -160,3 +160,15 @@ def test_collect_submission_runs_in_the_bundle(bundle, tmp_path):
     assert "vit.ipynb has not been run" in result.stderr and "release/vit/vit_fashionmnist.safetensors is missing" \
         in result.stderr and "still raises NotImplementedError" in result.stderr, result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_only_the_packages_modules_are_bundled(tmp_path, monkeypatch):
+    """A stray file in dlcourse/ (a canary a parallel test planted, an editor's backup) never reaches students."""
+    import autograder.publish as publish_module
+    checkout = tmp_path / "checkout"
+    (checkout / "dlcourse").mkdir(parents=True)
+    (checkout / "dlcourse" / "training.py").write_text("x = 1\n")
+    (checkout / "dlcourse" / "sandbox_canary_gw0.txt").write_text("canary\n")
+    monkeypatch.setattr(publish_module, "PROJECT_ROOT", checkout)
+    publish_module.copy_package(tmp_path / "bundle")
+    assert sorted(p.name for p in (tmp_path / "bundle" / "dlcourse").iterdir()) == ["training.py"]
