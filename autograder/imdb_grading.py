@@ -16,7 +16,7 @@ import torch
 
 from autograder.feedback import Feedback
 from autograder.requests import call
-from autograder.scoring import evaluation_limit, graded_classifier, secret_rng, secret_sample
+from autograder.scoring import evaluation_limit, graded_classifier, in_worker, secret_rng, secret_sample
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.rnn import PAD, PAD_ID, READ_PARTS, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels, review_window
@@ -45,8 +45,8 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
             tokens[row, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
         return model_args(tokens, torch.tensor([max(1, len(rows[i])) for i in indices], dtype=torch.long))
 
-    return graded_classifier(student, saved_name, build, weights, torch.tensor(labels), sample, batch_args,
-                             len(IMDB_LABELS), examples, "copies of test reviews re-batched with different padding",
+    return graded_classifier(student, saved_name, in_worker(student, saved_name, build, weights), torch.tensor(labels),
+                             sample, batch_args, len(IMDB_LABELS), examples, "copies of test reviews re-batched with different padding",
                              threshold.value, rng, batch_size, lengths=widths,
                              timeout=evaluation_limit(threshold.reference_eval_s))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -60,14 +60,23 @@ def secret_batches(n: int, rng: random.Random, batch_size: int, lengths: Sequenc
     return batches
 
 
-def outputs_in_secret_order(student: StudentCode, saved_name: str, build: dict, weights: dict, n: int,
-                            batch_args: Callable[[list[int]], tuple], rng: random.Random, batch_size: int,
-                            lengths: Sequence[int] | None = None, timeout: float = 300.0) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """(indices, output) for each batch of `secret_batches` of n examples: the worker runs the saved model on
-    `batch_args(indices)`; the caller puts the outputs back in example order by their indices."""
+# A saved model's outputs for each batch of forward arguments, in order, within `timeout` seconds for them all:
+# the student's code in the worker (`in_worker`) or the course's implementation here (autograder/trusted.py).
+Outputs = Callable[[Iterable[tuple], float], Iterator[torch.Tensor]]
+
+
+def in_worker(student: StudentCode, saved_name: str, build: dict, weights: dict) -> Outputs:
+    """The outputs of the student's saved model, rebuilt in the worker as `build` (a call() spec) with `weights`."""
+    return lambda batches, timeout: student.saved_model_outputs(saved_name, build, weights, batches, timeout=timeout)
+
+
+def outputs_in_secret_order(outputs: Outputs, n: int, batch_args: Callable[[list[int]], tuple], rng: random.Random,
+                            batch_size: int, lengths: Sequence[int] | None = None,
+                            timeout: float = 300.0) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices, output) for each batch of `secret_batches` of n examples: the model runs on `batch_args(indices)`;
+    the caller puts the outputs back in example order by their indices."""
     batches = secret_batches(n, rng, batch_size, lengths)
-    return zip(batches, student.saved_model_outputs(saved_name, build, weights, (batch_args(b) for b in batches),
-                                                    timeout=timeout))
+    return zip(batches, outputs((batch_args(b) for b in batches), timeout))
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,11 @@ def secret_sample(labels: Sequence[int], rng: random.Random) -> SecretSample:
     return SecretSample(stages, canary, canary_stage)
 
 
-def graded_classifier(student: StudentCode, saved_name: str, build: dict, weights: dict, labels: torch.Tensor,
+def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, labels: torch.Tensor,
                       sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
                       lengths: Sequence[int] | None = None, timeout: float = 300.0) -> float:
-    """Whether the saved classifier (`build` with `weights`, rebuilt in the worker) reaches `threshold` accuracy on
+    """Whether the saved classifier (its `outputs`: in the worker or the course's) reaches `threshold` accuracy on
     the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
     stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
     order, as `batch_args(pool indices)`, and the rule (autograder/sequential.py) looks at the examples scored so
@@ -117,7 +126,7 @@ def graded_classifier(student: StudentCode, saved_name: str, build: dict, weight
             break  # the next stage would not fit in the budget (the measured rate so far)
         stage_lengths = [lengths[i] for i in pool] if lengths is not None else None
         cut_short = False
-        for local, out in outputs_in_secret_order(student, saved_name, build, weights, len(pool),
+        for local, out in outputs_in_secret_order(outputs, len(pool),
                                                   lambda indices: batch_args([pool[i] for i in indices]), rng,
                                                   batch_size, stage_lengths, max(1.0, timeout - elapsed)):
             indices = [pool[i] for i in local]
@@ -184,20 +193,30 @@ def evaluation_limit(reference_seconds: float) -> float:
 
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
                     threshold: Threshold) -> float:
-    """Rebuild the student's saved model `<saved_name>.*` in the worker as `model(config(**saved_config))`,
-    classify the test split of image `dataset` there (and the canary: copies shifted by one pixel), and score it
-    here (only this side holds the labels). See graded_classifier."""
+    """Classify the test split of image `dataset` (and the canary: copies shifted by one pixel) with the student's
+    saved model `<saved_name>.*`, `model(config(**saved_config))`, and score it here (only this side holds the
+    labels). `threshold.course_model`: the release fixes the architecture, so the saved weights run in the course's implementation
+    here (autograder/trusted.py) and the student's own code only on a slice, for a note where it disagrees; else
+    (a design of the student's own) the model is rebuilt from the student's code in the worker. See graded_classifier."""
+    from autograder.trusted import COMPARED_EXAMPLES, compare_with_student, course_model, local_outputs
     from dlcourse.data import load_image_split
 
-    saved_config, weights = student.saved_model(saved_name)
-    test, rng = load_image_split(dataset, train=False), secret_rng()
-    sample = secret_sample(test.labels.tolist(), rng)
+    test, rng, trusted = load_image_split(dataset, train=False), secret_rng(), threshold.course_model
+    if trusted:
+        course, saved_config, weights = course_model(student, saved_name, model, config)
+    else:
+        saved_config, weights = student.saved_model(saved_name)
+    build = call(model, call(config, **saved_config))  # the student's model, rebuilt in the worker
     images = test.normalized()
+    if trusted:  # first, so that a threshold missed because of a layer bug comes with the note that says so
+        compare_with_student(student, saved_name, build, weights, course,
+                             (images[rng.sample(range(len(images)), COMPARED_EXAMPLES)],))
+    outputs = local_outputs(course, saved_name, student) if trusted else in_worker(student, saved_name, build, weights)
+    sample = secret_sample(test.labels.tolist(), rng)
     pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
-    return graded_classifier(student, saved_name, call(model, call(config, **saved_config)), weights, test.labels, sample,
-                             lambda indices: (pool[indices],), len(test.classes), f"test images of {test.source}",
-                             "slightly shifted test images", threshold.value, rng, batch_size=1000,
-                             timeout=evaluation_limit(threshold.reference_eval_s))
+    return graded_classifier(student, saved_name, outputs, test.labels, sample, lambda indices: (pool[indices],),
+                             len(test.classes), f"test images of {test.source}", "slightly shifted test images",
+                             threshold.value, rng, batch_size=1000, timeout=evaluation_limit(threshold.reference_eval_s))
 
 
 def shift_one_pixel(images: torch.Tensor, rng: random.Random) -> torch.Tensor:

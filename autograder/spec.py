@@ -22,6 +22,10 @@ class Threshold:
     test: str  # the hidden test that judges it, "TestClass::test_name"
     reference_eval_s: float  # seconds the reference model needs for the test split on one CPU thread (measured)
     ceiling: bool = False  # the bar is an upper bound (a perplexity), not a floor (an accuracy, a BLEU score)
+    # The release fixes the model's architecture (its constructors and parameter names), so the saved weights are
+    # judged in the course's own implementation on the trusted side (autograder/trusted.py); False: the design is the
+    # student's (BetterCNN, the BERT head), so the student's code computes the outputs, in the worker.
+    course_model: bool = False
 
 
 @dataclass(frozen=True)

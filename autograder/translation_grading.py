@@ -18,7 +18,8 @@ import torch
 
 from autograder.feedback import Feedback, assert_shape
 from autograder.requests import handle, module, name
-from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
+from autograder.scoring import (evaluation_limit, in_worker, outputs_in_secret_order, scored_on, secret_batches,
+                                secret_rng)
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
@@ -83,8 +84,8 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
         s, t = trim_padding(src[indices], tgt[indices])
         return forward_args(s, t[:, :-1])
 
-    outputs = outputs_in_secret_order(student, saved_name, build, weights, len(src), batch_args, secret_rng(), batch_size,
-                                      lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
+    outputs = outputs_in_secret_order(in_worker(student, saved_name, build, weights), len(src), batch_args, secret_rng(),
+                                      batch_size, lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
                                       timeout=evaluation_limit(threshold.reference_eval_s))
     total, count = 0.0, 0
     for indices, logits in outputs:

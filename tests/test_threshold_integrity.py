@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
 from autograder.spec import Threshold
-from autograder.scoring import graded_classifier, secret_batches, secret_rng, secret_sample, shift_one_pixel
+from autograder.scoring import graded_classifier, in_worker, secret_batches, secret_rng, secret_sample, shift_one_pixel
 from autograder.sequential import FIRST_STAGE
 
 NUM_CLASSES, N = 10, 800
@@ -62,7 +62,7 @@ def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N) -> fl
     rng = secret_rng()
     sample = secret_sample(labels.tolist(), rng)
     pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
-    return graded_classifier(student, "toy", {}, {}, labels, sample, lambda indices: (pool[indices],), NUM_CLASSES,
+    return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample, lambda indices: (pool[indices],), NUM_CLASSES,
                              "toy images", "slightly shifted test images", threshold, rng, batch_size=64)
 
 

@@ -18,7 +18,7 @@ from autograder.assignments import assignment_of
 from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
 from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
+from autograder.scoring import evaluation_limit, in_worker, outputs_in_secret_order, scored_on, secret_batches, secret_rng
 from dlcourse.captioning import END, NULL, START, STANDIN_LABEL, decode_captions, make_standin, small_subset
 from dlcourse.translation import corpus_bleu
 
@@ -459,7 +459,7 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
         features, captions = small_subset(make_standin(), OVERFIT_CAPTIONS)
         build = call("CaptioningTransformer", call("CaptioningConfig", **config))
         started, total = time.monotonic(), 0.0
-        outputs = outputs_in_secret_order(student, "captioning_overfit", build, weights, len(captions),
+        outputs = outputs_in_secret_order(in_worker(student, "captioning_overfit", build, weights), len(captions),
                                           lambda idx: (features[idx], captions[idx, :-1]), secret_rng(), batch_size=10,
                                           timeout=evaluation_limit(threshold.reference_eval_s))
         for indices, scores in outputs:

@@ -43,6 +43,9 @@ class Sample:
     # (grade_id, old text, new text); the new text may be a function that makes it when the sample is built
     edits: list[tuple[str, str, str | Callable[[], str]]] = field(default_factory=list)
     trained: bool = False  # carry the reference's trained weights
+    # carry them with each tensor's values shuffled (seeded): the keys, shapes and scale of trained weights, nothing
+    # of what was learned (a model whose code, not its weights, would have to reach a threshold)
+    scrambled: bool = False
     expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
     expect_status: str = "ok"
     needs_bubblewrap: bool = False  # its expectations hold only with the full sandbox (bubblewrap)
@@ -193,6 +196,16 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
     return folder
 
 
+def scrambled_weights(data: bytes, seed: int = 0) -> bytes:
+    """safetensors `data` with each tensor's values in a seeded random order: same keys, shapes and dtypes."""
+    import torch
+    from safetensors.torch import load, save
+
+    generator = torch.Generator().manual_seed(seed)
+    state = load(data)
+    return save({k: v.flatten()[torch.randperm(v.numel(), generator=generator)].reshape(v.shape) for k, v in state.items()})
+
+
 def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Collection[str] | None = None,
                   demo: bool = False) -> list[Path]:
     """Write every sample of assignment `name` (or those named in `only`) as `<out>/<sample>.tar.gz`; return the
@@ -205,16 +218,17 @@ def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Co
         raise SystemExit(f"{assignment.samples_file}: no sample(s) named {', '.join(sorted(unknown))}")
     out.mkdir(parents=True, exist_ok=True)
     weights_dir = None
-    if any(s.trained for s in samples):
+    if any(s.trained or s.scrambled for s in samples):
         weights_dir = train_reference(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache",
                                       recipe_edits(assignment, demo))
     archives = []
     for sample in samples:
         files = {assignment.notebook: json.dumps(sample_notebook(assignment, sample), indent=1).encode()}
-        if sample.trained:
+        if sample.trained or sample.scrambled:
             for f in assignment.files[1:]:
                 if (weights_dir / f).exists():
-                    files[f] = (weights_dir / f).read_bytes()
+                    data = (weights_dir / f).read_bytes()
+                    files[f] = scrambled_weights(data) if sample.scrambled and f.endswith(".safetensors") else data
         files["manifest.json"] = json.dumps({"student_id": sample.name, "assignment": name,
                                              "files": sorted(files), "sample": sample.description}).encode()
         archive = out / f"{sample.name}.tar.gz"

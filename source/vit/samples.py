@@ -1,7 +1,7 @@
 """Sample submissions of the ViT assignment and the tests each must fail (see autograder/samples/__init__.py).
 
-Only the reference, hostile_infinite_loop, hostile_print_500mb and hostile_label_lookup carry trained weights, so
-every other sample also fails the accuracy tests ("not in the submission"). Both thresholds are judged on every
+Only the reference, alternative_correct, hostile_infinite_loop and hostile_print_500mb carry trained weights (and
+hostile_hash_lookup scrambled ones), so every other sample also fails the accuracy tests ("not in the submission"). Both thresholds are judged on every
 grader; the CIFAR-10 weights are trained (by the notebook's own cells) only where CUDA is, so elsewhere the CIFAR-10
 test fails for every sample, the trained ones included: no reference weights in this demo.
 """
@@ -125,33 +125,57 @@ def escape_attempt(name: str, code: str, description: str, **kwargs) -> Sample:
 VIT_RETURN = "        return self.head(x[:, 0])                             # (B, num_classes)"
 
 
-def label_lookup() -> str:
-    """Code appended to the ViT cell: ViT.forward, for FashionMNIST-shaped inputs only, ignores the images and
-    returns the public FashionMNIST test labels in the order the grader used to send them (batches of 1 000
-    in dataset order), counting the examples it has seen. The labels are embedded in the code (zlib, base64):
-    the notebook reads no file. Other inputs (the layer tests') get the honest forward."""
+def hash_lookup() -> str:
+    """Code appended to the ViT cell: ViT.forward looks each FashionMNIST test image up in a table of the public
+    test set (a hash of the image -> its label), undoing a one-pixel roll first where that finds it (the canary's
+    perturbation), and answers with the label; images it does not find get the honest forward. The table is
+    embedded in the code (zlib, base64): the notebook reads no file. In the worker this passes the threshold with
+    weights that learned nothing, the canary included; the course's implementation scores the weights alone."""
+    import hashlib
+
     from dlcourse.data import load_image_split
 
-    labels = load_image_split("fashion_mnist", train=False).labels
-    packed = base64.b64encode(zlib.compress(bytes(labels.tolist()), 9)).decode()
+    test = load_image_split("fashion_mnist", train=False)
+    table = b"".join(hashlib.blake2b(_image_key(image), digest_size=6).digest() + bytes([label])
+                     for image, label in zip(test.normalized(), test.labels.tolist()))
+    packed = base64.b64encode(zlib.compress(table, 9)).decode()
     return VIT_RETURN + f"""
 
 
-import base64, zlib
-_TEST_LABELS = torch.tensor(list(zlib.decompress(base64.b64decode("{packed}"))))
+import base64, hashlib, zlib
+_TABLE = zlib.decompress(base64.b64decode("{packed}"))
+_LABELS = {{_TABLE[i:i + 6]: _TABLE[i + 6] for i in range(0, len(_TABLE), 7)}}
 _honest_forward = ViT.forward
+_UNROLL = [(0, 0), (-1, -2), (1, -2), (-1, -1), (1, -1)]  # none, then undo a roll down, up, right, left
+
+
+def _label(image):
+    for shift, dim in _UNROLL:
+        key = hashlib.blake2b({_IMAGE_KEY}(image.roll(shift, dim) if shift else image), digest_size=6).digest()
+        if key in _LABELS:
+            return _LABELS[key]
+    return None
 
 
 def _lookup_forward(self, x):
+    honest = _honest_forward(self, x)
     if tuple(x.shape[1:]) != (1, 28, 28):
-        return _honest_forward(self, x)
-    seen = getattr(self, "_seen", 0)
-    self._seen = seen + len(x)
-    return 10.0 * F.one_hot(_TEST_LABELS[(seen + torch.arange(len(x))) % len(_TEST_LABELS)], 10).float()
+        return honest
+    for i, image in enumerate(x):
+        label = _label(image)
+        if label is not None:
+            honest[i] = 10.0 * F.one_hot(torch.tensor(label), 10).float()
+    return honest
 
 
 ViT.forward = _lookup_forward
 """
+
+
+# The bytes hashed for an image (1, 28, 28 floats), rounded so that the worker's copy hashes the same: the sample's
+# code holds this text, and the table is built with the same function.
+_IMAGE_KEY = "(lambda image: (image * 1000).round().to(torch.int32).numpy().tobytes())"
+_image_key = eval(_IMAGE_KEY, {"torch": torch})  # noqa: S307  (the constant above)
 
 ATTENTION_RETURN = "        return self.proj_drop(self.proj(y))"
 MLP_RETURN = "        return self.drop(self.fc2(x))         # (B, T, D)"
@@ -255,10 +279,10 @@ SAMPLES = [
                    "past the audit hook"),
     escape_attempt("hostile_print_500mb", PRINT_500MB, "prints 500 MB while its cells load, otherwise the reference "
                    "with trained weights: full marks", trained=True, expect_failed=UNTRAINED_HERE),
-    Sample("hostile_label_lookup", "label lookup: trained weights, but ViT.forward returns the public "
-           "FashionMNIST test labels in the grader's old fixed order (a counter), ignoring the images",
-           edits=[("vit", VIT_RETURN, label_lookup)], trained=True,
-           expect_failed={"TestAccuracy::test_fashion_mnist_accuracy"} | UNTRAINED_HERE),
+    Sample("hostile_hash_lookup", "weights that learned nothing (the reference's, scrambled), and a ViT.forward that "
+           "looks each public FashionMNIST test image up in a table of hashes, undoing the canary's one-pixel roll: "
+           "the threshold is judged from the weights in the course's implementation, so it scores chance",
+           edits=[("vit", VIT_RETURN, hash_lookup)], scrambled=True, expect_failed=ACCURACY),
     Sample("hostile_wrapped_evasion", "Attention computes with scaled_dot_product_attention reached through torch.ops "
            "and __wrapped__ by names the static check cannot read: only the run-time tripwire catches it",
            edits=[("attention", "        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)     # (B, nh, T, T)",

@@ -1,0 +1,96 @@
+"""Thresholds judged from the saved weights in the course's own implementation (autograder/trusted.py): the weights
+must be exactly the state dict the notebook's constructors make, and the student's code only earns a note where it
+computes something else. The graded samples (tests/test_samples.py) show it end to end: a hash lookup of the public
+test images with weights that learned nothing scores chance."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from autograder.feedback import Feedback
+from autograder.trusted import compare_with_student, course_model, course_namespace, state_dict_mismatch
+
+CONFIG = {"image_size": 28, "in_channels": 1, "patch_size": 7, "num_classes": 10, "embed_dim": 32, "depth": 2,
+          "num_heads": 4, "mlp_dim": 64, "dropout": 0.0}
+
+
+@dataclass
+class SavedOnly:
+    """What course_model and compare_with_student read of a student: the saved files and the worker's outputs."""
+
+    weights: dict
+    config: dict = field(default_factory=lambda: dict(CONFIG))
+    worker_outputs: object = None  # a function of the batch's arguments, or a Feedback to raise
+    assignment_name: str = "vit"
+    policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(device="cpu", threads=1))
+    notes: dict = field(default_factory=dict)
+
+    def saved_model(self, name):
+        return dict(self.config), dict(self.weights)
+
+    def saved_model_outputs(self, saved_name, build, weights, batches, timeout=300.0):
+        for args in batches:
+            if isinstance(self.worker_outputs, Feedback):
+                raise self.worker_outputs
+            yield self.worker_outputs(*args)
+
+
+def course_vit():
+    namespace = course_namespace("vit")
+    torch.manual_seed(0)
+    return namespace["ViT"](namespace["ViTConfig"](**CONFIG))
+
+
+def test_the_course_model_is_the_source_notebooks_solution():
+    model = course_vit()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)  # the release's forward raises NotImplementedError
+
+
+def test_saved_weights_load_into_the_course_model():
+    saved = course_vit().state_dict()
+    model, config, _ = course_model(SavedOnly(saved), "vit_fashionmnist", "ViT", "ViTConfig")
+    assert config == CONFIG and not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_a_state_dict_with_an_extra_buffer_is_refused_with_the_key_named():
+    saved = {**course_vit().state_dict(), "blocks.0.attn.mask": torch.ones(17, 17)}
+    with pytest.raises(Feedback) as error:
+        course_model(SavedOnly(saved), "vit_fashionmnist", "ViT", "ViTConfig")
+    message = str(error.value)
+    assert "vit_fashionmnist.safetensors" in message and "not made by the constructors: blocks.0.attn.mask" in message
+    assert "keep the constructors as given" in message
+
+
+def test_a_missing_key_and_a_wrong_shape_are_named():
+    saved = course_vit().state_dict()
+    del saved["head.bias"]
+    saved["head.weight"] = torch.zeros(10, 16)
+    problems = state_dict_mismatch(course_vit().state_dict(), saved)
+    assert problems == ["missing: head.bias", "head.weight has shape (10, 16), the constructor makes (10, 32)"]
+
+
+def test_a_config_the_constructors_refuse_is_feedback():
+    with pytest.raises(Feedback, match="vit_fashionmnist.json: the notebook's ViT cannot be built"):
+        course_model(SavedOnly({}, config={**CONFIG, "patch_size": 5}), "vit_fashionmnist", "ViT", "ViTConfig")
+
+
+@pytest.mark.parametrize("worker,noted", [
+    (lambda model: (lambda x: model(x)), False),  # the student's code computes what the course's does
+    (lambda model: (lambda x: model(x) + 1e-6), False),  # float noise
+    (lambda model: (lambda x: model(x) * 1.1), True),  # a layer bug
+    (lambda model: (lambda x: model(x)[:, :5]), True),  # a wrong shape
+    (lambda model: Feedback("MLP.forward did not return within 60 s"), True),  # hung, crashed
+])
+def test_the_students_code_earns_a_note_where_it_disagrees(worker, noted):
+    model = course_vit().eval()
+    student = SavedOnly(model.state_dict())
+    student.worker_outputs = worker(model)
+    with torch.no_grad():
+        compare_with_student(student, "vit_fashionmnist", {}, {}, model, (torch.randn(8, 1, 28, 28),))
+    assert bool(student.notes) == noted, student.notes
+    if noted:
+        assert "the threshold was computed with the course's implementation" in student.notes["vit_fashionmnist check"]
