@@ -5,7 +5,8 @@
 
 Hidden tests ask for the `student` fixture, a `StudentCode` (autograder/student.py). Each test carries
 `@pytest.mark.points(n)`. Thresholds are judged wherever the grader runs (its GPU when it has one), within the
-run's threshold budget; one that cannot be decided in it is skipped as "not judged" (autograder/scoring.py). The results
+run's threshold budget; one that cannot be decided in it is skipped as "not judged" (autograder/scoring.py), and with
+a budget of 0 none is judged (`--threshold-budget 0`: the code's tests only). The results
 file holds one entry per test (outcome, points earned, a message safe for the student) plus what happened to
 the worker (timeouts, crashes), which the batch grader turns into a gradebook row.
 """
@@ -48,6 +49,15 @@ def pytest_runtest_call(item):
     marker = item.get_closest_marker("cell")
     for grade_id in marker.args if marker else ():
         item.funcargs["student"].check_rules(grade_id)
+    student = item.funcargs.get("student")
+    if student is not None and student.threshold_budget_s <= 0 and is_threshold(item):
+        pytest.skip("not judged in this run (--threshold-budget 0: the code's tests only)")
+
+
+def is_threshold(item) -> bool:
+    """Whether the test judges one of the assignment's thresholds (spec.thresholds), whatever its parameters."""
+    thresholds = assignment_of(item.module.__file__).spec.thresholds.values()
+    return item.nodeid.split("::", 1)[1].split("[", 1)[0] in {t.test for t in thresholds}
 
 
 @pytest.fixture(scope="module")

@@ -115,7 +115,7 @@ def compare_with_student(student: StudentCode, saved_name: str, build: dict, wei
     in the feedback where its outputs differ from the course's `model` on the same inputs. Never changes a score:
     the student's code may fail, hang or disagree, and the trusted number stands."""
     try:
-        theirs = next(iter(student.saved_model_outputs(saved_name, build, weights, [args], timeout=60.0)))
+        theirs = next(iter(student.saved_model_outputs(saved_name, build, weights, [args], timeout=student.call_timeout)))
     except Feedback as exc:
         student.notes[f"{saved_name} check"] = (f"your code could not be run on the saved weights ({exc}); the threshold "
                                                 "was computed with the course's implementation of the notebook's model")

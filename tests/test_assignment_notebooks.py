@@ -13,7 +13,6 @@ from nbclient.exceptions import CellExecutionError
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 
 
-
 def execute(path, cwd, timeout=900):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
@@ -49,12 +48,17 @@ def test_source_notebook_runs_top_to_bottom_in_quick_mode(name, tmp_path, monkey
                             cwd=submissions, capture_output=True, text=True)
     assert packed.returncode == 0, packed.stderr
     graded = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--assignment", name,
-                             "--out", str(tmp_path / "grades"), "--workers", "1"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+                             "--out", str(tmp_path / "grades"), "--workers", "1", "--threshold-budget", "0"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert graded.returncode == 0, graded.stderr[-2000:]
     row = json.loads((tmp_path / "grades" / "gradebook.json").read_text())["submissions"][0]
     assert row["student_id"] == "student42" and row["status"] == "ok"
-    layer_tests = {tid: t for tid, t in row["tests"].items() if not tid.startswith("TestAccuracy")}
+    thresholds = {t.test for t in assignment.spec.thresholds.values()}
+    layer_tests = {tid: t for tid, t in row["tests"].items() if tid.split("[")[0] not in thresholds}
     assert layer_tests and all(t["outcome"] == "passed" for t in layer_tests.values()), layer_tests
+    # Quick-mode weights are not what the thresholds judge: not judged in this run, with the reason, and no zero.
+    assert all(row["tests"][t]["outcome"] == "skipped" and "--threshold-budget 0" in row["tests"][t]["message"]
+               for t in thresholds), {t: row["tests"][t] for t in thresholds}
 
 
 @pytest.mark.parametrize("name", list_assignments())

@@ -42,19 +42,20 @@ def test_demo_recipes_edit_only_training_cells_and_say_what_they_change(name):
 
 def test_demo_of_one_assignment_without_bubblewrap_says_weak_isolation_everywhere(project, tmp_path):
     """PATH holds only the virtualenv's bin, so `bwrap` is not found: the demo names the install command, goes on with
-    weak isolation and says so in its banner and in the gradebook's header; every stage prints its progress."""
+    weak isolation and says so in its banner and in the gradebook's header; every stage prints its progress. The ViT:
+    its demo trains the notebook's own recipe, the reference weights test_samples trains too (one cache, trained once)."""
     env = dict(os.environ, PATH=os.path.dirname(sys.executable))
-    proc = subprocess.run([sys.executable, "-m", "autograder", "demo", "cnn", "--out", str(tmp_path / "grades")],
+    proc = subprocess.run([sys.executable, "-m", "autograder", "demo", "vit", "--out", str(tmp_path / "grades")],
                           cwd=project, env=env, capture_output=True, text=True, timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert INSTALL_BUBBLEWRAP in out
     banner = out[out.index("make demo:"):out.index("Building the 1 release(s)")]
     assert WEAK in banner and "About" in banner and "min on an idle 2-core machine" in banner
-    assert f"Gradebook of 'cnn' — {WEAK}:" in out
-    assert "[0:" in out and "Grading 1/1 cnn: 3 samples" in out
-    rows = json.loads((tmp_path / "grades" / "cnn" / "gradebook.json").read_text())["submissions"]
-    assert sorted(r["student_id"] for r in rows) == sorted(demo_samples("cnn"))
+    assert f"Gradebook of 'vit' — {WEAK}:" in out
+    assert "[0:" in out and "Grading 1/1 vit: 4 samples" in out
+    rows = json.loads((tmp_path / "grades" / "vit" / "gradebook.json").read_text())["submissions"]
+    assert sorted(r["student_id"] for r in rows) == sorted(demo_samples("vit"))
     assert {r["isolation"] for r in rows} == {"weak: no bubblewrap, the audit hook only"}
     reference = next(r for r in rows if r["student_id"] == "reference")
-    assert reference["tests"]["TestAccuracy::test_simple_cnn_accuracy"]["outcome"] == "passed"
+    assert reference["tests"]["TestAccuracy::test_fashion_mnist_accuracy"]["outcome"] == "passed"

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from threshold_notes import assert_decided
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.feedback import EXCERPT_CHARS
 from autograder.samples import canaries, samples_for
-from threshold_notes import assert_decided
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +87,24 @@ def test_reference_meets_the_fashion_mnist_threshold(graded, name):
     assert_decided(row["notes"]["vit_fashionmnist"])
     untouched = next(r for r in gradebook["submissions"] if r["student_id"] == "untouched_release")
     assert untouched["tests"]["TestAccuracy::test_fashion_mnist_accuracy"]["outcome"] == "failed"
+
+
+@pytest.mark.parametrize("name", ["vit"])  # the parameter names the assignment whose grading it reads (conftest)
+def test_the_threshold_judges_the_weights_not_the_code(graded, name):
+    """The FashionMNIST threshold runs the saved weights in the course's implementation: a forward that looks the public
+    test images up, with weights that learned nothing, scores chance, and its feedback says the code disagrees; correct
+    code written differently, and code that hangs, keep the threshold their trained weights earn."""
+    gradebook, _ = graded(name)
+    rows = {r["student_id"]: r for r in gradebook["submissions"]}
+    test = "TestAccuracy::test_fashion_mnist_accuracy"
+    lookup = rows["hostile_hash_lookup"]
+    assert lookup["tests"][test]["outcome"] == "failed" and "below the required 85%" in lookup["tests"][test]["message"]
+    assert "does not compute what the notebook's model computes" in lookup["notes"]["vit_fashionmnist check"]
+    for fair in ("reference", "alternative_correct"):
+        assert rows[fair]["tests"][test]["outcome"] == "passed" and "vit_fashionmnist check" not in rows[fair]["notes"]
+    hung = rows["hostile_infinite_loop"]
+    assert hung["tests"][test]["outcome"] == "passed"
+    assert "could not be run on the saved weights" in hung["notes"]["vit_fashionmnist check"]
 
 
 @pytest.mark.parametrize("name", ["cnn"])  # the parameter names the assignment whose grading it reads (conftest)

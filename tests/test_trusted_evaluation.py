@@ -27,6 +27,7 @@ class SavedOnly:
     assignment_name: str = "vit"
     policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(device="cpu", threads=1))
     notes: dict = field(default_factory=dict)
+    call_timeout: float = 20.0
 
     def saved_model(self, name):
         return dict(self.config), dict(self.weights)
@@ -83,7 +84,7 @@ def test_a_config_the_constructors_refuse_is_feedback():
     (lambda model: (lambda x: model(x) + 1e-6), False),  # float noise
     (lambda model: (lambda x: model(x) * 1.1), True),  # a layer bug
     (lambda model: (lambda x: model(x)[:, :5]), True),  # a wrong shape
-    (lambda model: Feedback("MLP.forward did not return within 60 s"), True),  # hung, crashed
+    (lambda model: Feedback("MLP.forward did not return within 20 s"), True),  # hung, crashed
 ])
 def test_the_students_code_earns_a_note_where_it_disagrees(worker, noted):
     model = course_vit().eval()

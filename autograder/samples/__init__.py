@@ -147,11 +147,11 @@ def edited_notebook(assignment: Assignment, edits: tuple[tuple[str, str, str], .
 def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path,
                     edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
     """The folder where the reference's weights trained by `cells` (with `edits`) are kept: named after the notebook's
-    hash, so a changed notebook or recipe trains again."""
+    code's hash, so a changed code cell or recipe trains again (markdown, the points table included, trains nothing)."""
     from autograder.colab import is_generated  # the Colab setup/submit cells train nothing: they leave the key alone
 
     nb = edited_notebook(assignment, edits)
-    sources = [cell_source(c) for c in nb["cells"] if not is_generated(c)]
+    sources = [cell_source(c) for c in nb["cells"] if c.get("cell_type") == "code" and not is_generated(c)]
     digest = hashlib.sha256(json.dumps([cells, sources]).encode()).hexdigest()[:12]
     folder = cache_root / f"{assignment.name}-{digest}"
     if not (folder / "TRAINED").exists():  # a copy under another name (same cells, same sources) has the same weights

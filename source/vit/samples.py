@@ -250,9 +250,11 @@ SAMPLES = [
            edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
                   ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
            expect_failed=ACCURACY, needs_bubblewrap=True),
-    Sample("hostile_infinite_loop", "MLP.forward never returns, with trained weights (so the accuracy test runs it too)",
+    Sample("hostile_infinite_loop", "MLP.forward never returns, with trained weights: the accuracy is judged from the "
+           "weights in the course's implementation, so it passes (the check of the student's own code on the saved "
+           "weights times out, and the feedback notes it)",
            edits=[("mlp", MLP_FIRST_LINE, "        while True:\n            pass\n" + MLP_FIRST_LINE)], trained=True,
-           expect_failed=MLP | ACCURACY, expect_status="timeout"),
+           expect_failed=MLP | UNTRAINED_HERE, expect_status="timeout"),
     Sample("hostile_exit", "Attention.forward calls os._exit(0)",
            edits=[("attention", "        B, T, D = x.shape", "        B, T, D = x.shape\n        os._exit(0)")],
            expect_failed=ATTENTION | ACCURACY, expect_status="crashed"),
