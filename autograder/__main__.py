@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     p_samples = sub.add_parser("samples", help="write an assignment's sample submissions")
     p_samples.add_argument("assignment")
     p_samples.add_argument("--out", type=Path)
+    p_samples.add_argument("--demo-recipes", action="store_true",
+                           help="train the reference weights with the spec's shorter demo recipes (demo_edits), as "
+                                "make demo does")
     p_grade = sub.add_parser("grade", help="grade a folder of submissions")
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("--assignment", required=True, choices=list_assignments())
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "samples":
         out = args.out or PROJECT_ROOT / "build" / "samples" / args.assignment
-        for archive in build_samples(args.assignment, out):
+        for archive in build_samples(args.assignment, out, demo=args.demo_recipes):
             print(archive)
         return 0
     options = GradeOptions(workers=getattr(args, "workers", 1), memory_mb=args.memory_mb, call_timeout=args.timeout,
