@@ -2,6 +2,7 @@
 
     python -m autograder release [ASSIGNMENT ...]        build release/<a>/ from source/<a>/ with nbgrader
     python -m autograder samples ASSIGNMENT [--out DIR]  write the sample submissions as archives
+                               [--demo-recipes]   (references trained with make demo's shorter recipes)
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
