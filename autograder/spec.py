@@ -41,10 +41,15 @@ class AssignmentSpec:
     submission_timeout_s: float = 600.0  # default time budget for grading one submission (a few times the reference's)
     # `make demo` trains the reference with shorter recipes where the notebook's would not fit its few minutes:
     # (grade_id, old text, new text) edits of the training cells, and what they change, which the demo prints. The
-    # tests and `make demo-all` train the notebook's own recipes.
+    # sample tests (tests/test_samples.py) train them too; `make demo-all` trains the notebook's own recipes.
     demo_edits: tuple[tuple[str, str, str], ...] = ()
     demo_note: str = ""
     demo_train_s: float = 0.0  # CPU seconds the demo's training takes on one thread (measured; the demo's estimate)
+
+    @property
+    def threshold_tests(self) -> frozenset[str]:
+        """The hidden tests that judge `thresholds` ("TestClass::test_name", without parameters)."""
+        return frozenset(t.test for t in self.thresholds.values())
 
     # What the two checks read, derived from `forbidden` (resolved by import, so only the judge, which imports torch
     # anyway, asks for them): the worker's run-time tripwires refuse the APIs, and the static check of an answer

@@ -17,7 +17,6 @@ import tarfile
 from pathlib import Path
 
 import nbformat
-from bundle_env import clean_env, fresh_venv
 from nbclient import NotebookClient
 
 from autograder.assignments import PROJECT_ROOT, load_assignment
@@ -25,6 +24,7 @@ from autograder.colab import SETUP_CELL, STUDENT_ID_CELL, SUBMIT_CELL
 from autograder.notebook import grade_id
 from autograder.publish import publish
 from autograder.samples import reference_notebook
+from bundle_env import clean_env, fresh_venv
 
 ASSIGNMENT = "vit"
 STUDENT = "s1234567"

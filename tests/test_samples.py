@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from threshold_notes import assert_decided
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.feedback import EXCERPT_CHARS
 from autograder.samples import canaries, samples_for
+from threshold_notes import assert_decided
 
 
 @pytest.fixture(scope="session")
