@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import struct
 import time
@@ -685,7 +686,7 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 
 
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
-def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
+def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, tmp_path):
     import autograder.sandbox as sandbox_module
     from autograder.grade import check_isolation
     from autograder.options import GradeOptions
@@ -693,15 +694,18 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch):
     if os.geteuid() != 0 or bwrap_problem():
         pytest.skip("the writable-file check runs only when grading as root with bubblewrap")
     assert sandbox_module.grader_files_writable_by_worker() == []
-    canary = PROJECT_ROOT / "dlcourse" / "preflight_canary.txt"  # world-writable: any worker uid could change it
+    # A copy of the course's code stands in for the checkout's: a canary planted in the checkout itself would stop
+    # every grading that other test workers start meanwhile.
+    copy = tmp_path / "dlcourse"
+    shutil.copytree(PROJECT_ROOT / "dlcourse", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(sandbox_module, "grader_roots", lambda: {str(copy)})
+    assert sandbox_module.grader_files_writable_by_worker() == []
+    canary = copy / "preflight_canary.txt"  # world-writable: any worker uid could change it
     canary.write_text("")
     canary.chmod(0o666)
-    try:
-        assert str(canary) in sandbox_module.grader_files_writable_by_worker()
-        with pytest.raises(SystemExit, match="could be written by a student worker"):
-            check_isolation(GradeOptions(), progress=lambda message: None)
-    finally:
-        canary.unlink()
+    assert sandbox_module.grader_files_writable_by_worker() == [str(canary)]
+    with pytest.raises(SystemExit, match="could be written by a student worker"):
+        check_isolation(GradeOptions(), progress=lambda message: None)
 
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):

@@ -158,14 +158,18 @@ def bwrap_problem(device: str = "cpu") -> str | None:
     return None
 
 
+def grader_roots() -> set[str]:
+    """The folders the trusted side runs code from: the grader's and course's code, the virtualenv, the Python
+    installation."""
+    return {str(PROJECT_ROOT / "autograder"), str(PROJECT_ROOT / "dlcourse"), os.path.realpath(sys.prefix),
+            os.path.realpath(sys.base_prefix)} - {"/", "/usr"}
+
+
 def grader_files_writable_by_worker() -> list[str]:
-    """Files the trusted side runs (the grader's and course's code, the virtualenv, the Python installation) that
-    a worker's uid could write if it ever reached them: owned by a worker uid/gid, or writable by anyone. Grading
-    must not start while there is one, since judges import from these folders."""
-    roots = {str(PROJECT_ROOT / "autograder"), str(PROJECT_ROOT / "dlcourse"), os.path.realpath(sys.prefix),
-             os.path.realpath(sys.base_prefix)} - {"/", "/usr"}
+    """Files in grader_roots() that a worker's uid could write if it ever reached them: owned by a worker uid/gid, or
+    writable by anyone. Grading must not start while there is one, since judges import from these folders."""
     found = []
-    for root in sorted(roots):
+    for root in sorted(grader_roots()):
         for folder, dirs, files in os.walk(root):
             for name in dirs + files:
                 path = os.path.join(folder, name)
