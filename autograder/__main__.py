@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                               "(canvas: the columns Canvas's gradebook import reads)")
     p_grade.add_argument("--export-file", type=Path,
                          help="the course CSV for --export (default: <format>.csv beside the output folder)")
+    p_grade.add_argument("--no-preflight", action="store_true",
+                         help="do not grade the release notebook before the first student (the preflight, which stops "
+                              "a batch whose grader is broken); for runs that check the release otherwise, as the "
+                              "project's tests do (their samples include the untouched release)")
     p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                               not args.no_wait), args.hand_grades, args.roster, args.duplicates)
         gradebook = grade_folder(args.submissions, args.assignment, out, options, args.hand_grades,
                                  force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates,
-                                 bar=True, runner=runner)
+                                 bar=True, runner=runner, check_release=not args.no_preflight)
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}")
         if args.export:

@@ -36,7 +36,7 @@ def graded(tmp_path_factory, local_datasets, planted_canaries):
             timeout = ["--timeout", "8"] if name == "vit" else []
             for args in (["samples", name, "--out", str(out / "submissions"), "--demo-recipes"],
                          ["grade", str(out / "submissions"), "--assignment", name, "--out", str(out / "grades"),
-                          "--workers", "2", *timeout]):
+                          "--workers", "2", "--no-preflight", *timeout]):  # the untouched release is a sample
                 proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
                 print(proc.stdout[-3000:])
                 assert proc.returncode == 0, proc.stderr[-3000:]

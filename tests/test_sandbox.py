@@ -280,7 +280,8 @@ def hidden_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, hidden_dir):
     policy = SandboxPolicy(memory_mb=4096, threads=1, forbidden_attributes=[SDPA],
-                           forbidden_modules=["torchvision.models", "timm"], hide=[str(hidden_dir)])
+                           forbidden_modules=["torchvision.models", "timm"], hide=[str(hidden_dir)],
+                           preload_modules=["torchvision"])  # as the image assignments' specs
     box = Sandbox(CELLS, policy, tmp_path_factory.mktemp("logs") / "worker.log")
     ensure_started(box)
     yield box
@@ -625,9 +626,9 @@ def test_isolated_worker_sees_only_the_allow_list(isolated, hidden_dir):
 
 
 def test_isolated_worker_cannot_read_a_second_copy_of_the_hidden_tests(isolated, canaries):
-    for name in ("hidden test copy", "build folder"):
-        result = probe(isolated, "read_file", str(canaries[name]))
-        assert result[0] == "error" and result[1] == "FileNotFoundError", (name, result)
+    for what in ("hidden test copy", "build folder"):
+        result = probe(isolated, "read_file", str(canaries[what]))
+        assert result[0] == "error" and result[1] == "FileNotFoundError", (what, result)
 
 
 def test_isolated_worker_cannot_read_the_dataset_mirror(isolated):
@@ -639,10 +640,10 @@ def test_isolated_worker_cannot_read_the_dataset_mirror(isolated):
 
 
 def test_isolated_worker_cannot_write_what_the_grader_runs(isolated, canaries):
-    for name in ("site-packages", "dlcourse", "sandbox code"):
-        result = probe(isolated, "overwrite", str(canaries[name]))
-        assert result[0] == "error" and result[1] in {"OSError", "PermissionError"}, (name, result)
-        assert canaries[name].read_text() == CANARY, f"the worker changed the {name} canary"
+    for what in ("site-packages", "dlcourse", "sandbox code"):
+        result = probe(isolated, "overwrite", str(canaries[what]))
+        assert result[0] == "error" and result[1] in {"OSError", "PermissionError"}, (what, result)
+        assert canaries[what].read_text() == CANARY, f"the worker changed the {what} canary"
 
 
 def test_isolated_worker_writes_only_its_tmpfs(isolated):

@@ -155,7 +155,8 @@ def run(box: Sandbox, build: dict, x: torch.Tensor, **extra) -> tuple[dict, dict
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    policy = SandboxPolicy(forbidden_attributes=FORBIDDEN, forbidden_modules=["torchvision.models"])
+    policy = SandboxPolicy(forbidden_attributes=FORBIDDEN, forbidden_modules=["torchvision.models"],
+                           preload_modules=["torchvision"])  # as the image assignments' specs
     sandbox = Sandbox(CELLS, policy, tmp_path_factory.mktemp("logs") / "worker.log")
     load = sandbox.start(timeout=120)
     assert load["cell_errors"] == {}, load
