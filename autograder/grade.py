@@ -516,8 +516,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     `runner`: grade elsewhere instead of here (autograder/slurm.py's SlurmRunner, called with what to grade); the
     preflight and the isolation checks are then its own, on the machines that grade. `collect`: grade nothing new,
     only let the runner wait for what it started earlier, then write the gradebook. `check_release=False` skips the
-    preflight: for the demo and the tests of the samples (`grade --no-preflight`), whose submissions include the
-    untouched release (the notebook the preflight grades)."""
+    preflight (`grade --no-preflight`): for the demo and the project's tests, which grade the untouched release (the
+    notebook the preflight grades) as a sample."""
     from autograder.gradebook import read_hand_grades
 
     assignment = load_assignment(assignment_name)

@@ -39,8 +39,8 @@ import numpy  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-# torchvision is not imported here (1.5 CPU s per worker): the image assignments preload it (their spec's
-# preload_modules), the others' graded cells do not use it.
+# torchvision is not imported here (1.5 CPU s per worker start): the image assignments, whose tripwires need it
+# loaded, preload it (their spec's preload_modules); elsewhere a cell that imports it still can.
 
 sys.path.insert(0, SETTINGS["course_root"])  # the checkout's dlcourse (bound read-only), not another installed one
 import dlcourse  # noqa: E402,F401

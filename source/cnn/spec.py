@@ -33,8 +33,8 @@ SPEC = AssignmentSpec(
                    "Inception", "BasicConv2d"),
     # Grading budget per submission: the reference's layer tests take about 12 s on a 2-thread CPU; the two
     # CIFAR-10 thresholds at most their evaluation limits (60 + 520 s), usually a few seconds each.
-    # torchvision (its forbidden models tripped at run time, the data cells' transforms) is loaded before the
-    # worker's audit hook: its C extension cannot load after it.
+    # torchvision is imported in the worker before the tripwires are set: they replace the forbidden
+    # torchvision.models wherever a loaded module holds them.
     preload_modules=("torchvision",),
     submission_timeout_s=720,
     # make demo: 4 of the SimpleCNN's 10 epochs

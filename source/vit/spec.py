@@ -25,8 +25,8 @@ SPEC = AssignmentSpec(
                "transformers"),
     # Grading budget per submission: the reference grades in about 10 s on a 2-thread CPU; a CIFAR-10 model's
     # threshold takes up to its limit, 1 040 s (scoring.evaluation_limit), a minute when decided early.
-    # torchvision (its forbidden models tripped at run time, the data cells' transforms) is loaded before the
-    # worker's audit hook: its C extension cannot load after it.
+    # torchvision is imported in the worker before the tripwires are set: they replace the forbidden
+    # torchvision.models wherever a loaded module holds them.
     preload_modules=("torchvision",),
     submission_timeout_s=1200,
     demo_train_s=76,  # measured (one thread); make demo trains the notebook's recipe as it is
