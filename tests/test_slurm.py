@@ -1,9 +1,9 @@
 """Grading through a real Slurm (autograder/slurm.py): a one-node cluster (munged, slurmctld, slurmd from Debian's
 slurm-wlm and munge, which .ci/run installs) is started in a temporary folder for this module and stopped after it,
-by the pids it started. The ViT samples graded with `grade --slurm` must give the gradebook `grade` gives; an array
-task that ends without a result (cancelled with scancel) must become a row with its status, and a rerun must submit
-only it. Skipped, saying why, where Slurm is not installed or the tests do not run as root; in CI (CI set) that is a
-failure instead."""
+by the pids it started. The ViT samples graded with `grade --slurm` must score as the local grader scores them (what
+source/vit/samples.py declares, which tests/test_samples.py checks locally); an array task that ends without a result
+(cancelled with scancel) must become a row with its status, and a rerun must submit only it. Skipped, saying why,
+where Slurm is not installed or the tests do not run as root; in CI (CI set) that is a failure instead."""
 import json
 import os
 import re
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.samples import build_samples
+from autograder.samples import build_samples, samples_for
 
 ASSIGNMENT = "vit"
 # trained weights, nothing done, a planted bug, and one that breaks if the sandbox lets it see anything it should not
@@ -173,24 +173,29 @@ def essentials(row: dict) -> dict:
             "isolation": re.sub(r"uid \d+", "uid N", row["isolation"]), "memory_cap": row["memory_cap"]}
 
 
-@pytest.fixture(scope="module")
-def local(samples, tmp_path_factory):
-    """The local grader's gradebook of the samples: what Slurm must give."""
-    out = tmp_path_factory.mktemp("slurm-local") / "grades"
-    grade(dict(os.environ), samples, out, "--workers", "2", "--no-preflight")  # untouched_release is a sample
-    return rows(out)
+def assert_graded_as_declared(row: dict) -> None:
+    """The row is what the local grader gives the sample (tests/test_samples.py checks that against the same
+    declarations): the status and the failed tests that source/vit/samples.py declares, every other test passed, the
+    score their points, the worker under bubblewrap with a uid of its own (as root), the memory cap GRADE_OPTIONS sets."""
+    sample = next(s for s in samples_for(ASSIGNMENT) if s.name == row["student_id"])
+    outcomes = {tid: t["outcome"] for tid, t in row["tests"].items()}
+    assert row["status"] == sample.expect_status, (row["student_id"], row["status"])
+    assert {tid for tid, o in outcomes.items() if o != "passed"} == sample.expect_failed, (row["student_id"], outcomes)
+    assert row["score"] == sum(t["earned"] for t in row["tests"].values())
+    assert row["max_score"] == sum(t["points"] for t in row["tests"].values())
+    assert row["isolation"].startswith("bubblewrap (uid "), row["isolation"]
+    assert f" {GRADE_OPTIONS[1]} MiB" in row["memory_cap"], row["memory_cap"]
 
 
-def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, tmp_path, shellcheck):
+def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, tmp_path, shellcheck):
     out = tmp_path / "grades"
     proc = grade(cluster.env, samples, out, "--slurm", "--cpus-per-task", "1", "--submissions-per-task", "2")
     graded = rows(out)
-    assert set(graded) == set(SAMPLES) == set(local)
-    for sid in SAMPLES:
-        assert essentials(graded[sid]) == essentials(local[sid]), sid
-    assert {r["status"] for r in graded.values()} == {"ok"}  # so the comparison above compared scored rows
-    assert graded["hostile_snooping"]["isolation"].startswith("bubblewrap (uid ")  # as root: a uid of its own
-    assert local["reference"]["score"] > local["bug_attention_scale"]["score"] > local["untouched_release"]["score"]
+    assert set(graded) == set(SAMPLES)
+    for row in graded.values():
+        assert_graded_as_declared(row)
+    assert {r["status"] for r in graded.values()} == {"ok"}  # scored rows, each with its own tests' outcomes
+    assert graded["reference"]["score"] > graded["bug_attention_scale"]["score"] > graded["untouched_release"]["score"]
     script = (out / "slurm" / "grade.sbatch").read_text()
     assert "#SBATCH --array=0-1\n" in script and "slurm-task" in script  # readable, and resubmittable as it is
     checked = subprocess.run([shellcheck, "--shell=bash", "grade.sbatch", "preflight.sbatch"], cwd=out / "slurm",
@@ -211,10 +216,10 @@ def test_slurm_grades_the_samples_as_the_local_grader(cluster, samples, local, t
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     after = {sid: json.loads((out / "results" / f"{sid}.json").read_text())["graded_at"] for sid in SAMPLES}
     assert all(after[sid] > before[sid] for sid in SAMPLES)  # graded again by that job
-    assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(local[sid]) for sid in SAMPLES}
+    assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(r) for sid, r in graded.items()}
 
 
-def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluster, samples, local, tmp_path):
+def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluster, samples, tmp_path):
     subs = tmp_path / "submissions"
     subs.mkdir()
     for name in ("untouched_release", "bug_attention_scale"):
@@ -238,11 +243,12 @@ def test_a_cancelled_array_task_becomes_a_row_and_a_rerun_submits_only_it(cluste
     assert f"slurm array task 1 of job {job['array']} ended without a result" in graded[victim]["message"]
     assert "state unknown" in graded[victim]["message"] or "(CANCELLED;" in graded[victim]["message"]
     [other] = set(graded) - {victim}
-    assert essentials(graded[other]) == essentials(local[other])
+    assert_graded_as_declared(graded[other])
     rerun = grade(cluster.env, subs, out, "--slurm", "--cpus-per-task", "1")
     tasks = json.loads((out / "slurm" / "batch.json").read_text())["tasks"]
     assert [[e["student_id"] for e in shard] for shard in tasks] == [[victim]], rerun.stdout
-    assert {sid: essentials(r) for sid, r in rows(out).items()} == {sid: essentials(local[sid]) for sid in graded}
+    for row in rows(out).values():
+        assert_graded_as_declared(row)
 
 
 def test_slurm_errors_are_one_line_naming_the_fix(cluster, samples, tmp_path):
