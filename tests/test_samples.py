@@ -31,7 +31,7 @@ def graded(tmp_path_factory, local_datasets, planted_canaries):
         if name not in cache:
             out = tmp_path_factory.mktemp(f"samples-{name}")
             # The references train with the demo's recipes (as make demo does, sharing its cache): the captioning
-            # notebook's one saved setting of three, SimpleCNN's 4 of 10 epochs; the others' recipes as they are.
+            # notebook's one saved setting of three, SimpleCNN's 2 of 10 epochs; the others' recipes as they are.
             # ViT's layer calls take milliseconds: a 4 s call timeout spares the hostile infinite loop three 20 s waits.
             timeout = ["--timeout", "4"] if name == "vit" else []
             for args in (["samples", name, "--out", str(out / "submissions"), "--demo-recipes"],
@@ -114,7 +114,7 @@ def test_the_threshold_judges_the_weights_not_the_code(graded, name):
 
 @pytest.mark.parametrize("name", ["cnn"])  # the parameter names the assignment whose grading it reads (conftest)
 def test_reference_meets_the_simple_cnn_threshold(graded, name):
-    """The SimpleCNN the reference notebook's recipe trains here, shortened to the demo's 4 of its 10 epochs (under a
+    """The SimpleCNN the reference notebook's recipe trains here, shortened to the demo's 2 of its 10 epochs (under a
     minute on a CPU thread), judged by the autograder on this grader against the course's bar (≥ 50 % on CIFAR-10):
     the notebook's full recipe only trains longer (make demo-all trains it)."""
     gradebook, _ = graded(name)
