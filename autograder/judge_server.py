@@ -38,25 +38,30 @@ from autograder.sandbox import log_tail
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
-def top_level_imports(path: Path) -> list[str]:
-    """The modules a Python file imports at its top level (read, not run): what its judges import anyway."""
-    names = []
+def top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
+    """The modules a Python file imports at its top level, each with the names taken from it (read, not run): what
+    its judges import anyway."""
+    imports = []
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
+            imports += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append(node.module)
-    return names
+            imports.append((node.module, [alias.name for alias in node.names]))
+    return imports
 
 
 def preload(test_files: list[Path]) -> None:
     """Import what every judge imports: the judge plugin's imports (torch, StudentCode, the sandbox client) and the
-    hidden tests'. Not the plugin and the test modules themselves: pytest imports those in each child, rewriting
-    their asserts."""
+    hidden tests', the names taken from them included (`from dlcourse import seeded_randn` loads dlcourse.checks,
+    which dlcourse imports on first use). Not the plugin and the test modules themselves: pytest imports those in each
+    child, rewriting their asserts."""
     plugin = Path(importlib.util.find_spec("autograder.judge").origin)
     for path in [plugin, *test_files]:
-        for name in top_level_imports(path):
-            importlib.import_module(name)
+        for module, names in top_level_imports(path):
+            __import__(module, fromlist=names)  # as `from module import names` does: submodules and lazy names load
+    # The course package's whole API (data loaders, training loop, plots): the grading code imports parts of it inside
+    # functions, which a forked judge would otherwise import again every time.
+    __import__("dlcourse", fromlist=importlib.import_module("dlcourse").__all__)
 
 
 def run_like_python(argv: list[str]) -> int:
