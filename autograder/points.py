@@ -34,8 +34,9 @@ COURSE_MODEL_NOTE = (
     "¹ The grader loads the weights you saved into the course's own implementation of the model this notebook defines "
     "and computes the score itself, on test data in an order it keeps secret: keep the constructors' layer names and "
     "shapes as given (the saved weights must be exactly the state dict they make for the saved config) and save with "
-    "`save_model`. Your `forward` code is graded by the hidden tests of your code; where it computes something other "
-    "than the course's model on your weights, the feedback says so.")
+    "`save_model`. Your `forward` code (and your greedy decoding function, where the threshold decodes) is graded by "
+    "the hidden tests of your code; where it computes something other than the course's model on your weights, the "
+    "feedback says so.")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ any of the student's code, and checked to be the course's own: perplexities are 
 tokenisation) and `<name>.safetensors` / `<name>.json` written by the notebook. The test sentences are tokenised
 HERE; the worker only computes the student's logits (perplexity) or greedy translations (BLEU), in a secret order.
 The targets, the references and the scoring stay on this side. Also the check of a greedy decoder's output against
-reference rows, which both assignments' greedy tests share.
+reference rows, which both assignments' greedy tests share, and the reversal thresholds of both (graded_reversal:
+the saved weights decoded by the course's own model and decoder, here).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from autograder.feedback import Feedback, assert_shape
-from autograder.requests import handle, module, name
+from autograder.requests import call, handle, module, name
 from autograder.scoring import (evaluation_limit, in_worker, outputs_in_secret_order, scored_on, secret_batches,
                                 secret_rng)
 from autograder.spec import Threshold
@@ -25,6 +26,37 @@ from autograder.student import StudentCode
 from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
 
 BLEU_MAX_LEN = 64  # tokens per greedy translation, BOS included (as the notebooks translate)
+
+
+REVERSAL_COMPARED = 64  # held-out sequences the student's own decoder also decodes, for the note where it disagrees
+
+
+def graded_reversal(student: StudentCode, saved_name: str, model: str, config: str, decoder: str, task, count: int,
+                    with_lengths: bool) -> float:
+    """Exact-sequence accuracy of the saved reversal model `<saved_name>.*` on `count` sequences drawn here from a
+    secret seed: the saved weights go into the course's `model(config(**saved config))` and are decoded by the course's
+    own `decoder` (the notebook's solution, autograder/trusted.py), in this process. The student's code only decodes a
+    slice in the worker, for a note where it disagrees: a decoder that looks answers up, or recognises its weights,
+    changes nothing. `with_lengths`: the decoder takes (model, src, source lengths, ...), as seq2seq's does."""
+    from autograder.trusted import compare_decoding, course_model, course_namespace
+    from dlcourse.threads import torch_threads
+    from dlcourse.translation import BOS_ID, EOS_ID, make_reversal_data, sequence_accuracy
+
+    course, saved_config, weights = course_model(student, saved_name, model, config)
+    src, tgt = make_reversal_data(count, task, seed=secret_rng().getrandbits(63))
+    kwargs = dict(max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+
+    def arguments(batch: torch.Tensor) -> tuple:
+        return (batch, (batch != PAD_ID).sum(1)) if with_lengths else (batch,)
+
+    decode = course_namespace(student.assignment_name)[decoder]
+    device = next(course.parameters()).device
+    with torch_threads(device, threads=student.policy.threads), torch.no_grad():
+        predicted = decode(course, *(a.to(device) for a in arguments(src)), **kwargs).cpu()
+    build = module(call(model, call(config, **saved_config)), weights=weights)
+    shown = slice(0, REVERSAL_COMPARED)
+    compare_decoding(student, saved_name, decoder, build, arguments(src[shown]), kwargs, predicted[shown])
+    return sequence_accuracy(predicted.long(), tgt)
 
 
 def check_greedy_rows(function: str, out, reference: list[list[int]], max_len: int) -> None:

@@ -134,3 +134,26 @@ def compare_with_student(student: StudentCode, saved_name: str, build: dict, wei
         f"on {len(args[0])} test examples, your code with your saved weights does not compute what the notebook's "
         f"model computes ({difference}): a layer's forward differs from the notebook's specification (see the layer "
         "tests); the threshold was computed with the course's implementation of the model on your weights")
+
+
+def compare_decoding(student: StudentCode, saved_name: str, decoder: str, build: dict, args: tuple, kwargs: dict,
+                     ours: torch.Tensor) -> None:
+    """Run the student's `decoder` (their greedy decoding function, on the model `build` holding the saved weights) on
+    `args` in the worker, and note in the feedback where its token ids differ from `ours`, the course's decoding of
+    the same inputs. Never changes a score, like compare_with_student."""
+    from autograder.requests import name
+
+    try:
+        theirs = student.invoke(name(decoder), build, *args, what=f"{saved_name} with your {decoder}",
+                                timeout=student.call_timeout, **kwargs).value
+    except Feedback as exc:
+        student.notes[f"{saved_name} check"] = (f"your {decoder} could not be run on the saved weights ({exc}); the "
+                                                "threshold was computed with the course's implementation")
+        return
+    if isinstance(theirs, torch.Tensor) and theirs.shape == ours.shape and torch.equal(theirs.long(), ours.long()):
+        return
+    student.notes[f"{saved_name} check"] = (
+        f"on {len(args[0])} held-out sequences, your {decoder} with your saved weights does not decode what the "
+        "notebook's model and decoder decode: a layer or the decoder differs from the notebook's specification (see "
+        "the layer tests); the threshold was computed with the course's implementation on your weights")
+

@@ -138,6 +138,22 @@ def test_reference_meets_the_transformer_reversal_threshold(graded, name):
     assert "held-out reversal sequences" in row["notes"]["transformer_reverse"]
 
 
+@pytest.mark.parametrize("name,saved", [("seq2seq", "seq2seq_reverse"), ("transformer", "transformer_reverse")])
+def test_the_reversal_threshold_decodes_the_weights_with_the_course_code(graded, name, saved):
+    """The reversal thresholds decode the saved weights with the course's own model and greedy decoder: a decoder that
+    reverses the source itself, with weights that learned nothing, scores near zero and its feedback says its code
+    disagrees; the reference and correct code written differently keep what their trained weights earn."""
+    gradebook, _ = graded(name)
+    rows = {r["student_id"]: r for r in gradebook["submissions"]}
+    test = "TestAccuracy::test_reversal_accuracy"
+    lookup = rows["hostile_reverse_lookup"]
+    assert lookup["tests"][test]["outcome"] == "failed" and "below the required" in lookup["tests"][test]["message"]
+    assert "does not decode what the notebook's model and decoder decode" in lookup["notes"][f"{saved} check"]
+    for fair in ("reference", "alternative_correct"):
+        assert rows[fair]["tests"][test]["outcome"] == "passed", rows[fair]["tests"][test]["message"]
+    assert f"{saved} check" not in rows["reference"]["notes"]  # the course's own code, decoding alike
+
+
 @pytest.mark.parametrize("name", list_assignments())
 def test_feedback_reveals_no_hidden_test_code(graded, name):
     gradebook, grades = graded(name)

@@ -95,3 +95,45 @@ def test_the_students_code_earns_a_note_where_it_disagrees(worker, noted):
     assert bool(student.notes) == noted, student.notes
     if noted:
         assert "the threshold was computed with the course's implementation" in student.notes["vit_fashionmnist check"]
+
+
+@dataclass
+class SavedWithDecoder(SavedOnly):
+    """A student whose greedy decoder (run by compare_decoding in the worker) is `decoder`, a function of the source."""
+
+    decoder: object = None
+
+    def invoke(self, function, build, src, *args, what="", timeout=None, **kwargs):
+        return SimpleNamespace(value=self.decoder(src))
+
+
+def test_the_reversal_threshold_decodes_with_the_course_code_whatever_the_students_decoder_returns():
+    from autograder.translation_grading import graded_reversal
+    from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask
+
+    task = ReversalTask()
+    config = {"src_vocab_size": task.vocab_size, "tgt_vocab_size": task.vocab_size, "d_model": 16, "num_heads": 2,
+              "num_encoder_layers": 1, "num_decoder_layers": 1, "d_ff": 32, "dropout": 0.0, "max_len": 32}
+    namespace = course_namespace("transformer")
+    torch.manual_seed(0)
+    untrained = namespace["Transformer"](namespace["TransformerConfig"](**config)).state_dict()
+
+    def reverse_lookup(src):  # the right answers, without the model
+        rows = [[BOS_ID, *row[row != PAD_ID].flip(0).tolist(), EOS_ID] for row in src]
+        return torch.tensor([r + [PAD_ID] * (task.max_len + 2 - len(r)) for r in rows])
+
+    student = SavedWithDecoder(untrained, config=config, assignment_name="transformer", decoder=reverse_lookup)
+    accuracy = graded_reversal(student, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode",
+                               task, 200, with_lengths=False)
+    assert accuracy < 0.05  # what the untrained weights decode to, not the lookup's 100 %
+    assert "does not decode what the notebook's model and decoder decode" in student.notes["transformer_reverse check"]
+
+    course = namespace["Transformer"](namespace["TransformerConfig"](**config))
+    course.load_state_dict(untrained)
+    course.eval()
+    same = SavedWithDecoder(untrained, config=config, assignment_name="transformer",
+                            decoder=lambda src: namespace["greedy_decode"](course, src, max_len=task.max_len + 2,
+                                                                           bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID))
+    assert graded_reversal(same, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode", task, 200,
+                           with_lengths=False) < 0.05
+    assert same.notes == {}  # the same decoding: no note

@@ -23,10 +23,9 @@ from autograder.reference import (Feedback, assert_close, assert_shape, check_dr
 from autograder.requests import call, handle, module, name, stand_in
 from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward,
                                                       TorchSeq2Seq)
-from autograder.scoring import evaluation_limit, secret_rng
 from autograder.spec import Threshold
-from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_perplexity
-from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask, make_reversal_data, sequence_accuracy
+from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_perplexity, graded_reversal
+from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/transformer/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -537,21 +536,14 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
 
     @pytest.mark.points(6)
     def test_reversal_accuracy(self, student):
-        """The saved reversal model decodes at least 99% of held-out sequences exactly right (with your greedy_decode)"""
-        config, weights = student.saved_model("transformer_reverse")
+        """The saved reversal model decodes at least 99% of held-out sequences exactly right (your saved weights in the
+        notebook's Transformer, decoded by the notebook's greedy_decode)"""
         task = ReversalTask()
         # Drawn afresh in every run from a secret seed (the notebook trains on seed 0 and validates on seed 1).
-        src, tgt = make_reversal_data(REVERSAL_HELD_OUT, task, seed=secret_rng().getrandbits(63))
-        build = module(call("Transformer", call("TransformerConfig", **config)), weights=weights)
-        result = student.invoke(name("greedy_decode"), build, src, max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID,
-                                pad_id=PAD_ID, what="transformer_reverse with greedy_decode",
-                                timeout=evaluation_limit(THRESHOLDS["reversal"].reference_eval_s))
-        predicted = result.value
-        if not isinstance(predicted, torch.Tensor) or predicted.dim() != 2 or len(predicted) != len(src):
-            raise Feedback("greedy_decode must return a (B, L) tensor of token ids")
-        accuracy = sequence_accuracy(predicted, tgt)
-        student.notes["transformer_reverse"] = (f"exact-sequence accuracy {accuracy:.2%} on {len(src)} held-out reversal "
-                                                f"sequences (lengths {task.min_len}-{task.max_len})")
+        accuracy = graded_reversal(student, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode",
+                                   task, REVERSAL_HELD_OUT, with_lengths=False)
+        student.notes["transformer_reverse"] = (f"exact-sequence accuracy {accuracy:.2%} on {REVERSAL_HELD_OUT} held-out "
+                                                f"reversal sequences (lengths {task.min_len}-{task.max_len})")
         if accuracy < REVERSAL_THRESHOLD:
             raise Feedback(f"transformer_reverse: {accuracy:.2%} of the held-out sequences are reversed exactly right, "
                            f"below the required {REVERSAL_THRESHOLD:.0%}")

@@ -1,7 +1,7 @@
 """Sample submissions of the seq2seq assignment and the tests each must fail (see autograder/samples/__init__.py).
 
-Only the reference and hostile_reverse_lookup carry trained weights, so every other sample also fails the reversal
-threshold ("not in the submission"). The reference's reversal model trains on a CPU in about a minute; its Multi30k
+Only the reference and alternative_correct carry trained weights (hostile_reverse_lookup carries them scrambled), so
+every other sample also fails the reversal threshold ("not in the submission"). The reference's reversal model trains on a CPU in about a minute; its Multi30k
 model and tokenizer are trained (by the notebook's own cells) only where CUDA is: elsewhere the two Multi30k
 thresholds fail for every sample, the reference included, with "seq2seq_multi30k.safetensors is not in the
 submission" (they are judged on every grader, so a submission that has the files is scored on a CPU too).
@@ -29,8 +29,9 @@ MULTI30K = {"TestAccuracy::test_multi30k_perplexity", "TestAccuracy::test_multi3
 # What the reference has only where CUDA trained its Multi30k model (see above).
 UNTRAINED_HERE = set() if torch.cuda.is_available() else MULTI30K
 
-# The hostile sample: greedy_translate ignores the model and reverses the source, which is the right answer of the
-# synthetic task. The reversal threshold's canary (the same code with the saved weights scrambled) catches it.
+# The hostile sample: weights that learned nothing, and a greedy_translate that ignores the model and reverses the
+# source, the right answer of the synthetic task. The reversal threshold decodes the saved weights with the course's
+# own Seq2Seq and greedy_translate (autograder/translation_grading.py), so the lookup earns nothing.
 GREEDY_FIRST_LINE = "    encoder_outputs, state = model.encoder(src, src_lengths)\n"
 REVERSE_LOOKUP = '''    lengths = src_lengths.tolist()
     rows = [[bos_id] + src[b, :n].flip(0).tolist() + [eos_id] for b, n in enumerate(lengths)]
@@ -171,6 +172,7 @@ SAMPLES = [
                   ("decoder", "        return self.out(self.dropout(combined)), state, weights",
                    "        return self.out(combined), state, weights")],
            expect_failed=ENCODER_DROPOUT | {"TestDecoder::test_dropout_in_train_mode_only"} | REVERSAL | MULTI30K),
-    Sample("hostile_reverse_lookup", "greedy_translate reverses the source without the model, with trained weights",
-           trained=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)], expect_failed=GREEDY | REVERSAL | UNTRAINED_HERE),
+    Sample("hostile_reverse_lookup", "greedy_translate reverses the source without the model, with weights that "
+           "learned nothing (the reference's, scrambled)",
+           scrambled=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)], expect_failed=GREEDY | REVERSAL | UNTRAINED_HERE),
 ]

@@ -85,6 +85,16 @@ def _feedforward_forward(self, x):
 FeedForward.forward = _feedforward_forward
 """
 
+# The hostile sample: weights that learned nothing, and a greedy_decode that ignores the model and reverses the source,
+# the right answer of the synthetic task. The reversal threshold decodes the saved weights with the course's own
+# Transformer and greedy_decode (autograder/translation_grading.py), so the lookup earns nothing.
+GREEDY_FIRST_LINE = "    src_mask = make_padding_mask(src, pad_id)\n"
+REVERSE_LOOKUP = '''    lengths = (src != pad_id).sum(1).tolist()
+    rows = [[bos_id] + src[b, :n].flip(0).tolist() + [eos_id] for b, n in enumerate(lengths)]
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], device=src.device)
+'''
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True,
            expect_failed=set() if torch.cuda.is_available() else {"TestAccuracy::test_multi30k_perplexity"}),
@@ -126,4 +136,8 @@ SAMPLES = [
                                         "TestMultiHeadAttention::test_dropout_in_train_mode_only",
                                         "TestFeedForward::test_dropout_in_train_mode_only",
                                         "TestDecoderLayer::test_dropout_in_train_mode_only"} | THRESHOLDS),
+    Sample("hostile_reverse_lookup", "greedy_decode reverses the source without the model, with weights that learned "
+           "nothing (the reference's, scrambled)",
+           scrambled=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)],
+           expect_failed=GREEDY | THRESHOLDS),
 ]
