@@ -4,8 +4,10 @@ The student's submission holds a tokenizer (Hugging Face `tokenizers` JSON: plai
 running any of the student's code) and `<name>.safetensors` / `<name>.json` written by the notebook. The test
 reviews are tokenised HERE with that tokenizer, cut to the saved config's `max_length` tokens (its first or its
 last, as the config's `read` says: dlcourse.rnn.review_window, as in training), padded, and sent
-to the worker in a secret order (autograder.scoring.graded_classifier), which runs the student's classifier on
-them. Only this side holds the labels. The canary: copies of a secret subset of the reviews with extra padding,
+in a secret order (autograder.scoring.graded_classifier) to the classifier: for the RNN assignment, whose release fixes
+the architecture, the saved weights in the course's implementation here (the student's code only on a slice, for a
+note); for BERT, whose head is the student's design, the student's classifier in the worker. Only this side holds the
+labels. The canary: copies of a secret subset of the reviews with extra padding,
 which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
 """
 from __future__ import annotations
@@ -28,10 +30,15 @@ CANARY_EXTRA_PADDING = 32  # each canary copy gets 1 to this many extra padding 
 
 def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dict, ids: list[list[int]], labels: list[int],
                 pad_id: int, model_args: Callable[[torch.Tensor, torch.Tensor], tuple], examples: str, threshold: Threshold,
-                batch_size: int, max_width: int | None = None) -> float:
+                batch_size: int, max_width: int | None = None, course: torch.nn.Module | None = None) -> float:
     """Whether the saved classifier `build` reaches `threshold` on the tokenised reviews `ids` (each already cut to
-    the model's length; `examples` says which: "test reviews of ..."), by the sequential rule, with the canary. Each batch is padded with `pad_id` to its widest row (a canary copy counts its extra
-    padding, up to `max_width`); `model_args(tokens (B, T), lengths (B,))` makes the model's forward arguments."""
+    the model's length; `examples` says which: "test reviews of ..."), by the sequential rule, with the canary. Each
+    batch is padded with `pad_id` to its widest row (a canary copy counts its extra padding, up to `max_width`);
+    `model_args(tokens (B, T), lengths (B,))` makes the model's forward arguments. `course`: the saved weights in the
+    course's implementation (autograder/trusted.py), which then classifies here, the student's `build` only a slice in
+    the worker, for a note where it disagrees; None: `build` classifies in the worker."""
+    from autograder.trusted import COMPARED_EXAMPLES, compare_with_student, local_outputs
+
     rng = secret_rng()
     sample = secret_sample(labels, rng)
     canary = sample.canary
@@ -45,7 +52,12 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
             tokens[row, :len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
         return model_args(tokens, torch.tensor([max(1, len(rows[i])) for i in indices], dtype=torch.long))
 
-    return graded_classifier(student, saved_name, in_worker(student, saved_name, build, weights), torch.tensor(labels),
+    if course is not None:
+        compare_with_student(student, saved_name, build, weights, course,
+                             batch_args(rng.sample(range(len(ids)), min(COMPARED_EXAMPLES, len(ids)))))
+    outputs = (in_worker(student, saved_name, build, weights) if course is None
+               else local_outputs(course, saved_name, student))
+    return graded_classifier(student, saved_name, outputs, torch.tensor(labels),
                              sample, batch_args, len(IMDB_LABELS), examples, "copies of test reviews re-batched with different padding",
                              threshold.value, rng, batch_size, lengths=widths,
                              timeout=evaluation_limit(threshold.reference_eval_s))
@@ -54,8 +66,11 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
 def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Threshold, subset: int | None = None,
                         seed: int = 0, batch_size: int = 500) -> float:
     """Accuracy of the saved RNN classifier `<saved_name>.*` on the IMDB test split (all 25 000 reviews, or the first
-    `subset` of them after a shuffle with `seed`); recorded in student.notes, Feedback below `threshold.value`."""
-    config, weights = student.saved_model(saved_name)
+    `subset` of them after a shuffle with `seed`), judged with the saved weights in the course's SentimentClassifier
+    (the release fixes its architecture); recorded in student.notes, Feedback below `threshold.value`."""
+    from autograder.trusted import course_model
+
+    course, config, weights = course_model(student, saved_name, "SentimentClassifier", "ClassifierConfig")
     tokenizer = student.saved_tokenizer(TOKENIZER_FILE, "the notebook's data cell")
     if tokenizer.token_to_id(PAD) != PAD_ID or tokenizer.token_to_id(UNK) != UNK_ID:
         raise Feedback(f"{TOKENIZER_FILE}: the tokenizer must have {PAD} = {PAD_ID} and {UNK} = {UNK_ID} "
@@ -70,4 +85,4 @@ def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Thresh
     build = call("SentimentClassifier", call("ClassifierConfig", **config))
     what = "test reviews" + (f" (a fixed subset, seed {seed})" if subset else "")
     return graded_imdb(student, saved_name, build, weights, ids, labels, PAD_ID, lambda tokens, lengths: (tokens, lengths),
-                       f"{what} of {imdb_source()}", threshold, batch_size)
+                       f"{what} of {imdb_source()}", threshold, batch_size, course=course)

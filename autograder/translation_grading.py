@@ -1,12 +1,13 @@
-"""Multi30k scores of a saved translation model (the Transformer and the seq2seq assignments), judged on the trusted side.
+"""The thresholds of a saved translation model (the Transformer and the seq2seq assignments), judged on the trusted side.
 
-The submission holds the course tokenizer (Hugging Face `tokenizers` JSON: plain data, parsed here without running
-any of the student's code, and checked to be the course's own: perplexities are only comparable under one
-tokenisation) and `<name>.safetensors` / `<name>.json` written by the notebook. The test sentences are tokenised
-HERE; the worker only computes the student's logits (perplexity) or greedy translations (BLEU), in a secret order.
-The targets, the references and the scoring stay on this side. Also the check of a greedy decoder's output against
-reference rows, which both assignments' greedy tests share, and the reversal thresholds of both (graded_reversal:
-the saved weights decoded by the course's own model and decoder, here).
+Both architectures are fixed by the release, so every threshold here loads the saved weights into the course's own
+implementation (autograder/trusted.py) and computes in this process: the reversal accuracy on sequences drawn from a
+secret seed (graded_reversal), and on Multi30k the teacher-forced perplexity (graded_perplexity) and the BLEU of greedy
+translations by the course's decoder (graded_bleu). The student's own forward or decoder runs on a slice in the worker
+only, for a note where it computes something else. The submission also holds the course tokenizer (Hugging Face
+`tokenizers` JSON: plain data, parsed here without running any of the student's code, and checked to be the course's
+own: perplexities are only comparable under one tokenisation). Also the check of a greedy decoder's output against
+reference rows, which both assignments' greedy tests share.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from collections.abc import Callable
 import torch
 
 from autograder.feedback import Feedback, assert_shape
-from autograder.requests import call, handle, module, name
-from autograder.scoring import (evaluation_limit, in_worker, outputs_in_secret_order, scored_on, secret_batches,
-                                secret_rng)
+from autograder.requests import call, module, name
+from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_batches, secret_rng
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.translation import PAD_ID, corpus_bleu, encode_pairs, target_nll, token_ids_to_text, trim_padding
@@ -29,34 +29,64 @@ BLEU_MAX_LEN = 64  # tokens per greedy translation, BOS included (as the noteboo
 
 
 REVERSAL_COMPARED = 64  # held-out sequences the student's own decoder also decodes, for the note where it disagrees
+# The reversal task has no fixed test split: sequences are drawn from a secret seed in stages of REVERSAL_STAGES
+# sequences (1 000, then 1 000 more, then 2 000 more ...), and the sequential rule of autograder/sequential.py decides
+# after each (the bar inside the 99.9 % interval: draw more). After the last stage, the accuracy on all 16 000 decides:
+# a model within about a point of the bar is decided right far more often than by one sample of 1 000.
+REVERSAL_STAGES = (1000, 2000, 4000, 8000, 16000)
 
 
-def graded_reversal(student: StudentCode, saved_name: str, model: str, config: str, decoder: str, task, count: int,
-                    with_lengths: bool) -> float:
-    """Exact-sequence accuracy of the saved reversal model `<saved_name>.*` on `count` sequences drawn here from a
-    secret seed: the saved weights go into the course's `model(config(**saved config))` and are decoded by the course's
-    own `decoder` (the notebook's solution, autograder/trusted.py), in this process. The student's code only decodes a
-    slice in the worker, for a note where it disagrees: a decoder that looks answers up, or recognises its weights,
-    changes nothing. `with_lengths`: the decoder takes (model, src, source lengths, ...), as seq2seq's does."""
+def graded_reversal(student: StudentCode, saved_name: str, model: str, config: str, decoder: str, task,
+                    threshold: Threshold, with_lengths: bool) -> float:
+    """Exact-sequence accuracy of the saved reversal model `<saved_name>.*` on sequences drawn here from a secret seed,
+    as many as the sequential rule needs to decide `threshold` (REVERSAL_STAGES): the saved weights go into the
+    course's `model(config(**saved config))` and are decoded by the course's own `decoder` (the notebook's solution,
+    autograder/trusted.py), in this process. The student's code only decodes a slice in the worker, for a note where it
+    disagrees: a decoder that looks answers up, or recognises its weights, changes nothing. `with_lengths`: the
+    decoder takes (model, src, source lengths, ...), as seq2seq's does. Notes the decision; Feedback below the bar."""
+    from autograder.sequential import CONFIDENCE, decide
     from autograder.trusted import compare_decoding, course_model, course_namespace
     from dlcourse.threads import torch_threads
-    from dlcourse.translation import BOS_ID, EOS_ID, make_reversal_data, sequence_accuracy
+    from dlcourse.translation import BOS_ID, EOS_ID, decoded_sequences, make_reversal_data
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
-    src, tgt = make_reversal_data(count, task, seed=secret_rng().getrandbits(63))
     kwargs = dict(max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+    decode = course_namespace(student.assignment_name)[decoder]
+    device = next(course.parameters()).device
+    rng, started = secret_rng(), time.monotonic()
 
     def arguments(batch: torch.Tensor) -> tuple:
         return (batch, (batch != PAD_ID).sum(1)) if with_lengths else (batch,)
 
-    decode = course_namespace(student.assignment_name)[decoder]
-    device = next(course.parameters()).device
-    with torch_threads(device, threads=student.policy.threads), torch.no_grad():
-        predicted = decode(course, *(a.to(device) for a in arguments(src)), **kwargs).cpu()
-    build = module(call(model, call(config, **saved_config)), weights=weights)
-    shown = slice(0, REVERSAL_COMPARED)
-    compare_decoding(student, saved_name, decoder, build, arguments(src[shown]), kwargs, predicted[shown])
-    return sequence_accuracy(predicted.long(), tgt)
+    def decoded(src: torch.Tensor) -> torch.Tensor:
+        with torch_threads(device, threads=student.policy.threads), torch.no_grad():
+            return decode(course, *(a.to(device) for a in arguments(src)), **kwargs).long().cpu()
+
+    correct, scored, cap = 0, 0, REVERSAL_STAGES[-1]
+    for end in REVERSAL_STAGES:
+        src, tgt = make_reversal_data(end - scored, task, seed=rng.getrandbits(63))
+        predicted = decoded(src)
+        if scored == 0:
+            build = module(call(model, call(config, **saved_config)), weights=weights)
+            shown = slice(0, REVERSAL_COMPARED)
+            compare_decoding(student, saved_name, decoder, name(decoder), (build, *arguments(src[shown])), kwargs,
+                             predicted[shown])
+        correct += sum(p is not None and p == t for p, t in zip(decoded_sequences(predicted), decoded_sequences(tgt)))
+        scored = end
+        decision = decide(correct, scored, cap, threshold.value, first=REVERSAL_STAGES[0])
+        if decision.passed is not None:
+            break
+    accuracy = correct / scored
+    how = ("the accuracy on all of them decides" if decision.exact else
+           f"{CONFIDENCE:.1%} interval {decision.lower:.2%}–{decision.upper:.2%}")
+    student.notes[saved_name] = (f"exact-sequence accuracy {accuracy:.2%} on {scored:,} held-out reversal sequences "
+                                 f"(lengths {task.min_len}-{task.max_len}, drawn for this run; {how}): "
+                                 f"{'reaches' if decision.passed else 'falls short of'} the bar {threshold.value:.0%}; "
+                                 f"{scored_on(student, started)}")
+    if not decision.passed:
+        raise Feedback(f"{saved_name}: {accuracy:.2%} of {scored:,} held-out sequences are reversed exactly right, "
+                       f"below the required {threshold.value:.0%}")
+    return accuracy
 
 
 def check_greedy_rows(function: str, out, reference: list[list[int]], max_len: int) -> None:
@@ -103,22 +133,30 @@ def multi30k_test_pairs() -> list[tuple[str, str]]:
     return load_multi30k("test")
 
 
-def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weights: dict, tokenizer, vocab_size: int,
+def graded_perplexity(student: StudentCode, saved_name: str, model: str, config: str, tokenizer,
                       forward_args: Callable[[torch.Tensor, torch.Tensor], tuple], threshold: Threshold,
                       batch_size: int = 25) -> float:
-    """Per-token test perplexity, teacher-forced, padding excluded, of the saved model `build` (with `weights`): the
-    worker returns the logits of `forward_args(src, tgt_in)` for batches in a secret order; the targets stay here.
-    Fails the test above `threshold.value`."""
+    """Per-token test perplexity, teacher-forced, padding excluded, of the saved Multi30k model `<saved_name>.*`: its
+    weights go into the course's `model(config(**saved config))` (autograder/trusted.py), which computes the logits of
+    `forward_args(src, tgt_in)` here. The student's own forward runs on a slice in the worker, for a note where it
+    computes something else: a forward that reads the next decoder input earns nothing. Fails the test above
+    `threshold.value`."""
+    from autograder.trusted import COMPARED_EXAMPLES, compare_with_student, course_model, local_outputs
+
+    course, saved_config, weights = course_model(student, saved_name, model, config)
     src, tgt = encode_pairs(tokenizer, multi30k_test_pairs())
-    started = time.monotonic()
+    started, rng = time.monotonic(), secret_rng()
 
     def batch_args(indices: list[int]) -> tuple:
         s, t = trim_padding(src[indices], tgt[indices])
         return forward_args(s, t[:, :-1])
 
-    outputs = outputs_in_secret_order(in_worker(student, saved_name, build, weights), len(src), batch_args, secret_rng(),
+    compare_with_student(student, saved_name, call(model, call(config, **saved_config)), weights, course,
+                         batch_args(rng.sample(range(len(src)), COMPARED_EXAMPLES)))
+    outputs = outputs_in_secret_order(local_outputs(course, saved_name, student), len(src), batch_args, rng,
                                       batch_size, lengths=(tgt != PAD_ID).sum(dim=1).tolist(),
                                       timeout=evaluation_limit(threshold.reference_eval_s))
+    vocab_size = saved_config.get("tgt_vocab_size")
     total, count = 0.0, 0
     for indices, logits in outputs:
         t = trim_padding(tgt[indices])[0]
@@ -127,7 +165,8 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
         total, count = total + nll, count + n
     perplexity = math.exp(total / count)
     student.notes[f"{saved_name} perplexity"] = (f"test perplexity {perplexity:.2f} per target token on all {len(src):,} "
-                                                 f"Multi30k test pairs (exact; {count:,} target tokens): "
+                                                 f"Multi30k test pairs (exact; {count:,} target tokens; your weights in "
+                                                 f"the notebook's {model}): "
                                                  f"{'within' if perplexity <= threshold.value else 'above'} the bar "
                                                  f"{threshold.value:g}; {scored_on(student, started)}")
     if not perplexity <= threshold.value:
@@ -135,29 +174,37 @@ def graded_perplexity(student: StudentCode, saved_name: str, build: dict, weight
     return perplexity
 
 
-def graded_bleu(student: StudentCode, saved_name: str, build: dict, weights: dict, tokenizer,
+def graded_bleu(student: StudentCode, saved_name: str, model: str, config: str, decoder: str, tokenizer,
                 translate_args: Callable[[torch.Tensor], tuple], threshold: Threshold,
                 batch_size: int = 100) -> tuple[float, list[str]]:
-    """Corpus BLEU (dlcourse.translation.corpus_bleu) of the student's greedy translations of the test set: the
-    worker runs the notebook's `greedy_translate(model, *translate_args(src), max_len=64)` on batches in a secret
-    order; decoding to text and scoring against the references happen here. Returns (BLEU, the translations in test
-    order); fails the test below `threshold.value`."""
+    """Corpus BLEU (dlcourse.translation.corpus_bleu) of greedy translations of the test set by the saved Multi30k
+    model: its weights in the course's `model(config(**saved config))`, decoded by the course's own `decoder`
+    (`decoder(model, *translate_args(src), max_len=64)`), here. The student's decoder translates a slice in the
+    worker, for a note where it decodes something else. Returns (BLEU, the translations in test order); fails the
+    test below `threshold.value`."""
+    from autograder.trusted import COMPARED_EXAMPLES, compare_decoding, course_model, course_namespace
+    from dlcourse.threads import torch_threads
+
+    course, saved_config, weights = course_model(student, saved_name, model, config)
+    decode = course_namespace(student.assignment_name)[decoder]
+    device = next(course.parameters()).device
     pairs = multi30k_test_pairs()
     src, _ = encode_pairs(tokenizer, pairs)
-    limit, started = evaluation_limit(threshold.reference_eval_s), time.monotonic()
+    limit, started, rng = evaluation_limit(threshold.reference_eval_s), time.monotonic(), secret_rng()
+
+    def translated(s: torch.Tensor) -> torch.Tensor:
+        with torch_threads(device, threads=student.policy.threads), torch.no_grad():
+            return decode(course, *(a.to(device) for a in translate_args(s)), max_len=BLEU_MAX_LEN).long().cpu()
+
+    shown = trim_padding(src[rng.sample(range(len(src)), COMPARED_EXAMPLES)])[0]
+    build = module(call(model, call(config, **saved_config)), weights=weights)
+    compare_decoding(student, saved_name, decoder, name(decoder), (build, *translate_args(shown)),
+                     dict(max_len=BLEU_MAX_LEN), translated(shown))
     hypotheses: list[str | None] = [None] * len(src)
-    target = module(build, weights=weights, keep_as=f"{saved_name} translating")
-    for indices in secret_batches(len(src), secret_rng(), batch_size, lengths=(src != PAD_ID).sum(dim=1).tolist()):
-        s = trim_padding(src[indices])[0]
+    for indices in secret_batches(len(src), rng, batch_size, lengths=(src != PAD_ID).sum(dim=1).tolist()):
         if time.monotonic() - started >= limit:
-            student.events.append("timeout")
             raise Feedback(f"{saved_name}: translating the test set took more than {limit:.0f} s")
-        result = student.invoke(name("greedy_translate"), target, *translate_args(s), max_len=BLEU_MAX_LEN,
-                                what=f"greedy_translate with {saved_name}", timeout=limit - (time.monotonic() - started))
-        target = handle(f"{saved_name} translating")
-        if not isinstance(result.value, torch.Tensor) or result.value.dim() != 2 or len(result.value) != len(indices):
-            raise Feedback(f"greedy_translate must return a (B, L) tensor of token ids, B = {len(indices)}")
-        for i, text in zip(indices, token_ids_to_text(tokenizer, result.value.long())):
+        for i, text in zip(indices, token_ids_to_text(tokenizer, translated(trim_padding(src[indices])[0]))):
             hypotheses[i] = text
     bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
     student.notes[f"{saved_name} BLEU"] = (f"BLEU {bleu.score:.2f} on all {len(src):,} Multi30k test sentences (exact; "

@@ -136,24 +136,22 @@ def compare_with_student(student: StudentCode, saved_name: str, build: dict, wei
         "tests); the threshold was computed with the course's implementation of the model on your weights")
 
 
-def compare_decoding(student: StudentCode, saved_name: str, decoder: str, build: dict, args: tuple, kwargs: dict,
+def compare_decoding(student: StudentCode, saved_name: str, what: str, function: dict, args: tuple, kwargs: dict,
                      ours: torch.Tensor) -> None:
-    """Run the student's `decoder` (their greedy decoding function, on the model `build` holding the saved weights) on
-    `args` in the worker, and note in the feedback where its token ids differ from `ours`, the course's decoding of
-    the same inputs. Never changes a score, like compare_with_student."""
-    from autograder.requests import name
-
+    """Run the student's decoding `function` (a request: their greedy decoder by name, or a method of their model,
+    holding the saved weights) on `args` and `kwargs` in the worker, and note in the feedback where the token ids it
+    returns differ from `ours`, the course's decoding of the same inputs. `what` names it ("greedy_translate"). Never
+    changes a score, like compare_with_student."""
     try:
-        theirs = student.invoke(name(decoder), build, *args, what=f"{saved_name} with your {decoder}",
-                                timeout=student.call_timeout, **kwargs).value
+        theirs = student.invoke(function, *args, what=f"{saved_name} with your {what}", timeout=student.call_timeout,
+                                **kwargs).value
     except Feedback as exc:
-        student.notes[f"{saved_name} check"] = (f"your {decoder} could not be run on the saved weights ({exc}); the "
+        student.notes[f"{saved_name} check"] = (f"your {what} could not be run on the saved weights ({exc}); the "
                                                 "threshold was computed with the course's implementation")
         return
     if isinstance(theirs, torch.Tensor) and theirs.shape == ours.shape and torch.equal(theirs.long(), ours.long()):
         return
     student.notes[f"{saved_name} check"] = (
-        f"on {len(args[0])} held-out sequences, your {decoder} with your saved weights does not decode what the "
-        "notebook's model and decoder decode: a layer or the decoder differs from the notebook's specification (see "
-        "the layer tests); the threshold was computed with the course's implementation on your weights")
-
+        f"on {len(ours)} held-out examples, your {what} with your saved weights does not decode what the notebook's "
+        "model and decoding decode: a layer or the decoding differs from the notebook's specification (see the layer "
+        "tests); the threshold was computed with the course's implementation on your weights")

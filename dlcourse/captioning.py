@@ -213,6 +213,13 @@ def make_standin(num_train: int = 2000, num_val: int = 500, seed: int = 0) -> Ca
                           idx_to_word=list(WORDS), source=STANDIN_LABEL, train_images=train_images, val_images=val_images)
 
 
+def fresh_standin_split(num: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, captions) of `num` new stand-in images drawn from `seed`: the grader draws its held-out split from
+    a secret seed, so no split a notebook can make (make_standin's seed 0) is the one scored."""
+    images, captions = _render(num, np.random.default_rng(seed))
+    return patch_features(images), captions
+
+
 def small_subset(data: CaptioningData, num: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
     """(features, captions) of the first `num` training captions: the small subset a model should overfit."""
     features, captions = data.split("train")

@@ -39,7 +39,8 @@ def reference():
 
 
 def grade_saved(folder, saved_name):
-    """Grade `<folder>/<saved_name>.*` as the hidden tests do (sandboxed worker, reference notebook's code)."""
+    """Grade `<folder>/<saved_name>.*` as the hidden tests do (the course's model on the trusted side, the notebook's
+    code on a slice in the sandboxed worker)."""
     student = StudentCode.for_assignment(load_assignment("rnn"), folder, folder / "worker.log", GradeOptions(call_timeout=120.0),
                                          threads=1)
     try:
@@ -50,6 +51,8 @@ def grade_saved(folder, saved_name):
         except Feedback as exc:
             print(f"\n{saved_name}: {exc}")
             passed = False
+        # Judged with the course's SentimentClassifier; the notebook's own code, run on a slice, agrees with it.
+        assert f"{saved_name} check" not in student.notes, student.notes
         return passed, student.notes.get(saved_name, "")
     finally:
         student.close()

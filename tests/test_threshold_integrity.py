@@ -196,3 +196,26 @@ def test_a_text_model_that_depends_on_the_padding_is_flagged():
     student = FakeStudent(padding_sensitive)
     with pytest.raises(Feedback, match="re-batched with different padding fell from"):
         grade_reviews(student)
+
+
+def test_with_the_course_model_the_workers_answers_only_earn_a_note():
+    """Where the release fixes the architecture (the RNN assignment), the course's implementation classifies on
+    this side: a worker that returns the right labels (here it knows the rule) changes nothing but the note."""
+    class AlwaysNegative(torch.nn.Module):  # what the saved weights compute in the course's model
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+
+        def forward(self, tokens, lengths):
+            return self.bias.expand(len(tokens), 2)
+
+    ids, labels = reviews()
+    student = FakeStudent(lambda tokens, lengths: one_hot(has_seven(tokens), 2), notes={})
+    student.call_timeout = 20.0
+    bar = Threshold(0.8, test="TestAccuracy::test_toy", reference_eval_s=1.0)
+    negatives = 1 - sum(labels) / len(labels)
+    with pytest.raises(Feedback, match=f"accuracy {negatives:.2%} on all 800 toy reviews .exact., below the required"):
+        graded_imdb(student, "toy_imdb", {}, {}, ids, labels, 0, lambda tokens, lengths: (tokens, lengths),
+                    "toy reviews", bar, batch_size=50, course=AlwaysNegative())
+    assert len(student.sent) == 1  # the worker saw one slice, for the note
+    assert "does not compute what the notebook's model computes" in student.notes["toy_imdb check"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from autograder.feedback import Feedback
+from autograder.spec import Threshold
 from autograder.trusted import compare_with_student, course_model, course_namespace, state_dict_mismatch
 
 CONFIG = {"image_size": 28, "in_channels": 1, "patch_size": 7, "num_classes": 10, "embed_dim": 32, "depth": 2,
@@ -122,11 +123,13 @@ def test_the_reversal_threshold_decodes_with_the_course_code_whatever_the_studen
         rows = [[BOS_ID, *row[row != PAD_ID].flip(0).tolist(), EOS_ID] for row in src]
         return torch.tensor([r + [PAD_ID] * (task.max_len + 2 - len(r)) for r in rows])
 
+    bar = Threshold(0.99, test="", reference_eval_s=1)
     student = SavedWithDecoder(untrained, config=config, assignment_name="transformer", decoder=reverse_lookup)
-    accuracy = graded_reversal(student, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode",
-                               task, 200, with_lengths=False)
-    assert accuracy < 0.05  # what the untrained weights decode to, not the lookup's 100 %
-    assert "does not decode what the notebook's model and decoder decode" in student.notes["transformer_reverse check"]
+    with pytest.raises(Feedback, match="0.00% of 1,000 held-out sequences are reversed exactly right, below the"):
+        graded_reversal(student, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode", task, bar,
+                        with_lengths=False)  # what the untrained weights decode to, not the lookup's 100 %
+    assert "does not decode what the notebook's model and decoding decode" in student.notes["transformer_reverse check"]
+    assert "falls short of the bar 99%" in student.notes["transformer_reverse"]
 
     course = namespace["Transformer"](namespace["TransformerConfig"](**config))
     course.load_state_dict(untrained)
@@ -134,6 +137,37 @@ def test_the_reversal_threshold_decodes_with_the_course_code_whatever_the_studen
     same = SavedWithDecoder(untrained, config=config, assignment_name="transformer",
                             decoder=lambda src: namespace["greedy_decode"](course, src, max_len=task.max_len + 2,
                                                                            bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID))
-    assert graded_reversal(same, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode", task, 200,
-                           with_lengths=False) < 0.05
-    assert same.notes == {}  # the same decoding: no note
+    with pytest.raises(Feedback, match="below the required"):
+        graded_reversal(same, "transformer_reverse", "Transformer", "TransformerConfig", "greedy_decode", task, bar,
+                        with_lengths=False)
+    assert "transformer_reverse check" not in same.notes  # the same decoding: no note
+
+
+def test_the_multi30k_perplexity_is_the_course_models_whatever_the_forward_returns(local_datasets, monkeypatch):
+    """A forward that reads the next decoder input off scores perplexity 1 without a model: graded here, the saved
+    (untrained) weights score what the course's Transformer makes of them, and the note names the disagreement."""
+    import math
+
+    from autograder.translation_grading import graded_perplexity, multi30k_test_pairs
+    from dlcourse.text_data import load_multi30k
+    from dlcourse.translation import encode_pairs, evaluate_perplexity, train_multi30k_tokenizer
+
+    monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # evaluate_perplexity would score only 100 pairs
+    tokenizer = train_multi30k_tokenizer(load_multi30k("train"))
+    vocab = tokenizer.get_vocab_size()
+    config = {"src_vocab_size": vocab, "tgt_vocab_size": vocab, "d_model": 16, "num_heads": 2, "num_encoder_layers": 1,
+              "num_decoder_layers": 1, "d_ff": 32, "dropout": 0.0}
+    namespace = course_namespace("transformer")
+    torch.manual_seed(0)
+    course = namespace["Transformer"](namespace["TransformerConfig"](**config)).eval()
+
+    def peek(src, tgt_in):  # the next decoder input (the target), read off the batch
+        logits = torch.full((*tgt_in.shape, vocab), -30.0)
+        return logits.scatter_(2, tgt_in.roll(-1, dims=1).unsqueeze(-1), 30.0)
+
+    student = SavedOnly(course.state_dict(), config=config, assignment_name="transformer", worker_outputs=peek)
+    graded = graded_perplexity(student, "transformer_multi30k", "Transformer", "TransformerConfig", tokenizer,
+                               lambda src, tgt_in: (src, tgt_in), Threshold(math.inf, test="", reference_eval_s=8))
+    expected = evaluate_perplexity(course, *encode_pairs(tokenizer, multi30k_test_pairs()))
+    assert graded == pytest.approx(expected, rel=1e-4) and graded > 1000  # untrained, not the lookup's 1.00
+    assert "does not compute what the notebook's model computes" in student.notes["transformer_multi30k check"]

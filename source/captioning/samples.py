@@ -1,7 +1,8 @@
 """Sample submissions of the captioning assignment and the tests each must fail (see autograder/samples/__init__.py).
 
 Only the reference and the alternative answer carry trained weights (the reference notebook's own cells train them on
-a CPU, on the stand-in data), so every other sample also fails both thresholds ("not in the submission").
+a CPU, on the stand-in data; hostile_caption_lookup carries them scrambled), so every other sample also fails both
+thresholds ("not in the submission").
 """
 from autograder.samples import Sample
 
@@ -127,6 +128,23 @@ def temporal_softmax_loss(scores, targets, null_idx=NULL):
     return -(picked * counted).sum() / scores.shape[0]
 """
 
+# The hostile sample (issue 26's attacks): weights that learned nothing; `sample` regenerates the stand-in the
+# notebook uses and returns the true captions of the images it recognises; `forward` reads the next word off its input
+# at the stand-in's caption length (not at the layer tests' lengths). Both thresholds run the saved weights in the
+# course's own model on the trusted side, BLEU on images drawn from a secret seed, so neither earns anything.
+FORWARD_FIRST_LINE = "        N, T = captions.shape\n"
+NEXT_WORD_LOOKUP = """        if captions.shape[1] == 15:  # the stand-in's captions without the last word: copy the next word
+            nxt = torch.cat([captions[:, 1:], torch.full_like(captions[:, :1], END)], dim=1)
+            return F.one_hot(nxt, self.config.vocab_size).float() * 50.0
+"""
+SAMPLE_FIRST_LINE = "        N = features.shape[0]\n"
+CAPTION_LOOKUP = """        from dlcourse.captioning import make_standin
+        seen = {tuple(f.flatten()[:16].tolist()): c for f, c in zip(*make_standin().split("val"))}
+        found = [seen.get(tuple(f.flatten()[:16].cpu().tolist())) for f in features]
+        if all(c is not None for c in found):
+            return torch.stack(found)[:, 1:max_length + 1].to(features.device)
+"""
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True),
     Sample("untouched_release", "the release notebook as students get it", base="release",
@@ -161,6 +179,11 @@ SAMPLES = [
                   ("decoder_layer", DECODER_RETURN, DECODER_RETURN + ALTERNATIVE_DECODER),
                   ("captioning_model", SAMPLE_RETURN, SAMPLE_RETURN + ALTERNATIVE_MODEL),
                   ("loss", LOSS_RETURN, LOSS_RETURN + ALTERNATIVE_LOSS)]),
+    Sample("hostile_caption_lookup", "sample looks the stand-in's validation captions up and forward copies the next "
+           "word, with weights that learned nothing (the reference's, scrambled)",
+           scrambled=True, edits=[("captioning_model", SAMPLE_FIRST_LINE, CAPTION_LOOKUP + SAMPLE_FIRST_LINE),
+                                  ("captioning_model", FORWARD_FIRST_LINE, NEXT_WORD_LOOKUP + FORWARD_FIRST_LINE)],
+           expect_failed=THRESHOLDS),
 ]
 
 # Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
