@@ -69,8 +69,9 @@ def graded_reversal(student: StudentCode, saved_name: str, model: str, config: s
         if scored == 0:
             build = module(call(model, call(config, **saved_config)), weights=weights)
             shown = slice(0, REVERSAL_COMPARED)
+            # decoded alone, as the worker decodes it: a batch's width depends on its rows (decoding stops when all end)
             compare_decoding(student, saved_name, decoder, name(decoder), (build, *arguments(src[shown])), kwargs,
-                             predicted[shown])
+                             decoded(src[shown]))
         correct += sum(p is not None and p == t for p, t in zip(decoded_sequences(predicted), decoded_sequences(tgt)))
         scored = end
         decision = decide(correct, scored, cap, threshold.value, first=REVERSAL_STAGES[0])

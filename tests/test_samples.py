@@ -156,6 +156,16 @@ def test_the_reversal_threshold_decodes_the_weights_with_the_course_code(graded,
 
 
 @pytest.mark.parametrize("name", list_assignments())
+def test_correct_code_gets_no_disagreement_note(graded, name):
+    """Where a threshold runs the saved weights in the course's implementation, the student's own code also runs on a
+    slice and a difference becomes a note: the reference and correct code written differently must never get one."""
+    gradebook, _ = graded(name)
+    for row in gradebook["submissions"]:
+        if row["student_id"] in ("reference", "alternative_correct"):
+            assert not [k for k in row["notes"] if k.endswith(" check")], (row["student_id"], row["notes"])
+
+
+@pytest.mark.parametrize("name", list_assignments())
 def test_feedback_reveals_no_hidden_test_code(graded, name):
     gradebook, grades = graded(name)
     hidden_markers = ["def test_", "fill_parameters_", "seeded_randn", "assert_close(", "FORBIDDEN_"]
