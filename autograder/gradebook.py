@@ -77,7 +77,9 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
     for _, result in results:
         for t in result.tests:
             tests.setdefault(t.id, {"id": t.id, "title": t.title, "group": t.group, "points": t.points})
-    not_judged = {t.id: t.message for _, result in results for t in result.tests if t.outcome == "skipped"}
+    # A test another row did not judge in this run (too close to its bar for the budget); "needs review" is that row's own
+    not_judged = {t.id: t.message for _, result in results for t in result.tests
+                  if t.outcome == "skipped" and not needs_review(t.message)}
     manual = hand_graded_cells(assignment)
     hand = read_hand_grades(hand_grades_csv, assignment, {sub.student_id for sub, _ in results})
     rows = []
@@ -106,7 +108,8 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
             "not_judged_points": sum(t["points"] for t in row_tests.values() if t["outcome"] == "skipped"),
             "tests": row_tests,
             "hand_graded": hand_graded,
-            "notes": result.notes, "problems": result.problems, "cell_errors": result.cell_errors,
+            "notes": result.notes, "reviews": result.reviews, "problems": result.problems,
+            "cell_errors": result.cell_errors,
             "forbidden_calls": result.forbidden_calls, "isolation": result.isolation, "memory_cap": result.memory_cap,
             "seconds": result.seconds,
         })
@@ -130,7 +133,7 @@ def write_outputs(gradebook: dict, out: Path) -> None:
     writer.writerow(["student_id", "status", "score", "max_score", "total", "max_total", "not_judged_points", *test_ids,
                      *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap", "problems"])
     for row in gradebook["submissions"]:
-        cells = [("skipped" if row["tests"][t]["outcome"] == "skipped" else f"{row['tests'][t]['earned']:g}") for t in test_ids]
+        cells = [cell_text(row["tests"][t]) for t in test_ids]
         hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
         writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
                          f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
@@ -138,6 +141,19 @@ def write_outputs(gradebook: dict, out: Path) -> None:
     atomic_write(out / "gradebook.csv", table.getvalue())
     for row in gradebook["submissions"]:
         atomic_write(out / "feedback" / f"{row['student_id']}.md", feedback_text(gradebook, row))
+
+
+def needs_review(message: str) -> bool:
+    """Whether a skipped test's message is a threshold an integrity check flagged (scoring.REVIEW_MESSAGE), rather than
+    one the budget could not decide."""
+    return message.startswith("needs review")
+
+
+def cell_text(test: dict) -> str:
+    """A test's cell of gradebook.csv: the points earned, or why there are none either way."""
+    if test["outcome"] != "skipped":
+        return f"{test['earned']:g}"
+    return "needs review" if needs_review(test["message"]) else "skipped"
 
 
 def feedback_text(gradebook: dict, row: dict) -> str:
@@ -162,7 +178,8 @@ def feedback_text(gradebook: dict, row: dict) -> str:
         lines += ["", f"## {group} ({sum(r['earned'] for r in judged):g} / {sum(r['points'] for r in judged):g})"]
         for t in tests:
             r = row["tests"][t["id"]]
-            mark = {"passed": "PASS", "skipped": "NOT JUDGED"}.get(r["outcome"], "FAIL")
+            mark = ("NEEDS REVIEW" if needs_review(r["message"]) else
+                    {"passed": "PASS", "skipped": "NOT JUDGED"}.get(r["outcome"], "FAIL"))
             lines.append(f"- [{mark}] {t['title']} ({r['earned']:g}/{r['points']:g})")
             if r["message"]:
                 lines += [f"    {line}" for line in r["message"].splitlines()]
@@ -196,7 +213,10 @@ def format_table(gradebook: dict) -> str:
     for row in gradebook["submissions"]:
         for t in gradebook["tests"]:
             result = row["tests"][t["id"]]
-            if result["outcome"] == "skipped":
+            if result["outcome"] == "skipped" and needs_review(result["message"]):
+                why = "; ".join(v for v in row.get("reviews", {}).values() if v.startswith("FLAGGED")) or result["message"]
+                lines.append(f"needs review: {row['student_id']} {t['id']} ({why})")
+            elif result["outcome"] == "skipped":
                 lines.append(f"not judged: {row['student_id']} {t['id']} ({result['message'].removeprefix('not judged: ')})")
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ import zipfile
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.gradebook import needs_review
 from autograder.options import GradeOptions
 
 ROOT_VARIABLE = "GRADESCOPE_ROOT"
@@ -136,7 +137,9 @@ def stage_submission(submission: Path, folder: Path) -> None:
 def output_of(test: dict) -> str:
     """What a student reads under one test: why it failed or was not judged, and what it measured."""
     lines = []
-    if test["outcome"] == "skipped":
+    if test["outcome"] == "skipped" and needs_review(test["message"]):
+        lines.append(f"{test['message'][0].upper()}{test['message'][1:]} ({test['points']:g} points)")
+    elif test["outcome"] == "skipped":
         lines.append(f"Not judged on this grader ({test['points']:g} points neither given nor taken): "
                      f"{test['message'].removeprefix('not judged on this grader: ')}")
     elif test["message"]:
@@ -160,7 +163,7 @@ def to_results(gradebook: dict, visibility: str, seconds: float) -> dict:
                  "number": f"{groups.index(info['group']) + 1}.{count[info['group']]}",
                  "output": output_of(result), "visibility": visibility}
         if result["outcome"] == "skipped":
-            entry["name"] += " (not judged)"
+            entry["name"] += " (needs review)" if needs_review(result["message"]) else " (not judged)"
         else:
             entry.update(score=result["earned"], max_score=result["points"],
                          status="passed" if result["outcome"] == "passed" else "failed")

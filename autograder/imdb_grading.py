@@ -7,8 +7,9 @@ last, as the config's `read` says: dlcourse.rnn.review_window, as in training), 
 in a secret order (autograder.scoring.graded_classifier) to the classifier: for the RNN assignment, whose release fixes
 the architecture, the saved weights in the course's implementation here (the student's code only on a slice, for a
 note); for BERT, whose head is the student's design, the student's classifier in the worker. Only this side holds the
-labels. The canary: copies of a secret subset of the reviews with extra padding,
-which land in other batches with other padded lengths; a classifier's prediction does not depend on either.
+labels. The canary, where the student's code classifies (BERT): copies of a secret subset of the reviews with 1-2 % of
+their tokens dropped and extra padding, which land in other batches with other padded lengths; a classifier's
+prediction hardly depends on any of it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import torch
 
 from autograder.feedback import Feedback
 from autograder.requests import call
-from autograder.scoring import evaluation_limit, graded_classifier, in_worker, secret_rng, secret_sample
+from autograder.scoring import (CANARY_SIZE, CANARY_TOKEN_DROPOUT, evaluation_limit, graded_classifier, in_worker,
+                                secret_rng, secret_sample)
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 from dlcourse.rnn import PAD, PAD_ID, READ_PARTS, TOKENIZER_FILE, UNK, UNK_ID, encode, imdb_texts_labels, review_window
@@ -40,10 +42,11 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
     from autograder.trusted import COMPARED_EXAMPLES, compare_with_student, local_outputs
 
     rng = secret_rng()
-    sample = secret_sample(labels, rng)
+    sample = secret_sample(labels, rng, canary_size=0 if course is not None else CANARY_SIZE)
     canary = sample.canary
-    rows = ids + [ids[i] for i in canary]
-    widths = [max(1, len(r)) for r in ids] + [len(ids[i]) + rng.randint(1, CANARY_EXTRA_PADDING) for i in canary]
+    rows = ids + [drop_tokens(ids[i], rng) for i in canary]
+    widths = [max(1, len(r)) for r in rows[:len(ids)]] + [len(r) + rng.randint(1, CANARY_EXTRA_PADDING)
+                                                           for r in rows[len(ids):]]
     widths = [min(w, max_width) if max_width else w for w in widths]
 
     def batch_args(indices: list[int]) -> tuple:
@@ -58,9 +61,17 @@ def graded_imdb(student: StudentCode, saved_name: str, build: dict, weights: dic
     outputs = (in_worker(student, saved_name, build, weights) if course is None
                else local_outputs(course, saved_name, student))
     return graded_classifier(student, saved_name, outputs, torch.tensor(labels),
-                             sample, batch_args, len(IMDB_LABELS), examples, "copies of test reviews re-batched with different padding",
+                             sample, batch_args, len(IMDB_LABELS), examples,
+                             "copies of test reviews with a few tokens dropped, re-batched with different padding",
                              threshold.value, rng, batch_size, lengths=widths,
-                             timeout=evaluation_limit(threshold.reference_eval_s))
+                             timeout=evaluation_limit(threshold.reference_eval_s), reference_drop=threshold.canary_drop)
+
+
+def drop_tokens(row: list[int], rng) -> list[int]:
+    """A canary copy of a tokenised review: CANARY_TOKEN_DROPOUT of its tokens dropped at random (a share drawn per copy),
+    the first and the last always kept (BERT's [CLS] and [SEP])."""
+    rate = rng.uniform(*CANARY_TOKEN_DROPOUT)
+    return [t for j, t in enumerate(row) if j in (0, len(row) - 1) or rng.random() >= rate]
 
 
 def graded_rnn_accuracy(student: StudentCode, saved_name: str, threshold: Threshold, subset: int | None = None,

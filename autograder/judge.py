@@ -131,7 +131,8 @@ class ResultCollector:
             result.write(Path(path))
             return
         SubmissionResult(status="ok", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
-                         problems=student.problems, notes=student.notes, cell_errors=student.cell_errors,
+                         problems=student.problems, notes=student.notes,
+                         reviews=student.reviews, cell_errors=student.cell_errors,
                          forbidden_calls=sorted(student.forbidden_calls), isolation=student.isolation,
                          memory_cap=student.memory_cap, device="cuda" if torch.cuda.is_available() else "cpu",
                          seconds=round(time.time() - self.started, 1)).write(Path(path))

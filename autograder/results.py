@@ -32,6 +32,7 @@ class SubmissionResult:
     fatal: str | None = None  # no notebook, unreadable notebook: every test failed with this
     problems: list[str] = field(default_factory=list)  # e.g. a missing answer cell
     notes: dict[str, str] = field(default_factory=dict)  # e.g. the accuracy reached
+    reviews: dict[str, str] = field(default_factory=dict)  # the TA's only: what the integrity checks measured
     cell_errors: dict = field(default_factory=dict)  # grade_id -> the error its cell raised when the grader ran it
     forbidden_calls: list[str] = field(default_factory=list)
     isolation: str = ""  # how the worker was confined

@@ -26,14 +26,26 @@ from autograder.student import StudentCode
 # The test splits are public, so a saved model could carry their labels and return them in the order the grader
 # used to send the examples. Every threshold therefore sends its examples in an order and in batches drawn from
 # a secret per-run seed (never sent to the worker), and the classifiers also meet a canary: perturbed copies of a
-# random subset of the test examples, mixed into the same batches. A model that classifies scores about the same
-# on them; one that recognises the test set falls to chance.
+# random subset of the test examples, mixed into the same batches, made so that they cannot be undone or told apart
+# (images: shifted by 1-2 pixels with the border repeated, plus mild noise; reviews: re-padded, 1-2 % of the tokens
+# dropped). A model that classifies loses about what the reference model loses on them; one that recognises the test
+# set loses what it looked up. Where the student's own code computes the outputs (BetterCNN, the BERT head), a drop
+# more than CANARY_MARGIN beyond the reference's (each threshold's `canary_drop`) makes the threshold "needs review":
+# neither points nor a zero until a TA looks (the reason is in the TA's table and gradebook.json, never in the
+# student's feedback, which says only that integrity checks exist).
 CANARY_SIZE = 2000  # perturbed copies of test examples (at most a quarter of the split)
-# Measured on the references: the ViT on FashionMNIST keeps 82.2 % on 2 000 one-pixel-shifted copies of images it
-# gets 88.3 % right unshifted (a drop of 0.06); the CPU-trained LSTM on IMDB, 70.2 % on re-padded copies as on
-# the originals (padding is masked). A lookup falls to chance on what it looked up: by 0.9 on ten classes, by 0.5
-# on IMDB's two. A drop of 0.25 lies far from both; the noise of a 2 000-example subset is about 0.01.
-CANARY_MARGIN = 0.25
+CANARY_SHIFT = 2  # pixels: each image copy moves by up to this many along each axis (not 0 along both)
+CANARY_NOISE = 0.05  # standard deviation of the Gaussian noise added to each image copy (normalised units)
+CANARY_TOKEN_DROPOUT = (0.01, 0.02)  # each review copy loses this share of its tokens (drawn per copy)
+# Measured (benchmarks/canary_drop.py, 2 000 test images): the SimpleCNN reference loses 1.9-2.2 points on these copies;
+# a lookup of exact test images loses everything it looked up, so a model that looks up a tenth of the test set
+# loses about that tenth. The margin, 8 points beyond the reference's own drop, is four times the sampling noise of
+# the smallest canary (500 copies: a standard deviation under 2 points). Where the course's implementation computes
+# the outputs there is nothing to look up and no canary: a ViT, which has no built-in tolerance of shifts, loses
+# about 20 points on them (7 with 1-pixel shifts) however it was trained.
+CANARY_MARGIN = 0.08
+REVIEW_MESSAGE = ("needs review: {name} reached the bar, but an integrity check of the grader flagged this result; a "
+                  "TA will look at it before it counts (no points and no zero until then)")
 
 
 def secret_rng() -> random.Random:
@@ -90,11 +102,12 @@ class SecretSample:
     canary_stage: list[int]  # the stage of each canary copy
 
 
-def secret_sample(labels: Sequence[int], rng: random.Random) -> SecretSample:
+def secret_sample(labels: Sequence[int], rng: random.Random, canary_size: int = CANARY_SIZE) -> SecretSample:
+    """The plan; `canary_size=0` where the course's implementation computes the outputs (nothing to look up)."""
     order, stages, canary, canary_stage, start = stratified_order(labels, rng), [], [], [], 0
     for stage, end in enumerate(stage_ends(len(labels))):
         stages.append(order[start:end])
-        copies = rng.sample(stages[-1], min(len(stages[-1]) // 2, CANARY_SIZE - len(canary)))
+        copies = rng.sample(stages[-1], min(len(stages[-1]) // 2, canary_size - len(canary)))
         canary += copies
         canary_stage += [stage] * len(copies)
         start = end
@@ -104,13 +117,16 @@ def secret_sample(labels: Sequence[int], rng: random.Random) -> SecretSample:
 def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, labels: torch.Tensor,
                       sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
-                      lengths: Sequence[int] | None = None, timeout: float = 300.0) -> float:
+                      lengths: Sequence[int] | None = None, timeout: float = 300.0, reference_drop: float = 0.0,
+                      ) -> float:
     """Whether the saved classifier (its `outputs`: in the worker or the course's) reaches `threshold` accuracy on
     the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
     stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
     order, as `batch_args(pool indices)`, and the rule (autograder/sequential.py) looks at the examples scored so
-    far. Records how it was decided in `student.notes`; Feedback below the bar, or when the canary accuracy falls
-    more than CANARY_MARGIN below the accuracy on the same examples unperturbed (a lookup of the public test set).
+    far. Records how it was decided in `student.notes`, and the canary in `student.reviews` (the TA's only); Feedback
+    below the bar. A model that reaches it, but whose accuracy on the canary copies falls more than
+    `reference_drop` + CANARY_MARGIN below that on the same examples unperturbed (a lookup of the public test set),
+    is "needs review" (pytest.skip with REVIEW_MESSAGE: no points, no zero).
     A decision the grader's budget (student.threshold_budget) cannot reach is not judged (pytest.skip: no points,
     no zero); a stage cut short by the budget never decides (its examples are not a stratified sample). `timeout`
     bounds the model's time over the whole split (a slow model's Feedback). Returns the accuracy measured."""
@@ -151,20 +167,24 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
                      f"({CONFIDENCE:.1%} interval), bar {threshold:.0%}")
         student.notes[saved_name] = f"not judged on this grader: {undecided}; {where}, budget {budget:.0f} s"
         pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
-    copies = [j for j, s in enumerate(sample.canary_stage) if predicted[n + j] >= 0]
-    originals = [sample.canary[j] for j in copies]
-    plain = (predicted[originals] == labels[originals]).float().mean().item()
-    perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
     verdict = "reaches" if decision.passed else "falls short of"
-    student.notes[saved_name] = (f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; "
-                                 f"{where}; canary {perturbed_accuracy:.2%} on {len(copies):,} {perturbed} "
-                                 f"({plain:.2%} on the same unperturbed)")
+    student.notes[saved_name] = f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; {where}"
+    copies = [j for j, s in enumerate(sample.canary_stage) if predicted[n + j] >= 0]
+    flagged = False
+    if copies:
+        originals = [sample.canary[j] for j in copies]
+        plain = (predicted[originals] == labels[originals]).float().mean().item()
+        perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
+        drop, allowed = plain - perturbed_accuracy, reference_drop + CANARY_MARGIN
+        flagged = bool(decision.passed) and drop > allowed
+        student.reviews[saved_name] = (f"{'FLAGGED: ' if flagged else ''}canary {perturbed_accuracy:.2%} on "
+                                       f"{len(copies):,} {perturbed}, {plain:.2%} on the same examples unperturbed: a "
+                                       f"drop of {drop:.2%} (the reference model's {reference_drop:.2%}; flagged above "
+                                       f"{allowed:.2%})")
     if not decision.passed:
         raise Feedback(f"{saved_name}: {decision.describe(examples)}, below the required {threshold:.0%}")
-    if perturbed_accuracy < plain - CANARY_MARGIN:
-        student.notes[f"{saved_name} canary"] = "accuracy collapsed on the perturbed copies: flagged as a lookup"
-        raise Feedback(f"{saved_name}: accuracy on {perturbed} fell from {plain:.2%} to {perturbed_accuracy:.2%}: the model "
-                       "seems to recognise the test set rather than classify")
+    if flagged:
+        pytest.skip(REVIEW_MESSAGE.format(name=saved_name))
     return decision.accuracy
 
 
@@ -193,7 +213,7 @@ def evaluation_limit(reference_seconds: float) -> float:
 
 def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: str, dataset: str,
                     threshold: Threshold) -> float:
-    """Classify the test split of image `dataset` (and the canary: copies shifted by one pixel) with the student's
+    """Classify the test split of image `dataset` (and the canary: perturb_images copies) with the student's
     saved model `<saved_name>.*`, `model(config(**saved_config))`, and score it here (only this side holds the
     labels). `threshold.course_model`: the release fixes the architecture, so the saved weights run in the course's implementation
     here (autograder/trusted.py) and the student's own code only on a slice, for a note where it disagrees; else
@@ -212,14 +232,28 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
         compare_with_student(student, saved_name, build, weights, course,
                              (images[rng.sample(range(len(images)), COMPARED_EXAMPLES)],))
     outputs = local_outputs(course, saved_name, student) if trusted else in_worker(student, saved_name, build, weights)
-    sample = secret_sample(test.labels.tolist(), rng)
-    pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
+    sample = secret_sample(test.labels.tolist(), rng, canary_size=0 if trusted else CANARY_SIZE)
+    pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
     return graded_classifier(student, saved_name, outputs, test.labels, sample, lambda indices: (pool[indices],),
-                             len(test.classes), f"test images of {test.source}", "slightly shifted test images",
-                             threshold.value, rng, batch_size=1000, timeout=evaluation_limit(threshold.reference_eval_s))
+                             len(test.classes), f"test images of {test.source}", "shifted, noisy test images",
+                             threshold.value, rng, batch_size=1000, timeout=evaluation_limit(threshold.reference_eval_s),
+                             reference_drop=threshold.canary_drop)
 
 
-def shift_one_pixel(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
-    """Each image (N, C, H, W) rolled by one pixel up, down, left or right (drawn per image)."""
-    moves = [(1, -2), (-1, -2), (1, -1), (-1, -1)]  # (pixels, dim) of torch.roll: down, up, right, left
-    return torch.stack([image.roll(*moves[rng.randrange(4)]) for image in images])
+def perturb_images(images: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """Each image (N, C, H, W) shifted by up to CANARY_SHIFT pixels along each axis (drawn per image, never 0 along
+    both; the uncovered border repeats the edge) plus Gaussian noise of CANARY_NOISE: the label is kept, and neither
+    the shift (the border is lost) nor the noise can be undone, so a copy cannot be matched to its original exactly."""
+    import torch.nn.functional as F
+
+    m = CANARY_SHIFT
+    height, width = images.shape[-2:]
+    padded = F.pad(images.float(), (m, m, m, m), mode="replicate")
+    out = torch.empty_like(images, dtype=torch.float32)
+    for k in range(len(images)):
+        dy = dx = 0
+        while dy == dx == 0:
+            dy, dx = rng.randint(-m, m), rng.randint(-m, m)
+        out[k] = padded[k, :, m - dy:m - dy + height, m - dx:m - dx + width]  # out[y, x] = image[y - dy, x - dx]
+    noise = torch.randn(out.shape, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
+    return out + CANARY_NOISE * noise

@@ -26,6 +26,9 @@ class Threshold:
     # judged in the course's own implementation on the trusted side (autograder/trusted.py); False: the design is the
     # student's (BetterCNN, the BERT head), so the student's code computes the outputs, in the worker.
     course_model: bool = False
+    # The reference model's accuracy drop on the classifier canary (autograder/scoring.py; measured with
+    # benchmarks/canary_drop.py): a student's model may lose this plus CANARY_MARGIN before it "needs review".
+    canary_drop: float = 0.0
 
 
 @dataclass(frozen=True)

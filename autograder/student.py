@@ -49,6 +49,7 @@ class StudentCode:
     cell_errors: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts worth showing, e.g. the accuracy reached
+    reviews: dict[str, str] = field(default_factory=dict)  # for the TA only, never in the feedback: integrity checks
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
     start_failure: str | None = None  # the worker could not start (the grader's fault): the judge records a grader-error
 

@@ -427,3 +427,35 @@ def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_pa
     assert [s.student_id for s in choose(subs, store, current, force=False, only=None)] == ["b"]
     assert [s.student_id for s in choose(subs, store, current, force=True, only=None)] == ["a", "b"]
     assert store.pending() == {"a", "b"}
+
+
+def test_a_threshold_that_needs_review_shows_the_ta_why_and_the_student_only_that_it_does(tmp_path):
+    """A threshold an integrity check flagged (autograder/scoring.py: the canary) counts neither way; the TA's table
+    and gradebook.csv say "needs review", with the canary's numbers in the table; the student's feedback and
+    Gradescope output say only that an integrity check flagged it."""
+    import csv
+
+    from autograder.assignments import load_assignment
+    from autograder.grade import Submission
+    from autograder.gradebook import build_gradebook, feedback_text, format_table, write_outputs
+    from autograder.gradescope import to_results
+    from autograder.results import SubmissionResult, TestResult
+    from autograder.scoring import REVIEW_MESSAGE
+
+    canary = "FLAGGED: canary 41.00% on 500 shifted, noisy test images, 90.00% on the same examples unperturbed"
+    result = SubmissionResult("ok", tests=[
+        TestResult("A", "A", "G", 4, 4, "passed", ""),
+        TestResult("T", "T", "G", 6, 0, "skipped", REVIEW_MESSAGE.format(name="cnn_better"),
+                   notes={"cnn_better": "accuracy 90.00% on 1,000 of 10,000 test images: reaches the bar 70%"})],
+        reviews={"cnn_better": canary})
+    gradebook = build_gradebook(load_assignment("cnn"), [(Submission("mallory", Path("m.ipynb")), result)])
+    row = gradebook["submissions"][0]
+    assert (row["score"], row["max_score"], row["not_judged_points"]) == (4, 4, 6)
+    assert f"needs review: mallory T ({canary})" in format_table(gradebook)
+    feedback = feedback_text(gradebook, row)
+    assert "[NEEDS REVIEW] T (0/6)" in feedback and "integrity check" in feedback and "canary" not in feedback
+    output = to_results(gradebook, "visible", 1.0)["tests"][1]
+    assert output["name"].endswith("(needs review)") and "canary" not in output["output"] and "score" not in output
+    write_outputs(gradebook, tmp_path)
+    with open(tmp_path / "gradebook.csv") as f:
+        assert next(r for r in csv.DictReader(f) if r["student_id"] == "mallory")["T"] == "needs review"

@@ -109,6 +109,8 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
         graded = hidden.graded_bert_accuracy(student, threshold=chance_bar, limit=RECIPE.test_subset, batch_size=20)
     finally:
         student.close()
-    print(f"\ngraded from the saved files: {student.notes['bert_imdb']} (the notebook's own evaluation: {accuracy:.2%})")
+    print(f"\ngraded from the saved files: {student.notes['bert_imdb']} (the notebook's own evaluation: {accuracy:.2%}); "
+          f"for the TA: {student.reviews['bert_imdb']}")
     assert abs(graded - accuracy) <= 2 / RECIPE.test_subset, (graded, accuracy)  # float16 weights: at most a review or two
     assert_decided(student.notes["bert_imdb"])
+    assert not student.reviews["bert_imdb"].startswith("FLAGGED")  # an honest head passes the canary (needs no review)

@@ -3,7 +3,8 @@
 The scoring functions are driven directly with tiny fake models standing in for the sandboxed worker
 (`FakeStudent.saved_model_outputs` runs them on each batch the grader would send). An honest classifier keeps
 its accuracy; a model that returns the labels in a fixed order falls to chance; a model that recognises the
-exact test inputs passes the plain split but collapses on the canary and is flagged. On a larger split, the
+exact test inputs passes the plain split but collapses on the canary and "needs review" (the reason in the TA's
+reviews, never in the student's notes). On a larger split, the
 sequential rule (autograder/sequential.py) decides a clear case from its first stage, and a borderline one the
 budget cannot reach is not judged (skipped: neither zero nor full marks).
 """
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
 from autograder.spec import Threshold
-from autograder.scoring import graded_classifier, in_worker, secret_batches, secret_rng, secret_sample, shift_one_pixel
+from autograder.scoring import (CANARY_SHIFT, graded_classifier, in_worker, perturb_images, secret_batches, secret_rng,
+                                secret_sample)
 from autograder.sequential import FIRST_STAGE
 
 NUM_CLASSES, N = 10, 800
@@ -32,6 +34,7 @@ class FakeStudent:
 
     model: Callable[..., torch.Tensor]
     notes: dict[str, str] = field(default_factory=dict)
+    reviews: dict[str, str] = field(default_factory=dict)
     sent: list[tuple] = field(default_factory=list)
     budget_s: float = 600.0
     policy: object = field(default_factory=lambda: type("Policy", (), {"device": "cpu", "threads": 1})())
@@ -61,9 +64,10 @@ def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N) -> fl
     images, labels = image_set(n=n)
     rng = secret_rng()
     sample = secret_sample(labels.tolist(), rng)
-    pool = torch.cat([images, shift_one_pixel(images[sample.canary], rng)])
-    return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample, lambda indices: (pool[indices],), NUM_CLASSES,
-                             "toy images", "slightly shifted test images", threshold, rng, batch_size=64)
+    pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
+    return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample,
+                             lambda indices: (pool[indices],), NUM_CLASSES, "toy images", "shifted, noisy test images",
+                             threshold, rng, batch_size=64)
 
 
 def test_secret_batches_cover_every_example_once_in_random_sizes():
@@ -86,17 +90,31 @@ def test_length_bucketing_keeps_padding_low():
     assert waste(secret_batches(4000, random.Random(3), 100, lengths)) < 0.7 * waste(secret_batches(4000, random.Random(3), 100))
 
 
-def test_shift_one_pixel_rolls_each_image_by_one_pixel():
-    images = torch.rand(50, 3, 6, 6)
-    shifted = shift_one_pixel(images, random.Random(4))
-    for before, after in zip(images, shifted):
-        assert any(torch.equal(after, before.roll(s, dims=d)) for s in (1, -1) for d in (-2, -1))
+def shifts(image: torch.Tensor) -> list[torch.Tensor]:
+    """`image` moved by every (dy, dx) of at most CANARY_SHIFT pixels, not (0, 0), the border repeating the edge."""
+    m, (height, width) = CANARY_SHIFT, image.shape[-2:]
+    padded = torch.nn.functional.pad(image[None], (m, m, m, m), mode="replicate")[0]
+    return [padded[:, m - dy:m - dy + height, m - dx:m - dx + width] for dy in range(-m, m + 1)
+            for dx in range(-m, m + 1) if (dy, dx) != (0, 0)]
+
+
+def test_perturbed_copies_are_shifted_with_noise_that_no_exact_lookup_undoes(monkeypatch):
+    images = torch.rand(50, 3, 8, 8)
+    copies = perturb_images(images, random.Random(4))
+    for before, after in zip(images, copies):
+        gaps = [(after - shifted).abs() for shifted in shifts(before)]
+        assert min(g.mean().item() for g in gaps) < 0.06  # one shift, plus noise of standard deviation 0.05
+        assert not any(torch.equal(after, s) for s in shifts(before)) and not torch.equal(after, before)
+    monkeypatch.setattr("autograder.scoring.CANARY_NOISE", 0.0)
+    for before, after in zip(images, perturb_images(images, random.Random(4))):  # without the noise: exactly a shift
+        assert any(torch.equal(after, s) for s in shifts(before))
 
 
 def test_an_honest_classifier_passes_and_its_outputs_are_put_back_in_order():
     student = FakeStudent(lambda x: one_hot(x.mean(dim=(1, 2, 3)).floor()))
     assert grade_images(student) == 1.0
-    assert "100.00% on 400 slightly shifted test images (100.00% on the same unperturbed)" in student.notes["toy"]
+    assert "canary 100.00% on 400 shifted, noisy test images, 100.00% on the same examples" in student.reviews["toy"]
+    assert "canary" not in student.notes["toy"]  # the student's feedback does not describe the integrity checks
     assert student.notes["toy"].startswith("accuracy 100.00% on all 800 toy images (exact): reaches the bar 80%; "
                                            "scored on cpu")
     assert len({len(args[0]) for args in student.sent}) > 1  # batch sizes vary
@@ -115,14 +133,34 @@ def test_labels_returned_in_the_old_fixed_order_score_chance():
         grade_images(FakeStudent(counter))
 
 
-def test_a_model_that_recognises_the_test_inputs_is_flagged_by_the_canary():
+def test_a_model_that_recognises_the_test_inputs_needs_review():
     images, labels = image_set()
     table = {images[i].numpy().tobytes(): int(labels[i]) for i in range(N)}
     student = FakeStudent(lambda x: one_hot(torch.tensor([table.get(image.numpy().tobytes(), 0) for image in x])))
-    with pytest.raises(Feedback, match=r"accuracy on slightly shifted test images fell from 100.00% to .*: the model "
-                                       "seems to recognise the test set rather than classify"):
+    with pytest.raises(pytest.skip.Exception, match="needs review: toy reached the bar, but an integrity check"):
         grade_images(student)
-    assert student.notes["toy"].startswith("accuracy 100.00%") and "flagged" in student.notes["toy canary"]
+    assert student.notes["toy"].startswith("accuracy 100.00%") and "canary" not in student.notes["toy"]
+    assert student.reviews["toy"].startswith("FLAGGED: canary ")
+
+
+def test_a_weak_model_that_looks_half_the_test_set_up_needs_review():
+    """Issue 26's case: a model too weak for the bar, which looks up half the public test images and so passes the
+    plain split, loses on the canary what it looked up: far more than the reference's drop plus the margin."""
+    images, labels = image_set()
+    half = {images[i].numpy().tobytes(): int(labels[i]) for i in range(0, N, 2)}
+    weak = brightness_classifier(wrong_every=3)  # about 67 % right
+
+    def half_lookup(x):
+        honest = weak(x).argmax(dim=1)
+        return one_hot(torch.tensor([half.get(image.numpy().tobytes(), int(h)) for image, h in zip(x, honest)]))
+
+    student = FakeStudent(half_lookup)
+    with pytest.raises(pytest.skip.Exception, match="needs review"):
+        grade_images(student)
+    assert "reaches the bar 80%" in student.notes["toy"] and student.reviews["toy"].startswith("FLAGGED")
+    honest = FakeStudent(weak)
+    with pytest.raises(Feedback, match="below the required 80%"):  # without the lookup: below the bar, no review
+        grade_images(honest)
 
 
 def brightness_classifier(wrong_every: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -182,7 +220,7 @@ def has_seven(tokens: torch.Tensor) -> torch.Tensor:
 def test_a_padding_invariant_text_classifier_passes():
     student = FakeStudent(lambda tokens, lengths: one_hot(has_seven(tokens), 2))
     assert grade_reviews(student) == 1.0
-    assert "copies of test reviews re-batched with different padding (100.00% on the same unperturbed)" in student.notes["toy_imdb"]
+    assert "re-batched with different padding, 100.00% on the same examples unperturbed" in student.reviews["toy_imdb"]
     assert max(tokens.shape[1] - int(lengths.max()) for tokens, lengths in student.sent) > 0  # a canary's extra padding
 
 
@@ -194,8 +232,9 @@ def test_a_text_model_that_depends_on_the_padding_is_flagged():
         return one_hot(torch.where(little, has_seven(tokens), 1 - has_seven(tokens)), 2)
 
     student = FakeStudent(padding_sensitive)
-    with pytest.raises(Feedback, match="re-batched with different padding fell from"):
+    with pytest.raises(pytest.skip.Exception, match="needs review: toy_imdb"):
         grade_reviews(student)
+    assert student.reviews["toy_imdb"].startswith("FLAGGED: canary")
 
 
 def test_with_the_course_model_the_workers_answers_only_earn_a_note():
@@ -218,4 +257,5 @@ def test_with_the_course_model_the_workers_answers_only_earn_a_note():
         graded_imdb(student, "toy_imdb", {}, {}, ids, labels, 0, lambda tokens, lengths: (tokens, lengths),
                     "toy reviews", bar, batch_size=50, course=AlwaysNegative())
     assert len(student.sent) == 1  # the worker saw one slice, for the note
+    assert "toy_imdb" not in student.reviews  # nothing to look up in the course's model: no canary
     assert "does not compute what the notebook's model computes" in student.notes["toy_imdb check"]

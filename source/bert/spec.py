@@ -12,7 +12,9 @@ SPEC = AssignmentSpec(
     thresholds={
         # CPU survey, bert-base on 25 000 reviews of 256 tokens: the whole split is far past any CPU budget; the
         # sequential rule decides a clear case on a CPU from its first 1 000 reviews (+ 500 canary copies)
-        "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519),
+        # The head is the student's, so the canary applies. Its drop for the reference is not measured yet (no
+        # fine-tuned checkpoint here): 0, so the margin alone (scoring.CANARY_MARGIN) separates it from a lookup.
+        "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519, canary_drop=0.0),
     },
     # The head is the student's: a ready-made sequence-classification model is not allowed.
     forbidden=("transformers.AutoModelForSequenceClassification", "transformers.BertForSequenceClassification"),
