@@ -95,11 +95,33 @@ def connect(port):
     return attempt(action)
 
 
-def make_socket():
+def make_socket(family=socket.AF_INET, kind=socket.SOCK_STREAM):
     def action():
-        socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+        socket.socket(family, kind).close()
         return "created"
     return attempt(action)
+
+
+def libc_socket(family, kind):
+    """socket(2) through libc, past Python's socket module and any hook on it: the descriptor, or -1."""
+    import ctypes
+    fd = ctypes.CDLL(None).socket(family, kind, 0)
+    if fd >= 0:
+        os.close(fd)
+    return fd
+
+
+def seccomp_modes():
+    """[pid, the Seccomp line of its status] for every process visible in /proc."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/status") as f:
+                    out.append([int(name), next(l.split()[1] for l in f if l.startswith("Seccomp:"))])
+            except (OSError, StopIteration):
+                pass
+    return out
 
 
 def processes():
@@ -605,8 +627,8 @@ def isolated(tmp_path_factory, hidden_dir):
 
 
 def test_isolated_worker_has_no_audit_hook(isolated):
-    # Proof that the results below come from bubblewrap and seccomp: with the hook, creating a socket is refused.
-    assert probe(isolated, "make_socket") == ["ok", "created"]
+    # Proof that the results below come from bubblewrap and seccomp: with the hook, creating any socket is refused.
+    assert probe(isolated, "make_socket", socket.AF_UNIX, socket.SOCK_STREAM) == ["ok", "created"]
 
 
 def test_isolated_worker_sees_only_the_allow_list(isolated, hidden_dir):
@@ -675,15 +697,36 @@ def test_isolated_worker_cannot_start_a_process(isolated, how):
 
 def test_isolated_worker_has_no_network(isolated, listener):
     result = probe(isolated, "connect", listener.getsockname()[1])
-    assert result[0] == "error" and result[1] != "PermissionError", result  # refused by the network, not a hook
+    assert result[0] == "error" and result[1] == "PermissionError", result  # seccomp refuses the socket (no hook here)
     assert_no_connection_reached(listener)
+
+
+AF_VSOCK = 40  # not in every Python's socket module
+
+
+@pytest.mark.parametrize("family,kind", [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM),
+                                         (socket.AF_NETLINK, socket.SOCK_RAW), (AF_VSOCK, socket.SOCK_STREAM)],
+                         ids=["inet", "inet6", "netlink", "vsock"])
+def test_isolated_worker_can_open_no_socket_but_a_unix_one(isolated, family, kind):
+    """Only AF_UNIX sockets: vsock reaches the host past the network namespace, netlink the kernel."""
+    assert probe(isolated, "libc_socket", family, kind) == -1
+    assert probe(isolated, "make_socket", family, kind)[:2] == ["error", "PermissionError"]
+    assert probe(isolated, "libc_socket", socket.AF_UNIX, socket.SOCK_STREAM) >= 0
+
+
+def test_every_process_in_the_sandbox_runs_under_the_seccomp_filter(isolated):
+    """The worker is pid 1 of its namespace (bubblewrap --as-pid-1): no bubblewrap init beside it, unfiltered, whose
+    memory (/proc/1/mem) the worker could write to start processes; /proc/1 is the worker itself."""
+    modes = dict(probe(isolated, "seccomp_modes"))
+    assert modes and set(modes.values()) == {"2"}, modes  # 2: a seccomp filter
+    assert probe(isolated, "my_pid") == 1
 
 
 def test_isolated_worker_sees_no_outside_process(isolated):
     procs = probe(isolated, "processes")
     assert procs, "no /proc entries at all"
     for pid, cmdline in procs:
-        assert "worker.py" in cmdline or "bwrap" in cmdline, f"process {pid} ({cmdline!r}) from outside the sandbox is visible"
+        assert "worker.py" in cmdline, f"process {pid} ({cmdline!r}) beside the worker is visible"
 
 
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------

@@ -128,6 +128,8 @@ def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, st
     `binds`, nothing else, then run what follows it."""
     command = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
                "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+               # the worker is pid 1 of its namespace: no bubblewrap init beside it without the seccomp filter
+               "--as-pid-1",
                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
                "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"]
     for path, target in links.items():

@@ -6,6 +6,8 @@ when called through ctypes (`ctypes.pythonapi.system`, `fork`, `posix_spawn`):
 - `execve`/`execveat`, `fork`/`vfork`, and `clone` without CLONE_THREAD (threads still work) fail
   with EPERM; `clone3` fails with ENOSYS, so glibc falls back to `clone` for threads;
 - namespace, mount, tracing, keyring, BPF and kernel-module calls fail with EPERM;
+- `socket` and `socketpair` of any family but AF_UNIX fail with EPERM: no inet, netlink or vsock socket (vsock
+  reaches the host outside what the network namespace covers); the worker itself needs none;
 - a system call of another ABI (32-bit `int 0x80`, x32) kills the process: its numbers differ.
 
 It applies to every thread of the worker (SECCOMP_FILTER_FLAG_TSYNC) and cannot be removed. Only the
@@ -26,6 +28,7 @@ JUMP_AT_LEAST = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 JUMP_ANY_BIT = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 RETURN = 0x06  # BPF_RET | BPF_K
 ALLOW, KILL_PROCESS, ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
+AF_UNIX = 1
 NR_OFFSET, ARCH_OFFSET, ARG0_OFFSET = 0, 4, 16  # struct seccomp_data; ARG0 low word (little endian)
 CLONE_THREAD = 0x00010000
 X32_SYSCALL_BIT = 0x40000000
@@ -41,13 +44,14 @@ ARCHES = {
         "ptrace": 101, "mount": 165, "umount2": 166, "pivot_root": 155, "chroot": 161, "keyctl": 250, "add_key": 248,
         "request_key": 249, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "process_vm_readv": 310,
         "process_vm_writev": 311, "kexec_load": 246, "init_module": 175, "finit_module": 313, "delete_module": 176,
-        "open_by_handle_at": 304, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+        "open_by_handle_at": 304, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+        "socket": 41, "socketpair": 53}),
     "aarch64": (0xC00000B7, 277, {  # no fork/vfork system calls on arm64: glibc uses clone
         "clone": 220, "clone3": 435, "execve": 221, "execveat": 281, "unshare": 97, "setns": 268, "ptrace": 117,
         "mount": 40, "umount2": 39, "pivot_root": 41, "chroot": 51, "keyctl": 219, "add_key": 217, "request_key": 218,
         "bpf": 280, "perf_event_open": 241, "userfaultfd": 282, "process_vm_readv": 270, "process_vm_writev": 271,
         "kexec_load": 104, "init_module": 105, "finit_module": 273, "delete_module": 106, "open_by_handle_at": 265,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427}),
+        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "socket": 198, "socketpair": 199}),
 }
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
@@ -73,6 +77,14 @@ def build_filter(machine: str) -> bytes:
     for name in DENIED:
         if name in numbers:
             program += [_instruction(JUMP_EQUAL, numbers[name], 0, 1), _instruction(RETURN, deny_eperm)]
+    for name in ("socket", "socketpair"):  # the family is the first argument: only AF_UNIX
+        program += [
+            _instruction(JUMP_EQUAL, numbers[name], 0, 4),
+            _instruction(LOAD_WORD, ARG0_OFFSET),
+            _instruction(JUMP_EQUAL, AF_UNIX, 0, 1),
+            _instruction(RETURN, ALLOW),
+            _instruction(RETURN, deny_eperm),
+        ]
     program += [
         _instruction(JUMP_EQUAL, numbers["clone"], 1, 0),
         _instruction(RETURN, ALLOW),
