@@ -750,6 +750,32 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, t
     assert sandbox_module.grader_files_writable_by_worker() == [str(canary)]
     with pytest.raises(SystemExit, match="could be written by a student worker"):
         check_isolation(GradeOptions(), progress=lambda message: None)
+    canary.chmod(0o644)
+    sticky = copy / "sticky_canary"  # like /tmp: anyone may add a file, e.g. a module that shadows the grader's
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    assert sandbox_module.grader_files_writable_by_worker() == [str(sticky)]
+
+
+def test_preflight_looks_at_everything_a_judge_imports_or_reads():
+    """The spec and samples (source/), the release, every folder on sys.path, the checkout's own files
+    (pyproject.toml) and the checkout folder itself (the judges' working folder, first on their sys.path)."""
+    import site
+
+    import autograder.sandbox as sandbox_module
+
+    roots = sandbox_module.grader_roots()
+
+    def walked(path) -> bool:
+        path = os.path.realpath(path)
+        return any(path == root or path.startswith(root + os.sep) for root in roots)
+
+    for needed in [PROJECT_ROOT / "source", PROJECT_ROOT / "release", PROJECT_ROOT / "autograder",
+                   Path(site.getsitepackages()[0]), Path(os.__file__).parent]:  # the standard library too
+        assert walked(needed), needed
+    top = sandbox_module.grader_top_level()
+    assert os.path.realpath(PROJECT_ROOT) in top and os.path.realpath(PROJECT_ROOT / "pyproject.toml") in top
+    assert not walked(PROJECT_ROOT / "build")  # the grader's own output, not walked
 
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):

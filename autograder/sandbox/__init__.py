@@ -173,27 +173,43 @@ def compile_worker_code() -> None:
 
 
 def grader_roots() -> set[str]:
-    """The folders the trusted side runs code from: the grader's and course's code, the virtualenv, the Python
-    installation."""
-    return {str(PROJECT_ROOT / "autograder"), str(PROJECT_ROOT / "dlcourse"), os.path.realpath(sys.prefix),
-            os.path.realpath(sys.base_prefix)} - {"/", "/usr"}
+    """The folders the trusted side imports or reads code from, walked whole: the grader's and course's code, the
+    assignments' declarations and notebooks (source/: spec.py, samples.py; release/), the virtualenv, the Python
+    installation and every other folder on this process's sys.path but the checkout itself (grader_top_level)."""
+    roots = {str(PROJECT_ROOT / name) for name in ("autograder", "dlcourse", "source", "release")}
+    roots |= {os.path.realpath(sys.prefix), os.path.realpath(sys.base_prefix)}
+    roots |= {os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)}
+    roots = {r for r in roots if os.path.isdir(r)} - {"/", "/usr", os.path.realpath(PROJECT_ROOT)}
+    return {r for r in roots if not any(r.startswith(other + os.sep) for other in roots)}  # each file walked once
+
+
+def grader_top_level() -> list[str]:
+    """The checkout itself and the files directly in it (pyproject.toml, ...): the judges' working folder, first on
+    their sys.path. Its subfolders for submissions and grades (build/, data/) are the grader's to write, not walked."""
+    root = os.path.realpath(PROJECT_ROOT)
+    return [root] + [os.path.join(root, name) for name in sorted(os.listdir(root))
+                     if os.path.isfile(os.path.join(root, name))]
+
+
+def _writable_by_worker(path: str) -> bool:
+    """Owned by a worker uid/gid, or writable by anyone: a sticky world-writable folder too (a worker could add a
+    module of its own there)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return False
+    return bool(info.st_uid >= WORKER_UID_BASE or (info.st_gid >= WORKER_UID_BASE and info.st_mode & 0o020)
+                or info.st_mode & 0o002)
 
 
 def grader_files_writable_by_worker() -> list[str]:
-    """Files in grader_roots() that a worker's uid could write if it ever reached them: owned by a worker uid/gid, or
-    writable by anyone. Grading must not start while there is one, since judges import from these folders."""
-    found = []
+    """Files and folders the trusted side runs or reads (grader_roots(), walked, and grader_top_level()) that a
+    worker's uid could write if it ever reached them. Grading must not start while there is one."""
+    found = [path for path in grader_top_level() if _writable_by_worker(path)]
     for root in sorted(grader_roots()):
+        found += [root] if _writable_by_worker(root) else []
         for folder, dirs, files in os.walk(root):
-            for name in dirs + files:
-                path = os.path.join(folder, name)
-                info = os.lstat(path)
-                if stat.S_ISLNK(info.st_mode):
-                    continue
-                sticky_dir = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
-                if info.st_uid >= WORKER_UID_BASE or (info.st_gid >= WORKER_UID_BASE and info.st_mode & 0o020) \
-                        or (info.st_mode & 0o002 and not sticky_dir):
-                    found.append(path)
+            found += [os.path.join(folder, name) for name in dirs + files
+                      if _writable_by_worker(os.path.join(folder, name))]
     return found
 
 
