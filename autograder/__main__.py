@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
         gradebook = collect(args.out, array_job=args.job)
         print(format_table(gradebook))
-        print(f"\n{format_summary(gradebook)}\n\nWrote {args.out}/gradebook.csv, gradebook.json and feedback/")
+        print(f"\n{format_summary(gradebook)}\n\nWrote {args.out}/gradebook.csv, gradebook.json, integrity.md and feedback/")
         return 0
     if args.command == "slurm-task":
         from autograder.slurm import run_task
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
             path = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export))
             print(f"Merged the totals into {path} ({args.export} format)")
-        print(f"\nWrote {out}/gradebook.csv, gradebook.json and feedback/")
+        print(f"\nWrote {out}/gradebook.csv, gradebook.json, integrity.md and feedback/")
         return 0
     from autograder.demo import run_demo
 

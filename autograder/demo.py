@@ -132,6 +132,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     from autograder.__main__ import build_release
     from autograder.grade import grade_folder
     from autograder.gradebook import format_summary, format_table
+    from autograder.integrity import format_flags
     from autograder.samples import build_samples, reference_files_missing
     from autograder.sandbox import bwrap_problem
 
@@ -187,14 +188,15 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         gradebook = grade_folder(folder, name, out, options, hand_grades, progress=lambda m: clock.say(f"    {m}"),
                                  check_release="untouched_release" not in samples[name])
         header = f"Gradebook of '{name}'" + (f" — {WEAK}" if problem else "")
-        print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}", flush=True)
+        print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}\n{format_flags(gradebook)}",
+              flush=True)
         missing = reference_files_missing(name, demo=demo)
         if missing:
             print(f"No reference weights in this demo for {', '.join(missing)}: the reference notebook trains them only "
                   f"where CUDA is (cuda_training_cells in source/{name}/spec.py), so the thresholds judged from them "
                   "fail for the reference here. Grade on a GPU machine to see them pass.")
         shown = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
-        print(f"Wrote {shown}/gradebook.csv, gradebook.json and feedback/<student>.md\n", flush=True)
+        print(f"Wrote {shown}/gradebook.csv, gradebook.json, integrity.md and feedback/<student>.md\n", flush=True)
     trainings.close()
     failed = sorted(trainings.failed)
     clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if problem else "")

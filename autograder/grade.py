@@ -15,7 +15,8 @@ submission is that submission's grader-error, never its zero. Pipeline for each 
   2. judge: `pytest <hidden tests> -p autograder.judge` in a process of its own (Judges), which runs the student's
      code in a new sandboxed worker and writes results.json (autograder/judge.py);
   3. record: a gradebook row, whatever happened (build_row).
-Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py).
+Then gradebook.csv, gradebook.json and feedback/<student-id>.md are written (autograder/gradebook.py), and integrity.md
+(autograder/integrity.py), the TA's report of flagged answer cells and similar pairs.
 With --slurm, steps 1-3 run in the tasks of a Slurm job array instead of local workers, each through grade_and_store
 as here (autograder/slurm.py); the survey, what to grade and the gradebook are this module's either way.
 """
@@ -501,7 +502,25 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
     for row in gradebook["submissions"]:
         row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
     write_outputs(gradebook, out)
+    write_integrity(assignment, gradebook, {sid: stored.result for sid, stored in graded.items()}, out)
     return gradebook
+
+
+def write_integrity(assignment: Assignment, gradebook: dict, results: dict[str, SubmissionResult], out: Path) -> Path:
+    """OUT/integrity.md (autograder/integrity.py): each row's flags and the most similar pairs of answer cells, the
+    release's own text of those cells removed. For the TA; scores are not touched."""
+    from autograder.integrity import integrity_report, similar_pairs
+    from autograder.notebook import extract_graded_code, read_notebook
+    from autograder.store import atomic_write
+
+    release = read_notebook(assignment.release_dir / assignment.notebook)
+    template = extract_graded_code(release, release, list(assignment.spec.run_cells))
+    boilerplate = "\n\n".join(c["source"] for c in template.cells if c["grade_id"] in template.answer_ids)
+    answers = {sid: "\n\n".join(result.answers.values()) for sid, result in results.items()}
+    flags = {row["student_id"]: row.get("integrity", []) for row in gradebook["submissions"]}
+    path = out / "integrity.md"
+    atomic_write(path, integrity_report(assignment.name, flags, similar_pairs(answers, boilerplate)))
+    return path
 
 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,

@@ -108,7 +108,7 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
             "not_judged_points": sum(t["points"] for t in row_tests.values() if t["outcome"] == "skipped"),
             "tests": row_tests,
             "hand_graded": hand_graded,
-            "notes": result.notes, "reviews": result.reviews, "problems": result.problems,
+            "notes": result.notes, "reviews": result.reviews, "integrity": result.integrity, "problems": result.problems,
             "cell_errors": result.cell_errors,
             "forbidden_calls": result.forbidden_calls, "isolation": result.isolation, "memory_cap": result.memory_cap,
             "seconds": result.seconds,
@@ -131,13 +131,15 @@ def write_outputs(gradebook: dict, out: Path) -> None:
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["student_id", "status", "score", "max_score", "total", "max_total", "not_judged_points", *test_ids,
-                     *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap", "problems"])
+                     *(f"hand:{m['grade_id']}" for m in gradebook["hand_graded"]), "isolation", "memory_cap", "problems",
+                     "integrity_flags"])
     for row in gradebook["submissions"]:
         cells = [cell_text(row["tests"][t]) for t in test_ids]
         hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
         writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
                          f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
-                         row["isolation"], row["memory_cap"], " | ".join(row["problems"])])
+                         row["isolation"], row["memory_cap"], " | ".join(row["problems"]),
+                         len(row.get("integrity", []))])
     atomic_write(out / "gradebook.csv", table.getvalue())
     for row in gradebook["submissions"]:
         atomic_write(out / "feedback" / f"{row['student_id']}.md", feedback_text(gradebook, row))

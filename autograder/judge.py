@@ -21,6 +21,7 @@ import torch
 
 from autograder.assignments import assignment_of
 from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.integrity import scan_answer_cells
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult, TestResult
 from autograder.sandbox import IsolationUnavailable, WorkerStartFailed
@@ -132,7 +133,8 @@ class ResultCollector:
             return
         SubmissionResult(status="ok", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
                          problems=student.problems, notes=student.notes,
-                         reviews=student.reviews, cell_errors=student.cell_errors,
+                         reviews=student.reviews, integrity=scan_answer_cells(student.answers),
+                         answers=student.answers, cell_errors=student.cell_errors,
                          forbidden_calls=sorted(student.forbidden_calls), isolation=student.isolation,
                          memory_cap=student.memory_cap, device="cuda" if torch.cuda.is_available() else "cpu",
                          seconds=round(time.time() - self.started, 1)).write(Path(path))

@@ -50,6 +50,7 @@ class StudentCode:
     problems: list[str] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)  # facts worth showing, e.g. the accuracy reached
     reviews: dict[str, str] = field(default_factory=dict)  # for the TA only, never in the feedback: integrity checks
+    answers: dict[str, str] = field(default_factory=dict)  # grade_id -> the student's answer cell, as graded
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
     start_failure: str | None = None  # the worker could not start (the grader's fault): the judge records a grader-error
 
@@ -92,6 +93,7 @@ class StudentCode:
             self.fatal = f"{self.assignment.notebook}: {exc}"
             return
         self.problems.extend(self.code.problems)
+        self.answers = {c["grade_id"]: c["source"] for c in self.code.cells if c["grade_id"] in self.code.answer_ids}
         self.sandbox = Sandbox(self.code.cells, self.policy, self.log_path)
 
     @property

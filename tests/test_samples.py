@@ -156,6 +156,20 @@ def test_the_reversal_threshold_decodes_the_weights_with_the_course_code(graded,
 
 
 @pytest.mark.parametrize("name", list_assignments())
+def test_the_integrity_report_flags_no_correct_code(graded, name):
+    """Every batch writes integrity.md beside the gradebook; the reference and correct code written differently are
+    never flagged, and the gradebook's integrity column counts each row's flags."""
+    gradebook, grades = graded(name)
+    report = (grades / "integrity.md").read_text()
+    assert report.startswith(f"# {name}: integrity report") and "## Most similar pairs" in report
+    rows = {r["student_id"]: r for r in gradebook["submissions"]}
+    assert rows["reference"]["integrity"] == [] and rows.get("alternative_correct", {"integrity": []})["integrity"] == []
+    if name == "rnn":  # getattr(nn, 'LS' + 'TM'): a forbidden layer reached through a name built at run time
+        assert any("getattr() with a name built at run time" in f for f in rows["bug_torch_lstm_hidden"]["integrity"])
+        assert "**bug_torch_lstm_hidden**" in report
+
+
+@pytest.mark.parametrize("name", list_assignments())
 def test_correct_code_gets_no_disagreement_note(graded, name):
     """Where a threshold runs the saved weights in the course's implementation, the student's own code also runs on a
     slice and a difference becomes a note: the reference and correct code written differently must never get one."""
