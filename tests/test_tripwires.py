@@ -128,6 +128,17 @@ class Holder(nn.Module):
 
     def forward(self, x):
         sys.setprofile(None)  # no effect: the tripwires do not depend on a profiler
+        if self.how == "call_hook":  # a harmless wrapper around every module call (logging, hooks)
+            original = nn.Module.__call__
+
+            def logged(module, *args, **kwargs):
+                return original(module, *args, **kwargs)
+
+            nn.Module.__call__ = logged
+            try:
+                return self.attn(x)
+            finally:
+                nn.Module.__call__ = original
         if self.how == "own_copy":  # the stand-in's class, built by the student
             return type(self.attn)(8, 2)(x)
         if self.how == "patched_forward":  # stand-in's class given a forward of the student's
@@ -202,15 +213,17 @@ def test_stand_in_code_outside_the_graders_instance_is_caught(box, how):
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply
 
 
+@pytest.mark.parametrize("how", ["use", "call_hook"])
 @pytest.mark.parametrize("grad", [False, True], ids=["fast_path", "with_backward"])
-def test_graders_stand_in_inside_a_student_module_is_allowed(box, grad):
+def test_graders_stand_in_inside_a_student_module_is_allowed(box, grad, how):
+    """Also when the student's code wraps nn.Module.__call__ around it: the stand-in's torch layer is the grader's."""
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
     x = torch.randn(2, 5, 8)
     tensors = {f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}
     if grad:
         tensors["grad_output"] = torch.ones(2, 5, 8)
-    reply, out = run(box, call("Holder"), x, tensors=tensors, substitutes=SUBSTITUTES)
+    reply, out = run(box, call("Holder", how), x, tensors=tensors, substitutes=SUBSTITUTES)
     assert reply["ok"], reply
     torch.testing.assert_close(out["output"], mha(x, x, x, need_weights=False)[0].detach())
     assert not grad or out["input_grad.0"].abs().sum() > 0

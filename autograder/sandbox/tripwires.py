@@ -11,7 +11,8 @@ factories, `torch.hub.load`) and the construction of forbidden classes are guard
 Who called: an operation is forbidden when the innermost "owner" frame on the stack is a notebook cell,
 stand-in code running on an instance the student made, or nothing at all; it is allowed when that owner
 is code from a module of the stand_ins package (known by code-object identity, not file name) running on a stand-in the grader
-built (`build_stand_in`). The modes are entered afresh around every request (`guarding`); a request
+built (`build_stand_in`), or torch's own layer code (recorded before any student code) running on a part of one: a
+student's wrapper further out on the stack (a hook on nn.Module.__call__) does not make the grader's call theirs. The modes are entered afresh around every request (`guarding`); a request
 after which they are missing or replaced counts as tampering and fails.
 """
 from __future__ import annotations
@@ -66,6 +67,10 @@ class ForbiddenAPIError(RuntimeError):
 _TRUSTED_CODE: dict[int, types.CodeType] = {}  # id -> code object of the stand-in modules (kept alive, compared by id)
 _GRADER_BUILT: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> stand-in the grader built
 _state = {"building": False}
+# torch's own layers' forward code (nn.MultiheadAttention.forward, ...), recorded by `install` before any student code
+# runs: a forbidden operation inside one of them, on a part of a stand-in the grader built, is the grader's, even when
+# the student's code sits further out on the stack (a wrapper of nn.Module.__call__ that logs or hooks).
+_TORCH_FORWARDS: dict[int, types.CodeType] = {}
 
 
 def trust_code_of(module: types.ModuleType) -> None:
@@ -96,9 +101,20 @@ def build_stand_in(factory, kwargs: dict):
     return value
 
 
+def _record_torch_forwards() -> None:
+    for value in vars(nn).values():
+        code = getattr(getattr(value, "forward", None), "__code__", None)
+        if isinstance(value, type) and issubclass(value, nn.Module) and isinstance(code, types.CodeType):
+            _TORCH_FORWARDS[id(code)] = code
+
+
 def _student_owns(frame, unowned: bool = True) -> bool:
     while frame is not None:
         code = frame.f_code
+        if _TORCH_FORWARDS.get(id(code)) is code and code.co_argcount:  # compared by identity: cannot be forged
+            owner = frame.f_locals.get(code.co_varnames[0])
+            if owner is not None and _GRADER_BUILT.get(id(owner)) is owner:
+                return False
         if _TRUSTED_CODE.get(id(code)) is code:
             if _state["building"] and code.co_name == "__init__":
                 return False
@@ -222,6 +238,7 @@ def install(forbidden_attributes: list[str], forbidden_modules: list[str],
     """Arm the tripwires for one assignment's lists (its spec's forbidden APIs), trusting the stand-ins' code."""
     for module in trusted_modules:
         trust_code_of(module)
+    _record_torch_forwards()
     names, prefixes = {}, {}
     for dotted in forbidden_attributes:
         module_name, _, attr = dotted.rpartition(".")
