@@ -77,9 +77,16 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
     for _, result in results:
         for t in result.tests:
             tests.setdefault(t.id, {"id": t.id, "title": t.title, "group": t.group, "points": t.points})
-    # A test another row did not judge in this run (too close to its bar for the budget); "needs review" is that row's own
-    not_judged = {t.id: t.message for _, result in results for t in result.tests
-                  if t.outcome == "skipped" and not needs_review(t.message)}
+    # A test that no row judged in this run for a reason of the run (`--threshold-budget 0`) is not judged for a row
+    # without a result of its own either; a test some row judged, or skipped for a reason of that student's own (the
+    # budget could not decide their model; a review), counts for such a row as not graded: never another student's
+    # numbers in this row's feedback.
+    reasons: dict[str, set[str] | None] = {}
+    for _, result in results:
+        for t in result.tests:
+            own = t.outcome != "skipped" or needs_review(t.message) or t.message.startswith(UNDECIDED_PREFIX)
+            reasons[t.id] = None if own or reasons.get(t.id, set()) is None else reasons.get(t.id, set()) | {t.message}
+    not_judged = {tid: next(iter(why)) for tid, why in reasons.items() if why is not None and len(why) == 1}
     manual = hand_graded_cells(assignment)
     hand = read_hand_grades(hand_grades_csv, assignment, {sub.student_id for sub, _ in results})
     rows = []
@@ -143,6 +150,9 @@ def write_outputs(gradebook: dict, out: Path) -> None:
     atomic_write(out / "gradebook.csv", table.getvalue())
     for row in gradebook["submissions"]:
         atomic_write(out / "feedback" / f"{row['student_id']}.md", feedback_text(gradebook, row))
+
+
+UNDECIDED_PREFIX = "not judged on this grader"  # a threshold the budget could not decide (autograder/scoring.py)
 
 
 def needs_review(message: str) -> bool:

@@ -459,3 +459,22 @@ def test_a_threshold_that_needs_review_shows_the_ta_why_and_the_student_only_tha
     write_outputs(gradebook, tmp_path)
     with open(tmp_path / "gradebook.csv") as f:
         assert next(r for r in csv.DictReader(f) if r["student_id"] == "mallory")["T"] == "needs review"
+
+
+def test_one_students_measurement_never_appears_in_another_students_row():
+    """A threshold skipped for one student (the budget could not decide their model) says so with their numbers; a
+    row with no result for it (a corrupt archive) is not graded, with its own reason, not those numbers."""
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook, feedback_text
+    from autograder.grade import Submission
+    from autograder.results import SubmissionResult, TestResult
+
+    undecided = "not judged on this grader: accuracy between 69.38% and 93.89% after 89 of 10,000 test images"
+    borderline = SubmissionResult("ok", tests=[TestResult("T", "T", "G", 6, 0, "skipped", undecided)])
+    corrupt = SubmissionResult.without_results("bad-archive", "bob.tar.gz could not be unpacked")
+    gradebook = build_gradebook(load_assignment("vit"), [(Submission("ann", Path("a.ipynb")), borderline),
+                                                         (Submission("bob", Path("bob.tar.gz")), corrupt)])
+    rows = {r["student_id"]: r for r in gradebook["submissions"]}
+    assert rows["bob"]["tests"]["T"]["outcome"] == "error" and "69.38" not in feedback_text(gradebook, rows["bob"])
+    assert rows["bob"]["tests"]["T"]["message"] == "bob.tar.gz could not be unpacked"
+    assert rows["ann"]["tests"]["T"]["message"] == undecided
