@@ -192,9 +192,9 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
               flush=True)
         missing = reference_files_missing(name, demo=demo)
         if missing:
-            print(f"No reference weights in this demo for {', '.join(missing)}: the reference notebook trains them only "
-                  f"where CUDA is (cuda_training_cells in source/{name}/spec.py), so the thresholds judged from them "
-                  "fail for the reference here. Grade on a GPU machine to see them pass.")
+            print(f"No reference weights in this demo for {', '.join(missing)}: the reference trains them only where "
+                  f"CUDA is (too slow on a CPU for a demo; source/{name}/samples.py says which), so the thresholds "
+                  "judged from them fail for the reference here. Grade on a GPU machine to see them pass.")
         shown = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
         print(f"Wrote {shown}/gradebook.csv, gradebook.json, integrity.md and feedback/<student>.md\n", flush=True)
     trainings.close()

@@ -242,12 +242,17 @@ def format_summary(gradebook: dict, slowest: int = 3) -> str:
     statuses: dict[str, int] = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    max_score = rows[0]["max_score"]
+    # Out of every test's points, not the first row's max: a row whose threshold was not judged has a lower max.
+    max_score = sum(t["points"] for t in gradebook["tests"])
     mean = sum(r["score"] for r in rows) / len(rows)
     lines = [f"Summary: {len(rows)} row(s): " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items(), key=lambda kv: -kv[1])),
              f"Mean score {mean:.1f} / {max_score:g}" + (f" ({100 * mean / max_score:.0f} %)" if max_score else "")]
     if gradebook["hand_graded"]:
-        lines[-1] += f"; mean total with hand grades {sum(r['total'] for r in rows) / len(rows):.1f} / {rows[0]['max_total']:g}"
+        max_total = max_score + sum(m["points"] for m in gradebook["hand_graded"])
+        lines[-1] += f"; mean total with hand grades {sum(r['total'] for r in rows) / len(rows):.1f} / {max_total:g}"
+    partly = sum(1 for r in rows if r["not_judged_points"])
+    if partly:
+        lines[-1] += f"; {partly} row(s) with points not judged in this run, counted in neither score nor their max"
     timed = sorted((r for r in rows if r.get("wall_s") is not None), key=lambda r: -r["wall_s"])[:slowest]
     if timed:
         lines.append("Slowest: " + ", ".join(f"{r['student_id']} {r['wall_s']:.1f} s ({r['status']})" for r in timed))

@@ -478,3 +478,12 @@ def test_one_students_measurement_never_appears_in_another_students_row():
     assert rows["bob"]["tests"]["T"]["outcome"] == "error" and "69.38" not in feedback_text(gradebook, rows["bob"])
     assert rows["bob"]["tests"]["T"]["message"] == "bob.tar.gz could not be unpacked"
     assert rows["ann"]["tests"]["T"]["message"] == undecided
+
+
+def test_the_summary_mean_is_out_of_every_tests_points_and_says_when_rows_were_not_fully_judged():
+    from autograder.assignments import load_assignment
+    from autograder.gradebook import build_gradebook, format_summary
+
+    summary = format_summary(build_gradebook(load_assignment("vit"), fake_results()))
+    assert "Mean score 2.7 / 15 (18 %)" in summary  # (4 + 4 + 0) / 3 rows, out of A 4 + B 3 + C 8
+    assert "3 row(s) with points not judged in this run, counted in neither score nor their max" in summary
