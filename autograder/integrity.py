@@ -21,6 +21,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from autograder.notebook import dotted_name
+
 # Module or attribute names whose use in an answer cell reaches for the grader rather than the assignment.
 GRADER_NAMES = ("autograder", "sandbox", "tripwires", "stand_ins", "worker", "seccomp", "_pop_mode",
                 "_pop_mode_temporarily", "_push_mode", "torch.overrides", "torch.utils._python_dispatch",
@@ -33,16 +35,6 @@ DYNAMIC_NAME_CALLS = ("getattr", "setattr", "hasattr", "delattr", "__import__", 
                       "compile")
 SIMILARITY_SHOWN = 10  # pairs listed in the report
 SIMILARITY_NOTED = 0.5  # a pair above this share of common fingerprints is marked in the report
-
-
-def _dotted(node: ast.AST) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        return ".".join([node.id, *reversed(parts)])
-    return None
 
 
 def _reaches_grader(name: str) -> str | None:
@@ -81,16 +73,16 @@ def _node_flags(node: ast.AST, source: str) -> list[str]:
         flags += [f"imports {node.module}.{a.name} (grader internals)" for a in node.names
                   if _reaches_grader(f"{node.module}.{a.name}")]
     elif isinstance(node, (ast.Attribute, ast.Name)):
-        dotted = _dotted(node)
+        dotted = dotted_name(node)
         target = _reaches_grader(dotted) if dotted else None
         if target and target not in ("worker", "sandbox"):  # common words as plain names: only imports count
             flags.append(f"uses {target} (grader internals)")
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        flags += [f"replaces {_dotted(t) or t.attr} (patches how modules are called or looked up)" for t in targets
+        flags += [f"replaces {dotted_name(t) or t.attr} (patches how modules are called or looked up)" for t in targets
                   if isinstance(t, ast.Attribute) and t.attr in PATCHED_DUNDERS]
     if isinstance(node, ast.Call):
-        called = _dotted(node.func) or ""
+        called = dotted_name(node.func) or ""
         short = called.rpartition(".")[2]
         if short in DYNAMIC_NAME_CALLS:
             name_arg = node.args[1] if short in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1 \

@@ -159,7 +159,7 @@ def _forbidden_in(tree: ast.AST, forbidden_names: list[str], forbidden_modules: 
             found.update(f"{node.module}.{a.name}" for a in node.names
                          if a.name in forbidden_names or module_forbidden(f"{node.module}.{a.name}"))
         if isinstance(node, (ast.Attribute, ast.Name)):  # torchvision.models spelled as attribute access
-            dotted = _dotted(node)
+            dotted = dotted_name(node)
             if dotted and module_forbidden(dotted):
                 found.add(dotted)
             found.update(_tampering(dotted or ""))
@@ -192,12 +192,13 @@ def resolve_string(node: ast.AST) -> str | None:
             return getattr(owner, node.func.attr)()
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2:
         name = resolve_string(node.args[1])  # getattr(x, "a" + "b") is x.ab
-        owner = _dotted(node.args[0])
+        owner = dotted_name(node.args[0])
         return f"{owner}.{name}" if owner and name is not None else name
     return None
 
 
-def _dotted(node: ast.AST) -> str | None:
+def dotted_name(node: ast.AST) -> str | None:
+    """`a.b.c` for an attribute chain on a plain name, else None."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)

@@ -45,22 +45,19 @@ def graded_reversal(student: StudentCode, saved_name: str, model: str, config: s
     disagrees: a decoder that looks answers up, or recognises its weights, changes nothing. `with_lengths`: the
     decoder takes (model, src, source lengths, ...), as seq2seq's does. Notes the decision; Feedback below the bar."""
     from autograder.sequential import CONFIDENCE, decide
-    from autograder.trusted import compare_decoding, course_model, course_namespace
-    from dlcourse.threads import torch_threads
+    from autograder.trusted import compare_decoding, course_decoding, course_model, course_namespace
     from dlcourse.translation import BOS_ID, EOS_ID, decoded_sequences, make_reversal_data
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
     kwargs = dict(max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
     decode = course_namespace(student.assignment_name)[decoder]
-    device = next(course.parameters()).device
     rng, started = secret_rng(), time.monotonic()
 
     def arguments(batch: torch.Tensor) -> tuple:
         return (batch, (batch != PAD_ID).sum(1)) if with_lengths else (batch,)
 
     def decoded(src: torch.Tensor) -> torch.Tensor:
-        with torch_threads(device, threads=student.policy.threads), torch.no_grad():
-            return decode(course, *(a.to(device) for a in arguments(src)), **kwargs).long().cpu()
+        return course_decoding(student, course, decode, course, *arguments(src), **kwargs)
 
     correct, scored, cap = 0, 0, REVERSAL_STAGES[-1]
     for end in REVERSAL_STAGES:
@@ -183,19 +180,16 @@ def graded_bleu(student: StudentCode, saved_name: str, model: str, config: str, 
     (`decoder(model, *translate_args(src), max_len=64)`), here. The student's decoder translates a slice in the
     worker, for a note where it decodes something else. Returns (BLEU, the translations in test order); fails the
     test below `threshold.value`."""
-    from autograder.trusted import COMPARED_EXAMPLES, compare_decoding, course_model, course_namespace
-    from dlcourse.threads import torch_threads
+    from autograder.trusted import COMPARED_EXAMPLES, compare_decoding, course_decoding, course_model, course_namespace
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
     decode = course_namespace(student.assignment_name)[decoder]
-    device = next(course.parameters()).device
     pairs = multi30k_test_pairs()
     src, _ = encode_pairs(tokenizer, pairs)
     limit, started, rng = evaluation_limit(threshold.reference_eval_s), time.monotonic(), secret_rng()
 
     def translated(s: torch.Tensor) -> torch.Tensor:
-        with torch_threads(device, threads=student.policy.threads), torch.no_grad():
-            return decode(course, *(a.to(device) for a in translate_args(s)), max_len=BLEU_MAX_LEN).long().cpu()
+        return course_decoding(student, course, decode, course, *translate_args(s), max_len=BLEU_MAX_LEN)
 
     shown = trim_padding(src[rng.sample(range(len(src)), COMPARED_EXAMPLES)])[0]
     build = module(call(model, call(config, **saved_config)), weights=weights)

@@ -93,6 +93,17 @@ def course_model(student: StudentCode, saved_name: str, model: str, config: str)
     return built.to(student.policy.device).eval(), saved_config, weights
 
 
+def course_decoding(student: StudentCode, model: nn.Module, decode, *args, **kwargs) -> torch.Tensor:
+    """`decode(*args, **kwargs)` (the course's greedy decoder on `model`, or a method of it) here, with the tensors of
+    `args` on the model's device, the grader's threads and no gradients: its token ids, on the CPU."""
+    from dlcourse.threads import torch_threads
+
+    device = next(model.parameters()).device
+    with torch_threads(device, threads=student.policy.threads), torch.no_grad():
+        out = decode(*(a.to(device) if isinstance(a, torch.Tensor) else a for a in args), **kwargs)
+    return out.long().cpu()
+
+
 def local_outputs(model: nn.Module, saved_name: str, student: StudentCode) -> "Outputs":
     """The `outputs` of a threshold scorer (autograder/scoring.py) for the course's `model`, run here."""
     from dlcourse.threads import torch_threads

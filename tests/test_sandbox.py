@@ -111,30 +111,32 @@ def libc_socket(family, kind):
     return fd
 
 
-def seccomp_modes():
-    """[pid, the Seccomp line of its status] for every process visible in /proc."""
+def each_process(read):
+    """[pid, read(its /proc folder)] for every process visible in /proc that could be read."""
     out = []
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
-                with open(f"/proc/{name}/status") as f:
-                    out.append([int(name), next(l.split()[1] for l in f if l.startswith("Seccomp:"))])
+                out.append([int(name), read(f"/proc/{name}")])
             except (OSError, StopIteration):
                 pass
     return out
 
 
+def seccomp_modes():
+    """[pid, the Seccomp line of its status] for every process visible in /proc."""
+    def mode(folder):
+        with open(f"{folder}/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("Seccomp:"))
+    return each_process(mode)
+
+
 def processes():
     """Every process visible in /proc: [pid, command line]."""
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    out.append([int(name), f.read().replace(b"\\0", b" ").decode(errors="replace")])
-            except OSError:
-                pass
-    return out
+    def cmdline(folder):
+        with open(f"{folder}/cmdline", "rb") as f:
+            return f.read().replace(b"\\0", b" ").decode(errors="replace")
+    return each_process(cmdline)
 
 
 def my_pid():

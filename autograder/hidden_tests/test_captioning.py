@@ -21,10 +21,10 @@ from autograder.attention_reference import attention_weights, causal, mha_refere
 from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
-from autograder.trusted import COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_model, local_outputs
+from autograder.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
+                               local_outputs)
 from dlcourse.captioning import (END, NULL, START, STANDIN_LABEL, WORDS, decode_captions, fresh_standin_split,
                                  make_standin, small_subset)
-from dlcourse.threads import torch_threads
 from dlcourse.translation import corpus_bleu
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/captioning/spec.py: cells, thresholds, forbidden APIs, budget
@@ -488,11 +488,9 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
         course, build, weights = course_captioner(student, "captioning_standin")
         # Drawn afresh in every run from a secret seed: no split the notebook can make is the one scored.
         features, captions = fresh_standin_split(HELD_OUT_IMAGES, seed=secret_rng().getrandbits(63))
-        device = next(course.parameters()).device
         started = time.monotonic()
-        with torch_threads(device, threads=student.policy.threads):
-            sampled = course.sample(features.to(device), max_length=SAMPLE_MAX_LENGTH).long().cpu()  # (N, L)
-            shown = course.sample(features[:COMPARED_EXAMPLES].to(device), max_length=SAMPLE_MAX_LENGTH).long().cpu()
+        sampled = course_decoding(student, course, course.sample, features, max_length=SAMPLE_MAX_LENGTH)  # (N, L)
+        shown = course_decoding(student, course, course.sample, features[:COMPARED_EXAMPLES], max_length=SAMPLE_MAX_LENGTH)
         # the slice sampled alone, as the worker samples it: a batch's width depends on its rows (sampling stops when
         # every caption has ended)
         compare_decoding(student, "captioning_standin", "sample",
