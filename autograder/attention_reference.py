@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn as nn
 
-from autograder.sandbox.stand_ins.transformer import TorchMHA
+from autograder.stand_ins.transformer import TorchMHA
 from dlcourse.checks import fill_parameters_
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from autograder.notebook import dotted_name
 
 # Module or attribute names whose use in an answer cell reaches for the grader rather than the assignment.
-GRADER_NAMES = ("autograder", "sandbox", "tripwires", "stand_ins", "worker", "seccomp", "_pop_mode",
-                "_pop_mode_temporarily", "_push_mode", "torch.overrides", "torch.utils._python_dispatch",
+GRADER_NAMES = ("autograder", "sandbox", "tripwires", "stand_ins", "RemoteModule", "RemoteFunction", "worker", "seccomp",
+                "_pop_mode", "_pop_mode_temporarily", "_push_mode", "torch.overrides", "torch.utils._python_dispatch",
                 "_get_current_dispatch_mode", "gc", "sys._getframe", "_getframe", "f_back", "f_globals", "f_locals",
                 "ctypes", "inspect", "sys.modules", "__builtins__", "builtins", "__import__", "importlib",
                 "sys.settrace", "sys.setprofile", "sys.addaudithook", "audit_hook")

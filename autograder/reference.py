@@ -6,7 +6,7 @@
 Checks that raise Feedback (defined in autograder/feedback.py, which the judge uses too), seeded inputs and weights
 (dlcourse/checks.py, the same numbers the notebooks' public checks use), a reference's gradients, the check of a
 student module's parameter gradients against them, and the check of a module's dropout in eval and train mode. The reference layers themselves are the stand-ins'
-(autograder/sandbox/stand_ins/<assignment>.py), imported from there.
+(autograder/stand_ins/<assignment>.py), imported from there.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from autograder.feedback import Feedback, assert_close, assert_shape
 from autograder.requests import stand_in
-from autograder.sandbox.stand_ins.dropout import replayed_dropout
+from autograder.sandbox.harness.dropout import replayed_dropout
 from dlcourse.checks import fill_parameters_, seeded_randn
 
 __all__ = ["Feedback", "assert_close", "assert_shape", "check_dropout", "expect_grads", "fill_parameters_",

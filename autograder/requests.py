@@ -41,7 +41,7 @@ def module(spec: dict, weights: dict | None = None, substitutes: dict | None = N
     if weights is not None:
         spec["weights"] = {k: v.detach().contiguous() for k, v in weights.items()}
     if substitutes:
-        spec["substitutes"] = {path: {"kind": s["$stand_in"], "kwargs": s.get("kwargs", {})} for path, s in substitutes.items()}
+        spec["substitutes"] = dict(substitutes)
     spec.update({k: v for k, v in (("keep_as", keep_as), ("train", train), ("grads", grads)) if v})
     return spec
 
@@ -57,7 +57,8 @@ def handle(kept_as: str) -> dict:
 
 
 def stand_in(kind: str, **kwargs) -> dict:
-    """A reference layer from autograder/sandbox/stand_ins/ (registered by name), built in the worker."""
+    """A stand-in of autograder/stand_ins/ (a reference layer, loss or mask: the grader builds and runs it, the worker
+    gets a shell) or a driver of autograder/sandbox/harness/ (built in the worker), by its registered name."""
     return {"$stand_in": kind, "kwargs": kwargs}
 
 
@@ -130,7 +131,7 @@ class RunResult:
 def layer_request(build: dict, inputs: tuple, weights: dict | None = None, grad_output: torch.Tensor | None = None,
                   substitutes: dict | None = None) -> tuple[dict, dict, list[str]]:
     """The layer tests' request (StudentCode.run), a call like any other: build the module `build` (with `weights`
-    loaded exactly and `substitutes`, path -> {"kind": stand-in name, "kwargs": {...}}), call it on `inputs`, and
+    loaded exactly and `substitutes`, path -> stand_in()), call it on `inputs`, and
     with `grad_output` differentiate its output, for the gradients of every floating-point input and of the
     module's parameters (label "layer"). Returns (header, tensors, marked) as call_request does."""
     target = module(build, weights=weights, grads="layer")

@@ -18,11 +18,31 @@ import torch
 
 from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.notebook import (
+    NotebookError,
+    extract_graded_code,
+    find_forbidden,
+    read_notebook,
+)
 from autograder.options import GradeOptions
-from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
-from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
-                                 module)
-from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, WorkerStartFailed
+from autograder.requests import (
+    CallResult,
+    RunResult,
+    call_request,
+    call_result,
+    handle,
+    layer_request,
+    layer_result,
+    module,
+)
+from autograder.sandbox import (
+    Sandbox,
+    SandboxCrashed,
+    SandboxPolicy,
+    SandboxTimeout,
+    WorkerStartFailed,
+)
+from autograder.stand_ins.remote import StandInServer
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells
 MAX_WEIGHTS_BYTES = 1 << 30
@@ -76,6 +96,7 @@ class StudentCode:
         self.assignment = load_assignment(self.assignment_name)
         self.code = None
         self.sandbox = None
+        self.stand_ins = StandInServer()  # the reference layers a test puts in the student's model run here
         self._load_failure = None
         notebook = self.submission_dir / self.assignment.notebook
         if not notebook.exists():
@@ -168,13 +189,16 @@ class StudentCode:
         self._ensure_started()
         timeout = self.time_left(timeout or self.call_timeout, what)
         try:
-            reply, out = self.sandbox.request(header, tensors, timeout=timeout)
+            header = self.stand_ins.prepare(header, tensors)
+            reply, out = self.sandbox.request(header, tensors, timeout=timeout, stand_ins=self.stand_ins)
         except SandboxTimeout:
             self.events.append("timeout")
             raise Feedback(f"{what}: no answer within {timeout:.0f} s (an infinite loop?)") from None
         except SandboxCrashed as exc:
             self.events.append("crashed")
             raise Feedback(f"{what}: your code ended the grading process ({exc})") from None
+        finally:
+            self.stand_ins.finish()
         self.forbidden_calls.update(reply.get("forbidden_calls", []))
         if not reply.get("ok"):
             raise Feedback(self._explain(reply.get("error", {}), what))

@@ -6,6 +6,7 @@ import torch
 
 from autograder.requests import layer_request, layer_result
 from autograder.sandbox import Sandbox
+from autograder.stand_ins.remote import StandInServer
 
 
 def send_layer(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: float = 30.0, tensors: dict | None = None,
@@ -16,7 +17,12 @@ def send_layer(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: fl
     weights = {k.removeprefix("weight."): v for k, v in tensors.items() if k.startswith("weight.")}
     header, payload, marked = layer_request(build, inputs, weights if weights or exact_weights else None,
                                             tensors.get("grad_output"), substitutes)
-    reply, out = sandbox.request(header, payload, timeout=timeout)
+    server = StandInServer()  # the stand-ins `substitutes` names run here, as StudentCode runs them
+    header = server.prepare(header, payload)
+    try:
+        reply, out = sandbox.request(header, payload, timeout=timeout, stand_ins=server)
+    finally:
+        server.finish()
     if not reply["ok"]:
         return reply, out
     result = layer_result(reply, out, marked, inputs)

@@ -375,14 +375,6 @@ def test_invoke_with_a_module_argument_returns_its_parameter_gradients(live):
     torch.testing.assert_close(result.param_grads["scale"]["w"], x)
 
 
-def test_invoke_with_a_stand_in_argument(live):
-    header, tensors, marked = call_request(name("apply_model"), (stand_in("torch_mlp", dim=4, hidden_dim=8),
-                                                                 torch.randn(2, 4)), {}, None)
-    reply, out = live.request(header, tensors, timeout=CALL_TIMEOUT)
-    assert reply["ok"], reply
-    assert call_result(reply, out, marked).value.shape == (2, 4)
-
-
 def test_missing_name_is_a_student_error(live):
     reply, _ = run(live, call("NoSuchModule"), torch.zeros(1))
     assert not reply["ok"]
@@ -526,7 +518,7 @@ def test_forbidden_function_trips_from_student_code_but_not_from_torch(live):
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
     x = torch.randn(2, 5, 8)
     weights = {f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}
-    substitutes = {"attn": {"kind": "torch_attention", "kwargs": {"dim": 8, "num_heads": 2}}}
+    substitutes = {"attn": stand_in("torch_attention", dim=8, num_heads=2)}
     reply, out = run(live, call("Holder"), x, substitutes=substitutes,
                      tensors={**weights, "grad_output": torch.ones(2, 5, 8)})
     assert reply["ok"], reply

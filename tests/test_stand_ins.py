@@ -1,4 +1,4 @@
-"""Helpers the hidden tests' isolation rests on (autograder/sandbox/stand_ins/): replayable dropout masks and names
+"""Helpers the hidden tests' isolation rests on (autograder/sandbox/harness/): replayable dropout masks and names
 replaced in a student's notebook for one call. Run in this process: no sandbox needed."""
 import sys
 import types
@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autograder.sandbox.stand_ins import replaced_names
-from autograder.sandbox.stand_ins.dropout import replayed_dropout, train_mode_forward
+from autograder.sandbox.harness import replaced_names
+from autograder.sandbox.harness.dropout import replayed_dropout, train_mode_forward
 
 
 def test_replayed_masks_ignore_memory_layout():

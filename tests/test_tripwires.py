@@ -2,7 +2,9 @@
 
 Every evasion below reaches a forbidden API by some other Python path than its plain name; each must fail
 in the worker with ForbiddenAPIError and be reported in forbidden_calls. The grader's own stand-ins, which
-use the same APIs inside a student's module, must keep working.
+use the same APIs inside a student's module, must keep working: they run on the grader's side (the worker holds a
+shell), so nothing in the worker is trusted with a forbidden API, and no route through the grader's drivers
+(autograder/sandbox/harness/) or a forged file name makes a student's call the grader's.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from autograder.sandbox import Sandbox, SandboxPolicy
+from autograder.requests import stand_in
 from layer_requests import send_layer
 
 SDPA = "torch.nn.functional.scaled_dot_product_attention"
@@ -37,8 +40,9 @@ def _disabled(x):
         return F.scaled_dot_product_attention(x, x, x)
 
 
-def _stand_in_from_sys_modules(x):
-    return sys.modules["stand_ins.vit"].TorchAttention(4, 2)(x[0])
+def _through_a_grader_driver(x):
+    run = sys.modules["harness"].lookup("train_mode_forward")(nn.MultiheadAttention(4, 2, batch_first=True))
+    return run(x[0], x[0], x[0])["output"][0]
 
 
 def _popped(x):
@@ -92,14 +96,14 @@ EVASIONS = {
         torch.randn(4, 4), torch.zeros(4), need_weights=False)[0],
     "mha_class": lambda x: nn.MultiheadAttention(4, 2)(x[0], x[0], x[0])[0],
     "mha_without_init": _mha_forward_no_init,
-    "stand_in_from_sys_modules": _stand_in_from_sys_modules,
+    "through_a_grader_driver": _through_a_grader_driver,
     "lstm_class": _lstm,
     "lstm_op": _lstm_op,
     "forged_file_name": lambda x: forged(x),
 }
 
 exec(compile("def forged(x):\\n    return F.scaled_dot_product_attention(x, x, x)\\n",
-             sys.modules["stand_ins.vit"].__file__, "exec"), globals())
+             sys.modules["harness"].__file__, "exec"), globals())
 
 
 class Evade(nn.Module):
@@ -139,11 +143,9 @@ class Holder(nn.Module):
                 return self.attn(x)
             finally:
                 nn.Module.__call__ = original
-        if self.how == "own_copy":  # the stand-in's class, built by the student
-            return type(self.attn)(8, 2)(x)
-        if self.how == "patched_forward":  # stand-in's class given a forward of the student's
+        if self.how == "patched_forward":  # the shell's class given a forward of the student's, under a grader file name
             exec(compile("def forward(self, x):\\n    return F.scaled_dot_product_attention(x, x, x)\\n",
-                         sys.modules["stand_ins.vit"].__file__, "exec"), globals())
+                         sys.modules["remote"].__file__, "exec"), globals())
             type(self.attn).forward, original = forward, type(self.attn).forward
             try:
                 return self.attn(x)
@@ -153,7 +155,7 @@ class Holder(nn.Module):
 '''
 
 CELLS = [{"grade_id": "student", "source": STUDENT}]
-SUBSTITUTES = {"attn": {"kind": "torch_attention", "kwargs": {"dim": 8, "num_heads": 2}}}
+SUBSTITUTES = {"attn": stand_in("torch_attention", dim=8, num_heads=2)}
 
 
 def call(name, *args):
@@ -177,12 +179,12 @@ def box(tmp_path_factory):
 
 EXPECTED = {"mha_class": MHA, "mha_without_init": "torch.nn.functional.multi_head_attention_forward",
             "mha_forward": "torch.nn.functional.multi_head_attention_forward",
-            "stand_in_from_sys_modules": MHA, "lstm_class": LSTM, "lstm_op": LSTM}  # (the first forbidden API that lowers to aten.lstm)
+            "through_a_grader_driver": MHA, "lstm_class": LSTM, "lstm_op": LSTM}  # (the first forbidden API that lowers to aten.lstm)
 
 
 @pytest.mark.parametrize("how", ["plain", "wrapped", "getattr_built_string", "importlib", "sys_modules", "torch_ops",
                                  "torch_ops_kernel", "torch_C_nn", "default_argument", "torch_function_disabled",
-                                 "mha_forward", "mha_class", "mha_without_init", "stand_in_from_sys_modules",
+                                 "mha_forward", "mha_class", "mha_without_init", "through_a_grader_driver",
                                  "lstm_class", "lstm_op", "forged_file_name"])
 def test_evasion_is_caught(box, how):
     reply, out = run(box, call("Evade", how), torch.randn(1, 2, 3, 4))
@@ -207,8 +209,8 @@ def test_removing_the_checks_fails_the_request(box, how):
     assert reply["error"]["type"] == "ForbiddenAPIError", reply  # the next request is guarded again
 
 
-@pytest.mark.parametrize("how", ["own_copy", "patched_forward"])
-def test_stand_in_code_outside_the_graders_instance_is_caught(box, how):
+@pytest.mark.parametrize("how", ["patched_forward"])
+def test_student_code_on_the_graders_shell_is_caught(box, how):
     reply, _ = run(box, call("Holder", how), torch.randn(2, 5, 8), substitutes=SUBSTITUTES)
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply
 

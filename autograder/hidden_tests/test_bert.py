@@ -28,6 +28,7 @@ from autograder.imdb_grading import graded_imdb
 from autograder.reference import Feedback, assert_close, assert_shape
 from autograder.requests import call, handle, module, name, stand_in
 from autograder.spec import Threshold
+from autograder.stand_ins.bert import ReferenceClassifier
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/bert/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -226,7 +227,11 @@ class TestTraining:
         value = student.invoke(stand_in("training_step_probe", training_step=name("training_step"),
                                         model=stand_in("reference_bert_classifier", seed=1), batch=train_batch(), steps=steps),
                                what=f"{steps} calls of training_step on a reference classifier (SGD with learning rate 0)").value
-        losses, reference, events, norms = value["losses"], value["reference_loss"], value["events"], value["grad_norms"]
+        losses, events, norms = value["losses"], value["events"], value["grad_norms"]
+        batch = train_batch()
+        with torch.no_grad():  # the same seeded classifier here (no dropout, so train mode changes nothing)
+            logits = ReferenceClassifier(seed=1).train()(batch["input_ids"], batch["attention_mask"])
+        reference = float(torch.nn.functional.cross_entropy(logits.float(), batch["label"]))
         if not all(isinstance(x, float) and math.isfinite(x) for x in losses):
             raise Feedback(f"training_step returned {losses[0]!r}: return the loss as a finite Python float (loss.item())")
         if not all(abs(x - reference) <= 1e-3 + 2e-2 * reference for x in losses):
@@ -253,7 +258,7 @@ class TestTraining:
     def test_optimizer_and_linear_warmup_schedule(self, student):
         """create_optimizer_and_scheduler gives AdamW with a linear warm-up to lr, then a linear decay to 0"""
         lr, steps = 1e-3, 10
-        result = student.invoke(stand_in("training_steps_runner"), None, stand_in("reference_bert_classifier", seed=2), train_batch(),
+        result = student.invoke(stand_in("training_steps_runner"), stand_in("reference_bert_classifier", seed=2),
                                 steps=steps, lr=lr,
                                 create_optimizer_and_scheduler=name("create_optimizer_and_scheduler"), warmup_ratio=0.3,
                                 what="create_optimizer_and_scheduler(lr=1e-3, num_training_steps=10, warmup_ratio=0.3)")

@@ -3,7 +3,7 @@
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerDecoderLayer) given the same weights; the positional encoding with its formula, entry by entry. The
 decoder layer is tested with torch attention and feed-forward stand-ins, the captioning model with torch decoder
-layers (autograder/sandbox/stand_ins/captioning.py) and the reference causal mask, and `sample` through a forward
+layers (autograder/stand_ins/captioning.py) and the reference causal mask, and `sample` through a forward
 that looks its scores up in a table: a bug costs points only in the tests of its own part. The loss is compared with
 a computation made here. The thresholds load the student's saved weights into the notebook's own model (the release
 fixes its architecture; autograder/trusted.py) and compute the loss, the captions and BLEU in this process, BLEU on
@@ -20,6 +20,7 @@ from autograder.assignments import assignment_of
 from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
 from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
+from autograder.stand_ins.transformer import with_reference_masks
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
                                local_outputs)
@@ -170,8 +171,8 @@ def layer_weights(ref: nn.TransformerDecoderLayer) -> dict:
 
 
 def layer_substitutes(d_model: int, heads: int, d_ff: int) -> dict:
-    subs = {a: {"kind": "torch_mha", "kwargs": {"d_model": d_model, "num_heads": heads}} for a in ("self_attn", "cross_attn")}
-    subs["ff"] = {"kind": "torch_feedforward", "kwargs": {"d_model": d_model, "d_ff": d_ff}}
+    subs = {a: stand_in("torch_mha", d_model=d_model, num_heads=heads) for a in ("self_attn", "cross_attn")}
+    subs["ff"] = stand_in("torch_feedforward", d_model=d_model, d_ff=d_ff)
     return subs
 
 
@@ -276,7 +277,7 @@ def captioner(keep_as: str | None = None, seed: int | None = None) -> dict:
         _, substitutes, weights = reference_captioner(TINY, seed)
         build = module(call("CaptioningTransformer", call("CaptioningConfig", **TINY)), weights=weights,
                        substitutes=substitutes, keep_as=keep_as)
-    return stand_in("with_reference_masks", target=build)
+    return with_reference_masks(build)
 
 
 @pytest.mark.cell("captioning_model")
@@ -310,7 +311,7 @@ class TestCaptioningModel:
         for t in (1, 3):
             changed = captions.clone()
             changed[:, t + 1] = 4 + (changed[:, t + 1] - 4 + 5) % 9
-            second = student.invoke(stand_in("with_reference_masks", target=handle("causality")), features, changed,
+            second = student.invoke(with_reference_masks(handle("causality")), features, changed,
                                     what="CaptioningTransformer (causality)")
             assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
                          f"scores at positions 0..{t} after changing word {t + 1}", rtol=1e-5, atol=1e-5)

@@ -20,7 +20,7 @@ from autograder.imdb_grading import graded_rnn_accuracy
 from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   replayed_dropout, seeded_randn)
 from autograder.requests import call, module, name, needs_grad, stand_in
-from autograder.sandbox.stand_ins.rnn import TorchClassifier, TorchRecurrent
+from autograder.stand_ins.rnn import TorchClassifier, TorchRecurrent
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/rnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -382,7 +382,8 @@ def run_probe(student, batches, epochs, lr, optimizer="adam", seed=0):
     spec = stand_in("train_loop_probe", train_one_epoch=name("train_one_epoch"),
                     model=stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
                                    state=dict(model.state_dict())),
-                    batches=batches, epochs=epochs, lr=lr, optimizer=optimizer)
+                    batches=batches, compute_loss=stand_in("reference_compute_loss"), epochs=epochs, lr=lr,
+                    optimizer=optimizer)
     result = student.invoke(spec, what="train_one_epoch with a small LSTM classifier built from torch layers "
                                        "(and the reference compute_loss)").value
     return model, result
@@ -455,7 +456,7 @@ class TestLoops:
         """evaluate returns the mean loss per review and the accuracy over all batches, of unequal sizes"""
         batches = fixed_batches(seed=4, sizes=(5, 1, 3))
         model = reference_classifier(7)
-        value = student.invoke(stand_in("with_reference_loss", function=name("evaluate")),
+        value = student.invoke(stand_in("with_reference_loss", function=name("evaluate"), compute_loss=stand_in("reference_compute_loss")),
                                stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
                                         state=dict(model.state_dict())),
                                batches, what="evaluate with a small LSTM classifier built from torch layers (and the "

@@ -1,7 +1,7 @@
 """Hidden tests of the seq2seq assignment (source/seq2seq/seq2seq.ipynb). Never shipped to students.
 
 Attention is compared with its formula; the encoder and the decoder step with references built from torch's
-recurrent layers given the same weights (autograder/sandbox/stand_ins/seq2seq.py: the encoder there runs each
+recurrent layers given the same weights (autograder/stand_ins/seq2seq.py: the encoder there runs each
 sentence alone, without padding). The decoder is tested with the reference attention in place of the student's
 (`attend`), the whole model with the reference encoder and decoder, and greedy translation on a reference model,
 so a bug costs points once. Dropout is checked in eval mode (it does nothing) and in train mode, against the
@@ -18,7 +18,7 @@ from autograder.assignments import assignment_of
 from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, replayed_dropout,
                                   seeded_randn)
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.sandbox.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
+from autograder.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
 from autograder.spec import Threshold
 from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_bleu, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask

@@ -2,7 +2,7 @@
 
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) given the same weights. The layers, the Transformer
-and greedy decoding are tested with stand-in sublayers built from torch (autograder/sandbox/stand_ins/transformer.py),
+and greedy decoding are tested with stand-in sublayers built from torch (autograder/stand_ins/transformer.py),
 so a bug in attention costs points only in the attention tests; the Transformer and greedy_decode tests run with
 the reference make_padding_mask / make_causal_mask in the student's notebook (a mask bug costs points only in the
 mask tests). Dropout is checked in eval mode (it does nothing) and in train mode, against the reference under the
@@ -21,8 +21,8 @@ from autograder.attention_reference import attention_weights, causal, mha_refere
 from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   reference_grads, replayed_dropout, seeded_randn)
 from autograder.requests import call, handle, module, name, stand_in
-from autograder.sandbox.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward,
-                                                      TorchSeq2Seq)
+from autograder.stand_ins.transformer import (TorchDecoderLayer, TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq,
+                                              with_reference_masks)
 from autograder.spec import Threshold
 from autograder.translation_grading import check_greedy_rows, course_tokenizer, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask
@@ -282,8 +282,8 @@ def layer_weights(ref: nn.Module, attentions: dict[str, str], norms: int) -> dic
 
 
 def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions: list[str]) -> dict:
-    subs = {a: {"kind": "torch_mha", "kwargs": {"d_model": d_model, "num_heads": heads}} for a in attentions}
-    subs["ff"] = {"kind": "torch_feedforward", "kwargs": {"d_model": d_model, "d_ff": d_ff}}
+    subs = {a: stand_in("torch_mha", d_model=d_model, num_heads=heads) for a in attentions}
+    subs["ff"] = stand_in("torch_feedforward", d_model=d_model, d_ff=d_ff)
     return subs
 
 
@@ -398,11 +398,6 @@ class TestDecoderLayer:
                       what=f"DecoderLayer(16, 2, 32, dropout={p}) with reference sublayers",
                       where="on the masked self-attention's, the cross-attention's and the feed-forward's outputs, each "
                             "before its residual sum")
-
-
-def with_reference_masks(target: dict) -> dict:
-    """`target` (a Transformer or greedy_decode spec) run with the reference masks in the student's notebook."""
-    return stand_in("with_reference_masks", target=target)
 
 
 TINY = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=16, num_heads=2, num_encoder_layers=2,

@@ -17,8 +17,8 @@ from torchvision.models.vision_transformer import VisionTransformer
 from autograder.assignments import assignment_of
 from autograder.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   reference_grads, replayed_dropout, seeded_randn)
-from autograder.requests import call, module
-from autograder.sandbox.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, TorchvisionBlock
+from autograder.requests import call, module, stand_in
+from autograder.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
 from autograder.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
@@ -163,12 +163,12 @@ class TestMLP:
                       what=f"MLP(10, 14, dropout={p})", where="after GELU (before fc2), then after fc2")
 
 
-def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> TorchvisionBlock:
+def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> nn.Module:
     """torchvision's EncoderBlock (the torchvision_block stand-in) with seeded weights."""
-    return fill_parameters_(TorchvisionBlock(dim, heads, mlp_dim), seed=seed, scale=0.3).eval()
+    return fill_parameters_(torchvision_block(dim, heads, mlp_dim), seed=seed, scale=0.3).eval()
 
 
-def block_weights(ref: TorchvisionBlock) -> dict:
+def block_weights(ref: nn.Module) -> dict:
     """torchvision EncoderBlock weights under the student's names (attn/mlp are torch stand-ins)."""
     sa = ref.self_attention
     return {"norm1.weight": ref.ln_1.weight, "norm1.bias": ref.ln_1.bias,
@@ -180,8 +180,8 @@ def block_weights(ref: TorchvisionBlock) -> dict:
 
 
 def block_substitutes(dim: int, heads: int, mlp_dim: int, prefix: str = "") -> dict:
-    return {f"{prefix}attn": {"kind": "torch_attention", "kwargs": {"dim": dim, "num_heads": heads}},
-            f"{prefix}mlp": {"kind": "torch_mlp", "kwargs": {"dim": dim, "hidden_dim": mlp_dim}}}
+    return {f"{prefix}attn": stand_in("torch_attention", dim=dim, num_heads=heads),
+            f"{prefix}mlp": stand_in("torch_mlp", dim=dim, hidden_dim=mlp_dim)}
 
 
 @pytest.mark.cell("block")
@@ -222,15 +222,15 @@ def torchvision_vit(cfg: dict, seed: int) -> VisionTransformer:
 
 def isolated_vit(cfg: dict, ref: VisionTransformer) -> tuple[dict, dict, dict]:
     """(build, substitutes, weights): the student's ViT with torch stand-ins for Patchify and the Blocks."""
-    substitutes = {"patchify": {"kind": "conv_patchify", "kwargs": {
-        "in_channels": cfg["in_channels"], "patch_size": cfg["patch_size"], "embed_dim": cfg["embed_dim"]}}}
+    substitutes = {"patchify": stand_in("conv_patchify", in_channels=cfg["in_channels"], patch_size=cfg["patch_size"],
+                                        embed_dim=cfg["embed_dim"])}
     weights = {"patchify.proj.weight": ref.conv_proj.weight, "patchify.proj.bias": ref.conv_proj.bias,
                "cls_token": ref.class_token, "pos_embed": ref.encoder.pos_embedding,
                "norm.weight": ref.encoder.ln.weight, "norm.bias": ref.encoder.ln.bias,
                "head.weight": ref.heads.head.weight, "head.bias": ref.heads.head.bias}
     for i in range(cfg["depth"]):
-        substitutes[f"blocks.{i}"] = {"kind": "torchvision_block", "kwargs": {
-            "dim": cfg["embed_dim"], "num_heads": cfg["num_heads"], "mlp_dim": cfg["mlp_dim"]}}
+        substitutes[f"blocks.{i}"] = stand_in("torchvision_block", dim=cfg["embed_dim"], num_heads=cfg["num_heads"],
+                                              mlp_dim=cfg["mlp_dim"])
         layer = getattr(ref.encoder.layers, f"encoder_layer_{i}")
         weights.update({f"blocks.{i}.{name}": p for name, p in layer.state_dict().items()})
     return call("ViT", call("ViTConfig", **cfg)), substitutes, weights

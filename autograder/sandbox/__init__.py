@@ -38,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from autograder.sandbox.cgroups import WorkerLimits
 from autograder.sandbox.protocol import MAX_HEADER_BYTES, ProtocolError, decode_header, decode_payload, encode
@@ -50,6 +51,12 @@ TMPFS_BYTES = 512 << 20  # the worker's /tmp (it also counts against the memory 
 LOG_KEEP_BYTES = 1 << 20  # of the worker's output, the first and the last MiB are kept
 SYSTEM_LIBRARIES = ["/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32"]
 WEAK_ISOLATION = "weak: no bubblewrap, the audit hook only"
+
+
+class StandInAnswerer(Protocol):
+    """What answers the worker's calls of the grader's stand-ins (autograder/stand_ins/remote.py: StandInServer)."""
+
+    def answer(self, call, tensors: dict) -> tuple[dict, dict]: ...
 
 
 class SandboxTimeout(Exception):
@@ -396,14 +403,21 @@ class Sandbox:
         self.process = None
 
     # -- requests ----------------------------------------------------------------------------------
-    def request(self, header: dict, tensors: dict | None = None, timeout: float = 30.0) -> tuple[dict, dict]:
-        """Send one request and wait at most `timeout` seconds for the reply (header, tensors)."""
+    def request(self, header: dict, tensors: dict | None = None, timeout: float = 30.0,
+                stand_ins: StandInAnswerer | None = None) -> tuple[dict, dict]:
+        """Send one request and wait at most `timeout` seconds for the reply (header, tensors). Meanwhile the
+        worker's calls of stand-ins the grader holds ({"stand_in": ...} frames) are answered by `stand_ins`."""
         if not self.alive:
             raise SandboxCrashed(self._exit_description())
         deadline = time.monotonic() + timeout
         try:
             self._write_all(encode(header, tensors), deadline)
             reply, payload = self._read_reply(deadline)
+            while "stand_in" in reply:
+                if stand_ins is None:
+                    raise ProtocolError("the worker called a stand-in, but the request holds none")
+                self._write_all(encode(*stand_ins.answer(reply["stand_in"], payload)), deadline)
+                reply, payload = self._read_reply(deadline)
         except SandboxTimeout:
             self.close()
             raise

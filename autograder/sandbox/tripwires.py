@@ -8,11 +8,10 @@ traced on torch 2.14 CPU and CUDA), so `__wrapped__`, `getattr`, `importlib`, `s
 `torch._C._nn` and a reference saved earlier all end in the same check. Python-only APIs (prebuilt model
 factories, `torch.hub.load`) and the construction of forbidden classes are guarded in Python as well.
 
-Who called: an operation is forbidden when the innermost "owner" frame on the stack is a notebook cell,
-stand-in code running on an instance the student made, or nothing at all; it is allowed when that owner
-is code from a module of the stand_ins package (known by code-object identity, not file name) running on a stand-in the grader
-built (`build_stand_in`), or torch's own layer code (recorded before any student code) running on a part of one: a
-student's wrapper further out on the stack (a hook on nn.Module.__call__) does not make the grader's call theirs. The modes are entered afresh around every request (`guarding`); a request
+Who called: nothing of the grader in the worker uses a forbidden API (the reference layers that do are the grader's
+stand-ins, which run on the trusted side: autograder/stand_ins/), so every forbidden operation in the worker is the
+student's, however it was reached. A forbidden import is the student's when a notebook cell is on the stack (libraries
+may import what they like for themselves). The modes are entered afresh around every request (`guarding`); a request
 after which they are missing or replaced counts as tampering and fails.
 """
 from __future__ import annotations
@@ -22,11 +21,8 @@ import contextlib
 import importlib
 import sys
 import types
-import weakref
-from collections.abc import Iterable
 
 import torch
-import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils import _python_dispatch as python_dispatch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -64,66 +60,12 @@ class ForbiddenAPIError(RuntimeError):
 
 
 # -- who is calling -------------------------------------------------------------------------------------
-_TRUSTED_CODE: dict[int, types.CodeType] = {}  # id -> code object of the stand-in modules (kept alive, compared by id)
-_GRADER_BUILT: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # id -> stand-in the grader built
-_state = {"building": False}
-# torch's own layers' forward code (nn.MultiheadAttention.forward, ...), recorded by `install` before any student code
-# runs: a forbidden operation inside one of them, on a part of a stand-in the grader built, is the grader's, even when
-# the student's code sits further out on the stack (a wrapper of nn.Module.__call__ that logs or hooks).
-_TORCH_FORWARDS: dict[int, types.CodeType] = {}
-
-
-def trust_code_of(module: types.ModuleType) -> None:
-    """Trust every code object defined in `module` (its functions, methods, nested functions and lambdas)."""
-    pending = []
-    for value in vars(module).values():
-        members = vars(value).values() if isinstance(value, type) and value.__module__ == module.__name__ else [value]
-        for member in members:
-            member = getattr(member, "__func__", member)
-            if isinstance(member, types.FunctionType) and member.__module__ == module.__name__:
-                pending.append(member.__code__)
-    while pending:
-        code = pending.pop()
-        _TRUSTED_CODE[id(code)] = code
-        pending.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-
-
-def build_stand_in(factory, kwargs: dict):
-    """A stand-in built by the grader: its code may use forbidden APIs, on this instance (and its submodules)."""
-    _state["building"] = True
-    try:
-        value = factory(**kwargs)
-    finally:
-        _state["building"] = False
-    for part in value.modules() if isinstance(value, nn.Module) else [value]:
-        with contextlib.suppress(TypeError):
-            _GRADER_BUILT[id(part)] = part
-    return value
-
-
-def _record_torch_forwards() -> None:
-    for value in vars(nn).values():
-        code = getattr(getattr(value, "forward", None), "__code__", None)
-        if isinstance(value, type) and issubclass(value, nn.Module) and isinstance(code, types.CodeType):
-            _TORCH_FORWARDS[id(code)] = code
-
-
-def _student_owns(frame, unowned: bool = True) -> bool:
+def _cell_on_stack(frame) -> bool:
     while frame is not None:
-        code = frame.f_code
-        if _TORCH_FORWARDS.get(id(code)) is code and code.co_argcount:  # compared by identity: cannot be forged
-            owner = frame.f_locals.get(code.co_varnames[0])
-            if owner is not None and _GRADER_BUILT.get(id(owner)) is owner:
-                return False
-        if _TRUSTED_CODE.get(id(code)) is code:
-            if _state["building"] and code.co_name == "__init__":
-                return False
-            owner = frame.f_locals.get(code.co_varnames[0]) if code.co_argcount else None
-            return owner is None or _GRADER_BUILT.get(id(owner)) is not owner
-        if code.co_filename.startswith(CELL_PREFIX):
+        if frame.f_code.co_filename.startswith(CELL_PREFIX):
             return True
         frame = frame.f_back
-    return unowned  # for operations: nothing the grader built runs this, so code reached some other way
+    return False
 
 
 def _trip(label: str) -> None:
@@ -132,7 +74,7 @@ def _trip(label: str) -> None:
 
 
 def _check(label: str | None) -> None:
-    if label is not None and _student_owns(sys._getframe(2)):
+    if label is not None:
         _trip(label)
 
 
@@ -183,13 +125,12 @@ def guarding():
     finally:
         intact = (torch._C._len_torch_function_stack() == 1 and torch._C._get_function_stack_at(0) is function_mode
                   and torch._C._len_torch_dispatch_stack() == 1 and torch._C._get_dispatch_stack_at(0) is dispatch_mode
-                  and not _state["building"])
+)
         if intact:
             dispatch_mode.__exit__(None, None, None)
             function_mode.__exit__(None, None, None)
         else:
             _clear_mode_stacks()
-            _state["building"] = False
             FORBIDDEN_CALLS.append(TAMPERED)
             if not failed:
                 raise ForbiddenAPIError(f"your code {TAMPERED}")
@@ -233,12 +174,8 @@ def _replace_everywhere(original, replacement) -> None:
                 namespace[key] = replacement
 
 
-def install(forbidden_attributes: list[str], forbidden_modules: list[str],
-            trusted_modules: Iterable[types.ModuleType]) -> None:
-    """Arm the tripwires for one assignment's lists (its spec's forbidden APIs), trusting the stand-ins' code."""
-    for module in trusted_modules:
-        trust_code_of(module)
-    _record_torch_forwards()
+def install(forbidden_attributes: list[str], forbidden_modules: list[str]) -> None:
+    """Arm the tripwires for one assignment's lists (its spec's forbidden APIs)."""
     names, prefixes = {}, {}
     for dotted in forbidden_attributes:
         module_name, _, attr = dotted.rpartition(".")
@@ -262,7 +199,7 @@ def install(forbidden_attributes: list[str], forbidden_modules: list[str],
 
 def _guard_imports(forbidden_modules: list[str]) -> None:
     def check(name: str, fromlist=()) -> None:
-        if _student_owns(sys._getframe(2), unowned=False):
+        if _cell_on_stack(sys._getframe(2)):
             for full in [name] + [f"{name}.{f}" for f in (fromlist or ())]:
                 if any(full == m or full.startswith(m + ".") for m in forbidden_modules):
                     FORBIDDEN_CALLS.append(f"import {full}")

@@ -97,9 +97,12 @@ def _audit(event: str, args: tuple) -> None:
         raise PermissionError(f"the autograder sandbox does not allow access to {args[0]}")
 
 
-import stand_ins  # noqa: E402  (the package autograder/sandbox/stand_ins/: one module per assignment)
+import harness  # noqa: E402  (the package autograder/sandbox/harness/: the grader's drivers of student code)
 import tripwires  # noqa: E402  (forbidden APIs: see tripwires.py)
-from tripwires import CELL_PREFIX, FORBIDDEN_CALLS, build_stand_in  # noqa: E402
+from remote import Link, build_shell  # noqa: E402  (shells of the stand-ins the grader holds: see remote.py)
+from tripwires import CELL_PREFIX, FORBIDDEN_CALLS  # noqa: E402
+
+LINK = Link(REQUEST_FD, RESPONSE_FD, DEVICE)
 
 
 # 3. Running cells and serving requests. -------------------------------------------------------------
@@ -146,7 +149,8 @@ def resolve(spec, tensors: dict | None = None, built: dict | None = None):
     {"$tensor": key}                                  a tensor of the request, moved to the device;
         "grad": true makes it require grad (its gradient comes back as input_grad.<key>);
     {"$handle": name}                                 a module kept by an earlier request;
-    {"$stand_in": kind, "kwargs": {...}}              a reference layer registered in the stand_ins package;
+    {"$stand_in": kind, "kwargs": {...}}              a driver registered in the harness package, built here;
+    {"$remote": id, ...}                              a shell of a stand-in the grader holds (remote.py);
     lists and plain dicts are resolved element by element; other JSON values are themselves."""
     tensors = {} if tensors is None else tensors
     built = {} if built is None else built
@@ -167,7 +171,9 @@ def resolve(spec, tensors: dict | None = None, built: dict | None = None):
             raise StudentError(f"no module kept as {spec['$handle']!r}")
         return HANDLES[spec["$handle"]]
     if "$stand_in" in spec:
-        return build_stand_in(stand_ins.lookup(spec["$stand_in"]), resolve(spec.get("kwargs", {}), tensors, built))
+        return harness.lookup(spec["$stand_in"])(**resolve(spec.get("kwargs", {}), tensors, built))
+    if "$remote" in spec:
+        return build_shell(spec, tensors, LINK)
     if "$call" in spec:
         value = _namespace_lookup(spec["$call"])(*resolve(spec.get("args", []), tensors, built),
                                                  **resolve(spec.get("kwargs", {}), tensors, built))
@@ -185,7 +191,7 @@ def _namespace_lookup(name: str):
 
 def _prepare_module(module: nn.Module, spec: dict, tensors: dict, built: dict) -> None:
     for path, sub in spec.get("substitutes", {}).items():
-        substitute(module, path, sub)
+        substitute(module, path, resolve(sub, tensors, built))
     if "weights" in spec:
         load_weights(module, resolve(spec["weights"], tensors, built))
     module.to(DEVICE)
@@ -261,10 +267,9 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
     return {"value": value, "param_shapes": shapes}, out
 
 
-def substitute(module: nn.Module, path: str, spec: dict) -> None:
+def substitute(module: nn.Module, path: str, replacement) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = module.get_submodule(parent_path) if parent_path else module
-    replacement = build_stand_in(stand_ins.lookup(spec["kind"]), spec.get("kwargs", {}))
     if leaf.isdigit():
         parent[int(leaf)] = replacement
     else:
@@ -293,8 +298,7 @@ def serve() -> None:
                 write_frame(RESPONSE_FD, {"ok": True})
                 return
             if cmd == "load":
-                tripwires.install(header.get("forbidden_attributes", []), header.get("forbidden_modules", []),
-                                  stand_ins.MODULES)
+                tripwires.install(header.get("forbidden_attributes", []), header.get("forbidden_modules", []))
             with tripwires.guarding():  # fresh tripwire modes for each request; tampering fails it
                 if cmd == "load":
                     reply["cell_errors"] = run_cells(header["cells"])

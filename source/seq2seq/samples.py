@@ -134,6 +134,81 @@ def greedy_translate(model, src, src_lengths, max_len, bos_id=BOS_ID, eos_id=EOS
     return torch.stack(tokens, dim=1)
 """
 
+# The hostile sample that aliases the grader's references: the release, its TODOs answered by the grader's seq2seq
+# stand-ins (the reference attention, encoder and decoder step), imported or found in sys.modules when the cell runs,
+# else found through gc at each call (the worker's shells of the stand-ins of the test under way). The references
+# stay with the grader and it refuses a shell of another test, so it must score what the untouched release scores
+# (checked against the design it defeats: with the stand-ins in the worker, it passed attention, encoder and decoder
+# tests). It only looks: it opens no file and writes nothing.
+COSINE_TODO = 'Returns: context (B, H), weights (B, S).\n    """\n    # YOUR CODE HERE\n    raise NotImplementedError()'
+METHOD_TODO = "        # YOUR CODE HERE\n        raise NotImplementedError()"
+ALIAS_SEARCH = '''
+
+
+import gc as _gc
+import importlib as _importlib
+import sys as _sys
+
+
+def _reference_module():
+    for route in ("stand_ins.seq2seq", "autograder.stand_ins.seq2seq", "autograder.sandbox.stand_ins.seq2seq"):
+        try:
+            return _importlib.import_module(route)
+        except Exception:
+            if route in _sys.modules:
+                return _sys.modules[route]
+    return None
+
+
+def _shell(*names):
+    """A shell of the grader's stand-in called one of `names`, alive in this process, or None."""
+    for obj in _gc.get_objects():
+        kind = type(obj).__name__
+        if kind in ("RemoteModule", "RemoteFunction"):
+            text = repr(obj) if kind == "RemoteFunction" else obj.extra_repr()
+            if any(name in text for name in names):
+                return obj
+    return None
+
+
+def _through_shell(*names):
+    def call(*args, **kwargs):
+        found = _shell(*names)
+        if found is None:
+            raise NotImplementedError()
+        return found(*args, **kwargs)
+    return call
+
+
+_REFERENCE = _reference_module()
+if _REFERENCE is not None:
+    dot_attention = lambda query, keys, src_mask: _REFERENCE.attention("dot", query, keys, src_mask)
+    cosine_attention = lambda query, keys, src_mask, scale=10.0: _REFERENCE.attention("cosine", query, keys, src_mask, scale)
+else:
+    dot_attention = cosine_attention = _through_shell("reference_attention")
+'''
+ALIAS_ENCODER = '''
+
+
+if _REFERENCE is not None:
+    class Encoder(_REFERENCE.ReferenceEncoder):
+        def __init__(self, vocab_size, embed_dim, hidden_size, model_type="lstm", dropout=0.0, pad_id=PAD_ID):
+            super().__init__(vocab_size, embed_dim, hidden_size, model_type, pad_id)
+else:
+    Encoder.forward = lambda self, src, src_lengths: _through_shell("lstm_encoder")(src, src_lengths)
+'''
+ALIAS_DECODER = '''
+
+
+if _REFERENCE is not None:
+    class AttnDecoder(_REFERENCE.ReferenceDecoder):
+        def __init__(self, vocab_size, embed_dim, hidden_size, model_type="lstm", attention="dot", dropout=0.0,
+                     pad_id=PAD_ID):
+            super().__init__(vocab_size, embed_dim, hidden_size, model_type, attention, pad_id)
+else:
+    AttnDecoder.forward = lambda self, *args: _through_shell("lstm_decoder_step")(*args)
+'''
+
 SAMPLES = [
     Sample("reference", "the instructor's solution with trained weights", trained=True, expect_failed=UNTRAINED_HERE),
     Sample("alternative_correct", "correct code written unlike the reference, with the reference's trained weights",
@@ -175,4 +250,9 @@ SAMPLES = [
     Sample("hostile_reverse_lookup", "greedy_translate reverses the source without the model, with weights that "
            "learned nothing (the reference's, scrambled)",
            scrambled=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)], expect_failed=GREEDY | REVERSAL | UNTRAINED_HERE),
+    Sample("hostile_alias_stand_ins", "the release with its TODOs answered by the grader's reference attention, encoder "
+           "and decoder, reached by import, sys.modules or gc", base="release",
+           edits=[("attention", COSINE_TODO, COSINE_TODO + ALIAS_SEARCH), ("encoder", METHOD_TODO, METHOD_TODO + ALIAS_ENCODER),
+                  ("decoder", METHOD_TODO, METHOD_TODO + ALIAS_DECODER)],
+           expect_failed=ATTENTION | ENCODER | DECODER | SEQ2SEQ | GREEDY | REVERSAL | MULTI30K),
 ]

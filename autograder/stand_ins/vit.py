@@ -1,10 +1,7 @@
 """Stand-ins of the ViT assignment: torch / torchvision layers behind the notebook's Patchify, Attention, MLP, Block."""
 from __future__ import annotations
 
-from functools import partial
-
 import torch.nn as nn
-from torchvision.models.vision_transformer import EncoderBlock
 
 from . import register
 
@@ -40,11 +37,11 @@ class ConvPatchify(nn.Module):
 
 
 @register("torchvision_block")
-class TorchvisionBlock(EncoderBlock):
-    """torchvision's ViT encoder block (same parameter names); its own forward makes it stand-in code."""
+def torchvision_block(dim: int, num_heads: int, mlp_dim: int) -> nn.Module:
+    """torchvision's ViT encoder block (same parameter names), no dropout. torchvision is imported here, not with
+    the package: every judge imports the package, and only the ViT tests need it."""
+    from functools import partial
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int):
-        super().__init__(num_heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
+    from torchvision.models.vision_transformer import EncoderBlock
 
-    def forward(self, input):
-        return super().forward(input)
+    return EncoderBlock(num_heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))

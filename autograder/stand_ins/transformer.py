@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register, replaced_names
+from . import register
 
 
 # Masks follow the assignment's convention: bool, broadcastable to (B, num_heads, T_q, T_k), True = may attend.
@@ -112,7 +112,6 @@ class TorchSeq2Seq(nn.Module):
             self.generator.bias.zero_()
             self.generator.bias[eos_id] = eos_bias  # makes EOS come at different steps in different rows
         self.eval()
-        self.to("cuda" if torch.cuda.is_available() else "cpu")  # where the worker puts the inputs
 
     def encode(self, src, src_mask):
         x = self.src_embed(src) * math.sqrt(self.d_model) + self.pe[:src.shape[1]]
@@ -130,6 +129,16 @@ class TorchSeq2Seq(nn.Module):
         raise RuntimeError("greedy_decode should use encode / decode / generator")
 
 
+@register("reference_padding_mask")
+def padding_mask_stand_in():
+    return reference_padding_mask
+
+
+@register("reference_causal_mask")
+def causal_mask_stand_in():
+    return reference_causal_mask
+
+
 def reference_padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     """The notebook's make_padding_mask: (B, T) -> (B, 1, 1, T), True where the token is not padding."""
     return (tokens != pad_id)[:, None, None, :]
@@ -140,12 +149,10 @@ def reference_causal_mask(T: int, device=None) -> torch.Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-@register("with_reference_masks")
-def with_reference_masks(target):
-    """`target` (the student's Transformer, or greedy_decode) called with the reference make_padding_mask and
-    make_causal_mask in its notebook: the masks are tested on their own."""
-    def run(*args, **kwargs):
-        with replaced_names(target, {"make_padding_mask": reference_padding_mask,
-                                     "make_causal_mask": reference_causal_mask}):
-            return target(*args, **kwargs)
-    return run
+def with_reference_masks(target: dict) -> dict:
+    """The request spec: `target` (the student's Transformer, or greedy_decode; a spec) called with the grader's
+    make_padding_mask and make_causal_mask in its notebook, so that the masks are tested on their own."""
+    from autograder.requests import stand_in
+
+    return stand_in("with_reference_masks", target=target, make_padding_mask=stand_in("reference_padding_mask"),
+                    make_causal_mask=stand_in("reference_causal_mask"))

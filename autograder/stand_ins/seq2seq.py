@@ -1,6 +1,5 @@
 """Stand-ins of the seq2seq assignment: attention, the bidirectional encoder and the decoder step built from torch
-behind the notebook's interfaces, a whole seeded encoder-decoder for testing greedy_translate, and a seeded
-torch.Generator for the teacher-forcing tests.
+behind the notebook's interfaces, and a whole seeded encoder-decoder for testing greedy_translate.
 
 They are written unlike the notebook's solution on purpose, so that they are a second opinion: the encoder runs
 each sentence alone, without padding or packing, and attention is spelled out as scores, softmax and a sum.
@@ -30,17 +29,6 @@ def attention(kind: str, query, keys, src_mask, scale: float = 10.0):
 def reference_attention(score: str = "dot"):
     """A function with the signature of the notebook's dot_attention / cosine_attention (what AttnDecoder.attend holds)."""
     return lambda query, keys, src_mask: attention(score, query, keys, src_mask)
-
-
-@register("tuple_of")
-def tuple_of(items: list) -> tuple:
-    """A tuple (a request's lists arrive as lists): the LSTM state (h, c) passed to a student's decoder."""
-    return tuple(items)
-
-
-@register("seeded_generator")
-def seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @register("lstm_encoder")
@@ -105,7 +93,6 @@ class ReferenceSeq2Seq(nn.Module):
             self.decoder.out.bias.zero_()
             self.decoder.out.bias[eos_id] = eos_bias
         self.eval()
-        self.to("cuda" if torch.cuda.is_available() else "cpu")  # where the worker puts the inputs
 
     def forward(self, *args, **kwargs):
         raise RuntimeError("greedy_translate should use model.encoder and model.decoder")

@@ -1,15 +1,12 @@
 """Stand-ins of the RNN assignment: torch's recurrent layers behind the notebook's interface, a torch-built
-classifier, a reference compute_loss for the student's loops, and a driver that runs the student's training loop
-with a recording optimizer and scheduler."""
+classifier, and a reference compute_loss for the student's loops (autograder/sandbox/harness/rnn.py runs them)."""
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from . import recorded_optimizer, register, replaced_names
+from . import register
 
 
 @register("torch_recurrent")
@@ -47,37 +44,12 @@ class TorchClassifier(nn.Module):
         return self.head(self.rnn(self.embedding(tokens), lengths))
 
 
+@register("reference_compute_loss")
+def compute_loss_stand_in():
+    return reference_compute_loss
+
+
 def reference_compute_loss(prediction: torch.Tensor, label: torch.Tensor):
     """The notebook's compute_loss: (mean cross-entropy over the batch, number of correct predictions)."""
     loss = -prediction.log_softmax(dim=1).gather(1, label.unsqueeze(1)).mean()
     return loss, int((prediction.argmax(dim=1) == label).sum())
-
-
-def reference_loss_in(function: Callable):
-    """While the block runs, the name compute_loss in `function`'s notebook means reference_compute_loss: the loop
-    tests judge the student's loops, not their compute_loss (tested on its own)."""
-    return replaced_names(function, {"compute_loss": reference_compute_loss})
-
-
-@register("with_reference_loss")
-def with_reference_loss(function: Callable):
-    """`function` (the student's evaluate, say), called with the reference compute_loss in its notebook."""
-    def run(*args, **kwargs):
-        with reference_loss_in(function):
-            return function(*args, **kwargs)
-    return run
-
-
-@register("train_loop_probe")
-def train_loop_probe(train_one_epoch, model, batches, epochs: int = 1, lr: float = 0.01, optimizer: str = "adam"):
-    """Run the student's train_one_epoch `epochs` times on `batches` with a recording optimizer and scheduler, and
-    the reference compute_loss.
-    Returns a function (the hidden test calls it) giving what happened: the optimizer/scheduler step events
-    in order, the values train_one_epoch returned, and the model's weights afterwards."""
-    opt, scheduler, events, _ = recorded_optimizer(model, lr, optimizer)
-    device = next(model.parameters()).device
-    # (the worker answers calls without autograd unless asked for a backward pass)
-    with torch.enable_grad(), reference_loss_in(train_one_epoch):
-        returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=None) for _ in range(epochs)]
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return lambda: {"events": events, "returned": returned, "state": state}

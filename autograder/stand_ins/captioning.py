@@ -1,0 +1,20 @@
+"""Stand-ins of the captioning assignment: nn.TransformerDecoderLayer behind the notebook's DecoderLayer interface
+(x, memory, tgt_mask). Attention stand-ins (torch_mha) and the reference masks are the Transformer assignment's."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from . import register
+
+
+@register("torch_caption_decoder_layer")
+class TorchCaptionDecoderLayer(nn.Module):
+    """nn.TransformerDecoderLayer (post-norm, ReLU, no dropout): x (N, T, D) and memory (N, P, D), tgt_mask in the
+    assignment's convention (bool, True = may attend; (T, T)). The image memory is not masked."""
+
+    def __init__(self, embed_dim: int, num_heads: int, ff_dim: int):
+        super().__init__()
+        self.layer = nn.TransformerDecoderLayer(embed_dim, num_heads, ff_dim, dropout=0.0, batch_first=True)
+
+    def forward(self, x, memory, tgt_mask=None):
+        return self.layer(x, memory, tgt_mask=None if tgt_mask is None else ~tgt_mask)
