@@ -360,7 +360,7 @@ def run_sample(student, table: torch.Tensor, max_length: int):
     features = torch.zeros(len(table), 2, TINY["input_dim"])
     features[:, 0, 0] = torch.arange(len(table), dtype=torch.float32)  # which image: the table's row
     sampler = stand_in("sample_with_lookup_scores", model=module(call("CaptioningTransformer", call("CaptioningConfig", **TINY))),
-                       table=table)
+                       table=table, start=START)
     return student.invoke(sampler, features, max_length=max_length, what="sample (scores from a table)").value
 
 

@@ -246,13 +246,26 @@ def decoder_build(model_type: str, kind, weights: dict) -> dict:
                   substitutes=substitutes, grads="decoder")
 
 
+def assert_logits_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Logits compared after log_softmax: a constant added to a row changes no probability, no argmax and no loss the
+    course uses, so logits returned as log-probabilities (log_softmax) are as right as raw ones."""
+    assert_shape(got, tuple(want.shape), what)
+    assert_close(got.double().log_softmax(-1), want.double().log_softmax(-1), f"{what} (as log-probabilities)")
+
+
+def softmax_invariant_grad(logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The gradient to send back through `logits` for the loss sum(g * log_softmax(logits)): the same for raw logits
+    and for log-probabilities (log_softmax is idempotent), so the backward test accepts either."""
+    return g - logits.double().softmax(-1).to(g.dtype) * g.sum(-1, keepdim=True)
+
+
 def check_step(value, expected, model_type: str, kind) -> None:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise Feedback("AttnDecoder.forward must return (logits, state, weights)")
     logits, state, weights = value
     want_logits, want_state, want_weights = expected
     assert_shape(logits, (3, DECODER["vocab_size"]), "decoder logits")
-    assert_close(logits, want_logits, "decoder logits")
+    assert_logits_close(logits, want_logits, "decoder logits")
     check_state(state, want_state, model_type, "the decoder's new state")
     if kind is None:
         if weights is not None:
@@ -284,11 +297,18 @@ class TestDecoder:
         """Gradients of the logits reach the encoder outputs, the previous state and every weight as the reference's"""
         ref, weights, prev, (h, c), encoder_outputs, mask = decoder_case("lstm", "dot", seed=30)
         g = seeded_randn(3, DECODER["vocab_size"], seed=33)
+        forward = student.invoke(decoder_build("lstm", "dot", weights), prev, as_tuple(h, c), encoder_outputs, mask,
+                                 what="AttnDecoder").value
+        if not isinstance(forward, (list, tuple)) or not isinstance(forward[0], torch.Tensor):
+            raise Feedback("AttnDecoder.forward must return (logits, state, weights)")
+        assert_shape(forward[0], (3, DECODER["vocab_size"]), "decoder logits")
         result = student.invoke(decoder_build("lstm", "dot", weights), prev, as_tuple(needs_grad(h), needs_grad(c)),
-                                needs_grad(encoder_outputs), mask, backward=((0,), g), what="AttnDecoder backward")
+                                needs_grad(encoder_outputs), mask, backward=((0,), softmax_invariant_grad(forward[0], g)),
+                                what="AttnDecoder backward")
         refs = [t.clone().requires_grad_(True) for t in (h, c, encoder_outputs)]
         ref.zero_grad()
-        ref(prev, (refs[0], refs[1]), refs[2], mask)[0].backward(g)
+        logits = ref(prev, (refs[0], refs[1]), refs[2], mask)[0]
+        logits.backward(softmax_invariant_grad(logits.detach(), g))
         for got, want, label in zip(result.input_grads, refs, ("h", "c", "encoder outputs")):
             if got is None:
                 raise Feedback(f"no gradient reached the {label}")
@@ -314,7 +334,8 @@ class TestDecoder:
         built = module(call("AttnDecoder", model_type="lstm", attention="dot", dropout=p, **DECODER), weights=weights,
                        substitutes={"attend": stand_in("reference_attention", score="dot")})
         check_dropout(student, built, (prev, as_tuple(h, c), encoder_outputs, mask), p=p, seed=seed,
-                      expected_eval=expected_eval, expected_train=expected_train, calls=2, output=lambda value: value[0],
+                      expected_eval=expected_eval.log_softmax(-1), expected_train=expected_train.log_softmax(-1), calls=2,
+                      output=lambda value: value[0].double().log_softmax(-1).float(),
                       what=f"AttnDecoder(dropout={p})", where="on the embedded previous token (before the cell), then on "
                                                            "tanh(combine([h; context])) (before out)")
 
@@ -370,8 +391,7 @@ def check_loop(student, seed: int, ratio: float, teacher: list[bool], what: str,
     expected = reference_loop(encoder, decoder, src, tgt, teacher)
     if not isinstance(value, torch.Tensor):
         raise Feedback("Seq2Seq.forward must return a tensor of logits (B, T, V)")
-    assert_shape(value, tuple(expected.shape), "Seq2Seq logits")
-    assert_close(value, expected, what)
+    assert_logits_close(value, expected, what)
 
 
 @pytest.mark.cell("seq2seq")

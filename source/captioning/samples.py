@@ -169,6 +169,10 @@ SAMPLES = [
                   ("captioning_model", "word = scores.argmax(dim=-1).masked_fill(finished, NULL)",
                    "word = scores.argmax(dim=-1)")],
            expect_failed=SAMPLE | THRESHOLDS),
+    Sample("bug_sample_last_word_only", "planted bug: sample feeds forward only the last word, not the caption so far",
+           edits=[("captioning_model", "scores = self(features, partial)[:, -1]",
+                   "scores = self(features, partial[:, -1:])[:, -1]")],
+           expect_failed=SAMPLE | THRESHOLDS),
     Sample("alternative_correct", "correct code written unlike the reference (the table column by column, the mask by "
            "comparing positions, -1e9 as the masked score, einsum attention, keyword calls, a preallocated sampling "
            "buffer, the loss by log_softmax and gather), with the reference's trained weights",

@@ -10,14 +10,20 @@ from . import register
 
 
 @register("sample_with_lookup_scores")
-def sample_with_lookup_scores(model: nn.Module, table: torch.Tensor):
-    """`model.sample` (the student's) with the model's forward replaced by a table: the scores after word w for the
-    image whose features[:, 0, 0] is i are one_hot(table[i, w]). Sampling from it has a known answer."""
+def sample_with_lookup_scores(model: nn.Module, table: torch.Tensor, start: int):
+    """`model.sample` (the student's) with the model's forward replaced by a table: for the image whose
+    features[:, 0, 0] is i, the scores after word w are one_hot(table[i, w]), but only where the whole caption so far
+    is the greedy one (<START>, table[i, <START>], ...); elsewhere they are all zero. Sampling from it has a known
+    answer, which a `sample` that feeds forward less than the whole caption so far does not reach."""
     vocab = table.shape[1]
 
     def forward(features, captions):
-        images = features[:, 0, 0].long()
-        return F.one_hot(table.to(captions.device)[images[:, None], captions], vocab).float()  # (N, T, V)
+        images, lookup = features[:, 0, 0].long(), table.to(captions.device)
+        path = [torch.full_like(captions[:, 0], start)]
+        for _ in range(captions.shape[1] - 1):
+            path.append(lookup[images, path[-1]])
+        on_path = (captions == torch.stack(path, 1)).long().cumprod(1)  # (N, T): the caption up to t is the greedy one
+        return F.one_hot(lookup[images[:, None], captions], vocab).float() * on_path[..., None]  # (N, T, V)
 
     model.forward = forward
     return model.sample
