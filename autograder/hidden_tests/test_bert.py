@@ -167,6 +167,23 @@ class TestClassifier:
                      rtol=1e-3, atol=1e-4)
 
     @pytest.mark.points(1)
+    def test_cls_pooling_reads_the_cls_token(self, student):
+        """With pooling="cls" the logits come from the [CLS] position (the first), whatever follows it"""
+        # An encoder without layers: position t's hidden state depends only on the token there and t, so reviews that
+        # share [CLS] share its hidden state, while their last real token ([SEP]) and last position lie elsewhere.
+        first_ids, first_mask = tiny_batch([6, 9], 12, seed=4)
+        second_ids, second_mask = tiny_batch([10, 4], 10, seed=5)  # (and padded to another length)
+        built = tiny_classifier(encoder={"seed": 1, "num_hidden_layers": 0}, kwargs={"pooling": "cls"}, keep_as="cls_test")
+        what = 'SentimentClassifier(pooling="cls") with an encoder of no layers'
+        first = student.invoke(built, first_ids, first_mask, what=what).value
+        second = student.invoke(handle("cls_test"), second_ids, second_mask, what=what).value
+        for value in (first, second):
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (2, 2):
+                raise Feedback("SentimentClassifier.forward must return (B, 2) logits")
+        assert_close(second, first, f"{what}: logits of reviews that differ after their first token (the [CLS] "
+                     "token, hidden[:, 0], is what cls pooling reads; not the last real token)", rtol=1e-3, atol=1e-4)
+
+    @pytest.mark.points(1)
     @pytest.mark.parametrize("pooling", POOLINGS)
     def test_gradients_reach_encoder_and_head(self, student, pooling):
         """The loss gradient reaches the encoder (embeddings and last layer) and the head, with each pooling"""

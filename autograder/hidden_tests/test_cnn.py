@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from autograder.assignments import assignment_of
 from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
                                   seeded_randn)
-from autograder.requests import call
+from autograder.requests import call, handle, module
 from autograder.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget
@@ -299,6 +299,18 @@ class TestBetterCNN:
         """BetterCNN(BetterCNNConfig()) maps (B, 3, 32, 32) images to (B, 10) logits"""
         result = student.run(BETTER, (seeded_randn(3, 3, 32, 32),), what="BetterCNN(BetterCNNConfig()) on a (3, 3, 32, 32) batch")
         assert_shape(result.output, (3, 10), "BetterCNN output")
+
+    @pytest.mark.points(1)
+    def test_deterministic_in_eval_mode(self, student):
+        """In eval mode BetterCNN(BetterCNNConfig()) gives the same logits twice for the same images (no dropout at evaluation)"""
+        x = seeded_randn(4, 3, 32, 32, seed=3)
+        what = "BetterCNN(BetterCNNConfig()) in eval mode"
+        first = student.invoke(module(BETTER, keep_as="better_eval"), x, what=what).value
+        second = student.invoke(handle("better_eval"), x, what=what).value
+        if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+            raise Feedback("BetterCNN.forward must return a tensor of logits")
+        assert_close(second, first, f"{what}: the logits of the same images a second time (dropout must do nothing in "
+                     "eval mode: use nn.Dropout, or F.dropout with training=self.training)", rtol=0.0, atol=1e-6)
 
     @pytest.mark.points(1)
     def test_built_from_residual_blocks_and_inception(self, student):

@@ -338,15 +338,18 @@ def mean_of_batch_means(model, batches) -> float:
         return sum(F.cross_entropy(model(tokens, lengths), labels).item() for tokens, lengths, labels in batches) / len(batches)
 
 
-def sgd_steps(model, batches, lr: float, clear_gradients: bool = True) -> dict:
+def sgd_steps(model, batches, lr: float, clear_gradients: bool = True, clip_norm: float | None = None) -> dict:
     """The weights after one plain SGD step per batch on the mean cross-entropy (as train_one_epoch does with a
-    constant schedule); clear_gradients=False: gradients of earlier batches left to accumulate."""
+    constant schedule); clear_gradients=False: gradients of earlier batches left to accumulate; clip_norm: the
+    gradients' norm clipped to it before each step."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     optimizer.zero_grad()
     for tokens, lengths, labels in batches:
         if clear_gradients:
             optimizer.zero_grad()
         F.cross_entropy(model(tokens, lengths), labels).backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         optimizer.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -377,13 +380,13 @@ def report_feedback(function: str, got: list, model, batches) -> None:
                    f"model's mean loss per review is {loss:.5f} and its accuracy {accuracy:.4f}.{hint}")
 
 
-def run_probe(student, batches, epochs, lr, optimizer="adam", seed=0):
+def run_probe(student, batches, epochs, lr, optimizer="adam", seed=0, clip_norm=None):
     model = reference_classifier(seed)
     spec = stand_in("train_loop_probe", train_one_epoch=name("train_one_epoch"),
                     model=stand_in("torch_classifier", vocab_size=VOCAB, embed_dim=EMBED, hidden_size=HIDDEN,
                                    state=dict(model.state_dict())),
                     batches=batches, compute_loss=stand_in("reference_compute_loss"), epochs=epochs, lr=lr,
-                    optimizer=optimizer)
+                    optimizer=optimizer, clip_norm=clip_norm)
     result = student.invoke(spec, what="train_one_epoch with a small LSTM classifier built from torch layers "
                                        "(and the reference compute_loss)").value
     return model, result
@@ -440,6 +443,24 @@ class TestLoops:
                            "every batch, before backward)")
         raise Feedback(f"after 4 batches with plain SGD (lr 0.5), the weights ({worst}) differ from one step per batch on "
                        "that batch's mean loss (zero_grad, forward, compute_loss, backward, optimizer.step(), scheduler.step())")
+
+    @pytest.mark.points(1)
+    def test_gradients_clipped_to_clip_norm(self, student):
+        """With clip_norm set, the gradients' total norm is clipped to it before every optimizer step (the recipe sets it)"""
+        batches, lr, clip_norm = fixed_batches(seed=6, sizes=(5, 4, 6)), 0.5, 0.05
+        _, result = run_probe(student, batches, epochs=1, lr=lr, optimizer="sgd", seed=9, clip_norm=clip_norm)
+        norms = result["grad_norms"]
+        unclipped = [n for n in norms if n is None or n > clip_norm * (1 + 1e-3)]
+        if unclipped:
+            raise Feedback(f"with clip_norm={clip_norm}, the gradients' norm at optimizer.step() was "
+                           f"{', '.join('none' if n is None else f'{n:.3g}' for n in norms)}: clip it before the step "
+                           "(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm) after backward)")
+        expected = sgd_steps(reference_classifier(9), batches, lr, clip_norm=clip_norm)
+        worst = max(expected, key=lambda k: float((result["state"][k].float() - expected[k]).abs().max()))
+        if float((result["state"][worst].float() - expected[worst]).abs().max()) > 1e-4:
+            raise Feedback(f"with clip_norm={clip_norm}, the weights ({worst}) after 3 SGD steps differ from steps on the "
+                           "clipped gradients: clip the norm of all the parameters' gradients together, after "
+                           "backward and before optimizer.step()")
 
     @pytest.mark.points(2)
     def test_train_one_epoch_reports_mean_loss_and_accuracy(self, student):

@@ -13,7 +13,8 @@ from autograder.samples import Sample
 TOKENIZE = {"TestTokenize::test_truncation", "TestTokenize::test_padding", "TestTokenize::test_attention_mask"}
 PADDING = {f"TestClassifier::test_padding_does_not_change_logits[{pooling}]" for pooling in ("mean", "cls")}
 GRADIENTS = {f"TestClassifier::test_gradients_reach_encoder_and_head[{pooling}]" for pooling in ("mean", "cls")}
-CLASSIFIER = {"TestClassifier::test_logits_shape"} | PADDING | GRADIENTS
+CLS = {"TestClassifier::test_cls_pooling_reads_the_cls_token"}
+CLASSIFIER = {"TestClassifier::test_logits_shape"} | PADDING | GRADIENTS | CLS
 FREEZE = {"TestFreeze::test_freezes_exactly_the_encoder"}
 TRAINING_STEP = {"TestTraining::test_training_step_matches_reference_step"}
 TRAINING = TRAINING_STEP | {"TestTraining::test_optimizer_and_linear_warmup_schedule"}
@@ -105,10 +106,14 @@ SAMPLES = [
     Sample("bug_cls_last_token_no_scheduler", "planted bugs: cls pooling takes the last position (padding, in a padded "
            "batch); training_step never steps the scheduler",
            edits=[("classifier", CLS_POOL, "pooled = hidden[:, -1]"), ("train_step", "    scheduler.step()\n", "")],
-           expect_failed={"TestClassifier::test_padding_does_not_change_logits[cls]"} | TRAINING_STEP | ACCURACY),
+           expect_failed={"TestClassifier::test_padding_does_not_change_logits[cls]"} | CLS | TRAINING_STEP | ACCURACY),
     Sample("bug_mask_not_passed_no_zero_grad", "planted bugs: the encoder is called without attention_mask (so tokens "
            "attend to padding); training_step never clears the gradients",
            edits=[("classifier", ENCODER_CALL, "hidden = self.encoder(input_ids=input_ids).last_hidden_state"),
                   ("train_step", "    optimizer.zero_grad(set_to_none=True)\n", "")],
            expect_failed=PADDING | TRAINING_STEP | ACCURACY),
+    Sample("bug_cls_reads_sep", "planted bug: cls pooling reads the last real token ([SEP]) instead of [CLS]",
+           edits=[("classifier", CLS_POOL,
+                   "pooled = hidden[torch.arange(len(hidden)), attention_mask.sum(dim=1).long() - 1]")],
+           expect_failed=CLS | ACCURACY),
 ]

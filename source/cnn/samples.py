@@ -31,7 +31,8 @@ RESIDUAL_PROJECTION = {"TestResidualBlock::test_output_shape[4-8-1-size1]", "Tes
                        "TestResidualBlock::test_values_match_reference[4-8-1]",
                        "TestResidualBlock::test_values_match_reference[6-12-2]",
                        "TestResidualBlock::test_gradients_reach_every_parameter[4-8-2]"}
-BETTER_RUN = {"TestBetterCNN::test_output_shape", "TestBetterCNN::test_gradients_reach_every_parameter"}
+BETTER_EVAL = {"TestBetterCNN::test_deterministic_in_eval_mode"}
+BETTER_RUN = {"TestBetterCNN::test_output_shape", "TestBetterCNN::test_gradients_reach_every_parameter"} | BETTER_EVAL
 BETTER = BETTER_RUN | {"TestBetterCNN::test_built_from_residual_blocks_and_inception"}
 ACCURACY = {"TestAccuracy::test_simple_cnn_accuracy", "TestAccuracy::test_better_cnn_accuracy"}
 # What the reference lacks where no CUDA trained the BetterCNN (see above).
@@ -110,4 +111,7 @@ SAMPLES = [
            "methods, a list of Inception branches, adaptive pooling)", trained=True, expect_failed=UNTRAINED_HERE,
            edits=[("simple_cnn", SIMPLE_RETURN, ALTERNATIVE_SIMPLE), ("inception", CONCAT, ALTERNATIVE_INCEPTION),
                   ("residual", RESIDUAL_RETURN, ALTERNATIVE_RESIDUAL), ("better_cnn", BETTER_RETURN, ALTERNATIVE_BETTER)]),
+    Sample("bug_better_dropout_in_eval", "planted bug: BetterCNN's dropout ignores eval mode (F.dropout without the "
+           "training flag)", edits=[("better_cnn", BETTER_RETURN, "        return self.head(F.dropout(x, self.config.dropout))")],
+           expect_failed=BETTER_EVAL | ACCURACY),
 ]

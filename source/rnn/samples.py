@@ -27,9 +27,10 @@ LOSS_VALUES = {"TestLoss::test_matches_cross_entropy[8-2]", "TestLoss::test_matc
 LOSS_LARGE = {"TestLoss::test_large_logits"}
 LOSS_COUNT = {"TestLoss::test_counts_correct_predictions"}
 CLEARS_GRADIENTS = {"TestLoops::test_each_step_uses_its_own_batch_gradient"}
+CLIPS = {"TestLoops::test_gradients_clipped_to_clip_norm"}
 EVALUATE = {"TestLoops::test_evaluate_matches_reference"}
 LOOPS = {"TestLoops::test_scheduler_stepped_once_per_batch_after_optimizer", "TestLoops::test_training_reduces_the_loss",
-         "TestLoops::test_train_one_epoch_reports_mean_loss_and_accuracy"} | CLEARS_GRADIENTS | EVALUATE
+         "TestLoops::test_train_one_epoch_reports_mean_loss_and_accuracy"} | CLEARS_GRADIENTS | CLIPS | EVALUATE
 ACCURACY = {"TestAccuracy::test_rnn_accuracy", "TestAccuracy::test_lstm_accuracy"}
 
 
@@ -156,5 +157,8 @@ SAMPLES = [
                    "    loss = -log_probs.gather(1, label.unsqueeze(1)).sum()"),
                   ("loops", "        optimizer.zero_grad(set_to_none=True)\n", ""),
                   ("loops", REFERENCE_EVALUATE, MEAN_OF_BATCH_MEANS_EVALUATE + RENAMED_EVALUATE)],
-           expect_failed=COLLATE | CLASSIFIER_DROPOUT | LOSS_VALUES | LOSS_LARGE | CLEARS_GRADIENTS | EVALUATE | ACCURACY),
+           expect_failed=COLLATE | CLASSIFIER_DROPOUT | LOSS_VALUES | LOSS_LARGE | CLEARS_GRADIENTS | CLIPS | EVALUATE | ACCURACY),
+    Sample("bug_clip_norm_ignored", "planted bug: train_one_epoch never clips the gradients, although the recipe sets clip_norm",
+           edits=[("loops", "        if clip_norm is not None:\n            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)\n", "")],
+           expect_failed=CLIPS | ACCURACY),
 ]

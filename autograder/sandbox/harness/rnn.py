@@ -21,15 +21,16 @@ def with_reference_loss(function: Callable, compute_loss: Callable):
 
 @register("train_loop_probe")
 def train_loop_probe(train_one_epoch, model, batches, compute_loss: Callable, epochs: int = 1, lr: float = 0.01,
-                     optimizer: str = "adam"):
+                     optimizer: str = "adam", clip_norm: float | None = None):
     """Run the student's train_one_epoch `epochs` times on `batches` with a recording optimizer and scheduler, and
     `compute_loss` (the grader's) in its notebook.
     Returns a function (the hidden test calls it) giving what happened: the optimizer/scheduler step events
-    in order, the values train_one_epoch returned, and the model's weights afterwards."""
-    opt, scheduler, events, _ = recorded_optimizer(model, lr, optimizer)
+    in order, the gradients' norm at each optimizer step, the values train_one_epoch returned, and the model's weights
+    afterwards."""
+    opt, scheduler, events, grad_norms = recorded_optimizer(model, lr, optimizer)
     device = next(model.parameters()).device
     # (the worker answers calls without autograd unless asked for a backward pass)
     with torch.enable_grad(), replaced_names(train_one_epoch, {"compute_loss": compute_loss}):
-        returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=None) for _ in range(epochs)]
+        returned = [train_one_epoch(model, batches, opt, scheduler, device=device, clip_norm=clip_norm) for _ in range(epochs)]
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return lambda: {"events": events, "returned": returned, "state": state}
+    return lambda: {"events": events, "grad_norms": grad_norms, "returned": returned, "state": state}
