@@ -5,7 +5,7 @@
                                [--demo-recipes]   (references trained with make demo's shorter recipes)
     python -m autograder grade SUBMISSIONS --assignment A [--out DIR] [--workers N] [--hand-grades CSV]
                                [--force | --only ID ...]   again: grades only what is new or changed
-                               [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F]]
+                               [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F] [--canvas-column C]]
                                [--slurm [--partition P] [--gpus-per-task N] [--array-parallelism N]
                                 [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]]
                                                          one Slurm job array instead of local workers (autograder/slurm.py)
@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                          help="also merge the totals into a course CSV, one column per assignment keyed by student id "
                               "(canvas: the columns Canvas's gradebook import reads)")
     p_grade.add_argument("--export-file", type=Path,
-                         help="the course CSV for --export (default: <format>.csv beside the output folder)")
+                         help="the course CSV for --export (default: <format>.csv beside the output folder); for "
+                              "canvas, a gradebook exported from Canvas is filled in place")
+    p_grade.add_argument("--canvas-column",
+                         help="with --export canvas: the Canvas column to fill, e.g. 'ViT (1202)' (default: the column "
+                              "whose name before ' (id)' is the assignment's)")
     p_grade.add_argument("--no-preflight", action="store_true",
                          help="do not grade the release notebook before the first student (the preflight, which stops "
                               "a batch whose grader is broken); for runs that check the release otherwise, as the "
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no assignment named {', '.join(unknown)} (source/ has {', '.join(list_assignments())})")
     if getattr(args, "export_file", None) and not args.export:
         parser.error("--export-file needs --export canvas|csv")
+    if getattr(args, "canvas_column", None) and args.export != "canvas":
+        parser.error("--canvas-column needs --export canvas")
     slurm_flags = ("partition", "gpus_per_task", "array_parallelism", "time_per_submission", "no_wait")
     if args.command == "grade" and not args.slurm and any(getattr(args, f) for f in slurm_flags):
         parser.error("--partition, --gpus-per-task, --array-parallelism, --time-per-submission and --no-wait need --slurm")
@@ -234,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             from autograder.export import default_export_path, export_grades
 
-            path = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export))
+            path, notes = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export),
+                                        canvas_column=args.canvas_column)
             print(f"Merged the totals into {path} ({args.export} format)")
+            for note in notes:
+                print(f"  note: {note}")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json, integrity.md and feedback/")
         return 0
     from autograder.demo import run_demo

@@ -43,11 +43,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.csvfiles import csv_rows
 from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.results import SubmissionResult
 from autograder.sandbox import log_tail
-from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
+from autograder.store import (
+    ResultStore,
+    StoredResult,
+    grader_digest,
+    kill_group,
+    kill_tree,
+    submission_digest,
+)
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
@@ -133,8 +141,7 @@ def discover(folder: Path) -> list[Submission]:
 def read_roster(path: Path) -> list[str]:
     """The student ids of a roster CSV with a `student_id` column (other columns are ignored)."""
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
+        with csv_rows(path) as reader:
             if "student_id" not in (reader.fieldnames or ()):
                 raise SystemExit(f"--roster {path}: expected a CSV with a header row naming a student_id column")
             ids = []
@@ -484,7 +491,7 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
 
 
 def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submission], submissions: Path,
-                    roster_ids: list[str] | None, hand_grades: Path | None, warnings: list[str], out: Path) -> dict:
+                    roster_ids: list[str] | None, hand: dict, warnings: list[str], out: Path) -> dict:
     """The gradebook of every result kept in OUT/results/ (plus a no-submission row per roster student without one),
     written to OUT: gradebook.csv, gradebook.json, feedback/."""
     from autograder.gradebook import build_gradebook, write_outputs
@@ -497,7 +504,7 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
     results += [(Submission(sid, Path()), SubmissionResult.without_results(
                     "no-submission", f"no submission was found in {submissions.name}"))
                 for sid in roster_ids or () if sid not in graded]
-    gradebook = build_gradebook(assignment, results, hand_grades)
+    gradebook = build_gradebook(assignment, results, hand)
     gradebook["warnings"] = warnings
     for row in gradebook["submissions"]:
         row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
@@ -537,7 +544,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     only let the runner wait for what it started earlier, then write the gradebook. `check_release=False` skips the
     preflight (`grade --no-preflight`): for the demo and the project's tests, which grade the untouched release (the
     notebook the preflight grades) as a sample."""
-    from autograder.gradebook import read_hand_grades
+    from autograder.gradebook import kept_hand_grades, read_hand_grades
 
     assignment = load_assignment(assignment_name)
     found = survey(submissions, duplicates)
@@ -562,7 +569,10 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     store = ResultStore(out, assignment.name)
     store.lock()
     # hand grades are checked before the first judge, not after the last
-    read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
+    given = read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
+    hand, changed = kept_hand_grades(out, given)
+    for line in changed:
+        progress(line)
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
     if runner is not None:  # the judges run elsewhere (a Slurm array): no local leftovers to kill, no signal handlers
         try:
@@ -570,7 +580,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
             todo = [] if collect else choose(subs, store, grader, force, only)
             runner(todo, assignment, submissions, out, options, store, progress, bar)
         finally:
-            gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand_grades, warnings, out)
+            gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, warnings, out)
         return gradebook
     if (out / "slurm" / "job.json").exists():  # a Slurm job graded into OUT: not while it still runs
         from autograder.slurm import refuse_if_running
@@ -603,7 +613,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         judges.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
-        gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand_grades, warnings, out)
+        gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, warnings, out)
     if judges.stopping.is_set():
         left = store.pending()
         again = " without --force" if force else " without --only" if only else ""

@@ -4,7 +4,8 @@ One row per submission, whatever happened to it. A skipped test (a threshold too
 this grader's threshold budget) earns nothing and is left out of that row's max_score: its points are reported as
 not judged, never as passed nor as a zero. A row without a result for a test some other row did not judge (a bad
 archive's row, a crashed judge) reports it not judged too. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
-(student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score.
+(student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score. The
+grades last given are kept in OUT/hand_grades.json and used by later runs until others are given.
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ import math
 from pathlib import Path
 
 from autograder.assignments import Assignment
+from autograder.csvfiles import csv_rows
 from autograder.notebook import grade_id, read_notebook
 from autograder.store import atomic_write
+
+HAND_GRADES_FILE = "hand_grades.json"  # in OUT: the hand grades last given, used until others are
 
 
 def hand_graded_cells(assignment: Assignment, notebook: Path | None = None) -> list[dict]:
@@ -32,16 +36,16 @@ def hand_graded_cells(assignment: Assignment, notebook: Path | None = None) -> l
     return cells
 
 
-def read_hand_grades(path: Path | None, assignment: Assignment, students: set[str]) -> dict[tuple[str, str], float]:
+def read_hand_grades(path: Path | None, assignment: Assignment, students: set[str]) -> dict[tuple[str, str], float] | None:
     """The hand grades of a CSV (student_id,grade_id,points), every line checked: a student of this gradebook, a
-    hand-graded cell of this assignment, points between 0 and the cell's, once. Any bad line stops the run, named."""
+    hand-graded cell of this assignment, points between 0 and the cell's, once. Any bad line stops the run, named.
+    None without a file (the grades kept from an earlier run then stand: `kept_hand_grades`)."""
     if not path:
-        return {}
+        return None
     cells = {m["grade_id"]: float(m["points"]) for m in hand_graded_cells(assignment)}
     grades, errors = {}, []
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
+        with csv_rows(path) as reader:
             if not {"student_id", "grade_id", "points"} <= set(reader.fieldnames or ()):
                 raise SystemExit(f"{path}: expected a header row with the columns student_id,grade_id,points")
             for row in reader:
@@ -71,8 +75,38 @@ def read_hand_grades(path: Path | None, assignment: Assignment, students: set[st
     return grades
 
 
-def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_csv: Path | None = None) -> dict:
-    """The gradebook of (submission, SubmissionResult) pairs: one row each, a column for every test any judge ran."""
+def kept_hand_grades(out: Path, given: dict[tuple[str, str], float] | None) -> tuple[dict[tuple[str, str], float], list[str]]:
+    """The hand grades a run uses, and what it changed: `given` (from --hand-grades) replaces the ones kept in
+    OUT/hand_grades.json and is kept there in turn; without it the kept ones stand, so that a later run without
+    --hand-grades never drops a TA's grades from the totals."""
+    path = out / HAND_GRADES_FILE
+    kept: dict[tuple[str, str], float] = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            kept = {(g["student_id"], g["grade_id"]): float(g["points"]) for g in data["grades"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"{path} (the hand grades of earlier runs) cannot be read ({exc}); give the grades again "
+                             "with --hand-grades, which rewrites it") from None
+    if given is None:
+        return kept, ([f"Hand grades: the {len(kept)} kept in {path} (from an earlier --hand-grades)"] if kept else [])
+    changes = [f"{sid} / {gid}: {kept[sid, gid]:g} -> {given[sid, gid]:g}" for sid, gid in sorted(given)
+               if (sid, gid) in kept and kept[sid, gid] != given[sid, gid]]
+    added = [key for key in given if key not in kept]
+    removed = [f"{sid} / {gid}: {kept[sid, gid]:g} -> pending" for sid, gid in sorted(kept) if (sid, gid) not in given]
+    atomic_write(path, json.dumps({"format": 1, "grades": [{"student_id": sid, "grade_id": gid, "points": points}
+                                                           for (sid, gid), points in sorted(given.items())]}, indent=1))
+    lines = [f"Hand grades: {len(given)} from --hand-grades, kept in {path}: {len(added)} new, {len(changes)} changed, "
+             f"{len(removed)} no longer given (pending again)"]
+    lines += [f"  {line}" for line in (changes + removed)[:20]]
+    if len(changes) + len(removed) > 20:
+        lines.append(f"  ... and {len(changes) + len(removed) - 20} more")
+    return given, lines
+
+
+def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tuple[str, str], float] | None = None) -> dict:
+    """The gradebook of (submission, SubmissionResult) pairs: one row each, a column for every test any judge ran;
+    `hand`: the hand grades (student_id, grade_id) -> points (read_hand_grades, kept_hand_grades)."""
     tests: dict[str, dict] = {}
     for _, result in results:
         for t in result.tests:
@@ -88,7 +122,7 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand_grades_cs
             reasons[t.id] = None if own or reasons.get(t.id, set()) is None else reasons.get(t.id, set()) | {t.message}
     not_judged = {tid: next(iter(why)) for tid, why in reasons.items() if why is not None and len(why) == 1}
     manual = hand_graded_cells(assignment)
-    hand = read_hand_grades(hand_grades_csv, assignment, {sub.student_id for sub, _ in results})
+    hand = hand or {}
     rows = []
     for sub, result in sorted(results, key=lambda r: r[0].student_id):
         by_id = {t.id: t for t in result.tests}

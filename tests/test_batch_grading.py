@@ -12,6 +12,7 @@ judges are fresh interpreters (--judge process), and in the cases marked WITH_SE
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
@@ -301,7 +302,7 @@ def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
 
 def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path):
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook, write_outputs
+    from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
 
     vit = load_assignment("vit")
     bad = tmp_path / "hand.csv"
@@ -313,8 +314,9 @@ def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path)
                    "partial,analysis,-1\n"       # line 6: negative
                    "alice,analysis,lots\n"       # line 7: not a number
                    "ok,analysis,8\n")            # line 8: a second grade
+    students = {sub.student_id for sub, _ in fake_results()}
     with pytest.raises(SystemExit) as info:
-        build_gradebook(vit, fake_results(), bad)
+        read_hand_grades(bad, vit, students)
     message = str(info.value)
     for line, words in [(3, "unknown student 'mallory'"), (4, "unknown grade_id 'analysys'"), (5, "from 0 to 5"),
                         (6, "from 0 to 10"), (7, "'lots'"), (8, "a second grade")]:
@@ -322,7 +324,7 @@ def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path)
     assert f"{bad}:2:" not in message
     good = tmp_path / "good.csv"
     good.write_text("student_id,grade_id,points\nok,analysis,7\nok,paper_review,4.5\nalice,analysis,2\n")
-    gradebook = build_gradebook(vit, fake_results(), good)
+    gradebook = build_gradebook(vit, fake_results(), read_hand_grades(good, vit, students))
     write_outputs(gradebook, tmp_path / "out")
     with open(tmp_path / "out" / "gradebook.csv", newline="") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
@@ -340,6 +342,10 @@ def test_bad_hand_grades_stop_the_batch_before_any_judge(batch):
     assert batch.run("--hand-grades", str(hand)).returncode == 0
     rows = {r["student_id"]: r for r in batch.rows()}
     assert float(rows["s1"]["total"]) == float(rows["s1"]["score"]) + 9 and rows["s1"]["max_total"] == "19"
+    proc = batch.run()  # later, without --hand-grades: the grades given stay in the totals
+    assert proc.returncode == 0 and "Hand grades: the 1 kept" in proc.stdout, proc.stdout
+    rows = {r["student_id"]: r for r in batch.rows()}
+    assert float(rows["s1"]["total"]) == float(rows["s1"]["score"]) + 9
 
 
 # -- progress and summary --------------------------------------------------------------------------------------
@@ -380,10 +386,78 @@ def test_export_merges_one_column_per_assignment_keyed_by_student_id(tmp_path):
     export_grades(small_gradebook("vit", {"alice": 30, "bob": 4}, hand={"alice": 8, "bob": None}), "csv", plain)
     with open(plain, newline="") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
-    assert rows["alice"] == {"student_id": "alice", "vit": "30", "vit:autograded": "22", "vit:hand:analysis": "8"}
+    assert rows["alice"] == {"student_id": "alice", "vit": "30", "vit:autograded": "22", "vit:not_judged": "0",
+                             "vit:hand:analysis": "8"}
     assert rows["bob"]["vit:hand:analysis"] == ""
     with pytest.raises(SystemExit, match="no 'SIS User ID' column"):
         export_grades(small_gradebook("vit", {"alice": 1}), "canvas", plain)
+
+
+# A gradebook as Canvas exports it (Excel's "CSV UTF-8": a byte-order mark), with an assignment column named
+# `Name (id)`, Canvas's read-only totals after the assignments and its Points Possible row.
+CANVAS_EXPORT = ("\ufeffStudent,ID,SIS User ID,SIS Login ID,Section,Quiz 1 (1101),ViT (1202),Current Points,Final Points,"
+                 "Current Score,Unposted Current Score,Final Score,Unposted Final Score\n"
+                 "    Points Possible,,,,,10,,(read only),(read only),(read only),(read only),(read only),(read only)\n"
+                 "\"Doe, Alice\",101,alice,adoe,Section 1,9,,9,9,90,90,90,90\n"
+                 "\"Roe, Bob\",102,bob,broe,Section 1,7,,7,7,70,70,70,70\n"
+                 "Test Student,999,,,Section 1,,,,,,,,\n")
+
+
+def test_export_fills_a_real_canvas_gradebook_in_place(tmp_path):
+    from autograder.export import export_grades
+
+    canvas = tmp_path / "canvas_export.csv"
+    canvas.write_text(CANVAS_EXPORT, encoding="utf-8")
+    gradebook = small_gradebook("vit", {"alice": 30, "bob": 12.5, "zoe": 3})
+    gradebook["tests"] = [{"points": 36}]
+    gradebook["hand_graded"] = [{"grade_id": "analysis", "points": 10}]
+    _, notes = export_grades(gradebook, "canvas", canvas)
+    with open(canvas, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == next(csv.reader(io.StringIO(CANVAS_EXPORT.lstrip("\ufeff"))))  # no column added
+        rows = list(reader)
+    assert rows[0]["Student"].strip() == "Points Possible" and rows[0]["ViT (1202)"] == "46"
+    assert rows[0]["Current Points"] == "(read only)" and rows[0]["Quiz 1 (1101)"] == "10"
+    by_id = {r["SIS User ID"]: r for r in rows[1:]}
+    assert (by_id["alice"]["ViT (1202)"], by_id["bob"]["ViT (1202)"], by_id[""]["ViT (1202)"]) == ("30", "12.5", "")
+    assert by_id["alice"]["Quiz 1 (1101)"] == "9" and by_id["alice"]["Student"] == "Doe, Alice"
+    assert "zoe" not in by_id and any("not in the Canvas export" in n and "zoe" in n for n in notes)
+    # A new assignment's column goes before Canvas's computed columns; a wrong --canvas-column is named.
+    export_grades(small_gradebook("cnn", {"alice": 20}), "canvas", canvas)
+    with open(canvas, newline="") as f:
+        header = next(csv.reader(f))
+    assert header.index("cnn") == header.index("ViT (1202)") + 1 < header.index("Current Points")
+    with pytest.raises(SystemExit, match="'Quiz 2' is not a column of the Canvas export"):
+        export_grades(small_gradebook("vit", {"alice": 1}), "canvas", canvas, canvas_column="Quiz 2")
+
+
+def test_spreadsheet_csvs_are_read(tmp_path):
+    """A byte-order mark (Excel's "CSV UTF-8") and semicolons (locales with a decimal comma) in a roster or hand grades."""
+    from autograder.assignments import load_assignment
+    from autograder.grade import read_roster
+    from autograder.gradebook import read_hand_grades
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text("\ufeffstudent_id;name\nalice;Alice\nbob;Bob\n", encoding="utf-8")
+    assert read_roster(roster) == ["alice", "bob"]
+    hand = tmp_path / "hand.csv"
+    hand.write_text("\ufeffstudent_id,grade_id,points\r\nalice,analysis,7\r\n", encoding="utf-8")
+    assert read_hand_grades(hand, load_assignment("vit"), {"alice"}) == {("alice", "analysis"): 7.0}
+
+
+def test_hand_grades_are_kept_until_others_are_given(tmp_path):
+    from autograder.gradebook import kept_hand_grades
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert kept_hand_grades(out, None) == ({}, [])
+    grades, said = kept_hand_grades(out, {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0})
+    assert grades == {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0} and "2 new" in said[0]
+    grades, said = kept_hand_grades(out, None)  # a later run without --hand-grades
+    assert grades == {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0} and "the 2 kept" in said[0]
+    grades, said = kept_hand_grades(out, {("alice", "analysis"): 8.0})
+    assert grades == {("alice", "analysis"): 8.0} and "1 changed, 1 no longer given" in said[0]
+    assert "  alice / analysis: 7 -> 8" in said and "  bob / analysis: 5 -> pending" in said
 
 
 def test_grade_exports_for_canvas_beside_the_output_folder(batch):
