@@ -267,6 +267,15 @@ def format_table(gradebook: dict) -> str:
     return "\n".join(lines)
 
 
+def percentage(row: dict) -> float:
+    """A row's percentage: its score over its own max (points not judged are in neither); 0 when nothing was judged."""
+    return 100 * row["score"] / row["max_score"] if row["max_score"] else 0.0
+
+
+def mean_percentage(rows: list[dict]) -> float:
+    return sum(percentage(r) for r in rows) / len(rows) if rows else 0.0
+
+
 def format_summary(gradebook: dict, slowest: int = 3) -> str:
     """What a TA checks after a batch: how many ended in each status, the mean score, the slowest submissions (where
     a budget may be too tight or a submission hung), and how many warnings discovery gave."""
@@ -276,11 +285,13 @@ def format_summary(gradebook: dict, slowest: int = 3) -> str:
     statuses: dict[str, int] = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-    # Out of every test's points, not the first row's max: a row whose threshold was not judged has a lower max.
+    # Out of every test's points, not the first row's max: a row whose threshold was not judged has a lower max. The
+    # percentage is each row's own (score over its max, which leaves the points not judged out), then their mean.
     max_score = sum(t["points"] for t in gradebook["tests"])
     mean = sum(r["score"] for r in rows) / len(rows)
     lines = [f"Summary: {len(rows)} row(s): " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items(), key=lambda kv: -kv[1])),
-             f"Mean score {mean:.1f} / {max_score:g}" + (f" ({100 * mean / max_score:.0f} %)" if max_score else "")]
+             f"Mean score {mean:.1f} / {max_score:g}; mean percentage {mean_percentage(rows):.0f} % (each row's score "
+             "over its own max)"]
     if gradebook["hand_graded"]:
         max_total = max_score + sum(m["points"] for m in gradebook["hand_graded"])
         lines[-1] += f"; mean total with hand grades {sum(r['total'] for r in rows) / len(rows):.1f} / {max_total:g}"

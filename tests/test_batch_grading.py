@@ -559,5 +559,6 @@ def test_the_summary_mean_is_out_of_every_tests_points_and_says_when_rows_were_n
     from autograder.gradebook import build_gradebook, format_summary
 
     summary = format_summary(build_gradebook(load_assignment("vit"), fake_results()))
-    assert "Mean score 2.7 / 15 (18 %)" in summary  # (4 + 4 + 0) / 3 rows, out of A 4 + B 3 + C 8
+    assert "Mean score 2.7 / 15; mean percentage 38 %" in summary  # (4 + 4 + 0) / 3 rows, out of A 4 + B 3 + C 8;
+    # each row's own max leaves the not-judged C out: (4/7 + 4/7 + 0/7) / 3
     assert "3 row(s) with points not judged in this run, counted in neither score nor their max" in summary
