@@ -54,22 +54,37 @@ def secret_rng() -> random.Random:
     return random.Random(secrets.randbits(128))
 
 
-def secret_batches(n: int, rng: random.Random, batch_size: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
-    """Indices 0..n-1 in a secret order, cut into batches of random sizes from batch_size // 2 to batch_size, the
-    batches themselves in a secret order. With `lengths` (text), each run of 20 batches is sorted by length
-    first (ties keep the secret order), so that a batch needs little padding."""
+POOL_BATCHES = 20  # text: batches of similar lengths are made within runs of this many batches' examples
+
+
+def secret_pools(n: int, rng: random.Random, batch_size: int, lengths: Sequence[int] | None = None) -> list[list[list[int]]]:
+    """Indices 0..n-1 in a secret order, cut into batches of random sizes from batch_size // 2 to batch_size, grouped
+    in pools, the pools and the batches of each pool in a secret order. Every pool is a uniform random sample of the n
+    (so every run of whole pools from the start is one too: a stage cut short by the budget still decides on them).
+    With `lengths` (text) a pool holds POOL_BATCHES batches whose examples were sorted by length before the cut (ties
+    keep the secret order), so that a batch needs little padding; without, every batch is a pool."""
     order = list(range(n))
     rng.shuffle(order)
-    if lengths is not None:
-        pool = 20 * batch_size
-        order = [i for start in range(0, n, pool) for i in sorted(order[start:start + pool], key=lambda i: lengths[i])]
-    batches, start = [], 0
-    while start < n:
-        size = rng.randint(max(1, batch_size // 2), batch_size)
-        batches.append(order[start:start + size])
-        start += size
-    rng.shuffle(batches)
-    return batches
+    chunk = POOL_BATCHES * batch_size if lengths is not None else n
+    pools = []
+    for start in range(0, n, chunk):
+        members = order[start:start + chunk]
+        if lengths is not None:
+            members = sorted(members, key=lambda i: lengths[i])
+        batches, at = [], 0
+        while at < len(members):
+            size = rng.randint(max(1, batch_size // 2), batch_size)
+            batches.append(members[at:at + size])
+            at += size
+        rng.shuffle(batches)
+        pools += [batches] if lengths is not None else [[b] for b in batches]
+    rng.shuffle(pools)
+    return pools
+
+
+def secret_batches(n: int, rng: random.Random, batch_size: int, lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """The batches of `secret_pools`, pool after pool."""
+    return [batch for pool in secret_pools(n, rng, batch_size, lengths) for batch in pool]
 
 
 # A saved model's outputs for each batch of forward arguments, in order, within `timeout` seconds for them all:
@@ -127,9 +142,10 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     below the bar. A model that reaches it, but whose accuracy on the canary copies falls more than
     `reference_drop` + CANARY_MARGIN below that on the same examples unperturbed (a lookup of the public test set),
     is "needs review" (pytest.skip with REVIEW_MESSAGE: no points, no zero).
-    A decision the grader's budget (student.threshold_budget) cannot reach is not judged (pytest.skip: no points,
-    no zero); a stage cut short by the budget never decides (its examples are not a stratified sample). `timeout`
-    bounds the model's time over the whole split (a slow model's Feedback). Returns the accuracy measured."""
+    A stage cut short by the grader's budget (student.threshold_budget) decides on the pools of it that were scored
+    whole (each a uniform random sample of the stage, `secret_pools`), with the same bounds; a decision it still
+    cannot reach is not judged (pytest.skip: no points, no zero). `timeout` bounds the model's time over the whole
+    split (a slow model's Feedback). Returns the accuracy measured."""
     n, started = len(labels), time.monotonic()
     budget = student.threshold_budget()
     predicted = torch.full((n + len(sample.canary),), -1, dtype=torch.long)
@@ -138,26 +154,35 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     for stage, examples_added in enumerate(sample.stages):
         pool = examples_added + [n + j for j, s in enumerate(sample.canary_stage) if s == stage]
         elapsed = time.monotonic() - started
-        if scored and elapsed / (len(scored) + _copies_before(sample, stage)) * len(pool) > budget - elapsed:
-            break  # the next stage would not fit in the budget (the measured rate so far)
+        if elapsed >= budget:
+            break
         stage_lengths = [lengths[i] for i in pool] if lengths is not None else None
+        pools = secret_pools(len(pool), rng, batch_size, stage_lengths)
+        batches = [batch for group in pools for batch in group]
+        last_of_pool = {sum(len(g) for g in pools[:k + 1]) - 1 for k in range(len(pools))}
+        whole_pools: list[int] = []  # the examples of the stage's pools scored to their end
+        current: list[int] = []  # those of the pool being scored
         cut_short = False
-        for local, out in outputs_in_secret_order(outputs, len(pool),
-                                                  lambda indices: batch_args([pool[i] for i in indices]), rng,
-                                                  batch_size, stage_lengths, max(1.0, timeout - elapsed)):
-            indices = [pool[i] for i in local]
+        for b, out in enumerate(outputs((batch_args([pool[i] for i in batch]) for batch in batches),
+                                        max(1.0, timeout - elapsed))):
+            indices = [pool[i] for i in batches[b]]
             assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
             predicted[indices] = out.float().argmax(dim=1)
-            if time.monotonic() - started > budget:
+            current += indices
+            if b in last_of_pool:
+                whole_pools += current
+                current = []
+            if time.monotonic() - started > budget and b != len(batches) - 1:
                 cut_short = True
                 break
-        scored += examples_added
-        if cut_short:  # a partial stage: what it scored is reported, but never decides
-            scored = [i for i in scored if predicted[i] >= 0]
-            break
+        if cut_short:  # the whole pools scored are a uniform random sample of this stage: they decide too
+            counted = set(whole_pools)
+            scored += [i for i in examples_added if i in counted]  # (a partial pool, sorted by length, is not)
+        else:
+            scored += examples_added
         correct = int((predicted[scored] == labels[scored]).sum())
-        decision = decide(correct, len(scored), n, threshold)
-        if decision.passed is not None:
+        decision = decide(correct, len(scored), n, threshold) if scored else None
+        if cut_short or (decision is not None and decision.passed is not None):
             break
     where = scored_on(student, started)
     if decision is None or decision.passed is None:
@@ -169,7 +194,7 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
         pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
     verdict = "reaches" if decision.passed else "falls short of"
     student.notes[saved_name] = f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; {where}"
-    copies = [j for j, s in enumerate(sample.canary_stage) if predicted[n + j] >= 0]
+    copies = [j for j in range(len(sample.canary)) if predicted[n + j] >= 0 and predicted[sample.canary[j]] >= 0]
     flagged = False
     if copies:
         originals = [sample.canary[j] for j in copies]

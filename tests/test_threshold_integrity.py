@@ -11,6 +11,7 @@ budget cannot reach is not judged (skipped: neither zero nor full marks).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,10 +21,18 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
-from autograder.spec import Threshold
-from autograder.scoring import (CANARY_SHIFT, graded_classifier, in_worker, perturb_images, secret_batches, secret_rng,
-                                secret_sample)
+from autograder.scoring import (
+    CANARY_SHIFT,
+    graded_classifier,
+    in_worker,
+    perturb_images,
+    secret_batches,
+    secret_pools,
+    secret_rng,
+    secret_sample,
+)
 from autograder.sequential import FIRST_STAGE
+from autograder.spec import Threshold
 
 NUM_CLASSES, N = 10, 800
 
@@ -259,3 +268,60 @@ def test_with_the_course_model_the_workers_answers_only_earn_a_note():
     assert len(student.sent) == 1  # the worker saw one slice, for the note
     assert "toy_imdb" not in student.reviews  # nothing to look up in the course's model: no canary
     assert "does not compute what the notebook's model computes" in student.notes["toy_imdb check"]
+
+
+# -- a budget cut still decides (autograder/scoring.py: graded_classifier, secret_pools) ---------------------------
+class Clock:
+    """time.monotonic for graded_classifier: one second passes per batch the model scores."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_student(monkeypatch, accuracy: float, budget_s: float) -> FakeStudent:
+    """A model right on about `accuracy` of the toy images, each batch taking a second of a fake clock."""
+    clock = Clock()
+    monkeypatch.setattr("autograder.scoring.time.monotonic", clock)
+    draw = random.Random(7)
+
+    def model(x):
+        clock.now += 1.0
+        truth = x.mean(dim=(1, 2, 3)).floor()
+        wrong = torch.tensor([draw.random() > accuracy for _ in range(len(x))])
+        return one_hot(torch.where(wrong, (truth + 1) % NUM_CLASSES, truth))
+    return FakeStudent(model, budget_s=budget_s)
+
+
+def test_a_clear_failure_cut_short_by_the_budget_fails(monkeypatch):
+    student = timed_student(monkeypatch, accuracy=0.1, budget_s=6)  # about 6 batches of up to 64 of 800 images
+    with pytest.raises(Feedback, match=r"toy: accuracy \d+\.\d\d% on \d+ of 800 toy images"):
+        grade_images(student)
+    scored = int(re.search(r"on (\d+) of 800", student.notes["toy"])[1])
+    assert 32 <= scored <= 7 * 64, student.notes["toy"]
+
+
+def test_a_clear_pass_cut_short_by_the_budget_passes(monkeypatch):
+    student = timed_student(monkeypatch, accuracy=1.0, budget_s=6)
+    assert grade_images(student) == 1.0 and "reaches the bar" in student.notes["toy"]
+    assert "of 800 toy images" in student.notes["toy"]  # decided before the whole split
+
+
+def test_a_close_call_cut_short_by_the_budget_is_not_judged(monkeypatch):
+    student = timed_student(monkeypatch, accuracy=0.8, budget_s=6)
+    with pytest.raises(pytest.skip.Exception, match="not judged on this grader"):
+        grade_images(student)
+
+
+def test_text_pools_are_random_samples_of_the_split():
+    """Batches of similar lengths are made within pools; each pool is a uniform random sample, so whole pools scored
+    before a budget cut are one too (the cut decides on them)."""
+    lengths = list(range(4000))
+    pools = secret_pools(4000, random.Random(5), 100, lengths)
+    assert sorted(i for pool in pools for batch in pool for i in batch) == lengths
+    for pool in pools:
+        members = [i for batch in pool for i in batch]
+        assert abs(sum(members) / len(members) - 1999.5) < 150  # not the short reviews first
+        assert all(max(b) - min(b) < 400 for b in pool)  # but each batch of similar lengths
