@@ -110,8 +110,9 @@ class ResultCollector:
         elif report.skipped:
             entry.message = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
         elif call.excinfo is not None and call.excinfo.errisinstance(Feedback):
-            entry.message = sanitise(str(call.excinfo.value), grader_files_text(assignment_of(item.module.__file__)),
-                                     student=False)
+            student = getattr(self.config, "_autograder_student", None)
+            hidden = student.hidden if student is not None else grader_files_text(assignment_of(item.module.__file__))
+            entry.message = sanitise(str(call.excinfo.value), hidden, student=False)
         else:
             entry.outcome = "error"
             entry.message = "the test could not complete (an internal grader error; your instructor has the details)"

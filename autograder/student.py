@@ -207,7 +207,7 @@ class StudentCode:
     @property
     def hidden(self) -> tuple[frozenset[str], str]:
         """What of the grader's files must never reach the student (see feedback.sanitise)."""
-        return grader_files_text(self.assignment)
+        return grader_files_text(self.assignment, tuple(getattr(self, "answers", {}).values()))
 
     def _explain(self, error: dict, what: str) -> str:
         """The student's error as feedback: its type, message and traceback (student-controlled, so sanitised)."""

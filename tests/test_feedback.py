@@ -39,3 +39,19 @@ def test_the_real_hidden_tests_are_indexed():
     line = 'ref = fill_parameters_(ConvPatchify(1, 7, 8), seed=1)'  # a line of autograder/hidden_tests/test_vit.py
     assert line in lines
     assert sanitise(f"boom: {line}", (lines, "")) == REMOVED
+
+
+def test_a_tests_own_hint_and_a_students_own_line_are_kept(tmp_path):
+    """A hidden test's messages are written for students (string literals are not hidden code), and a student's own
+    line in their traceback reveals nothing, even where it equals the solution's."""
+    hint = "call optimizer.zero_grad() in every batch, before backward"
+    (tmp_path / "test_x.py").write_text(f'def test_it():\n    {SECRET}\n    raise Feedback(\n        "{hint}")\n')
+    (tmp_path / "release.ipynb").write_text('{"cells": []}')
+    (tmp_path / "source.ipynb").write_text('{"cells": [{"source": ["solution = only_in_the_instructors_notebook(x)\\n"]}]}')
+    paths = ((tmp_path / "test_x.py", tmp_path / "source.ipynb"), (tmp_path / "release.ipynb",))
+    assert sanitise(f"failed: {hint}", hidden_text(*paths), student=False) == f"failed: {hint}"
+    assert sanitise(SECRET, hidden_text(*paths), student=False) == REMOVED
+    traceback = "  loops, line 3, in train: solution = only_in_the_instructors_notebook(x)"
+    assert sanitise(traceback, hidden_text(*paths)) == REMOVED
+    own = ("def train(x):\n    solution = only_in_the_instructors_notebook(x)\n",)
+    assert sanitise(traceback, hidden_text(*paths, own)) == traceback

@@ -264,7 +264,9 @@ class TestTraining:
         if events != ["optimizer", "scheduler"] * steps:
             raise Feedback(f"scheduler.step() must come right after optimizer.step() (the order of calls was {events})")
         if any(n is None or n == 0.0 for n in norms):
-            raise Feedback("at optimizer.step() the parameters had no gradient: call loss.backward() before optimizer.step()")
+            raise Feedback("at optimizer.step() the parameters had no gradient: call optimizer.zero_grad() before "
+                           "loss.backward() (not between backward and step, which clears the gradient just computed), "
+                           "and loss.backward() before optimizer.step()")
         if any(n > 1.5 * norms[0] for n in norms[1:]):
             growth = ", ".join(f"{n / norms[0]:.1f}x" for n in norms)
             raise Feedback(f"with the weights unchanged (learning rate 0), the gradients at each optimizer.step() were "
