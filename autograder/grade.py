@@ -415,6 +415,19 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
     progress(f"Preflight passed in {time.monotonic() - started:.1f} s ({result.isolation}).")
 
 
+def check_datasets(assignment: Assignment, progress=print) -> None:
+    """Before the first student: read the datasets the thresholds name (autograder/datasets.py). Data this grader
+    cannot reach stops the batch (SystemExit) as the grader's problem, before any row is graded."""
+    from autograder.datasets import unreadable_datasets
+
+    problems = unreadable_datasets(assignment)
+    if problems:
+        raise SystemExit(f"grader-error: the test data of '{assignment.name}''s thresholds cannot be read, so no student "
+                         "was graded:\n  " + "\n  ".join(problems) + "\nOn a machine without internet, set "
+                         "DLCOURSE_DATA_MIRROR to a folder holding the datasets (see shared/data's README) or fill "
+                         "DLCOURSE_DATA where they are downloaded, then run the same command again.")
+
+
 def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
            only: list[str] | None) -> list[Submission]:
     """What this run grades: with `only`, those students; otherwise what is new, changed, `force`d, left pending by an
@@ -603,6 +616,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         todo = choose(subs, store, grader, force, only)
         if todo:
             judges.warm(len(todo))  # the judge servers import while the first of them runs the preflight
+            check_datasets(assignment, progress)
             if check_release:
                 preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"

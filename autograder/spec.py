@@ -29,6 +29,9 @@ class Threshold:
     # The reference model's accuracy drop on the classifier canary (autograder/scoring.py; measured with
     # benchmarks/canary_drop.py): a student's model may lose this plus CANARY_MARGIN before it "needs review".
     canary_drop: float = 0.0
+    # The datasets its hidden test reads, "name:split" (names: autograder/datasets.py), read once before the first
+    # student so that data a grader cannot reach stops the batch instead of failing every row.
+    data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,27 @@ def test_preflight_passes_in_a_working_environment(tmp_path):
     out.mkdir()
     preflight(ASSIGNMENT, out, GradeOptions(workers=1, allow_weak_isolation=True), Judges(), progress=said.append)
     assert said[-1].startswith("Preflight passed")
+
+
+def test_unreadable_threshold_data_stops_the_batch_before_any_student(tmp_path, monkeypatch):
+    """An offline grader without the data mirror: the thresholds' test data cannot be read, which is the grader's
+    problem (a grader-error naming the setting), not an internal error in every student's row."""
+    from autograder import datasets
+    from autograder.assignments import load_assignment
+    from autograder.grade import check_datasets
+
+    def offline(split):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    monkeypatch.setitem(datasets.READERS, "cifar10", offline)
+    with pytest.raises(SystemExit, match=r"(?s)grader-error: the test data .*cifar10:test: OSError.*DLCOURSE_DATA_MIRROR"):
+        check_datasets(load_assignment("cnn"))
+    assert datasets.unreadable_datasets(load_assignment("captioning")) == []  # generated data: nothing to read
+
+
+def test_every_threshold_names_datasets_the_checker_knows():
+    from autograder import datasets
+    from autograder.assignments import list_assignments, load_assignment
+
+    for name in list_assignments():
+        for threshold in load_assignment(name).spec.thresholds.values():
+            assert all(entry.partition(":")[0] in datasets.READERS for entry in threshold.data), (name, threshold)

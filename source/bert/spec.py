@@ -14,7 +14,8 @@ SPEC = AssignmentSpec(
         # sequential rule decides a clear case on a CPU from its first 1 000 reviews (+ 500 canary copies)
         # The head is the student's, so the canary applies. Its drop for the reference is not measured yet (no
         # fine-tuned checkpoint here): 0, so the margin alone (scoring.CANARY_MARGIN) separates it from a lookup.
-        "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519, canary_drop=0.0),
+        "imdb": Threshold(0.85, test="TestAccuracy::test_imdb_accuracy", reference_eval_s=16519, canary_drop=0.0,
+                          data=("imdb:test",)),
     },
     # The head is the student's: a ready-made sequence-classification model is not allowed.
     forbidden=("transformers.AutoModelForSequenceClassification", "transformers.BertForSequenceClassification"),

@@ -21,10 +21,10 @@ SPEC = AssignmentSpec(
         # through the worker as in the notebook. Scoring took 9-18 s (perplexity) and 5-9 s (BLEU) on one thread.
         # Per-token test perplexity ceiling, teacher-forced, under the course tokenizer:
         "multi30k_perplexity": Threshold(7.5, test="TestAccuracy::test_multi30k_perplexity", reference_eval_s=10,
-                                         ceiling=True, course_model=True),
+                                         ceiling=True, course_model=True, data=("multi30k:train", "multi30k:test")),
         # Corpus BLEU floor (sacrebleu, lower-cased) of greedy translations:
         "multi30k_bleu": Threshold(30.0, test="TestAccuracy::test_multi30k_bleu", reference_eval_s=10,
-                                   course_model=True),
+                                   course_model=True, data=("multi30k:train", "multi30k:test")),
     },
     # Ready-made attention and transformer layers (recurrent layers and cells are allowed here).
     forbidden=("torch.nn.functional.scaled_dot_product_attention",

@@ -20,7 +20,7 @@ SPEC = AssignmentSpec(
                               course_model=True),
         # CPU survey, 1 000 pairs; per-token perplexity ceiling, provisional: not yet verified on a GPU
         "multi30k_perplexity": Threshold(8.0, test="TestAccuracy::test_multi30k_perplexity", reference_eval_s=8,
-                                         ceiling=True, course_model=True),
+                                         ceiling=True, course_model=True, data=("multi30k:train", "multi30k:test")),
     },
     # Ready-made attention and transformer layers.
     forbidden=("torch.nn.functional.scaled_dot_product_attention",

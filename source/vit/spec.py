@@ -13,9 +13,10 @@ SPEC = AssignmentSpec(
     thresholds={
         # measured here: 12 000 images (split and canary), 1.1 s
         "fashion_mnist": Threshold(0.85, test="TestAccuracy::test_fashion_mnist_accuracy", reference_eval_s=1.1,
-                                   course_model=True),
+                                   course_model=True, data=("fashion_mnist:test",)),
         # CPU survey: the 6 x 192 ViT on 10 000 images
-        "cifar10": Threshold(0.65, test="TestAccuracy::test_cifar10_accuracy", reference_eval_s=104, course_model=True),
+        "cifar10": Threshold(0.65, test="TestAccuracy::test_cifar10_accuracy", reference_eval_s=104, course_model=True,
+                             data=("cifar10:test",)),
     },
     # Ready-made attention and transformer layers (caught by reading the cells and by run-time tripwires).
     forbidden=("torch.nn.functional.scaled_dot_product_attention",
