@@ -234,7 +234,8 @@ class TestMultiHeadAttention:
         check_dropout(student, module(call("MultiHeadAttention", d_model=16, num_heads=heads, dropout=p), weights=weights),
                       (q, kv, kv.clone(), mask), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train,
                       calls=1, what=f"MultiHeadAttention(16, {heads}, dropout={p})",
-                      where="self.dropout on the attention weights, after the softmax (the output projection is not dropped)")
+                      where="self.dropout on the attention weights, after the softmax, laid out as (B, nh, T_q, T_k) "
+                            "(the output projection is not dropped)")
 
 
 @pytest.mark.cell("feedforward")

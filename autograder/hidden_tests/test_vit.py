@@ -127,8 +127,8 @@ class TestAttention:
             expected["train"] = attention_formula(x, weights, heads, p, training=True)
         check_dropout(student, built, (x,), p=p, seed=seed, expected_eval=expected["eval"], expected_train=expected["train"],
                       calls=2, what=f"Attention(dim={dim}, num_heads={heads}, dropout={p})",
-                      where="attn_drop on the attention probabilities (after the softmax), then proj_drop on the output "
-                            "of proj")
+                      where="attn_drop on the attention probabilities (after the softmax, laid out as (B, nh, T, T)), "
+                            "then proj_drop on the output of proj")
 
 
 @pytest.mark.cell("mlp")
