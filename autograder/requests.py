@@ -106,17 +106,18 @@ def call_result(reply: dict, out: dict, marked: list[str]) -> CallResult:
         if key.startswith("param_grad."):
             module_label, _, param = key[len("param_grad."):].partition(".")
             param_grads.setdefault(module_label, {})[param] = grad
-    return CallResult(_decode_value(reply.get("value"), out), [out.get(f"input_grad.{k}") for k in marked], param_grads,
+    return CallResult(decode_value(reply.get("value"), out), [out.get(f"input_grad.{k}") for k in marked], param_grads,
                       reply.get("param_shapes") or {})
 
 
-def _decode_value(value, tensors: dict):
+def decode_value(value, tensors: dict):
+    """`value` with each {"$tensor": key} replaced by tensors[key] (a reply's value, a stand-in's kwargs)."""
     if isinstance(value, dict) and "$tensor" in value:
         return tensors[value["$tensor"]]
     if isinstance(value, dict):
-        return {k: _decode_value(v, tensors) for k, v in value.items()}
+        return {k: decode_value(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode_value(v, tensors) for v in value]
+        return [decode_value(v, tensors) for v in value]
     return value
 
 

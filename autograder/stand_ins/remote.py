@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from autograder.requests import decode_value
 from autograder.sandbox.remote import pack, unpack, wire
 
 from . import STAND_INS
@@ -69,7 +70,7 @@ class StandInServer:
         if value.get("keep_as"):
             kept.append(str(value["keep_as"]))
         if "$stand_in" in value and value["$stand_in"] in STAND_INS:
-            kwargs = _resolve_tensors(value.get("kwargs", {}), tensors)
+            kwargs = decode_value(value.get("kwargs", {}), tensors)
             return self._describe(value["$stand_in"], STAND_INS.lookup(value["$stand_in"])(**kwargs), tensors, built)
         return {k: self._rewrite(v, tensors, built, kept) for k, v in value.items()}
 
@@ -192,14 +193,3 @@ def _own_methods(module: nn.Module) -> set[str]:
         if cls.__module__.startswith(__package__ or "autograder.stand_ins"):
             names |= {n for n, v in vars(cls).items() if inspect.isfunction(v) and not n.startswith("_")}
     return names
-
-
-def _resolve_tensors(value, tensors: dict):
-    """A stand-in's kwargs with the request's tensors in place of their references."""
-    if isinstance(value, dict) and "$tensor" in value:
-        return tensors[value["$tensor"]]
-    if isinstance(value, dict):
-        return {k: _resolve_tensors(v, tensors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_tensors(v, tensors) for v in value]
-    return value
