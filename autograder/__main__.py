@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="with --export canvas: the Canvas column to fill, e.g. 'ViT (1202)' (default: the column "
                               "whose name before ' (id)' is the assignment's)")
     p_grade.add_argument("--no-preflight", action="store_true",
-                         help="do not grade the release notebook before the first student (the preflight, which stops "
-                              "a batch whose grader is broken); for runs that check the release otherwise, as the "
-                              "project's tests do (their samples include the untouched release)")
+                         help="do not read the thresholds' datasets nor grade the release notebook before the first "
+                              "student (the checks that stop a batch whose grader is broken); for runs that check them "
+                              "otherwise, as the project's tests do (their samples include the untouched release)")
     p_grade.add_argument("--duplicates", choices=("error", "latest"), default="error",
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")

@@ -555,8 +555,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     `runner`: grade elsewhere instead of here (autograder/slurm.py's SlurmRunner, called with what to grade); the
     preflight and the isolation checks are then its own, on the machines that grade. `collect`: grade nothing new,
     only let the runner wait for what it started earlier, then write the gradebook. `check_release=False` skips the
-    preflight (`grade --no-preflight`): for the demo and the project's tests, which grade the untouched release (the
-    notebook the preflight grades) as a sample."""
+    dataset check and the preflight (`grade --no-preflight`): for the demo and the project's tests, which grade the
+    untouched release (the notebook the preflight grades) and the reference (which reads the data) as samples."""
     from autograder.gradebook import kept_hand_grades, read_hand_grades
 
     assignment = load_assignment(assignment_name)
@@ -616,8 +616,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         todo = choose(subs, store, grader, force, only)
         if todo:
             judges.warm(len(todo))  # the judge servers import while the first of them runs the preflight
-            check_datasets(assignment, progress)
-            if check_release:
+            if check_release:  # (the demo and the project's tests grade the release and the data among their samples)
+                check_datasets(assignment, progress)
                 preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
                  + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
