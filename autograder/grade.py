@@ -46,7 +46,7 @@ from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.csvfiles import csv_rows
 from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
-from autograder.results import SubmissionResult
+from autograder.results import Status, SubmissionResult
 from autograder.sandbox import log_tail
 from autograder.store import (
     ResultStore,
@@ -346,7 +346,7 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     try:
         files = unpack_submission(sub, assignment, work)
     except BadSubmission as exc:
-        return SubmissionResult.without_results("bad-archive", str(exc))
+        return SubmissionResult.without_results(Status.BAD_ARCHIVE, str(exc))
     results_path = work / "results.json"
     budget = options.budget(assignment)
     command = judge_command(assignment, work, results_path, logs, options)
@@ -354,24 +354,24 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     with open(logs / "judge.log", "wb") as log:
         returncode = judges.run(sub.student_id, command, log, budget + JUDGE_GRACE_S)
     if returncode is None:
-        return SubmissionResult.without_results("timeout", f"grading took more than {budget:.0f} s")
+        return SubmissionResult.without_results(Status.TIMEOUT, f"grading took more than {budget:.0f} s")
     if not results_path.exists():
-        return SubmissionResult.without_results("grader-error", f"the judge exited with code {returncode} without "
+        return SubmissionResult.without_results(Status.GRADER_ERROR, f"the judge exited with code {returncode} without "
                                                 f"results (see {logs / 'judge.log'})")
     result = SubmissionResult.read(results_path)
     result.files = files
-    if result.status == "grader-error":  # the judge says the grader is at fault (its worker could not start)
+    if result.status == Status.GRADER_ERROR:  # the judge says the grader is at fault (its worker could not start)
         return result
     if result.fatal and assignment.notebook not in files:
         result.status = "missing-notebook"
     elif result.fatal:
         result.status = "bad-notebook"
     elif "crashed" in result.events:
-        result.status = "crashed"
+        result.status = Status.CRASHED
     elif "timeout" in result.events:
-        result.status = "timeout"
+        result.status = Status.TIMEOUT
     else:
-        result.status = "ok"
+        result.status = Status.OK
     result.message = result.fatal or ""
     return result
 
@@ -396,7 +396,7 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
                          "Fix the grading environment, or pass --judge process, then run the same command again.")
     logs = out / "logs" / PREFLIGHT_ID
     problems = []
-    if result.status != "ok":
+    if result.status != Status.OK:
         problems.append(f"its status is {result.status}: {result.message}")
     problems += [f"worker {event}" for event in result.events]
     problems += [f"test {t.id} ended in an internal grader error (see {logs / 'judge.log'})"
@@ -442,7 +442,7 @@ def choose(subs: list[Submission], store: ResultStore, grader: str, force: bool,
             chosen = sub.student_id in only
         else:
             chosen = (force or stored is None or stored.sha256 != sub.sha256 or sub.student_id in pending
-                      or stored.grader != grader or stored.result.status == "grader-error")
+                      or stored.grader != grader or stored.result.status == Status.GRADER_ERROR)
         if chosen:
             todo.append(sub)
     present = {s.student_id for s in subs}
@@ -462,7 +462,7 @@ def grade_and_store(sub: Submission, assignment: Assignment, out: Path, options:
     except Interrupted:
         raise
     except Exception as exc:  # the grader's own failure on this submission: its row says so, the batch goes on
-        result = SubmissionResult.without_results("grader-error", f"the grader failed on this submission "
+        result = SubmissionResult.without_results(Status.GRADER_ERROR, f"the grader failed on this submission "
                                                   f"({type(exc).__name__}: {exc}); a rerun tries it again")
     store.put(StoredResult(sub.student_id, assignment.name, sub.path.name, sub.sha256,
                            round(time.monotonic() - started, 1), result, grader))  # durable before anything else
@@ -515,7 +515,7 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
                            for sid, stored in graded.items() if sid not in present]
     results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
     results += [(Submission(sid, Path()), SubmissionResult.without_results(
-                    "no-submission", f"no submission was found in {submissions.name}"))
+                    Status.NO_SUBMISSION, f"no submission was found in {submissions.name}"))
                 for sid in roster_ids or () if sid not in graded]
     gradebook = build_gradebook(assignment, results, hand)
     gradebook["warnings"] = warnings

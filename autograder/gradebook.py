@@ -21,6 +21,7 @@ from autograder.csvfiles import csv_rows
 from autograder.notebook import grade_id, read_notebook
 from autograder.store import atomic_write
 
+GRADEBOOK_FORMAT = 1  # of gradebook.json: a reader checks it before relying on the keys
 HAND_GRADES_FILE = "hand_grades.json"  # in OUT: the hand grades last given, used until others are
 
 
@@ -155,6 +156,7 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tup
             "seconds": result.seconds,
         })
     return {
+        "format": GRADEBOOK_FORMAT,
         "assignment": assignment.name,
         "graded_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "isolation": sorted({r["isolation"] for r in rows if r["isolation"]}),

@@ -185,7 +185,7 @@ def grade_submission(root: Path) -> tuple[dict, str]:
     failure, never the student's."""
     from autograder.grade import Submission, grade_folder
     from autograder.gradebook import build_gradebook
-    from autograder.results import SubmissionResult
+    from autograder.results import Status, SubmissionResult
 
     config = json.loads((PROJECT_ROOT / CONFIG_NAME).read_text())
     assignment = load_assignment(config["assignment"])
@@ -199,7 +199,7 @@ def grade_submission(root: Path) -> tuple[dict, str]:
         print(traceback.format_exc(), file=sys.stderr)  # stdout/stderr are the instructor's only (stdout_visibility)
         reason = str(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
         result = SubmissionResult.without_results(
-            "grader-error", "The autograder failed on its own side, so this submission was not graded: the 0 shown "
+            Status.GRADER_ERROR, "The autograder failed on its own side, so this submission was not graded: the 0 shown "
             "is a placeholder until your instructor fixes the autograder and regrades it. "
             f"Cause: {reason.splitlines()[0] if reason else 'unknown'}")
         gradebook = build_gradebook(assignment, [(Submission(STUDENT_ID, Path()), result)])

@@ -23,7 +23,7 @@ from autograder.assignments import assignment_of
 from autograder.feedback import Feedback, grader_files_text, sanitise
 from autograder.integrity import scan_answer_cells
 from autograder.options import GradeOptions
-from autograder.results import SubmissionResult, TestResult
+from autograder.results import Status, SubmissionResult, TestResult
 from autograder.sandbox import IsolationUnavailable, WorkerStartFailed
 from autograder.student import StudentCode
 
@@ -128,11 +128,11 @@ class ResultCollector:
         if not path or student is None:
             return
         if student.start_failure:  # the grader's environment, not the student: a grader-error row with the worker's log
-            result = SubmissionResult.without_results("grader-error", student.start_failure)
+            result = SubmissionResult.without_results(Status.GRADER_ERROR, student.start_failure)
             result.isolation = student.isolation
             result.write(Path(path))
             return
-        SubmissionResult(status="ok", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
+        SubmissionResult(status=Status.OK, tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
                          problems=student.problems, notes=student.notes,
                          reviews=student.reviews, integrity=scan_answer_cells(student.answers),
                          answers=student.answers, cell_errors=student.cell_errors,

@@ -8,7 +8,22 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STATUSES = ("ok", "timeout", "crashed", "missing-notebook", "bad-notebook", "bad-archive", "grader-error", "no-submission")
+
+RESULTS_FORMAT = 1  # of results.json (SubmissionResult.write); the gradebook's is gradebook.GRADEBOOK_FORMAT
+
+
+class Status:
+    """How grading one submission ended: a gradebook row's status (plain strings in results.json and the gradebook)."""
+
+    OK = "ok"  # judged (its tests say how well)
+    TIMEOUT = "timeout"  # the submission's time budget ran out
+    CRASHED = "crashed"  # the student's code ended its worker
+    MISSING_NOTEBOOK = "missing-notebook"
+    BAD_NOTEBOOK = "bad-notebook"
+    BAD_ARCHIVE = "bad-archive"  # the archive could not be unpacked
+    GRADER_ERROR = "grader-error"  # the grader's own failure: regraded by the next run, never the student's fault
+    NO_SUBMISSION = "no-submission"  # on the roster, nothing submitted
+    ALL = (OK, TIMEOUT, CRASHED, MISSING_NOTEBOOK, BAD_NOTEBOOK, BAD_ARCHIVE, GRADER_ERROR, NO_SUBMISSION)
 
 
 @dataclass
@@ -25,7 +40,7 @@ class TestResult:
 
 @dataclass
 class SubmissionResult:
-    status: str  # one of STATUSES
+    status: str  # one of Status.ALL
     message: str = ""  # for the whole submission (e.g. why it could not be graded)
     tests: list[TestResult] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # "timeout" / "crashed", one per occurrence
@@ -49,7 +64,7 @@ class SubmissionResult:
         return cls(status=status, message=message)
 
     def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        Path(path).write_text(json.dumps({"format": RESULTS_FORMAT, **dataclasses.asdict(self)}, indent=2))
 
     @classmethod
     def read(cls, path: Path) -> "SubmissionResult":
@@ -57,5 +72,10 @@ class SubmissionResult:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SubmissionResult":
-        values = dict(values, tests=[TestResult(**t) for t in values.get("tests", [])])
+        """A result as `write` wrote it (this format, or the first one, which had no "format" key)."""
+        values = dict(values)
+        version = values.pop("format", 1)
+        if version != RESULTS_FORMAT:
+            raise ValueError(f"a results file of format {version!r}; this grader reads format {RESULTS_FORMAT}")
+        values["tests"] = [TestResult(**t) for t in values.get("tests", [])]
         return cls(**values)

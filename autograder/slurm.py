@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
-from autograder.results import SubmissionResult
+from autograder.results import Status, SubmissionResult
 from autograder.store import ResultStore, StoredResult, atomic_write, grader_digest, submission_digest
 
 ENDED = {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -282,7 +282,7 @@ class SlurmRunner:
                     continue
                 missing += 1
                 result = SubmissionResult.without_results(
-                    "grader-error", f"slurm array task {i} of job {job['array']} ended without a result for this "
+                    Status.GRADER_ERROR, f"slurm array task {i} of job {job['array']} ended without a result for this "
                     f"submission ({state}; log: {self.log(out, job, i)}); the same command submits it again")
                 store.put(StoredResult(entry["student_id"], assignment.name, Path(entry["path"]).name, entry["sha256"],
                                        0.0, result, ""))
