@@ -115,10 +115,22 @@ class Evade(nn.Module):
         return EVASIONS[self.how](x)
 
 
+def _check_replaced(x):
+    sys.modules["tripwires"]._check = lambda label: None
+    return F.scaled_dot_product_attention(x, x, x)
+
+
+def _tables_emptied(x):
+    sys.modules["tripwires"]._config["names"].clear()
+    sys.modules["tripwires"]._config["prefixes"].clear()
+    return F.scaled_dot_product_attention(x, x, x)
+
+
 class Popped(nn.Module):
     def __init__(self, how):
         super().__init__()
-        self.how = {"pop": _popped, "pop_python": _popped_python}[how]
+        self.how = {"pop": _popped, "pop_python": _popped_python, "replace_check": _check_replaced,
+                    "empty_tables": _tables_emptied}[how]
 
     def forward(self, x):
         return self.how(x)
@@ -200,7 +212,7 @@ def test_forged_function_called_by_the_grader_is_caught(box):
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply
 
 
-@pytest.mark.parametrize("how", ["pop", "pop_python"])
+@pytest.mark.parametrize("how", ["pop", "pop_python", "replace_check", "empty_tables"])
 def test_removing_the_checks_fails_the_request(box, how):
     reply, _ = run(box, call("Popped", how), torch.randn(1, 2, 3, 4))
     assert not reply["ok"] and reply["error"]["type"] == "ForbiddenAPIError", reply

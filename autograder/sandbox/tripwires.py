@@ -106,14 +106,31 @@ class _DispatchTripwire(TorchDispatchMode):
 
 
 _config: dict = {}  # "names", "prefixes": set by install()
+_installed: dict = {}  # what install() set, kept apart: a request that leaves _config or _check changed tampered
+
+
+def _tables_intact() -> bool:
+    """Whether the tables and the check are still what install() set."""
+    return (_check is _installed["check"] and _config.get("names") == _installed["names"]
+            and _config.get("prefixes") == _installed["prefixes"])
+
+
+def _restore_tables() -> None:
+    global _check
+    _check = _installed["check"]
+    _config.update(names=dict(_installed["names"]), prefixes=dict(_installed["prefixes"]))
 
 
 @contextlib.contextmanager
 def guarding():
-    """Run one request under fresh tripwire modes; afterwards, fail it if they were removed or replaced."""
-    if not _config:
+    """Run one request under fresh tripwire modes; afterwards, fail it if they were removed or replaced, or if the
+    tables or the check they consult were changed (best effort: code in this process can undo its changes in time)."""
+    if not _installed:
         yield
         return
+    if not _tables_intact():  # changed after an earlier request ended
+        _restore_tables()
+        FORBIDDEN_CALLS.append(TAMPERED)
     _clear_mode_stacks()
     function_mode, dispatch_mode = _FunctionTripwire(_config["names"]), _DispatchTripwire(_config["prefixes"])
     function_mode.__enter__()
@@ -125,12 +142,13 @@ def guarding():
     finally:
         intact = (torch._C._len_torch_function_stack() == 1 and torch._C._get_function_stack_at(0) is function_mode
                   and torch._C._len_torch_dispatch_stack() == 1 and torch._C._get_dispatch_stack_at(0) is dispatch_mode
-)
+                  and _tables_intact())
         if intact:
             dispatch_mode.__exit__(None, None, None)
             function_mode.__exit__(None, None, None)
         else:
             _clear_mode_stacks()
+            _restore_tables()
             FORBIDDEN_CALLS.append(TAMPERED)
             if not failed:
                 raise ForbiddenAPIError(f"your code {TAMPERED}")
@@ -193,6 +211,7 @@ def install(forbidden_attributes: list[str], forbidden_modules: list[str]) -> No
         elif isinstance(target, types.FunctionType) and attr not in OPS:  # no torch operation to catch it by
             _replace_everywhere(target, _guard_function(target, dotted))
     _config.update(names=names, prefixes=prefixes)
+    _installed.update(check=_check, names=dict(names), prefixes=dict(prefixes))
     _DispatchTripwire.seen.clear()
     _guard_imports(forbidden_modules)
 
