@@ -2,7 +2,7 @@
 #   make demo   set up, build the releases, grade a few sample submissions per assignment, print the gradebooks
 #   make demo-all   the same with every sample submission and the notebooks' full training recipes
 #   make test   set up, run the project's tests
-# Everything is installed into .venv from this folder's own files (a fresh machine needs only Python 3.10+).
+# Everything is installed into .venv from this folder's own files (a fresh machine needs only Python 3.11+).
 
 PYTHON ?= python3
 VENV := .venv
@@ -22,6 +22,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements/dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'): the pinned requirements need 3.11 or 3.12 (run make with PYTHON=python3.11, say)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt

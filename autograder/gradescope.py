@@ -3,8 +3,9 @@
     python -m autograder gradescope vit --out autograder_vit.zip [--hidden-until published|due_date]
 
 The zip (Gradescope unpacks it into /autograder/source) holds:
-    setup.sh          run once when Gradescope builds the image (Ubuntu 22.04): apt bubblewrap and Python, a venv
-                      with the pinned CPU requirements (requirements.txt) and the course package
+    setup.sh          run once when Gradescope builds the image (Ubuntu 22.04 or 24.04): apt bubblewrap (and Python
+                      3.11 where the image's is older), a venv with the pinned CPU requirements (requirements.txt)
+                      and the course package
     run_autograder    run for each submission: `python -m autograder.gradescope run`, and a results.json saying
                       what went wrong if even that could not run
     gradescope.json   the assignment, the tests' visibility and the grading options chosen when the zip was built
@@ -48,8 +49,20 @@ SETUP_SH = """#!/usr/bin/env bash
 set -euo pipefail
 cd "$(dirname "$0")"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap python3 python3-venv python3-pip >/dev/null
-python3 -m venv venv
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap python3 python3-venv >/dev/null
+# The pinned requirements need Python 3.11 or newer; Ubuntu 22.04's python3 is 3.10, its archive has python3.11.
+PYTHON=""
+for candidate in python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    PYTHON="$candidate"
+    break
+  fi
+done
+if [ -z "$PYTHON" ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3.11 python3.11-venv >/dev/null
+  PYTHON=python3.11
+fi
+"$PYTHON" -m venv venv
 venv/bin/python -m pip install --quiet --upgrade pip setuptools
 # torch and torchvision from PyTorch's CPU index (the same pinned versions, +cpu): no GPU here, so no CUDA libraries
 venv/bin/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
