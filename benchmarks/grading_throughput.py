@@ -14,8 +14,10 @@ Steps:
      marks) and (b) "all": every sample, and each --judge kind and --workers value, `grade_folder` is timed end to
      end: the preflight (one judge of the release notebook), unpacking, one judge (pytest + a new sandboxed worker)
      per submission, the gradebook and feedback files. Besides the wall time, the table gives the median seconds of
-     one submission from unpacking to its result, and the CPU seconds (user + sys of every process the batch started
-     and reaped: judges, judge servers, workers) per submission, which a busy machine inflates less. For the
+     one submission from unpacking to its result, and the CPU seconds per submission of the grader and every process
+     the batch started (judges, judge servers, sandboxed workers), read from a CPU-accounting cgroup this process
+     joins (TreeCpu; getrusage's RUSAGE_CHILDREN, shown beside it, misses the workers), which a busy machine inflates
+     less. For the
      ordinary set a one-copy batch is timed too, so that the table gives the marginal cost of a submission:
      (batch of N - batch of 1) / (N - 1), the batch's fixed costs (preflight, judge servers' imports) left out.
   3. With --nbgrader: `nbgrader autograde` of the reference notebook in a scratch course folder, in quick mode
@@ -76,9 +78,46 @@ def log(message: str) -> None:
 
 
 def children_cpu_seconds() -> float:
-    """User + system seconds of every process this one has started and reaped (and, recursively, theirs)."""
+    """User + system seconds of every process this one has started and reaped (and, recursively, theirs): what
+    getrusage sees, which misses processes their parents never waited for (a sandboxed worker's own tree)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+class TreeCpu:
+    """CPU seconds of this process and of everything it starts, workers in their sandboxes included: a cgroup of the
+    CPU accounting controller that this process joins at start (its children inherit it; the sandbox moves workers
+    into memory and pids cgroups only). v1 `cpuacct.usage` or v2 `cpu.stat`; needs the right to make a cgroup (root).
+    Without it, `source` says so and the reading falls back to getrusage (this process and its reaped children)."""
+
+    def __init__(self):
+        self.usage: Path | None = None
+        name = f"grading-throughput-{os.getpid()}"
+        for folder, usage in ((Path("/sys/fs/cgroup/cpuacct") / name, "cpuacct.usage"),
+                              (Path("/sys/fs/cgroup") / name, "cpu.stat")):
+            try:
+                if not folder.parent.is_dir() or (usage == "cpu.stat" and not (folder.parent / "cgroup.subtree_control").exists()):
+                    continue
+                folder.mkdir(exist_ok=True)
+                (folder / "cgroup.procs").write_text(str(os.getpid()))
+                self.usage = folder / usage
+                self.source = f"a cgroup ({folder}/{usage}) around this process and everything it starts"
+                return
+            except OSError:
+                continue
+        self.source = "getrusage of this process and its reaped children (no cgroup could be made: not root?)"
+
+    def seconds(self) -> float:
+        if self.usage is None:
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            return children_cpu_seconds() + me.ru_utime + me.ru_stime
+        text = self.usage.read_text()
+        if self.usage.name == "cpuacct.usage":
+            return int(text) / 1e9
+        return int(next(line.split()[1] for line in text.splitlines() if line.startswith("usage_usec"))) / 1e6
+
+
+CPU = TreeCpu()
 
 
 def time_batch(folder: Path, out: Path, options: GradeOptions) -> dict:
@@ -90,11 +129,11 @@ def time_batch(folder: Path, out: Path, options: GradeOptions) -> dict:
         said.append(message)
         log(message)
 
-    cpu, start = children_cpu_seconds(), time.perf_counter()
+    cpu, reaped, start = CPU.seconds(), children_cpu_seconds(), time.perf_counter()
     gradebook = grade_folder(folder, ASSIGNMENT, out, options, progress=progress)
-    wall, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu
+    wall, cpu, reaped = time.perf_counter() - start, CPU.seconds() - cpu, children_cpu_seconds() - reaped
     preflight = next((float(m.group(1)) for line in said if (m := re.match(r"Preflight passed in ([\d.]+) s", line))), None)
-    return {"wall": wall, "cpu": cpu, "preflight": preflight, "gradebook": gradebook}
+    return {"wall": wall, "cpu": cpu, "reaped": reaped, "preflight": preflight, "gradebook": gradebook}
 
 
 NBGRADER_CONFIG = """c = get_config()
@@ -131,9 +170,9 @@ def time_nbgrader(root: Path, reference: Path) -> dict:
         done = nbgrader(*step)
         if done.returncode != 0:
             raise SystemExit(f"nbgrader {' '.join(step)} failed:\n{done.stderr[-3000:]}")
-    cpu, start = children_cpu_seconds(), time.perf_counter()
+    cpu, start = CPU.seconds(), time.perf_counter()
     done = nbgrader("autograde", ASSIGNMENT, "--force")
-    wall, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu
+    wall, cpu = time.perf_counter() - start, CPU.seconds() - cpu
     graded = (course / "autograded" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").exists()
     if done.returncode != 0 or not graded:
         log(done.stdout[-3000:] + done.stderr[-3000:])
@@ -203,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
                     per_submission[(key, workers, judge)] = wall / n
                     statuses = Counter(row["status"] for row in submissions)
                     cpu = statistics.median(r["cpu"] for r in runs)
+                    reaped = statistics.median(r["reaped"] for r in runs)
                     # Each submission past the first, without the batch's fixed costs: (N copies - 1 copy) / (N - 1).
                     marginal = [f"{(value - statistics.median(r[measure] for r in singles)) / (n - 1):.1f}"
                                 for measure, value in (("wall", wall), ("cpu", cpu))] if singles else ["-", "-"]
                     rows.append([label, str(n), judge, str(workers), str(len(runs)), f"{wall:.1f}",
                                  f"{statistics.median(r['preflight'] or 0 for r in runs):.1f}", f"{wall / n:.1f}",
-                                 f"{each:.1f}", f"{cpu / n:.1f}", *marginal,
+                                 f"{each:.1f}", f"{cpu / n:.1f}", f"{reaped / n:.1f}", *marginal,
                                  ", ".join(f"{s} {c}" for s, c in sorted(statuses.items()))
                                  + f"; mean score {statistics.mean(row['score'] for row in submissions):g} / "
                                    f"{submissions[0]['max_score']:g}"])
@@ -232,10 +272,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(reference weights {'cached' if cached else 'trained in this run'})\n")
     print(markdown_table(["submissions", "count", "judge", "workers", "runs", "wall s (median)", "of which preflight s",
                           "wall s / submission", "speed-up vs process", "s / submission, unpack to result (median)",
-                          "CPU s / submission", "marginal wall s / submission", "marginal CPU s / submission",
+                          "CPU s / submission", "getrusage CPU s / submission", "marginal wall s / submission",
+                          "marginal CPU s / submission",
                           "statuses"], rows))
     print("\n(wall s / submission: the batch's wall time, preflight and judge server start-up included, over the count; "
-          "CPU s: user + sys of all processes the batch started, over the count; marginal: what each submission past "
+          f"CPU s: user + sys of the grader and every process the batch started, over the count, measured by {CPU.source}; "
+          "getrusage CPU s: what the grader's RUSAGE_CHILDREN sees of the same, for comparison; marginal: what each submission past "
           "the first adds, (batch of N - batch of 1) / (N - 1), from a second, one-copy batch timed right after; the "
           "marginal wall seconds mean something only when N is several times --workers.)")
     if nbgrader_run:
