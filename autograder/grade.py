@@ -504,7 +504,8 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
 
 
 def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submission], submissions: Path,
-                    roster_ids: list[str] | None, hand: dict, warnings: list[str], out: Path) -> dict:
+                    roster_ids: list[str] | None, hand: dict, graded_answers: dict, warnings: list[str],
+                    out: Path) -> dict:
     """The gradebook of every result kept in OUT/results/ (plus a no-submission row per roster student without one),
     written to OUT: gradebook.csv, gradebook.json, feedback/."""
     from autograder.gradebook import build_gradebook, write_outputs
@@ -517,7 +518,7 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
     results += [(Submission(sid, Path()), SubmissionResult.without_results(
                     Status.NO_SUBMISSION, f"no submission was found in {submissions.name}"))
                 for sid in roster_ids or () if sid not in graded]
-    gradebook = build_gradebook(assignment, results, hand)
+    gradebook = build_gradebook(assignment, results, hand, graded_answers)
     gradebook["warnings"] = warnings
     for row in gradebook["submissions"]:
         row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
@@ -583,7 +584,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     store.lock()
     # hand grades are checked before the first judge, not after the last
     given = read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
-    hand, changed = kept_hand_grades(out, given)
+    answers = {(sid, gid): text for sid, stored in store.all().items() for gid, text in stored.result.answers.items()}
+    hand, graded_answers, changed = kept_hand_grades(out, given, answers)
     for line in changed:
         progress(line)
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
@@ -593,7 +595,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
             todo = [] if collect else choose(subs, store, grader, force, only)
             runner(todo, assignment, submissions, out, options, store, progress, bar)
         finally:
-            gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, warnings, out)
+            gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, graded_answers, warnings,
+                                        out)
         return gradebook
     if (out / "slurm" / "job.json").exists():  # a Slurm job graded into OUT: not while it still runs
         from autograder.slurm import refuse_if_running
@@ -627,7 +630,8 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         judges.close()
         for s, handler in handlers.items():
             signal.signal(s, handler)
-        gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, warnings, out)
+        gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, graded_answers, warnings,
+                                    out)
     if judges.stopping.is_set():
         left = store.pending()
         again = " without --force" if force else " without --only" if only else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import json
 import math
@@ -76,38 +77,54 @@ def read_hand_grades(path: Path | None, assignment: Assignment, students: set[st
     return grades
 
 
-def kept_hand_grades(out: Path, given: dict[tuple[str, str], float] | None) -> tuple[dict[tuple[str, str], float], list[str]]:
-    """The hand grades a run uses, and what it changed: `given` (from --hand-grades) replaces the ones kept in
-    OUT/hand_grades.json and is kept there in turn; without it the kept ones stand, so that a later run without
-    --hand-grades never drops a TA's grades from the totals."""
+def answer_fingerprint(text: str | None) -> str | None:
+    """What identifies a written answer as graded: the SHA-256 of its cell's text (None: not known)."""
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def kept_hand_grades(out: Path, given: dict[tuple[str, str], float] | None,
+                     answers: dict[tuple[str, str], str] | None = None) -> tuple[dict[tuple[str, str], float], dict, list[str]]:
+    """The hand grades a run uses, the fingerprint of each graded answer, and what it changed: `given` (from
+    --hand-grades) replaces the ones kept in OUT/hand_grades.json and is kept there in turn, each with the fingerprint
+    of the answer it grades (`answers`: (student, grade_id) -> the cell's text in the results kept so far); without it
+    the kept ones stand, so that a later run without --hand-grades never drops a TA's grades from the totals."""
     path = out / HAND_GRADES_FILE
     kept: dict[tuple[str, str], float] = {}
+    prints: dict[tuple[str, str], str | None] = {}
     if path.exists():
         try:
             data = json.loads(path.read_text())
-            kept = {(g["student_id"], g["grade_id"]): float(g["points"]) for g in data["grades"]}
+            for g in data["grades"]:
+                kept[g["student_id"], g["grade_id"]] = float(g["points"])
+                prints[g["student_id"], g["grade_id"]] = g.get("answer_sha256")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"{path} (the hand grades of earlier runs) cannot be read ({exc}); give the grades again "
                              "with --hand-grades, which rewrites it") from None
     if given is None:
-        return kept, ([f"Hand grades: the {len(kept)} kept in {path} (from an earlier --hand-grades)"] if kept else [])
+        return kept, prints, ([f"Hand grades: the {len(kept)} kept in {path} (from an earlier --hand-grades)"] if kept else [])
+    answers = answers or {}
     changes = [f"{sid} / {gid}: {kept[sid, gid]:g} -> {given[sid, gid]:g}" for sid, gid in sorted(given)
                if (sid, gid) in kept and kept[sid, gid] != given[sid, gid]]
     added = [key for key in given if key not in kept]
     removed = [f"{sid} / {gid}: {kept[sid, gid]:g} -> pending" for sid, gid in sorted(kept) if (sid, gid) not in given]
-    atomic_write(path, json.dumps({"format": 1, "grades": [{"student_id": sid, "grade_id": gid, "points": points}
-                                                           for (sid, gid), points in sorted(given.items())]}, indent=1))
+    prints = {key: answer_fingerprint(answers.get(key)) for key in given}
+    atomic_write(path, json.dumps({"format": 1, "grades": [
+        {"student_id": sid, "grade_id": gid, "points": points, "answer_sha256": prints[sid, gid]}
+        for (sid, gid), points in sorted(given.items())]}, indent=1))
     lines = [f"Hand grades: {len(given)} from --hand-grades, kept in {path}: {len(added)} new, {len(changes)} changed, "
              f"{len(removed)} no longer given (pending again)"]
     lines += [f"  {line}" for line in (changes + removed)[:20]]
     if len(changes) + len(removed) > 20:
         lines.append(f"  ... and {len(changes) + len(removed) - 20} more")
-    return given, lines
+    return given, prints, lines
 
 
-def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tuple[str, str], float] | None = None) -> dict:
+def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tuple[str, str], float] | None = None,
+                    graded_answers: dict[tuple[str, str], str | None] | None = None) -> dict:
     """The gradebook of (submission, SubmissionResult) pairs: one row each, a column for every test any judge ran;
-    `hand`: the hand grades (student_id, grade_id) -> points (read_hand_grades, kept_hand_grades)."""
+    `hand`: the hand grades (student_id, grade_id) -> points (read_hand_grades, kept_hand_grades), and
+    `graded_answers` the fingerprint of the answer each graded: a grade whose answer has changed since (a
+    resubmission) still counts and is marked "recheck" for the TA."""
     tests: dict[str, dict] = {}
     for _, result in results:
         for t in result.tests:
@@ -139,8 +156,13 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tup
                 row_tests[tid] = {"outcome": "error", "points": info["points"], "earned": 0.0,
                                   "message": result.message or "not graded (see status)"}
         judged = [t for t in row_tests.values() if t["outcome"] != "skipped"]
-        hand_graded = {m["grade_id"]: {"points": m["points"], "earned": hand.get((sub.student_id, m["grade_id"]))}
-                       for m in manual}
+        hand_graded = {}
+        for m in manual:
+            key = (sub.student_id, m["grade_id"])
+            hand_graded[m["grade_id"]] = {"points": m["points"], "earned": hand.get(key)}
+            graded_print = (graded_answers or {}).get(key)
+            if key in hand and graded_print and graded_print != answer_fingerprint(result.answers.get(m["grade_id"])):
+                hand_graded[m["grade_id"]]["recheck"] = True  # the answer changed since it was graded
         score, max_score = sum(t["earned"] for t in judged), sum(t["points"] for t in judged)
         rows.append({
             "student_id": sub.student_id, "status": result.status, "message": result.message,
@@ -178,7 +200,8 @@ def write_outputs(gradebook: dict, out: Path) -> None:
                      "integrity_flags"])
     for row in gradebook["submissions"]:
         cells = [cell_text(row["tests"][t]) for t in test_ids]
-        hand = [("pending" if h["earned"] is None else f"{h['earned']:g}") for h in row["hand_graded"].values()]
+        hand = [("pending" if h["earned"] is None else f"{h['earned']:g}" + (" (re-check)" if h.get("recheck") else ""))
+                for h in row["hand_graded"].values()]
         writer.writerow([row["student_id"], row["status"], f"{row['score']:g}", f"{row['max_score']:g}",
                          f"{row['total']:g}", f"{row['max_total']:g}", f"{row['not_judged_points']:g}", *cells, *hand,
                          row["isolation"], row["memory_cap"], " | ".join(row["problems"]),
@@ -236,7 +259,8 @@ def feedback_text(gradebook: dict, row: dict) -> str:
     if row["hand_graded"]:
         lines += ["", "## Hand-graded answers"]
         for gid, h in row["hand_graded"].items():
-            lines.append(f"- {gid}: " + ("pending" if h["earned"] is None else f"{h['earned']:g} / {h['points']:g}"))
+            lines.append(f"- {gid}: " + ("pending" if h["earned"] is None else f"{h['earned']:g} / {h['points']:g}")
+                         + (" (graded before your answer changed: your TA will look at it again)" if h.get("recheck") else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -252,7 +276,8 @@ def format_table(gradebook: dict) -> str:
             judged = [t for t in ts if t["outcome"] != "skipped"]
             cells.append(f"{sum(t['earned'] for t in judged):g}/{sum(t['points'] for t in judged):g}" if judged else "not judged")
         pending = sum(1 for h in row["hand_graded"].values() if h["earned"] is None)
-        cells.append(f"{pending} pending" if pending else "done")
+        recheck = sum(1 for h in row["hand_graded"].values() if h.get("recheck"))
+        cells.append(", ".join([f"{pending} pending"] * bool(pending) + [f"{recheck} to re-check"] * bool(recheck)) or "done")
         cells += [f"{row['total']:g}/{row['max_total']:g}", str(len(row["problems"])) if row["problems"] else ""]
         body.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]

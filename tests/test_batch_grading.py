@@ -450,14 +450,37 @@ def test_hand_grades_are_kept_until_others_are_given(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    assert kept_hand_grades(out, None) == ({}, [])
-    grades, said = kept_hand_grades(out, {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0})
+    assert kept_hand_grades(out, None) == ({}, {}, [])
+    grades, _, said = kept_hand_grades(out, {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0})
     assert grades == {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0} and "2 new" in said[0]
-    grades, said = kept_hand_grades(out, None)  # a later run without --hand-grades
+    grades, _, said = kept_hand_grades(out, None)  # a later run without --hand-grades
     assert grades == {("alice", "analysis"): 7.0, ("bob", "analysis"): 5.0} and "the 2 kept" in said[0]
-    grades, said = kept_hand_grades(out, {("alice", "analysis"): 8.0})
+    grades, _, said = kept_hand_grades(out, {("alice", "analysis"): 8.0})
     assert grades == {("alice", "analysis"): 8.0} and "1 changed, 1 no longer given" in said[0]
     assert "  alice / analysis: 7 -> 8" in said and "  bob / analysis: 5 -> pending" in said
+
+
+def test_a_hand_grade_of_an_answer_that_changed_is_kept_and_marked_for_a_re_check(tmp_path):
+    """A resubmission keeps its hand grades where the written cell did not change, and flags them where it did."""
+    from autograder.assignments import load_assignment
+    from autograder.grade import Submission
+    from autograder.gradebook import build_gradebook, format_table, kept_hand_grades
+    from autograder.results import SubmissionResult
+
+    def result(answer: str) -> SubmissionResult:
+        return SubmissionResult("ok", answers={"analysis": answer, "paper_review": "the same review"})
+
+    out = tmp_path / "out"
+    out.mkdir()
+    graded = {("alice", "analysis"): "first answer", ("alice", "paper_review"): "the same review"}
+    hand, prints, _ = kept_hand_grades(out, {("alice", "analysis"): 7.0, ("alice", "paper_review"): 4.0}, graded)
+    hand, prints, _ = kept_hand_grades(out, None)  # later, after a resubmission
+    gradebook = build_gradebook(load_assignment("vit"), [(Submission("alice", Path("a.tar.gz")), result("a new answer"))],
+                                hand, prints)
+    row = gradebook["submissions"][0]
+    assert row["hand_graded"]["analysis"] == {"points": 10, "earned": 7.0, "recheck": True}
+    assert row["hand_graded"]["paper_review"] == {"points": 5, "earned": 4.0} and row["total"] == 11
+    assert "1 to re-check" in format_table(gradebook)
 
 
 def test_grade_exports_for_canvas_beside_the_output_folder(batch):
