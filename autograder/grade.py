@@ -48,14 +48,7 @@ from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.results import Status, SubmissionResult
 from autograder.sandbox import log_tail
-from autograder.store import (
-    ResultStore,
-    StoredResult,
-    grader_digest,
-    kill_group,
-    kill_tree,
-    submission_digest,
-)
+from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)

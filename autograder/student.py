@@ -18,30 +18,11 @@ import torch
 
 from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, grader_files_text, sanitise
-from autograder.notebook import (
-    NotebookError,
-    extract_graded_code,
-    find_forbidden,
-    read_notebook,
-)
 from autograder.options import GradeOptions
-from autograder.requests import (
-    CallResult,
-    RunResult,
-    call_request,
-    call_result,
-    handle,
-    layer_request,
-    layer_result,
-    module,
-)
-from autograder.sandbox import (
-    Sandbox,
-    SandboxCrashed,
-    SandboxPolicy,
-    SandboxTimeout,
-    WorkerStartFailed,
-)
+from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
+from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
+                                 module)
+from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, WorkerStartFailed
 from autograder.stand_ins.remote import StandInServer
 
 LOAD_TIMEOUT_S = 120.0  # importing torch and running the class-definition cells

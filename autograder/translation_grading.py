@@ -15,6 +15,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -45,8 +46,18 @@ def graded_reversal(student: StudentCode, saved_name: str, model: str, config: s
     disagrees: a decoder that looks answers up, or recognises its weights, changes nothing. `with_lengths`: the
     decoder takes (model, src, source lengths, ...), as seq2seq's does. Notes the decision; Feedback below the bar."""
     from autograder.sequential import CONFIDENCE, decide
-    from autograder.trusted import compare_decoding, course_decoding, course_model, course_namespace
-    from dlcourse.translation import BOS_ID, EOS_ID, decoded_sequences, make_reversal_data
+    from autograder.trusted import (
+        compare_decoding,
+        course_decoding,
+        course_model,
+        course_namespace,
+    )
+    from dlcourse.translation import (
+        BOS_ID,
+        EOS_ID,
+        decoded_sequences,
+        make_reversal_data,
+    )
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
     kwargs = dict(max_len=task.max_len + 2, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID)
@@ -87,24 +98,40 @@ def graded_reversal(student: StudentCode, saved_name: str, model: str, config: s
     return accuracy
 
 
-def check_greedy_rows(function: str, out, reference: list[list[int]], max_len: int) -> None:
-    """Feedback unless `out`, what the student's greedy decoder `function` returned for len(reference) sources, is a
-    (B, L) tensor whose rows start with the reference rows (BOS, the argmax tokens, EOS when reached) and hold PAD_ID
-    after them, with L the longest reference row: decoding stops once every row has produced EOS, or at max_len."""
+@dataclass(frozen=True)
+class DecodingWords:
+    """How the feedback of a greedy-decoding test names things: translations (rows of token ids, BOS first, EOS, then
+    pad_id) or captions (rows of words, <START> left out, <END>, then <NULL>)."""
+
+    row: str = "row"
+    tokens: str = "tokens"
+    length: str = "max_len"
+    end: str = "EOS"
+    pad_name: str = "pad_id"
+    pad: int = PAD_ID
+    rule: str = "first token must be BOS, then the most likely next token at each step"
+
+
+def check_greedy_rows(function: str, out, reference: list[list[int]], max_len: int,
+                      words: DecodingWords = DecodingWords()) -> None:
+    """Feedback unless `out`, what the student's greedy decoder `function` returned for len(reference) inputs, is a
+    (B, L) tensor whose rows start with the reference rows (the argmax tokens up to the end token, when reached) and
+    hold the pad value after them, with L the longest reference row: decoding stops once every row has ended, or at
+    max_len."""
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(reference):
-        raise Feedback(f"{function} must return a (B, L) tensor of token ids with B = {len(reference)}")
+        raise Feedback(f"{function} must return a (B, L) tensor of {words.tokens[:-1]} ids with B = {len(reference)}")
     if out.shape[1] > max_len:
-        raise Feedback(f"{function} returned {out.shape[1]} tokens per row, more than max_len = {max_len}")
+        raise Feedback(f"{function} returned {out.shape[1]} {words.tokens} per {words.row}, more than "
+                       f"{words.length} = {max_len}")
     if out.shape[1] != max(len(r) for r in reference):
-        raise Feedback(f"{function} returned {out.shape[1]} tokens per row; it should stop as soon as every row has "
-                       "produced EOS, or at max_len")
+        raise Feedback(f"{function} returned {out.shape[1]} {words.tokens} per {words.row}; it should stop as soon as "
+                       f"every {words.row} has produced {words.end}, or at {words.length}")
     for b, ref_row in enumerate(reference):
         row = out[b].tolist()
         if row[:len(ref_row)] != ref_row:
-            raise Feedback(f"row {b}: the tokens differ from greedy decoding (first token must be BOS, then the most "
-                           "likely next token at each step)")
-        if any(t != PAD_ID for t in row[len(ref_row):]):
-            raise Feedback(f"row {b}: the positions after EOS must hold pad_id")
+            raise Feedback(f"{words.row} {b}: the {words.tokens} differ from greedy decoding ({words.rule})")
+        if any(t != words.pad for t in row[len(ref_row):]):
+            raise Feedback(f"{words.row} {b}: the positions after {words.end} must hold {words.pad_name}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,7 +166,12 @@ def graded_perplexity(student: StudentCode, saved_name: str, model: str, config:
     `forward_args(src, tgt_in)` here. The student's own forward runs on a slice in the worker, for a note where it
     computes something else: a forward that reads the next decoder input earns nothing. Fails the test above
     `threshold.value`."""
-    from autograder.trusted import COMPARED_EXAMPLES, compare_with_student, course_model, local_outputs
+    from autograder.trusted import (
+        COMPARED_EXAMPLES,
+        compare_with_student,
+        course_model,
+        local_outputs,
+    )
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
     src, tgt = encode_pairs(tokenizer, multi30k_test_pairs())
@@ -180,7 +212,13 @@ def graded_bleu(student: StudentCode, saved_name: str, model: str, config: str, 
     (`decoder(model, *translate_args(src), max_len=64)`), here. The student's decoder translates a slice in the
     worker, for a note where it decodes something else. Returns (BLEU, the translations in test order); fails the
     test below `threshold.value`."""
-    from autograder.trusted import COMPARED_EXAMPLES, compare_decoding, course_decoding, course_model, course_namespace
+    from autograder.trusted import (
+        COMPARED_EXAMPLES,
+        compare_decoding,
+        course_decoding,
+        course_model,
+        course_namespace,
+    )
 
     course, saved_config, weights = course_model(student, saved_name, model, config)
     decode = course_namespace(student.assignment_name)[decoder]

@@ -21,18 +21,10 @@ import torch.nn.functional as F
 
 from autograder.feedback import Feedback
 from autograder.imdb_grading import graded_imdb
-from autograder.scoring import (
-    CANARY_SHIFT,
-    graded_classifier,
-    in_worker,
-    perturb_images,
-    secret_batches,
-    secret_pools,
-    secret_rng,
-    secret_sample,
-)
-from autograder.sequential import FIRST_STAGE
 from autograder.spec import Threshold
+from autograder.scoring import (CANARY_SHIFT, graded_classifier, in_worker, perturb_images, secret_batches, secret_pools,
+                                secret_rng, secret_sample)
+from autograder.sequential import FIRST_STAGE
 
 NUM_CLASSES, N = 10, 800
 

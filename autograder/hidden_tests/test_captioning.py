@@ -20,8 +20,9 @@ from autograder.assignments import assignment_of
 from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
 from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.stand_ins.transformer import with_reference_masks
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
+from autograder.stand_ins.transformer import with_reference_masks
+from autograder.translation_grading import DecodingWords, check_greedy_rows
 from autograder.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
                                local_outputs)
 from dlcourse.captioning import (END, NULL, START, STANDIN_LABEL, WORDS, decode_captions, fresh_standin_split,
@@ -339,21 +340,13 @@ def reference_sample(table: torch.Tensor, max_length: int) -> list[list[int]]:
     return rows
 
 
+CAPTION_WORDS = DecodingWords(row="caption", tokens="words", length="max_length", end="<END>", pad_name="<NULL>",
+                              pad=NULL, rule="without <START>: the most likely next word at each step, from "
+                                             "self(features, caption so far)")
+
+
 def check_sampled(out, reference: list[list[int]], max_length: int) -> None:
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(reference):
-        raise Feedback(f"sample must return an (N, L) tensor of word ids with N = {len(reference)}")
-    if out.shape[1] > max_length:
-        raise Feedback(f"sample returned {out.shape[1]} words per caption, more than max_length = {max_length}")
-    if out.shape[1] != max(len(r) for r in reference):
-        raise Feedback(f"sample returned {out.shape[1]} words per caption; it should stop as soon as every caption has "
-                       "produced <END>, or after max_length words")
-    for i, ref_row in enumerate(reference):
-        row = out[i].tolist()
-        if row[:len(ref_row)] != ref_row:
-            raise Feedback(f"caption {i}: the words differ from greedy sampling (without <START>: the most likely next "
-                           "word at each step, from self(features, caption so far))")
-        if any(t != NULL for t in row[len(ref_row):]):
-            raise Feedback(f"caption {i}: the positions after <END> must hold <NULL>")
+    check_greedy_rows("sample", out, reference, max_length, CAPTION_WORDS)
 
 
 def run_sample(student, table: torch.Tensor, max_length: int):
