@@ -189,6 +189,13 @@ def test_wrong_arguments_are_the_students_error(box):
     assert box.alive
 
 
+def test_a_call_too_large_for_the_graders_memory_is_refused(box, monkeypatch):
+    monkeypatch.setattr("autograder.stand_ins.remote.MAX_CALL_ELEMENTS", 1000)
+    reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", dim=4, hidden_dim=8), torch.randn(500, 4))
+    assert not reply["ok"] and "more than the 1,000 allowed" in reply["error"]["message"], reply
+    assert box.alive
+
+
 @pytest.mark.parametrize("call_", [
     "not a call", {"op": "call", "id": 12345}, {"op": "unknown"}, {"op": "backward", "call": 7},
 ])

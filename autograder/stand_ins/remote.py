@@ -26,6 +26,8 @@ from autograder.sandbox.remote import pack, unpack, wire
 from . import STAND_INS
 
 MAX_GRAPHS = 4096  # stand-in calls with gradients kept in one request
+MAX_CALL_ELEMENTS = 1 << 24  # tensor elements one call may send (64 MiB of float32): the layer tests send thousands
+MAX_KEPT_ELEMENTS = 1 << 26  # input elements of the graphs kept for backward in one request (256 MiB of float32)
 PLAIN = (bool, int, float, str, type(None))
 
 
@@ -42,6 +44,7 @@ class StandInServer:
     kept: dict[str, set[int]] = field(default_factory=dict)  # keep_as name -> the stand-ins built in its request
     allowed: set[int] = field(default_factory=set)  # what the current request may call
     graphs: dict[int, _Graph] = field(default_factory=dict)
+    kept_elements: int = 0  # input elements of `graphs`
     next_id: int = 0
 
     # -- before the request ------------------------------------------------------------------------------------------
@@ -122,6 +125,12 @@ class StandInServer:
             raise PermissionError(f"the stand-in has no method {method!r} here")
         count, grad = int(call.get("count", 0)), bool(call.get("grad"))
         inputs = [tensors[f"in.{i}"] for i in range(count)]
+        size = sum(x.numel() for x in inputs)
+        if size > MAX_CALL_ELEMENTS:  # the grader's memory is not the student's to use
+            raise ValueError(f"a stand-in call of {size:,} tensor elements, more than the {MAX_CALL_ELEMENTS:,} allowed")
+        if grad and self.kept_elements + size > MAX_KEPT_ELEMENTS:
+            raise RuntimeError("the stand-in calls of this request kept too much for backward (call backward sooner, "
+                               "or use smaller inputs)")
         leaves: dict[int, torch.Tensor] = {}
         for i in call.get("needs_grad", []) if grad else []:
             if inputs[int(i)].is_floating_point():
@@ -146,6 +155,7 @@ class StandInServer:
                 raise RuntimeError(f"more than {MAX_GRAPHS} stand-in calls with gradients in one request")
             reply["call"] = len(self.graphs)
             self.graphs[len(self.graphs)] = _Graph(outputs, leaves)
+            self.kept_elements += size
         return reply, {f"out.{i}": wire(o) for i, o in enumerate(outputs)}
 
     @staticmethod
@@ -183,6 +193,7 @@ class StandInServer:
     # -- after the request ------------------------------------------------------------------------------------------
     def finish(self) -> None:
         self.graphs.clear()
+        self.kept_elements = 0
         self.allowed = set()
 
 
