@@ -104,13 +104,25 @@ def assert_shape(tensor: torch.Tensor, expected: tuple, what: str) -> None:
         raise Feedback(f"{what} has shape {tuple(tensor.shape)}, expected {tuple(expected)}")
 
 
+def _off(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    return (actual - expected).abs() > atol + rtol * expected.abs()
+
+
+def within_tolerance(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    """Whether assert_close would accept `actual`."""
+    if tuple(actual.shape) != tuple(expected.shape):
+        return False
+    actual, expected = actual.double(), expected.double()
+    return bool(torch.isfinite(actual).all() and not _off(actual, expected, rtol, atol).any())
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = 1e-4, atol: float = 1e-5) -> None:
     """Values must agree with the reference up to float rounding."""
     assert_shape(actual, tuple(expected.shape), what)
     actual, expected = actual.double(), expected.double()
     if not torch.isfinite(actual).all():
         raise Feedback(f"{what} contains NaN or inf")
-    off = (actual - expected).abs() > atol + rtol * expected.abs()
+    off = _off(actual, expected, rtol, atol)
     if off.any():
         error = (actual - expected).abs().max().item()
         raise Feedback(f"{what} differs from the reference: max abs error {error:.3g}, "

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from autograder.feedback import Feedback, assert_close, assert_shape
+from autograder.feedback import Feedback, assert_close, assert_shape, within_tolerance
 from autograder.requests import stand_in
 from autograder.sandbox.harness.dropout import replayed_dropout
 from dlcourse.checks import fill_parameters_, seeded_randn
@@ -47,14 +47,6 @@ def expect_grads(grads: Mapping[str, torch.Tensor], reference: Mapping[str, torc
         assert_close(grads[ours], reference[theirs], f"gradient of {ours}", atol=atol)
 
 
-def _close(got: torch.Tensor, want: torch.Tensor, atol: float) -> bool:
-    """What assert_close accepts (feedback.assert_close's default rtol), as a bool."""
-    if tuple(got.shape) != tuple(want.shape):
-        return False
-    got, want = got.double(), want.double()
-    return bool(torch.isfinite(got).all() and ((got - want).abs() <= atol + 1e-4 * want.abs()).all())
-
-
 def check_dropout(student, built: dict, inputs: tuple, *, p: float, seed: int, expected_eval: torch.Tensor,
                   expected_train: torch.Tensor, calls: int, where: str, what: str, atol: float = 1e-5,
                   output: Callable | None = None) -> None:
@@ -72,9 +64,9 @@ def check_dropout(student, built: dict, inputs: tuple, *, p: float, seed: int, e
         return value
 
     evaluated = picked(student.invoke(built, *inputs, what=f"{what} in eval mode").value)
-    if not _close(evaluated, expected_eval, atol):
+    if not within_tolerance(evaluated, expected_eval, atol=atol):
         again = picked(student.invoke(built, *inputs, what=f"{what} in eval mode").value)
-        if not _close(again, evaluated, atol):  # random in eval mode: dropout is on
+        if not within_tolerance(again, evaluated, atol=atol):  # random in eval mode: dropout is on
             raise Feedback(f"{what} gave different outputs for the same input in eval mode: dropout must do nothing in "
                            "eval mode (use nn.Dropout, or F.dropout with training=self.training)")
         assert_close(evaluated, expected_eval, f"{what} output in eval mode, before any dropout is checked (a bug "

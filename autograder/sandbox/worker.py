@@ -99,7 +99,7 @@ def _audit(event: str, args: tuple) -> None:
 
 import harness  # noqa: E402  (the package autograder/sandbox/harness/: the grader's drivers of student code)
 import tripwires  # noqa: E402  (forbidden APIs: see tripwires.py)
-from remote import Link, build_shell  # noqa: E402  (shells of the stand-ins the grader holds: see remote.py)
+from remote import Link, build_shell, wire  # noqa: E402  (shells of the stand-ins the grader holds: see remote.py)
 from tripwires import CELL_PREFIX, FORBIDDEN_CALLS  # noqa: E402
 
 LINK = Link(REQUEST_FD, RESPONSE_FD, DEVICE)
@@ -213,7 +213,7 @@ def encode_result(value, out: dict, depth: int = 0):
         tensor = value.detach()
         if tensor.dtype in (torch.bfloat16, torch.float16):
             tensor = tensor.float()
-        out[key] = tensor.cpu().contiguous().clone()
+        out[key] = wire(tensor)
         return {"$tensor": key}
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
@@ -256,11 +256,11 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
         target.backward(grad_output)
         for key, x in built.get("input_grads", {}).items():
             if x.grad is not None:
-                out[f"input_grad.{key}"] = x.grad.detach().float().cpu().contiguous().clone()
+                out[f"input_grad.{key}"] = wire(x.grad.float())
         for label, module in built.get("modules", {}).items():
             for name, p in module.named_parameters():
                 if p.grad is not None:
-                    out[f"param_grad.{label}.{name}"] = p.grad.detach().float().cpu().contiguous().clone()
+                    out[f"param_grad.{label}.{name}"] = wire(p.grad.float())
     value = encode_result(result, out)
     shapes = {label: {name: list(p.shape) for name, p in module.named_parameters()}
               for label, module in built.get("modules", {}).items()}
