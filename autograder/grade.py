@@ -223,9 +223,10 @@ def check_isolation(options: GradeOptions, progress=print) -> None:
 
 
 def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: Path, options: GradeOptions) -> list[str]:
-    """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first."""
+    """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first.
+    --disable-plugin-autoload: the judge plugin only, none of the pytest plugins installed beside it (xdist, anyio)."""
     return [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
-            "-p", "no:cacheprovider", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+            "-p", "no:cacheprovider", "--disable-plugin-autoload", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
             "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
             "--grade-options", str(options.write(logs / "options.json"))]
 
@@ -274,7 +275,7 @@ class Judges:
             raise SystemExit(f"unknown judge kind {options.judge!r} (expected server or process)")
         (out / "logs").mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
-                   "--preload", str(assignment.hidden_tests)]
+                   "--preload", str(assignment.hidden_tests), "--course", assignment.name]
         return cls([JudgeServer(command, out / "logs" / f".judge-server{tag}-{i}.log", PROJECT_ROOT)
                     for i in range(max(1, options.workers))])  # started by warm(), or by the first judge of each
 

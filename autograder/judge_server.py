@@ -1,7 +1,7 @@
 """A judge server: a trusted Python process that imports torch, pytest and the grader once, then starts each judge as a
 fork of itself instead of a fresh interpreter, which saves the judge's imports (about 4-6 s) on every submission.
 
-    python -E -s -m autograder.judge_server --work OUT/work/ --preload autograder/hidden_tests/test_vit.py
+    python -E -s -m autograder.judge_server --work OUT/work/ --preload autograder/hidden_tests/test_vit.py --course vit
 
 Requests come on stdin, one JSON line each: {"argv": a judge's command line, "log": file, "cwd": folder}. For each,
 the server forks a child that starts a session of its own (so the batch grader kills it and its worker as one process
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import importlib
 import importlib.util
 import json
@@ -38,11 +39,17 @@ from autograder.sandbox import log_tail
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
-def top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
-    """The modules a Python file imports at its top level, each with the names taken from it (read, not run): what
-    its judges import anyway."""
+# Imported inside functions, so every judge would import them again (about 1-2 CPU s each time): torch's attention
+# checks load sympy through symbolic_shapes, its optimizers and torchvision's ops load torch._dynamo; the hidden tests
+# import the trusted course models where a threshold needs them; pytest's debugging plugin imports pdb.
+LAZY_IMPORTS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "autograder.trusted", "pdb")
+
+
+def top_level_imports(source: str | Path) -> list[tuple[str, list[str]]]:
+    """The modules Python code (a file, or source text) imports at its top level, each with the names taken from it
+    (read, not run): what its judges import anyway."""
     imports = []
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.parse(source.read_text() if isinstance(source, Path) else source).body:
         if isinstance(node, ast.Import):
             imports += [(alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -50,18 +57,37 @@ def top_level_imports(path: Path) -> list[tuple[str, list[str]]]:
     return imports
 
 
-def preload(test_files: list[Path]) -> None:
-    """Import what every judge imports: the judge plugin's imports (torch, StudentCode, the sandbox client) and the
+def course_imports(assignment_name: str) -> list[tuple[str, list[str]]]:
+    """What the judges of an assignment import besides the hidden tests' top-level imports: the libraries its stand-ins
+    need (spec.preload_modules, which the worker loads too: transformers, torchvision) and the top-level imports of
+    the source notebook's cells that the judge runs as the course's model (spec.run_cells, autograder/trusted.py:
+    course_namespace), such as matplotlib."""
+    from autograder.assignments import load_assignment
+    from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+
+    assignment = load_assignment(assignment_name)
+    cells = {grade_id(c): c for c in read_notebook(assignment.source_dir / assignment.notebook)["cells"] if grade_id(c)}
+    return [*((name, []) for name in assignment.spec.preload_modules),
+            *(imported for gid in assignment.spec.run_cells if gid in cells
+              for imported in top_level_imports(strip_magics(cell_source(cells[gid]))))]
+
+
+def preload(test_files: list[Path], course: str | None = None) -> None:
+    """Import what every judge imports: the judge plugin's imports (torch, StudentCode, the sandbox client), the
     hidden tests', the names taken from them included (`from dlcourse import seeded_randn` loads dlcourse.checks,
-    which dlcourse imports on first use). Not the plugin and the test modules themselves: pytest imports those in each
-    child, rewriting their asserts."""
+    which dlcourse imports on first use), the assignment's (course_imports), and LAZY_IMPORTS. Not the plugin
+    and the test modules themselves: pytest imports those in each child, rewriting their asserts."""
     plugin = Path(importlib.util.find_spec("autograder.judge").origin)
-    for path in [plugin, *test_files]:
-        for module, names in top_level_imports(path):
-            __import__(module, fromlist=names)  # as `from module import names` does: submodules and lazy names load
+    imports = [imported for path in [plugin, *test_files] for imported in top_level_imports(path)]
+    imports += course_imports(course) if course else []
+    for module, names in [*imports, *((name, []) for name in LAZY_IMPORTS)]:
+        __import__(module, fromlist=names)  # as `from module import names` does: submodules and lazy names load
     # The course package's whole API (data loaders, training loop, plots): the grading code imports parts of it inside
     # functions, which a forked judge would otherwise import again every time.
     __import__("dlcourse", fromlist=importlib.import_module("dlcourse").__all__)
+    # What is loaded now lives as long as the server: out of the garbage collector's sight, so that a judge's
+    # collections do not walk (and, copy-on-write, copy) the hundreds of thousands of objects it inherits.
+    gc.freeze()
 
 
 def run_like_python(argv: list[str]) -> int:
@@ -137,8 +163,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", required=True, help="the batch's OUT/work/ (found by kill_leftovers)")
     parser.add_argument("--preload", type=Path, nargs="*", default=[], help="hidden test files whose imports to load")
+    parser.add_argument("--course", help="the assignment whose libraries and course cells' imports to load (course_imports)")
     args = parser.parse_args()
-    preload(args.preload)
+    preload(args.preload, args.course)
     serve()
 
 

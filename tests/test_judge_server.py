@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.judge_server import JudgeServer, JudgeServerError, top_level_imports
+from autograder.judge_server import JudgeServer, JudgeServerError, course_imports, top_level_imports
 
 # A stand-in judge: reports its process group and session, and whether an earlier judge's state reached it.
 JUDGE = r'''
@@ -81,6 +81,13 @@ def test_the_server_preloads_the_hidden_tests_top_level_imports():
     assert {"pytest", "torch.nn", "torchvision.models.vision_transformer", "autograder.scoring"} <= set(imports)
     assert not any(name.startswith("autograder.hidden_tests") for name in imports)
     assert imports["autograder.scoring"] == ["graded_accuracy"]  # names too: `dlcourse` loads its own on first use
+
+
+def test_the_server_preloads_the_assignments_libraries_and_course_cells_imports():
+    """What judges import inside functions: the libraries the stand-ins need (spec.preload_modules) and the imports
+    of the course cells a judge runs as the course's model (spec.run_cells)."""
+    assert ("transformers", []) in course_imports("bert")
+    assert ("matplotlib.pyplot", []) in course_imports("transformer")
 
 
 def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tmp_path):

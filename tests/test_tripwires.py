@@ -241,3 +241,19 @@ def test_graders_stand_in_inside_a_student_module_is_allowed(box, grad, how):
     assert reply["ok"], reply
     torch.testing.assert_close(out["output"], mha(x, x, x, need_weights=False)[0].detach())
     assert not grad or out["input_grad.0"].abs().sum() > 0
+
+
+def test_the_tripwires_do_not_load_torchs_compiler():
+    """A dispatch mode's __torch_dispatch__ is wrapped in torch._disable_dynamo by default, whose first call imports
+    torch._dynamo and torch._inductor (about 2 CPU s in every worker); the tripwire opts out."""
+    import subprocess
+    import sys
+
+    from autograder.assignments import PROJECT_ROOT
+
+    code = ("import sys, torch\nfrom autograder.sandbox import tripwires\n"
+            f"tripwires.install([{SDPA!r}], [])\n"
+            "with tripwires.guarding():\n    torch.nn.Linear(3, 2)(torch.ones(4, 3)).sum().backward()\n"
+            "print('torch._dynamo' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert run.stdout.strip() == "False", run.stderr[-2000:]

@@ -92,6 +92,12 @@ class _FunctionTripwire(TorchFunctionMode):
 class _DispatchTripwire(TorchDispatchMode):
     seen: dict = {}  # aten operator -> the forbidden API it belongs to, or None
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # By default torch wraps a dispatch mode's __torch_dispatch__ in torch._disable_dynamo, whose first call
+        # imports torch._dynamo and torch._inductor: about 2 CPU s in every worker, for a compiler it never uses.
+        return False
+
     def __init__(self, prefixes: dict[str, str]):
         super().__init__()
         self.prefixes = prefixes  # aten name prefix -> forbidden API
