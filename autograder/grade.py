@@ -253,8 +253,9 @@ class ServerJudge:
 class Judges:
     """The judges in flight, each in a process group of its own, so that stopping the batch kills them and their
     workers (a rerun after SIGKILL finds and kills what is left: ResultStore.kill_leftovers). A judge is a fresh
-    interpreter (`servers` empty: --judge process) or a fork of an idle judge server, one server per worker slot
-    (--judge server: autograder/judge_server.py; the judge and its sandbox are the same, only its imports are saved)."""
+    interpreter (`servers` empty: --judge process) or a fork of an idle judge server, one server per worker slot, all
+    forked from one process that imported once (--judge server: autograder/judge_server.py; the judge and its sandbox
+    are the same, only its imports are saved)."""
 
     def __init__(self, servers: list[JudgeServer] | None = None):
         self.stopping = threading.Event()
@@ -276,8 +277,9 @@ class Judges:
         (out / "logs").mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{out}/work/",
                    "--preload", str(assignment.hidden_tests), "--course", assignment.name]
-        return cls([JudgeServer(command, out / "logs" / f".judge-server{tag}-{i}.log", PROJECT_ROOT)
-                    for i in range(max(1, options.workers))])  # started by warm(), or by the first judge of each
+        # One process for the batch, forking a server per worker: started by warm(), or by the first judge
+        return cls(JudgeServer.group(command, out / "logs" / f".judge-server{tag}.log", PROJECT_ROOT,
+                                     max(1, options.workers)))
 
     def run(self, student_id: str, command: list[str], log, timeout: float) -> int | None:
         """The judge's exit code, or None when it ran past `timeout`; Interrupted when the batch is stopping."""

@@ -7,8 +7,9 @@ Requests come on stdin, one JSON line each: {"argv": a judge's command line, "lo
 the server forks a child that starts a session of its own (so the batch grader kills it and its worker as one process
 group, exactly as a judge started with Popen), sends its output to the log and runs the command as `python` would run
 it (runpy: `-m module` or a script). The server answers {"pid": ...} at once and {"exit": code} when the child ends
-(negative: the signal that killed it). One judge at a time per server; the batch grader keeps one per worker slot
-(JudgeServer, below).
+(negative: the signal that killed it). One judge at a time per server; the batch grader keeps one per worker slot,
+all forked from one process after its imports, each answering on its own pair of pipes (--channels; JudgeServer.group,
+below).
 
 What a child inherits is trusted: the server imports only the grader's modules (and the hidden tests' imports, never
 the hidden test module itself, which each child collects afresh) and runs nothing of a submission's. Student code runs,
@@ -115,11 +116,13 @@ def run_like_python(argv: list[str]) -> int:
     return 0
 
 
-def child(request: dict) -> None:
+def child(request: dict, channel: tuple[int, int]) -> None:
     """In the forked child: become a judge of its own and never return."""
     code = 1
     try:
         os.setsid()
+        for fd in set(channel) - {0, 1}:  # the server's end of the batch grader's pipes (0 and 1 are replaced below)
+            os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         for target, fd in ((0, null), (1, log), (2, log)):
@@ -140,23 +143,49 @@ def child(request: dict) -> None:
         os._exit(code)
 
 
-def reply(message: dict) -> None:
-    os.write(1, (json.dumps(message) + "\n").encode())
+def serve(requests_fd: int = 0, replies_fd: int = 1) -> None:
+    """Answer the requests of one channel (stdin and stdout by default), one judge at a time."""
+    def reply(message: dict) -> None:
+        os.write(replies_fd, (json.dumps(message) + "\n").encode())
 
-
-def serve() -> None:
-    requests = sys.stdin.buffer
     reply({"ready": True})
-    for line in requests:
+    for line in open(requests_fd, "rb", closefd=False):
         request = json.loads(line)
         if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
             raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
         pid = os.fork()
         if pid == 0:
-            child(request)
+            child(request, (requests_fd, replies_fd))
         reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         reply({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+
+
+def serve_channels(channels: list[tuple[int, int]]) -> None:
+    """One server process for all of a batch's worker slots: after the imports, it forks one server per channel (a
+    pair of pipes the batch grader passed), each serving it as serve() serves stdin and stdout. The imports are then
+    paid once per batch rather than once per worker; each channel's judges are still forks that share nothing."""
+    servers = []
+    for i, channel in enumerate(channels):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for other in channels[:i] + channels[i + 1:]:
+                    for fd in other:
+                        os.close(fd)
+                serve(*channel)
+                code = 0
+            except BaseException:  # noqa: BLE001  (a forked server must not return into this loop)
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        servers.append(pid)
+    for channel in channels:
+        for fd in channel:
+            os.close(fd)
+    for pid in servers:
+        os.waitpid(pid, 0)
 
 
 def main() -> None:
@@ -164,9 +193,14 @@ def main() -> None:
     parser.add_argument("--work", required=True, help="the batch's OUT/work/ (found by kill_leftovers)")
     parser.add_argument("--preload", type=Path, nargs="*", default=[], help="hidden test files whose imports to load")
     parser.add_argument("--course", help="the assignment whose libraries and course cells' imports to load (course_imports)")
+    parser.add_argument("--channels", help="REQUESTS_FD:REPLIES_FD,... pipes to serve instead of stdin and stdout, one "
+                        "forked server each (JudgeServer.group)")
     args = parser.parse_args()
     preload(args.preload, args.course)
-    serve()
+    if args.channels:
+        serve_channels([tuple(int(fd) for fd in pair.split(":")) for pair in args.channels.split(",")])
+    else:
+        serve()
 
 
 class JudgeServerError(RuntimeError):
@@ -174,23 +208,53 @@ class JudgeServerError(RuntimeError):
 
 
 class JudgeServer:
-    """The batch grader's end of one judge server (see the module's docstring)."""
+    """The batch grader's end of one judge server (see the module's docstring): a process of its own, or one of the
+    servers forked from a shared process (`group`)."""
 
     def __init__(self, command: list[str], log: Path, cwd: Path):
         """Started by launch(), or by the first judge that needs it."""
         self.command, self.log_path, self.cwd = command, log, cwd
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | None = None  # the server's process, shared by a group's servers
+        self.peers: list[JudgeServer] = [self]  # the servers a launch starts together (group)
+        self.lock = threading.Lock()  # shared by the peers: one launch at a time
+        self._requests = self._replies = -1  # this server's pipes: requests written, replies read
+        self._buffer, self._ready, self._ended = b"", False, False
+
+    @classmethod
+    def group(cls, command: list[str], log: Path, cwd: Path, count: int) -> list[JudgeServer]:
+        """`count` servers that one process starts after its imports, one fork each (--channels): the imports once
+        per batch, not once per worker. A server whose fork has ended is started again as a process of its own."""
+        servers = [cls(command, log, cwd) for _ in range(count)]
+        for server in servers:
+            server.peers, server.lock = servers, servers[0].lock
+        return servers
 
     def launch(self) -> None:
-        with open(self.log_path, "ab") as stderr:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                                            cwd=self.cwd, start_new_session=True)
-        self._buffer, self._ready = b"", False
+        """Start this server, with every peer that is not running."""
+        with self.lock:
+            if self.alive:  # a peer's launch started it meanwhile
+                return
+            self._close_channel()
+            starting = [p for p in self.peers if p is self or (not p.alive and p.process is None)]
+            ends, theirs = [], []
+            for server in starting:
+                requests_read, requests_write = os.pipe()
+                replies_read, replies_write = os.pipe()
+                ends.append((requests_write, replies_read))
+                theirs.append((requests_read, replies_write))
+            command = [*self.command, "--channels", ",".join(f"{r}:{w}" for r, w in theirs)]
+            with open(self.log_path, "ab") as stderr:
+                process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                           cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t])
+            for fd in (fd for t in theirs for fd in t):
+                os.close(fd)
+            for server, (requests, replies) in zip(starting, ends):
+                server.process, server._requests, server._replies = process, requests, replies
+                server._buffer, server._ready, server._ended = b"", False, False
 
     def wait_ready(self) -> None:
         """Block until the server has done its imports; start a new one first if this one has ended."""
         if not self.alive:
-            self.close()
             self.launch()
         if not self._ready:
             self._expect("ready", None)
@@ -199,8 +263,7 @@ class JudgeServer:
     def start(self, argv: list[str], log: Path, cwd: Path) -> int:
         """Start one judge; its pid."""
         self.wait_ready()
-        self.process.stdin.write((json.dumps({"argv": argv, "log": str(log), "cwd": str(cwd)}) + "\n").encode())
-        self.process.stdin.flush()
+        os.write(self._requests, (json.dumps({"argv": argv, "log": str(log), "cwd": str(cwd)}) + "\n").encode())
         return self._expect("pid", None)
 
     def wait(self, timeout: float | None) -> int | None:
@@ -212,16 +275,15 @@ class JudgeServer:
 
     def _expect(self, key: str, timeout: float | None):
         deadline = None if timeout is None else time.monotonic() + timeout
-        fd = self.process.stdout.fileno()
         while b"\n" not in self._buffer:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not select.select([fd], [], [], wait)[0]:
+            if not select.select([self._replies], [], [], wait)[0]:
                 raise TimeoutError
-            chunk = os.read(fd, 4096)
+            chunk = os.read(self._replies, 4096)
             if not chunk:
-                self.process.wait()
-                raise JudgeServerError(f"the judge server ended (code {self.process.returncode}); its log "
-                                       f"({self.log_path}) ends with:\n{log_tail(self.log_path)}")
+                self._ended = True
+                raise JudgeServerError(f"the judge server ended; its log ({self.log_path}) ends with:\n"
+                                       f"{log_tail(self.log_path)}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         message = json.loads(line)
@@ -231,23 +293,28 @@ class JudgeServer:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.process is not None and not self._ended and self.process.poll() is None
+
+    def _close_channel(self) -> None:
+        for fd in (self._requests, self._replies):
+            if fd >= 0:
+                os.close(fd)
+        self._requests = self._replies = -1
 
     def close(self) -> None:
-        """End the server: no more requests (it exits at end of input); killed if it does not."""
+        """End the server: no more requests (it exits at end of input); its process, once no peer uses it, is
+        killed if it does not exit."""
         if self.process is None:
             return
+        self._close_channel()
+        process, self.process = self.process, None
+        if any(peer.process is process for peer in self.peers):
+            return  # a peer's server still runs in it
         try:
-            self.process.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.process.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process.stdout.close()
-        self.process = None
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import os, sys
 import autograder.options as options  # preloaded by the server: the same module object in every fork
 mode = sys.argv[1]
 print(f"pid {os.getpid()} pgid {os.getpgid(0)} sid {os.getsid(0)} cwd {os.getcwd()}", flush=True)
+print(f"server {os.getppid()}", flush=True)
 seen = getattr(options, "LEFT_BY_AN_EARLIER_JUDGE", None)
 print(f"seen {seen}")
 if mode == "leave":
@@ -68,6 +69,38 @@ def test_a_killed_judge_is_reported_and_the_server_goes_on(server, tmp_path):
     assert server.wait(timeout=60) == -signal.SIGKILL
     _, code, _ = run_judge(server, tmp_path, "check", "after")
     assert code == 0
+
+
+def test_a_group_of_servers_imports_once_and_a_server_that_ends_starts_again_alone(tmp_path):
+    """JudgeServer.group: one process imports, then forks a server per worker slot; their judges run side by side.
+    A server whose fork ends is started again as a process of its own, and the other slot keeps its server."""
+    command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/"]
+    first, second = JudgeServer.group(command, tmp_path / "server.log", PROJECT_ROOT, 2)
+    try:
+        first.launch()
+        assert second.alive and second.process is first.process  # launched together, in one process
+        script = tmp_path / "judge.py"
+        script.write_text(JUDGE)
+        hanging = first.start([sys.executable, "-E", "-s", str(script), "hang"], tmp_path / "hang.log", tmp_path)
+        _, code, log = run_judge(second, tmp_path, "check", "beside")  # while the first slot's judge still runs
+        assert code == 0
+        second_server = int(log.read_text().split("server ")[1].split()[0])
+        os.killpg(hanging, signal.SIGKILL)
+        assert first.wait(timeout=60) == -signal.SIGKILL
+        first_server = int((tmp_path / "hang.log").read_text().split("server ")[1].split()[0])
+        assert first_server != second_server  # a forked server per slot
+        os.kill(first_server, signal.SIGKILL)  # the first slot's server ends
+        with pytest.raises(JudgeServerError):
+            first.wait(timeout=60)
+        assert not first.alive and second.alive
+        _, code, _ = run_judge(first, tmp_path, "check", "restarted")  # started again, alone
+        assert code == 0 and first.process is not second.process
+        _, code, _ = run_judge(second, tmp_path, "check", "still")
+        assert code == 0
+    finally:
+        first.close()
+        second.close()
+    assert first.process is None and second.process is None
 
 
 def test_the_server_runs_only_its_own_interpreter(server, tmp_path):
