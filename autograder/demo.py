@@ -21,7 +21,9 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +35,7 @@ INSTALL_BUBBLEWRAP = ("sudo apt-get install bubblewrap   (Debian/Ubuntu; Fedora:
                       "On macOS or Windows the sandbox needs Linux: run the grader in a Linux VM or container")
 TRAINING_SLOTS = 2  # trainings side by side, one torch thread each
 # Rough costs on an idle 2-core machine, for the banner's estimate only (measured: README, "The two commands").
-RELEASE_S_EACH = 4.0  # CPU seconds of nbgrader generate_assignment for one notebook
+RELEASE_S_EACH = 1.3  # CPU seconds of building one release (nbgrader in-process: 8.7 s for all seven)
 GRADING_S_EACH = 5.0  # CPU seconds of one submission's judge (forked from a judge server) and its worker
 GRADING_S_FIXED = 8.0  # CPU seconds per assignment: the two judge servers' imports
 
@@ -92,7 +94,7 @@ def estimate_s(names: list[str], to_train: list[str], samples: dict[str, list[st
 
 class Trainings:
     """The references' trainings, in subprocesses (`python -m autograder train-reference A`), TRAINING_SLOTS at a time
-    with one torch thread each, longest first; `wait(name)` blocks until that one has ended."""
+    with one torch thread each, longest first; `as_they_end()` yields each as it ends."""
 
     def __init__(self, names: list[str], demo: bool, clock: Clock, logs: Path):
         self.clock, self.logs, self.demo, self.failed = clock, logs, demo, set()
@@ -117,10 +119,15 @@ class Trainings:
         self.clock.say(f"  reference {self.ended}/{len(self.order)}: {name} {outcome} in "
                        f"{time.monotonic() - started:.0f} s")
 
-    def wait(self, name: str) -> bool:
+    def as_they_end(self) -> Iterator[str]:
+        """The trained assignments in the order their trainings end (so grading never waits for a slower one)."""
+        names = {future: name for name, future in self.futures.items()}
+        for future in as_completed(names):
+            future.result()
+            yield names[future]
+
+    def trained(self, name: str) -> bool:
         """Whether `name` has weights to grade with (True when it needed no training)."""
-        if name in self.futures:
-            self.futures[name].result()
         return name not in self.failed
 
     def close(self) -> None:
@@ -172,14 +179,15 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         clock.say(f"Training {len(to_train)} reference(s) in the background: {', '.join(trainings.order)}")
     clock.say(f"Building the {len(names)} release(s)")
     build_release(names)
-    order = [n for n in names if n not in to_train] + [n for n in trainings.order if n in names]
+    # The assignments that need no training first, then each as soon as its training ends.
+    order = chain([n for n in names if n not in to_train], trainings.as_they_end())
     for i, name in enumerate(order, 1):
-        if not trainings.wait(name):
-            clock.say(f"Grading {i}/{len(order)} {name}: skipped, its reference did not train "
+        if not trainings.trained(name):
+            clock.say(f"Grading {i}/{len(names)} {name}: skipped, its reference did not train "
                       f"(build/logs/train-{name}.log)")
             continue
         folder = PROJECT_ROOT / "build" / "samples" / name
-        clock.say(f"Grading {i}/{len(order)} {name}: {len(samples[name])} samples ({', '.join(samples[name])})")
+        clock.say(f"Grading {i}/{len(names)} {name}: {len(samples[name])} samples ({', '.join(samples[name])})")
         for stale in folder.glob("*.tar.gz"):  # a demo-all run's extra samples must not be graded by a plain demo
             stale.unlink()
         build_samples(name, folder, only=samples[name], demo=demo)
