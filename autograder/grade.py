@@ -389,7 +389,7 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
         return  # stopping: grade_folder says so
     except JudgeServerError as exc:
         raise SystemExit(f"grader-error: the preflight could not start a judge, so no student was graded: {exc}\n"
-                         "Fix the grading environment, or pass --judge process, then run the same command again.")
+                         "Fix the grading environment, or pass --judge process, then run the same command again.") from exc
     logs = out / "logs" / PREFLIGHT_ID
     problems = []
     if result.status != Status.OK:

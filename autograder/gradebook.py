@@ -281,7 +281,7 @@ def format_table(gradebook: dict) -> str:
         cells += [f"{row['total']:g}/{row['max_total']:g}", str(len(row["problems"])) if row["problems"] else ""]
         body.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
     lines = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
     for row in gradebook["submissions"]:
         for t in gradebook["tests"]:

@@ -237,7 +237,7 @@ class JudgeServer:
             self._close_channel()
             starting = [p for p in self.peers if p is self or (not p.alive and p.process is None)]
             ends, theirs = [], []
-            for server in starting:
+            for _ in starting:
                 requests_read, requests_write = os.pipe()
                 replies_read, replies_write = os.pipe()
                 ends.append((requests_write, replies_read))
@@ -248,7 +248,7 @@ class JudgeServer:
                                            cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t])
             for fd in (fd for t in theirs for fd in t):
                 os.close(fd)
-            for server, (requests, replies) in zip(starting, ends):
+            for server, (requests, replies) in zip(starting, ends, strict=True):
                 server.process, server._requests, server._replies = process, requests, replies
                 server._buffer, server._ready, server._ended = b"", False, False
 

@@ -103,7 +103,7 @@ def outputs_in_secret_order(outputs: Outputs, n: int, batch_args: Callable[[list
     """(indices, output) for each batch of `secret_batches` of n examples: the model runs on `batch_args(indices)`;
     the caller puts the outputs back in example order by their indices."""
     batches = secret_batches(n, rng, batch_size, lengths)
-    return zip(batches, outputs((batch_args(b) for b in batches), timeout))
+    return zip(batches, outputs((batch_args(b) for b in batches), timeout), strict=True)
 
 
 @dataclass(frozen=True)

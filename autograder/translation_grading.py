@@ -80,7 +80,7 @@ def graded_reversal(student: StudentCode, saved_name: str, model: str, config: s
             # decoded alone, as the worker decodes it: a batch's width depends on its rows (decoding stops when all end)
             compare_decoding(student, saved_name, decoder, name(decoder), (build, *arguments(src[shown])), kwargs,
                              decoded(src[shown]))
-        correct += sum(p is not None and p == t for p, t in zip(decoded_sequences(predicted), decoded_sequences(tgt)))
+        correct += sum(p is not None and p == t for p, t in zip(decoded_sequences(predicted), decoded_sequences(tgt), strict=True))
         scored = end
         decision = decide(correct, scored, cap, threshold.value, first=REVERSAL_STAGES[0])
         if decision.passed is not None:
@@ -237,7 +237,7 @@ def graded_bleu(student: StudentCode, saved_name: str, model: str, config: str, 
     for indices in secret_batches(len(src), rng, batch_size, lengths=(src != PAD_ID).sum(dim=1).tolist()):
         if time.monotonic() - started >= limit:
             raise Feedback(f"{saved_name}: translating the test set took more than {limit:.0f} s")
-        for i, text in zip(indices, token_ids_to_text(tokenizer, translated(trim_padding(src[indices])[0]))):
+        for i, text in zip(indices, token_ids_to_text(tokenizer, translated(trim_padding(src[indices])[0])), strict=True):
             hypotheses[i] = text
     bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
     student.notes[f"{saved_name} BLEU"] = (f"BLEU {bleu.score:.2f} on all {len(src):,} Multi30k test sentences (exact; "

@@ -71,7 +71,7 @@ def main() -> None:
     model, _, _ = course_model(SavedFolder(args.assignment, args.folder), args.saved, args.model, args.config)
     split = load_image_split(args.dataset, train=False)
     images, labels = split.normalized(), split.labels
-    table = {image.numpy().tobytes(): int(label) for image, label in zip(images, labels)}
+    table = {image.numpy().tobytes(): int(label) for image, label in zip(images, labels, strict=True)}
     print(f"{args.saved} on {split.source}: {args.examples} test images and a perturbed copy of each\n")
     print("| draw | model: plain | model: canary | model: drop | hash lookup: canary | pooled NN lookup: canary |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -58,7 +58,8 @@ def reversal(device: str) -> None:
         model = ns["Seq2Seq"](config).to(device)
         accuracies: list[float] = []
 
-        def score(epoch: int, history: Seq2SeqHistory) -> None:
+        def score(epoch: int, history: Seq2SeqHistory, model: torch.nn.Module = model,
+                  accuracies: list[float] = accuracies) -> None:
             model.eval()
             src = val[0].to(device)
             predicted = ns["greedy_translate"](model, src, source_lengths(src), task.max_len + 2).cpu()
@@ -100,7 +101,7 @@ def multi30k(device: str) -> None:
     print(f"\n### Multi30k reference recipe ({machine(device)}; {ns['mt_config']}; {ns['mt_recipe']})\n")
     print("| epoch | train loss | validation perplexity | seconds |")
     print("|---|---|---|---|")
-    for e, (loss, ppl, s) in enumerate(zip(history.train_loss, history.val_perplexity, history.seconds)):
+    for e, (loss, ppl, s) in enumerate(zip(history.train_loss, history.val_perplexity, history.seconds, strict=True)):
         print(f"| {e + 1} | {loss:.3f} | {ppl:.2f} | {s:.0f} |")
     print("\n| measure | value | threshold | value / threshold |\n|---|---|---|---|")
     print(f"| test perplexity (test_2016_flickr) | {perplexity:.2f} | ≤ {thresholds['multi30k_perplexity'].value} | "

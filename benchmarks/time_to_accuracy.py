@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, parser: argparse.ArgumentParser, dataset: 
 
     cumulative, reached = 0.0, None
     per_epoch = []
-    for epoch, (acc, seconds) in enumerate(zip(history.test_acc, history.seconds), start=1):
+    for epoch, (acc, seconds) in enumerate(zip(history.test_acc, history.seconds, strict=True), start=1):
         cumulative += seconds
         per_epoch.append([str(epoch), f"{history.train_loss[epoch - 1]:.4f}", f"{acc:.2%}", f"{seconds:.1f}",
                           f"{cumulative:.1f}"])

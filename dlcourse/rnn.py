@@ -236,10 +236,10 @@ def plot_scalars(runs: dict, tags=("loss/train", "accuracy/test")):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(tags), figsize=(6 * len(tags), 4))
-    for ax, tag in zip(list(axes) if len(tags) > 1 else [axes], tags):
+    for ax, tag in zip(list(axes) if len(tags) > 1 else [axes], tags, strict=True):
         for run, scalars in runs.items():
             if tag in scalars:
-                steps, values = zip(*scalars[tag])
+                steps, values = zip(*scalars[tag], strict=True)
                 ax.plot(steps, values, marker="o", label=run)
         ax.set_title(tag)
         ax.set_xlabel("epoch")

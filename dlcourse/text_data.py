@@ -80,4 +80,4 @@ def load_multi30k(split: str) -> list[tuple[str, str]]:
             lines[language] = [line.rstrip("\n") for line in f]
     if len(lines["de"]) != len(lines["en"]):
         raise ValueError(f"Multi30k {split}: {len(lines['de'])} German lines but {len(lines['en'])} English lines")
-    return list(zip(lines["de"], lines["en"]))
+    return list(zip(lines["de"], lines["en"], strict=True))

@@ -246,8 +246,8 @@ def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit
     # Weight decay pulls weights towards zero; biases, norms and learned positions/tokens have no reason to shrink.
     decays = [p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n for n, p in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
-    optimizer = torch.optim.AdamW([{"params": [p for p, d in zip(params, decays) if d], "weight_decay": recipe.weight_decay},
-                                   {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}], lr=recipe.lr)
+    optimizer = torch.optim.AdamW([{"params": [p for p, d in zip(params, decays, strict=True) if d], "weight_decay": recipe.weight_decay},
+                                   {"params": [p for p, d in zip(params, decays, strict=True) if not d], "weight_decay": 0.0}], lr=recipe.lr)
     steps_per_epoch = math.ceil(len(y_train) / recipe.batch_size)
     steps = ScheduledSteps(optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
                            warmup_steps=int(recipe.warmup_epochs * steps_per_epoch))

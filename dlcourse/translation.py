@@ -77,7 +77,7 @@ def sequence_accuracy(predicted: torch.Tensor, target: torch.Tensor, eos_id: int
     if len(predicted) != len(target):
         raise ValueError(f"{len(predicted)} predicted rows for {len(target)} targets")
     pred, true = decoded_sequences(predicted, eos_id), decoded_sequences(target, eos_id)
-    return sum(p is not None and p == t for p, t in zip(pred, true)) / max(1, len(true))
+    return sum(p is not None and p == t for p, t in zip(pred, true, strict=True)) / max(1, len(true))
 
 
 # -- Multi30k: tokenisation and tensors ------------------------------------------------------------

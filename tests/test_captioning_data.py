@@ -36,7 +36,7 @@ def test_captions_follow_the_grammar_and_describe_the_picture():
     texts = decode_captions(captions, data.idx_to_word)
     counts = {n: sum(sum(t.split().count(s) for s in SHAPES) == n for t in texts) for n in (1, 2, 3)}
     assert all(c > 200 for c in counts.values()), counts  # one, two and three shapes, all common
-    for text, image in zip(texts[:300], data.train_images[:300]):
+    for text, image in zip(texts[:300], data.train_images[:300], strict=True):
         colours = [w for w in text.split() if w in COLOURS]
         present = {name for name, rgb in COLOURS.items() if (np.abs(image.astype(int) - rgb).sum(axis=-1) == 0).any()}
         assert set(colours) == present, (text, present)  # the colours named are exactly the colours drawn

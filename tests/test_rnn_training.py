@@ -63,7 +63,7 @@ def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datas
     texts, labels = imdb_texts_labels("train", subset=6000, seed=1)
     tokenizer = train_tokenizer(texts, vocab_size=5000)
     tokenizer.save(str(tmp_path / TOKENIZER_FILE))
-    train_items = list(zip(encode(tokenizer, texts), labels))
+    train_items = list(zip(encode(tokenizer, texts), labels, strict=True))
     # The notebook's files as a student submits them: notebook, tokenizer, saved models.
     (tmp_path / "rnn.ipynb").write_text(json.dumps(reference_notebook(load_assignment("rnn"))))
     config = reference["ClassifierConfig"](vocab_size=tokenizer.get_vocab_size(), embed_dim=64, hidden_size=64,

@@ -102,12 +102,12 @@ def shifts(image: torch.Tensor) -> list[torch.Tensor]:
 def test_perturbed_copies_are_shifted_with_noise_that_no_exact_lookup_undoes(monkeypatch):
     images = torch.rand(50, 3, 8, 8)
     copies = perturb_images(images, random.Random(4))
-    for before, after in zip(images, copies):
+    for before, after in zip(images, copies, strict=True):
         gaps = [(after - shifted).abs() for shifted in shifts(before)]
         assert min(g.mean().item() for g in gaps) < 0.06  # one shift, plus noise of standard deviation 0.05
         assert not any(torch.equal(after, s) for s in shifts(before)) and not torch.equal(after, before)
     monkeypatch.setattr("autograder.scoring.CANARY_NOISE", 0.0)
-    for before, after in zip(images, perturb_images(images, random.Random(4))):  # without the noise: exactly a shift
+    for before, after in zip(images, perturb_images(images, random.Random(4)), strict=True):  # without the noise: exactly a shift
         assert any(torch.equal(after, s) for s in shifts(before))
 
 
@@ -153,7 +153,7 @@ def test_a_weak_model_that_looks_half_the_test_set_up_needs_review():
 
     def half_lookup(x):
         honest = weak(x).argmax(dim=1)
-        return one_hot(torch.tensor([half.get(image.numpy().tobytes(), int(h)) for image, h in zip(x, honest)]))
+        return one_hot(torch.tensor([half.get(image.numpy().tobytes(), int(h)) for image, h in zip(x, honest, strict=True)]))
 
     student = FakeStudent(half_lookup)
     with pytest.raises(pytest.skip.Exception, match="needs review"):

@@ -19,6 +19,7 @@ process holds the labels. Retraining each student's head in the grader would cos
 saving fp16 weights halves the upload (bert-base: 220 MB instead of 440 MB) at no cost in accuracy.
 """
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -292,7 +293,7 @@ class TestTraining:
             problems.append(f"the peak comes at step {peak}, expected at the end of the warm-up (step 3)")
         if lrs[0] > 0.5 * lr:
             problems.append(f"the first step already uses {lrs[0]:.3g}: the warm-up should start near 0")
-        if any(b < a - 1e-12 for a, b in zip(lrs[:peak], lrs[1:peak + 1])) or any(b > a + 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1:])):
+        if any(b < a - 1e-12 for a, b in pairwise(lrs[:peak + 1])) or any(b > a + 1e-12 for a, b in pairwise(lrs[peak:])):
             problems.append("the learning rate should only rise during the warm-up and only fall after it")
         if lrs[-1] > 0.05 * lr:
             problems.append(f"after the last step the learning rate is {lrs[-1]:.3g}, expected 0")

@@ -112,7 +112,7 @@ def inception_case(widths: tuple, seed: int):
     ref = fill_parameters_(ReferenceInception(*widths), seed=seed, scale=0.4)
     state = ref.state_dict()
     weights = {f"{ours}.{kind}": state[f"{theirs}.{kind}"] for ours, theirs in INCEPTION_NAMES.items() for kind in ("weight", "bias")}
-    names = dict(zip(("in_channels", "ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj"), widths))
+    names = dict(zip(("in_channels", "ch1x1", "ch3x3_reduce", "ch3x3", "ch5x5_reduce", "ch5x5", "pool_proj"), widths, strict=True))
     return ref, weights, call("Inception", **names)
 
 

@@ -33,7 +33,7 @@ def collate(student, batch, max_length, pad_id):
                             what=f"collate_batch(<{len(batch)} reviews>, max_length={max_length}, pad_id={pad_id})").value
     if not isinstance(result, list) or len(result) != 3 or not all(isinstance(t, torch.Tensor) for t in result):
         raise Feedback("collate_batch must return three tensors: (tokens, lengths, labels)")
-    for tensor, what in zip(result, ("tokens", "lengths", "labels")):
+    for tensor, what in zip(result, ("tokens", "lengths", "labels"), strict=True):
         if tensor.dtype != torch.int64:
             raise Feedback(f"collate_batch: {what} has dtype {tensor.dtype}, expected torch.int64 (torch.long)")
     return result

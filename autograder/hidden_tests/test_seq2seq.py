@@ -102,7 +102,7 @@ class TestAttention:
                                 what=f"{kind}_attention backward")
         q, k = query.clone().requires_grad_(True), keys.clone().requires_grad_(True)
         attention(kind, q, k, mask)[0].backward(g)
-        for got, want, label in zip(result.input_grads, (q.grad, k.grad), ("query", "keys")):
+        for got, want, label in zip(result.input_grads, (q.grad, k.grad), ("query", "keys"), strict=True):
             if got is None:
                 raise Feedback(f"{kind}_attention: no gradient reached the {label}")
             assert_close(got, want, f"{kind}_attention gradient with respect to the {label}")
@@ -150,7 +150,7 @@ def check_state(state, expected, model_type: str, what: str) -> None:
     if model_type == "lstm":
         if not isinstance(state, (list, tuple)) or len(state) != 2:
             raise Feedback(f"{what}: an LSTM's state must be the pair (h, c)")
-        for got, want, label in zip(state, expected, ("h", "c")):
+        for got, want, label in zip(state, expected, ("h", "c"), strict=True):
             assert_shape(got, tuple(want.shape), f"{what}, {label}")
             assert_close(got, want, f"{what}, {label}")
     else:
@@ -309,7 +309,7 @@ class TestDecoder:
         ref.zero_grad()
         logits = ref(prev, (refs[0], refs[1]), refs[2], mask)[0]
         logits.backward(softmax_invariant_grad(logits.detach(), g))
-        for got, want, label in zip(result.input_grads, refs, ("h", "c", "encoder outputs")):
+        for got, want, label in zip(result.input_grads, refs, ("h", "c", "encoder outputs"), strict=True):
             if got is None:
                 raise Feedback(f"no gradient reached the {label}")
             assert_close(got, want.grad, f"decoder gradient with respect to the {label}")

@@ -188,7 +188,7 @@ class StandInServer:
             return {"ok": True}, {}
         grads = torch.autograd.grad([o for o, _ in pairs], [graph.leaves[i] for i in indices],
                                     [g.to(o.dtype).reshape(o.shape) for o, g in pairs], retain_graph=True, allow_unused=True)
-        return {"ok": True}, {f"g.{i}": wire(g) for i, g in zip(indices, grads) if g is not None}
+        return {"ok": True}, {f"g.{i}": wire(g) for i, g in zip(indices, grads, strict=True) if g is not None}
 
     # -- after the request ------------------------------------------------------------------------------------------
     def finish(self) -> None:

@@ -137,7 +137,7 @@ def hash_lookup() -> str:
 
     test = load_image_split("fashion_mnist", train=False)
     table = b"".join(hashlib.blake2b(_image_key(image), digest_size=6).digest() + bytes([label])
-                     for image, label in zip(test.normalized(), test.labels.tolist()))
+                     for image, label in zip(test.normalized(), test.labels.tolist(), strict=True))
     packed = base64.b64encode(zlib.compress(table, 9)).decode()
     return VIT_RETURN + f"""
 
