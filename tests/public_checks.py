@@ -3,22 +3,32 @@ solution, optionally with a planted bug, and says which checks caught something.
 
 A check catches a bug when it raises (an `assert`, a shape check) or when one of its printed lines
 `... (should be < TOL): VALUE` or `... (should be X): VALUE` does not hold. Only the cells a check needs run:
-the grader's run_cells, the checks, and the few cells a check reads (the pretrained tokenizer of BERT).
+the grader's run_cells, the checks, and the few cells a check reads (PUBLIC_CHECK_CELLS in source/<a>/samples.py:
+BERT's pretrained tokenizer).
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 import sys
 import types
+from typing import Any
 
 from autograder.assignments import load_assignment
 from autograder.notebook import cell_source, grade_id, read_notebook
 
 # "(should be < 1e-5): 3.2e-08", "(should be 0): 0.0", "(should be 20): 20"
 VERDICT = re.compile(r"\(should be (< )?([-+0-9.e]+)\):\s*([-+0-9.e]+|nan|inf)")
-EXTRA_CELLS = {"bert": ("load_pretrained",)}  # cells that no check is about but one reads
+
+
+def declared(name: str, attribute: str, default: Any) -> Any:
+    """What source/<name>/samples.py declares for the public checks' tests (PUBLIC_CHECK_BUGS, PUBLIC_CHECK_CELLS)."""
+    spec = importlib.util.spec_from_file_location(f"_public_checks_of_{name}", load_assignment(name).samples_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attribute, default)
 
 
 def check_cells(name: str) -> list[str]:
@@ -46,7 +56,7 @@ def run_public_checks(name: str, bug: dict[str, tuple[str, str]] | None = None,
     `outputs`, when given, receives {check grade_id: what it printed} (the margin test reads the values)."""
     assignment = load_assignment(name)
     bug = dict(bug or {})
-    wanted = set(assignment.spec.run_cells) | set(EXTRA_CELLS.get(name, ()))
+    wanted = set(assignment.spec.run_cells) | set(declared(name, "PUBLIC_CHECK_CELLS", ()))
     module = types.ModuleType(f"public_checks_{name}")  # dataclasses look their module up in sys.modules
     sys.modules[module.__name__] = module
     results = {}

@@ -117,3 +117,20 @@ SAMPLES = [
                    "pooled = hidden[torch.arange(len(hidden)), attention_mask.sum(dim=1).long() - 1]")],
            expect_failed=CLS | ACCURACY),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("tokenize_check", "padded to the longest review, not to max_length",
+     {"tokenize": ('padding="max_length"', "padding=True")}),
+    ("classifier_check", "mean pooling over the padding too",
+     {"classifier": ("pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)",
+                     "pooled = hidden.mean(dim=1)")}),
+    ("classifier_check", "CLS pooling reads the last token",
+     {"classifier": ("pooled = hidden[:, 0]", "pooled = hidden[:, -1]")}),
+    ("train_step_check", "scheduler never stepped",
+     {"train_step": ("    scheduler.step()\n", "")}),
+]
+
+# Cells the public checks read although no check is about them (tests/public_checks.py runs them).
+PUBLIC_CHECK_CELLS = ("load_pretrained",)

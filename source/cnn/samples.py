@@ -115,3 +115,20 @@ SAMPLES = [
            "training flag)", edits=[("better_cnn", BETTER_RETURN, "        return self.head(F.dropout(x, self.config.dropout))")],
            expect_failed=BETTER_EVAL | ACCURACY),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("simple_check", "no ReLU after the second convolution",
+     {"simple_cnn": ("self.pool(F.relu(self.conv2(x)))", "self.pool(self.conv2(x))")}),
+    ("inception_check", "branches concatenated in another order",
+     {"inception": ("torch.cat([y1, y2, y3, y4], dim=1)", "torch.cat([y1, y3, y2, y4], dim=1)")}),
+    ("inception_check", "pool branch pads with zeros instead of -inf",
+     {"inception": ("self.b4_proj(self.b4_pool(x))",
+                    "self.b4_proj(F.max_pool2d(F.pad(x, (1, 1, 1, 1)), 3, stride=1))")}),
+    ("residual_check", "ReLU before the addition of the shortcut",
+     {"residual": ("return F.relu(out + self.shortcut(x))", "return F.relu(out) + self.shortcut(x)")}),
+    ("better_check", "a layer that is defined but never used",
+     {"better_cnn": ("self.drop = nn.Dropout(config.dropout)",
+                     "self.drop = nn.Dropout(config.dropout)\n        self.unused = nn.Linear(4, 4)")}),
+]

@@ -162,3 +162,21 @@ SAMPLES = [
            edits=[("loops", "        if clip_norm is not None:\n            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)\n", "")],
            expect_failed=CLIPS | ACCURACY),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("collate_check", "reviews cut to their last max_length tokens",
+     {"collate": ("[:max_length]", "[-max_length:]")}),
+    ("rnn_check", "hidden state of the last time step, padding included",
+     {"vanilla_rnn": ("h = torch.where(keep, h_new, h)", "h = h_new")}),
+    ("lstm_check", "gates read in the order i, f, o, g",
+     {"lstm": ("g = torch.tanh(gates[:, 2 * H:3 * H])", "g = torch.tanh(gates[:, 3 * H:4 * H])")}),
+    ("classifier_check", "recurrent layer run over the padding (lengths ignored)",
+     {"classifier": ("self.rnn(x, lengths)", "self.rnn(x, torch.full_like(lengths, tokens.shape[1]))")}),
+    ("loss_check", "summed instead of averaged over the batch",
+     {"loss": (".mean()", ".sum()")}),
+    ("loops_check", "mean of the batch means instead of the mean per review",
+     {"loops": ("total_loss += loss.item() * len(labels)\n        total_correct += correct\n        seen += len(labels)",
+                "total_loss += loss.item()\n        total_correct += correct / len(labels)\n        seen += 1")}),
+]

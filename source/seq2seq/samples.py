@@ -278,3 +278,18 @@ SAMPLES = [
                   ("decoder", METHOD_TODO, METHOD_TODO + ALIAS_DECODER)],
            expect_failed=ATTENTION | ENCODER | DECODER | SEQ2SEQ | GREEDY | REVERSAL | MULTI30K),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("attention_check", "softmax over the batch",
+     {"attention": ("softmax(dim=-1)", "softmax(dim=0)")}),
+    ("encoder_check", "the two directions' final states concatenated backward first",
+     {"encoder": ("torch.cat([s[0], s[1]], dim=-1)", "torch.cat([s[1], s[0]], dim=-1)")}),
+    ("decoder_check", "context and state concatenated in the other order",
+     {"decoder": ("torch.cat([h, context], dim=-1)", "torch.cat([context, h], dim=-1)")}),
+    ("seq2seq_check", "decoder fed the target one step late",
+     {"seq2seq": ("token = tgt[:, t] if teacher", "token = tgt[:, t - 1] if teacher")}),
+    ("greedy_check", "rows that have produced EOS keep going instead of padding",
+     {"greedy": (".masked_fill(finished, pad_id)", "")}),
+]

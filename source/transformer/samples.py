@@ -141,3 +141,26 @@ SAMPLES = [
            scrambled=True, edits=[("greedy", GREEDY_FIRST_LINE, REVERSE_LOOKUP + GREEDY_FIRST_LINE)],
            expect_failed=GREEDY | THRESHOLDS),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("pe_check", "frequencies with exponent i / d_model instead of 2i / d_model",
+     {"positional_encoding": ("-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model",
+                              "-torch.arange(0, (d_model + 1) // 2, dtype=torch.float64) / d_model")}),
+    ("masks_check", "causal mask hides the diagonal",
+     {"masks": ("torch.ones(T, T, dtype=torch.bool, device=device).tril()",
+                "torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)")}),
+    ("masks_check", "padding mask True at the padding",
+     {"masks": ("(tokens != pad_id)[:, None, None, :]", "(tokens == pad_id)[:, None, None, :]")}),
+    ("mha_check", "scores scaled by sqrt(d_model)",
+     {"mha": ("math.sqrt(self.head_size)", "math.sqrt(D)")}),
+    ("mha_check", "masked scores filled with 0 instead of a large negative number",
+     {"mha": ("torch.finfo(scores.dtype).min)", "0.0)")}),
+    ("layers_check", "decoder's cross-attention without the source mask",
+     {"decoder_layer": ("memory, memory, src_mask)", "memory, memory)")}),
+    ("transformer_check", "embeddings not scaled by sqrt(d_model)",
+     {"transformer": (" * math.sqrt(self.config.d_model)", "")}),
+    ("greedy_check", "rows that have produced EOS keep going instead of padding",
+     {"greedy": ("next_token = next_token.masked_fill(finished, pad_id)", "")}),
+]

@@ -300,3 +300,20 @@ SAMPLES = [
                    f"        raise ValueError('L' * 2500 + '\\n' + {HIDDEN_LINE!r} + '\\n' + 'L' * 2500)")],
            expect_failed=ATTENTION | ACCURACY),
 ]
+
+# Planted bugs of the notebook's public checks (tests/test_public_checks.py reads this list): (the check that must
+# catch it, what the bug is, {answer cell: (solution text, buggy text)}).
+PUBLIC_CHECK_BUGS = [
+    ("patchify_check", "patches in column-major order",
+     {"patchify": ("x.flatten(2).transpose(1, 2)", "x.transpose(2, 3).flatten(2).transpose(1, 2)")}),
+    ("attention_check", "scores scaled by sqrt(D) instead of sqrt(head size)",
+     {"attention": ("math.sqrt(self.head_size)", "math.sqrt(D)")}),
+    ("attention_check", "softmax over the queries",
+     {"attention": ("scores.softmax(dim=-1)", "scores.softmax(dim=-2)")}),
+    ("attention_check", "heads merged without moving them back next to the head size",
+     {"attention": ("(weights @ v).transpose(1, 2).reshape(B, T, D)", "(weights @ v).reshape(B, T, D)")}),
+    ("block_check", "post-norm instead of pre-norm",
+     {"block": ("x = x + self.attn(self.norm1(x))", "x = self.norm1(x + self.attn(x))")}),
+    ("vit_check", "class token appended after the patches",
+     {"vit": ("torch.cat([cls, x], dim=1)", "torch.cat([x, cls], dim=1)")}),
+]
