@@ -35,6 +35,20 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class GpuCheck:
+    """A job of benchmarks/cuda_check.py: on a lent GPU, train the reference cells that prove `thresholds`, then grade
+    the weights with the real grader, within `budget_s`."""
+
+    name: str  # unique across assignments: `cuda_check.py --jobs NAME`
+    run: str  # the device command it shares with other jobs (one pack of data: benchmarks/pack_for_gpu.py)
+    thresholds: tuple[str, ...]  # keys of the spec's thresholds this job proves
+    budget_s: int  # training + grading on one H200, with room to spare (an estimate until measured)
+    data: tuple[str, ...]  # what pack_for_gpu.py must carry for it (see pack_for_gpu.PACKS)
+    skip_cells: tuple[str, ...] = ()  # training cells of thresholds another job covers (their data would not fit)
+    grade_s: int = 60  # of the budget, kept for grading: training is stopped at budget_s - grade_s
+
+
+@dataclass(frozen=True)
 class AssignmentSpec:
     run_cells: tuple[str, ...]  # grade_ids of the cells the worker runs, in notebook order (answers and instructor code)
     saved_files: tuple[str, ...] = ()  # files the notebook saves and the grader reads (CollectSubmission.sh packs them)
@@ -50,6 +64,7 @@ class AssignmentSpec:
     # sample tests (tests/test_samples.py) train them too; `make demo-all` trains the notebook's own recipes.
     demo_edits: tuple[tuple[str, str, str], ...] = ()
     demo_note: str = ""
+    gpu_checks: tuple[GpuCheck, ...] = ()  # benchmarks/cuda_check.py's jobs: together they prove every threshold
     demo_train_s: float = 0.0  # CPU seconds the demo's training takes on one thread (measured; the demo's estimate)
 
     @property

@@ -23,7 +23,7 @@ cuda_check = _load("cuda_check")
 def test_jobs_cover_every_threshold_once_and_runs_fit_the_device():
     covered = [(job.assignment, t) for job in cuda_check.JOBS.values() for t in job.thresholds]
     declared = [(a, t) for a in list_assignments() for t in load_assignment(a).spec.thresholds]
-    assert sorted(covered) == sorted(declared), "add a job (or a threshold to one) in benchmarks/cuda_check.py"
+    assert sorted(covered) == sorted(declared), "add a GpuCheck (or a threshold to one) to the spec's gpu_checks"
     in_runs = [name for names in cuda_check.RUNS.values() for name in names]
     assert sorted(in_runs) == sorted(cuda_check.JOBS), "every job belongs to exactly one device run"
     for run, names in cuda_check.RUNS.items():

@@ -1,5 +1,5 @@
 """The BERT fine-tuning on IMDB assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("bert_imdb.safetensors", "bert_imdb.json", "bert_imdb_tokenizer.json"),
@@ -26,4 +26,5 @@ SPEC = AssignmentSpec(
     # Grading budget per submission: the reference's other tests take about 6 s on a 2-thread CPU; the threshold
     # scores bert-base on IMDB within the threshold budget (GradeOptions.threshold_budget) and this one.
     submission_timeout_s=3600,
+    gpu_checks=(GpuCheck("bert", "imdb", ("imdb",), 330, ("imdb", "datasets", "minilm"), grade_s=90),),
 )

@@ -1,5 +1,5 @@
 """The RNN/LSTM on IMDB assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("tokenizer.json", "rnn_imdb.safetensors", "rnn_imdb.json", "lstm_imdb.safetensors",
@@ -34,4 +34,12 @@ SPEC = AssignmentSpec(
     # Grading budget per submission: the reference's layer tests take about 5 s on a 2-thread CPU; the two IMDB
     # thresholds at most their evaluation limits (130 + 1 780 s), seconds when the sequential rule decides early.
     submission_timeout_s=2100,
+    gpu_checks=(
+        # Measured on an H200 (2026-12-04): about 25 s of tokenizer and data, then 28-33 s per RNN epoch (a Python loop
+        # over 200 time steps is launch-bound): 6 epochs do not fit beside the LSTM, so each cell type has a run.
+        GpuCheck("rnn", "rnn", ("rnn",), 300, ("imdb", "datasets"), skip_cells=("lstm_hparams", "lstm_train")),
+        # An estimate: 400 time steps and four gates, so at least twice the RNN's epoch, 5 epochs.
+        GpuCheck("lstm", "lstm", ("lstm",), 540, ("imdb", "datasets"), skip_cells=("rnn_hparams", "rnn_train"),
+                 grade_s=90),
+    ),
 )

@@ -1,5 +1,5 @@
 """The seq2seq (LSTM encoder-decoder with attention) assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("seq2seq_reverse.safetensors", "seq2seq_reverse.json",
@@ -35,4 +35,7 @@ SPEC = AssignmentSpec(
     # scoring one adds about 25 s on one thread (limits 60 + 100 + 100 s).
     submission_timeout_s=300,
     demo_train_s=94,  # measured (one thread); make demo trains the notebook's recipe as it is
+    # On an H200 (2026-11-29) its training was stopped twice before the end: at 120 s (Multi30k epoch 4 of 10, 22 s
+    # an epoch) and at 300 s (epoch 7, 31-35 s an epoch on a fresh machine); about 55 s run before the first epoch.
+    gpu_checks=(GpuCheck("seq2seq", "seq2seq", ("reversal", "multi30k_perplexity", "multi30k_bleu"), 520, ("multi30k",)),),
 )
