@@ -42,6 +42,7 @@ def build_release(names: list[str]) -> None:
 
     from autograder.colab import write_colab_cells
     from autograder.points import collect_hidden_tests, write_points_table
+    from autograder.readme_tables import write_readme_tables
 
     bin_folder = str(Path(sys.executable).parent)
     if bin_folder not in os.environ.get("PATH", "").split(os.pathsep):
@@ -61,6 +62,8 @@ def build_release(names: list[str]) -> None:
         result = nbgrader.generate_assignment(name, force=True)
         if not result["success"]:
             raise SystemExit(f"nbgrader generate_assignment {name} failed:\n{result.get('log', '')}\n{result['error']}")
+    if write_readme_tables():
+        print("Updated the assignment tables of README.md from the specs (autograder/readme_tables.py)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,13 +39,23 @@ class GpuCheck:
     """A job of benchmarks/cuda_check.py: on a lent GPU, train the reference cells that prove `thresholds`, then grade
     the weights with the real grader, within `budget_s`."""
 
-    name: str  # unique across assignments: `cuda_check.py --jobs NAME`
     run: str  # the device command it shares with other jobs (one pack of data: benchmarks/pack_for_gpu.py)
     thresholds: tuple[str, ...]  # keys of the spec's thresholds this job proves
     budget_s: int  # training + grading on one H200, with room to spare (an estimate until measured)
     data: tuple[str, ...]  # what pack_for_gpu.py must carry for it (see pack_for_gpu.PACKS)
     skip_cells: tuple[str, ...] = ()  # training cells of thresholds another job covers (their data would not fit)
     grade_s: int = 60  # of the budget, kept for grading: training is stopped at budget_s - grade_s
+    part: str = ""  # where an assignment has several jobs: the job is `<assignment>-<part>` (`cuda_check.py --jobs`)
+
+
+@dataclass(frozen=True)
+class ReadmeRow:
+    """The assignment's rows in the README's two tables (Markdown; autograder/readme_tables.py writes them there)."""
+
+    builds: str  # what students build
+    graded_on: str  # what the hidden tests compare with, and the bars
+    data: str  # the course code that loads its data
+    course_code: str  # the course code its notebook imports
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class AssignmentSpec:
     demo_edits: tuple[tuple[str, str, str], ...] = ()
     demo_note: str = ""
     gpu_checks: tuple[GpuCheck, ...] = ()  # benchmarks/cuda_check.py's jobs: together they prove every threshold
+    readme: ReadmeRow | None = None  # its rows in the README's tables (a new assignment without one gets a row to fill)
     demo_train_s: float = 0.0  # CPU seconds the demo's training takes on one thread (measured; the demo's estimate)
 
     @property

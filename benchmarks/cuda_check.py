@@ -19,7 +19,6 @@ threshold budget: its numbers mean nothing, it only proves the path still works 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
@@ -34,6 +33,8 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from autograder.spec import GpuCheck  # noqa: E402
+
 PACKED_STAND_IN = "PACKED_STAND_IN"  # in a checkpoint folder packed by pack_for_gpu.py: the label to report
 RUN_LIMIT_S = 540  # one device command may run 10 minutes; 9 leave room for start-up and the files coming back
 
@@ -43,27 +44,25 @@ class Job:
     """One GpuCheck of an assignment's spec (source/<a>/spec.py, `gpu_checks`), with the assignment it belongs to."""
 
     assignment: str
-    name: str
-    run: str
-    thresholds: tuple[str, ...]
-    budget_s: int
-    data: tuple[str, ...]
-    skip_cells: tuple[str, ...] = ()
-    grade_s: int = 60
+    check: GpuCheck
+
+    @property
+    def name(self) -> str:
+        return f"{self.assignment}-{self.check.part}" if self.check.part else self.assignment
+
+    def __getattr__(self, field: str):  # run, thresholds, budget_s, data, skip_cells, grade_s: the check's
+        return getattr(self.check, field)
 
 
 def declared_jobs() -> dict[str, Job]:
-    """Every assignment's GPU checks by name (adding an assignment adds its jobs: nothing is listed here)."""
+    """Every assignment's GPU checks by job name (adding an assignment adds its jobs: nothing is listed here)."""
     from autograder.assignments import list_assignments, load_assignment
 
-    jobs: dict[str, Job] = {}
-    for assignment in list_assignments():
-        for check in load_assignment(assignment).spec.gpu_checks:
-            if check.name in jobs:
-                raise SystemExit(f"source/{assignment}/spec.py: GPU check {check.name!r} is also "
-                                 f"{jobs[check.name].assignment}'s: give it a name of its own")
-            jobs[check.name] = Job(assignment, **dataclasses.asdict(check))
-    return jobs
+    jobs = [Job(a, check) for a in list_assignments() for check in load_assignment(a).spec.gpu_checks]
+    named = {job.name: job for job in jobs}
+    if len(named) != len(jobs):
+        raise SystemExit("two GPU checks of one assignment have the same name: give each its own `part` in spec.py")
+    return named
 
 
 JOBS = declared_jobs()

@@ -352,7 +352,7 @@ def train_captioner(model: torch.nn.Module, features: torch.Tensor, captions: to
             keep = int((c != NULL).sum(dim=0).nonzero().max()) + 1  # trim columns that are <NULL> in every row
             c = c[:, :keep]
             loss = loss_fn(model(f, c[:, :-1]), c[:, 1:], NULL)
-            model.zero_grad(set_to_none=True)  # every parameter the optimizer steps
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())

@@ -33,6 +33,7 @@ def test_an_assignment_added_by_copying_its_folder_builds_and_grades(project, tm
     release = project / "release" / "toy"
     assert sorted(p.name for p in release.iterdir()) == ["submission.txt", "toy.ipynb"]  # no spec, no samples
     assert (release / "submission.txt").read_text().splitlines()[2] == "toy.ipynb"
+    assert "| `toy` | CIFAR-10 CNNs:" in (project / "README.md").read_text()  # its rows in the README's tables
 
     # The demo's recipes, as test_samples trains cnn's: the copy's notebook is cnn's, so it shares those weights
     # (build/cache; conftest's `project`) instead of training the full recipe again.

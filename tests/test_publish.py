@@ -2,8 +2,8 @@
 or weight in any of its files, and a wheel that installs and imports in a fresh environment."""
 from __future__ import annotations
 
+import functools
 import json
-import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -20,8 +20,10 @@ from bundle_env import clean_env, fresh_venv
 
 ASSIGNMENTS = list_assignments()
 URL = "https://files.example.org/course-x/dist"
-# `loss.backward()`: an idiom the course's own training loop (dlcourse/training.py) shares with the answers, no leak.
-BARE_CALL = re.compile(r"^[\w.]+\(\)$")
+# A leak is a solution line this long (the answer itself), or this many solution lines in a row (a copied block): an
+# idiom the course's own code shares with the answers (`loss.backward()`, `optimizer.zero_grad()`) is neither.
+DISTINCTIVE = 40
+RUN = 3
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npz", ".npy", ".pkl", ".onnx", ".h5")
 
 
@@ -32,6 +34,11 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
+def notebook_text(path: Path) -> str:
+    """A notebook's cells as students read them (not their JSON encoding, where no line is a line of code)."""
+    return "\n".join(cell_source(c) for c in json.loads(path.read_text(encoding="utf-8"))["cells"])
+
+
 def bundle_texts(bundle: Path) -> dict[str, str]:
     """Every file of the bundle as text, the wheel's members included (as `<wheel>!<member>`)."""
     texts = {}
@@ -40,6 +47,8 @@ def bundle_texts(bundle: Path) -> dict[str, str]:
         if path.suffix == ".whl":
             with zipfile.ZipFile(path) as wheel:
                 texts.update({f"{name}!{m}": wheel.read(m).decode("utf-8") for m in wheel.namelist()})
+        elif path.suffix == ".ipynb":
+            texts[name] = notebook_text(path)
         else:
             texts[name] = path.read_text(encoding="utf-8")  # a binary file (weights) fails here, by name
     return texts
@@ -49,20 +58,41 @@ def long_lines(text: str, minimum: int) -> set[str]:
     return {line.strip() for line in text.splitlines() if len(line.strip()) >= minimum}
 
 
-def solution_lines() -> set[str]:
+def solution_blocks() -> list[list[str]]:
     """The lines between the source notebooks' `### BEGIN SOLUTION` and `### END SOLUTION` (as tests/test_release.py
-    reads them)."""
-    lines = set()
+    reads them), stripped, blank lines left out: one list per solution region."""
+    blocks = []
     for name in ASSIGNMENTS:
         assignment = load_assignment(name)
         for cell in read_notebook(assignment.source_dir / assignment.notebook)["cells"]:
-            inside = False
+            block = None
             for line in cell_source(cell).splitlines():
                 if SOLUTION_MARKER.match(line):
-                    inside = "BEGIN" in line
-                elif inside and len(line.strip()) > 12 and not BARE_CALL.match(line.strip()):
-                    lines.add(line.strip())
-    return lines
+                    block = [] if "BEGIN" in line else None
+                    if block is not None:
+                        blocks.append(block)
+                elif block is not None and line.strip():
+                    block.append(line.strip())
+    return blocks
+
+
+def runs_of(lines: list[str]) -> set[tuple[str, ...]]:
+    return {tuple(lines[i:i + RUN]) for i in range(len(lines) - RUN + 1)}
+
+
+@functools.cache
+def solution_patterns() -> tuple[frozenset[str], frozenset[tuple[str, ...]]]:
+    """(the solutions' distinctive lines, their runs of RUN lines)."""
+    blocks = solution_blocks()
+    return (frozenset(line for block in blocks for line in block if len(line) >= DISTINCTIVE),
+            frozenset().union(*(runs_of(block) for block in blocks)))
+
+
+def solution_leaks(text: str) -> list[str]:
+    """The solutions' distinctive lines and runs of RUN solution lines that `text` holds."""
+    distinctive, runs = solution_patterns()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return sorted(set(lines) & distinctive) + [" / ".join(run) for run in sorted(runs_of(lines) & runs)]
 
 
 def grader_only_lines() -> set[str]:
@@ -71,8 +101,8 @@ def grader_only_lines() -> set[str]:
     files = [*(PROJECT_ROOT / "autograder" / "hidden_tests").glob("*.py"),
              *(PROJECT_ROOT / "source").glob("*/samples.py"), *(PROJECT_ROOT / "source").glob("*/spec.py")]
     secret = set().union(*(long_lines(f.read_text(), 30) for f in files))
-    public = set().union(*(long_lines(p.read_text(encoding="utf-8"), 30) for p in
-                           [*(PROJECT_ROOT / "release").glob("*/*.ipynb"), *(PROJECT_ROOT / "dlcourse").glob("*.py")]))
+    public = set().union(*(long_lines(notebook_text(p), 30) for p in (PROJECT_ROOT / "release").glob("*/*.ipynb")),
+                         *(long_lines(p.read_text(encoding="utf-8"), 30) for p in (PROJECT_ROOT / "dlcourse").glob("*.py")))
     return {line for line in secret - public if not line.startswith(("#", "import ", "from "))}
 
 
@@ -91,23 +121,29 @@ def test_bundle_holds_what_students_get_and_nothing_else(bundle):
 def test_no_file_holds_a_solution_hidden_test_sample_or_weights(bundle):
     texts = bundle_texts(bundle)  # every file decodes as text: no weights, no binary of any kind but the wheel
     assert not [n for n in texts if n.lower().endswith(WEIGHT_SUFFIXES)]
-    solutions, secrets = solution_lines(), grader_only_lines()
-    assert solutions and secrets, "found nothing to look for: is the nbgrader markup intact?"
+    secrets = grader_only_lines()
+    assert solution_blocks() and secrets, "found nothing to look for: is the nbgrader markup intact?"
     for name, text in texts.items():
         assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, name
         assert "BEGIN HIDDEN TESTS" not in text and "hidden_tests" not in text, name
+        assert not solution_leaks(text), f"{name} holds solution lines: {solution_leaks(text)[:3]}"
         lines = {line.strip() for line in text.splitlines()}
-        assert not lines & solutions, f"{name} holds solution lines: {sorted(lines & solutions)[:3]}"
         assert not lines & secrets, f"{name} holds lines of the hidden tests, samples or specs: {sorted(lines & secrets)[:3]}"
 
 
 def test_the_scan_finds_a_planted_leak(bundle, tmp_path):
-    """The scan above can fail: a copy of the bundle with one solution line and one hidden-test line planted."""
+    """The scan above can fail: a copy of the bundle with a long solution line, then a run of short ones (indented
+    as in a module of its own), then one hidden-test line planted; an idiom alone is no leak."""
     planted = tmp_path / "bundle"
     subprocess.run(["cp", "-r", str(bundle), str(planted)], check=True)
-    (planted / "dlcourse" / "leak.py").write_text(f"{sorted(solution_lines())[0]}\n")
-    texts = bundle_texts(planted)
-    assert {line.strip() for line in texts["dlcourse/leak.py"].splitlines()} & solution_lines()
+    long_line = next(line for block in solution_blocks() for line in block if len(line) >= DISTINCTIVE)
+    short_run = next(block[i:i + RUN] for block in solution_blocks() for i in range(len(block) - RUN + 1)
+                     if all(len(line) < DISTINCTIVE for line in block[i:i + RUN]))
+    for leak in (long_line, "\n".join(f"        {line}" for line in short_run)):
+        (planted / "dlcourse" / "leak.py").write_text(f"x = 1\n{leak}\n")
+        assert solution_leaks(bundle_texts(planted)["dlcourse/leak.py"]), leak
+    (planted / "dlcourse" / "leak.py").write_text("optimizer.zero_grad()\nloss.backward()\n")
+    assert not solution_leaks(bundle_texts(planted)["dlcourse/leak.py"])
     (planted / "dlcourse" / "leak.py").write_text(f"{sorted(grader_only_lines())[0]}\n")
     assert {line.strip() for line in bundle_texts(planted)["dlcourse/leak.py"].splitlines()} & grader_only_lines()
 

@@ -13,6 +13,7 @@ from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignme
 from autograder.gradebook import hand_graded_cells
 from autograder.notebook import cell_source, read_notebook
 from autograder.points import POINTS_CELL, collect_hidden_tests, format_bar, points_cell, points_table
+from autograder.readme_tables import BEGIN, END, assignment_tables, readme_with_tables
 from autograder.samples import SOLUTION_MARKER
 from autograder.spec import Threshold
 
@@ -138,3 +139,18 @@ def test_bars_are_written_as_students_read_them():
     assert bar(0.85) == "`x` ≥ 85 %" and bar(0.995) == "`x` ≥ 99.5 %"  # accuracies
     assert bar(30.0) == "`x` ≥ 30"  # a BLEU floor
     assert bar(7.5, ceiling=True) == "`x` ≤ 7.5"  # a perplexity ceiling
+
+
+def test_the_readme_tables_are_written_from_the_specs():
+    """README.md's assignment tables are each spec's `readme` row, one per assignment folder (`python -m autograder
+    release` rewrites them); a spec without one gets a row that says what to fill in."""
+    readme = PROJECT_ROOT / "README.md"
+    assert readme_with_tables(readme.read_text(), readme) == readme.read_text(), \
+        "README.md's assignment tables differ from the specs: run python -m autograder release"
+    tables = assignment_tables()
+    for name in list_assignments():
+        row = load_assignment(name).spec.readme
+        assert row is not None and f"| `{name}` | {row.builds} | {row.graded_on} |" in tables, name
+    assert readme_with_tables(f"x\n{BEGIN}\nold\n{END}\ny", readme) == f"x\n{BEGIN}\n{tables}\n{END}\ny"
+    with pytest.raises(SystemExit, match="expected one block of assignment tables"):
+        readme_with_tables("no markers", readme)

@@ -1,5 +1,5 @@
 """The BERT fine-tuning on IMDB assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, GpuCheck, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, ReadmeRow, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("bert_imdb.safetensors", "bert_imdb.json", "bert_imdb_tokenizer.json"),
@@ -26,5 +26,16 @@ SPEC = AssignmentSpec(
     # Grading budget per submission: the reference's other tests take about 6 s on a 2-thread CPU; the threshold
     # scores bert-base on IMDB within the threshold budget (GradeOptions.threshold_budget) and this one.
     submission_timeout_s=3600,
-    gpu_checks=(GpuCheck("bert", "imdb", ("imdb",), 330, ("imdb", "datasets", "minilm"), grade_s=90),),
+    gpu_checks=(GpuCheck("imdb", ("imdb",), 330, ("imdb", "datasets", "minilm"), grade_s=90),),
+    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    readme=ReadmeRow(
+        builds=('Fine-tuning a pretrained BERT (`bert-base-uncased` via `transformers`) on IMDB: `tokenize_batch`, '
+                'their own classification head `SentimentClassifier`, `freeze_encoder`, AdamW with linear '
+                'warm-up/decay, mixed precision on CUDA, a classification report'),
+        graded_on=('tests on a tiny random `BertModel` and an in-memory tokenizer (truncation, padding, mask, '
+                   'padding-invariant logits, gradients, freezing, the loss falls, the schedule); IMDB ≥ 85 % (on a CPU, '
+                   'clear cases only: see below)'),
+        data='`dlcourse/text_data.py` (`load_imdb`)',
+        course_code='`dlcourse/bert.py`',
+    ),
 )

@@ -1,5 +1,5 @@
 """The CIFAR-10 CNN assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, GpuCheck, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, ReadmeRow, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("cnn_simple.safetensors", "cnn_simple.json", "cnn_better.safetensors", "cnn_better.json"),
@@ -49,5 +49,13 @@ SPEC = AssignmentSpec(
     # stand-in against the bar's 50 % (4 epochs: 62 %)
     demo_train_s=34,
     # Measured on an H200 (2026-12-04): 144 s of training (SimpleCNN 26 s, BetterCNN 113 s), 30 s of grading.
-    gpu_checks=(GpuCheck("cnn", "cifar10", ("simple_cnn", "better_cnn"), 240, ("cifar10",)),),
+    gpu_checks=(GpuCheck("cifar10", ("simple_cnn", "better_cnn"), 240, ("cifar10",)),),
+    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    readme=ReadmeRow(
+        builds=('CIFAR-10 CNNs: the tutorial `SimpleCNN`, GoogLeNet `Inception` module, ResNet `ResidualBlock`, a '
+                '`BetterCNN` built from them'),
+        graded_on=('layer tests against references built from torch layers; CIFAR-10 SimpleCNN ≥ 50 %, BetterCNN ≥ 70 %'),
+        data='`dlcourse/data.py`',
+        course_code='`dlcourse/training.py`',
+    ),
 )

@@ -1,5 +1,5 @@
 """The RNN/LSTM on IMDB assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, GpuCheck, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, ReadmeRow, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("tokenizer.json", "rnn_imdb.safetensors", "rnn_imdb.json", "lstm_imdb.safetensors",
@@ -37,9 +37,19 @@ SPEC = AssignmentSpec(
     gpu_checks=(
         # Measured on an H200 (2026-12-04): about 25 s of tokenizer and data, then 28-33 s per RNN epoch (a Python loop
         # over 200 time steps is launch-bound): 6 epochs do not fit beside the LSTM, so each cell type has a run.
-        GpuCheck("rnn", "rnn", ("rnn",), 300, ("imdb", "datasets"), skip_cells=("lstm_hparams", "lstm_train")),
+        GpuCheck("rnn", ("rnn",), 300, ("imdb", "datasets"), skip_cells=("lstm_hparams", "lstm_train")),
         # An estimate: 400 time steps and four gates, so at least twice the RNN's epoch, 5 epochs.
-        GpuCheck("lstm", "lstm", ("lstm",), 540, ("imdb", "datasets"), skip_cells=("rnn_hparams", "rnn_train"),
-                 grade_s=90),
+        GpuCheck("lstm", ("lstm",), 540, ("imdb", "datasets"), skip_cells=("rnn_hparams", "rnn_train"),
+                 grade_s=90, part="lstm"),
+    ),
+    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    readme=ReadmeRow(
+        builds=('RNN and LSTM from scratch on IMDB: `collate_batch`, `VanillaRNN`, `LSTM`, `SentimentClassifier`, a '
+                '`logsumexp` `compute_loss`, `train_one_epoch` / `evaluate`, a hyper-parameter search logged to '
+                'TensorBoard'),
+        graded_on=('layer tests against `nn.RNN` / `nn.LSTM` with copied weights (values, gradients, padding); IMDB RNN ≥ '
+                   '70 %, LSTM ≥ 80 % (the LSTM bar is provisional)'),
+        data='`dlcourse/text_data.py` (`load_imdb`)',
+        course_code='`dlcourse/rnn.py`',
     ),
 )

@@ -1,5 +1,5 @@
 """The seq2seq (LSTM encoder-decoder with attention) assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, GpuCheck, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, ReadmeRow, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("seq2seq_reverse.safetensors", "seq2seq_reverse.json",
@@ -37,5 +37,18 @@ SPEC = AssignmentSpec(
     demo_train_s=94,  # measured (one thread); make demo trains the notebook's recipe as it is
     # On an H200 (2026-11-29) its training was stopped twice before the end: at 120 s (Multi30k epoch 4 of 10, 22 s
     # an epoch) and at 300 s (epoch 7, 31-35 s an epoch on a fresh machine); about 55 s run before the first epoch.
-    gpu_checks=(GpuCheck("seq2seq", "seq2seq", ("reversal", "multi30k_perplexity", "multi30k_bleu"), 520, ("multi30k",)),),
+    gpu_checks=(GpuCheck("seq2seq", ("reversal", "multi30k_perplexity", "multi30k_bleu"), 520, ("multi30k",)),),
+    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    readme=ReadmeRow(
+        builds=('An LSTM translator with attention: `dot_attention` / `cosine_attention`, a bidirectional `Encoder`, '
+                'one `AttnDecoder` step (Luong), `Seq2Seq` with teacher forcing drawn from a seeded generator, '
+                "`greedy_translate`; German→English on Multi30k with the Transformer's tokenizer; RNN vs LSTM, with vs "
+                'without attention; BLEU and attention maps'),
+        graded_on=('attention against its formula, encoder and decoder step against references built from `nn.LSTM` / '
+                   '`nn.LSTMCell` with copied weights (values, gradients, padding), the decoding loop and greedy '
+                   'translation against reference loops; reversal of 20–30 symbols ≥ 95 % exact-sequence accuracy (every '
+                   'run, CPU); Multi30k test perplexity and BLEU (every run, CPU; provisional bars)'),
+        data='`dlcourse/text_data.py` (`load_multi30k`)',
+        course_code="`dlcourse/translation.py` (as the Transformer's)",
+    ),
 )

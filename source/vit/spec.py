@@ -1,5 +1,5 @@
 """The Vision Transformer assignment, declared for the grading pipeline (see autograder/spec.py)."""
-from autograder.spec import AssignmentSpec, GpuCheck, Threshold
+from autograder.spec import AssignmentSpec, GpuCheck, ReadmeRow, Threshold
 
 SPEC = AssignmentSpec(
     saved_files=("vit_fashionmnist.safetensors", "vit_fashionmnist.json", "vit_cifar10.safetensors",
@@ -34,9 +34,16 @@ SPEC = AssignmentSpec(
     gpu_checks=(
         # Measured on an H200 (2026-12-04): 40 epochs in 154 s (170 s with the data and the cells before them); its
         # grading has not run there yet (the first try failed building the vit samples without FashionMNIST's files).
-        GpuCheck("vit-cifar10", "cifar10", ("cifar10",), 300, ("cifar10",),
-                 skip_cells=("fashion_data", "fashion_hparams", "fashion_train")),
-        GpuCheck("vit-fashionmnist", "text", ("fashion_mnist",), 120, ("fashionmnist",),
-                 skip_cells=("cifar_data", "cifar_hparams", "cifar_train")),
+        GpuCheck("cifar10", ("cifar10",), 300, ("cifar10",),
+                 skip_cells=("fashion_data", "fashion_hparams", "fashion_train"), part="cifar10"),
+        GpuCheck("text", ("fashion_mnist",), 120, ("fashionmnist",),
+                 skip_cells=("cifar_data", "cifar_hparams", "cifar_train"), part="fashionmnist"),
+    ),
+    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    readme=ReadmeRow(
+        builds=('Vision Transformer from scratch: `Patchify`, multi-head `Attention`, `MLP`, pre-norm `Block`, `ViT`'),
+        graded_on='layer tests against torch/torchvision references; FashionMNIST ≥ 85 %, CIFAR-10 ≥ 65 %',
+        data='`dlcourse/data.py`',
+        course_code='`dlcourse/training.py`',
     ),
 )
