@@ -87,7 +87,7 @@ def test_reference_lstm_learns_and_is_graded_above_chance(reference, local_datas
     save_model(model, config, "lstm_imdb", tmp_path)
     passed, note = grade_saved(tmp_path, "lstm_imdb")
     untrained_passed, untrained_note = grade_saved(tmp_path, "lstm_untrained")
-    print(f"\nLSTM (64/64, 6 000 reviews x 100 tokens, 3 epochs, {seconds:.0f} s): train loss per epoch "
+    print(f"\nLSTM (64/64, 5 400 training reviews x 100 tokens, 3 epochs, {seconds:.0f} s): train loss per epoch "
           f"{[round(x, 3) for x in history.train_loss]}; validation accuracy per epoch "
           f"{[f'{a:.1%}' for a in history.val_acc]}; graded: {note}; untrained: {untrained_note}")
     assert history.train_loss[-1] < history.train_loss[0] - 0.1, history.train_loss
