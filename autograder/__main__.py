@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                             "a few times what grading the reference takes)")
         p.add_argument("--threshold-budget", type=float, default=DEFAULTS.threshold_budget,
                        help=f"seconds each accuracy/perplexity threshold may spend scoring a saved model (default "
-                            f"{DEFAULTS.threshold_budget:g}): clear cases are decided from a secret sample, borderline "
-                            "ones need more of the test split; one that does not fit is reported as not judged; 0: no "
+                            f"{DEFAULTS.threshold_budget:g}): clear cases are decided from a secret sample whose first stage "
+                            "is sized to fit it, borderline ones need more of the test split; one that does not fit is "
+                            "reported as not judged; 0: no "
                             "threshold is judged (a quick check of the code's tests)")
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "

@@ -11,14 +11,15 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
 from autograder.feedback import Feedback, assert_shape
 from autograder.requests import call
-from autograder.sequential import CONFIDENCE, clopper_pearson, decide, stage_ends, stratified_order
+from autograder.sequential import (CLEAR_MARGIN, CONFIDENCE, FIRST_STAGE, MAX_HALVINGS, clopper_pearson, decide,
+                                   first_stage_choices, stage_ends, stratified_order)
 from autograder.spec import Threshold
 from autograder.student import StudentCode
 
@@ -106,34 +107,71 @@ def outputs_in_secret_order(outputs: Outputs, n: int, batch_args: Callable[[list
     return zip(batches, outputs((batch_args(b) for b in batches), timeout), strict=True)
 
 
+WARMUP = 50  # examples (with their canary copies) scored and timed first to size the first stage; they open it
+FIRST_STAGE_SHARE = 0.5  # a first stage sized to the budget is planned to take at most this share of what is left
+CLASSIFIER_LOOKS = dict(halvings=MAX_HALVINGS, cuts=True)  # where graded_classifier may look (sequential.look_positions)
+
+
 @dataclass(frozen=True)
 class SecretSample:
-    """The secret plan for scoring one classifier threshold (autograder/sequential.py): the test examples each
-    stage adds, in a label-stratified secret order, and the canary, perturbed copies of half of each stage's
-    examples (CANARY_SIZE in all at most), scored in the same stage. Pool index n + j is the copy of canary[j]."""
+    """The secret plan for scoring one classifier threshold (autograder/sequential.py): the test examples in a
+    label-stratified secret order, cut into stages from `first` examples on, and the canary, the examples that also
+    get a perturbed copy (half of each FIRST_STAGE-based stage's examples, CANARY_SIZE in all at most), each copy
+    scored in the same stage as its original. Pool index N + j is the copy of canary[j]."""
 
-    stages: list[list[int]]
+    order: list[int]
     canary: list[int]
-    canary_stage: list[int]  # the stage of each canary copy
+    first: int = FIRST_STAGE
+
+    def stages(self) -> list[list[int]]:
+        """The examples each stage adds: the first `first` of the order, then as many again, twice that, ... the rest."""
+        ends = stage_ends(len(self.order), self.first)
+        return [self.order[start:end] for start, end in zip([0] + ends[:-1], ends, strict=True)]
+
+    def copies(self, examples: Sequence[int]) -> list[int]:
+        """The pool indices (N + j) of the canary copies of `examples`."""
+        chosen, n = set(examples), len(self.order)
+        return [n + j for j, i in enumerate(self.canary) if i in chosen]
+
+    def with_first(self, first: int) -> "SecretSample":
+        """The same order and canary, with stages from `first` examples on (a first stage sized to the budget)."""
+        return replace(self, first=first)
 
 
 def secret_sample(labels: Sequence[int], rng: random.Random, canary_size: int = CANARY_SIZE) -> SecretSample:
     """The plan; `canary_size=0` where the course's implementation computes the outputs (nothing to look up)."""
-    order, stages, canary, canary_stage, start = stratified_order(labels, rng), [], [], [], 0
-    for stage, end in enumerate(stage_ends(len(labels))):
-        stages.append(order[start:end])
-        copies = rng.sample(stages[-1], min(len(stages[-1]) // 2, canary_size - len(canary)))
-        canary += copies
-        canary_stage += [stage] * len(copies)
-        start = end
-    return SecretSample(stages, canary, canary_stage)
+    order, canary = stratified_order(labels, rng), []
+    for start, end in zip([0] + stage_ends(len(labels))[:-1], stage_ends(len(labels)), strict=True):
+        canary += rng.sample(order[start:end], min((end - start) // 2, canary_size - len(canary)))
+    return SecretSample(order, canary)
+
+
+def sized_first_stage(per_example_s: float, seconds_left: float, scored: int, total: int, bar: float,
+                      examples: str) -> tuple[int, str | None]:
+    """(first stage, why it was shrunk or None): the largest of sequential.first_stage_choices (FIRST_STAGE, then
+    halves, never below the clear-case floor) whose examples after the `scored` already timed, at `per_example_s`
+    each, take at most FIRST_STAGE_SHARE of `seconds_left`; the floor where none does (a cut then decides on what
+    it scored)."""
+    choices = first_stage_choices(total, bar)
+    cost = {size: per_example_s * max(0, min(size, total) - scored) for size in choices}
+    fitting = [size for size in choices if cost[size] <= FIRST_STAGE_SHARE * seconds_left]
+    first = fitting[0] if fitting else choices[-1]
+    if first == choices[0] or min(first, total) == min(choices[0], total):
+        return choices[0], None
+    why = (f"first stage {first:,} {examples} instead of {min(choices[0], total):,}: the first {scored:,} took "
+           f"{per_example_s:.2f} s each, so {min(choices[0], total):,} would take about {cost[choices[0]]:.0f} s more "
+           f"of the {seconds_left:.0f} s left of the budget")
+    if not fitting:
+        why += (f"; {first:,} is the fewest that still decides a model {CLEAR_MARGIN:.0%} from the bar, so the budget "
+                "may cut it short (it then decides on the examples scored)")
+    return first, why
 
 
 def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, labels: torch.Tensor,
                       sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
                       lengths: Sequence[int] | None = None, timeout: float = 300.0, reference_drop: float = 0.0,
-                      ) -> float:
+                      clock: Callable[[], float] | None = None) -> float:
     """Whether the saved classifier (its `outputs`: in the worker or the course's) reaches `threshold` accuracy on
     the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
     stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
@@ -142,29 +180,28 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     below the bar. A model that reaches it, but whose accuracy on the canary copies falls more than
     `reference_drop` + CANARY_MARGIN below that on the same examples unperturbed (a lookup of the public test set),
     is "needs review" (pytest.skip with REVIEW_MESSAGE: no points, no zero).
-    A stage cut short by the grader's budget (student.threshold_budget) decides on the pools of it that were scored
-    whole (each a uniform random sample of the stage, `secret_pools`), with the same bounds; a decision it still
-    cannot reach is not judged (pytest.skip: no points, no zero). `timeout` bounds the model's time over the whole
-    split (a slow model's Feedback). Returns the accuracy measured."""
-    n, started = len(labels), time.monotonic()
+    The first WARMUP examples of the order are scored first and timed; the first stage is then sized from their cost
+    per example to fit the grader's budget (student.threshold_budget; sized_first_stage), and the notes say when it
+    was shrunk. A stage cut short by the budget decides on the pools of it that were scored whole (each a uniform
+    random sample of the stage, `secret_pools`), with the same bounds; a decision it still cannot reach is not judged
+    (pytest.skip: no points, no zero). `timeout` bounds the model's time over the whole split (a slow model's
+    Feedback). `clock`: seconds, time.monotonic by default. Returns the accuracy measured."""
+    clock = clock or time.monotonic
+    n, started = len(labels), clock()
     budget = student.threshold_budget()
     predicted = torch.full((n + len(sample.canary),), -1, dtype=torch.long)
-    scored: list[int] = []
-    decision = None
-    for stage, examples_added in enumerate(sample.stages):
-        pool = examples_added + [n + j for j, s in enumerate(sample.canary_stage) if s == stage]
-        elapsed = time.monotonic() - started
-        if elapsed >= budget:
-            break
-        stage_lengths = [lengths[i] for i in pool] if lengths is not None else None
-        pools = secret_pools(len(pool), rng, batch_size, stage_lengths)
+
+    def score(todo: list[int]) -> tuple[list[int], bool]:
+        """Score the examples `todo` and their canary copies in secret pools: (those of `todo` in the pools scored to
+        their end, whether the budget cut the scoring short)."""
+        pool = todo + sample.copies(todo)
+        pools = secret_pools(len(pool), rng, batch_size, [lengths[i] for i in pool] if lengths is not None else None)
         batches = [batch for group in pools for batch in group]
         last_of_pool = {sum(len(g) for g in pools[:k + 1]) - 1 for k in range(len(pools))}
-        whole_pools: list[int] = []  # the examples of the stage's pools scored to their end
+        whole_pools: list[int] = []  # the examples of the pools scored to their end
         current: list[int] = []  # those of the pool being scored
-        cut_short = False
         for b, out in enumerate(outputs((batch_args([pool[i] for i in batch]) for batch in batches),
-                                        max(1.0, timeout - elapsed))):
+                                        max(1.0, timeout - (clock() - started)))):
             indices = [pool[i] for i in batches[b]]
             assert_shape(out, (len(indices), num_classes), f"{saved_name} logits")
             predicted[indices] = out.float().argmax(dim=1)
@@ -172,19 +209,35 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
             if b in last_of_pool:
                 whole_pools += current
                 current = []
-            if time.monotonic() - started > budget and b != len(batches) - 1:
-                cut_short = True
-                break
-        if cut_short:  # the whole pools scored are a uniform random sample of this stage: they decide too
-            counted = set(whole_pools)
-            scored += [i for i in examples_added if i in counted]  # (a partial pool, sorted by length, is not)
-        else:
-            scored += examples_added
+            if clock() - started > budget and b != len(batches) - 1:  # a partial pool, sorted by length, is no sample
+                counted = set(whole_pools)
+                return [i for i in todo if i in counted], True
+        return list(todo), False
+
+    def look(scored: list[int]):
         correct = int((predicted[scored] == labels[scored]).sum())
-        decision = decide(correct, len(scored), n, threshold) if scored else None
-        if cut_short or (decision is not None and decision.passed is not None):
-            break
-    where = scored_on(student, started)
+        return decide(correct, len(scored), n, threshold, sample.first, **CLASSIFIER_LOOKS) if scored else None
+
+    warmup = sample.order[:min(WARMUP, n)]
+    scored, cut_short = score(warmup)
+    shrunk = None
+    decision = look(scored) if cut_short or clock() - started >= budget else None
+    if decision is None:  # the warm-up's cost per example sizes the first stage
+        spent = clock() - started
+        first, shrunk = sized_first_stage(spent / len(warmup), budget - spent, len(warmup), n, threshold, examples)
+        sample = sample.with_first(first)
+        for stage, examples_added in enumerate(sample.stages()):
+            todo = examples_added[len(warmup):] if stage == 0 else examples_added
+            if clock() - started >= budget:
+                if stage == 0:  # the budget ended with the warm-up: it decides as a stage cut short
+                    decision = look(scored)
+                break
+            counted, cut_short = score(todo)
+            scored += counted
+            decision = look(scored)
+            if cut_short or (decision is not None and decision.passed is not None):
+                break
+    where = scored_on(student, started, clock) + (f"; {shrunk}" if shrunk else "")
     if decision is None or decision.passed is None:
         correct = int((predicted[scored] == labels[scored]).sum())
         lower, upper = clopper_pearson(correct, len(scored), 1 - CONFIDENCE) if scored else (0.0, 1.0)
@@ -213,16 +266,11 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     return decision.accuracy
 
 
-def scored_on(student: StudentCode, started: float) -> str:
+def scored_on(student: StudentCode, started: float, clock: Callable[[], float] | None = None) -> str:
     """Where and how long a threshold was scored, for the notes: "scored on cpu (2 threads) in 3.1 s"."""
     threads = student.policy.threads
     return (f"scored on {student.policy.device} ({threads} thread{'' if threads == 1 else 's'}) in "
-            f"{time.monotonic() - started:.1f} s")
-
-
-def _copies_before(sample: SecretSample, stage: int) -> int:
-    """Canary copies scored in the stages before `stage`."""
-    return sum(1 for s in sample.canary_stage if s < stage)
+            f"{(clock or time.monotonic)() - started:.1f} s")
 
 
 EVAL_SLACK = 10.0  # a student's saved model may take this many times what the reference needs for a test split

@@ -13,7 +13,9 @@ in this process, and its rate turned into the seconds for
     python benchmarks/threshold_cost.py --threads 2 --only rnn lstm
 
 The worker adds its own start-up (seconds) and the transfer of each batch; BERT-base is left out (no offline
-copy here: about 0.66 s a review on one CPU thread, 1 500 reviews ~ 16 min, the whole split ~ 4.6 h).
+copy here: about 0.66 s a review on one CPU thread, 1 500 reviews ~ 16 min, the whole split ~ 4.6 h). A model that
+slow gets a first stage sized to the grader's budget (autograder/scoring.py: sized_first_stage; 250 reviews in the
+default 600 s), so the "clear case" column here is the planned first stage, what a fast enough model costs.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.notebook import cell_source, grade_id  # noqa: E402
 from autograder.samples import reference_notebook, run_reference_cells  # noqa: E402
-from autograder.scoring import CANARY_SIZE  # noqa: E402
+from autograder.scoring import CANARY_SIZE, CLASSIFIER_LOOKS  # noqa: E402
 from autograder.sequential import FIRST_STAGE, decide, stage_ends  # noqa: E402
 
 
@@ -114,7 +116,7 @@ def examples_scored_three_points_off(split: int, bar: float, replicates: int = 4
         right[:correct] = 1
         cumulative = np.cumsum(right[rng.permutation(split)])
         for end in stage_ends(split):
-            if decide(int(cumulative[end - 1]), end, split, bar).passed is not None:
+            if decide(int(cumulative[end - 1]), end, split, bar, FIRST_STAGE, **CLASSIFIER_LOOKS).passed is not None:
                 scored.append(end + min(end // 2, CANARY_SIZE))
                 break
     return int(statistics.median(scored))

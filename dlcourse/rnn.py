@@ -59,6 +59,28 @@ def imdb_texts_labels(split: str, subset: int | None = None, seed: int = 0) -> t
     return list(data["text"]), [int(y) for y in data["label"]]
 
 
+VALIDATION_FRACTION = 0.1  # of the IMDB training split, held out to choose recipes (never trained on)
+VALIDATION_SEED = 0
+
+
+def validation_split(texts: list[str], labels: list[int], fraction: float = VALIDATION_FRACTION,
+                     seed: int = VALIDATION_SEED) -> tuple[tuple[list[str], list[int]], tuple[list[str], list[int]]]:
+    """((train texts, labels), (validation texts, labels)): `fraction` of each label's reviews, drawn with `seed`,
+    held out of the training split to choose a recipe on (the test split is for the final number only); the rest, in
+    their order, is what is trained on. The two are disjoint, and the same for the same inputs and seed."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be between 0 and 1, not {fraction!r}")
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    rng, held = random.Random(seed), set()
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        held.update(rng.sample(members, round(fraction * len(members))))
+    kept = [i for i in range(len(texts)) if i not in held]
+    chosen = sorted(held)
+    return ([texts[i] for i in kept], [labels[i] for i in kept]), ([texts[i] for i in chosen], [labels[i] for i in chosen])
+
+
 READ_PARTS = ("first", "last")  # which tokens of a long review a classifier reads (ClassifierConfig.read)
 
 
@@ -162,27 +184,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: RNNRecipe, steps_pe
 
 @dataclass
 class RNNHistory(ClassifierHistory):
-    """Per-epoch record of a run (train loss/accuracy from train_one_epoch, test from evaluate), plus the test
-    loss and the learning rate at the end of each epoch."""
+    """Per-epoch record of a run (train loss/accuracy from train_one_epoch, validation and test from evaluate), plus
+    the learning rate at the end of each epoch. A split the run did not evaluate on holds NaN."""
 
     test_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
 
+    def _evaluated(self) -> str:
+        parts = [f"{split} loss {getattr(self, split + '_loss')[-1]:.4f}, {split} acc {getattr(self, split + '_acc')[-1]:.2%}"
+                 for split in ("val", "test") if not math.isnan(getattr(self, split + "_acc")[-1])]
+        return ", ".join(parts)
+
     def epoch_metrics(self) -> str:
-        return (f"train loss {self.train_loss[-1]:.4f}, train acc {self.train_acc[-1]:.2%}, "
-                f"test loss {self.test_loss[-1]:.4f}, test acc {self.test_acc[-1]:.2%}")
+        return ", ".join([f"train loss {self.train_loss[-1]:.4f}, train acc {self.train_acc[-1]:.2%}", self._evaluated()])
+
+    def summary(self) -> str:
+        return f"{History.summary(self)}, train acc {self.train_acc[-1]:.2%}, {self._evaluated()}"
 
 
-TENSORBOARD_TAGS = {"train_loss": "loss/train", "test_loss": "loss/test", "train_acc": "accuracy/train",
-                    "test_acc": "accuracy/test", "lr": "lr"}  # History column -> TensorBoard tag
+TENSORBOARD_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
+                    "train_acc": "accuracy/train", "val_acc": "accuracy/val", "test_acc": "accuracy/test",
+                    "lr": "lr"}  # History column -> TensorBoard tag (a split not evaluated is not logged)
 
 
-def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNNRecipe, *, max_length: int,
-        collate_fn: Callable, train_one_epoch: Callable, evaluate: Callable, device="cpu", writer=None, log=print) -> RNNHistory:
+def fit(model: torch.nn.Module, train_items: list, test_items: list | None, recipe: RNNRecipe, *, max_length: int,
+        collate_fn: Callable, train_one_epoch: Callable, evaluate: Callable, val_items: list | None = None,
+        device="cpu", writer=None, log=print) -> RNNHistory:
     """Train `model` on reviews cut to `max_length` tokens with the student's `train_one_epoch(model, loader,
-    optimizer, scheduler, device=..., clip_norm=...)` and evaluate with `evaluate(model, loader, device=...)` after every epoch; log to the
-    TensorBoard `writer` (a SummaryWriter) when given. On a CPU the student's loops run on the course's thread count
-    (`dlcourse.threads`). With DLCOURSE_QUICK=1 the recipe is shrunk."""
+    optimizer, scheduler, device=..., clip_norm=...)` and evaluate with `evaluate(model, loader, device=...)` after
+    every epoch on `val_items` (the validation split: choose recipes on it) and `test_items` (either may be None: a
+    hyper-parameter search evaluates on validation only); log to the TensorBoard `writer` (a SummaryWriter) when
+    given. On a CPU the student's loops run on the course's thread count (`dlcourse.threads`). With DLCOURSE_QUICK=1
+    the recipe is shrunk."""
+    if test_items is None and val_items is None:
+        raise ValueError("fit needs test_items or val_items to evaluate on")
     if quick_mode():
         recipe, max_length = recipe.quick(), min(max_length, 64)
         log(f"{QUICK_ENV}=1: quick smoke run ({recipe.train_subset} reviews of at most {max_length} tokens, 1 epoch); "
@@ -191,9 +228,10 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNN
     if recipe.train_subset:
         train_items = train_items[:recipe.train_subset]
     if quick_mode():
-        test_items = test_items[:1000]
+        test_items, val_items = (items[:1000] if items is not None else None for items in (test_items, val_items))
     train_loader = ReviewLoader(train_items, recipe.batch_size, max_length, collate_fn, shuffle=True, seed=recipe.seed)
-    test_loader = ReviewLoader(test_items, 256, max_length, collate_fn)
+    loaders = {split: ReviewLoader(items, 256, max_length, collate_fn)
+               for split, items in (("val", val_items), ("test", test_items)) if items is not None}
     model.to(device)
     optimizer = make_optimizer(model, recipe)
     scheduler = make_scheduler(optimizer, recipe, len(train_loader))
@@ -203,16 +241,20 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list, recipe: RNN
                                                 clip_norm=recipe.clip_norm)
         return {"train_loss": float(train_loss), "train_acc": float(train_acc)}
 
-    def evaluate_test() -> Metrics:
-        test_loss, test_acc = evaluate(model, test_loader, device=device)
-        return {"test_loss": float(test_loss), "test_acc": float(test_acc), "lr": optimizer.param_groups[0]["lr"]}
+    def evaluate_splits() -> Metrics:
+        metrics = {"lr": optimizer.param_groups[0]["lr"]}
+        for split in ("val", "test"):
+            loss, acc = evaluate(model, loaders[split], device=device) if split in loaders else (math.nan, math.nan)
+            metrics.update({f"{split}_loss": float(loss), f"{split}_acc": float(acc)})
+        return metrics
 
     def write_scalars(epoch: int, history: History) -> None:
         for column, tag in TENSORBOARD_TAGS.items():
-            writer.add_scalar(tag, getattr(history, column)[-1], epoch + 1)
+            if not math.isnan(getattr(history, column)[-1]):
+                writer.add_scalar(tag, getattr(history, column)[-1], epoch + 1)
         writer.flush()
 
-    return Trainer(recipe.epochs, train_epoch, evaluate_test, RNNHistory(), log=log,
+    return Trainer(recipe.epochs, train_epoch, evaluate_splits, RNNHistory(), log=log,
                    on_epoch_end=write_scalars if writer is not None else None, device=device).run()
 
 

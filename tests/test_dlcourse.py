@@ -129,3 +129,45 @@ def test_review_window_reads_the_first_or_the_last_tokens():
     assert reviews_as_read([(ids, 1)], 2, "last") == [([8, 9], 1)]
     with pytest.raises(ValueError, match="read must be one of"):
         review_window(ids, 4, "middle")
+
+
+# -- the RNN assignment's validation split and its use in fit (dlcourse/rnn.py) -----------------------------------
+def test_validation_split_is_seeded_disjoint_stratified_and_a_fixed_fraction():
+    from dlcourse.rnn import VALIDATION_FRACTION, validation_split
+
+    texts = [f"review {i}" for i in range(1000)]
+    labels = [0] * 600 + [1] * 400
+    (train, train_labels), (val, val_labels) = validation_split(texts, labels)
+    assert len(val) == round(VALIDATION_FRACTION * 1000) and len(train) + len(val) == 1000
+    assert not set(train) & set(val) and sorted(train + val) == sorted(texts)  # disjoint, nothing lost
+    assert (val_labels.count(0), val_labels.count(1)) == (60, 40)  # the fraction of each label
+    assert all(labels[int(t.split()[1])] == y for t, y in zip(train + val, train_labels + val_labels, strict=True))
+    assert [int(t.split()[1]) for t in train] == sorted(int(t.split()[1]) for t in train)  # the training order is kept
+    assert validation_split(texts, labels) == ((train, train_labels), (val, val_labels))  # the same every time
+    assert validation_split(texts, labels, seed=1)[1][0] != val
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        validation_split(texts, labels, fraction=1.0)
+    with pytest.raises(ValueError, match="1000 texts but 999 labels"):
+        validation_split(texts, labels[:-1])
+
+
+def test_fit_evaluates_validation_and_test_separately():
+    """fit records each split's numbers in its own column (a split it was not given: NaN, not logged), and the
+    hyper-parameter search's call, validation only, runs."""
+    import math
+
+    from dlcourse.rnn import RNNRecipe, fit
+
+    def evaluate(model, loader, device="cpu"):  # the accuracy says which split was evaluated: its size / 1000
+        return 0.5, len(loader.items) / 1000
+
+    kwargs = dict(max_length=8, collate_fn=lambda batch, max_length, pad_id: batch, evaluate=evaluate,
+                  train_one_epoch=lambda model, loader, optimizer, scheduler, device, clip_norm: (1.0, 0.5), log=lambda m: None)
+    items = lambda n: [([2, 3], 0)] * n  # noqa: E731
+    history = fit(torch.nn.Linear(1, 1), items(50), items(300), RNNRecipe(epochs=2), val_items=items(20), **kwargs)
+    assert history.val_acc == [0.02, 0.02] and history.test_acc == [0.3, 0.3]
+    assert "val acc 2.00%" in history.summary() and "test acc 30.00%" in history.summary()
+    search = fit(torch.nn.Linear(1, 1), items(50), test_items=None, recipe=RNNRecipe(epochs=1), val_items=items(20), **kwargs)
+    assert search.val_acc == [0.02] and math.isnan(search.test_acc[0]) and "test" not in search.summary()
+    with pytest.raises(ValueError, match="test_items or val_items"):
+        fit(torch.nn.Linear(1, 1), items(50), None, RNNRecipe(epochs=1), **kwargs)

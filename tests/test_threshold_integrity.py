@@ -60,15 +60,15 @@ def image_set(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
     return labels.float().view(-1, 1, 1, 1) + 0.1 * torch.rand(n, 1, 8, 8, generator=g), labels
 
 
-def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N) -> float:
-    """The image path of autograder.scoring.graded_accuracy on the toy images."""
+def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock: Callable[[], float] | None = None) -> float:
+    """The image path of autograder.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's)."""
     images, labels = image_set(n=n)
     rng = secret_rng()
     sample = secret_sample(labels.tolist(), rng)
     pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
     return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample,
                              lambda indices: (pool[indices],), NUM_CLASSES, "toy images", "shifted, noisy test images",
-                             threshold, rng, batch_size=64)
+                             threshold, rng, batch_size=64, clock=clock)
 
 
 def test_secret_batches_cover_every_example_once_in_random_sizes():
@@ -317,3 +317,63 @@ def test_text_pools_are_random_samples_of_the_split():
         members = [i for batch in pool for i in batch]
         assert abs(sum(members) / len(members) - 1999.5) < 150  # not the short reviews first
         assert all(max(b) - min(b) < 400 for b in pool)  # but each batch of similar lengths
+
+
+# -- the first stage is sized to the budget (autograder/scoring.py: WARMUP, sized_first_stage) --------------------
+def costly_student(clock: Clock, accuracy: float, seconds_per_example: float, budget_s: float) -> FakeStudent:
+    """A model right on about `accuracy` of the toy images that costs `seconds_per_example` of `clock` for every example
+    it classifies (a deterministic cost model: nothing sleeps)."""
+    draw = random.Random(11)
+
+    def model(x):
+        clock.now += seconds_per_example * len(x)
+        truth = x.mean(dim=(1, 2, 3)).floor()
+        wrong = torch.tensor([draw.random() > accuracy for _ in range(len(x))])
+        return one_hot(torch.where(wrong, (truth + 1) % NUM_CLASSES, truth))
+    return FakeStudent(model, budget_s=budget_s)
+
+
+BERT_BASE_S = 0.66  # a review, bert-base-uncased on one CPU thread (benchmarks/threshold_cost.py); budget 600 s
+SPLIT = 25_000  # as IMDB's test split
+
+
+def scored_of(note: str, total: int = SPLIT) -> int:
+    return int(re.search(rf"on ([\d,]+) of {total:,}", note)[1].replace(",", ""))
+
+
+@pytest.mark.parametrize("accuracy,bar,passes", [(0.5, 0.85, False), (0.97, 0.85, True), (0.1, 0.7, False)])
+def test_a_slow_models_first_stage_is_sized_to_fit_the_budget_and_decides_a_clear_case(accuracy, bar, passes):
+    """At BERT-base's cost the planned first stage (1 000 examples and their copies, about 990 s) cannot fit the 600 s
+    budget; the warm-up's cost sizes it down to 250, which is scored whole within the budget and decides."""
+    clock = Clock()
+    student = costly_student(clock, accuracy, BERT_BASE_S, budget_s=600)
+    if passes:
+        assert grade_images(student, threshold=bar, n=SPLIT, clock=clock) >= bar
+    else:
+        with pytest.raises(Feedback, match="below the required"):
+            grade_images(student, threshold=bar, n=SPLIT, clock=clock)
+    note = student.notes["toy"]
+    assert ("reaches the bar" if passes else "falls short of the bar") in note
+    assert "first stage 250 toy images instead of 1,000: the first 50 took" in note, note
+    assert scored_of(note) == 250  # the whole first stage: not cut short
+    assert clock.now <= 600
+
+
+def test_a_model_too_slow_for_the_smallest_first_stage_is_cut_and_still_fails_clearly():
+    """Five seconds an example: even the fewest examples that decide a clear case (125) do not fit, the note says so,
+    the budget cuts the stage, and the examples scored whole still fail a model at chance."""
+    clock = Clock()
+    student = costly_student(clock, 0.1, 5.0, budget_s=600)
+    with pytest.raises(Feedback, match="below the required"):
+        grade_images(student, threshold=0.85, n=SPLIT, clock=clock)
+    note = student.notes["toy"]
+    assert "first stage 125 toy images instead of 1,000" in note and "the fewest that still decides" in note, note
+    assert 50 <= scored_of(note) < 125
+
+
+def test_a_fast_model_keeps_the_planned_first_stage():
+    clock = Clock()
+    student = costly_student(clock, 0.5, 0.001, budget_s=600)
+    with pytest.raises(Feedback, match="below the required"):
+        grade_images(student, threshold=0.85, n=SPLIT, clock=clock)
+    assert scored_of(student.notes["toy"]) == FIRST_STAGE and "first stage" not in student.notes["toy"]
