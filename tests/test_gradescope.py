@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -239,8 +240,6 @@ def test_run_autograder_picks_the_uid_backend_where_bubblewrap_cannot_run(autogr
     forbids user namespaces) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
     snoops for the hidden tests, the solution, the grader, the judge's process and the network reaches none of them and
     keeps every layer test's points, and the instructor's log names the backend."""
-    from autograder.samples import samples_for
-    from container_like import container_like
     from container_like import problem as wrapper_problem
 
     if os.geteuid() != 0:
@@ -248,7 +247,22 @@ def test_run_autograder_picks_the_uid_backend_where_bubblewrap_cannot_run(autogr
     why = wrapper_problem()
     if why:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"cannot simulate a container here: {why}")
-    root = gradescope_root(tmp_path, autograder_zip)
+    import shutil
+    import tempfile
+
+    public = tempfile.mkdtemp(dir="/var/tmp", prefix="dlcourse-gradescope-")  # searchable by every user, as /autograder
+    os.chmod(public, 0o755)
+    try:
+        check_uid_backend(autograder_zip, tmp_path, Path(public))
+    finally:
+        shutil.rmtree(public)
+
+
+def check_uid_backend(autograder_zip, tmp_path, public) -> None:
+    from autograder.samples import samples_for
+    from container_like import container_like
+
+    root = gradescope_root(public, autograder_zip)
     [archive] = build_samples(ASSIGNMENT, tmp_path / "samples", only=["hostile_snooping"])
     (root / "submission" / archive.name).write_bytes(archive.read_bytes())
     (tmp_path / "stash").mkdir()

@@ -191,7 +191,8 @@ def uid_command(worker: list[str], uid: int, cgroup_procs: list[str]) -> list[st
 def uid_problem() -> str | None:
     """Why the uid backend cannot run the worker here (None when it can): it needs Linux and a grader running as root
     (only root may switch to another uid), and the worker's interpreter, virtualenv and course code must be readable by
-    an unprivileged uid. Probed once: the launcher, as grading starts it, runs `python -c "import numpy, dlcourse"`."""
+    an unprivileged uid. Probed once: the launcher, as grading starts it, runs `python -c "import numpy, dlcourse"` and
+opens the course package's and the worker's files."""
     if sys.platform != "linux":
         return f"the uid backend needs Linux (this is {sys.platform})"
     if not _grader_is_root():
@@ -199,7 +200,8 @@ def uid_problem() -> str | None:
     with tempfile.TemporaryDirectory(prefix="dlcourse-probe-") as scratch:
         uid = WORKER_UID_BASE + os.getpid()
         os.chown(scratch, uid, uid)
-        code = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); import numpy, dlcourse"
+        code = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); import numpy, dlcourse; "
+                f"open({str(PROJECT_ROOT / 'dlcourse' / '__init__.py')!r}).close(); open({str(HERE / 'worker.py')!r}).close()")
         try:
             probe = subprocess.run(uid_command([sys.executable, "-I", "-c", code], uid, []), capture_output=True,
                                    timeout=60, cwd=scratch, env={"PATH": "/nonexistent", "HOME": scratch})
