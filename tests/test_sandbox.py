@@ -6,7 +6,9 @@ the tests that kill the worker (timeout, exit, protocol abuse) start it again af
 Three layers keep student code in: bubblewrap's allow-list view of the machine with an unprivileged uid,
 the worker's seccomp filter, and its Python audit hook. The `isolated` tests switch the audit hook off
 (SandboxPolicy.audit_hook=False, a test-only setting) to show that bubblewrap and seccomp hold on their
-own; they are skipped, saying why, on machines without bubblewrap (CI installs it, see .ci/run).
+own; they are skipped, saying why, on machines without bubblewrap (CI installs it, see .ci/run). The `uid_*` tests
+check the second backend, for hosts without user namespaces, forced as `grade --sandbox uid` forces it, in a worker
+started by tests/uid_probes.py on a host made container-like by tests/container_like.py.
 
 Hostile probes here are canaries: they write and read only files this test module created, so they are
 harmless even if the sandbox failed.
