@@ -170,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--allow-weak-isolation", action="store_true",
                        help="where bubblewrap is unavailable (macOS, a locked-down container), grade with the Python "
                             "audit hook only; every gradebook row records the isolation used")
+        p.add_argument("--sandbox", choices=("auto", "bubblewrap", "uid"), default=DEFAULTS.sandbox,
+                       help="how the student's worker is confined: bubblewrap (an allow-list view, namespaces of its "
+                            "own), uid (for containers without user namespaces: a uid of its own, the checkout's "
+                            "secrets made private by file mode; the grader must be root), or auto (the default): "
+                            "bubblewrap where it works, else uid. Every gradebook row records which")
         p.add_argument("--judge", choices=("server", "process"), default=DEFAULTS.judge,
                        help="server (the default): each judge is forked from a judge server per worker that has "
                             "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     options = GradeOptions(workers=getattr(args, "workers", 1), memory_mb=args.memory_mb, call_timeout=args.timeout,
                            submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
-                           allow_weak_isolation=args.allow_weak_isolation, judge=args.judge)
+                           allow_weak_isolation=args.allow_weak_isolation, judge=args.judge, sandbox=args.sandbox)
     if args.command == "gradescope":  # Gradescope grades one submission per container: one worker
         from autograder.gradescope import build_zip
 

@@ -141,11 +141,11 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     from autograder.gradebook import format_summary, format_table
     from autograder.integrity import format_flags
     from autograder.samples import build_samples, reference_files_missing
-    from autograder.sandbox import bwrap_problem
+    from autograder.sandbox import choose_backend
 
     clock = Clock()
-    problem = bwrap_problem()
-    if problem:
+    backend, problem = choose_backend(options.sandbox)
+    if backend is None:
         print(f"bubblewrap, the sandbox student code runs in, cannot run here: {problem}.\n"
               f"  Install it with: {INSTALL_BUBBLEWRAP}\n"
               f"  The demo goes on with {WEAK}: it grades only the course's own samples. Grading real submissions "
@@ -157,7 +157,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     to_train = references_to_train(names, demo)
     notes = [load_assignment(n).spec.demo_note for n in to_train if demo and load_assignment(n).spec.demo_note]
     count = sum(len(s) for s in samples.values())
-    isolation = WEAK if problem else "bubblewrap sandbox"
+    isolation = WEAK if backend is None else f"{backend} sandbox"
     print(f"make demo: {len(names)} assignment(s) ({', '.join(names)}), {isolation}.\n"
           f"  1. build the student releases from source/ (nbgrader)\n"
           f"  2. train {len(to_train)} reference model(s) that a CPU can train"
@@ -195,7 +195,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         # No preflight: the samples graded include the untouched release, the notebook it would grade.
         gradebook = grade_folder(folder, name, out, options, hand_grades, progress=lambda m: clock.say(f"    {m}"),
                                  check_release="untouched_release" not in samples[name])
-        header = f"Gradebook of '{name}'" + (f" — {WEAK}" if problem else "")
+        header = f"Gradebook of '{name}'" + (f" — {WEAK}" if backend is None else "")
         print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}\n{format_flags(gradebook)}",
               flush=True)
         missing = reference_files_missing(name, demo=demo)
@@ -207,6 +207,6 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         print(f"Wrote {shown}/gradebook.csv, gradebook.json, integrity.md and feedback/<student>.md\n", flush=True)
     trainings.close()
     failed = sorted(trainings.failed)
-    clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if problem else "")
+    clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if backend is None else "")
               + (f"; training FAILED for {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

@@ -205,21 +205,35 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
 JUDGE_GRACE_S = 120.0  # the judge's own work past the student's budget (datasets, scoring) before it is killed
 
 
-def check_isolation(options: GradeOptions, progress=print) -> None:
-    """Refuse to grade where student code could not be confined, or where a worker could write what judges run."""
-    from autograder.sandbox import bwrap_problem, grader_files_writable_by_worker
+def check_isolation(options: GradeOptions, progress=print, private: list[Path] = (), own: list[Path] = ()) -> str | None:
+    """Refuse to grade where student code could not be confined, or where a worker could write what judges run; the
+    backend that will confine it ("bubblewrap", "uid"; None: weak isolation, as --allow-weak-isolation allows). For the
+    uid backend, whose worker sees the host's filesystem, the checkout's secrets, the datasets and `private` (the
+    submissions, OUT) are made private first, or the batch is refused naming what is not (sandbox.make_private:
+    paths under the checkout or a folder of `own` are fixed, others only checked)."""
+    from autograder.sandbox import choose_backend, grader_files_writable_by_worker, make_private, worker_private_paths
 
-    problem = bwrap_problem()
-    if problem and not options.allow_weak_isolation:
-        raise SystemExit(f"cannot grade safely: {problem}.\nInstall bubblewrap, or pass --allow-weak-isolation to grade "
-                         "with the Python audit hook only (each gradebook row records the isolation used).")
-    if problem:
+    backend, problem = choose_backend(options.sandbox)
+    if backend is None and not options.allow_weak_isolation:
+        raise SystemExit(f"cannot grade safely: {problem}.\nInstall bubblewrap (or, in a container that forbids user "
+                         "namespaces, run the grader as root for the uid backend), or pass --allow-weak-isolation to "
+                         "grade with the Python audit hook only (each gradebook row records the isolation used).")
+    if backend is None:
         progress(f"WARNING: {problem}; grading with weak isolation (the audit hook only), as --allow-weak-isolation asks")
-    elif os.geteuid() == 0:
+        return None
+    if problem:  # auto fell back to the uid backend
+        progress(f"Sandbox: the uid backend (no namespaces; file modes keep the worker out), since {problem}")
+    if os.geteuid() == 0:
         writable = grader_files_writable_by_worker()
         if writable:
             raise SystemExit(f"cannot grade safely: {len(writable)} file(s) the judges run could be written by a student "
                              f"worker, e.g. {writable[0]}; fix their owner or mode (chmod o-w) first")
+    if backend == "uid":
+        problems = make_private(worker_private_paths(list(private)), own=list(own))
+        if problems:
+            raise SystemExit("cannot grade safely with the uid backend: a student's worker could read "
+                             f"{len(problems)} path(s):\n" + "\n".join(f"  {line}" for line in problems))
+    return backend
 
 
 def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: Path, options: GradeOptions) -> list[str]:
@@ -572,10 +586,11 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         unknown = sorted(set(only) - {s.student_id for s in subs})
         if unknown:
             raise SystemExit(f"--only names student(s) with no submission in {submissions}: {', '.join(unknown)}")
-    if runner is None:
-        check_isolation(options, progress)
     out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
+    if runner is None:
+        backend = check_isolation(options, progress, private=[submissions, out], own=[out])
+        options = dataclasses.replace(options, sandbox=backend or options.sandbox)  # judges need not probe again
     store = ResultStore(out, assignment.name)
     store.lock()
     # hand grades are checked before the first judge, not after the last

@@ -13,7 +13,8 @@ The zip (Gradescope unpacks it into /autograder/source) holds:
     source/<a>/spec.py, source/<a>/<a>.ipynb, release/<a>/         this assignment only; hidden tests: its own only
 
 `run` grades /autograder/submission with grade_folder, exactly as `python -m autograder grade` does (preflight, one
-trusted judge, the sandboxed worker), and turns its gradebook row into /autograder/results/results.json in Gradescope's
+trusted judge, the sandboxed worker: bubblewrap where the container allows user namespaces, else the uid backend, as
+`--sandbox auto` chooses; the zip's --sandbox forces one), and turns its gradebook row into /autograder/results/results.json in Gradescope's
 format (https://gradescope-autograders.readthedocs.io/en/latest/specs/). GRADESCOPE_ROOT (default /autograder) moves
 the whole layout, so that the project's tests run it in a temporary folder.
 """
@@ -44,7 +45,8 @@ SKIPPED_NAMES = ("__pycache__", ".pytest_cache")
 
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04), in /autograder/source.
-# bubblewrap confines the student's code (README, "How grading stays safe"); the venv holds the pinned CPU
+# bubblewrap confines the student's code, or where the container forbids user namespaces the uid backend (README,
+# "How grading stays safe"; the venv must stay readable by every user for it); the venv holds the pinned CPU
 # requirements and the course package.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -205,6 +207,10 @@ def grade_submission(root: Path) -> tuple[dict, str]:
     options = GradeOptions.from_dict(config["options"])
     work = root / "grading"
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700, parents=True)  # the staged submission and OUT: no other user's (the uid backend's worker)
+    for folder in (root / "submission", root / "results"):  # the upload and the results: the grader's alone
+        if folder.is_dir():
+            folder.chmod(folder.stat().st_mode & ~0o007)
     try:
         stage_submission(root / "submission", work / "submissions")
         gradebook = grade_folder(work / "submissions", assignment.name, work / "out", options)

@@ -330,13 +330,13 @@ def run_task(out: Path, index: int | None) -> int:
     try:
         if index is None:
             try:
-                check_isolation(options)
+                check_isolation(options, private=[out], own=[out])
                 preflight(assignment, out, options, judges)
             except SystemExit as exc:  # the submitting side shows it and stops: no student is graded
                 atomic_write(folder / "preflight.failed", str(exc))
                 raise
             return 0
-        check_isolation(options)  # every node: one without bubblewrap must refuse, not grade weakly
+        check_isolation(options, private=[out], own=[out])  # every node: one without bubblewrap must refuse, not grade weakly
         store, grader = ResultStore(out, assignment.name), grader_digest(assignment)
         for entry in batch["tasks"][index]:
             sub = Submission(entry["student_id"], Path(entry["path"]))

@@ -65,7 +65,7 @@ class StudentCode:
                                device="cuda" if torch.cuda.is_available() else "cpu",
                                forbidden_attributes=list(spec.forbidden_attributes),
                                forbidden_modules=list(spec.forbidden_modules), hide=list(options.hide),
-                               allow_weak_isolation=options.allow_weak_isolation,
+                               allow_weak_isolation=options.allow_weak_isolation, backend=options.sandbox,
                                preload_modules=[*spec.preload_modules, *options.preload_modules])
         return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
                    call_timeout=options.call_timeout, budget_s=options.budget(assignment),

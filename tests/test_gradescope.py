@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -232,3 +233,47 @@ def test_a_test_not_judged_has_no_points_either_way():
     assert "score" not in skipped and "max_score" not in skipped and "status" not in skipped
     assert "not judged" in skipped["name"] and "62.0% and 68.4%" in skipped["output"] and "10 points" in skipped["output"]
     assert results["score"] == 5 and "10 more points were not judged" in results["output"]
+
+
+def test_run_autograder_picks_the_uid_backend_where_bubblewrap_cannot_run(autograder_zip, tmp_path):
+    """In a container-like host (tests/container_like.py: bubblewrap cannot start, as where Docker's seccomp profile
+    forbids user namespaces) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
+    snoops for the hidden tests, the solution, the grader, the judge's process and the network reaches none of them and
+    keeps every layer test's points, and the instructor's log names the backend."""
+    from container_like import problem as wrapper_problem
+
+    if os.geteuid() != 0:
+        pytest.skip("the uid backend needs the grader to run as root")
+    why = wrapper_problem()
+    if why:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"cannot simulate a container here: {why}")
+    import shutil
+    import tempfile
+
+    public = tempfile.mkdtemp(dir="/var/tmp", prefix="dlcourse-gradescope-")  # searchable by every user, as /autograder
+    os.chmod(public, 0o755)
+    try:
+        check_uid_backend(autograder_zip, tmp_path, Path(public))
+    finally:
+        shutil.rmtree(public)
+
+
+def check_uid_backend(autograder_zip, tmp_path, public) -> None:
+    from autograder.samples import samples_for
+    from container_like import container_like
+
+    root = gradescope_root(public, autograder_zip)
+    [archive] = build_samples(ASSIGNMENT, tmp_path / "samples", only=["hostile_snooping"])
+    (root / "submission" / archive.name).write_bytes(archive.read_bytes())
+    (tmp_path / "stash").mkdir()
+    command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash")
+    env.update(GRADESCOPE_ROOT=str(root), GRADESCOPE_PYTHON=sys.executable)
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert "Sandbox: the uid backend" in proc.stdout and "(uid backend (uid " in proc.stdout, proc.stdout[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    jsonschema.validate(results, RESULTS_SCHEMA)
+    [sample] = [s for s in samples_for(ASSIGNMENT) if s.name == "hostile_snooping"]
+    failed = [t["name"] for t in results["tests"] if t.get("status") == "failed"]
+    assert len(failed) == len(sample.expect_failed) and all("ccuracy" in name for name in failed), failed
+    assert "status: ok" in results["output"]
+    assert not (root / "source" / "source").stat().st_mode & 0o007  # the zip's solution notebook: private

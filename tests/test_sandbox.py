@@ -6,7 +6,9 @@ the tests that kill the worker (timeout, exit, protocol abuse) start it again af
 Three layers keep student code in: bubblewrap's allow-list view of the machine with an unprivileged uid,
 the worker's seccomp filter, and its Python audit hook. The `isolated` tests switch the audit hook off
 (SandboxPolicy.audit_hook=False, a test-only setting) to show that bubblewrap and seccomp hold on their
-own; they are skipped, saying why, on machines without bubblewrap (CI installs it, see .ci/run).
+own; they are skipped, saying why, on machines without bubblewrap (CI installs it, see .ci/run). The `uid_*` tests
+check the second backend, for hosts without user namespaces, forced as `grade --sandbox uid` forces it, in a worker
+started by tests/uid_probes.py on a host made container-like by tests/container_like.py.
 
 Hostile probes here are canaries: they write and read only files this test module created, so they are
 harmless even if the sandbox failed.
@@ -778,6 +780,7 @@ def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(mon
     from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
     with pytest.raises(SystemExit, match="--allow-weak-isolation"):
         check_isolation(GradeOptions(), progress=lambda message: None)
     with pytest.raises(sandbox_module.IsolationUnavailable):
@@ -791,6 +794,7 @@ def test_weak_isolation_still_runs_and_says_so(tmp_path, monkeypatch):
     import autograder.sandbox as sandbox_module
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
     with Sandbox(CELLS, SandboxPolicy(allow_weak_isolation=True), tmp_path / "worker.log") as box:
         box.start(timeout=START_TIMEOUT)
         assert box.isolation.startswith("weak") and box.memory_cap.startswith("RLIMIT_AS")
@@ -810,3 +814,152 @@ def test_a_worker_that_cannot_start_is_the_graders_failure_with_its_log(tmp_path
             box.start(timeout=START_TIMEOUT)
         assert not isinstance(failed.value, SandboxCrashed) and "no student code ran" in str(failed.value)
         assert not box.alive
+
+
+# -- the uid backend: no namespaces needed (containers), forced as `grade --sandbox uid` forces it ----------------
+def test_auto_falls_back_to_the_uid_backend_and_forcing_takes_only_the_one_named(monkeypatch):
+    import autograder.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap could not start")
+    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: None)
+    assert sandbox_module.choose_backend("auto") == ("uid", "bubblewrap cannot run here (bubblewrap could not start)")
+    assert sandbox_module.choose_backend("bubblewrap") == (None, "bubblewrap could not start")
+    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": None)
+    assert sandbox_module.choose_backend("auto") == ("bubblewrap", "")
+    assert sandbox_module.choose_backend("uid") == ("uid", "")
+    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")
+    assert sandbox_module.choose_backend("uid") == (None, "the grader is not root")
+
+
+@pytest.fixture
+def public_folder():
+    """A folder of the test's that every user can search (pytest's own tmp_path is under a mode-700 folder)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="dlcourse-uid-test-") as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+
+
+def test_uid_backend_refuses_a_secret_it_cannot_make_private(public_folder):
+    """A folder outside the checkout and the grader's output (a dataset mirror, the submissions) is only checked:
+    readable by every user, it stops the batch naming the path and the fix; the grader's own output is made private."""
+    from autograder.sandbox import make_private
+
+    tmp_path = public_folder
+    shared = tmp_path / "shared-data"
+    shared.mkdir(mode=0o755)
+    own = tmp_path / "out"
+    own.mkdir(mode=0o755)
+    problems = make_private([shared, own], own=[own])
+    assert problems == [f"{shared} can be read by every user, so a student's worker could read it: run chmod o-rwx "
+                        f"{shared} (or grade with bubblewrap)"]
+    assert shared.stat().st_mode & 0o777 == 0o755  # never changed
+    assert own.stat().st_mode & 0o777 == 0o750
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "inside").mkdir(mode=0o755)
+    assert make_private([private / "inside"]) == []  # unreachable through its folder: nothing to do
+
+
+@pytest.fixture(scope="module")
+def uid_probes(tmp_path_factory, canaries):
+    """tests/uid_probes.py's results: a worker of the forced uid backend, audit hook off, on a host made
+    container-like (tests/container_like.py: bubblewrap unrunnable, the Python installation searchable by any uid)."""
+    import subprocess
+    import sys
+
+    from container_like import container_like
+    from container_like import problem as wrapper_problem
+
+    if os.geteuid() != 0:
+        pytest.skip("the uid backend needs the grader to run as root")
+    why = wrapper_problem()
+    if why:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"cannot simulate a container here: {why}")
+    import tempfile
+
+    made = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="dlcourse-uid-canaries-"))  # searchable by every user
+    made.chmod(0o755)
+    private = made / "private-copy"  # a second copy of the course kept private, as the README asks
+    private.mkdir(mode=0o700)
+    (private / "test_vit.py").write_text(CANARY)
+    public = made / "public-copy"  # one left readable by every user: the uid backend cannot hide it
+    public.mkdir(mode=0o755)
+    (public / "test_vit.py").write_text(CANARY)
+    (public / "test_vit.py").chmod(0o644)
+    given = {
+        "private_dir": str(private), "log": str(made / "worker.log"),
+        "read": {"private copy": str(private / "test_vit.py"), "public copy": str(public / "test_vit.py")},
+        "checkout": {"hidden test": "autograder/hidden_tests/test_vit.py", "solution": "source/vit/vit.ipynb",
+                     "stand-ins": "autograder/stand_ins/__init__.py", "grader": "autograder/judge.py",
+                     "git": ".git/HEAD", "course package": "dlcourse/__init__.py",
+                     "sandbox code": "autograder/sandbox/worker.py"},
+        "write": {**{what: str(canaries[what]) for what in ("site-packages", "dlcourse", "sandbox code")},
+                  "new file in a root folder": str(public / "new.txt")},
+    }
+    stash = tmp_path_factory.mktemp("uid-stash")
+    command, env = container_like([sys.executable, str(Path(__file__).parent / "uid_probes.py"), json.dumps(given)],
+                                  stash)
+    proc = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    written = (public / "new.txt").exists()
+    shutil.rmtree(made)
+    assert not written
+    return results
+
+
+def test_uid_worker_runs_as_its_own_uid_with_seccomp_and_limits(uid_probes):
+    assert uid_probes["backend"] == "uid" and uid_probes["cell_errors"] == {}
+    uid = uid_probes["uid"]
+    assert uid >= WORKER_UID_BASE
+    assert uid_probes["identity"] == {"uid": uid, "euid": uid, "gid": uid, "groups": []}
+    assert uid_probes["isolation"].startswith(f"uid backend (uid {uid}, no user namespace")
+    assert uid_probes["isolation"].endswith("seccomp, no sockets)") and uid_probes["seccomp"] == "2"
+    limits = uid_probes["limits"]
+    assert limits["RLIMIT_NPROC"] == 256 and limits["RLIMIT_FSIZE"] == 64 << 20
+    assert uid_probes["memory_cap"].startswith("cgroup") or limits["RLIMIT_AS"] > 0
+
+
+def test_uid_worker_cannot_read_the_checkouts_secrets(uid_probes):
+    """Hidden tests, solutions, stand-ins, the grader and .git are made private before the batch; the course package
+    and the worker's own code stay readable (it runs them)."""
+    for what in ("hidden test", "solution", "stand-ins", "grader", "git"):
+        assert uid_probes["checkout"][what] == ["error", "PermissionError"], what
+    for what in ("course package", "sandbox code"):
+        assert uid_probes["checkout"][what][0] == "ok", what
+
+
+def test_uid_worker_reads_a_private_copy_never_but_a_world_readable_one_yes(uid_probes):
+    """The limit of file modes, as the README says: a copy of the course left readable by every user is readable."""
+    assert uid_probes["read"]["private copy"] == ["error", "PermissionError"]
+    assert uid_probes["read"]["public copy"][0] == "ok"
+
+
+def test_uid_worker_writes_only_its_scratch_folder(uid_probes, canaries):
+    for what, result in uid_probes["write"].items():
+        assert result == ["error", "PermissionError"], what
+    for what in ("site-packages", "dlcourse", "sandbox code"):
+        assert canaries[what].read_text() == CANARY
+    assert uid_probes["scratch"] == ["ok", "written"]
+    cwd, home, tmpdir = uid_probes["working_folder"]
+    assert cwd == home == tmpdir and cwd.startswith("/tmp/dlcourse-sandbox-")
+    assert not uid_probes["scratch_left"]  # removed with the worker
+
+
+def test_uid_worker_cannot_start_a_process_or_open_any_socket(uid_probes):
+    assert uid_probes["alive_after_processes"]
+    processes = uid_probes["processes"]
+    assert processes["ctypes.fork"] == ["ok", -1] and processes["unshare"] == ["ok", -1]
+    assert processes["ctypes.system"][0] == "ok" and processes["ctypes.system"][1] != 0
+    for how in ("os.fork", "posix_spawn", "execv"):
+        assert processes[how][:2] in (["error", "PermissionError"], ["error", "OSError"]), (how, processes[how])
+    assert set(uid_probes["sockets"].values()) == {-1}, uid_probes["sockets"]  # AF_UNIX too: it sees the host's
+    assert uid_probes["connect"] == ["error", "PermissionError"] and not uid_probes["connection_reached"]
+
+
+def test_uid_worker_cannot_touch_the_process_that_started_it(uid_probes):
+    parent = uid_probes["parent"]
+    assert parent["environ"] == ["error", "PermissionError"] and parent["mem"] == ["error", "PermissionError"]
+    assert parent["signal"] == ["error", "PermissionError"]

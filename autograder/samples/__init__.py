@@ -48,7 +48,7 @@ class Sample:
     scrambled: bool = False
     expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
     expect_status: str = "ok"
-    needs_bubblewrap: bool = False  # its expectations hold only with the full sandbox (bubblewrap)
+    needs_sandbox: bool = False  # its expectations hold only in a sandbox (bubblewrap or the uid backend), not weakly
 
 
 def reference_notebook(assignment: Assignment) -> dict:

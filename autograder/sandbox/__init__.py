@@ -17,9 +17,19 @@ Memory: a cgroup of its own where one can be made (cgroups.py), else RLIMIT_AS a
 reservation. Time: a timeout per request, the whole process tree killed when it passes. Output: the
 worker's stdout/stderr go through a pipe into a log file that keeps the first and last LOG_KEEP_BYTES.
 
-Without a working bwrap (macOS, a container that forbids namespaces) the worker would run as a plain
-subprocess guarded only by its audit hook: `SandboxPolicy.allow_weak_isolation` must say that is
-acceptable, and `Sandbox.isolation` (recorded per gradebook row) says which was used.
+Where bubblewrap cannot build its namespaces (a Docker container such as Gradescope's, whose default seccomp profile
+refuses unshare(CLONE_NEWUSER)) and the grader is root, the **uid backend** runs the worker without namespaces:
+confine.py enters a network and an IPC namespace where the host allows them, drops to the worker's own uid (no
+file on the machine is its own, it is in no group), and execs the interpreter; the worker then installs the same
+seccomp filter, denying sockets of every family (it sees the host's unix sockets), and caps its address space,
+processes and file size. What it must not read is kept from it by file modes instead of an allow-list:
+`worker_private_paths` lists what the grader makes private (mode o-rwx) before a batch, or refuses to grade naming
+the path (`make_private`). `choose_backend` picks the strongest backend that works here (bubblewrap, then uid) or
+the one forced (`GradeOptions.sandbox`, `grade --sandbox`).
+
+Without either (macOS, a container where the grader is not root) the worker would run as a plain subprocess guarded
+only by its audit hook: `SandboxPolicy.allow_weak_isolation` must say that is acceptable, and `Sandbox.isolation`
+(recorded per gradebook row) says which was used.
 """
 from __future__ import annotations
 
@@ -51,6 +61,8 @@ TMPFS_BYTES = 512 << 20  # the worker's /tmp (it also counts against the memory 
 LOG_KEEP_BYTES = 1 << 20  # of the worker's output, the first and the last MiB are kept
 SYSTEM_LIBRARIES = ["/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32"]
 WEAK_ISOLATION = "weak: no bubblewrap, the audit hook only"
+BACKENDS = ("auto", "bubblewrap", "uid")  # GradeOptions.sandbox: auto picks the first of the others that works
+UID_NAMESPACES = ["net", "ipc"]  # entered by the uid backend's launcher where the host allows (confine.py)
 
 
 class StandInAnswerer(Protocol):
@@ -88,6 +100,7 @@ class SandboxPolicy:
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     audit_hook: bool = True  # False only to test the bubblewrap layer on its own; never in grading
     preload_modules: list[str] = field(default_factory=list)  # imported before the audit hook (e.g. transformers)
+    backend: str = "auto"  # "bubblewrap", "uid" or "auto" (the first of them that works here): see choose_backend
 
 
 def log_tail(path: Path, lines: int = 20, indent: str = "    ") -> str:
@@ -165,6 +178,120 @@ def bwrap_problem(device: str = "cpu") -> str | None:
     if probe.returncode != 0:
         return f"bubblewrap could not start the worker: {probe.stderr.decode(errors='replace').strip()[:300]}"
     return None
+
+
+def uid_command(worker: list[str], uid: int, cgroup_procs: list[str]) -> list[str]:
+    """The uid backend's launch: confine.py (as root) joins the worker's cgroups, enters the UID_NAMESPACES the host
+    allows, drops to `uid` and execs the worker's interpreter, which reads only what an unprivileged uid may read."""
+    settings = json.dumps({"uid": uid, "gid": uid, "cgroup_procs": cgroup_procs, "namespaces": UID_NAMESPACES})
+    return [sys.executable, "-I", "-S", str(HERE / "confine.py"), settings, *worker]
+
+
+@functools.lru_cache(maxsize=1)
+def uid_problem() -> str | None:
+    """Why the uid backend cannot run the worker here (None when it can): it needs Linux and a grader running as root
+    (only root may switch to another uid), and the worker's interpreter, virtualenv and course code must be readable by
+    an unprivileged uid. Probed once: the launcher, as grading starts it, runs `python -c "import numpy, dlcourse"` and
+opens the course package's and the worker's files."""
+    if sys.platform != "linux":
+        return f"the uid backend needs Linux (this is {sys.platform})"
+    if not _grader_is_root():
+        return "the uid backend needs the grader to run as root (only root can run the worker as a uid of its own)"
+    with tempfile.TemporaryDirectory(prefix="dlcourse-probe-") as scratch:
+        uid = WORKER_UID_BASE + os.getpid()
+        os.chown(scratch, uid, uid)
+        code = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); import numpy, dlcourse; "
+                f"open({str(PROJECT_ROOT / 'dlcourse' / '__init__.py')!r}).close(); open({str(HERE / 'worker.py')!r}).close()")
+        try:
+            probe = subprocess.run(uid_command([sys.executable, "-I", "-c", code], uid, []), capture_output=True,
+                                   timeout=60, cwd=scratch, env={"PATH": "/nonexistent", "HOME": scratch})
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"the uid backend could not start ({exc})"
+    if probe.returncode != 0:
+        why = probe.stderr.decode(errors="replace").strip().splitlines()
+        return (f"an unprivileged uid cannot run the worker's Python ({sys.executable}: "
+                f"{why[-1][:300] if why else f'exit status {probe.returncode}'}); the interpreter, the virtualenv and "
+                f"{PROJECT_ROOT / 'dlcourse'} must be readable by every user (not under a mode-700 home such as /root)")
+    return None
+
+
+def choose_backend(requested: str = "auto", device: str = "cpu") -> tuple[str | None, str]:
+    """(backend, why): the backend that runs workers here, "bubblewrap" or "uid", or None with why neither can. "auto"
+    takes bubblewrap where it works (an allow-list view and namespaces of its own), else the uid backend (file modes
+    and no namespaces but the network's where the host allows); "bubblewrap" or "uid" only that one."""
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {requested!r}: choose one of {', '.join(BACKENDS)}")
+    problems = []
+    if requested in ("auto", "bubblewrap"):
+        problem = bwrap_problem(device)
+        if problem is None:
+            return "bubblewrap", ""
+        problems.append(problem)
+    if requested in ("auto", "uid"):
+        problem = uid_problem()
+        if problem is None:
+            return "uid", (f"bubblewrap cannot run here ({problems[0]})" if problems else "")
+        problems.append(problem)
+    return None, "; ".join(problems)
+
+
+def _reachable_by_others(path: str) -> bool:
+    """Whether a user who owns nothing and is in no group could open `path`: every folder above it searchable by
+    others (o+x), and the path itself readable or writable (a file) or searchable (a folder) by them."""
+    real = os.path.realpath(path)
+    parts = Path(real).parts
+    for depth in range(1, len(parts)):
+        if not os.stat(os.path.join(*parts[:depth])).st_mode & 0o001:
+            return False
+    info = os.stat(real)
+    if info.st_uid >= WORKER_UID_BASE:
+        return True
+    return bool(info.st_mode & (0o001 if stat.S_ISDIR(info.st_mode) else 0o006))
+
+
+def worker_private_paths(extra: list[Path] = ()) -> list[Path]:
+    """What the uid backend's worker must not reach, since it sees the host's filesystem: every entry of the checkout
+    but the course package, autograder/ and the virtualenv (source/ with the solutions, .git, build/ with reference
+    weights and grades, data/, release/, ...), every entry of autograder/ but sandbox/ (the hidden tests, the
+    stand-ins, the grader), the dataset folders the settings name (their labels) and `extra` (the submissions folder,
+    the result store)."""
+    root = PROJECT_ROOT.resolve()
+    keep = {root / "dlcourse", root / "autograder"}
+    prefix = Path(os.path.realpath(sys.prefix))
+    if root in prefix.parents:
+        keep.add(root / prefix.relative_to(root).parts[0])  # the virtualenv inside the checkout (.venv, venv)
+    paths = [p for p in sorted(root.iterdir()) if p not in keep]
+    paths += [p for p in sorted((root / "autograder").iterdir()) if p != root / "autograder" / "sandbox"]
+    for variable in ("DLCOURSE_DATA", "DLCOURSE_DATA_MIRROR", "DLCOURSE_COCO"):
+        if os.environ.get(variable):
+            paths.append(Path(os.environ[variable]))
+    return paths + [Path(p) for p in extra]
+
+
+def make_private(paths: list[Path], own: list[Path] = ()) -> list[str]:
+    """Make each path of `paths` unreachable by the uid backend's worker; the problems left, one line each naming the
+    path and the fix. A path is fixed (chmod o-rwx, never through a symbolic link) where it lies in the checkout or
+    under a folder of `own` (the grader's output); elsewhere (a dataset mirror, the instructor's submissions) it is
+    only checked: the grader does not change the modes of folders it was merely pointed at."""
+    root = os.path.realpath(PROJECT_ROOT)
+    mine = [root, *(os.path.realpath(p) for p in own)]
+    problems = []
+    for path in paths:
+        if not os.path.lexists(path) or not _reachable_by_others(str(path)):
+            continue
+        real = os.path.realpath(path)
+        if not os.path.islink(path) and any(real == m or real.startswith(m + os.sep) for m in mine):
+            try:
+                os.chmod(real, stat.S_IMODE(os.stat(real).st_mode) & ~0o007)
+                if os.stat(real).st_uid >= WORKER_UID_BASE:
+                    os.chown(real, 0, 0)
+                continue
+            except OSError as exc:
+                problems.append(f"{path}: cannot make it private ({exc.strerror}); run: chmod o-rwx {path}")
+                continue
+        problems.append(f"{path}{f' (-> {real})' if real != os.path.abspath(path) else ''} can be read by every user, so "
+                        f"a student's worker could read it: run chmod o-rwx {real} (or grade with bubblewrap)")
+    return problems
 
 
 @functools.cache
@@ -274,18 +401,23 @@ class Sandbox:
         self.seccomp = "not started"
         self._workdir = None
         self._log_thread = None
-        problem = bwrap_problem(policy.device)
-        if problem and not policy.allow_weak_isolation:
+        self.namespaces: list[str] = []
+        self.backend, problem = choose_backend(policy.backend, policy.device)
+        if self.backend is None and not policy.allow_weak_isolation:
             raise IsolationUnavailable(f"{problem}; refusing to run student code without it "
                                        "(pass --allow-weak-isolation to grade with the audit hook only)")
         self.uid = WORKER_UID_BASE + os.getpid() if _grader_is_root() else None
-        self.strong = problem is None
+        self.strong = self.backend is not None
 
     @property
     def isolation(self) -> str:
         """How the worker is confined, for the gradebook."""
         if not self.strong:
             return WEAK_ISOLATION
+        if self.backend == "uid":
+            spaces = (f"own {' and '.join(self.namespaces)} namespace{'s' if len(self.namespaces) > 1 else ''}"
+                      if self.namespaces else "no namespace")
+            return f"uid backend (uid {self.uid}, no user namespace, {spaces}, {self.seccomp})"
         user = f"uid {self.uid}" if self.uid is not None else "the grader's uid mapped to 65534"
         return f"bubblewrap ({user}, {self.seccomp})"
 
@@ -305,6 +437,9 @@ class Sandbox:
         output_r, output_w = os.pipe()
         # Where the worker starts (weak isolation) or, as root, the staging tmpfs's mount point: never in the project.
         workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        uid_backend = self.backend == "uid"
+        if uid_backend:  # the worker's private writable folder (mode 700): its cwd, HOME and TMPDIR
+            os.chown(workdir, self.uid, self.uid)
         if PROJECT_ROOT in Path(workdir).resolve().parents:
             raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
         if self.policy.device == "cpu":
@@ -314,14 +449,14 @@ class Sandbox:
         settings = {
             "memory_mb": self.limits.rlimit_mb,
             "max_processes": 256 if self.uid is not None and self.strong else None,  # per uid: only for a uid of its own
-            "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong,
+            "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong, "backend": self.backend,
             "course_root": str(PROJECT_ROOT),  # dlcourse is imported from this checkout, as on the trusted side
             "audit_hook": self.policy.audit_hook, "preload_modules": self.policy.preload_modules,
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
-            "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, "/tmp" if self.strong else workdir],
+            "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, workdir if uid_backend or not self.strong else "/tmp"],
         }
         worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
-        home = "/tmp" if self.strong else workdir
+        home = workdir if uid_backend or not self.strong else "/tmp"
         env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
                # the judge's thread count, also for any dlcourse helper the student's code calls (dlcourse.threads)
@@ -333,7 +468,9 @@ class Sandbox:
         for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        if self.strong:
+        if uid_backend:
+            command = uid_command(worker, self.uid, self.limits.procs_files)
+        elif self.strong:
             command = _sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
         else:
             env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
@@ -354,6 +491,7 @@ class Sandbox:
                               "forbidden_modules": self.policy.forbidden_modules},
                              timeout=max(1.0, deadline - time.monotonic()))[0]
         self.seccomp = reply.get("seccomp", "no seccomp filter")
+        self.namespaces = list(reply.get("namespaces", []))
         return reply
 
     def _await_ready(self, deadline: float) -> None:
@@ -450,7 +588,7 @@ class Sandbox:
             return "worker stopped answering"
         if self.limits and self.limits.oom_killed():
             return f"worker was killed for using more than the memory cap ({self.policy.memory_mb} MiB)"
-        if self.strong and code > 128:  # bubblewrap reports a signal that killed the worker as 128 + its number
+        if self.backend == "bubblewrap" and code > 128:  # bubblewrap reports a signal that killed the worker as 128 + its number
             code = -(code - 128)
         if code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)

@@ -7,7 +7,9 @@ when called through ctypes (`ctypes.pythonapi.system`, `fork`, `posix_spawn`):
   with EPERM; `clone3` fails with ENOSYS, so glibc falls back to `clone` for threads;
 - namespace, mount, tracing, keyring, BPF and kernel-module calls fail with EPERM;
 - `socket` and `socketpair` of any family but AF_UNIX fail with EPERM: no inet, netlink or vsock socket (vsock
-  reaches the host outside what the network namespace covers); the worker itself needs none;
+  reaches the host outside what the network namespace covers); the worker itself needs none. With
+  `unix_sockets=False` (the uid backend, whose worker sees the host's filesystem and, without a network namespace of
+  its own, the host's abstract socket names) AF_UNIX fails too: no socket of any family;
 - a system call of another ABI (32-bit `int 0x80`, x32) kills the process: its numbers differ.
 
 It applies to every thread of the worker (SECCOMP_FILTER_FLAG_TSYNC) and cannot be removed. Only the
@@ -61,8 +63,9 @@ def _instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> 
     return struct.pack("HBBI", code, jump_true, jump_false, k)
 
 
-def build_filter(machine: str) -> bytes:
-    """The BPF program for `machine` (platform.machine()), as the kernel's array of struct sock_filter."""
+def build_filter(machine: str, unix_sockets: bool = True) -> bytes:
+    """The BPF program for `machine` (platform.machine()), as the kernel's array of struct sock_filter; without
+    `unix_sockets`, socket(2) and socketpair(2) fail for every family, AF_UNIX included."""
     audit_arch, _, numbers = ARCHES[machine]
     deny_eperm, deny_enosys = ERRNO | errno.EPERM, ERRNO | errno.ENOSYS
     program = [
@@ -78,6 +81,9 @@ def build_filter(machine: str) -> bytes:
         if name in numbers:
             program += [_instruction(JUMP_EQUAL, numbers[name], 0, 1), _instruction(RETURN, deny_eperm)]
     for name in ("socket", "socketpair"):  # the family is the first argument: only AF_UNIX
+        if not unix_sockets:
+            program += [_instruction(JUMP_EQUAL, numbers[name], 0, 1), _instruction(RETURN, deny_eperm)]
+            continue
         program += [
             _instruction(JUMP_EQUAL, numbers[name], 0, 4),
             _instruction(LOAD_WORD, ARG0_OFFSET),
@@ -100,13 +106,14 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install() -> str:
-    """Install the filter on every thread of this process. Returns "seccomp" when it is on, or a sentence
-    saying why not (an unsupported processor, or a kernel without seccomp)."""
+def install(unix_sockets: bool = True) -> str:
+    """Install the filter on every thread of this process (`unix_sockets`: see build_filter). Returns "seccomp" when
+    it is on ("seccomp, no sockets" without `unix_sockets`), or a sentence saying why not (an unsupported
+    processor, or a kernel without seccomp)."""
     machine = platform.machine()
     if machine not in ARCHES:
         return f"no seccomp filter (processor {machine} is not supported)"
-    program = build_filter(machine)
+    program = build_filter(machine, unix_sockets)
     buffer = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     libc = ctypes.CDLL(None, use_errno=True)
@@ -115,4 +122,4 @@ def install() -> str:
     seccomp_nr = ARCHES[machine][1]
     if libc.syscall(seccomp_nr, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) != 0:
         return f"no seccomp filter (seccomp failed: {errno.errorcode.get(ctypes.get_errno(), '?')})"
-    return "seccomp"
+    return "seccomp" if unix_sockets else "seccomp, no sockets"

@@ -303,6 +303,7 @@ def serve() -> None:
                 if cmd == "load":
                     reply["cell_errors"] = run_cells(header["cells"])
                     reply["seccomp"] = SECCOMP
+                    reply["namespaces"] = NAMESPACES
                 elif cmd == "call":
                     extra, out = handle_call(header, tensors)
                     reply.update(extra)
@@ -320,9 +321,12 @@ def serve() -> None:
 if SETTINGS.get("seccomp"):
     import seccomp  # noqa: E402
 
-    SECCOMP = seccomp.install()
+    # The uid backend's worker sees the host's filesystem (its unix sockets too): no socket of any family there.
+    SECCOMP = seccomp.install(unix_sockets=SETTINGS.get("backend") != "uid")
 else:
     SECCOMP = "no seccomp filter (weak isolation)"
+# The namespaces the uid backend's launcher (confine.py) entered; read before any student code runs.
+NAMESPACES = [n for n in os.environ.pop("DLCOURSE_WORKER_NAMESPACES", "").split(",") if n]
 if SETTINGS.get("audit_hook", True):
     sys.addaudithook(_audit)
 write_frame(RESPONSE_FD, {"ready": True})  # confined, imports done, no student code run yet (Sandbox._await_ready)

@@ -45,9 +45,16 @@ for _target in [_root / "autograder" / "hidden_tests" / "test_vit.py", _root / "
         LEAKS.append(_target.read_text()[:20] if _target.is_file() else os.listdir(_target))
     except Exception:
         pass
-_own = {str(os.getpid()), str(os.getppid()), "1"}
-if any(p.isdigit() and p not in _own for p in os.listdir("/proc")):  # the judge's process (and its memory)
-    LEAKS.append("other processes are visible")
+if os.getpid() == 1:  # a PID namespace of its own (bubblewrap): no other process may even be listed
+    if any(p.isdigit() and p != "1" for p in os.listdir("/proc")):
+        LEAKS.append("other processes are visible")
+else:  # none (the uid backend): the judge that started the worker is listed, its environment and memory unreadable
+    for _part in ("environ", "mem"):
+        try:
+            with open(f"/proc/{os.getppid()}/{_part}", "rb") as _f:
+                LEAKS.append(_part + " of the judge: " + repr(_f.read(20)))
+        except OSError:
+            pass
 try:
     socket.create_connection(("127.0.0.1", 22), timeout=2)
     LEAKS.append("network")
@@ -119,7 +126,7 @@ def escape_attempt(name: str, code: str, description: str, **kwargs) -> Sample:
     return Sample(name, description,
                   edits=[("patchify", "class Patchify(nn.Module):", code + "\n\nclass Patchify(nn.Module):"),
                          ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
-                  **{"expect_failed": ACCURACY, "needs_bubblewrap": True, **kwargs})
+                  **{"expect_failed": ACCURACY, "needs_sandbox": True, **kwargs})
 
 
 VIT_RETURN = "        return self.head(x[:, 0])                             # (B, num_classes)"
@@ -249,7 +256,7 @@ SAMPLES = [
            "other processes, and to open a network connection; its Patchify breaks if any of that works",
            edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),
                   ("patchify", PATCHIFY_RETURN, "        assert not LEAKS, LEAKS\n" + PATCHIFY_RETURN)],
-           expect_failed=ACCURACY, needs_bubblewrap=True),
+           expect_failed=ACCURACY, needs_sandbox=True),
     Sample("hostile_infinite_loop", "MLP.forward never returns, with trained weights: the accuracy is judged from the "
            "weights in the course's implementation, so it passes (the check of the student's own code on the saved "
            "weights times out, and the feedback notes it)",
