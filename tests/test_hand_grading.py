@@ -24,7 +24,7 @@ from autograder.assignments import load_assignment
 from autograder.export import export_grades
 from autograder.grade import gradebook_of_store, rebuild_gradebook
 from autograder.gradebook import give_hand_grade, kept_hand_grades
-from autograder.hand_grading import questions, render_markdown
+from autograder.hand_grading import HandGrading, questions, render_markdown
 from autograder.notebook import read_notebook, written_answers
 from autograder.results import SubmissionResult
 from autograder.store import ResultStore, StoredResult
@@ -115,6 +115,8 @@ def test_a_grade_given_in_the_page_stays_through_a_csv_and_clears_a_re_check(tmp
     give_hand_grade(out, "alice", cell, 7, "  good table  ", "an older answer")
     row = next(r for r in rebuild_gradebook(out)["submissions"] if r["student_id"] == "alice")
     assert row["hand_graded"]["analysis"] == {"points": 10, "earned": 7.0, "recheck": True, "comment": "good table"}
+    grading = HandGrading(out)  # what the page shows: the answer to look at again, counted as left
+    assert grading.grades()["alice", "analysis"]["recheck"] and grading.left() == 4
     give_hand_grade(out, "alice", cell, 8, "good table", GOOD)  # given again on the current answer
     gradebook = rebuild_gradebook(out)
     rows = {r["student_id"]: r for r in gradebook["submissions"]}
@@ -137,8 +139,9 @@ def test_a_ta_grades_two_answers_in_the_browser_and_the_points_reach_every_expor
     try:
         url = next(line.strip() for line in server.stdout if line.strip().startswith("http://127.0.0.1:"))
         base = url.split("/?")[0]
-        with pytest.raises(urllib.error.HTTPError, match="403"):  # without the token the page is closed
+        with pytest.raises(urllib.error.HTTPError, match="403") as closed:  # without the token the page is closed
             urllib.request.urlopen(f"{base}/item/0")
+        assert "script-src 'self'" in closed.value.headers["Content-Security-Policy"]
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
             browser = p.chromium.launch_persistent_context(profile, executable_path=chromium, headless=True,
                                                            args=CHROMIUM_ARGS, viewport={"width": 1100, "height": 900})
@@ -173,7 +176,7 @@ def test_a_ta_grades_two_answers_in_the_browser_and_the_points_reach_every_expor
             screenshot = os.environ.get("HAND_GRADING_SCREENSHOT")  # docs/hand_grading.png: README
             if screenshot:
                 page.click("#toggle-ids")
-                page.screenshot(path=screenshot)
+                page.screenshot(path=screenshot, clip={"x": 0, "y": 0, "width": 1100, "height": 670})
             browser.close()
     finally:
         server.terminate()
