@@ -250,7 +250,11 @@ def serve(grading: HandGrading, host: str = "127.0.0.1", port: int = 8765, hide_
     """Serve the page until ^C, printing its URL (with the token that opens it) once it listens."""
     token = secrets.token_urlsafe(24)
     server = tornado.httpserver.HTTPServer(make_app(grading, token, hide_ids))
-    sockets = tornado.netutil.bind_sockets(port, host)
+    try:
+        sockets = tornado.netutil.bind_sockets(port, host)
+    except OSError as exc:
+        raise SystemExit(f"hand-grade: cannot listen on {host}:{port} ({exc.strerror}); pass another --port "
+                         "(0: any free one)") from None
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]
     print(f"Hand grading '{grading.assignment.name}' ({len(grading.items)} answers, {grading.left()} left) from "

@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -200,3 +201,10 @@ def test_the_page_refuses_a_folder_that_was_not_graded(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "no gradebook to add hand grades to" in proc.stderr
     assert "Traceback" not in proc.stderr
+    graded_batch(tmp_path)
+    with socket.socket() as busy:  # a port already taken: said, with the way out
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = subprocess.run([sys.executable, "-m", "autograder", "hand-grade", str(tmp_path), "--port",
+                               str(busy.getsockname()[1])], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "pass another --port" in proc.stderr and "Traceback" not in proc.stderr
