@@ -4,7 +4,8 @@ One row per submission, whatever happened to it. A skipped test (a threshold too
 this grader's threshold budget) earns nothing and is left out of that row's max_score: its points are reported as
 not judged, never as passed nor as a zero. A row without a result for a test some other row did not judge (a bad
 archive's row, a crashed judge) reports it not judged too. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
-(student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score. The
+(student_id,grade_id,points), checked line by line, or from the hand-grading page (autograder/hand_grading.py), and
+stay "pending" until then; `total` adds them to the score. The
 grades last given are kept in OUT/hand_grades.json and used by later runs until others are given.
 """
 from __future__ import annotations
@@ -81,6 +82,12 @@ def points_allowed(points: float, cell_points: float) -> bool:
 def answer_fingerprint(text: str | None) -> str | None:
     """What identifies a written answer as graded: the SHA-256 of its cell's text (None: not known)."""
     return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def needs_recheck(graded_print: str | None, answer: str | None) -> bool:
+    """Whether a hand grade given to the answer fingerprinted `graded_print` must be looked at again: the answer now
+    kept (`answer`) is another one (a resubmission changed the cell). A grade without a fingerprint stands."""
+    return bool(graded_print) and graded_print != answer_fingerprint(answer)
 
 
 def load_hand_grades(out: Path) -> dict[tuple[str, str], dict]:
@@ -194,7 +201,7 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tup
             key = (sub.student_id, m["grade_id"])
             hand_graded[m["grade_id"]] = {"points": m["points"], "earned": hand.get(key)}
             graded_print = (graded_answers or {}).get(key)
-            if key in hand and graded_print and graded_print != answer_fingerprint(result.written.get(m["grade_id"])):
+            if key in hand and needs_recheck(graded_print, result.written.get(m["grade_id"])):
                 hand_graded[m["grade_id"]]["recheck"] = True  # the answer changed since it was graded
             if key in hand and (comments or {}).get(key):
                 hand_graded[m["grade_id"]]["comment"] = comments[key]

@@ -32,7 +32,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.dollarmath import dollarmath_plugin
 
 from autograder.assignments import Assignment, load_assignment
-from autograder.gradebook import give_hand_grade, hand_graded_cells, load_hand_grades
+from autograder.gradebook import give_hand_grade, hand_graded_cells, load_hand_grades, needs_recheck
 from autograder.notebook import cell_source, grade_id, read_notebook
 from autograder.store import ResultStore
 
@@ -121,13 +121,11 @@ class HandGrading:
 
     def grades(self) -> dict[tuple[str, str], dict]:
         """The hand grades kept in OUT, with whether each one's answer changed since (`recheck`)."""
-        from autograder.gradebook import answer_fingerprint
-
         kept = load_hand_grades(self.out)
         for item in self.items:
             record = kept.get((item.student_id, item.question.grade_id))
             if record is not None:
-                record["recheck"] = bool(record["answer_sha256"]) and record["answer_sha256"] != answer_fingerprint(item.answer)
+                record["recheck"] = needs_recheck(record["answer_sha256"], item.answer)
         return kept
 
     def left(self) -> int:
