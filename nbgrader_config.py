@@ -21,3 +21,19 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # What students see where a solution was.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# What a TA sees but students do not: the rubric of a hand-graded cell (`metadata.dlcourse.rubric` in the source
+# notebook, shown by the hand-grading page, autograder/hand_grading.py) is removed from the release.
+from nbgrader.converters.generate_assignment import GenerateAssignment  # noqa: E402
+from nbgrader.preprocessors import NbGraderPreprocessor  # noqa: E402  (enabled by default, unlike nbconvert's base)
+
+
+class ClearRubrics(NbGraderPreprocessor):
+    """Drops each cell's `dlcourse` metadata (the rubric) from the student's notebook."""
+
+    def preprocess_cell(self, cell, resources, index):
+        cell.metadata.pop("dlcourse", None)
+        return cell, resources
+
+
+c.GenerateAssignment.preprocessors = [*GenerateAssignment.class_traits()["preprocessors"].default(), ClearRubrics]

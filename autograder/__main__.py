@@ -9,6 +9,9 @@
                                [--slurm [--partition P] [--gpus-per-task N] [--array-parallelism N]
                                 [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]]
                                                          one Slurm job array instead of local workers (autograder/slurm.py)
+    python -m autograder hand-grade OUT [--port P] [--host H] [--hide-ids] [--export canvas|csv [--export-file F]
+                               [--canvas-column C]]   the page where a TA grades the written answers of a graded
+                                                         batch; each grade goes into OUT's gradebook (autograder/hand_grading.py)
     python -m autograder collect OUT [--job ID]          wait for a `grade --slurm --no-wait` (or for OUT/slurm/grade.sbatch
                                                          resubmitted by hand), then write its gradebook
     python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
@@ -88,15 +91,6 @@ def main(argv: list[str] | None = None) -> int:
                        help="regrade only these students and merge them into the existing gradebook")
     p_grade.add_argument("--roster", type=Path,
                          help="CSV with a student_id column: students without a submission get a no-submission row")
-    p_grade.add_argument("--export", choices=("canvas", "csv"),
-                         help="also merge the totals into a course CSV, one column per assignment keyed by student id "
-                              "(canvas: the columns Canvas's gradebook import reads)")
-    p_grade.add_argument("--export-file", type=Path,
-                         help="the course CSV for --export (default: <format>.csv beside the output folder); for "
-                              "canvas, a gradebook exported from Canvas is filled in place")
-    p_grade.add_argument("--canvas-column",
-                         help="with --export canvas: the Canvas column to fill, e.g. 'ViT (1202)' (default: the column "
-                              "whose name before ' (id)' is the assignment's)")
     p_grade.add_argument("--no-preflight", action="store_true",
                          help="do not read the thresholds' datasets nor grade the release notebook before the first "
                               "student (the checks that stop a batch whose grader is broken); for runs that check them "
@@ -117,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     slurm.add_argument("--cpus-per-task", type=int, default=2, help="CPUs per task (default 2): the judge's torch threads")
     slurm.add_argument("--no-wait", action="store_true",
                        help="return once submitted; `python -m autograder collect OUT` waits and writes the gradebook")
+    p_hand = sub.add_parser("hand-grade", help="serve the page where a TA grades the written answers of a graded batch")
+    p_hand.add_argument("out", type=Path, help="the output folder of a `grade` run (e.g. build/grades/vit)")
+    p_hand.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine "
+                                                            "only; the page also needs the token in the URL it prints)")
+    p_hand.add_argument("--port", type=int, default=8765, help="the port (default 8765; 0: any free port)")
+    p_hand.add_argument("--hide-ids", action="store_true", help="start with the student ids hidden (the page can "
+                                                                "show them again)")
     p_collect = sub.add_parser("collect", help="wait for a `grade --slurm --no-wait` and write its gradebook")
     p_collect.add_argument("out", type=Path)
     p_collect.add_argument("--job", help="the job id of OUT/slurm/grade.sbatch submitted again by hand (default: the "
@@ -179,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="server (the default): each judge is forked from a judge server per worker that has "
                             "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
                             "Student code runs in a new sandboxed worker per submission either way")
+    for p in (p_grade, p_hand):
+        p.add_argument("--export", choices=("canvas", "csv"),
+                       help="also merge the totals into a course CSV, one column per assignment keyed by student id "
+                            "(canvas: the columns Canvas's gradebook import reads); hand-grade: after each grade saved")
+        p.add_argument("--export-file", type=Path,
+                       help="the course CSV for --export (default: <format>.csv beside the output folder); for "
+                            "canvas, a gradebook exported from Canvas is filled in place")
+        p.add_argument("--canvas-column",
+                       help="with --export canvas: the Canvas column to fill, e.g. 'ViT (1202)' (default: the column "
+                            "whose name before ' (id)' is the assignment's)")
     args = parser.parse_args(argv)
     unknown = sorted(set(getattr(args, "assignments", None) or ()) - set(list_assignments()))
     if args.command in ("demo", "release") and unknown:
@@ -193,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade" and any(getattr(args, f) is not None and getattr(args, f) < 1 for f in (
             "array_parallelism", "time_per_submission", "submissions_per_task", "cpus_per_task")):
         parser.error("--array-parallelism, --time-per-submission, --submissions-per-task and --cpus-per-task take 1 or more")
+    if args.command == "hand-grade":
+        from autograder.hand_grading import HandGrading, serve
+
+        serve(HandGrading(args.out, args.export, args.export_file, args.canvas_column), args.host, args.port, args.hide_ids)
+        return 0
     if args.command == "collect":
         from autograder.gradebook import format_summary, format_table
         from autograder.slurm import collect

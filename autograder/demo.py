@@ -181,6 +181,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     build_release(names)
     # The assignments that need no training first, then each as soon as its training ends.
     order = chain([n for n in names if n not in to_train], trainings.as_they_end())
+    written = []  # the output folders of the assignments with answers graded by hand
     for i, name in enumerate(order, 1):
         if not trainings.trained(name):
             clock.say(f"Grading {i}/{len(names)} {name}: skipped, its reference did not train "
@@ -205,8 +206,15 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
                   "judged from them fail for the reference here. Grade on a GPU machine to see them pass.")
         shown = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
         print(f"Wrote {shown}/gradebook.csv, gradebook.json, integrity.md and feedback/<student>.md\n", flush=True)
+        if gradebook["hand_graded"]:
+            written.append(shown)
     trainings.close()
     failed = sorted(trainings.failed)
     clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if backend is None else "")
               + (f"; training FAILED for {', '.join(failed)}" if failed else ""))
+    if written:  # the last line: how a TA goes on (README, "Hand grading in the browser")
+        python = Path(sys.executable)
+        python = python.relative_to(PROJECT_ROOT) if python.is_relative_to(PROJECT_ROOT) else "python"
+        print(f"Grade the written answers in the browser: {python} -m autograder hand-grade {written[0]}"
+              + (f" (likewise {', '.join(map(str, written[1:]))})" if written[1:] else ""), flush=True)
     return 1 if failed else 0

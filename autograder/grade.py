@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import queue
 import re
@@ -518,23 +519,52 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
                     out: Path) -> dict:
     """The gradebook of every result kept in OUT/results/ (plus a no-submission row per roster student without one),
     written to OUT: gradebook.csv, gradebook.json, feedback/."""
-    from autograder.gradebook import build_gradebook, write_outputs
-
     graded = store.all()
     present = {s.student_id for s in subs}
     warnings = warnings + [f"{sid}: row kept from an earlier run ({stored.source} is no longer in {submissions})"
                            for sid, stored in graded.items() if sid not in present]
+    missing = {sid: f"no submission was found in {submissions.name}" for sid in roster_ids or () if sid not in graded}
+    gradebook = gradebook_of_store(assignment, graded, missing, hand, graded_answers, warnings, out)
+    write_integrity(assignment, gradebook, {sid: stored.result for sid, stored in graded.items()}, out)
+    return gradebook
+
+
+def gradebook_of_store(assignment: Assignment, graded: dict, missing: dict[str, str], hand: dict, graded_answers: dict,
+                       warnings: list[str], out: Path) -> dict:
+    """The gradebook of the results kept in OUT (`graded`: ResultStore.all()) and a no-submission row for each student
+    of `missing` (student_id -> why), with the hand grades and the TA's comments kept in OUT; written to OUT."""
+    from autograder.gradebook import build_gradebook, hand_grade_comments, write_outputs
+
     results = [(Submission(s.student_id, Path(s.source)), s.result) for s in graded.values()]
-    results += [(Submission(sid, Path()), SubmissionResult.without_results(
-                    Status.NO_SUBMISSION, f"no submission was found in {submissions.name}"))
-                for sid in roster_ids or () if sid not in graded]
-    gradebook = build_gradebook(assignment, results, hand, graded_answers)
+    results += [(Submission(sid, Path()), SubmissionResult.without_results(Status.NO_SUBMISSION, why))
+                for sid, why in missing.items()]
+    gradebook = build_gradebook(assignment, results, hand, graded_answers, hand_grade_comments(out))
     gradebook["warnings"] = warnings
     for row in gradebook["submissions"]:
         row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
     write_outputs(gradebook, out)
-    write_integrity(assignment, gradebook, {sid: stored.result for sid, stored in graded.items()}, out)
     return gradebook
+
+
+def rebuild_gradebook(out: Path) -> dict:
+    """Write OUT's gradebook again from what OUT keeps, grading nothing: the stored results, the hand grades (after a
+    TA gave some in the hand-grading page), and the last gradebook's no-submission rows and warnings."""
+    from autograder.gradebook import kept_hand_grades
+
+    path = out / "gradebook.json"
+    try:
+        last = json.loads(path.read_text())
+        name = last["assignment"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: no gradebook to add hand grades to ({exc}); grade the submissions into {out} "
+                         "first (python -m autograder grade SUBMISSIONS --assignment A --out OUT)") from None
+    assignment = load_assignment(name)
+    store = ResultStore(out, assignment.name)
+    graded = store.all()
+    missing = {row["student_id"]: row["message"] for row in last.get("submissions", [])
+               if row.get("status") == Status.NO_SUBMISSION and row["student_id"] not in graded}
+    hand, graded_answers, _ = kept_hand_grades(out, None)
+    return gradebook_of_store(assignment, graded, missing, hand, graded_answers, last.get("warnings", []), out)
 
 
 def write_integrity(assignment: Assignment, gradebook: dict, results: dict[str, SubmissionResult], out: Path) -> Path:
@@ -595,7 +625,7 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     store.lock()
     # hand grades are checked before the first judge, not after the last
     given = read_hand_grades(hand_grades, assignment, {s.student_id for s in subs} | set(store.all()) | set(roster_ids or ()))
-    answers = {(sid, gid): text for sid, stored in store.all().items() for gid, text in stored.result.answers.items()}
+    answers = {(sid, gid): text for sid, stored in store.all().items() for gid, text in stored.result.written.items()}
     hand, graded_answers, changed = kept_hand_grades(out, given, answers)
     for line in changed:
         progress(line)

@@ -4,7 +4,8 @@ One row per submission, whatever happened to it. A skipped test (a threshold too
 this grader's threshold budget) earns nothing and is left out of that row's max_score: its points are reported as
 not judged, never as passed nor as a zero. A row without a result for a test some other row did not judge (a bad
 archive's row, a crashed judge) reports it not judged too. Hand-graded answer cells (nbgrader `grade: true` in the release notebook) come from an optional CSV
-(student_id,grade_id,points), checked line by line, and stay "pending" until then; `total` adds them to the score. The
+(student_id,grade_id,points), checked line by line, or from the hand-grading page (autograder/hand_grading.py), and
+stay "pending" until then; `total` adds them to the score. The
 grades last given are kept in OUT/hand_grades.json and used by later runs until others are given.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from autograder.assignments import Assignment
 from autograder.csvfiles import csv_rows
-from autograder.notebook import grade_id, read_notebook
+from autograder.notebook import grade_id, hand_graded_ids, read_notebook
 from autograder.store import atomic_write
 
 GRADEBOOK_FORMAT = 1  # of gradebook.json: a reader checks it before relying on the keys
@@ -30,12 +31,8 @@ def hand_graded_cells(assignment: Assignment, notebook: Path | None = None) -> l
     """[{"grade_id", "points"}] of the written answers graded by hand, from the nbgrader metadata of `notebook`
     (by default the release's)."""
     nb = read_notebook(notebook or assignment.release_dir / assignment.notebook)
-    cells = []
-    for cell in nb["cells"]:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade") and meta.get("solution"):
-            cells.append({"grade_id": grade_id(cell), "points": meta.get("points", 0)})
-    return cells
+    by_id = {grade_id(cell): cell for cell in nb["cells"]}
+    return [{"grade_id": gid, "points": by_id[gid]["metadata"]["nbgrader"].get("points", 0)} for gid in hand_graded_ids(nb)]
 
 
 def read_hand_grades(path: Path | None, assignment: Assignment, students: set[str]) -> dict[tuple[str, str], float] | None:
@@ -62,7 +59,7 @@ def read_hand_grades(path: Path | None, assignment: Assignment, students: set[st
                 elif gid not in cells:
                     errors.append(f"{where}: unknown grade_id {gid!r}; the hand-graded cells of '{assignment.name}' "
                                   f"are {', '.join(cells) or 'none'}")
-                elif not 0 <= points <= cells[gid]:
+                elif not points_allowed(points, cells[gid]):
                     errors.append(f"{where}: points {text!r} for {gid} are not a number from 0 to {cells[gid]:g}")
                 elif (sid, gid) in grades:
                     errors.append(f"{where}: a second grade for {sid} / {gid}; keep one line per student and cell")
@@ -77,40 +74,82 @@ def read_hand_grades(path: Path | None, assignment: Assignment, students: set[st
     return grades
 
 
+def points_allowed(points: float, cell_points: float) -> bool:
+    """Whether a hand grade of `points` fits a cell worth `cell_points` (a number from 0 to the cell's points)."""
+    return 0 <= points <= cell_points
+
+
 def answer_fingerprint(text: str | None) -> str | None:
     """What identifies a written answer as graded: the SHA-256 of its cell's text (None: not known)."""
     return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+def needs_recheck(graded_print: str | None, answer: str | None) -> bool:
+    """Whether a hand grade given to the answer fingerprinted `graded_print` must be looked at again: the answer now
+    kept (`answer`) is another one (a resubmission changed the cell). A grade without a fingerprint stands."""
+    return bool(graded_print) and graded_print != answer_fingerprint(answer)
+
+
+def load_hand_grades(out: Path) -> dict[tuple[str, str], dict]:
+    """The hand grades kept in OUT/hand_grades.json: (student_id, grade_id) -> {"points", "answer_sha256" (the
+    fingerprint of the answer graded), "comment" (the TA's, shown in the student's feedback)}."""
+    path = out / HAND_GRADES_FILE
+    if not path.exists():
+        return {}
+    try:
+        return {(g["student_id"], g["grade_id"]): {"points": float(g["points"]), "answer_sha256": g.get("answer_sha256"),
+                                                   "comment": str(g.get("comment") or "")}
+                for g in json.loads(path.read_text())["grades"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path} (the hand grades of earlier runs) cannot be read ({exc}); give the grades again "
+                         "with --hand-grades, which rewrites it") from None
+
+
+def save_hand_grades(out: Path, records: dict[tuple[str, str], dict]) -> None:
+    """Keep `records` (as load_hand_grades returns them) in OUT/hand_grades.json, replaced whole (atomic_write)."""
+    atomic_write(out / HAND_GRADES_FILE, json.dumps({"format": 1, "grades": [
+        {"student_id": sid, "grade_id": gid, "points": r["points"], "answer_sha256": r.get("answer_sha256"),
+         "comment": r.get("comment", "")} for (sid, gid), r in sorted(records.items())]}, indent=1))
+
+
+def give_hand_grade(out: Path, student_id: str, cell: dict, points: float, comment: str, answer: str | None) -> None:
+    """Keep one hand grade given in the hand-grading page (autograder/hand_grading.py): `cell` is the hand-graded cell
+    ({"grade_id", "points"}), `answer` the text graded (its fingerprint clears a "re-check"). Out-of-range points are
+    refused with a ValueError saying the range."""
+    if not points_allowed(points, float(cell["points"])):
+        raise ValueError(f"points for {cell['grade_id']} are a number from 0 to {float(cell['points']):g}")
+    records = load_hand_grades(out)
+    records[student_id, cell["grade_id"]] = {"points": points, "answer_sha256": answer_fingerprint(answer),
+                                             "comment": comment.strip()}
+    save_hand_grades(out, records)
+
+
+def hand_grade_comments(out: Path) -> dict[tuple[str, str], str]:
+    """The TA's comments on the hand grades kept in OUT (only the non-empty ones)."""
+    return {key: r["comment"] for key, r in load_hand_grades(out).items() if r.get("comment")}
 
 
 def kept_hand_grades(out: Path, given: dict[tuple[str, str], float] | None,
                      answers: dict[tuple[str, str], str] | None = None) -> tuple[dict[tuple[str, str], float], dict, list[str]]:
     """The hand grades a run uses, the fingerprint of each graded answer, and what it changed: `given` (from
     --hand-grades) replaces the ones kept in OUT/hand_grades.json and is kept there in turn, each with the fingerprint
-    of the answer it grades (`answers`: (student, grade_id) -> the cell's text in the results kept so far); without it
-    the kept ones stand, so that a later run without --hand-grades never drops a TA's grades from the totals."""
+    of the answer it grades (`answers`: (student, grade_id) -> the cell's text in the results kept so far; a comment
+    given in the hand-grading page stays with its grade); without it the kept ones (the CSV's and the page's) stand,
+    so that a later run without --hand-grades never drops a TA's grades from the totals."""
     path = out / HAND_GRADES_FILE
-    kept: dict[tuple[str, str], float] = {}
-    prints: dict[tuple[str, str], str | None] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            for g in data["grades"]:
-                kept[g["student_id"], g["grade_id"]] = float(g["points"])
-                prints[g["student_id"], g["grade_id"]] = g.get("answer_sha256")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SystemExit(f"{path} (the hand grades of earlier runs) cannot be read ({exc}); give the grades again "
-                             "with --hand-grades, which rewrites it") from None
+    records = load_hand_grades(out)
+    kept = {key: r["points"] for key, r in records.items()}
+    prints = {key: r["answer_sha256"] for key, r in records.items()}
     if given is None:
-        return kept, prints, ([f"Hand grades: the {len(kept)} kept in {path} (from an earlier --hand-grades)"] if kept else [])
+        return kept, prints, ([f"Hand grades: the {len(kept)} kept in {path}"] if kept else [])
     answers = answers or {}
     changes = [f"{sid} / {gid}: {kept[sid, gid]:g} -> {given[sid, gid]:g}" for sid, gid in sorted(given)
                if (sid, gid) in kept and kept[sid, gid] != given[sid, gid]]
     added = [key for key in given if key not in kept]
     removed = [f"{sid} / {gid}: {kept[sid, gid]:g} -> pending" for sid, gid in sorted(kept) if (sid, gid) not in given]
     prints = {key: answer_fingerprint(answers.get(key)) for key in given}
-    atomic_write(path, json.dumps({"format": 1, "grades": [
-        {"student_id": sid, "grade_id": gid, "points": points, "answer_sha256": prints[sid, gid]}
-        for (sid, gid), points in sorted(given.items())]}, indent=1))
+    save_hand_grades(out, {key: {"points": points, "answer_sha256": prints[key],
+                                 "comment": records.get(key, {}).get("comment", "")} for key, points in given.items()})
     lines = [f"Hand grades: {len(given)} from --hand-grades, kept in {path}: {len(added)} new, {len(changes)} changed, "
              f"{len(removed)} no longer given (pending again)"]
     lines += [f"  {line}" for line in (changes + removed)[:20]]
@@ -120,11 +159,12 @@ def kept_hand_grades(out: Path, given: dict[tuple[str, str], float] | None,
 
 
 def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tuple[str, str], float] | None = None,
-                    graded_answers: dict[tuple[str, str], str | None] | None = None) -> dict:
+                    graded_answers: dict[tuple[str, str], str | None] | None = None,
+                    comments: dict[tuple[str, str], str] | None = None) -> dict:
     """The gradebook of (submission, SubmissionResult) pairs: one row each, a column for every test any judge ran;
     `hand`: the hand grades (student_id, grade_id) -> points (read_hand_grades, kept_hand_grades), and
     `graded_answers` the fingerprint of the answer each graded: a grade whose answer has changed since (a
-    resubmission) still counts and is marked "recheck" for the TA."""
+    resubmission) still counts and is marked "recheck" for the TA; `comments`: the TA's comment on a hand grade."""
     tests: dict[str, dict] = {}
     for _, result in results:
         for t in result.tests:
@@ -161,8 +201,10 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tup
             key = (sub.student_id, m["grade_id"])
             hand_graded[m["grade_id"]] = {"points": m["points"], "earned": hand.get(key)}
             graded_print = (graded_answers or {}).get(key)
-            if key in hand and graded_print and graded_print != answer_fingerprint(result.answers.get(m["grade_id"])):
+            if key in hand and needs_recheck(graded_print, result.written.get(m["grade_id"])):
                 hand_graded[m["grade_id"]]["recheck"] = True  # the answer changed since it was graded
+            if key in hand and (comments or {}).get(key):
+                hand_graded[m["grade_id"]]["comment"] = comments[key]
         score, max_score = sum(t["earned"] for t in judged), sum(t["points"] for t in judged)
         rows.append({
             "student_id": sub.student_id, "status": result.status, "message": result.message,
@@ -261,6 +303,8 @@ def feedback_text(gradebook: dict, row: dict) -> str:
         for gid, h in row["hand_graded"].items():
             lines.append(f"- {gid}: " + ("pending" if h["earned"] is None else f"{h['earned']:g} / {h['points']:g}")
                          + (" (graded before your answer changed: your TA will look at it again)" if h.get("recheck") else ""))
+            if h.get("comment"):
+                lines += [f"    > {line}" for line in h["comment"].splitlines()]
     return "\n".join(lines) + "\n"
 
 

@@ -135,7 +135,7 @@ class ResultCollector:
         SubmissionResult(status=Status.OK, tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
                          problems=student.problems, notes=student.notes,
                          reviews=student.reviews, integrity=scan_answer_cells(student.answers),
-                         answers=student.answers, cell_errors=student.cell_errors,
+                         answers=student.answers, written=student.written, cell_errors=student.cell_errors,
                          forbidden_calls=sorted(student.forbidden_calls), isolation=student.isolation,
                          memory_cap=student.memory_cap, device="cuda" if torch.cuda.is_available() else "cpu",
                          seconds=round(time.time() - self.started, 1)).write(Path(path))

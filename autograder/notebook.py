@@ -71,6 +71,27 @@ def strip_magics(source: str) -> str:
     return "\n".join(MAGIC.sub(r"\1# (removed by the grader) \2", line) for line in source.splitlines())
 
 
+def hand_graded_ids(nb: dict) -> list[str]:
+    """The grade_ids of the notebook's written answers graded by hand (nbgrader `grade` and `solution`), in order."""
+    return [gid for cell in nb["cells"] if (gid := grade_id(cell))
+            and (meta := cell.get("metadata", {}).get("nbgrader", {})).get("grade") and meta.get("solution")]
+
+
+def written_answers(release_nb: dict, student_nb: dict) -> dict[str, str]:
+    """grade_id -> the text of the student's cell, for each cell of the release graded by hand (the first cell with that
+    grade_id; a cell the student deleted or whose metadata changed is left out): what a TA grades and what a hand
+    grade's fingerprint is taken of."""
+    wanted, found = set(hand_graded_ids(release_nb)), {}
+    for cell in student_nb.get("cells", []):
+        gid = grade_id(cell) if isinstance(cell, dict) else None
+        if gid in wanted and gid not in found:
+            try:
+                found[gid] = cell_source(cell)
+            except NotebookError:
+                continue
+    return found
+
+
 @dataclass
 class GradedCode:
     cells: list[dict]  # [{"grade_id", "source"}] in notebook order, what the worker runs

@@ -50,6 +50,7 @@ class SubmissionResult:
     reviews: dict[str, str] = field(default_factory=dict)  # the TA's only: what the integrity checks measured
     integrity: list[str] = field(default_factory=list)  # the TA's only: what the answer cells' scan flagged
     answers: dict[str, str] = field(default_factory=dict)  # the answer cells, for the batch's similarity section
+    written: dict[str, str] = field(default_factory=dict)  # the written answers graded by hand, for the TA's page
     cell_errors: dict = field(default_factory=dict)  # grade_id -> the error its cell raised when the grader ran it
     forbidden_calls: list[str] = field(default_factory=list)
     isolation: str = ""  # how the worker was confined

@@ -19,7 +19,7 @@ import torch
 from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, grader_files_text, sanitise
 from autograder.options import GradeOptions
-from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook
+from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook, written_answers
 from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
                                  module)
 from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, WorkerStartFailed
@@ -52,6 +52,7 @@ class StudentCode:
     notes: dict[str, str] = field(default_factory=dict)  # facts worth showing, e.g. the accuracy reached
     reviews: dict[str, str] = field(default_factory=dict)  # for the TA only, never in the feedback: integrity checks
     answers: dict[str, str] = field(default_factory=dict)  # grade_id -> the student's answer cell, as graded
+    written: dict[str, str] = field(default_factory=dict)  # grade_id -> the student's hand-graded (written) answer
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
     start_failure: str | None = None  # the worker could not start (the grader's fault): the judge records a grader-error
 
@@ -96,6 +97,7 @@ class StudentCode:
             return
         self.problems.extend(self.code.problems)
         self.answers = {c["grade_id"]: c["source"] for c in self.code.cells if c["grade_id"] in self.code.answer_ids}
+        self.written = written_answers(release_nb, student_nb)
         self.sandbox = Sandbox(self.code.cells, self.policy, self.log_path)
 
     @property

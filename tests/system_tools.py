@@ -8,21 +8,22 @@ import platform
 import shutil
 import sys
 
-# tool -> Debian package. The grading sandbox runs bwrap; tests/test_slurm.py starts munged, slurmctld and slurmd.
+# tool -> Debian package. The grading sandbox runs bwrap; tests/test_slurm.py starts munged, slurmctld and slurmd;
+# tests/test_hand_grading.py drives Debian's chromium (through Playwright, which pip installs).
 TOOLS = {"bwrap": "bubblewrap", "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm",
-         "squeue": "slurm-wlm", "munged": "munge"}
+         "squeue": "slurm-wlm", "munged": "munge", "chromium": "chromium"}
 
 
 def missing_line(search: str, system: str) -> str:
     """The line to print ("" when nothing is missing); `search`: the folders to look in, os.pathsep-separated."""
     if system != "Linux":
-        return (f"make test: the grading sandbox (bubblewrap) and Slurm need Linux: their tests skip on {system} "
+        return (f"make test: the grading sandbox (bubblewrap), Slurm and Debian's chromium need Linux: their tests skip on {system} "
                 "(CI runs them on Debian)")
     missing = [tool for tool in TOOLS if not shutil.which(tool, path=search)]
     if not missing:
         return ""
     packages = " ".join(dict.fromkeys(TOOLS[tool] for tool in missing))
-    return (f"make test: {', '.join(missing)} not found, so the sandbox/Slurm tests will skip; "
+    return (f"make test: {', '.join(missing)} not found, so the sandbox/Slurm/browser tests will skip; "
             f"install them with: sudo apt-get install {packages}")
 
 

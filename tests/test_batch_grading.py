@@ -468,7 +468,7 @@ def test_a_hand_grade_of_an_answer_that_changed_is_kept_and_marked_for_a_re_chec
     from autograder.results import SubmissionResult
 
     def result(answer: str) -> SubmissionResult:
-        return SubmissionResult("ok", answers={"analysis": answer, "paper_review": "the same review"})
+        return SubmissionResult("ok", written={"analysis": answer, "paper_review": "the same review"})
 
     out = tmp_path / "out"
     out.mkdir()

@@ -54,6 +54,11 @@ def test_demo_of_one_assignment_without_bubblewrap_says_weak_isolation_everywher
     assert WEAK in banner and "About" in banner and "min on an idle 2-core machine" in banner
     assert f"Gradebook of 'vit' — {WEAK}:" in out
     assert "[0:" in out and "Grading 1/1 vit: 4 samples" in out
+    assert out.rstrip().splitlines()[-1].endswith(f"-m autograder hand-grade {tmp_path / 'grades' / 'vit'}")
+    written = {sid: json.loads((tmp_path / "grades" / "vit" / "results" / f"{sid}.json").read_text())["result"]["written"]
+               for sid in ("reference", "untouched_release")}  # what the hand-grading page shows
+    assert set(written["reference"]) == {"analysis", "paper_review"} and written["untouched_release"]["analysis"] == "YOUR ANSWER HERE"
+    assert "test acc." in written["reference"]["analysis"]
     rows = json.loads((tmp_path / "grades" / "vit" / "gradebook.json").read_text())["submissions"]
     assert sorted(r["student_id"] for r in rows) == sorted(demo_samples("vit"))
     assert {r["isolation"] for r in rows} == {"weak: no bubblewrap, the audit hook only"}

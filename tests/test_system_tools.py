@@ -13,14 +13,14 @@ def fake_tools(folder: Path, names) -> str:
 
 
 def test_names_what_is_missing_and_the_command_that_installs_it(tmp_path):
-    line = missing_line(fake_tools(tmp_path / "bin", ["bwrap", "sbatch"]), "Linux")
+    line = missing_line(fake_tools(tmp_path / "bin", ["bwrap", "sbatch", "chromium"]), "Linux")
     assert line.endswith("install them with: sudo apt-get install slurm-wlm munge")  # each package once
     assert "slurmctld, slurmd, squeue, munged not found" in line and "bwrap" not in line
 
 
 def test_everything_missing(tmp_path):
     line = missing_line(fake_tools(tmp_path / "bin", []), "Linux")
-    assert line.endswith("sudo apt-get install bubblewrap slurm-wlm munge")
+    assert line.endswith("sudo apt-get install bubblewrap slurm-wlm munge chromium")
 
 
 def test_says_nothing_when_everything_is_there(tmp_path):
