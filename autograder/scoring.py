@@ -45,6 +45,13 @@ CANARY_TOKEN_DROPOUT = (0.01, 0.02)  # each review copy loses this share of its 
 # the outputs there is nothing to look up and no canary: a ViT, which has no built-in tolerance of shifts, loses
 # about 20 points on them (7 with 1-pixel shifts) however it was trained.
 CANARY_MARGIN = 0.08
+# A second check for the same designs: beside each canary copy goes an example of the split the model was trained
+# on (drawn secretly, mixed into the same batches). A model that learned classifies what it was trained on at least as
+# well as test examples; one that looks up the public test set by any means the canary cannot see (a nearest
+# neighbour on pooled test images survives shifts and noise) knows the test examples better than its own training
+# set. The margin, 8 points, is three standard deviations of the difference of two accuracies on the smallest
+# canary (500 of each, at 50 %), and honest models sit on the other side of zero.
+TRAIN_GAP_MARGIN = 0.08
 REVIEW_MESSAGE = ("needs review: {name} reached the bar, but an integrity check of the grader flagged this result; a "
                   "TA will look at it before it counts (no points and no zero until then)")
 
@@ -117,11 +124,13 @@ class SecretSample:
     """The secret plan for scoring one classifier threshold (autograder/sequential.py): the test examples in a
     label-stratified secret order, cut into stages from `first` examples on, and the canary, the examples that also
     get a perturbed copy (half of each FIRST_STAGE-based stage's examples, CANARY_SIZE in all at most), each copy
-    scored in the same stage as its original. Pool index N + j is the copy of canary[j]."""
+    scored in the same stage as its original. Pool index N + j is the copy of canary[j]; with `companions` = 2, pool
+    index N + C + j (C = len(canary)) is a training example scored beside it (graded_classifier's `train_labels`)."""
 
     order: list[int]
     canary: list[int]
     first: int = FIRST_STAGE
+    companions: int = 1  # pool entries that go with each canary example: its copy, and a training example if 2
 
     def stages(self) -> list[list[int]]:
         """The examples each stage adds: the first `first` of the order, then as many again, twice that, ... the rest."""
@@ -129,21 +138,24 @@ class SecretSample:
         return [self.order[start:end] for start, end in zip([0] + ends[:-1], ends, strict=True)]
 
     def copies(self, examples: Sequence[int]) -> list[int]:
-        """The pool indices (N + j) of the canary copies of `examples`."""
-        chosen, n = set(examples), len(self.order)
-        return [n + j for j, i in enumerate(self.canary) if i in chosen]
+        """The pool indices of what goes with `examples`: their canary copies (N + j), then their training
+        examples (N + C + j) where there are companions."""
+        chosen, n, c = set(examples), len(self.order), len(self.canary)
+        return [n + k * c + j for k in range(self.companions) for j, i in enumerate(self.canary) if i in chosen]
 
     def with_first(self, first: int) -> "SecretSample":
         """The same order and canary, with stages from `first` examples on (a first stage sized to the budget)."""
         return replace(self, first=first)
 
 
-def secret_sample(labels: Sequence[int], rng: random.Random, canary_size: int = CANARY_SIZE) -> SecretSample:
-    """The plan; `canary_size=0` where the course's implementation computes the outputs (nothing to look up)."""
+def secret_sample(labels: Sequence[int], rng: random.Random, canary_size: int = CANARY_SIZE,
+                  companions: int = 1) -> SecretSample:
+    """The plan; `canary_size=0` where the course's implementation computes the outputs (nothing to look up);
+    `companions=2` where a training example goes beside each canary copy."""
     order, canary = stratified_order(labels, rng), []
     for start, end in zip([0] + stage_ends(len(labels))[:-1], stage_ends(len(labels)), strict=True):
         canary += rng.sample(order[start:end], min((end - start) // 2, canary_size - len(canary)))
-    return SecretSample(order, canary)
+    return SecretSample(order, canary, companions=companions)
 
 
 def sized_first_stage(per_example_s: float, seconds_left: float, scored: int, total: int, bar: float,
@@ -171,7 +183,7 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
                       sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
                       lengths: Sequence[int] | None = None, timeout: float = 300.0, reference_drop: float = 0.0,
-                      clock: Callable[[], float] | None = None) -> float:
+                      clock: Callable[[], float] | None = None, train_labels: torch.Tensor | None = None) -> float:
     """Whether the saved classifier (its `outputs`: in the worker or the course's) reaches `threshold` accuracy on
     the N = len(labels) test examples (`examples`: "test images of ..."), decided by the sequential rule on the
     stages of `sample`: each stage's examples and canary copies (pool indices N..) go to the worker in one secret
@@ -179,7 +191,9 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     far. Records how it was decided in `student.notes`, and the canary in `student.reviews` (the TA's only); Feedback
     below the bar. A model that reaches it, but whose accuracy on the canary copies falls more than
     `reference_drop` + CANARY_MARGIN below that on the same examples unperturbed (a lookup of the public test set),
-    is "needs review" (pytest.skip with REVIEW_MESSAGE: no points, no zero).
+    is "needs review" (pytest.skip with REVIEW_MESSAGE: no points, no zero). So is one that classifies the canary's
+    examples more than TRAIN_GAP_MARGIN better than the training examples scored beside them (`train_labels`, the
+    labels of pool entries N + C + j, where `sample` has two companions).
     The first WARMUP examples of the order are scored first and timed; the first stage is then sized from their cost
     per example to fit the grader's budget (student.threshold_budget; sized_first_stage), and the notes say when it
     was shrunk. A stage cut short by the budget decides on the pools of it that were scored whole (each a uniform
@@ -189,7 +203,7 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     clock = clock or time.monotonic
     n, started = len(labels), clock()
     budget = student.threshold_budget()
-    predicted = torch.full((n + len(sample.canary),), -1, dtype=torch.long)
+    predicted = torch.full((n + sample.companions * len(sample.canary),), -1, dtype=torch.long)
 
     def score(todo: list[int]) -> tuple[list[int], bool]:
         """Score the examples `todo` and their canary copies in secret pools: (those of `todo` in the pools scored to
@@ -259,11 +273,33 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
                                        f"{len(copies):,} {perturbed}, {plain:.2%} on the same examples unperturbed: a "
                                        f"drop of {drop:.2%} (the reference model's {reference_drop:.2%}; flagged above "
                                        f"{allowed:.2%})")
+        if train_labels is not None:
+            flagged = train_gap_check(student, saved_name, predicted, labels, sample, train_labels,
+                                      bool(decision.passed)) or flagged
     if not decision.passed:
         raise Feedback(f"{saved_name}: {decision.describe(examples)}, below the required {threshold:.0%}")
     if flagged:
         pytest.skip(REVIEW_MESSAGE.format(name=saved_name))
     return decision.accuracy
+
+
+def train_gap_check(student: StudentCode, saved_name: str, predicted: torch.Tensor, labels: torch.Tensor,
+                    sample: SecretSample, train_labels: torch.Tensor, passed: bool) -> bool:
+    """Whether a model that `passed` classifies the canary's test examples more than TRAIN_GAP_MARGIN better than the
+    training examples scored beside them (see graded_classifier); the comparison goes to the TA's reviews."""
+    n, c = len(labels), len(sample.canary)
+    pairs = [j for j in range(c) if predicted[n + c + j] >= 0 and predicted[sample.canary[j]] >= 0]
+    if not pairs:
+        return False
+    originals = [sample.canary[j] for j in pairs]
+    test_accuracy = (predicted[originals] == labels[originals]).float().mean().item()
+    train_accuracy = (predicted[[n + c + j for j in pairs]] == train_labels[pairs]).float().mean().item()
+    gap = test_accuracy - train_accuracy
+    flagged = passed and gap > TRAIN_GAP_MARGIN
+    student.reviews[saved_name] += (f"; {'FLAGGED: ' if flagged else ''}{train_accuracy:.2%} on {len(pairs):,} "
+                                    f"examples of its training split against {test_accuracy:.2%} on as many test "
+                                    f"examples (flagged when the test examples lead by more than {TRAIN_GAP_MARGIN:.0%})")
+    return flagged
 
 
 def scored_on(student: StudentCode, started: float, clock: Callable[[], float] | None = None) -> str:
@@ -305,12 +341,28 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
         compare_with_student(student, saved_name, build, weights, course,
                              (images[rng.sample(range(len(images)), COMPARED_EXAMPLES)],))
     outputs = local_outputs(course, saved_name, student) if trusted else in_worker(student, saved_name, build, weights)
-    sample = secret_sample(test.labels.tolist(), rng, canary_size=0 if trusted else CANARY_SIZE)
+    sample = secret_sample(test.labels.tolist(), rng, canary_size=0 if trusted else CANARY_SIZE,
+                           companions=1 if trusted else 2)
     pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
+    train_labels = None
+    if not trusted:  # the training examples scored beside the canary copies (pool entries N + C + j)
+        train_images, train_labels = training_examples(dataset, len(sample.canary), rng)
+        pool = torch.cat([pool, train_images])
     return graded_classifier(student, saved_name, outputs, test.labels, sample, lambda indices: (pool[indices],),
                              len(test.classes), f"test images of {test.source}", "shifted, noisy test images",
                              threshold.value, rng, batch_size=1000, timeout=evaluation_limit(threshold.reference_eval_s),
-                             reference_drop=threshold.canary_drop)
+                             reference_drop=threshold.canary_drop, train_labels=train_labels)
+
+
+def training_examples(dataset: str, n: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` images of `dataset`'s training split drawn with `rng`, normalised as the test images are, and their labels
+    (for graded_classifier's training-split check)."""
+    from dlcourse.data import ImageSplit, load_image_split
+
+    train = load_image_split(dataset, train=True)
+    chosen = torch.tensor(rng.sample(range(len(train)), n))
+    picked = ImageSplit(train.images[chosen], train.labels[chosen], train.classes, train.dataset, train.source)
+    return picked.normalized(), picked.labels
 
 
 def perturb_images(images: torch.Tensor, rng: random.Random) -> torch.Tensor:

@@ -60,7 +60,8 @@ def image_set(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
     return labels.float().view(-1, 1, 1, 1) + 0.1 * torch.rand(n, 1, 8, 8, generator=g), labels
 
 
-def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock: Callable[[], float] | None = None) -> float:
+def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock: Callable[[], float] | None = None,
+                 batch_size: int = 64) -> float:
     """The image path of autograder.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's)."""
     images, labels = image_set(n=n)
     rng = secret_rng()
@@ -68,7 +69,7 @@ def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock
     pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
     return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample,
                              lambda indices: (pool[indices],), NUM_CLASSES, "toy images", "shifted, noisy test images",
-                             threshold, rng, batch_size=64, clock=clock)
+                             threshold, rng, batch_size=batch_size, clock=clock)
 
 
 def test_secret_batches_cover_every_example_once_in_random_sizes():
@@ -162,6 +163,46 @@ def test_a_weak_model_that_looks_half_the_test_set_up_needs_review():
     honest = FakeStudent(weak)
     with pytest.raises(Feedback, match="below the required 80%"):  # without the lookup: below the bar, no review
         grade_images(honest)
+
+
+def grade_with_training_examples(student: FakeStudent, images: torch.Tensor, labels: torch.Tensor,
+                                 train_images: torch.Tensor, train_labels: torch.Tensor) -> float:
+    """graded_accuracy's path for a design of the student's own: canary copies and, beside them, training examples."""
+    rng = secret_rng()
+    sample = secret_sample(labels.tolist(), rng, companions=2)
+    chosen = rng.sample(range(len(train_labels)), len(sample.canary))
+    pool = torch.cat([images, perturb_images(images[sample.canary], rng), train_images[chosen]])
+    return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample,
+                             lambda indices: (pool[indices],), NUM_CLASSES, "toy images", "shifted, noisy test images",
+                             0.8, rng, batch_size=64, train_labels=train_labels[chosen])
+
+
+def test_an_honest_model_knows_its_training_split_as_well_as_the_test_set():
+    student = FakeStudent(brightness_classifier(wrong_every=1000))
+    assert grade_with_training_examples(student, *image_set(seed=0), *image_set(seed=1)) > 0.95
+    review = student.reviews["toy"]
+    assert "FLAGGED" not in review and re.search(r"; 1?\d\d\.\d\d% on 400 examples of its training split against", review), review
+
+
+def test_a_lookup_that_survives_the_canary_is_caught_by_the_training_examples():
+    """Issue 26's nearest-neighbour case: a model that finds the nearest public test image under every small shift
+    (as a lookup of pooled test images does) answers the canary copies right too, but on examples of its own
+    training split it is no better than chance: it knows the test set better than what it learned from."""
+    g = torch.Generator().manual_seed(5)
+    images, labels = torch.rand(N, 1, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (N,), generator=g)
+    train_images, train_labels = torch.rand(N, 1, 8, 8, generator=g), torch.randint(0, NUM_CLASSES, (N,), generator=g)
+    table = torch.stack([shifted for image in images for shifted in [image, *shifts(image)]]).flatten(1)
+    table_labels = labels.repeat_interleave(len(shifts(images[0])) + 1)
+
+    def nearest_test_image(x):
+        return one_hot(table_labels[torch.cdist(x.flatten(1), table).argmin(dim=1)])
+
+    student = FakeStudent(nearest_test_image)
+    with pytest.raises(pytest.skip.Exception, match="needs review: toy reached the bar"):
+        grade_with_training_examples(student, images, labels, train_images, train_labels)
+    review = student.reviews["toy"]
+    assert review.startswith("canary ") and "; FLAGGED: " in review and "examples of its training split" in review, review
+    assert "training" not in student.notes["toy"]  # the student's feedback does not describe the check
 
 
 def brightness_classifier(wrong_every: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -364,8 +405,10 @@ def test_a_model_too_slow_for_the_smallest_first_stage_is_cut_and_still_fails_cl
     the budget cuts the stage, and the examples scored whole still fail a model at chance."""
     clock = Clock()
     student = costly_student(clock, 0.1, 5.0, budget_s=600)
+    # Batches of 8-16: the stage's examples and copies (about 110) make several, so the budget ends before the last
+    # (with 32-64 a stage can be two batches, and a cut after the last batch is no cut).
     with pytest.raises(Feedback, match="below the required"):
-        grade_images(student, threshold=0.85, n=SPLIT, clock=clock)
+        grade_images(student, threshold=0.85, n=SPLIT, clock=clock, batch_size=16)
     note = student.notes["toy"]
     assert "first stage 125 toy images instead of 1,000" in note and "the fewest that still decides" in note, note
     assert 50 <= scored_of(note) < 125

@@ -17,9 +17,10 @@ SPEC = AssignmentSpec(
         # CPU survey, 10 000 CIFAR-10 images
         # The design is the student's, so the canary applies: the reference BetterCNN is trained only where CUDA is, so
         # its drop on the canary is the SimpleCNN reference's, measured here (benchmarks/canary_drop.py: 1.9-2.2 points;
-        # a network of the same kind, without BetterCNN's augmentation, so no less tolerant of shifts).
+        # a network of the same kind, without BetterCNN's augmentation, so no less tolerant of shifts). Its training
+        # split is read too: training images are scored beside the canary copies (scoring.TRAIN_GAP_MARGIN).
         "better_cnn": Threshold(0.7, test="TestAccuracy::test_better_cnn_accuracy", reference_eval_s=52,
-                                canary_drop=0.02, data=("cifar10:test",)),
+                                canary_drop=0.02, data=("cifar10:test", "cifar10:train")),
     },
     # Prebuilt networks and blocks: torchvision.models is already imported in the worker, so the tripwires
     # guard the factories and classes themselves.
