@@ -37,7 +37,7 @@ TRAINING_SLOTS = 2  # trainings side by side, one torch thread each
 # Rough costs on an idle 2-core machine, for the banner's estimate only (measured: README, "The two commands").
 RELEASE_S_EACH = 1.3  # CPU seconds of building one release (nbgrader in-process: 8.7 s for all seven)
 GRADING_S_EACH = 5.0  # CPU seconds of one submission's judge (forked from a judge server) and its worker
-GRADING_S_FIXED = 8.0  # CPU seconds per assignment: the two judge servers' imports
+GRADING_S_FIXED = 5.0  # CPU seconds per assignment: the judge-server group's imports (one process, forked per slot)
 
 
 def demo_samples(name: str, all_samples: bool = False) -> list[str]:

@@ -190,12 +190,23 @@ def test_feedback_reveals_no_hidden_test_code(graded, name):
         assert "worker" not in text.lower() or row["status"] == "crashed"
 
 
+# The hostile ViT samples that the two backends confine differently. The others attack inside the student's own
+# process or through what the grader does with the worker's replies, the same under either backend, and are graded
+# under bubblewrap above: hostile_exit (os._exit), hostile_allclose (monkeypatches), hostile_stderr_noise (floods the
+# pipes), hostile_wrapped_evasion (the tripwires), hostile_feedback_leak (the feedback sanitiser).
+ATTACKS_ON_THE_CONFINEMENT = {"hostile_snooping", "hostile_infinite_loop", "hostile_forge_site_packages",
+                              "hostile_write_outside", "hostile_read_second_copy", "hostile_ctypes_escape",
+                              "hostile_print_500mb", "hostile_hash_lookup"}
+
+
 @pytest.mark.parametrize("name", ["vit"])  # the parameter names the assignment whose grading it reads (conftest)
 def test_hostile_samples_hold_under_the_uid_backend(name, tmp_path_factory, local_datasets, planted_canaries):
-    """The ViT's hostile samples (and the reference), graded with `grade --sandbox uid` on a host made container-like
-    (tests/container_like.py: bubblewrap unrunnable, the dataset mirror private): each scores exactly as under
-    bubblewrap, each row says the uid backend confined it, and no canary changed. The second copy of the course is kept
-    private for this run (mode 700), as the README asks of any copy on a host graded with the uid backend."""
+    """The ViT's hostile samples whose attack meets the confinement itself (files, network, processes, output size,
+    killing a worker; see ATTACKS_ON_THE_CONFINEMENT) and the reference, graded with `grade --sandbox uid` on a host
+    made container-like (tests/container_like.py: bubblewrap unrunnable, the dataset mirror private): each scores
+    exactly as under bubblewrap, each row says the uid backend confined it, and no canary changed. The second copy of
+    the course is kept private for this run (mode 700), as the README asks of any copy on a host graded with the uid
+    backend."""
     import os
     import shutil
 
@@ -208,7 +219,8 @@ def test_hostile_samples_hold_under_the_uid_backend(name, tmp_path_factory, loca
     why = wrapper_problem()
     if why:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(f"cannot simulate a container here: {why}")
-    chosen = [s for s in samples_for(name) if s.name.startswith("hostile_") or s.name == "reference"]
+    chosen = [s for s in samples_for(name) if s.name in ATTACKS_ON_THE_CONFINEMENT or s.name == "reference"]
+    assert {s.name for s in chosen} == ATTACKS_ON_THE_CONFINEMENT | {"reference"}
     out = tmp_path_factory.mktemp(f"uid-samples-{name}")
     build_samples(name, out / "submissions", only={s.name for s in chosen}, demo=True)
     second = planted_canaries["second_checkout"].parent
