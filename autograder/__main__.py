@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.gradescope import build_zip
 
         path = build_zip(args.assignment, args.out or Path(f"autograder_{args.assignment}.zip"), options, args.hidden_until)
-        print(f"Wrote {path}: upload it as the autograder of '{args.assignment}' (README, 'At scale')")
+        print(f"Wrote {path}: upload it as the autograder of '{args.assignment}' (docs/instructors.md, 'At scale')")
         return 0
     if args.command == "grade":
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment

@@ -149,7 +149,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         print(f"bubblewrap, the sandbox student code runs in, cannot run here: {problem}.\n"
               f"  Install it with: {INSTALL_BUBBLEWRAP}\n"
               f"  The demo goes on with {WEAK}: it grades only the course's own samples. Grading real submissions "
-              "refuses to run without bubblewrap (README, 'How grading stays safe').\n", flush=True)
+              "refuses to run without bubblewrap (docs/instructors.md, 'How grading stays safe').\n", flush=True)
         options = dataclasses.replace(options, allow_weak_isolation=True)
     names = names or list_assignments()
     demo = not full_recipes
@@ -212,7 +212,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     failed = sorted(trainings.failed)
     clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if backend is None else "")
               + (f"; training FAILED for {', '.join(failed)}" if failed else ""))
-    if written:  # the last line: how a TA goes on (README, "Hand grading in the browser")
+    if written:  # the last line: how a TA goes on (docs/instructors.md, "Hand grading in the browser")
         python = Path(sys.executable)
         python = python.relative_to(PROJECT_ROOT) if python.is_relative_to(PROJECT_ROOT) else "python"
         print(f"Grade the written answers in the browser: {python} -m autograder hand-grade {written[0]}"

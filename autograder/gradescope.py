@@ -45,7 +45,7 @@ SKIPPED_NAMES = ("__pycache__", ".pytest_cache")
 
 SETUP_SH = """#!/usr/bin/env bash
 # Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04), in /autograder/source.
-# bubblewrap confines the student's code, or where the container forbids user namespaces the uid backend (README,
+# bubblewrap confines the student's code, or where the container forbids user namespaces the uid backend (docs/instructors.md,
 # "How grading stays safe"; the venv must stay readable by every user for it); the venv holds the pinned CPU
 # requirements and the course package.
 set -euo pipefail

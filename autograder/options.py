@@ -22,7 +22,7 @@ class GradeOptions:
     # BERT-base on a CPU is decided well within the default (benchmarks/threshold_cost.py).
     threshold_budget: float = 600.0
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
-    sandbox: str = "auto"  # "bubblewrap", "uid" (no namespaces: README, "How grading stays safe") or "auto": the first
+    sandbox: str = "auto"  # "bubblewrap", "uid" (no namespaces: docs/instructors.md, "How grading stays safe") or "auto": the first
     # of them that works here (autograder/sandbox: choose_backend)
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
     judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);

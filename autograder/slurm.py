@@ -21,7 +21,7 @@ local grader's own rule: a grader-error is tried again). No accounting database 
 
 Each array task is a trusted grader of its own: it reads only its line of batch.json, judges those submissions in new
 sandboxed workers and writes only their OUT/results/<id>.json (atomically). Student code runs in the worker, which
-sees no part of OUT (see README, "At scale").
+sees no part of OUT (see docs/instructors.md, "At scale").
 """
 from __future__ import annotations
 

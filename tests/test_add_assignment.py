@@ -1,4 +1,4 @@
-"""The README's recipe for adding an assignment, done for real: copy an existing one under a new name in a copy of
+"""The recipe for adding an assignment (docs/maintainers.md), done for real: copy an existing one under a new name in a copy of
 the project, build its release and samples, grade them; and a declaration that names what does not exist."""
 import json
 import os
@@ -20,7 +20,7 @@ def run(project: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def add_by_copying(project: Path, existing: str, new: str) -> None:
-    """The README's recipe: the assignment's folder and its hidden tests, copied; the notebook renamed."""
+    """The recipe of docs/maintainers.md: the assignment's folder and its hidden tests, copied; the notebook renamed."""
     shutil.copytree(project / "source" / existing, project / "source" / new, ignore=IGNORED)
     (project / "source" / new / f"{existing}.ipynb").rename(project / "source" / new / f"{new}.ipynb")
     shutil.copy(project / "autograder" / "hidden_tests" / f"test_{existing}.py",

@@ -1,4 +1,4 @@
-"""One scoring rule, every output (README "How scores add up"): random gradebooks, and every place a TA or a student
+"""One scoring rule, every output (docs/instructors.md, "How scores add up"): random gradebooks, and every place a TA or a student
 reads a number agrees with it.
 
 The rule: a test not judged (skipped: the threshold budget could not decide, a CUDA-only test, needs review) earns
