@@ -106,9 +106,9 @@ def tiny_tokenizer():
 def tiny_bert_config(**overrides):
     from transformers import BertConfig
 
-    settings: dict[str, Any] = dict(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0, pad_token_id=0)
+    settings: dict[str, Any] = dict(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
     settings.update(overrides)
     return BertConfig(**settings)
 
