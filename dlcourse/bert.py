@@ -17,12 +17,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from dlcourse.export import write_config
 from dlcourse.training import Recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CHECKPOINT_ENV = "DLCOURSE_BERT_CHECKPOINT"
 DEFAULT_CHECKPOINT = "bert-base-uncased"
@@ -93,7 +96,9 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "this", 
 def tiny_tokenizer():
     """A BERT WordPiece tokenizer over TINY_VOCAB (33 tokens, uncased), built in memory: [PAD] = 0,
     [CLS] = 2, [SEP] = 3, padding on the right."""
-    from transformers import BertTokenizerFast
+    # transformers 5 keeps BertTokenizerFast as a runtime alias of BertTokenizer that its type hints do not declare;
+    # 4.x (Colab's) has the class itself.
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     return BertTokenizerFast(vocab={token: i for i, token in enumerate(TINY_VOCAB)})
 
@@ -101,9 +106,9 @@ def tiny_tokenizer():
 def tiny_bert_config(**overrides):
     from transformers import BertConfig
 
-    settings = dict(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                    intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                    attention_probs_dropout_prob=0.0, pad_token_id=0)
+    settings: dict[str, Any] = dict(vocab_size=len(TINY_VOCAB), hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
     settings.update(overrides)
     return BertConfig(**settings)
 
@@ -135,8 +140,9 @@ def save_sentiment_model(model: torch.nn.Module, head_config: dict, tokenizer, m
     weights_path, config_path, tokenizer_path = (folder / f"{name}.safetensors", folder / f"{name}.json",
                                                  folder / f"{name}_tokenizer.json")
     save_file(state, str(weights_path))
-    encoder_config = {k: v for k, v in model.encoder.config.to_dict().items() if k != "_name_or_path"}
-    config = {"checkpoint": checkpoint_label(checkpoint or model.encoder.config._name_or_path or "unknown"),
+    encoder = cast("PreTrainedModel", model.encoder)  # the pretrained encoder the classifier wraps
+    encoder_config = {k: v for k, v in encoder.config.to_dict().items() if k != "_name_or_path"}
+    config = {"checkpoint": checkpoint_label(checkpoint or encoder.config._name_or_path or "unknown"),
               **head_config, "max_length": int(max_length), "pad_token_id": int(tokenizer.pad_token_id),
               "encoder_config": json.dumps(encoder_config, sort_keys=True)}
     write_config(config, config_path)

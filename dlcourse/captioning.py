@@ -26,13 +26,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
 from dlcourse.threads import torch_threads
-from dlcourse.training import History, Metrics, Recipe, Trainer, quick_mode, shuffled_batches
+from dlcourse.training import BatchLoss, History, Recipe, ShuffledBatches, Trainer, TrainerConfig, quick_mode
 from dlcourse.utils import seed_everything
 
 NULL, START, END, UNK = 0, 1, 2, 3
@@ -342,32 +342,35 @@ def train_captioner(model: torch.nn.Module, features: torch.Tensor, captions: to
         features, captions = features[:recipe.train_subset], captions[:recipe.train_subset]
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    batches = ShuffledBatches(len(captions), recipe.batch_size)
+    config = TrainerConfig(recipe.epochs, recipe.lr, total_steps=recipe.epochs * len(batches), schedule="constant",
+                           clip_norm=recipe.clip_norm)
     history = History()
 
-    def train_epoch(epoch: int) -> Metrics:
-        model.train()
-        losses = []
-        for idx in shuffled_batches(len(captions), recipe.batch_size):
-            f, c = features[idx].to(device), captions[idx].to(device)
-            keep = int((c != NULL).sum(dim=0).nonzero().max()) + 1  # trim columns that are <NULL> in every row
-            c = c[:, :keep]
-            loss = loss_fn(model(f, c[:, :-1]), c[:, 1:], NULL)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        return {"train_loss": float(np.mean(losses))}
+    def forward(idx: torch.Tensor) -> BatchLoss:
+        f, c = features[idx].to(device), captions[idx].to(device)
+        keep = int((c != NULL).sum(dim=0).nonzero().max()) + 1  # trim columns that are <NULL> in every row
+        c = c[:, :keep]
+        return BatchLoss(loss_fn(model(f, c[:, :-1]), c[:, 1:], NULL))  # weight 1: train_loss is the mean batch loss
 
     def log(line: str) -> None:
         epoch = len(history.train_loss)
         if log_every and (epoch % log_every == 0 or epoch in (1, recipe.epochs)):
             print(line)
 
-    return Trainer(recipe.epochs, train_epoch, lambda: {}, history, log=log, device=device).run()
+    return Trainer(config, model, optimizer, batches, forward, lambda: {}, history, log=log, device=device).run()
+
+
+class Captioner(Protocol):
+    """What caption_bleu needs of a model (the notebook's captioning models are nn.Modules with a `sample` method)."""
+
+    def eval(self) -> Any: ...
+
+    def sample(self, features: torch.Tensor, max_length: int) -> torch.Tensor: ...
 
 
 @torch.no_grad()
-def caption_bleu(model: torch.nn.Module, features: torch.Tensor, captions: torch.Tensor, idx_to_word: list[str],
+def caption_bleu(model: Captioner, features: torch.Tensor, captions: torch.Tensor, idx_to_word: list[str],
                  max_length: int = CAPTION_TOKENS, device="cpu", batch_size: int = 500):
     """Corpus BLEU (sacrebleu, dlcourse.translation.corpus_bleu) of `model.sample` on `features` against `captions`
     (one reference each), sampled on the course's CPU thread count. Returns (sacrebleu score, the generated captions)."""

@@ -87,7 +87,8 @@ def _check_cells(nb, name, problems, warnings):
 
 def check(folder, shown, files):
     """(problems, warnings) of the submission in `folder`: files[0] is the notebook, the rest its saved files."""
-    problems, warnings = [], []
+    problems: list[str] = []
+    warnings: list[str] = []
     name, path = files[0], os.path.join(folder, files[0])
     if not os.path.isfile(path):
         problems.append("%s/%s is missing: save your finished notebook there under that name (move it back if you "

@@ -148,8 +148,8 @@ def _cifar10_stand_in(root: Path, mirror: Path, train: bool) -> ImageSplit:
         np.savez(partial, images=images, labels=labels, classes=np.array(classes))
         partial.replace(cache)  # atomic: another process decoding at the same time never reads half a file
     stored = np.load(cache)
-    images = torch.from_numpy(stored["images"]).permute(0, 3, 1, 2).contiguous()
-    return ImageSplit(images, torch.from_numpy(stored["labels"]), [str(c) for c in stored["classes"]],
+    pixels = torch.from_numpy(stored["images"]).permute(0, 3, 1, 2).contiguous()
+    return ImageSplit(pixels, torch.from_numpy(stored["labels"]), [str(c) for c in stored["classes"]],
                       "cifar10", "CIFAR-10 (JPEG q75 stand-in)")
 
 

@@ -48,7 +48,10 @@ def save_model(model: torch.nn.Module, config: Any, name: str, folder: str | Pat
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config_dict = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):  # a dataclass instance, not its class
+        config_dict = dataclasses.asdict(config)
+    else:
+        config_dict = dict(config)
     weights_path, config_path = folder / f"{name}.safetensors", folder / f"{name}.json"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights_path))

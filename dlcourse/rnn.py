@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from dlcourse.training import QUICK_ENV, ClassifierHistory, History, Metrics, Recipe, Trainer, lr_at, quick_mode
+from dlcourse.training import QUICK_ENV, ClassifierHistory, History, Metrics, Recipe, lr_at, quick_mode, run_epochs
 from dlcourse.utils import seed_everything
 
 PAD, UNK = "[PAD]", "[UNK]"
@@ -254,8 +254,9 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list | None, reci
                 writer.add_scalar(tag, getattr(history, column)[-1], epoch + 1)
         writer.flush()
 
-    return Trainer(recipe.epochs, train_epoch, evaluate_splits, RNNHistory(), log=log,
-                   on_epoch_end=write_scalars if writer is not None else None, device=device).run()
+    # The student's train_one_epoch is the step (the notebook asks for it): the course drives only the epochs.
+    return run_epochs(recipe.epochs, train_epoch, evaluate_splits, RNNHistory(), log=log,
+                      on_epoch_end=write_scalars if writer is not None else None, device=device)
 
 
 # -- TensorBoard curves, read back for inline plots ----------------------------------------------------

@@ -2,9 +2,11 @@
 
 - `Recipe`: the hyper-parameters every run has, and the one way to shrink a run for `DLCOURSE_QUICK=1`.
 - `History`: the per-epoch record every run keeps (each assignment's subclass adds its own columns).
-- `Trainer`: epochs of a training step followed by an evaluation, recorded in a History (minGPT's Trainer
-  is the model). The step is the course's own loop or, where an assignment asks for it, the student's.
-- `ScheduledSteps`: optimisation steps under the course's warm-up + cosine schedule, counted across epochs.
+- `Trainer` (configured by a `TrainerConfig`): the batch loop and the optimisation step (warm-up + cosine or constant
+  learning rate, zero_grad, backward, clipping, step, mixed precision on CUDA); an assignment gives only its batches,
+  its loss of a batch (`forward` -> `BatchLoss`) and its evaluation. minGPT's Trainer is the model.
+- `run_epochs`: the epoch driver under the Trainer: training epochs, evaluation, the History, one line per epoch. It
+  also drives the student's own epoch where a notebook asks the student to write the step (the RNN's train_one_epoch).
 - `train_classifier`: AdamW, warm-up then cosine decay, tqdm bars, for the image classifiers.
 
 Every run and evaluation here uses the course's torch CPU thread count (`dlcourse.threads`: one thread unless
@@ -12,12 +14,14 @@ Every run and evaluation here uses the course's torch CPU thread count (`dlcours
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +57,7 @@ class Recipe:
     weight_decay: float = 0.05
     train_subset: int | None = None  # train on only this many examples
     seed: int = 0
+    clip_norm: float | None = None  # clip the gradients' total norm to this before every step
 
     def quick_changes(self) -> dict[str, Any]:
         """The fields `quick()` replaces, and with what."""
@@ -81,6 +86,10 @@ class History:
         for name, value in values.items():
             getattr(self, name).append(value)
 
+    def record_step(self, lr: float, loss: float) -> None:
+        """One optimisation step's learning rate and loss (the Trainer calls it; a history with per-step columns keeps
+        them)."""
+
     def epoch_metrics(self) -> str:
         """The last epoch's numbers, for the one line the Trainer prints per epoch."""
         return f"train loss {self.train_loss[-1]:.3f}"
@@ -108,44 +117,33 @@ class ClassifierHistory(History):
 
 # -- the loop ---------------------------------------------------------------------------------------------
 Metrics = dict[str, float]
+BatchT = TypeVar("BatchT")
+HistoryT = TypeVar("HistoryT", bound=History)
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
-@dataclass
-class Trainer:
-    """Runs `epochs` rounds of `train_epoch(epoch)` then `evaluate()`, records both (and the epoch's seconds) in
-    `history`, calls `on_epoch_end(epoch, history)` and logs one line. Stops early once `finished()`.
+def run_epochs(epochs: int, train_epoch: Callable[[int], Metrics], evaluate: Callable[[], Metrics], history: HistoryT,
+               log: Callable[[str], None] = print, on_epoch_end: Callable[[int, HistoryT], None] | None = None,
+               finished: Callable[[], bool] = lambda: False, device: torch.device | str = "cpu",
+               large_model: bool = False) -> HistoryT:
+    """`epochs` rounds of `train_epoch(epoch)` then `evaluate()`, both recorded in `history` with the epoch's seconds;
+    then `on_epoch_end(epoch, history)` and one logged line. Stops early once `finished()`. On a CPU `device` the run
+    uses the course's thread count (`dlcourse.threads.torch_threads`; `large_model` for BERT-sized models).
 
-    `train_epoch` is where assignments differ: the course's own batch loop (train_classifier, train_seq2seq) or
-    the student's (the RNN notebook's train_one_epoch). The Trainer itself draws no random numbers, so a run
-    repeats exactly what its step and evaluation do. On a CPU `device` the run uses the course's thread count
-    (`dlcourse.threads.torch_threads`; `large_model` for BERT-sized models)."""
-
-    epochs: int
-    train_epoch: Callable[[int], Metrics]
-    evaluate: Callable[[], Metrics]
-    history: History
-    log: Callable[[str], None] = print
-    on_epoch_end: Callable[[int, History], None] | None = None
-    finished: Callable[[], bool] = lambda: False
-    device: torch.device | str = "cpu"
-    large_model: bool = False
-
-    def run(self) -> History:
-        with torch_threads(self.device, large_model=self.large_model):
-            return self._run()
-
-    def _run(self) -> History:
-        for epoch in range(self.epochs):
+    `Trainer.run` drives its own batch loop with it; `dlcourse.rnn.fit` drives the student's `train_one_epoch`, where
+    the notebook asks the student to write the step. It draws no random numbers: a run repeats what its epochs do."""
+    with torch_threads(device, large_model=large_model):
+        for epoch in range(epochs):
             started = time.time()
-            metrics = self.train_epoch(epoch)
-            metrics.update(self.evaluate())
-            self.history.record(**metrics, seconds=time.time() - started)
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch, self.history)
-            self.log(self.history.epoch_line(epoch, self.epochs))
-            if self.finished():
+            metrics = train_epoch(epoch)
+            metrics.update(evaluate())
+            history.record(**metrics, seconds=time.time() - started)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, history)
+            log(history.epoch_line(epoch, epochs))
+            if finished():
                 break
-        return self.history
+    return history
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> float:
@@ -157,38 +155,151 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float) -> flo
 
 
 @dataclass
-class ScheduledSteps:
-    """Optimisation steps of `optimizer` under `lr_at`'s warm-up + cosine schedule, counted across epochs so that
-    the schedule spans the whole run. `clip_norm` clips the gradient norm before each step when given."""
+class TrainerConfig:
+    """How a `Trainer` optimises: the schedule, clipping, precision and what it shows."""
 
+    epochs: int
+    lr: float  # the peak learning rate
+    total_steps: int  # the run stops after this many optimisation steps; the cosine schedule spans them
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "cosine" (lr_at: linear warm-up, cosine decay to zero) or "constant" (always lr)
+    clip_norm: float | None = None  # clip the gradients' total norm to this before every step
+    precision: str = "fp32"  # on CUDA: "bf16" autocast (where the GPU has bf16), "fp16" autocast with a GradScaler
+    progress: bool = False  # a tqdm bar per epoch (only in a terminal or notebook)
+    log_every: int = 0  # log the loss every this many steps
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule is 'cosine' or 'constant', not {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision is one of {PRECISIONS}, not {self.precision!r}")
+
+    def lr_at(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        return lr_at(step, self.total_steps, self.warmup_steps, self.lr)
+
+
+@dataclass
+class BatchLoss:
+    """What an assignment's `forward` returns for one batch: the loss to minimise and how the batch counts in the
+    epoch's numbers. `train_loss` is the epoch's batch losses averaged with the weights; each of `counts` (e.g.
+    {"train_acc": correct predictions}) is summed over the epoch and divided by the epoch's total weight."""
+
+    loss: torch.Tensor
+    weight: torch.Tensor | int = 1  # examples or tokens in the batch
+    # Tensors are read after the step (no GPU sync before it).
+    counts: dict[str, torch.Tensor | int] = field(default_factory=dict)
+
+
+@dataclass
+class Trainer(Generic[BatchT, HistoryT]):
+    """The course's training loop (minGPT's Trainer is the model): each epoch iterates over `batches` (re-iterated
+    every epoch, e.g. `ShuffledBatches`), computes `forward(batch)` (the assignment's loss, under autocast when
+    `config.precision` asks for it on CUDA) and takes one optimisation step: the scheduled learning rate,
+    zero_grad(set_to_none=True), backward, gradient clipping, optimizer step. After every epoch `evaluate()`; all
+    recorded in `history` (see `run_epochs`). Stops after `config.total_steps` steps.
+
+    The Trainer draws no random numbers: a run repeats exactly what its batches, forward and evaluation draw."""
+
+    config: TrainerConfig
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    peak_lr: float
-    total_steps: int
-    warmup_steps: int
-    clip_norm: float | None = None
-    taken: int = 0
+    batches: Iterable[BatchT]
+    forward: Callable[[BatchT], BatchLoss]
+    evaluate: Callable[[], Metrics]
+    history: HistoryT
+    device: torch.device | str = "cpu"
+    log: Callable[[str], None] = print
+    on_epoch_end: Callable[[int, HistoryT], None] | None = None
+    taken: int = field(default=0, init=False)  # optimisation steps so far, across epochs
+
+    def __post_init__(self) -> None:
+        on_cuda = torch.device(self.device).type == "cuda"
+        self.autocast_dtype = {"bf16": torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else None,
+                               "fp16": torch.float16 if on_cuda else None, "fp32": None}[self.config.precision]
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range and needs none
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+
+    def run(self) -> HistoryT:
+        return run_epochs(self.config.epochs, self.train_epoch, self.evaluate, self.history, log=self.log,
+                          on_epoch_end=self.on_epoch_end, finished=self.done, device=self.device)
 
     def done(self) -> bool:
-        return self.taken >= self.total_steps
+        return self.taken >= self.config.total_steps
 
-    def take(self, loss: torch.Tensor, parameters: Iterator[torch.nn.Parameter]) -> None:
-        """Set the scheduled learning rate, backpropagate `loss` and step."""
+    def train_epoch(self, epoch: int) -> Metrics:
+        """One pass over `batches` (fewer once the run has taken its steps): the mean loss and the counts' rates."""
+        self.model.train()
+        loss_sum, weight = 0.0, 0
+        counts: dict[str, int] = {}
+        bar = tqdm(total=len(self.batches) if isinstance(self.batches, Sized) else None, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                   disable=None if self.config.progress else True)  # None: no bar when not a terminal
+        for batch in self.batches:
+            if self.done():
+                break
+            with self.autocast():
+                out = self.forward(batch)
+            self.step(out.loss)
+            value = out.loss.item()
+            self.history.record_step(lr=self.optimizer.param_groups[0]["lr"], loss=value)
+            loss_sum, weight = loss_sum + value * int(out.weight), weight + int(out.weight)
+            for name, count in out.counts.items():
+                counts[name] = counts.get(name, 0) + int(count)
+            if not bar.disable:
+                bar.update()
+                bar.set_postfix(loss=f"{loss_sum / max(1, weight):.3f}",
+                                **{k: f"{v / max(1, weight):.2%}" for k, v in counts.items()})
+            if self.config.log_every and self.taken % self.config.log_every == 0:
+                self.log(f"  step {self.taken}/{self.config.total_steps}: loss {value:.3f}")
+        bar.close()
+        return {"train_loss": loss_sum / max(1, weight), **{k: v / max(1, weight) for k, v in counts.items()}}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward pass where `config.precision` asks for it (CUDA only)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimisation step on `loss` at the scheduled learning rate."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.taken, self.total_steps, self.warmup_steps, self.peak_lr)
+            group["lr"] = self.config.lr_at(self.taken)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(parameters, self.clip_norm)
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self._clip()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            self._clip()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.taken += 1
 
+    def _clip(self) -> None:
+        if self.config.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
 
-def shuffled_batches(num: int, batch_size: int, device: torch.device | str | None = None) -> Iterator[torch.Tensor]:
-    """Index tensors of consecutive `batch_size` slices of a fresh random permutation of range(num) (drawn on
-    `device`'s generator: a CUDA split is shuffled on the GPU); the last batch may be smaller."""
-    order = torch.randperm(num, device=device)
-    for start in range(0, num, batch_size):
-        yield order[start:start + batch_size]
+
+@dataclass
+class ShuffledBatches:
+    """Index tensors of consecutive `batch_size` slices of a fresh random permutation of range(num) every time it is
+    iterated (drawn on `device`'s generator: a CUDA split is shuffled on the GPU); the last batch may be smaller."""
+
+    num: int
+    batch_size: int
+    device: torch.device | str | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(self.num / self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.num, device=self.device)
+        for start in range(0, self.num, self.batch_size):
+            yield order[start:start + self.batch_size]
 
 
 # -- image classifiers ------------------------------------------------------------------------------------
@@ -248,29 +359,20 @@ def train_classifier(model: torch.nn.Module, train: ImageSplit, test: ImageSplit
     params = [p for _, p in model.named_parameters()]
     optimizer = torch.optim.AdamW([{"params": [p for p, d in zip(params, decays, strict=True) if d], "weight_decay": recipe.weight_decay},
                                    {"params": [p for p, d in zip(params, decays, strict=True) if not d], "weight_decay": 0.0}], lr=recipe.lr)
-    steps_per_epoch = math.ceil(len(y_train) / recipe.batch_size)
-    steps = ScheduledSteps(optimizer, recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
-                           warmup_steps=int(recipe.warmup_epochs * steps_per_epoch))
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    batches = ShuffledBatches(len(y_train), recipe.batch_size, y_train.device)
+    config = TrainerConfig(recipe.epochs, recipe.lr, total_steps=recipe.epochs * len(batches),
+                           warmup_steps=int(recipe.warmup_epochs * len(batches)), clip_norm=recipe.clip_norm,
+                           precision="bf16", progress=progress)
 
-    def train_epoch(epoch: int) -> Metrics:
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(shuffled_batches(len(y_train), recipe.batch_size, y_train.device), total=steps_per_epoch,
-                   desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=None if progress else True, leave=False)  # None: no bars when not a terminal
-        for idx in bar:
-            x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
-            if recipe.augment:
-                x = random_crop_flip(x)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            steps.take(loss, model.parameters())
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.2%}")
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+    def forward(idx: torch.Tensor) -> BatchLoss:
+        x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+        if recipe.augment:
+            x = random_crop_flip(x)
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+        return BatchLoss(loss, len(y), {"train_acc": (logits.argmax(1) == y).sum()})
 
-    return Trainer(recipe.epochs, train_epoch, lambda: {"test_acc": evaluate_accuracy(model, x_test, y_test, device)},
-                   ClassifierHistory(), device=device).run()
+    def evaluate() -> Metrics:
+        return {"test_acc": evaluate_accuracy(model, x_test, y_test, device)}
+
+    return Trainer(config, model, optimizer, batches, forward, evaluate, ClassifierHistory(), device=device).run()

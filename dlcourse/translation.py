@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from dlcourse.threads import torch_threads
-from dlcourse.training import History, Metrics, Recipe, ScheduledSteps, Trainer, quick_mode, shuffled_batches
+from dlcourse.training import (BatchLoss, History, Metrics, Recipe, ShuffledBatches, Trainer, TrainerConfig,
+                               quick_mode)
 from dlcourse.utils import seed_everything
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -207,6 +208,7 @@ class Seq2SeqRecipe(Recipe):
     warmup_steps: int = 100
     label_smoothing: float = 0.0
     max_steps: int | None = None  # stop after this many steps (quick runs)
+    clip_norm: float | None = 1.0
 
     def quick_changes(self) -> dict[str, Any]:
         """5 steps of at most 32 pairs."""
@@ -221,6 +223,10 @@ class Seq2SeqHistory(History):
     val_perplexity: list[float] = field(default_factory=list)
     step_lr: list[float] = field(default_factory=list, metadata={"per_step": True})
     step_loss: list[float] = field(default_factory=list, metadata={"per_step": True})
+
+    def record_step(self, lr: float, loss: float) -> None:
+        self.step_lr.append(lr)
+        self.step_loss.append(loss)
 
     def epoch_metrics(self) -> str:
         return f"{super().epoch_metrics()}, val perplexity {self.val_perplexity[-1]:.2f}"
@@ -247,36 +253,23 @@ def train_seq2seq(model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tenso
         src, tgt = src[keep], tgt[keep]
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, betas=(0.9, 0.98))
-    total_steps = recipe.epochs * math.ceil(len(src) / recipe.batch_size)
+    batches = ShuffledBatches(len(src), recipe.batch_size)
+    total_steps = recipe.epochs * len(batches)
     if recipe.max_steps:
         total_steps = min(total_steps, recipe.max_steps)
-    steps = ScheduledSteps(optimizer, recipe.lr, total_steps, recipe.warmup_steps, clip_norm=1.0)
+    config = TrainerConfig(recipe.epochs, recipe.lr, total_steps, recipe.warmup_steps, clip_norm=recipe.clip_norm,
+                           log_every=log_every)
 
-    history = Seq2SeqHistory()
-
-    def train_epoch(epoch: int) -> Metrics:
-        model.train()
-        loss_sum, tokens = 0.0, 0
-        for idx in shuffled_batches(len(src), recipe.batch_size):
-            if steps.done():
-                break
-            s, t = trim_padding(src[idx], tgt[idx])
-            s, t = s.to(device), t.to(device)
-            logits = forward(model, s, t[:, :-1])  # (B, T-1, V): teacher forcing, the decoder reads the true prefix
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1), ignore_index=pad_id,
-                                   label_smoothing=recipe.label_smoothing)
-            steps.take(loss, model.parameters())
-            value = loss.item()
-            history.step_lr.append(steps.optimizer.param_groups[0]["lr"])
-            history.step_loss.append(value)
-            n = int((t[:, 1:] != pad_id).sum())
-            loss_sum, tokens = loss_sum + value * n, tokens + n
-            if log_every and steps.taken % log_every == 0:
-                print(f"  step {steps.taken}/{total_steps}: loss {value:.3f}")
-        return {"train_loss": loss_sum / max(1, tokens)}
+    def loss_of(idx: torch.Tensor) -> BatchLoss:
+        s, t = trim_padding(src[idx], tgt[idx])
+        s, t = s.to(device), t.to(device)
+        logits = forward(model, s, t[:, :-1])  # (B, T-1, V): teacher forcing, the decoder reads the true prefix
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[:, 1:].reshape(-1), ignore_index=pad_id,
+                               label_smoothing=recipe.label_smoothing)
+        return BatchLoss(loss, (t[:, 1:] != pad_id).sum())  # weighted by tokens
 
     def evaluate() -> Metrics:
         return {"val_perplexity": evaluate_perplexity(model, *val, device=device, pad_id=pad_id, forward=forward)}
 
-    return Trainer(recipe.epochs, train_epoch, evaluate, history, on_epoch_end=on_epoch_end, finished=steps.done,
-                   device=device).run()
+    return Trainer(config, model, optimizer, batches, loss_of, evaluate, Seq2SeqHistory(), device=device,
+                   on_epoch_end=on_epoch_end).run()

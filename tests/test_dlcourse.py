@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from dlcourse import (History, Recipe, TrainRecipe, check_shape, fill_parameters_, load_model_files, rel_error, save_model,
+from dlcourse import (ClassifierHistory, History, Recipe, TrainRecipe, check_shape, fill_parameters_, load_model_files, rel_error, save_model,
                       seeded_randn)
 from dlcourse.data import ImageSplit, random_crop_flip
 from dlcourse.export import FORMAT_KEY, FORMAT_VERSION, constructor_arguments
-from dlcourse.training import lr_at, quick_mode
+from dlcourse.training import BatchLoss, ShuffledBatches, Trainer, TrainerConfig, lr_at, quick_mode
 
 
 def test_rel_error_is_zero_for_equal_and_large_for_different():
@@ -90,6 +90,79 @@ def test_random_crop_flip_keeps_shape():
 def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
     assert lrs[0] < lrs[9] == 1.0 and lrs[-1] < 0.01
+
+
+def regression_batches(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, 3, generator=g), torch.randn(n, 1, generator=g)) for n in (4, 3, 5)]
+
+
+def test_the_trainer_takes_the_steps_a_hand_written_loop_takes():
+    """Scheduled lr, zero_grad, backward, clipping, step, in that order; stopping mid-epoch after total_steps; the
+    epoch's loss weighted by the batch sizes and its counts divided by the total weight."""
+    from dlcourse.translation import Seq2SeqHistory
+
+    batches = regression_batches()
+    config = TrainerConfig(epochs=3, lr=0.5, total_steps=7, warmup_steps=2, clip_norm=0.1)
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(expected.parameters(), lr=config.lr, momentum=0.9)
+    losses = []
+    for step in range(config.total_steps):
+        x, y = batches[step % len(batches)]
+        loss = torch.nn.functional.mse_loss(expected(x), y)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.total_steps, config.warmup_steps, config.lr)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(expected.parameters(), config.clip_norm)
+        optimizer.step()
+        losses.append(loss.item())
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    trainer = Trainer(config, model, torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9), batches,
+                      lambda batch: BatchLoss(torch.nn.functional.mse_loss(model(batch[0]), batch[1]), len(batch[1])),
+                      lambda: {"val_perplexity": 1.0}, Seq2SeqHistory(), log=lambda line: None)
+    history = trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), expected.state_dict().values(), strict=True))
+    assert trainer.taken == 7 and len(history.train_loss) == 3  # 3 + 3 + 1 steps
+    assert history.step_loss == losses and history.step_lr == [lr_at(s, 7, 2, 0.5) for s in range(7)]
+    sizes = [len(y) for _, y in batches]
+    assert history.train_loss[0] == sum(v * n for v, n in zip(losses[:3], sizes, strict=True)) / sum(sizes)
+    assert history.train_loss[2] == losses[6]
+
+
+def test_the_trainer_divides_counts_by_the_weight_and_can_keep_the_lr_constant():
+    batches = regression_batches(1)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    lines: list[str] = []
+
+    def forward(batch):
+        x, y = batch
+        return BatchLoss(torch.nn.functional.mse_loss(model(x), y), len(y), {"train_acc": (y > 0).sum()})
+
+    history = Trainer(TrainerConfig(epochs=2, lr=0.1, total_steps=6, schedule="constant"), model, optimizer, batches,
+                      forward, lambda: {"test_acc": 0.5}, ClassifierHistory(), log=lines.append).run()
+    positive = sum(int((y > 0).sum()) for _, y in batches) / sum(len(y) for _, y in batches)
+    assert history.train_acc == [positive, positive] and history.test_acc == [0.5, 0.5]
+    assert optimizer.param_groups[0]["lr"] == 0.1 and len(lines) == 2 and lines[1].startswith("epoch 2/2: loss")
+
+
+def test_trainer_config_names_what_it_accepts():
+    with pytest.raises(ValueError, match="cosine"):
+        TrainerConfig(epochs=1, lr=1.0, total_steps=1, schedule="linear")
+    with pytest.raises(ValueError, match="bf16"):
+        TrainerConfig(epochs=1, lr=1.0, total_steps=1, precision="fp8")
+
+
+def test_shuffled_batches_cover_every_index_once_per_pass():
+    batches = ShuffledBatches(10, 4)
+    torch.manual_seed(0)
+    first, second = [torch.cat(list(batches)) for _ in range(2)]
+    assert len(batches) == 3 and [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(10)) and not torch.equal(first, second)
 
 
 def test_quick_mode_shrinks_recipe(monkeypatch):
