@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from autograder.assignments import assignment_of
+from autograder.families import bar_title
 from autograder.attention_reference import causal, sinusoidal_reference
 from autograder.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
@@ -303,8 +304,9 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
     GROUP = "Thresholds"
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["overfit_loss"])
     def test_overfit_loss(self, student):
-        """The saved overfit model's training loss on the notebook's 50 stand-in captions is at most the hand-out's bar
+        """The saved overfit model's training loss on the notebook's 50 stand-in captions is at most {bar}
         (your saved weights in the notebook's CaptioningTransformer)"""
         threshold = THRESHOLDS["overfit_loss"]
         course, build, weights = course_captioner(student, "captioning_overfit")
@@ -325,8 +327,9 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
                            f"{threshold.value:g}")
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["standin_bleu"])
     def test_standin_bleu(self, student):
-        """The saved model's greedy captions of 500 new stand-in images reach the BLEU bar (your saved weights in the
+        """The saved model's greedy captions of 500 new stand-in images reach a BLEU of at least {bar} (your saved weights in the
         notebook's CaptioningTransformer, captioned by the notebook's sample)"""
         threshold = THRESHOLDS["standin_bleu"]
         course, build, weights = course_captioner(student, "captioning_standin")
