@@ -276,8 +276,8 @@ class TestViT:
         cfg = dict(VIT_CONFIG, dropout=p)
         ref = torchvision_vit(VIT_CONFIG, seed=8)
         build, substitutes, weights = isolated_vit(cfg, ref)
-        built = module(build, weights=weights)
-        built["substitutes"] = substitutes  # (the stand-in blocks have no dropout: only the ViT's own is checked)
+        # (the stand-in blocks have no dropout: only the ViT's own is checked)
+        built = module(build, weights=weights, substitutes=substitutes)
         x = seeded_randn(2, 3, 16, 16, seed=9)
 
         def forward(training: bool):
