@@ -21,6 +21,7 @@ import torch
 
 EXCERPT_CHARS = 300  # of a student-controlled message (an exception's text, a traceback)
 MESSAGE_CHARS = 4000  # of a whole feedback message
+FAMILIES = Path(__file__).with_name("families.py")  # the hidden tests that several assignments share
 MIN_HIDDEN_LINE = 20  # shorter lines ("return x", "def forward(self, x):") are common to everyone's code
 REMOVED = "[removed: text from the grader's files]"
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])")
@@ -68,9 +69,9 @@ def hidden_text(hidden: tuple[Path, ...], public: tuple[Path, ...] = (), own: tu
 
 
 def grader_files_text(assignment, own: tuple[str, ...] = ()) -> tuple[frozenset[str], str]:
-    """hidden_text of an assignment (autograder.assignments.Assignment): its hidden tests and solution notebook, less
-    the student's `own` answer cells."""
-    return hidden_text((assignment.hidden_tests, assignment.source_dir / assignment.notebook),
+    """hidden_text of an assignment (autograder.assignments.Assignment): its hidden tests (with the test families
+    they instantiate, autograder/families.py) and solution notebook, less the student's `own` answer cells."""
+    return hidden_text((assignment.hidden_tests, FAMILIES, assignment.source_dir / assignment.notebook),
                        (assignment.release_dir / assignment.notebook,), tuple(own))
 
 

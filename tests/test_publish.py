@@ -98,7 +98,7 @@ def solution_leaks(text: str) -> list[str]:
 def grader_only_lines() -> set[str]:
     """Distinctive lines of the hidden tests, the samples and the specs, less those students see anyway (the release
     notebooks and the course package, where a shared line such as an import is public by design)."""
-    files = [*(PROJECT_ROOT / "autograder" / "hidden_tests").glob("*.py"),
+    files = [*(PROJECT_ROOT / "autograder" / "hidden_tests").glob("*.py"), PROJECT_ROOT / "autograder" / "families.py",
              *(PROJECT_ROOT / "source").glob("*/samples.py"), *(PROJECT_ROOT / "source").glob("*/spec.py")]
     secret = set().union(*(long_lines(f.read_text(), 30) for f in files))
     public = set().union(*(long_lines(notebook_text(p), 30) for p in (PROJECT_ROOT / "release").glob("*/*.ipynb")),

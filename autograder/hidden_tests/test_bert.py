@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from autograder.assignments import assignment_of
+from autograder.families import bar_title
 from autograder.imdb_grading import graded_imdb
 from autograder.reference import Feedback, assert_close, assert_shape
 from autograder.requests import call, handle, module, name, stand_in
@@ -339,7 +340,8 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(10)
+    @bar_title(THRESHOLDS["imdb"])
     def test_imdb_accuracy(self, student):
-        """The saved fine-tuned model reaches at least 85% accuracy on the IMDB test split"""
+        """The saved fine-tuned model reaches at least {bar} accuracy on the IMDB test split"""
         graded_bert_accuracy(student)
 

@@ -17,8 +17,12 @@ import torch
 import torch.nn as nn
 
 from autograder.assignments import assignment_of
-from autograder.attention_reference import attention_weights, causal, mha_reference, sdpa_reference, sinusoidal_reference
-from autograder.reference import Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, seeded_randn
+from autograder.families import bar_title
+from autograder.attention_reference import causal, sinusoidal_reference
+from autograder.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
+                                 MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
+                                 greedy_row, layer_substitutes, layer_weights)
+from autograder.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
 from autograder.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.stand_ins.transformer import with_reference_masks
@@ -37,177 +41,34 @@ HELD_OUT_IMAGES = 500  # new stand-in images captioned for BLEU, as many as the 
 
 
 @pytest.mark.cell("positional_encoding")
-class TestPositionalEncoding:
+class TestPositionalEncoding(PositionalEncodingFamily):
     GROUP = "Positional encoding"
-
-    @pytest.mark.points(1)
-    @pytest.mark.parametrize("max_len,d_model", [(10, 8), (7, 5), (64, 33)])
-    def test_matches_formula(self, student, max_len, d_model):
-        """sinusoidal_positional_encoding equals the formula (even and odd widths, several lengths)"""
-        result = student.invoke(name("sinusoidal_positional_encoding"), max_len, d_model,
-                                what=f"sinusoidal_positional_encoding({max_len}, {d_model})")
-        if not isinstance(result.value, torch.Tensor):
-            raise Feedback("sinusoidal_positional_encoding must return a tensor")
-        assert_close(result.value, sinusoidal_reference(max_len, d_model),
-                     f"positional encoding ({max_len} positions, d_model={d_model})", atol=1e-4)
-
-    @pytest.mark.points(1)
-    def test_module_adds_the_table(self, student):
-        """PositionalEncoding adds the first T rows of the table to its input"""
-        x = seeded_randn(2, 9, 12, seed=1)
-        result = student.run(call("PositionalEncoding", d_model=12, max_len=30), (x,), what="PositionalEncoding(12, 30)")
-        assert_close(result.output, x + sinusoidal_reference(9, 12).float(), "PositionalEncoding output", atol=1e-4)
+    TESTS = ("test_matches_formula", "test_module_adds_the_table")
+    CASES = {"test_matches_formula": ("max_len,d_model", [(10, 8), (7, 5), (64, 33)])}
 
 
 @pytest.mark.cell("masks")
-class TestMasks:
+class TestMasks(MaskFamily):
     GROUP = "Causal mask"
-
-    @pytest.mark.points(1)
-    @pytest.mark.parametrize("T", [1, 6])
-    def test_causal_mask(self, student, T):
-        """make_causal_mask(T) is (T, T), True on and below the diagonal"""
-        value = student.invoke(name("make_causal_mask"), T, what=f"make_causal_mask({T})").value
-        if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
-            raise Feedback("make_causal_mask must return a bool tensor")
-        assert_shape(value, (T, T), "causal mask")
-        if not torch.equal(value, causal(T)):
-            raise Feedback(f"make_causal_mask({T}) is not True exactly where key j <= query i")
-
-
-def mha_build(d_model: int, heads: int) -> dict:
-    return call("MultiHeadAttention", embed_dim=d_model, num_heads=heads)
+    TESTS = ("test_causal_mask",)
+    CASES = {"test_causal_mask": ("T", [1, 6])}
 
 
 @pytest.mark.cell("mha")
-class TestMultiHeadAttention:
+class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-
-    @pytest.mark.points(1)
-    def test_output_shape_cross_attention(self, student):
-        """MultiHeadAttention maps query (N, T_q, D) and key/value (N, T_k, D) to (N, T_q, D)"""
-        q, kv = seeded_randn(2, 3, 16, seed=1), seeded_randn(2, 7, 16, seed=2)
-        result = student.run(mha_build(16, 4), (q, kv, kv.clone()), what="MultiHeadAttention(16, 4) with T_q=3, T_k=7")
-        assert_shape(result.output, (2, 3, 16), "attention output")
-
-    @pytest.mark.points(2)
-    @pytest.mark.parametrize("d_model,heads", [(16, 1), (32, 4)])
-    def test_self_attention_matches_torch(self, student, d_model, heads):
-        """Unmasked self-attention equals nn.MultiheadAttention with the same weights"""
-        mha, weights = mha_reference(d_model, heads, seed=d_model)
-        x = seeded_randn(2, 6, d_model, seed=heads)
-        result = student.run(mha_build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
-                             what=f"MultiHeadAttention(embed_dim={d_model}, num_heads={heads})")
-        assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), "self-attention output")
-        assert_close(result.output, sdpa_reference(weights, heads, x, x, x), "self-attention output")
-
-    @pytest.mark.points(2)
-    def test_causal_mask_matches_torch(self, student):
-        """With a causal mask (T, T), attention equals nn.MultiheadAttention's attn_mask"""
-        mha, weights = mha_reference(16, 2, seed=5)
-        x = seeded_randn(2, 7, 16, seed=6)
-        result = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(7)), weights=weights,
-                             what="MultiHeadAttention with a causal mask")
-        expected = mha(x, x, x, attn_mask=~causal(7), need_weights=False)[0].detach()
-        assert_close(result.output, expected, "attention output with a causal mask")
-
-    @pytest.mark.points(2)
-    def test_cross_attention_matches_torch(self, student):
-        """Cross-attention (T_q != T_k, no mask) equals nn.MultiheadAttention and F.scaled_dot_product_attention"""
-        mha, weights = mha_reference(16, 4, seed=7)
-        q, kv = seeded_randn(2, 4, 16, seed=8), seeded_randn(2, 9, 16, seed=9)
-        result = student.run(mha_build(16, 4), (q, kv, kv.clone()), weights=weights, what="cross-attention, T_q=4, T_k=9")
-        assert_close(result.output, sdpa_reference(weights, 4, q, kv, kv), "cross-attention output")
-        assert_close(result.output, mha(q, kv, kv, need_weights=False)[0].detach(), "cross-attention output")
-
-    @pytest.mark.points(2)
-    def test_masks_hide_the_future_exactly(self, student):
-        """With the causal mask, changing positions t+1.. (queries, keys and values) changes no output at positions <= t"""
-        _, weights = mha_reference(16, 2, seed=10)
-        x = seeded_randn(2, 6, 16, seed=11)
-        changed = x.clone()
-        changed[:, 3:] = 50.0 * seeded_randn(2, 3, 16, seed=13)
-        first = student.run(mha_build(16, 2), (x, x.clone(), x.clone(), causal(6)), weights=weights,
-                            what="causal attention")
-        second = student.run(mha_build(16, 2), (changed, changed.clone(), changed.clone(), causal(6)), weights=weights,
-                             what="causal attention with changed later positions")
-        assert_close(second.output[:, :3], first.output[:, :3], "outputs at positions 0..2 after changing positions 3..5",
-                     rtol=0.0, atol=1e-6)
-
-    @pytest.mark.points(2)
-    def test_gradients_match_torch(self, student):
-        """Gradients (query, key, value and all weights) equal nn.MultiheadAttention's, with a causal mask"""
-        mha, weights = mha_reference(16, 4, seed=16)
-        q, k, v = seeded_randn(2, 5, 16, seed=17), seeded_randn(2, 5, 16, seed=18), seeded_randn(2, 5, 16, seed=19)
-        g = seeded_randn(2, 5, 16, seed=20)
-        result = student.run(mha_build(16, 4), (q, k, v, causal(5)), weights=weights, grad_output=g,
-                             what="MultiHeadAttention backward")
-        refs = [t.clone().requires_grad_(True) for t in (q, k, v)]
-        mha.zero_grad()
-        mha(*refs, attn_mask=~causal(5), need_weights=False)[0].backward(g)
-        for i, label in enumerate(("query", "key", "value")):
-            if result.input_grads[i] is None:
-                raise Feedback(f"no gradient reached the {label}")
-            assert_close(result.input_grads[i], refs[i].grad, f"gradient with respect to the {label}")
-        wq, wk, wv = mha.in_proj_weight.grad.chunk(3)
-        expect_grads(result.param_grads, {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv,
-                                          "out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad})
-
-
-def decoder_reference(d_model: int, heads: int, d_ff: int, seed: int) -> nn.TransformerDecoderLayer:
-    ref = nn.TransformerDecoderLayer(d_model, heads, d_ff, dropout=0.0, batch_first=True)
-    return fill_parameters_(ref, seed=seed, scale=0.3).eval()
-
-
-def layer_weights(ref: nn.TransformerDecoderLayer) -> dict:
-    """The torch decoder layer's weights under the student's names (attention and feed-forward are stand-ins)."""
-    weights = {"ff.linear1.weight": ref.linear1.weight, "ff.linear1.bias": ref.linear1.bias,
-               "ff.linear2.weight": ref.linear2.weight, "ff.linear2.bias": ref.linear2.bias}
-    weights.update(attention_weights("self_attn", ref.self_attn))
-    weights.update(attention_weights("cross_attn", ref.multihead_attn))
-    for i in (1, 2, 3):
-        norm = getattr(ref, f"norm{i}")
-        weights.update({f"norm{i}.weight": norm.weight, f"norm{i}.bias": norm.bias})
-    return {k: v.detach().clone() for k, v in weights.items()}
-
-
-def layer_substitutes(d_model: int, heads: int, d_ff: int) -> dict:
-    subs = {a: stand_in("torch_mha", d_model=d_model, num_heads=heads) for a in ("self_attn", "cross_attn")}
-    subs["ff"] = stand_in("torch_feedforward", d_model=d_model, d_ff=d_ff)
-    return subs
-
-
-def decoder_build(d_model: int, heads: int, d_ff: int) -> dict:
-    return call("DecoderLayer", embed_dim=d_model, num_heads=heads, ff_dim=d_ff)
+    NAMES = AttentionNames(width="embed_dim", batch="N", mask="causal")
+    TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_causal_mask_matches_torch",
+             "test_cross_attention_matches_torch", "test_masks_hide_the_future_exactly", "test_gradients_match_torch")
+    CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
 
 
 @pytest.mark.cell("decoder_layer")
-class TestDecoderLayer:
+class TestDecoderLayer(DecoderLayerFamily):
     GROUP = "Decoder layer"
-
-    @pytest.mark.points(3)
-    def test_matches_torch_decoder_layer(self, student):
-        """Post-norm DecoderLayer (masked self-attention, cross-attention to the image, feed-forward) equals nn.TransformerDecoderLayer"""
-        ref = decoder_reference(16, 2, 32, seed=26)
-        x, memory = seeded_randn(3, 5, 16, seed=27), seeded_randn(3, 7, 16, seed=28)
-        result = student.run(decoder_build(16, 2, 32), (x, memory, causal(5)), weights=layer_weights(ref),
-                             substitutes=layer_substitutes(16, 2, 32), what="DecoderLayer(16, 2, 32)")
-        expected = ref(x, memory, tgt_mask=~causal(5)).detach()
-        assert_close(result.output, expected, "DecoderLayer output", atol=1e-4)
-
-    @pytest.mark.points(1)
-    def test_gradients_match_torch(self, student):
-        """Gradients reach the caption and the image features (memory) as in nn.TransformerDecoderLayer"""
-        ref = decoder_reference(16, 4, 24, seed=29)
-        x, memory, g = seeded_randn(2, 4, 16, seed=30), seeded_randn(2, 6, 16, seed=31), seeded_randn(2, 4, 16, seed=32)
-        result = student.run(decoder_build(16, 4, 24), (x, memory, causal(4)), weights=layer_weights(ref),
-                             substitutes=layer_substitutes(16, 4, 24), grad_output=g, what="DecoderLayer backward")
-        refs = [x.clone().requires_grad_(True), memory.clone().requires_grad_(True)]
-        ref(*refs, tgt_mask=~causal(4)).backward(g)
-        for i, label in enumerate(("caption input", "image features (memory)")):
-            if result.input_grads[i] is None:
-                raise Feedback(f"no gradient reached the {label}")
-            assert_close(result.input_grads[i], refs[i].grad, f"DecoderLayer gradient with respect to the {label}", atol=1e-4)
+    NAMES = DecoderLayerNames(width="embed_dim", ff="ff_dim", target="caption", memory="image features",
+                              memory_mask=False)
+    TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
     @pytest.mark.points(1)
     def test_future_is_hidden(self, student):
@@ -216,8 +77,8 @@ class TestDecoderLayer:
         x, memory = seeded_randn(2, 5, 16, seed=34), seeded_randn(2, 3, 16, seed=35)
         changed = x.clone()
         changed[:, 3:] = 10.0 * seeded_randn(2, 2, 16, seed=36)
-        build = module(decoder_build(16, 2, 32), weights=layer_weights(ref), keep_as="decoder layer (future)")
-        build["substitutes"] = layer_substitutes(16, 2, 32)
+        build = module(self.build(16, 2, 32), weights=layer_weights(ref, DECODER_ATTENTIONS, 3),
+                       substitutes=layer_substitutes(16, 2, 32, DECODER_ATTENTIONS), keep_as="decoder layer (future)")
         first = student.invoke(build, x, memory, causal(5), what="DecoderLayer (future)")
         second = student.invoke(handle("decoder layer (future)"), changed, memory, causal(5), what="DecoderLayer (future)")
         if not isinstance(first.value, torch.Tensor) or not isinstance(second.value, torch.Tensor):
@@ -330,23 +191,13 @@ def lookup_table(seed: int, rows: int, vocab: int = 13) -> torch.Tensor:
 
 def reference_sample(table: torch.Tensor, max_length: int) -> list[list[int]]:
     """Greedy sampling from the table, one caption at a time: the words after <START>, up to and including <END>."""
-    rows = []
-    for i in range(len(table)):
-        words, last = [], START
-        while len(words) < max_length and last != END:
-            last = int(table[i, last])
-            words.append(last)
-        rows.append(words)
-    return rows
+    return [greedy_row(START, END, max_length + 1, lambda words, i=i: int(table[i, words[-1]]))[1:]
+            for i in range(len(table))]
 
 
 CAPTION_WORDS = DecodingWords(row="caption", tokens="words", length="max_length", end="<END>", pad_name="<NULL>",
                               pad=NULL, rule="without <START>: the most likely next word at each step, from "
                                              "self(features, caption so far)")
-
-
-def check_sampled(out, reference: list[list[int]], max_length: int) -> None:
-    check_greedy_rows("sample", out, reference, max_length, CAPTION_WORDS)
 
 
 def run_sample(student, table: torch.Tensor, max_length: int):
@@ -372,7 +223,7 @@ class TestSample:
         reference = reference_sample(table, max_length)
         # a test that can fail: some captions end early, others are cut at max_length
         assert reference[1] == [END] and any(r[-1] != END and len(r) == max_length for r in reference)
-        check_sampled(run_sample(student, table, max_length), reference, max_length)
+        check_greedy_rows("sample", run_sample(student, table, max_length), reference, max_length, CAPTION_WORDS)
 
     @pytest.mark.points(1)
     def test_stops_once_every_caption_has_ended(self, student):
@@ -383,7 +234,7 @@ class TestSample:
         table[2, START] = 9                                    # <START> 9 <END>
         reference = reference_sample(table, 30)
         assert max(len(r) for r in reference) == 4  # a test that can fail
-        check_sampled(run_sample(student, table, 30), reference, 30)
+        check_greedy_rows("sample", run_sample(student, table, 30), reference, 30, CAPTION_WORDS)
 
 
 @torch.no_grad()
@@ -453,8 +304,9 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
     GROUP = "Thresholds"
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["overfit_loss"])
     def test_overfit_loss(self, student):
-        """The saved overfit model's training loss on the notebook's 50 stand-in captions is at most the hand-out's bar
+        """The saved overfit model's training loss on the notebook's 50 stand-in captions is at most {bar}
         (your saved weights in the notebook's CaptioningTransformer)"""
         threshold = THRESHOLDS["overfit_loss"]
         course, build, weights = course_captioner(student, "captioning_overfit")
@@ -475,8 +327,9 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
                            f"{threshold.value:g}")
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["standin_bleu"])
     def test_standin_bleu(self, student):
-        """The saved model's greedy captions of 500 new stand-in images reach the BLEU bar (your saved weights in the
+        """The saved model's greedy captions of 500 new stand-in images reach a BLEU of at least {bar} (your saved weights in the
         notebook's CaptioningTransformer, captioned by the notebook's sample)"""
         threshold = THRESHOLDS["standin_bleu"]
         course, build, weights = course_captioner(student, "captioning_standin")

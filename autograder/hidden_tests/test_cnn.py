@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
+from autograder.families import bar_title
 from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
                                   seeded_randn)
 from autograder.requests import call, handle, module
@@ -334,11 +335,13 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["simple_cnn"])
     def test_simple_cnn_accuracy(self, student):
-        """The saved SimpleCNN reaches at least 50% CIFAR-10 test accuracy"""
+        """The saved SimpleCNN reaches at least {bar} CIFAR-10 test accuracy"""
         graded_accuracy(student, "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", THRESHOLDS["simple_cnn"])
 
     @pytest.mark.points(6)
+    @bar_title(THRESHOLDS["better_cnn"])
     def test_better_cnn_accuracy(self, student):
-        """The saved BetterCNN reaches at least 70% CIFAR-10 test accuracy"""
+        """The saved BetterCNN reaches at least {bar} CIFAR-10 test accuracy"""
         graded_accuracy(student, "cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", THRESHOLDS["better_cnn"])

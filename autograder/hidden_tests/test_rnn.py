@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
+from autograder.families import bar_title
 from autograder.imdb_grading import graded_rnn_accuracy
 from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   replayed_dropout, seeded_randn)
@@ -492,11 +493,13 @@ class TestAccuracy:
     GROUP = "Accuracy"
 
     @pytest.mark.points(4)
+    @bar_title(THRESHOLDS["rnn"])
     def test_rnn_accuracy(self, student):
-        """The saved RNN reaches at least 70% on the 25 000 IMDB test reviews"""
+        """The saved RNN reaches at least {bar} on the 25 000 IMDB test reviews"""
         graded_rnn_accuracy(student, "rnn_imdb", THRESHOLDS["rnn"])
 
     @pytest.mark.points(6)
+    @bar_title(THRESHOLDS["lstm"])
     def test_lstm_accuracy(self, student):
-        """The saved LSTM reaches at least 80% on the 25 000 IMDB test reviews"""
+        """The saved LSTM reaches at least {bar} on the 25 000 IMDB test reviews"""
         graded_rnn_accuracy(student, "lstm_imdb", THRESHOLDS["lstm"])
