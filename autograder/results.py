@@ -73,6 +73,9 @@ class TestResult:
     message: str  # why it failed, safe for the student (sanitised)
     notes: dict[str, str] = field(default_factory=dict)  # the notes this test recorded (a threshold's measured value)
 
+    def __post_init__(self):
+        self.outcome = Outcome(self.outcome)  # a ValueError for any other string
+
 
 @dataclass
 class SubmissionResult:
@@ -95,13 +98,19 @@ class SubmissionResult:
     seconds: float | None = None
     files: list[str] = field(default_factory=list)  # the submission's files that were found
 
+    def __post_init__(self):
+        self.status = Status(self.status)  # a ValueError for any other string
+
     @classmethod
     def without_results(cls, status: Status, message: str) -> "SubmissionResult":
         """A submission that was not judged (a bad archive, a timeout of the whole judge, a grader error)."""
         return cls(status=status, message=message)
 
+    def to_dict(self) -> dict:
+        return {"format": RESULTS_FORMAT, **dataclasses.asdict(self)}
+
     def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps({"format": RESULTS_FORMAT, **dataclasses.asdict(self)}, indent=2))
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def read(cls, path: Path) -> "SubmissionResult":
@@ -113,6 +122,5 @@ class SubmissionResult:
         another format, naming `path` (where it was read)."""
         check_format(values, path, RESULTS_FORMAT, "a judge's results")
         values = {k: v for k, v in values.items() if k != "format"}
-        values["status"] = Status(values["status"])
-        values["tests"] = [TestResult(**{**t, "outcome": Outcome(t["outcome"])}) for t in values.get("tests", [])]
+        values["tests"] = [TestResult(**t) for t in values.get("tests", [])]
         return cls(**values)

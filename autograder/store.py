@@ -95,7 +95,7 @@ class StoredResult:
     graded_at: float = 0.0  # time.time() when it was stored
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        return json.dumps({**dataclasses.asdict(self), "result": self.result.to_dict()}, indent=2)
 
     @classmethod
     def from_json(cls, text: str, path: Path | str = "results.json") -> "StoredResult":
