@@ -47,7 +47,7 @@ from autograder.csvfiles import csv_rows
 from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.gradebook import Gradebook
-from autograder.results import FormatError, Status, SubmissionResult
+from autograder.results import FormatError, Outcome, Status, SubmissionResult
 from autograder.sandbox import log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
@@ -398,12 +398,12 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
         problems.append(f"its status is {result.status}: {result.message}")
     problems += [f"worker {event}" for event in result.events]
     problems += [f"test {t.id} ended in an internal grader error (see {logs / 'judge.log'})"
-                 for t in result.tests if t.outcome == "error"]
+                 for t in result.tests if t.outcome == Outcome.ERROR]
     if not result.tests and not problems:
         problems.append("no test ran")
     if problems:  # for the instructor's terminal only: the logs may quote the grader's own code
         worker_log, judge_log = logs / "worker.log", logs / "judge.log"
-        judge_failed = not worker_log.exists() or any(t.outcome == "error" for t in result.tests)
+        judge_failed = not worker_log.exists() or any(t.outcome == Outcome.ERROR for t in result.tests)
         shown = [f"\nThe {name} log ({path}) ends with:\n{log_tail(path)}"
                  for name, path, show in (("worker's", worker_log, True), ("judge's", judge_log, judge_failed))
                  if show and path.exists()]
