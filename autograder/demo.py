@@ -206,7 +206,7 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
                   "judged from them fail for the reference here. Grade on a GPU machine to see them pass.")
         shown = out.relative_to(PROJECT_ROOT) if out.is_relative_to(PROJECT_ROOT) else out
         print(f"Wrote {shown}/gradebook.csv, gradebook.json, integrity.md and feedback/<student>.md\n", flush=True)
-        if gradebook["hand_graded"]:
+        if gradebook.hand_graded:
             written.append(shown)
     trainings.close()
     failed = sorted(trainings.failed)

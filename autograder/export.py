@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from autograder.csvfiles import csv_rows
+from autograder.gradebook import Gradebook
 from autograder.store import atomic_write
 
 FORMATS = ("canvas", "csv")
@@ -38,33 +39,28 @@ def default_export_path(out: Path, fmt: str) -> Path:
     return out.resolve().parent / f"{fmt}.csv"
 
 
-def possible_points(gradebook: dict) -> float:
-    """The assignment's points: every test's and every hand-graded cell's."""
-    return sum(t["points"] for t in gradebook.get("tests", [])) + sum(m["points"] for m in gradebook["hand_graded"])
-
-
-def assignment_columns(gradebook: dict, fmt: str, column: str | None = None) -> tuple[list[str], dict[str, dict[str, str]]]:
+def assignment_columns(gradebook: Gradebook, fmt: str, column: str | None = None) -> tuple[list[str], dict[str, dict[str, str]]]:
     """This assignment's column names (`column`: the canvas column's name) and, per student id, their values. A pending
     hand grade is an empty cell in the csv format and counts as 0 in the total."""
-    name = gradebook["assignment"]
+    name = gradebook.assignment
     total_column = column or name
-    hand_ids = [m["grade_id"] for m in gradebook["hand_graded"]]
+    hand_ids = [m["grade_id"] for m in gradebook.hand_graded]
     columns = [total_column] if fmt == "canvas" else [name, f"{name}:autograded", f"{name}:not_judged",
                                                       *(f"{name}:hand:{g}" for g in hand_ids)]
     values = {}
-    for row in gradebook["submissions"]:
-        cells = {total_column: f"{row['total']:g}"}
+    for row in gradebook.rows:
+        cells = {total_column: f"{row.total:g}"}
         if fmt == "csv":
-            cells[f"{name}:autograded"] = f"{row['score']:g}"
-            cells[f"{name}:not_judged"] = f"{row.get('not_judged_points', 0):g}"
+            cells[f"{name}:autograded"] = f"{row.score:g}"
+            cells[f"{name}:not_judged"] = f"{row.not_judged_points:g}"
             for gid in hand_ids:
-                earned = row["hand_graded"].get(gid, {}).get("earned")
+                earned = row.hand_graded[gid].earned if gid in row.hand_graded else None
                 cells[f"{name}:hand:{gid}"] = "" if earned is None else f"{earned:g}"
-        values[row["student_id"]] = cells
+        values[row.student_id] = cells
     return columns, values
 
 
-def export_grades(gradebook: dict, fmt: str, path: Path, canvas_column: str | None = None) -> tuple[Path, list[str]]:
+def export_grades(gradebook: Gradebook, fmt: str, path: Path, canvas_column: str | None = None) -> tuple[Path, list[str]]:
     """Merge the gradebook's totals into the course file `path` (made if missing): its other columns and students are
     kept, this assignment's columns are replaced. Returns the path and what a TA should know (students not in a
     Canvas export, points not judged)."""
@@ -83,7 +79,7 @@ def export_grades(gradebook: dict, fmt: str, path: Path, canvas_column: str | No
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise SystemExit(f"--export-file {path}: cannot read it ({exc})") from None
     notes = []
-    partial = [r["student_id"] for r in gradebook["submissions"] if r.get("not_judged_points")]
+    partial = [r.student_id for r in gradebook.rows if r.not_judged_points]
     if partial:
         notes.append(f"{len(partial)} student(s) have points not judged, left out of their total and its maximum "
                      f"(see gradebook.csv): {', '.join(partial[:10])}{' ...' if len(partial) > 10 else ''}")
@@ -99,10 +95,10 @@ def export_grades(gradebook: dict, fmt: str, path: Path, canvas_column: str | No
     return path, notes
 
 
-def _merge(gradebook: dict, fmt: str, header: list[str], rows: list[dict], key: str) -> None:
+def _merge(gradebook: Gradebook, fmt: str, header: list[str], rows: list[dict], key: str) -> None:
     """A file of this grader's own: this assignment's columns replaced at the end, a row per student, sorted."""
     columns, values = assignment_columns(gradebook, fmt)
-    name = gradebook["assignment"]
+    name = gradebook.assignment
     header[:] = [c for c in header if c != name and not c.startswith(f"{name}:")] + columns
     by_id = {r[key]: {k: v for k, v in r.items() if not (k == name or k.startswith(f"{name}:"))} for r in rows}
     for sid, cells in values.items():
@@ -114,9 +110,9 @@ def _is_points_row(row: dict) -> bool:
     return (row.get("Student") or "").strip() == POINTS_POSSIBLE
 
 
-def _merge_into_canvas(gradebook: dict, header: list[str], rows: list[dict], column: str | None) -> list[str]:
+def _merge_into_canvas(gradebook: Gradebook, header: list[str], rows: list[dict], column: str | None) -> list[str]:
     """Fill this assignment's column of a gradebook Canvas exported, in place (see the module docstring)."""
-    name = gradebook["assignment"]
+    name = gradebook.assignment
     points_row = next(r for r in rows if _is_points_row(r))
     read_only = [c for c in header if (points_row.get(c) or "").strip() == READ_ONLY or CANVAS_COMPUTED.search(c)]
     if column is None:
@@ -135,7 +131,7 @@ def _merge_into_canvas(gradebook: dict, header: list[str], rows: list[dict], col
         at = min((header.index(c) for c in read_only), default=len(header))
         header.insert(at, column)
     _, values = assignment_columns(gradebook, "canvas", column)
-    points_row[column] = f"{possible_points(gradebook):g}"
+    points_row[column] = f"{gradebook.possible_points:g}"
     listed = set()
     for row in rows:
         sid = (row.get("SIS User ID") or "").strip()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import queue
 import re
@@ -47,7 +46,8 @@ from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.csvfiles import csv_rows
 from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
-from autograder.results import Status, SubmissionResult
+from autograder.gradebook import Gradebook
+from autograder.results import FormatError, Outcome, Status, SubmissionResult
 from autograder.sandbox import log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
@@ -369,21 +369,8 @@ def judge(sub: Submission, assignment: Assignment, out: Path, options: GradeOpti
     if not results_path.exists():
         return SubmissionResult.without_results(Status.GRADER_ERROR, f"the judge exited with code {returncode} without "
                                                 f"results (see {logs / 'judge.log'})")
-    result = SubmissionResult.read(results_path)
+    result = SubmissionResult.read(results_path)  # its status is the judge's (results.judged_status)
     result.files = files
-    if result.status == Status.GRADER_ERROR:  # the judge says the grader is at fault (its worker could not start)
-        return result
-    if result.fatal and assignment.notebook not in files:
-        result.status = "missing-notebook"
-    elif result.fatal:
-        result.status = "bad-notebook"
-    elif "crashed" in result.events:
-        result.status = Status.CRASHED
-    elif "timeout" in result.events:
-        result.status = Status.TIMEOUT
-    else:
-        result.status = Status.OK
-    result.message = result.fatal or ""
     return result
 
 
@@ -411,12 +398,12 @@ def preflight(assignment: Assignment, out: Path, options: GradeOptions, judges: 
         problems.append(f"its status is {result.status}: {result.message}")
     problems += [f"worker {event}" for event in result.events]
     problems += [f"test {t.id} ended in an internal grader error (see {logs / 'judge.log'})"
-                 for t in result.tests if t.outcome == "error"]
+                 for t in result.tests if t.outcome == Outcome.ERROR]
     if not result.tests and not problems:
         problems.append("no test ran")
     if problems:  # for the instructor's terminal only: the logs may quote the grader's own code
         worker_log, judge_log = logs / "worker.log", logs / "judge.log"
-        judge_failed = not worker_log.exists() or any(t.outcome == "error" for t in result.tests)
+        judge_failed = not worker_log.exists() or any(t.outcome == Outcome.ERROR for t in result.tests)
         shown = [f"\nThe {name} log ({path}) ends with:\n{log_tail(path)}"
                  for name, path, show in (("worker's", worker_log, True), ("judge's", judge_log, judge_failed))
                  if show and path.exists()]
@@ -516,7 +503,7 @@ def grade_each(todo: list[Submission], assignment: Assignment, out: Path, option
 
 def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submission], submissions: Path,
                     roster_ids: list[str] | None, hand: dict, graded_answers: dict, warnings: list[str],
-                    out: Path) -> dict:
+                    out: Path) -> Gradebook:
     """The gradebook of every result kept in OUT/results/ (plus a no-submission row per roster student without one),
     written to OUT: gradebook.csv, gradebook.json, feedback/."""
     graded = store.all()
@@ -530,7 +517,7 @@ def write_gradebook(assignment: Assignment, store: ResultStore, subs: list[Submi
 
 
 def gradebook_of_store(assignment: Assignment, graded: dict, missing: dict[str, str], hand: dict, graded_answers: dict,
-                       warnings: list[str], out: Path) -> dict:
+                       warnings: list[str], out: Path) -> Gradebook:
     """The gradebook of the results kept in OUT (`graded`: ResultStore.all()) and a no-submission row for each student
     of `missing` (student_id -> why), with the hand grades and the TA's comments kept in OUT; written to OUT."""
     from autograder.gradebook import build_gradebook, hand_grade_comments, write_outputs
@@ -539,35 +526,36 @@ def gradebook_of_store(assignment: Assignment, graded: dict, missing: dict[str, 
     results += [(Submission(sid, Path()), SubmissionResult.without_results(Status.NO_SUBMISSION, why))
                 for sid, why in missing.items()]
     gradebook = build_gradebook(assignment, results, hand, graded_answers, hand_grade_comments(out))
-    gradebook["warnings"] = warnings
-    for row in gradebook["submissions"]:
-        row["wall_s"] = graded[row["student_id"]].wall_s if row["student_id"] in graded else None
+    gradebook.warnings = warnings
+    for row in gradebook.rows:
+        row.wall_s = graded[row.student_id].wall_s if row.student_id in graded else None
     write_outputs(gradebook, out)
     return gradebook
 
 
-def rebuild_gradebook(out: Path) -> dict:
+def rebuild_gradebook(out: Path) -> Gradebook:
     """Write OUT's gradebook again from what OUT keeps, grading nothing: the stored results, the hand grades (after a
     TA gave some in the hand-grading page), and the last gradebook's no-submission rows and warnings."""
     from autograder.gradebook import kept_hand_grades
 
     path = out / "gradebook.json"
     try:
-        last = json.loads(path.read_text())
-        name = last["assignment"]
+        last = Gradebook.read(path)
+    except FormatError as exc:
+        raise SystemExit(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{path}: no gradebook to add hand grades to ({exc}); grade the submissions into {out} "
                          "first (python -m autograder grade SUBMISSIONS --assignment A --out OUT)") from None
-    assignment = load_assignment(name)
+    assignment = load_assignment(last.assignment)
     store = ResultStore(out, assignment.name)
     graded = store.all()
-    missing = {row["student_id"]: row["message"] for row in last.get("submissions", [])
-               if row.get("status") == Status.NO_SUBMISSION and row["student_id"] not in graded}
+    missing = {row.student_id: row.message for row in last.rows
+               if row.status == Status.NO_SUBMISSION and row.student_id not in graded}
     hand, graded_answers, _ = kept_hand_grades(out, None)
-    return gradebook_of_store(assignment, graded, missing, hand, graded_answers, last.get("warnings", []), out)
+    return gradebook_of_store(assignment, graded, missing, hand, graded_answers, last.warnings, out)
 
 
-def write_integrity(assignment: Assignment, gradebook: dict, results: dict[str, SubmissionResult], out: Path) -> Path:
+def write_integrity(assignment: Assignment, gradebook: Gradebook, results: dict[str, SubmissionResult], out: Path) -> Path:
     """OUT/integrity.md (autograder/integrity.py): each row's flags and the most similar pairs of answer cells, the
     release's own text of those cells removed. For the TA; scores are not touched."""
     from autograder.integrity import integrity_report, similar_pairs
@@ -578,7 +566,7 @@ def write_integrity(assignment: Assignment, gradebook: dict, results: dict[str, 
     template = extract_graded_code(release, release, list(assignment.spec.run_cells))
     boilerplate = "\n\n".join(c["source"] for c in template.cells if c["grade_id"] in template.answer_ids)
     answers = {sid: "\n\n".join(result.answers.values()) for sid, result in results.items()}
-    flags = {row["student_id"]: row.get("integrity", []) for row in gradebook["submissions"]}
+    flags = {row.student_id: row.integrity for row in gradebook.rows}
     path = out / "integrity.md"
     atomic_write(path, integrity_report(assignment.name, flags, similar_pairs(answers, boilerplate)))
     return path
@@ -587,7 +575,7 @@ def write_integrity(assignment: Assignment, gradebook: dict, results: dict[str, 
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
                  hand_grades: Path | None = None, progress=print, force: bool = False,
                  only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
-                 bar: bool = False, runner=None, collect: bool = False, check_release: bool = True) -> dict:
+                 bar: bool = False, runner=None, collect: bool = False, check_release: bool = True) -> Gradebook:
     """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
     regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
     stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a

@@ -33,8 +33,9 @@ import zipfile
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
-from autograder.gradebook import needs_review
+from autograder.gradebook import Gradebook, RowTest
 from autograder.options import GradeOptions
+from autograder.results import Outcome, Status
 
 ROOT_VARIABLE = "GRADESCOPE_ROOT"
 CONFIG_NAME = "gradescope.json"
@@ -149,58 +150,56 @@ def stage_submission(submission: Path, folder: Path) -> None:
         (folder / STUDENT_ID).mkdir()
 
 
-def output_of(test: dict) -> str:
+def output_of(test: RowTest) -> str:
     """What a student reads under one test: why it failed or was not judged, and what it measured."""
     lines = []
-    if test["outcome"] == "skipped" and needs_review(test["message"]):
-        lines.append(f"{test['message'][0].upper()}{test['message'][1:]} ({test['points']:g} points)")
-    elif test["outcome"] == "skipped":
-        lines.append(f"Not judged on this grader ({test['points']:g} points neither given nor taken): "
-                     f"{test['message'].removeprefix('not judged on this grader: ')}")
-    elif test["message"]:
-        lines.append(test["message"])
-    lines += [f"{name}: {text}" for name, text in test.get("notes", {}).items()]
+    if test.needs_review:
+        lines.append(f"{test.message[0].upper()}{test.message[1:]} ({test.points:g} points)")
+    elif not test.judged:
+        lines.append(f"Not judged on this grader ({test.points:g} points neither given nor taken): "
+                     f"{test.message.removeprefix('not judged on this grader: ')}")
+    elif test.message:
+        lines.append(test.message)
+    lines += [f"{name}: {text}" for name, text in (test.notes or {}).items()]
     return "\n".join(lines)
 
 
-def to_results(gradebook: dict, visibility: str, seconds: float) -> dict:
+def to_results(gradebook: Gradebook, visibility: str, seconds: float) -> dict:
     """Gradescope's results.json for the gradebook's one row: a test per hidden test, numbered by group, with the
     row's score. A test not judged here carries no score and no max_score (Gradescope shows it without points), so
     it counts neither as a zero nor as full marks."""
-    row = gradebook["submissions"][0]
-    groups = list(dict.fromkeys(t["group"] for t in gradebook["tests"]))
+    row = gradebook.rows[0]
+    groups = gradebook.groups
     tests, count = [], dict.fromkeys(groups, 0)
-    for info in gradebook["tests"]:
-        result = row["tests"][info["id"]]
-        count[info["group"]] += 1
-        param = info["id"].partition("[")[2].rstrip("]")
-        entry = {"name": f"{info['group']}: {info['title']}" + (f" [{param}]" if param else ""),
-                 "number": f"{groups.index(info['group']) + 1}.{count[info['group']]}",
+    for info in gradebook.tests:
+        result = row.tests[info.id]
+        count[info.group] += 1
+        param = info.id.partition("[")[2].rstrip("]")
+        entry = {"name": f"{info.group}: {info.title}" + (f" [{param}]" if param else ""),
+                 "number": f"{groups.index(info.group) + 1}.{count[info.group]}",
                  "output": output_of(result), "visibility": visibility}
-        if result["outcome"] == "skipped":
-            entry["name"] += " (needs review)" if needs_review(result["message"]) else " (not judged)"
+        if not result.judged:
+            entry["name"] += " (needs review)" if result.needs_review else " (not judged)"
         else:
-            entry.update(score=result["earned"], max_score=result["points"],
-                         status="passed" if result["outcome"] == "passed" else "failed")
+            entry.update(score=result.earned, max_score=result.points,
+                         status="passed" if result.outcome == Outcome.PASSED else "failed")
         tests.append(entry)
-    summary = [f"Autograded score: {row['score']:g} / {row['max_score']:g} (status: {row['status']})"]
-    if row["not_judged_points"]:
-        summary.append(f"{row['not_judged_points']:g} more points were not judged on this grader; your instructor "
+    summary = [f"Autograded score: {row.score:g} / {row.max_score:g} (status: {row.status})"]
+    if row.not_judged_points:
+        summary.append(f"{row.not_judged_points:g} more points were not judged on this grader; your instructor "
                        "judges them elsewhere (see the tests marked 'not judged').")
-    summary += [f"{text}" for text in (row["message"], *row["problems"]) if text]
-    attached = {name for t in row["tests"].values() for name in t.get("notes", {})}
-    summary += [f"{name}: {text}" for name, text in row["notes"].items() if name not in attached]
-    return {"score": row["score"], "execution_time": round(seconds), "output": "\n".join(summary),
+    summary += [f"{text}" for text in (row.message, *row.problems) if text]
+    attached = {name for t in row.tests.values() for name in (t.notes or {})}
+    summary += [f"{name}: {text}" for name, text in row.notes.items() if name not in attached]
+    return {"score": row.score, "execution_time": round(seconds), "output": "\n".join(summary),
             "stdout_visibility": "hidden", "tests": tests}
 
 
-def grade_submission(root: Path) -> tuple[dict, str]:
+def grade_submission(root: Path) -> tuple[Gradebook, str]:
     """Grade root/submission with the zip's assignment and options; (gradebook, visibility). A problem that stops the
     grading (no sandbox, a failed preflight, a crash of the grader) is a grader-error row saying so: the grader's
     failure, never the student's."""
-    from autograder.grade import Submission, grade_folder
-    from autograder.gradebook import build_gradebook
-    from autograder.results import Status, SubmissionResult
+    from autograder.grade import grade_folder
 
     config = json.loads((PROJECT_ROOT / CONFIG_NAME).read_text())
     assignment = load_assignment(config["assignment"])
@@ -217,11 +216,10 @@ def grade_submission(root: Path) -> tuple[dict, str]:
     except (Exception, SystemExit) as exc:  # SystemExit: the grader refused (its message names the cause)
         print(traceback.format_exc(), file=sys.stderr)  # stdout/stderr are the instructor's only (stdout_visibility)
         reason = str(exc) if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
-        result = SubmissionResult.without_results(
-            Status.GRADER_ERROR, "The autograder failed on its own side, so this submission was not graded: the 0 shown "
+        gradebook = Gradebook.without_results(
+            assignment, STUDENT_ID, Status.GRADER_ERROR, "The autograder failed on its own side, so this submission was not graded: the 0 shown "
             "is a placeholder until your instructor fixes the autograder and regrades it. "
             f"Cause: {reason.splitlines()[0] if reason else 'unknown'}")
-        gradebook = build_gradebook(assignment, [(Submission(STUDENT_ID, Path()), result)])
     return gradebook, config["visibility"]
 
 

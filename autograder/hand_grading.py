@@ -110,7 +110,7 @@ class HandGrading:
 
         self.out = out.resolve()
         gradebook = rebuild_gradebook(self.out)  # checks OUT is a graded folder, and brings its outputs up to date
-        self.assignment = load_assignment(gradebook["assignment"])
+        self.assignment = load_assignment(gradebook.assignment)
         self.export, self.export_file, self.canvas_column = export, export_file, canvas_column
         stored = ResultStore(self.out, self.assignment.name).all()
         self.items = [Item(q, sid, stored[sid].result.written.get(q.grade_id))

@@ -20,8 +20,12 @@ import ast
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autograder.notebook import dotted_name
+
+if TYPE_CHECKING:
+    from autograder.gradebook import Gradebook
 
 # Module or attribute names whose use in an answer cell reaches for the grader rather than the assignment.
 GRADER_NAMES = ("autograder", "sandbox", "tripwires", "stand_ins", "RemoteModule", "RemoteFunction", "worker", "seccomp",
@@ -129,10 +133,9 @@ def similar_pairs(answers: Mapping[str, str], boilerplate: str) -> list[tuple[fl
     return sorted(pairs, key=lambda p: -p[0])
 
 
-def format_flags(gradebook: dict) -> str:
+def format_flags(gradebook: Gradebook) -> str:
     """The flags of a gradebook's rows, for the terminal: one line per flag, or a line saying there are none."""
-    lines = [f"integrity: {row['student_id']}: {flag}" for row in gradebook["submissions"]
-             for flag in row.get("integrity", [])]
+    lines = [f"integrity: {row.student_id}: {flag}" for row in gradebook.rows for flag in row.integrity]
     return "\n".join(lines) if lines else "integrity: no answer cell flagged"
 
 

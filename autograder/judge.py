@@ -23,7 +23,7 @@ from autograder.assignments import assignment_of
 from autograder.feedback import Feedback, grader_files_text, sanitise
 from autograder.integrity import scan_answer_cells
 from autograder.options import GradeOptions
-from autograder.results import Status, SubmissionResult, TestResult
+from autograder.results import Outcome, Status, SubmissionResult, TestResult, judged_status
 from autograder.sandbox import IsolationUnavailable, WorkerStartFailed
 from autograder.student import StudentCode
 
@@ -104,7 +104,7 @@ class ResultCollector:
         points = float(marker.args[0])
         doc = (item.function.__doc__ or item.name).strip().splitlines()[0]
         entry = TestResult(id=item.nodeid.split("::", 1)[1], title=doc, group=getattr(item.cls, "GROUP", None) or "General",
-                           points=points, earned=0.0, outcome=report.outcome, message="")
+                           points=points, earned=0.0, outcome=Outcome(report.outcome), message="")
         if report.passed:
             entry.earned = points
         elif report.skipped:
@@ -114,7 +114,7 @@ class ResultCollector:
             hidden = student.hidden if student is not None else grader_files_text(assignment_of(item.module.__file__))
             entry.message = sanitise(str(call.excinfo.value), hidden, student=False)
         else:
-            entry.outcome = "error"
+            entry.outcome = Outcome.ERROR
             entry.message = "the test could not complete (an internal grader error; your instructor has the details)"
             print(f"[judge] internal error in {item.name}:\n{report.longreprtext}", file=sys.stderr)
         return entry
@@ -132,7 +132,8 @@ class ResultCollector:
             result.isolation = student.isolation
             result.write(Path(path))
             return
-        SubmissionResult(status=Status.OK, tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
+        SubmissionResult(status=judged_status(student.fatal, student.notebook_missing, student.events),
+                         message=student.fatal or "", tests=list(self.tests.values()), events=student.events, fatal=student.fatal,
                          problems=student.problems, notes=student.notes,
                          reviews=student.reviews, integrity=scan_answer_cells(student.answers),
                          answers=student.answers, written=student.written, cell_errors=student.cell_errors,

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.options import GradeOptions
+from autograder.gradebook import Gradebook
 from autograder.results import Status, SubmissionResult
 from autograder.store import ResultStore, StoredResult, atomic_write, grader_digest, submission_digest
 
@@ -291,7 +292,7 @@ class SlurmRunner:
                     "only them again)" if missing else ", every submission graded") + ".")
 
 
-def collect(out: Path, bar: bool = True, array_job: str | None = None) -> dict:
+def collect(out: Path, bar: bool = True, array_job: str | None = None) -> Gradebook:
     """Wait for the job that `grade --slurm --no-wait` submitted into OUT (or `array_job`: OUT/slurm/grade.sbatch
     submitted again by hand), then write the gradebook."""
     from autograder.grade import grade_folder

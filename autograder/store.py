@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.results import SubmissionResult
+from autograder.results import FormatError, SubmissionResult
 
 # In every judge's command line, and in a judge server's (`-m autograder.judge_server`, whose forked judges keep its
 # command line): only such a process is killed as a leftover.
@@ -95,12 +95,12 @@ class StoredResult:
     graded_at: float = 0.0  # time.time() when it was stored
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        return json.dumps({**dataclasses.asdict(self), "result": self.result.to_dict()}, indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "StoredResult":
+    def from_json(cls, text: str, path: Path | str = "results.json") -> "StoredResult":
         values = json.loads(text)
-        values["result"] = SubmissionResult.from_dict(values["result"])
+        values["result"] = SubmissionResult.from_dict(values["result"], path)
         return cls(**values)
 
 
@@ -130,7 +130,9 @@ class ResultStore:
         if not path.exists():
             return None
         try:
-            stored = StoredResult.from_json(path.read_text())
+            stored = StoredResult.from_json(path.read_text(), path)
+        except FormatError as exc:  # another grader's: never mistaken for no result, nor read wrongly
+            raise SystemExit(str(exc)) from None
         except (ValueError, TypeError, KeyError):  # never half-written (atomic), but a hand-edited file may be broken
             return None
         if stored.assignment != self.assignment:

@@ -54,6 +54,7 @@ class StudentCode:
     answers: dict[str, str] = field(default_factory=dict)  # grade_id -> the student's answer cell, as graded
     written: dict[str, str] = field(default_factory=dict)  # grade_id -> the student's hand-graded (written) answer
     fatal: str | None = None  # no notebook, unreadable notebook: every test fails with this
+    notebook_missing: bool = False  # the submission has no notebook (seen before any of its code ran)
     start_failure: str | None = None  # the worker could not start (the grader's fault): the judge records a grader-error
 
     @classmethod
@@ -82,6 +83,7 @@ class StudentCode:
         self._load_failure = None
         notebook = self.submission_dir / self.assignment.notebook
         if not notebook.exists():
+            self.notebook_missing = True
             self.fatal = f"no {self.assignment.notebook} in the submission"
             return
         try:

@@ -275,7 +275,7 @@ def test_max_score_is_the_same_for_every_row_and_never_counts_what_was_not_judge
     from autograder.assignments import load_assignment
     from autograder.gradebook import build_gradebook
 
-    rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), fake_results())["submissions"]}
+    rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), fake_results()).to_dict()["submissions"]}
     assert {r["max_score"] for r in rows.values()} == {7}
     assert {r["not_judged_points"] for r in rows.values()} == {8}
     assert rows["alice"]["tests"]["C"]["outcome"] == "skipped" and rows["alice"]["tests"]["A"]["outcome"] == "error"
@@ -295,7 +295,7 @@ def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
                                                         "not judged on this grader: ..." if outcome == "skipped" else "")])
     rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), [
         (Submission("clear", Path("c.ipynb")), result("passed", 6)),
-        (Submission("borderline", Path("b.ipynb")), result("skipped", 0))])["submissions"]}
+        (Submission("borderline", Path("b.ipynb")), result("skipped", 0))]).to_dict()["submissions"]}
     assert (rows["clear"]["score"], rows["clear"]["max_score"], rows["clear"]["not_judged_points"]) == (6, 6, 0)
     assert (rows["borderline"]["score"], rows["borderline"]["max_score"], rows["borderline"]["not_judged_points"]) == (0, 0, 6)
 
@@ -362,12 +362,17 @@ def test_progress_bar_counts_statuses_and_a_summary_ends_the_run(batch):
 
 
 # -- export for the LMS ----------------------------------------------------------------------------------------
-def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, float | None] | None = None) -> dict:
+def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, float | None] | None = None):
+    """A gradebook of one test worth 36 points, each student's score the part of `totals` not from `hand`."""
+    from autograder.gradebook import Gradebook, GradebookRow, HandGrade, RowTest, TestColumn
+    from autograder.results import Outcome, Status
+
     hand = hand or {}
-    return {"assignment": assignment, "hand_graded": [{"grade_id": "analysis", "points": 10}] if hand else [],
-            "submissions": [{"student_id": sid, "score": total - (hand.get(sid) or 0), "total": total,
-                             "hand_graded": {"analysis": {"points": 10, "earned": hand.get(sid)}} if hand else {}}
-                            for sid, total in totals.items()]}
+    return Gradebook(assignment, tests=[TestColumn("T", "T", "G", 36)],
+                     hand_graded=[{"grade_id": "analysis", "points": 10}] if hand else [],
+                     rows=[GradebookRow(sid, Status.OK, tests={"T": RowTest(Outcome.PASSED, 36, total - (hand.get(sid) or 0), "")},
+                                        hand_graded={"analysis": HandGrade(10, hand.get(sid))} if hand else {})
+                           for sid, total in totals.items()])
 
 
 def test_export_merges_one_column_per_assignment_keyed_by_student_id(tmp_path):
@@ -409,8 +414,7 @@ def test_export_fills_a_real_canvas_gradebook_in_place(tmp_path):
     canvas = tmp_path / "canvas_export.csv"
     canvas.write_text(CANVAS_EXPORT, encoding="utf-8")
     gradebook = small_gradebook("vit", {"alice": 30, "bob": 12.5, "zoe": 3})
-    gradebook["tests"] = [{"points": 36}]
-    gradebook["hand_graded"] = [{"grade_id": "analysis", "points": 10}]
+    gradebook.hand_graded = [{"grade_id": "analysis", "points": 10}]
     _, notes = export_grades(gradebook, "canvas", canvas)
     with open(canvas, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -477,7 +481,7 @@ def test_a_hand_grade_of_an_answer_that_changed_is_kept_and_marked_for_a_re_chec
     hand, prints, _ = kept_hand_grades(out, None)  # later, after a resubmission
     gradebook = build_gradebook(load_assignment("vit"), [(Submission("alice", Path("a.tar.gz")), result("a new answer"))],
                                 hand, prints)
-    row = gradebook["submissions"][0]
+    row = gradebook.to_dict()["submissions"][0]
     assert row["hand_graded"]["analysis"] == {"points": 10, "earned": 7.0, "recheck": True}
     assert row["hand_graded"]["paper_review"] == {"points": 5, "earned": 4.0} and row["total"] == 11
     assert "1 to re-check" in format_table(gradebook)
@@ -546,8 +550,8 @@ def test_a_threshold_that_needs_review_shows_the_ta_why_and_the_student_only_tha
                    notes={"cnn_better": "accuracy 90.00% on 1,000 of 10,000 test images: reaches the bar 70%"})],
         reviews={"cnn_better": canary})
     gradebook = build_gradebook(load_assignment("cnn"), [(Submission("mallory", Path("m.ipynb")), result)])
-    row = gradebook["submissions"][0]
-    assert (row["score"], row["max_score"], row["not_judged_points"]) == (4, 4, 6)
+    row = gradebook.rows[0]
+    assert (row.score, row.max_score, row.not_judged_points) == (4, 4, 6)
     assert f"needs review: mallory T ({canary})" in format_table(gradebook)
     feedback = feedback_text(gradebook, row)
     assert "[NEEDS REVIEW] T (0/6)" in feedback and "integrity check" in feedback and "canary" not in feedback
@@ -571,10 +575,10 @@ def test_one_students_measurement_never_appears_in_another_students_row():
     corrupt = SubmissionResult.without_results("bad-archive", "bob.tar.gz could not be unpacked")
     gradebook = build_gradebook(load_assignment("vit"), [(Submission("ann", Path("a.ipynb")), borderline),
                                                          (Submission("bob", Path("bob.tar.gz")), corrupt)])
-    rows = {r["student_id"]: r for r in gradebook["submissions"]}
-    assert rows["bob"]["tests"]["T"]["outcome"] == "error" and "69.38" not in feedback_text(gradebook, rows["bob"])
-    assert rows["bob"]["tests"]["T"]["message"] == "bob.tar.gz could not be unpacked"
-    assert rows["ann"]["tests"]["T"]["message"] == undecided
+    rows = {r.student_id: r for r in gradebook.rows}
+    assert rows["bob"].tests["T"].outcome == "error" and "69.38" not in feedback_text(gradebook, rows["bob"])
+    assert rows["bob"].tests["T"].message == "bob.tar.gz could not be unpacked"
+    assert rows["ann"].tests["T"].message == undecided
 
 
 def test_the_summary_mean_is_out_of_every_tests_points_and_says_when_rows_were_not_fully_judged():

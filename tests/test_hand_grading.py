@@ -24,7 +24,7 @@ import pytest
 from autograder.assignments import load_assignment
 from autograder.export import export_grades
 from autograder.grade import gradebook_of_store, rebuild_gradebook
-from autograder.gradebook import give_hand_grade, kept_hand_grades
+from autograder.gradebook import Gradebook, give_hand_grade, kept_hand_grades
 from autograder.hand_grading import HandGrading, questions, render_markdown
 from autograder.notebook import read_notebook, written_answers
 from autograder.results import SubmissionResult
@@ -114,12 +114,12 @@ def test_a_grade_given_in_the_page_stays_through_a_csv_and_clears_a_re_check(tmp
     with pytest.raises(ValueError, match="from 0 to 10"):
         give_hand_grade(out, "alice", cell, 11, "", GOOD)
     give_hand_grade(out, "alice", cell, 7, "  good table  ", "an older answer")
-    row = next(r for r in rebuild_gradebook(out)["submissions"] if r["student_id"] == "alice")
+    row = rebuild_gradebook(out).row("alice").to_dict()
     assert row["hand_graded"]["analysis"] == {"points": 10, "earned": 7.0, "recheck": True, "comment": "good table"}
     grading = HandGrading(out)  # what the page shows: the answer to look at again, counted as left
     assert grading.grades()["alice", "analysis"]["recheck"] and grading.left() == 4
     give_hand_grade(out, "alice", cell, 8, "good table", GOOD)  # given again on the current answer
-    gradebook = rebuild_gradebook(out)
+    gradebook = rebuild_gradebook(out).to_dict()
     rows = {r["student_id"]: r for r in gradebook["submissions"]}
     assert rows["alice"]["hand_graded"]["analysis"] == {"points": 10, "earned": 8.0, "comment": "good table"}
     assert rows["carol"]["status"] == "no-submission"  # the roster's row is kept
@@ -190,7 +190,7 @@ def test_a_ta_grades_two_answers_in_the_browser_and_the_points_reach_every_expor
     with open(canvas, newline="") as f:
         assert {r["SIS User ID"]: r["vit"] for r in csv.DictReader(f)} == {"alice": "7", "mallory": "3", "carol": "0"}
     plain = tmp_path / "course.csv"
-    export_grades(json.loads((out / "gradebook.json").read_text()), "csv", plain)
+    export_grades(Gradebook.read(out / "gradebook.json"), "csv", plain)
     with open(plain, newline="") as f:
         assert {r["student_id"]: (r["vit"], r["vit:hand:analysis"]) for r in csv.DictReader(f)} == {
             "alice": ("7", "7"), "mallory": ("3", "3"), "carol": ("0", "")}

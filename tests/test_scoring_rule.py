@@ -9,6 +9,8 @@ batch's mean percentage is the mean of the rows'.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import random
 import re
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from autograder.assignments import load_assignment
 from autograder.export import export_grades
-from autograder.gradebook import build_gradebook, feedback_text, format_summary, format_table, write_outputs
+from autograder.gradebook import Gradebook, build_gradebook, feedback_text, format_summary, format_table, write_outputs
 from autograder.gradescope import to_results
 from autograder.grade import Submission
 from autograder.results import SubmissionResult
@@ -62,9 +64,16 @@ def test_every_output_follows_the_one_rule(seed, tmp_path):
     export, _ = export_grades(gradebook, "csv", tmp_path / "course.csv")
     with open(export, newline="") as f:
         exported = {r["student_id"]: r for r in csv.DictReader(f)}
+    canvas, _ = export_grades(gradebook, "canvas", tmp_path / "canvas.csv")
+    with open(canvas, newline="") as f:
+        canvas_totals = {r["SIS User ID"]: r["vit"] for r in csv.DictReader(f)}
+    # gradebook.json read back renders every output the same (its numbers are computed again, not read)
+    again = Gradebook.read(tmp_path / "gradebook.json")
+    assert again.to_dict() == json.loads((tmp_path / "gradebook.json").read_text())
+    assert (format_table(again), format_summary(again)) == (format_table(gradebook), format_summary(gradebook))
     terminal = format_table(gradebook)
     percentages = []
-    for row in gradebook["submissions"]:
+    for typed_row, row in zip(gradebook.rows, gradebook.to_dict()["submissions"], strict=True):
         sid, tests = row["student_id"], row["tests"].values()
         judged = [t for t in tests if t["outcome"] != "skipped"]
         score, max_score = sum(t["earned"] for t in judged), sum(t["points"] for t in judged)
@@ -72,7 +81,8 @@ def test_every_output_follows_the_one_rule(seed, tmp_path):
         hand_earned = sum(h["earned"] or 0.0 for h in row["hand_graded"].values())
         hand_points = sum(h["points"] for h in row["hand_graded"].values())
         assert (row["score"], row["max_score"], row["not_judged_points"]) == (score, max_score, not_judged)
-        assert max_score + not_judged == sum(t["points"] for t in gradebook["tests"])
+        assert max_score + not_judged == gradebook.max_score
+        assert typed_row.percentage == (100 * score / max_score if max_score else 0.0)
         assert (row["total"], row["max_total"]) == (score + hand_earned, max_score + hand_points)
         percentages.append(100 * score / max_score if max_score else 0.0)
         # gradebook.csv: the same numbers, and each not-judged test marked as such
@@ -86,20 +96,21 @@ def test_every_output_follows_the_one_rule(seed, tmp_path):
         # the course export: total, autograded score and the points not judged
         assert [float(exported[sid][f"vit{k}"]) for k in ("", ":autograded", ":not_judged")] == \
                [score + hand_earned, score, not_judged]
+        assert float(canvas_totals[sid]) == score + hand_earned
         # the student's feedback and the terminal table
-        text = feedback_text(gradebook, row)
+        text = feedback_text(gradebook, typed_row)
         assert f"**Autograded score: {score:g} / {max_score:g}**" in text
         assert (f"{not_judged:g} more points were not judged" in text) == bool(not_judged)
         assert re.search(rf"^{sid}\s+\S+\s+{score:g}/{max_score:g}\s", terminal, re.M), terminal
         # Gradescope: the row's score, the judged tests' points, no points at all on a test not judged
-        results_json = to_results({**gradebook, "submissions": [row]}, "visible", 1.0)
+        results_json = to_results(dataclasses.replace(gradebook, rows=[typed_row]), "visible", 1.0)
         assert results_json["score"] == score
         scored = [t for t in results_json["tests"] if "score" in t]
         assert sum(t["score"] for t in scored) == score and sum(t["max_score"] for t in scored) == max_score
         assert sum(1 for t in results_json["tests"] if "score" not in t) == sum(1 for t in tests if t["outcome"] == "skipped")
     summary = format_summary(gradebook)
-    mean = sum(r["score"] for r in gradebook["submissions"]) / len(gradebook["submissions"])
-    assert f"Mean score {mean:.1f} / {sum(t['points'] for t in gradebook['tests']):g}; mean percentage " \
+    mean = sum(r.score for r in gradebook.rows) / len(gradebook.rows)
+    assert f"Mean score {mean:.1f} / {sum(t.points for t in gradebook.tests):g}; mean percentage " \
            f"{sum(percentages) / len(percentages):.0f} %" in summary
-    partly = sum(1 for r in gradebook["submissions"] if r["not_judged_points"])
+    partly = sum(1 for r in gradebook.rows if r.not_judged_points)
     assert (f"{partly} row(s) with points not judged" in summary) == bool(partly)

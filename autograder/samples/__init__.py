@@ -31,6 +31,7 @@ from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+from autograder.results import Status
 
 SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
@@ -47,7 +48,7 @@ class Sample:
     # of what was learned (a model whose code, not its weights, would have to reach a threshold)
     scrambled: bool = False
     expect_failed: set[str] = field(default_factory=set)  # test ids that must fail; all others must pass (or be skipped)
-    expect_status: str = "ok"
+    expect_status: Status = Status.OK
     needs_sandbox: bool = False  # its expectations hold only in a sandbox (bubblewrap or the uid backend), not weakly
 
 

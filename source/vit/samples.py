@@ -10,6 +10,7 @@ import zlib
 
 import torch
 
+from autograder.results import Status
 from autograder.samples import Sample, canaries
 
 PATCHIFY = {"TestPatchify::test_output_shape", "TestPatchify::test_values_match_reference",
@@ -261,10 +262,10 @@ SAMPLES = [
            "weights in the course's implementation, so it passes (the check of the student's own code on the saved "
            "weights times out, and the feedback notes it)",
            edits=[("mlp", MLP_FIRST_LINE, "        while True:\n            pass\n" + MLP_FIRST_LINE)], trained=True,
-           expect_failed=MLP | UNTRAINED_HERE, expect_status="timeout"),
+           expect_failed=MLP | UNTRAINED_HERE, expect_status=Status.TIMEOUT),
     Sample("hostile_exit", "Attention.forward calls os._exit(0)",
            edits=[("attention", "        B, T, D = x.shape", "        B, T, D = x.shape\n        os._exit(0)")],
-           expect_failed=ATTENTION | ACCURACY, expect_status="crashed"),
+           expect_failed=ATTENTION | ACCURACY, expect_status=Status.CRASHED),
     Sample("hostile_allclose", "monkeypatches torch.allclose, torch.equal and torch.testing.assert_close, "
            "and Patchify returns zeros",
            edits=[("patchify", "class Patchify(nn.Module):",
