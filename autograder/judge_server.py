@@ -64,13 +64,11 @@ def course_imports(assignment_name: str) -> list[tuple[str, list[str]]]:
     the source notebook's cells that the judge runs as the course's model (spec.run_cells, autograder/trusted.py:
     course_namespace), such as matplotlib."""
     from autograder.assignments import load_assignment
-    from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+    from autograder.course_cells import course_cells
 
     assignment = load_assignment(assignment_name)
-    cells = {grade_id(c): c for c in read_notebook(assignment.source_dir / assignment.notebook)["cells"] if grade_id(c)}
     return [*((name, []) for name in assignment.spec.preload_modules),
-            *(imported for gid in assignment.spec.run_cells if gid in cells
-              for imported in top_level_imports(strip_magics(cell_source(cells[gid]))))]
+            *(imported for code in course_cells(assignment).values() for imported in top_level_imports(code))]
 
 
 def preload(test_files: list[Path], course: str | None = None) -> None:

@@ -107,6 +107,37 @@ def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
     assert len(list_assignments()) > 1  # so "this assignment only" above excluded something
 
 
+def test_zip_holds_no_solution(autograder_zip):
+    """No notebook but the release, and no line of the assignment's solutions in any file (scanned as the student
+    bundle is, tests/test_publish.py), except the trusted reference code the judge needs for the thresholds judged in
+    the course's model: course_cells.json, the spec's run_cells alone (test_run_autograder_picks_the_uid_backend...
+    checks that the worker cannot read it). The source notebook's lines reach feedback only as fingerprints."""
+    from test_publish import notebook_text, solution_leaks
+
+    from autograder.assignments import load_assignment
+    from autograder.notebook import cell_source
+
+    assignment = load_assignment(ASSIGNMENT)
+    source = notebook_text(assignment.source_dir / assignment.notebook)
+    assert solution_leaks(source, (ASSIGNMENT,)), "the scan finds nothing in the source notebook itself"
+    reference = f"source/{ASSIGNMENT}/course_cells.json"
+    with zipfile.ZipFile(autograder_zip) as archive:
+        texts = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}  # a binary file fails here
+    assert [n for n in texts if n.endswith(".ipynb")] == [f"release/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"]
+    for name, text in texts.items():
+        if name == reference:
+            continue
+        if name.endswith(".ipynb"):
+            text = "\n".join(cell_source(cell) for cell in json.loads(text)["cells"])
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, name
+        leaks = solution_leaks(text, (ASSIGNMENT,))
+        assert not leaks, f"{name} holds solution lines: {leaks[:3]}"
+    cells = json.loads(texts[reference])
+    assert cells and set(cells) <= set(assignment.spec.run_cells)
+    fingerprints = texts[f"source/{ASSIGNMENT}/fingerprints.json"]
+    assert not {line.strip() for line in source.splitlines() if len(line.strip()) >= 20} & set(fingerprints.split('"'))
+
+
 def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path, shellcheck):
     with zipfile.ZipFile(autograder_zip) as archive:
         archive.extractall(tmp_path, members=["setup.sh", "run_autograder"])
@@ -268,6 +299,7 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     (tmp_path / "stash").mkdir()
     command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash")
     env.update(GRADESCOPE_ROOT=str(root), GRADESCOPE_PYTHON=sys.executable)
+    env.pop("DLCOURSE_DATA", None)  # run_autograder's own, in the zip's folder (the checkout's data/ is not the grader's)
     proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert "Sandbox: the uid backend" in proc.stdout and "(uid backend (uid " in proc.stdout, proc.stdout[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
@@ -276,4 +308,4 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     failed = [t["name"] for t in results["tests"] if t.get("status") == "failed"]
     assert len(failed) == len(sample.expect_failed) and all("ccuracy" in name for name in failed), failed
     assert "status: ok" in results["output"]
-    assert not (root / "source" / "source").stat().st_mode & 0o007  # the zip's solution notebook: private
+    assert not (root / "source" / "source").stat().st_mode & 0o007  # the fingerprints and course cells: private
