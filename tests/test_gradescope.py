@@ -19,6 +19,7 @@ from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.samples import build_samples
 
 ASSIGNMENT = "vit"
+MEMORY_MB = 1536  # the worker's cap the zip is built with: Gradescope's machine has 1.5-2 GB (README)
 SAMPLE = "bug_attention_scale"  # passes some layer tests, fails others; no trained weights needed: seconds to grade
 
 # Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/), the fields we write.
@@ -54,7 +55,8 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def autograder_zip(tmp_path_factory):
     path = tmp_path_factory.mktemp("gradescope") / f"autograder_{ASSIGNMENT}.zip"
-    run(sys.executable, "-m", "autograder", "gradescope", ASSIGNMENT, "--out", str(path), "--hidden-until", "published")
+    run(sys.executable, "-m", "autograder", "gradescope", ASSIGNMENT, "--out", str(path), "--hidden-until", "published",
+        "--memory-mb", str(MEMORY_MB))
     return path
 
 
@@ -268,9 +270,11 @@ def test_a_test_not_judged_has_no_points_either_way():
 
 def test_run_autograder_picks_the_uid_backend_where_bubblewrap_cannot_run(autograder_zip, tmp_path):
     """In a container-like host (tests/container_like.py: bubblewrap cannot start, as where Docker's seccomp profile
-    forbids user namespaces) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
+    forbids user namespaces, and no cgroup can be made) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
     snoops for the hidden tests, the solution, the grader, the judge's process and the network reaches none of them and
-    keeps every layer test's points, and the instructor's log names the backend."""
+    keeps every layer test's points, and the instructor's log names the backend. The zip's own secrets are among what
+    it snoops for (source/vit/samples.py: SNOOP): the solution's fingerprints, the course's reference cells and the
+    zip's settings; and its worker's address space is capped (RLIMIT_AS, the zip's --memory-mb)."""
     from container_like import problem as wrapper_problem
 
     if os.geteuid() != 0:
@@ -296,8 +300,10 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     root = gradescope_root(public, autograder_zip)
     [archive] = build_samples(ASSIGNMENT, tmp_path / "samples", only=["hostile_snooping"])
     (root / "submission" / archive.name).write_bytes(archive.read_bytes())
+    secrets = [root / "source" / "source" / ASSIGNMENT / name for name in ("fingerprints.json", "course_cells.json")]
+    assert all(path.is_file() for path in [*secrets, root / "source" / "gradescope.json"])  # what the sample snoops for
     (tmp_path / "stash").mkdir()
-    command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash")
+    command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash", no_cgroups=True)
     env.update(GRADESCOPE_ROOT=str(root), GRADESCOPE_PYTHON=sys.executable)
     env.pop("DLCOURSE_DATA", None)  # run_autograder's own, in the zip's folder (the checkout's data/ is not the grader's)
     proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
@@ -308,4 +314,6 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     failed = [t["name"] for t in results["tests"] if t.get("status") == "failed"]
     assert len(failed) == len(sample.expect_failed) and all("ccuracy" in name for name in failed), failed
     assert "status: ok" in results["output"]
+    [row] = json.loads((root / "grading" / "out" / "gradebook.json").read_text())["submissions"]
+    assert row["memory_cap"] == f"RLIMIT_AS {MEMORY_MB} MiB above torch's own reservation", row["memory_cap"]
     assert not (root / "source" / "source").stat().st_mode & 0o007  # the fingerprints and course cells: private
