@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import types
 import zipfile
 from pathlib import Path
 
@@ -138,6 +139,26 @@ def test_zip_holds_no_solution(autograder_zip):
     assert cells and set(cells) <= set(assignment.spec.run_cells)
     fingerprints = texts[f"source/{ASSIGNMENT}/fingerprints.json"]
     assert not {line.strip() for line in source.splitlines() if len(line.strip()) >= 20} & set(fingerprints.split('"'))
+
+
+def test_the_zips_course_cells_build_the_course_model(autograder_zip, tmp_path, monkeypatch):
+    """Where the zip's source folder has course_cells.json and no notebook (as unpacked on Gradescope), the judge reads
+    the same cells' code as from the source notebook here, and it defines the course's model."""
+    from autograder.assignments import Assignment, load_assignment
+    from autograder.course_cells import course_cells
+
+    assignment = load_assignment(ASSIGNMENT)
+    expected = course_cells(assignment)
+    with zipfile.ZipFile(autograder_zip) as archive:
+        archive.extract(f"source/{ASSIGNMENT}/course_cells.json", tmp_path)
+    monkeypatch.setattr(Assignment, "source_dir", property(lambda self: tmp_path / "source" / self.name))
+    assert course_cells(assignment) == expected and list(expected) == list(assignment.spec.run_cells)
+    module = types.ModuleType("course_cells_check")  # a real module, as trusted.course_namespace makes: @dataclass
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
+    for code in course_cells(assignment).values():
+        exec(compile(code, "course_cells.json", "exec"), namespace)  # noqa: S102  (the course's own code)
+    assert callable(namespace["ViT"]) and callable(namespace["ViTConfig"])
 
 
 def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path, shellcheck):
