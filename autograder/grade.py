@@ -48,7 +48,7 @@ from autograder.csvfiles import csv_rows
 from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.results import Status, SubmissionResult
-from autograder.sandbox import log_tail
+from autograder.sandbox import PASSIVE_OPENMP, log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
@@ -311,7 +311,7 @@ class Judges:
                     proc = ServerJudge(server, server.start(command, Path(log.name), PROJECT_ROOT))
                 else:
                     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd=PROJECT_ROOT, start_new_session=True)
+                                            cwd=PROJECT_ROOT, start_new_session=True, env={**os.environ, **PASSIVE_OPENMP})
                 self._procs[student_id] = proc
             try:
                 return proc.wait(timeout=timeout)

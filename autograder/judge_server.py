@@ -35,7 +35,7 @@ import time
 import traceback
 from pathlib import Path
 
-from autograder.sandbox import log_tail
+from autograder.sandbox import PASSIVE_OPENMP, log_tail
 
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
@@ -243,7 +243,8 @@ class JudgeServer:
             command = [*self.command, "--channels", ",".join(f"{r}:{w}" for r, w in theirs)]
             with open(self.log_path, "ab") as stderr:
                 process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                           cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t])
+                                           cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t],
+                                           env={**os.environ, **PASSIVE_OPENMP})
             for fd in (fd for t in theirs for fd in t):
                 os.close(fd)
             for server, (requests, replies) in zip(starting, ends, strict=True):
