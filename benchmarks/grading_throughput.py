@@ -36,6 +36,7 @@ benchmark: it prints a table and makes no assertion about the numbers.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
 import os
@@ -175,6 +176,7 @@ class TreeCpu:
                     continue
                 folder.mkdir(exist_ok=True)
                 (folder / "cgroup.procs").write_text(str(os.getpid()))
+                atexit.register(self._remove, folder)
                 self.usage = folder / usage
                 self.source = f"a cgroup ({folder}/{usage}) around this process and everything it starts"
                 return
@@ -182,6 +184,13 @@ class TreeCpu:
                 continue
         self.source = ("psutil over this process's tree, read every 0.1 s (no cgroup could be made: not root?); "
                        "a lower bound")
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        """Leave the group for its parent and remove it (a group with no process left can be removed)."""
+        with contextlib.suppress(OSError):
+            (folder.parent / "cgroup.procs").write_text(str(os.getpid()))
+            folder.rmdir()
 
     def seconds(self) -> float:
         if self.usage is None:
