@@ -48,7 +48,7 @@ from autograder.judge_server import JudgeServer, JudgeServerError
 from autograder.options import GradeOptions
 from autograder.gradebook import Gradebook
 from autograder.results import FormatError, Outcome, Status, SubmissionResult
-from autograder.sandbox import log_tail
+from autograder.sandbox import PASSIVE_OPENMP, log_tail
 from autograder.store import ResultStore, StoredResult, grader_digest, kill_group, kill_tree, submission_digest
 
 try:
@@ -239,9 +239,11 @@ def check_isolation(options: GradeOptions, progress=print, private: list[Path] =
 
 def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: Path, options: GradeOptions) -> list[str]:
     """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first.
-    --disable-plugin-autoload: the judge plugin only, none of the pytest plugins installed beside it (xdist, anyio)."""
+    --disable-plugin-autoload: the judge plugin only, none of the pytest plugins installed beside it (xdist, anyio).
+    no:unraisableexception: that plugin only turns an exception no one could catch into a warning (no outcome changes),
+    and runs full garbage collections at the end of every judge that cost up to a CPU second."""
     return [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.judge",
-            "-p", "no:cacheprovider", "--disable-plugin-autoload", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+            "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--disable-plugin-autoload", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
             "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
             "--grade-options", str(options.write(logs / "options.json"))]
 
@@ -309,7 +311,7 @@ class Judges:
                     proc = ServerJudge(server, server.start(command, Path(log.name), PROJECT_ROOT))
                 else:
                     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            cwd=PROJECT_ROOT, start_new_session=True)
+                                            cwd=PROJECT_ROOT, start_new_session=True, env={**os.environ, **PASSIVE_OPENMP})
                 self._procs[student_id] = proc
             try:
                 return proc.wait(timeout=timeout)

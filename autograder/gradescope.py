@@ -10,7 +10,11 @@ The zip (Gradescope unpacks it into /autograder/source) holds:
                       what went wrong if even that could not run
     gradescope.json   the assignment, the tests' visibility and the grading options chosen when the zip was built
     autograder/, dlcourse/, pyproject.toml, requirements.txt      the grader and the course code
-    source/<a>/spec.py, source/<a>/<a>.ipynb, release/<a>/         this assignment only; hidden tests: its own only
+    source/<a>/spec.py, release/<a>/   this assignment only; hidden tests: its own only
+    source/<a>/fingerprints.json       in place of the source notebook (no solution ships): the fingerprints of the
+                                       hidden text that feedback is cleaned of (autograder/fingerprints.py)
+    source/<a>/course_cells.json       only where grading runs the course's model: the code of those cells, trusted
+                                       reference code the worker never reaches (autograder/course_cells.py)
 
 `run` grades /autograder/submission with grade_folder, exactly as `python -m autograder grade` does (preflight, one
 trusted judge, the sandboxed worker: bubblewrap where the container allows user namespaces, else the uid backend, as
@@ -98,18 +102,33 @@ def gradescope_root() -> Path:
 
 
 def zip_members(assignment: Assignment) -> dict[str, Path]:
-    """{path in the zip: file here}: the grader and course code, and this assignment's spec, notebooks and hidden
-    tests only (no other assignment's tests, no samples: source/<a>/samples.py stays out)."""
+    """{path in the zip: file here}: the grader and course code, and this assignment's spec, release notebook and
+    hidden tests only (no other assignment's tests, no samples: source/<a>/samples.py stays out, and no source
+    notebook: its solutions are in no file of the zip, see `derived_members`)."""
     other_tests = {p for p in assignment.hidden_tests.parent.glob("test_*.py") if p != assignment.hidden_tests}
     members = {}
     for package in ("autograder", "dlcourse"):
         for path in sorted((PROJECT_ROOT / package).rglob("*")):
             if path.is_file() and path not in other_tests and not set(path.parts) & set(SKIPPED_NAMES):
                 members[path.relative_to(PROJECT_ROOT).as_posix()] = path
-    for path in (assignment.spec_file, assignment.source_dir / assignment.notebook,
-                 *sorted(p for p in assignment.release_dir.rglob("*") if p.is_file()), PROJECT_ROOT / "pyproject.toml"):
+    for path in (assignment.spec_file, *sorted(p for p in assignment.release_dir.rglob("*") if p.is_file()),
+                 PROJECT_ROOT / "pyproject.toml"):
         members[path.relative_to(PROJECT_ROOT).as_posix()] = path
     members["requirements.txt"] = PROJECT_ROOT / "requirements" / "dev.txt"
+    return members
+
+
+def derived_members(assignment: Assignment) -> dict[str, str]:
+    """{path in the zip: text} made from the source notebook in its place: the fingerprints of the hidden text that
+    feedback is cleaned of (autograder/fingerprints.py), and where grading runs the course's model, the code of its
+    cells alone (autograder/course_cells.py), trusted code that the worker never reaches."""
+    from autograder.course_cells import FILE_NAME as COURSE_CELLS_FILE, course_cells, needs_course_cells
+    from autograder.fingerprints import grader_fingerprints, shipped_file
+
+    folder = assignment.source_dir.relative_to(PROJECT_ROOT).as_posix()
+    members = {shipped_file(assignment).relative_to(PROJECT_ROOT).as_posix(): grader_fingerprints(assignment).to_json()}
+    if needs_course_cells(assignment):
+        members[f"{folder}/{COURSE_CELLS_FILE}"] = json.dumps(course_cells(assignment), indent=1)
     return members
 
 
@@ -127,6 +146,8 @@ def build_zip(name: str, out: Path, options: GradeOptions, hidden_until: str | N
         archive.writestr(CONFIG_NAME, json.dumps(config, indent=2))
         for member, path in zip_members(assignment).items():
             archive.write(path, member)
+        for member, text in derived_members(assignment).items():
+            archive.writestr(member, text)
     return out
 
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from autograder.assignments import assignment_of
-from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.feedback import Feedback, sanitise
+from autograder.fingerprints import grader_fingerprints
 from autograder.integrity import scan_answer_cells
 from autograder.options import GradeOptions
 from autograder.results import Outcome, Status, SubmissionResult, TestResult, judged_status
@@ -111,7 +112,7 @@ class ResultCollector:
             entry.message = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else "skipped"
         elif call.excinfo is not None and call.excinfo.errisinstance(Feedback):
             student = getattr(self.config, "_autograder_student", None)
-            hidden = student.hidden if student is not None else grader_files_text(assignment_of(item.module.__file__))
+            hidden = student.hidden if student is not None else grader_fingerprints(assignment_of(item.module.__file__))
             entry.message = sanitise(str(call.excinfo.value), hidden, student=False)
         else:
             entry.outcome = Outcome.ERROR

@@ -35,7 +35,7 @@ import time
 import traceback
 from pathlib import Path
 
-from autograder.sandbox import log_tail
+from autograder.sandbox import PASSIVE_OPENMP, log_tail
 
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
@@ -64,13 +64,11 @@ def course_imports(assignment_name: str) -> list[tuple[str, list[str]]]:
     the source notebook's cells that the judge runs as the course's model (spec.run_cells, autograder/trusted.py:
     course_namespace), such as matplotlib."""
     from autograder.assignments import load_assignment
-    from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+    from autograder.course_cells import course_cells
 
     assignment = load_assignment(assignment_name)
-    cells = {grade_id(c): c for c in read_notebook(assignment.source_dir / assignment.notebook)["cells"] if grade_id(c)}
     return [*((name, []) for name in assignment.spec.preload_modules),
-            *(imported for gid in assignment.spec.run_cells if gid in cells
-              for imported in top_level_imports(strip_magics(cell_source(cells[gid]))))]
+            *(imported for code in course_cells(assignment).values() for imported in top_level_imports(code))]
 
 
 def preload(test_files: list[Path], course: str | None = None) -> None:
@@ -245,7 +243,8 @@ class JudgeServer:
             command = [*self.command, "--channels", ",".join(f"{r}:{w}" for r, w in theirs)]
             with open(self.log_path, "ab") as stderr:
                 process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                           cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t])
+                                           cwd=self.cwd, start_new_session=True, pass_fds=[fd for t in theirs for fd in t],
+                                           env={**os.environ, **PASSIVE_OPENMP})
             for fd in (fd for t in theirs for fd in t):
                 os.close(fd)
             for server, (requests, replies) in zip(starting, ends, strict=True):

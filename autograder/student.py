@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from autograder.assignments import Assignment, load_assignment
-from autograder.feedback import Feedback, grader_files_text, sanitise
+from autograder.feedback import Feedback, sanitise
+from autograder.fingerprints import Fingerprints, grader_fingerprints
 from autograder.options import GradeOptions
 from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook, written_answers
 from autograder.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
@@ -190,9 +191,9 @@ class StudentCode:
         return reply, out
 
     @property
-    def hidden(self) -> tuple[frozenset[str], str]:
+    def hidden(self) -> Fingerprints:
         """What of the grader's files must never reach the student (see feedback.sanitise)."""
-        return grader_files_text(self.assignment, tuple(getattr(self, "answers", {}).values()))
+        return grader_fingerprints(self.assignment, tuple(getattr(self, "answers", {}).values()))
 
     def _explain(self, error: dict, what: str) -> str:
         """The student's error as feedback: its type, message and traceback (student-controlled, so sanitised)."""

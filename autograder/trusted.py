@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
-from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
+from autograder.course_cells import FILE_NAME as COURSE_CELLS_FILE, course_cells
 from autograder.student import StudentCode
 
 if TYPE_CHECKING:
@@ -46,17 +46,20 @@ COMPARED_EXAMPLES = 64  # the slice the student's own code runs on in the worker
 
 @functools.cache
 def course_namespace(assignment_name: str) -> dict:
-    """The names the source notebook's solution cells (the spec's run_cells) define, run in this process once."""
+    """The names the source notebook's solution cells (the spec's run_cells: autograder/course_cells.py) define, run
+    in this process once."""
     assignment = load_assignment(assignment_name)
-    path = assignment.source_dir / assignment.notebook
-    cells = {grade_id(c): c for c in read_notebook(path)["cells"] if grade_id(c)}
+    cells = course_cells(assignment)
+    if not cells:
+        raise RuntimeError(f"{assignment_name}: no course cells here (source/{assignment_name}/{assignment.notebook} or "
+                           f"{COURSE_CELLS_FILE}): the grader cannot judge in the course's model")
     module = types.ModuleType(f"autograder_course_{assignment_name}")  # a real module: @dataclass looks its own up
     sys.modules[module.__name__] = module
     namespace = module.__dict__
     with contextlib.redirect_stdout(io.StringIO()):  # the setup cell's "Using device ..." is not the judge's to print
         for gid in assignment.spec.run_cells:
             where = f"source/{assignment_name}/{assignment.notebook}:{gid}"
-            exec(compile(strip_magics(cell_source(cells[gid])), where, "exec"), namespace)  # noqa: S102  (the course's own)
+            exec(compile(cells[gid], where, "exec"), namespace)  # noqa: S102  (the course's own)
     return namespace
 
 

@@ -16,8 +16,10 @@ Steps:
      per submission, the gradebook and feedback files. Besides the wall time, the table gives the median seconds of
      one submission from unpacking to its result, and the CPU seconds per submission of the grader and every process
      the batch started (judges, judge servers, sandboxed workers), read from a CPU-accounting cgroup this process
-     joins (TreeCpu; getrusage's RUSAGE_CHILDREN, shown beside it, misses the workers), which a busy machine inflates
-     less. For the
+     joins (TreeCpu; where none can be made, psutil over the process tree, and the table says which; getrusage's
+     RUSAGE_CHILDREN, shown beside it, misses the workers), which a busy machine inflates less, with the ratios of
+     --judge process's wall and CPU seconds per submission over each judge's, and a second table splitting the CPU
+     by process kind (grader, judge server, judges, sandbox launcher, sandboxed workers; psutil). For the
      ordinary set a one-copy batch is timed too, so that the table gives the marginal cost of a submission:
      (batch of N - batch of 1) / (N - 1), the batch's fixed costs (preflight, judge servers' imports) left out.
   3. With --nbgrader: `nbgrader autograde` of the reference notebook in a scratch course folder, in quick mode
@@ -34,6 +36,7 @@ benchmark: it prints a table and makes no assertion about the numbers.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
 import os
@@ -45,12 +48,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from autograder.assignments import PROJECT_ROOT, load_assignment  # noqa: E402
@@ -84,14 +89,85 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+GRADER = "grader (this process, less the sampling below)"
+
+
+def process_kind(proc, me: int) -> str:
+    """What a process of the grading tree is, from its command line (forked judges keep their server's)."""
+    try:
+        cmdline = " ".join(proc.cmdline())
+        parent = proc.ppid()
+        parent_cmdline = " ".join(psutil.Process(parent).cmdline()) if parent else ""
+    except (psutil.Error, OSError):
+        return "other"
+    if proc.pid == me:
+        return GRADER
+    if "sandbox/worker.py" in cmdline:
+        return "sandboxed worker"
+    if "confine.py" in cmdline or "bwrap" in cmdline:
+        return "sandbox launcher (confine.py, bwrap)"
+    if "autograder.judge_server" in cmdline:
+        return "judge (forked)" if "autograder.judge_server" in parent_cmdline else "judge server"
+    if "-m pytest" in cmdline:
+        return "judge (process)"
+    if "nbgrader" in cmdline or "ipykernel" in cmdline:
+        return "nbgrader"
+    return "other"
+
+
+class TreeSampler:
+    """CPU seconds of every process in this process's tree, by kind (process_kind), from psutil: each process's
+    user + system time read every `interval` seconds, its last reading kept once it is gone. A process that starts and
+    ends between two readings, and the last `interval` of each, are missed: a lower bound, for where no cgroup can be
+    made, and for the breakdown by kind. The sampling's own CPU seconds (`overhead`, this process's) are counted apart,
+    so that they can be left out of what the batch cost."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.last, self.kinds, self.overhead = interval, {}, {}, 0.0
+        self.me = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                key = (proc.pid, proc.create_time())
+                times = proc.cpu_times()
+            except (psutil.Error, OSError):
+                continue
+            if key not in self.kinds:
+                self.kinds[key] = process_kind(proc, self.me.pid)
+            self.last[key] = times.user + times.system
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            started = time.thread_time()
+            with contextlib.suppress(psutil.Error, OSError):
+                self._read()
+            self.overhead += time.thread_time() - started
+
+    def seconds(self) -> float:
+        self._read()
+        return sum(self.last.values())
+
+    def by_kind(self) -> dict[str, float]:
+        self._read()
+        totals: dict[str, float] = {}
+        for key, value in self.last.items():
+            totals[self.kinds[key]] = totals.get(self.kinds[key], 0.0) + value
+        return totals
+
+
 class TreeCpu:
     """CPU seconds of this process and of everything it starts, workers in their sandboxes included: a cgroup of the
     CPU accounting controller that this process joins at start (its children inherit it; the sandbox moves workers
     into memory and pids cgroups only). v1 `cpuacct.usage` or v2 `cpu.stat`; needs the right to make a cgroup (root).
-    Without it, `source` says so and the reading falls back to getrusage (this process and its reaped children)."""
+    Without it, `source` says so and the reading falls back to psutil over the process tree (TreeSampler)."""
 
     def __init__(self):
         self.usage: Path | None = None
+        self.sampler = TreeSampler()  # the breakdown by kind, and the fallback
         name = f"grading-throughput-{os.getpid()}"
         for folder, usage in ((Path("/sys/fs/cgroup/cpuacct") / name, "cpuacct.usage"),
                               (Path("/sys/fs/cgroup") / name, "cpu.stat")):
@@ -100,17 +176,25 @@ class TreeCpu:
                     continue
                 folder.mkdir(exist_ok=True)
                 (folder / "cgroup.procs").write_text(str(os.getpid()))
+                atexit.register(self._remove, folder)
                 self.usage = folder / usage
                 self.source = f"a cgroup ({folder}/{usage}) around this process and everything it starts"
                 return
             except OSError:
                 continue
-        self.source = "getrusage of this process and its reaped children (no cgroup could be made: not root?)"
+        self.source = ("psutil over this process's tree, read every 0.1 s (no cgroup could be made: not root?); "
+                       "a lower bound")
+
+    @staticmethod
+    def _remove(folder: Path) -> None:
+        """Leave the group for its parent and remove it (a group with no process left can be removed)."""
+        with contextlib.suppress(OSError):
+            (folder.parent / "cgroup.procs").write_text(str(os.getpid()))
+            folder.rmdir()
 
     def seconds(self) -> float:
         if self.usage is None:
-            me = resource.getrusage(resource.RUSAGE_SELF)
-            return children_cpu_seconds() + me.ru_utime + me.ru_stime
+            return self.sampler.seconds()
         text = self.usage.read_text()
         if self.usage.name == "cpuacct.usage":
             return int(text) / 1e9
@@ -129,11 +213,17 @@ def time_batch(folder: Path, out: Path, options: GradeOptions) -> dict:
         said.append(message)
         log(message)
 
+    kinds, overhead = CPU.sampler.by_kind(), CPU.sampler.overhead
     cpu, reaped, start = CPU.seconds(), children_cpu_seconds(), time.perf_counter()
     gradebook = grade_folder(folder, ASSIGNMENT, out, options, progress=progress)
     wall, cpu, reaped = time.perf_counter() - start, CPU.seconds() - cpu, children_cpu_seconds() - reaped
+    kinds = {kind: value - kinds.get(kind, 0.0) for kind, value in CPU.sampler.by_kind().items()}
+    overhead = CPU.sampler.overhead - overhead  # the sampling thread's: not the grading's
+    cpu -= overhead
+    kinds[GRADER] -= overhead
     preflight = next((float(m.group(1)) for line in said if (m := re.match(r"Preflight passed in ([\d.]+) s", line))), None)
-    return {"wall": wall, "cpu": cpu, "reaped": reaped, "preflight": preflight, "gradebook": gradebook}
+    return {"wall": wall, "cpu": cpu, "reaped": reaped, "preflight": preflight, "gradebook": gradebook,
+            "kinds": {kind: value for kind, value in kinds.items() if value > 0.005}}
 
 
 NBGRADER_CONFIG = """c = get_config()
@@ -221,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(root / "samples" / "reference.tar.gz", single / "student00.tar.gz")
         sets = {"ordinary": (f"{args.copies} x reference", ordinary), "all": ("all samples", root / "samples")}
 
-        rows, per_submission, last_all = [], {}, None
+        rows, per_submission, cpu_per_submission, last_all, breakdown = [], {}, {}, None, []
         for key in args.sets:
             label, folder = sets[key]
             for workers in args.workers:
@@ -242,20 +332,28 @@ def main(argv: list[str] | None = None) -> int:
                     per_submission[(key, workers, judge)] = wall / n
                     statuses = Counter(row["status"] for row in submissions)
                     cpu = statistics.median(r["cpu"] for r in runs)
+                    cpu_per_submission[(key, workers, judge)] = cpu / n
+                    kinds = sorted({k for r in runs + singles for k in r["kinds"]})
+                    for kind in kinds:  # CPU by process kind: per submission, and marginal where there is a 1-copy batch
+                        total = statistics.median(r["kinds"].get(kind, 0.0) for r in runs)
+                        one = statistics.median(r["kinds"].get(kind, 0.0) for r in singles) if singles else None
+                        breakdown.append([label, judge, str(workers), kind, f"{total / n:.2f}",
+                                          "-" if one is None else f"{(total - one) / (n - 1):.2f}"])
                     reaped = statistics.median(r["reaped"] for r in runs)
                     # Each submission past the first, without the batch's fixed costs: (N copies - 1 copy) / (N - 1).
                     marginal = [f"{(value - statistics.median(r[measure] for r in singles)) / (n - 1):.1f}"
                                 for measure, value in (("wall", wall), ("cpu", cpu))] if singles else ["-", "-"]
                     rows.append([label, str(n), judge, str(workers), str(len(runs)), f"{wall:.1f}",
                                  f"{statistics.median(r['preflight'] or 0 for r in runs):.1f}", f"{wall / n:.1f}",
-                                 f"{each:.1f}", f"{cpu / n:.1f}", f"{reaped / n:.1f}", *marginal,
+                                 f"{cpu / n:.1f}", f"{each:.1f}", f"{reaped / n:.1f}", *marginal,
                                  ", ".join(f"{s} {c}" for s, c in sorted(statuses.items()))
                                  + f"; mean score {statistics.mean(row['score'] for row in submissions):g} / "
                                    f"{submissions[0]['max_score']:g}"])
-        for row in rows:  # the ratio of seconds per submission against --judge process, same set and workers
+        for row in rows:  # the ratios of wall and CPU seconds per submission, --judge process over this one
             key = next(k for k, v in sets.items() if v[0] == row[0])
-            base = per_submission.get((key, int(row[3]), "process"))
-            row.insert(8, f"{base / per_submission[(key, int(row[3]), row[2])]:.2f}" if base else "-")
+            for column, measured in ((9, per_submission), (10, cpu_per_submission)):
+                base = measured.get((key, int(row[3]), "process"))
+                row.insert(column, f"{base / measured[(key, int(row[3]), row[2])]:.2f}" if base else "-")
         if args.nbgrader:
             log("Timing nbgrader autograde of the reference notebook (DLCOURSE_QUICK=1) ...")
             nbgrader_run = time_nbgrader(root, root / "samples" / "reference.tar.gz")
@@ -271,22 +369,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sample build: {len(archives)} archives in {build_seconds:.2f} s "
           f"(reference weights {'cached' if cached else 'trained in this run'})\n")
     print(markdown_table(["submissions", "count", "judge", "workers", "runs", "wall s (median)", "of which preflight s",
-                          "wall s / submission", "speed-up vs process", "s / submission, unpack to result (median)",
-                          "CPU s / submission", "getrusage CPU s / submission", "marginal wall s / submission",
+                          "wall s / submission", "CPU s / submission", "wall: process / this", "CPU: process / this",
+                          "s / submission, unpack to result (median)",
+                          "getrusage CPU s / submission", "marginal wall s / submission",
                           "marginal CPU s / submission",
                           "statuses"], rows))
     print("\n(wall s / submission: the batch's wall time, preflight and judge server start-up included, over the count; "
-          f"CPU s: user + sys of the grader and every process the batch started, over the count, measured by {CPU.source}; "
+          f"CPU s: user + sys of the grader and every process the batch started, over the count, measured by {CPU.source}, "
+          "less the CPU of this script's own psutil sampling; "
           "getrusage CPU s: what the grader's RUSAGE_CHILDREN sees of the same, for comparison; marginal: what each submission past "
           "the first adds, (batch of N - batch of 1) / (N - 1), from a second, one-copy batch timed right after; the "
           "marginal wall seconds mean something only when N is several times --workers.)")
+    print("\nCPU seconds by process kind (psutil over the tree, a lower bound: see TreeSampler), per submission and "
+          "marginal (what each submission past the first adds):\n")
+    print(markdown_table(["submissions", "judge", "workers", "process kind", "CPU s / submission",
+                          "marginal CPU s / submission"], breakdown))
     if nbgrader_run:
-        ordinary_best = min((v for (k, _, _), v in per_submission.items() if k == "ordinary"), default=None)
         print(f"\nnbgrader autograde, 1 x reference notebook, quick mode (DLCOURSE_QUICK=1: every cell re-executed, "
               f"training on 2 000 images for one epoch; no sandbox): wall {nbgrader_run['wall']:.1f} s, "
-              f"CPU {nbgrader_run['cpu']:.1f} s, {'graded' if nbgrader_run['ok'] else 'FAILED (see the log above)'}"
-              + (f"; ratio nbgrader / best ordinary wall s per submission here: {nbgrader_run['wall'] / ordinary_best:.2f}"
-                 if ordinary_best else ""))
+              f"CPU {nbgrader_run['cpu']:.1f} s, {'graded' if nbgrader_run['ok'] else 'FAILED (see the log above)'}")
+        for (key, workers, judge), wall in sorted(per_submission.items()):
+            if key == "ordinary":
+                print(f"  ratio nbgrader / --judge {judge} (workers {workers}) per submission: wall "
+                      f"{nbgrader_run['wall'] / wall:.2f}, CPU {nbgrader_run['cpu'] / cpu_per_submission[(key, workers, judge)]:.2f}")
     if last_all:
         workers, judge, gradebook = last_all
         print(f"\nPer submission (all samples, --judge {judge}, workers {workers}, last run; judge seconds are measured "

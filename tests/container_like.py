@@ -7,6 +7,8 @@ what the command sees, never the machine:
   bound back at its path: as in Gradescope's image, whose Python (/usr/bin) any uid can run;
 - bubblewrap is made unrunnable (/dev/null bound over it) with `no_bwrap`: a host where it cannot start, as inside a
   container whose seccomp profile forbids user namespaces;
+- with `no_cgroups`, the cgroup filesystem is hidden under an empty read-only one, as in a container whose cgroups
+  the grader cannot write (Docker mounts them read-only): the worker's memory cap is then its own RLIMIT_AS;
 - the dataset mirror (DLCOURSE_DATA_MIRROR), which the machine shares world-readable, is moved under a mode-700 folder
   of `stash` and an empty folder is put in its place, as a container's private copy would be.
 Everything the command writes goes where it would without the wrapper.
@@ -42,7 +44,8 @@ def problem() -> str | None:
     return None if probe.returncode == 0 else f"unshare --mount failed: {probe.stderr.strip()[:200]}"
 
 
-def container_like(argv: list[str], stash: Path, no_bwrap: bool = True) -> tuple[list[str], dict[str, str]]:
+def container_like(argv: list[str], stash: Path, no_bwrap: bool = True,
+                   no_cgroups: bool = False) -> tuple[list[str], dict[str, str]]:
     """(command, environment) running `argv` as described above; `stash`: an empty folder of the test's."""
     env = dict(os.environ)
     lines = ["set -eu"]
@@ -54,6 +57,8 @@ def container_like(argv: list[str], stash: Path, no_bwrap: bool = True) -> tuple
                   f"mount --bind {stash}/python {shlex.quote(base)}"]
     if no_bwrap and shutil.which("bwrap"):
         lines.append(f"mount --bind /dev/null {shlex.quote(os.path.realpath(shutil.which('bwrap')))}")
+    if no_cgroups and os.path.isdir("/sys/fs/cgroup"):
+        lines.append("mount -t tmpfs -o ro,mode=755 tmpfs /sys/fs/cgroup")
     mirror = os.environ.get("DLCOURSE_DATA_MIRROR")
     if mirror and os.path.isdir(mirror):
         private = stash / "private"

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import types
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.samples import build_samples
 
 ASSIGNMENT = "vit"
+MEMORY_MB = 1536  # the worker's cap the zip is built with: Gradescope's machine has 1.5-2 GB (README)
 SAMPLE = "bug_attention_scale"  # passes some layer tests, fails others; no trained weights needed: seconds to grade
 
 # Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/), the fields we write.
@@ -54,7 +56,8 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def autograder_zip(tmp_path_factory):
     path = tmp_path_factory.mktemp("gradescope") / f"autograder_{ASSIGNMENT}.zip"
-    run(sys.executable, "-m", "autograder", "gradescope", ASSIGNMENT, "--out", str(path), "--hidden-until", "published")
+    run(sys.executable, "-m", "autograder", "gradescope", ASSIGNMENT, "--out", str(path), "--hidden-until", "published",
+        "--memory-mb", str(MEMORY_MB))
     return path
 
 
@@ -105,6 +108,57 @@ def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
     assert config["assignment"] == ASSIGNMENT and config["visibility"] == "after_published"
     assert config["options"]["workers"] == 1
     assert len(list_assignments()) > 1  # so "this assignment only" above excluded something
+
+
+def test_zip_holds_no_solution(autograder_zip):
+    """No notebook but the release, and no line of the assignment's solutions in any file (scanned as the student
+    bundle is, tests/test_publish.py), except the trusted reference code the judge needs for the thresholds judged in
+    the course's model: course_cells.json, the spec's run_cells alone (test_run_autograder_picks_the_uid_backend...
+    checks that the worker cannot read it). The source notebook's lines reach feedback only as fingerprints."""
+    from test_publish import notebook_text, solution_leaks
+
+    from autograder.assignments import load_assignment
+    from autograder.notebook import cell_source
+
+    assignment = load_assignment(ASSIGNMENT)
+    source = notebook_text(assignment.source_dir / assignment.notebook)
+    assert solution_leaks(source, (ASSIGNMENT,)), "the scan finds nothing in the source notebook itself"
+    reference = f"source/{ASSIGNMENT}/course_cells.json"
+    with zipfile.ZipFile(autograder_zip) as archive:
+        texts = {name: archive.read(name).decode("utf-8") for name in archive.namelist()}  # a binary file fails here
+    assert [n for n in texts if n.endswith(".ipynb")] == [f"release/{ASSIGNMENT}/{ASSIGNMENT}.ipynb"]
+    for name, text in texts.items():
+        if name == reference:
+            continue
+        if name.endswith(".ipynb"):
+            text = "\n".join(cell_source(cell) for cell in json.loads(text)["cells"])
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, name
+        leaks = solution_leaks(text, (ASSIGNMENT,))
+        assert not leaks, f"{name} holds solution lines: {leaks[:3]}"
+    cells = json.loads(texts[reference])
+    assert cells and set(cells) <= set(assignment.spec.run_cells)
+    fingerprints = texts[f"source/{ASSIGNMENT}/fingerprints.json"]
+    assert not {line.strip() for line in source.splitlines() if len(line.strip()) >= 20} & set(fingerprints.split('"'))
+
+
+def test_the_zips_course_cells_build_the_course_model(autograder_zip, tmp_path, monkeypatch):
+    """Where the zip's source folder has course_cells.json and no notebook (as unpacked on Gradescope), the judge reads
+    the same cells' code as from the source notebook here, and it defines the course's model."""
+    from autograder.assignments import Assignment, load_assignment
+    from autograder.course_cells import course_cells
+
+    assignment = load_assignment(ASSIGNMENT)
+    expected = course_cells(assignment)
+    with zipfile.ZipFile(autograder_zip) as archive:
+        archive.extract(f"source/{ASSIGNMENT}/course_cells.json", tmp_path)
+    monkeypatch.setattr(Assignment, "source_dir", property(lambda self: tmp_path / "source" / self.name))
+    assert course_cells(assignment) == expected and list(expected) == list(assignment.spec.run_cells)
+    module = types.ModuleType("course_cells_check")  # a real module, as trusted.course_namespace makes: @dataclass
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace = module.__dict__
+    for code in course_cells(assignment).values():
+        exec(compile(code, "course_cells.json", "exec"), namespace)  # noqa: S102  (the course's own code)
+    assert callable(namespace["ViT"]) and callable(namespace["ViTConfig"])
 
 
 def test_scripts_are_shellcheck_clean(autograder_zip, tmp_path, shellcheck):
@@ -237,9 +291,11 @@ def test_a_test_not_judged_has_no_points_either_way():
 
 def test_run_autograder_picks_the_uid_backend_where_bubblewrap_cannot_run(autograder_zip, tmp_path):
     """In a container-like host (tests/container_like.py: bubblewrap cannot start, as where Docker's seccomp profile
-    forbids user namespaces) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
+    forbids user namespaces, and no cgroup can be made) the zip as built (--sandbox auto) grades with the uid backend: the hostile sample that
     snoops for the hidden tests, the solution, the grader, the judge's process and the network reaches none of them and
-    keeps every layer test's points, and the instructor's log names the backend."""
+    keeps every layer test's points, and the instructor's log names the backend. The zip's own secrets are among what
+    it snoops for (source/vit/samples.py: SNOOP): the solution's fingerprints, the course's reference cells and the
+    zip's settings; and its worker's address space is capped (RLIMIT_AS, the zip's --memory-mb)."""
     from container_like import problem as wrapper_problem
 
     if os.geteuid() != 0:
@@ -265,9 +321,12 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     root = gradescope_root(public, autograder_zip)
     [archive] = build_samples(ASSIGNMENT, tmp_path / "samples", only=["hostile_snooping"])
     (root / "submission" / archive.name).write_bytes(archive.read_bytes())
+    secrets = [root / "source" / "source" / ASSIGNMENT / name for name in ("fingerprints.json", "course_cells.json")]
+    assert all(path.is_file() for path in [*secrets, root / "source" / "gradescope.json"])  # what the sample snoops for
     (tmp_path / "stash").mkdir()
-    command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash")
+    command, env = container_like(["bash", str(root / "source" / "run_autograder")], tmp_path / "stash", no_cgroups=True)
     env.update(GRADESCOPE_ROOT=str(root), GRADESCOPE_PYTHON=sys.executable)
+    env.pop("DLCOURSE_DATA", None)  # run_autograder's own, in the zip's folder (the checkout's data/ is not the grader's)
     proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert "Sandbox: the uid backend" in proc.stdout and "(uid backend (uid " in proc.stdout, proc.stdout[-3000:]
     results = json.loads((root / "results" / "results.json").read_text())
@@ -276,4 +335,6 @@ def check_uid_backend(autograder_zip, tmp_path, public) -> None:
     failed = [t["name"] for t in results["tests"] if t.get("status") == "failed"]
     assert len(failed) == len(sample.expect_failed) and all("ccuracy" in name for name in failed), failed
     assert "status: ok" in results["output"]
-    assert not (root / "source" / "source").stat().st_mode & 0o007  # the zip's solution notebook: private
+    [row] = json.loads((root / "grading" / "out" / "gradebook.json").read_text())["submissions"]
+    assert row["memory_cap"] == f"RLIMIT_AS {MEMORY_MB} MiB above torch's own reservation", row["memory_cap"]
+    assert not (root / "source" / "source").stat().st_mode & 0o007  # the fingerprints and course cells: private

@@ -23,6 +23,7 @@ import autograder.options as options  # preloaded by the server: the same module
 mode = sys.argv[1]
 print(f"pid {os.getpid()} pgid {os.getpgid(0)} sid {os.getsid(0)} cwd {os.getcwd()}", flush=True)
 print(f"server {os.getppid()}", flush=True)
+print(f"openmp {os.environ.get('OMP_WAIT_POLICY')}", flush=True)
 seen = getattr(options, "LEFT_BY_AN_EARLIER_JUDGE", None)
 print(f"seen {seen}")
 if mode == "leave":
@@ -56,6 +57,7 @@ def test_each_judge_is_a_fresh_fork_in_a_session_of_its_own(server, tmp_path):
     pid, code, log = run_judge(server, tmp_path, "leave", "first")
     assert code == 3  # sys.exit(3) reaches the grader as the exit code
     assert f"pid {pid} pgid {pid} sid {pid} cwd {tmp_path}" in log.read_text()  # killable as one process group
+    assert "openmp PASSIVE" in log.read_text()  # torch's OpenMP threads sleep, not spin, when idle (PASSIVE_OPENMP)
     pid, code, log = run_judge(server, tmp_path, "check", "second")
     assert "seen None" in log.read_text() and code == 0  # the first judge's module state stayed in the first judge
 

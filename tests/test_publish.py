@@ -58,11 +58,11 @@ def long_lines(text: str, minimum: int) -> set[str]:
     return {line.strip() for line in text.splitlines() if len(line.strip()) >= minimum}
 
 
-def solution_blocks() -> list[list[str]]:
+def solution_blocks(names: tuple[str, ...] = tuple(ASSIGNMENTS)) -> list[list[str]]:
     """The lines between the source notebooks' `### BEGIN SOLUTION` and `### END SOLUTION` (as tests/test_release.py
-    reads them), stripped, blank lines left out: one list per solution region."""
+    reads them) of the assignments `names`, stripped, blank lines left out: one list per solution region."""
     blocks = []
-    for name in ASSIGNMENTS:
+    for name in names:
         assignment = load_assignment(name)
         for cell in read_notebook(assignment.source_dir / assignment.notebook)["cells"]:
             block = None
@@ -81,16 +81,16 @@ def runs_of(lines: list[str]) -> set[tuple[str, ...]]:
 
 
 @functools.cache
-def solution_patterns() -> tuple[frozenset[str], frozenset[tuple[str, ...]]]:
+def solution_patterns(names: tuple[str, ...] = tuple(ASSIGNMENTS)) -> tuple[frozenset[str], frozenset[tuple[str, ...]]]:
     """(the solutions' distinctive lines, their runs of RUN lines)."""
-    blocks = solution_blocks()
+    blocks = solution_blocks(names)
     return (frozenset(line for block in blocks for line in block if len(line) >= DISTINCTIVE),
             frozenset().union(*(runs_of(block) for block in blocks)))
 
 
-def solution_leaks(text: str) -> list[str]:
-    """The solutions' distinctive lines and runs of RUN solution lines that `text` holds."""
-    distinctive, runs = solution_patterns()
+def solution_leaks(text: str, names: tuple[str, ...] = tuple(ASSIGNMENTS)) -> list[str]:
+    """The solutions' (of the assignments `names`) distinctive lines and runs of RUN solution lines that `text` holds."""
+    distinctive, runs = solution_patterns(names)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return sorted(set(lines) & distinctive) + [" / ".join(run) for run in sorted(runs_of(lines) & runs)]
 

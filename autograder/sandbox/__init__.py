@@ -63,6 +63,12 @@ SYSTEM_LIBRARIES = ["/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib
 WEAK_ISOLATION = "weak: no bubblewrap, the audit hook only"
 BACKENDS = ("auto", "bubblewrap", "uid")  # GradeOptions.sandbox: auto picks the first of the others that works
 UID_NAMESPACES = ["net", "ipc"]  # entered by the uid backend's launcher where the host allows (confine.py)
+# The environment of every process that runs torch for a grade (judge servers, judges, sandboxed workers): OpenMP
+# threads that sleep when idle. They otherwise spin at the end of every parallel region while another process holds
+# the core they wait for: on this project's shared 2-core machine a 2-thread torch loop cost 10.0 CPU s spinning and
+# 3.3 passive (20 s and 7 s of wall time; dlcourse/threads.py, issue 29). Scores do not change: the same thread
+# count splits the same work.
+PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class StandInAnswerer(Protocol):
@@ -460,7 +466,7 @@ class Sandbox:
         env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
                # the judge's thread count, also for any dlcourse helper the student's code calls (dlcourse.threads)
-               "OMP_NUM_THREADS": str(self.policy.threads), "DLCOURSE_THREADS": str(self.policy.threads),
+               "OMP_NUM_THREADS": str(self.policy.threads), "DLCOURSE_THREADS": str(self.policy.threads), **PASSIVE_OPENMP,
                "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
                # Hugging Face libraries must never try the network (the sandbox has none anyway).
                "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

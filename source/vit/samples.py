@@ -40,8 +40,11 @@ from pathlib import Path
 import dlcourse
 _root = Path(dlcourse.__file__).resolve().parents[1]
 LEAKS = []
+# the grader's own files: hidden tests, solution notebook, grader, grades; in the Gradescope zip the solution's
+# fingerprints, the course's reference cells and the zip's settings instead of the notebook
 for _target in [_root / "autograder" / "hidden_tests" / "test_vit.py", _root / "source" / "vit" / "vit.ipynb",
-                _root / "autograder" / "judge.py", _root / "build"]:
+                _root / "autograder" / "judge.py", _root / "build", _root / "source" / "vit" / "fingerprints.json",
+                _root / "source" / "vit" / "course_cells.json", _root / "gradescope.json"]:
     try:
         LEAKS.append(_target.read_text()[:20] if _target.is_file() else os.listdir(_target))
     except Exception:
