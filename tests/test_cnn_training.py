@@ -65,5 +65,9 @@ def test_reference_better_cnn_learns_on_a_cifar10_subset(reference, local_datase
             graded_accuracy(student, "cnn_untrained", "BetterCNN", "BetterCNNConfig", "cifar10", ci_bar)
     finally:
         student.close()
-    print(f"graded: {student.notes['cnn_better']}\nuntrained: {student.notes['cnn_untrained']}")
+    print(f"graded: {student.notes['cnn_better']}\nuntrained: {student.notes['cnn_untrained']}\n"
+          f"integrity: {student.reviews['cnn_better']}")
     assert_decided(student.notes["cnn_better"]) and assert_decided(student.notes["cnn_untrained"])
+    # An honest model trained on 3 000 images meets both integrity checks (the canary and its training split) unflagged
+    assert "examples of its training split" in student.reviews["cnn_better"], student.reviews
+    assert "FLAGGED" not in student.reviews["cnn_better"], student.reviews
