@@ -13,6 +13,7 @@ import pytest
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
 from autograder.colab import SETUP_CELL, SUBMIT_CELL, bundle_url, is_generated, package_version, wheel_name, \
     with_colab_cells
+from autograder.fingerprints import FAMILIES
 from autograder.notebook import cell_source, grade_id, read_notebook
 from autograder.publish import publish
 from autograder.samples import SOLUTION_MARKER
@@ -98,7 +99,7 @@ def solution_leaks(text: str, names: tuple[str, ...] = tuple(ASSIGNMENTS)) -> li
 def grader_only_lines() -> set[str]:
     """Distinctive lines of the hidden tests, the samples and the specs, less those students see anyway (the release
     notebooks and the course package, where a shared line such as an import is public by design)."""
-    files = [*(PROJECT_ROOT / "autograder" / "hidden_tests").glob("*.py"), PROJECT_ROOT / "autograder" / "families.py",
+    files = [*(PROJECT_ROOT / "autograder" / "hidden_tests").glob("*.py"), FAMILIES,
              *(PROJECT_ROOT / "source").glob("*/samples.py"), *(PROJECT_ROOT / "source").glob("*/spec.py")]
     secret = set().union(*(long_lines(f.read_text(), 30) for f in files))
     public = set().union(*(long_lines(notebook_text(p), 30) for p in (PROJECT_ROOT / "release").glob("*/*.ipynb")),
