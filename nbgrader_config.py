@@ -23,7 +23,7 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # What a TA sees but students do not: the rubric of a hand-graded cell (`metadata.dlcourse.rubric` in the source
-# notebook, shown by the hand-grading page, autograder/hand_grading.py) is removed from the release.
+# notebook, shown by the hand-grading page, autograder/deploy/hand_grading.py) is removed from the release.
 from nbgrader.converters.generate_assignment import GenerateAssignment  # noqa: E402
 from nbgrader.preprocessors import NbGraderPreprocessor  # noqa: E402  (enabled by default, unlike nbconvert's base)
 

@@ -8,16 +8,16 @@
                                [--roster CSV] [--duplicates error|latest] [--export canvas|csv [--export-file F] [--canvas-column C]]
                                [--slurm [--partition P] [--gpus-per-task N] [--array-parallelism N]
                                 [--time-per-submission MIN] [--submissions-per-task K] [--cpus-per-task C] [--no-wait]]
-                                                         one Slurm job array instead of local workers (autograder/slurm.py)
+                                                         one Slurm job array instead of local workers (autograder/deploy/slurm.py)
     python -m autograder hand-grade OUT [--port P] [--host H] [--hide-ids] [--export canvas|csv [--export-file F]
                                [--canvas-column C]]   the page where a TA grades the written answers of a graded
-                                                         batch; each grade goes into OUT's gradebook (autograder/hand_grading.py)
+                                                         batch; each grade goes into OUT's gradebook (autograder/deploy/hand_grading.py)
     python -m autograder collect OUT [--job ID]          wait for a `grade --slurm --no-wait` (or for OUT/slurm/grade.sbatch
                                                          resubmitted by hand), then write its gradebook
     python -m autograder gradescope ASSIGNMENT --out autograder_A.zip [--hidden-until published|due_date]
-                                                         the zip of a Gradescope autograder (autograder/gradescope.py)
+                                                         the zip of a Gradescope autograder (autograder/deploy/gradescope.py)
     python -m autograder publish OUT [--url URL]         the student bundle: release notebooks, the course package
-                                                         (wheel and source), CollectSubmission.sh, README (autograder/publish.py)
+                                                         (wheel and source), CollectSubmission.sh, README (autograder/deploy/publish.py)
     python -m autograder demo [A ...] [--all-samples]    all of the above on a few bundled samples per assignment
                                                          (every sample with --all-samples), then the gradebooks
 """
@@ -36,16 +36,16 @@ DEFAULTS = GradeOptions()
 
 def build_release(names: list[str]) -> None:
     """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec and the
-    points table of its notebook from its hidden tests (autograder/points.py). One nbgrader API in this process for
+    points table of its notebook from its hidden tests (autograder/deploy/points.py). One nbgrader API in this process for
     every assignment (a `nbgrader` process each would import it again: about 1.7 CPU s apiece). nbgrader shells out
     to alembic, so the interpreter's bin folder goes first on PATH."""
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config.loader import PyFileConfigLoader
 
-    from autograder.colab import write_colab_cells
-    from autograder.points import collect_hidden_tests, write_points_table
-    from autograder.readme_tables import write_readme_tables
+    from autograder.deploy.colab import write_colab_cells
+    from autograder.deploy.points import collect_hidden_tests, write_points_table
+    from autograder.deploy.readme_tables import write_readme_tables
 
     bin_folder = str(Path(sys.executable).parent)
     if bin_folder not in os.environ.get("PATH", "").split(os.pathsep):
@@ -60,13 +60,13 @@ def build_release(names: list[str]) -> None:
         if write_points_table(assignment, hidden_tests[name]):
             print(f"Updated the points table of source/{name}/{assignment.notebook} from its hidden tests")
         if write_colab_cells(assignment):
-            print(f"Updated the Colab setup and submit cells of source/{name}/{assignment.notebook} (autograder/colab.py)")
+            print(f"Updated the Colab setup and submit cells of source/{name}/{assignment.notebook} (autograder/deploy/colab.py)")
         print(f"Building release/{name}/ from source/{name}/ ...", flush=True)
         result = nbgrader.generate_assignment(name, force=True)
         if not result["success"]:
             raise SystemExit(f"nbgrader generate_assignment {name} failed:\n{result.get('log', '')}\n{result['error']}")
     if write_readme_tables():
-        print("Updated the assignment tables of README.md from the specs (autograder/readme_tables.py)")
+        print("Updated the assignment tables of README.md from the specs (autograder/deploy/readme_tables.py)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                          help="two submissions for one student id (alice.zip and alice.tar.gz): stop and list them "
                               "(error, the default) or grade the newest (latest)")
     slurm = p_grade.add_argument_group("Slurm", "grade as one Slurm job array, one task per submission (or per "
-                                       "--submissions-per-task), with the same judge and sandbox (autograder/slurm.py)")
+                                       "--submissions-per-task), with the same judge and sandbox (autograder/deploy/slurm.py)")
     slurm.add_argument("--slurm", action="store_true", help="submit a job array with sbatch instead of grading here")
     slurm.add_argument("--partition", help="the Slurm partition (default: the cluster's default)")
     slurm.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per task: --gres=gpu:N (default 0)")
@@ -205,32 +205,32 @@ def main(argv: list[str] | None = None) -> int:
             "array_parallelism", "time_per_submission", "submissions_per_task", "cpus_per_task")):
         parser.error("--array-parallelism, --time-per-submission, --submissions-per-task and --cpus-per-task take 1 or more")
     if args.command == "hand-grade":
-        from autograder.hand_grading import HandGrading, serve
+        from autograder.deploy.hand_grading import HandGrading, serve
 
         serve(HandGrading(args.out, args.export, args.export_file, args.canvas_column), args.host, args.port, args.hide_ids)
         return 0
     if args.command == "collect":
-        from autograder.gradebook import format_summary, format_table
-        from autograder.slurm import collect
+        from autograder.pipeline.gradebook import format_summary, format_table
+        from autograder.deploy.slurm import collect
 
         gradebook = collect(args.out, array_job=args.job)
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}\n\nWrote {args.out}/gradebook.csv, gradebook.json, integrity.md and feedback/")
         return 0
     if args.command == "slurm-task":
-        from autograder.slurm import run_task
+        from autograder.deploy.slurm import run_task
 
         return run_task(args.out.resolve(), None if args.preflight else args.index)
 
-    from autograder.grade import grade_folder
-    from autograder.gradebook import format_summary, format_table
+    from autograder.pipeline.grade import grade_folder
+    from autograder.pipeline.gradebook import format_summary, format_table
     from autograder.samples import build_samples
 
     if args.command == "release":
         build_release(args.assignments or list_assignments())
         return 0
     if args.command == "publish":
-        from autograder.publish import publish
+        from autograder.deploy.publish import publish
 
         publish(args.out, args.url)
         return 0
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                            submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
                            allow_weak_isolation=args.allow_weak_isolation, judge=args.judge, sandbox=args.sandbox)
     if args.command == "gradescope":  # Gradescope grades one submission per container: one worker
-        from autograder.gradescope import build_zip
+        from autograder.deploy.gradescope import build_zip
 
         path = build_zip(args.assignment, args.out or Path(f"autograder_{args.assignment}.zip"), options, args.hidden_until)
         print(f"Wrote {path}: upload it as the autograder of '{args.assignment}' (docs/instructors.md, 'At scale')")
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
         runner = None
         if args.slurm:
-            from autograder.slurm import SlurmOptions, SlurmRunner
+            from autograder.deploy.slurm import SlurmOptions, SlurmRunner
 
             runner = SlurmRunner(SlurmOptions(args.partition, args.gpus_per_task, args.array_parallelism,
                                               args.time_per_submission, args.submissions_per_task, args.cpus_per_task,
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(gradebook))
         print(f"\n{format_summary(gradebook)}")
         if args.export:
-            from autograder.export import default_export_path, export_grades
+            from autograder.deploy.export import default_export_path, export_grades
 
             path, notes = export_grades(gradebook, args.export, args.export_file or default_export_path(out, args.export),
                                         canvas_column=args.canvas_column)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  note: {note}")
         print(f"\nWrote {out}/gradebook.csv, gradebook.json, integrity.md and feedback/")
         return 0
-    from autograder.demo import run_demo
+    from autograder.deploy.demo import run_demo
 
     return run_demo(options, args.assignments, args.out, args.hand_grades, all_samples=args.all_samples,
                     full_recipes=args.full_recipes)

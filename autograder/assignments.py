@@ -103,7 +103,7 @@ def _check(assignment: Assignment) -> None:
     problems = []
     notebook = assignment.source_dir / assignment.notebook
     if not notebook.exists() and (assignment.source_dir / FINGERPRINTS_FILE).exists():
-        cells = set()  # the Gradescope zip: no source notebook, its fingerprints instead (autograder/gradescope.py)
+        cells = set()  # the Gradescope zip: no source notebook, its fingerprints instead (autograder/deploy/gradescope.py)
     elif not notebook.exists():
         problems.append(f"the notebook {notebook.relative_to(PROJECT_ROOT)} does not exist (it must be named <folder>.ipynb)")
         cells = set()

@@ -1,5 +1,5 @@
 """The course's own implementation of an assignment: the code of the source notebook's cells that the judge runs as
-the course's model (spec.run_cells; autograder/trusted.py judges a threshold from the saved weights in it).
+the course's model (spec.run_cells; autograder/kit/trusted.py judges a threshold from the saved weights in it).
 
 The Gradescope zip ships no notebook with solutions. Where an assignment judges in the course's model
 (`needs_course_cells`), `python -m autograder gradescope` writes that code alone, as trusted reference code, to

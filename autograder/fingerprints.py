@@ -138,7 +138,7 @@ def shipped_file(assignment) -> Path:
     return assignment.source_dir / FILE_NAME
 
 
-FAMILIES = Path(__file__).with_name("families.py")  # the hidden tests that several assignments share
+FAMILIES = Path(__file__).parent / "kit" / "families.py"  # the hidden tests that several assignments share
 
 
 @functools.lru_cache(maxsize=8)
@@ -157,7 +157,7 @@ def _without_own(fingerprints: Fingerprints, own: tuple[str, ...]) -> Fingerprin
 
 def grader_fingerprints(assignment, own: tuple[str, ...] = ()) -> Fingerprints:
     """The fingerprints of an assignment's (autograder.assignments.Assignment) hidden tests (with the test families
-    they instantiate, autograder/families.py) and source notebook, less
+    they instantiate, autograder/kit/families.py) and source notebook, less
     the release notebook's lines and the student's `own` answer cells: computed from the files once per process, or
     read from the zip's fingerprints.json where the source notebook is not there (Gradescope)."""
     computed = _grader_fingerprints(assignment.hidden_tests, assignment.source_dir / assignment.notebook,

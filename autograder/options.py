@@ -17,7 +17,7 @@ class GradeOptions:
     call_timeout: float = 20.0  # seconds for one layer-test call
     submission_timeout: float | None = None  # seconds for a whole submission; None: the spec's submission_timeout_s
     # Seconds each threshold test may spend scoring a saved model (on this grader's CPU or GPU). The sequential
-    # rule (autograder/sequential.py) decides clear cases from a secret sample within it; a model too close to its
+    # rule (autograder/kit/sequential.py) decides clear cases from a secret sample within it; a model too close to its
     # bar to decide in time is reported "not judged on this grader" (no points, no zero). Every reference but
     # BERT-base on a CPU is decided well within the default (benchmarks/threshold_cost.py).
     threshold_budget: float = 600.0
@@ -25,7 +25,7 @@ class GradeOptions:
     sandbox: str = "auto"  # "bubblewrap", "uid" (no namespaces: docs/instructors.md, "How grading stays safe") or "auto": the first
     # of them that works here (autograder/sandbox: choose_backend)
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
-    judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/judge_server.py);
+    judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/pipeline/judge_server.py);
     # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
     preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
     threads: int | None = None  # torch threads per judge; None: the CPUs this grader may use // workers (a Slurm task sets

@@ -23,13 +23,13 @@ class Threshold:
     reference_eval_s: float  # seconds the reference model needs for the test split on one CPU thread (measured)
     ceiling: bool = False  # the bar is an upper bound (a perplexity), not a floor (an accuracy, a BLEU score)
     # The release fixes the model's architecture (its constructors and parameter names), so the saved weights are
-    # judged in the course's own implementation on the trusted side (autograder/trusted.py); False: the design is the
+    # judged in the course's own implementation on the trusted side (autograder/kit/trusted.py); False: the design is the
     # student's (BetterCNN, the BERT head), so the student's code computes the outputs, in the worker.
     course_model: bool = False
-    # The reference model's accuracy drop on the classifier canary (autograder/scoring.py; measured with
+    # The reference model's accuracy drop on the classifier canary (autograder/kit/scoring.py; measured with
     # benchmarks/canary_drop.py): a student's model may lose this plus CANARY_MARGIN before it "needs review".
     canary_drop: float = 0.0
-    # The datasets its hidden test reads, "name:split" (names: autograder/datasets.py), read once before the first
+    # The datasets its hidden test reads, "name:split" (names: autograder/pipeline/datasets.py), read once before the first
     # student so that data a grader cannot reach stops the batch instead of failing every row.
     data: tuple[str, ...] = ()
 
@@ -50,7 +50,7 @@ class GpuCheck:
 
 @dataclass(frozen=True)
 class ReadmeRow:
-    """The assignment's rows in the README's two tables (Markdown; autograder/readme_tables.py writes them there)."""
+    """The assignment's rows in the README's two tables (Markdown; autograder/deploy/readme_tables.py writes them there)."""
 
     builds: str  # what students build
     graded_on: str  # what the hidden tests compare with, and the bars

@@ -1,9 +1,9 @@
-"""How much an honest model's accuracy drops on the image canary (autograder/scoring.py: perturb_images), next to
+"""How much an honest model's accuracy drops on the image canary (autograder/kit/scoring.py: perturb_images), next to
 how much a model that looks the test images up drops: the measurement behind each threshold's `canary_drop` and
 CANARY_MARGIN.
 
 A saved model (`<name>.safetensors` / `<name>.json`, as a notebook saves it) goes into the course's own implementation
-of its architecture (autograder/trusted.py), classifies N test images and a perturbed copy of each, and the table
+of its architecture (autograder/kit/trusted.py), classifies N test images and a perturbed copy of each, and the table
 lists the accuracy on both and the drop, for several draws of the secret seed. Two lookups run beside it on the same
 copies: one that knows every test image exactly (a hash of its pixels), and one that matches the nearest test image
 after 4x4 average pooling.
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autograder.scoring import perturb_images  # noqa: E402
-from autograder.trusted import course_model  # noqa: E402
+from autograder.kit.scoring import perturb_images  # noqa: E402
+from autograder.kit.trusted import course_model  # noqa: E402
 from dlcourse.data import load_image_split  # noqa: E402
 from dlcourse.export import load_model_files  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Does one submission fit Gradescope's default container (about half a vCPU and 768 MB, no GPU)? Builds the
-assignment's autograder zip (autograder/gradescope.py), then runs its run_autograder on one sample submission in
+assignment's autograder zip (autograder/deploy/gradescope.py), then runs its run_autograder on one sample submission in
 Gradescope's folder layout (GRADESCOPE_ROOT in a temporary folder) inside a cgroup with each memory limit and the
 CPU quota asked for, next to a run without limits, and prints the wall time (with its ratio to the unlimited run),
 the peak memory of the whole process tree (grader, judge, sandboxed worker; page cache included), whether the
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autograder.gradescope import build_zip  # noqa: E402
+from autograder.deploy.gradescope import build_zip  # noqa: E402
 from autograder.options import GradeOptions  # noqa: E402
 from autograder.samples import build_samples  # noqa: E402
 

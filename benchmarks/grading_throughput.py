@@ -1,4 +1,4 @@
-"""Grading throughput: seconds per submission of `autograder.grade.grade_folder` on the ViT sample submissions, with
+"""Grading throughput: seconds per submission of `autograder.pipeline.grade.grade_folder` on the ViT sample submissions, with
 judges forked from judge servers (--judge server, the default) and with a fresh interpreter per judge (process), and
 of `nbgrader autograde` on the same notebook (--nbgrader).
 
@@ -59,7 +59,7 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 
 from autograder.assignments import PROJECT_ROOT, load_assignment  # noqa: E402
-from autograder.grade import grade_folder  # noqa: E402
+from autograder.pipeline.grade import grade_folder  # noqa: E402
 from autograder.options import GradeOptions  # noqa: E402
 from autograder.samples import build_samples, reference_cache, training_cells  # noqa: E402
 
@@ -106,8 +106,8 @@ def process_kind(proc, me: int) -> str:
         return "sandboxed worker"
     if "confine.py" in cmdline or "bwrap" in cmdline:
         return "sandbox launcher (confine.py, bwrap)"
-    if "autograder.judge_server" in cmdline:
-        return "judge (forked)" if "autograder.judge_server" in parent_cmdline else "judge server"
+    if "autograder.pipeline.judge_server" in cmdline:
+        return "judge (forked)" if "autograder.pipeline.judge_server" in parent_cmdline else "judge server"
     if "-m pytest" in cmdline:
         return "judge (process)"
     if "nbgrader" in cmdline or "ipykernel" in cmdline:

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autograder.assignments import load_assignment  # noqa: E402
-from autograder.grade import grade_folder  # noqa: E402
+from autograder.pipeline.grade import grade_folder  # noqa: E402
 from autograder.options import GradeOptions  # noqa: E402
 from autograder.samples import build_samples  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""What judging a threshold costs a grader's CPU per submission: the sequential rule (autograder/sequential.py) next
+"""What judging a threshold costs a grader's CPU per submission: the sequential rule (autograder/kit/sequential.py) next
 to scoring the whole test split.
 
 For each classifier threshold, the reference architecture is built from the source notebook's own definition and
@@ -14,7 +14,7 @@ in this process, and its rate turned into the seconds for
 
 The worker adds its own start-up (seconds) and the transfer of each batch; BERT-base is left out (no offline
 copy here: about 0.66 s a review on one CPU thread, 1 500 reviews ~ 16 min, the whole split ~ 4.6 h). A model that
-slow gets a first stage sized to the grader's budget (autograder/scoring.py: sized_first_stage; 250 reviews in the
+slow gets a first stage sized to the grader's budget (autograder/kit/scoring.py: sized_first_stage; 250 reviews in the
 default 600 s), so the "clear case" column here is the planned first stage, what a fast enough model costs.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autograder.assignments import load_assignment  # noqa: E402
 from autograder.notebook import cell_source, grade_id  # noqa: E402
 from autograder.samples import reference_notebook, run_reference_cells  # noqa: E402
-from autograder.scoring import CANARY_SIZE, CLASSIFIER_LOOKS  # noqa: E402
-from autograder.sequential import FIRST_STAGE, decide, stage_ends  # noqa: E402
+from autograder.kit.scoring import CANARY_SIZE, CLASSIFIER_LOOKS  # noqa: E402
+from autograder.kit.sequential import FIRST_STAGE, decide, stage_ends  # noqa: E402
 
 
 class VocabularyOf20000:

@@ -167,7 +167,7 @@ def encoder_from_config(encoder_config: str | dict):
 
 def tokenize_for_grading(texts: list[str], tokenizer, max_length: int, batch_size: int = 1000) -> list[list[int]]:
     """The token ids of each of `texts` under the saved `tokenizers` tokenizer ([CLS] ... [SEP]), truncated to
-    max_length; the grader pads them (autograder/imdb_grading.py)."""
+    max_length; the grader pads them (autograder/kit/imdb_grading.py)."""
     tokenizer.enable_truncation(max_length=max_length)
     tokenizer.no_padding()
     return [encoding.ids for start in range(0, len(texts), batch_size)

@@ -4,7 +4,7 @@ the student's `train_one_epoch` / `evaluate`, TensorBoard logging and reading th
 
 Graded ideas (collate_batch, the recurrent layers, the loss, the loops) are written by the student in the
 notebook; this module only holds the plumbing around them. The grader tokenises the test reviews with `encode`
-and the student's saved tokenizer (plain JSON data, loaded on the trusted side): autograder/imdb_grading.py.
+and the student's saved tokenizer (plain JSON data, loaded on the trusted side): autograder/kit/imdb_grading.py.
 """
 from __future__ import annotations
 

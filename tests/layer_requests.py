@@ -1,12 +1,12 @@
-"""For the sandbox tests: the layer request (autograder.requests.layer_request), sent straight to a Sandbox, with
+"""For the sandbox tests: the layer request (autograder.kit.requests.layer_request), sent straight to a Sandbox, with
 its reply flattened the way these tests read it."""
 from __future__ import annotations
 
 import torch
 
-from autograder.requests import layer_request, layer_result
+from autograder.kit.requests import layer_request, layer_result
 from autograder.sandbox import Sandbox
-from autograder.stand_ins.remote import StandInServer
+from autograder.kit.stand_ins.remote import StandInServer
 
 
 def send_layer(sandbox: Sandbox, build: dict, *inputs: torch.Tensor, timeout: float = 30.0, tensors: dict | None = None,

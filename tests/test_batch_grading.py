@@ -1,4 +1,4 @@
-"""The batch grader as an instructor runs it (autograder/grade.py, autograder/store.py): durable results, resuming after
+"""The batch grader as an instructor runs it (autograder/pipeline/grade.py, autograder/pipeline/store.py): durable results, resuming after
 the grader is killed, regrading some students, stopping cleanly.
 
 The hidden tests are not run here: `grade.judge_command` is replaced by a stand-in judge (FAKE_JUDGE) that takes a
@@ -46,12 +46,12 @@ with open(results, "w") as f:
 
 DRIVER = r'''
 import sys
-import autograder.grade as grade
+import autograder.pipeline.grade as grade
 from autograder.__main__ import main
 fake, calls, delay, tag = sys.argv[1:5]
 grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # see test_sandbox.py, test_preflight.py
 grade.judge_command = lambda assignment, work, results, logs, options: [
-    sys.executable, fake, "autograder.judge", str(work), str(results), calls, delay, tag]
+    sys.executable, fake, "autograder.pipeline.judge", str(work), str(results), calls, delay, tag]
 sys.exit(main(sys.argv[5:]))
 '''
 
@@ -122,7 +122,7 @@ def batch(tmp_path, request):
     made.kill_leftovers()
 
 
-# The same cases with judges forked from judge servers (autograder/judge_server.py; each server imports torch first).
+# The same cases with judges forked from judge servers (autograder/pipeline/judge_server.py; each server imports torch first).
 WITH_SERVERS = pytest.mark.parametrize("batch", ["server"], indirect=True, ids=["judge-server"])
 
 
@@ -258,8 +258,8 @@ def test_roster_adds_no_submission_rows_and_the_gradebook_lists_what_was_not_gra
 
 # -- scores add up ---------------------------------------------------------------------------------------------
 def fake_results():
-    from autograder.grade import Submission
-    from autograder.results import SubmissionResult, TestResult
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.results import SubmissionResult, TestResult
 
     def test(tid, outcome, points, earned=0.0):
         return TestResult(tid, tid, "G", points, earned, outcome, "not judged: needs CUDA" if outcome == "skipped" else "")
@@ -273,7 +273,7 @@ def fake_results():
 
 def test_max_score_is_the_same_for_every_row_and_never_counts_what_was_not_judged():
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook
+    from autograder.pipeline.gradebook import build_gradebook
 
     rows = {r["student_id"]: r for r in build_gradebook(load_assignment("vit"), fake_results()).to_dict()["submissions"]}
     assert {r["max_score"] for r in rows.values()} == {7}
@@ -286,9 +286,9 @@ def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
     """A borderline model the grader's threshold budget cannot decide is not judged for that student alone: another
     student's judged result of the same test stands."""
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook
-    from autograder.grade import Submission
-    from autograder.results import SubmissionResult, TestResult
+    from autograder.pipeline.gradebook import build_gradebook
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.results import SubmissionResult, TestResult
 
     def result(outcome, earned):
         return SubmissionResult("ok", tests=[TestResult("T", "T", "G", 6, earned, outcome,
@@ -302,7 +302,7 @@ def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
 
 def test_hand_grades_are_checked_line_by_line_and_added_into_the_total(tmp_path):
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook, read_hand_grades, write_outputs
+    from autograder.pipeline.gradebook import build_gradebook, read_hand_grades, write_outputs
 
     vit = load_assignment("vit")
     bad = tmp_path / "hand.csv"
@@ -364,8 +364,8 @@ def test_progress_bar_counts_statuses_and_a_summary_ends_the_run(batch):
 # -- export for the LMS ----------------------------------------------------------------------------------------
 def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, float | None] | None = None):
     """A gradebook of one test worth 36 points, each student's score the part of `totals` not from `hand`."""
-    from autograder.gradebook import Gradebook, GradebookRow, HandGrade, RowTest, TestColumn
-    from autograder.results import Outcome, Status
+    from autograder.pipeline.gradebook import Gradebook, GradebookRow, HandGrade, RowTest, TestColumn
+    from autograder.pipeline.results import Outcome, Status
 
     hand = hand or {}
     return Gradebook(assignment, tests=[TestColumn("T", "T", "G", 36)],
@@ -376,7 +376,7 @@ def small_gradebook(assignment: str, totals: dict[str, float], hand: dict[str, f
 
 
 def test_export_merges_one_column_per_assignment_keyed_by_student_id(tmp_path):
-    from autograder.export import export_grades
+    from autograder.deploy.export import export_grades
 
     canvas = tmp_path / "canvas.csv"
     export_grades(small_gradebook("vit", {"alice": 30, "bob": 12.5}), "canvas", canvas)
@@ -409,7 +409,7 @@ CANVAS_EXPORT = ("\ufeffStudent,ID,SIS User ID,SIS Login ID,Section,Quiz 1 (1101
 
 
 def test_export_fills_a_real_canvas_gradebook_in_place(tmp_path):
-    from autograder.export import export_grades
+    from autograder.deploy.export import export_grades
 
     canvas = tmp_path / "canvas_export.csv"
     canvas.write_text(CANVAS_EXPORT, encoding="utf-8")
@@ -438,8 +438,8 @@ def test_export_fills_a_real_canvas_gradebook_in_place(tmp_path):
 def test_spreadsheet_csvs_are_read(tmp_path):
     """A byte-order mark (Excel's "CSV UTF-8") and semicolons (locales with a decimal comma) in a roster or hand grades."""
     from autograder.assignments import load_assignment
-    from autograder.grade import read_roster
-    from autograder.gradebook import read_hand_grades
+    from autograder.pipeline.grade import read_roster
+    from autograder.pipeline.gradebook import read_hand_grades
 
     roster = tmp_path / "roster.csv"
     roster.write_text("\ufeffstudent_id;name\nalice;Alice\nbob;Bob\n", encoding="utf-8")
@@ -450,7 +450,7 @@ def test_spreadsheet_csvs_are_read(tmp_path):
 
 
 def test_hand_grades_are_kept_until_others_are_given(tmp_path):
-    from autograder.gradebook import kept_hand_grades
+    from autograder.pipeline.gradebook import kept_hand_grades
 
     out = tmp_path / "out"
     out.mkdir()
@@ -467,9 +467,9 @@ def test_hand_grades_are_kept_until_others_are_given(tmp_path):
 def test_a_hand_grade_of_an_answer_that_changed_is_kept_and_marked_for_a_re_check(tmp_path):
     """A resubmission keeps its hand grades where the written cell did not change, and flags them where it did."""
     from autograder.assignments import load_assignment
-    from autograder.grade import Submission
-    from autograder.gradebook import build_gradebook, format_table, kept_hand_grades
-    from autograder.results import SubmissionResult
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.gradebook import build_gradebook, format_table, kept_hand_grades
+    from autograder.pipeline.results import SubmissionResult
 
     def result(answer: str) -> SubmissionResult:
         return SubmissionResult("ok", written={"analysis": answer, "paper_review": "the same review"})
@@ -512,9 +512,9 @@ def test_grader_errors_are_tried_again_and_rows_of_vanished_submissions_are_flag
 
 def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_path):
     from autograder.assignments import load_assignment
-    from autograder.grade import choose, discover
-    from autograder.results import SubmissionResult
-    from autograder.store import ResultStore, StoredResult, grader_digest, submission_digest
+    from autograder.pipeline.grade import choose, discover
+    from autograder.pipeline.results import SubmissionResult
+    from autograder.pipeline.store import ResultStore, StoredResult, grader_digest, submission_digest
 
     (tmp_path / "subs").mkdir()
     for sid in ("a", "b"):
@@ -531,17 +531,17 @@ def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_pa
 
 
 def test_a_threshold_that_needs_review_shows_the_ta_why_and_the_student_only_that_it_does(tmp_path):
-    """A threshold an integrity check flagged (autograder/scoring.py: the canary) counts neither way; the TA's table
+    """A threshold an integrity check flagged (autograder/kit/scoring.py: the canary) counts neither way; the TA's table
     and gradebook.csv say "needs review", with the canary's numbers in the table; the student's feedback and
     Gradescope output say only that an integrity check flagged it."""
     import csv
 
     from autograder.assignments import load_assignment
-    from autograder.grade import Submission
-    from autograder.gradebook import build_gradebook, feedback_text, format_table, write_outputs
-    from autograder.gradescope import to_results
-    from autograder.results import SubmissionResult, TestResult
-    from autograder.scoring import REVIEW_MESSAGE
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.gradebook import build_gradebook, feedback_text, format_table, write_outputs
+    from autograder.deploy.gradescope import to_results
+    from autograder.pipeline.results import SubmissionResult, TestResult
+    from autograder.kit.scoring import REVIEW_MESSAGE
 
     canary = "FLAGGED: canary 41.00% on 500 shifted, noisy test images, 90.00% on the same examples unperturbed"
     result = SubmissionResult("ok", tests=[
@@ -566,9 +566,9 @@ def test_one_students_measurement_never_appears_in_another_students_row():
     """A threshold skipped for one student (the budget could not decide their model) says so with their numbers; a
     row with no result for it (a corrupt archive) is not graded, with its own reason, not those numbers."""
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook, feedback_text
-    from autograder.grade import Submission
-    from autograder.results import SubmissionResult, TestResult
+    from autograder.pipeline.gradebook import build_gradebook, feedback_text
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.results import SubmissionResult, TestResult
 
     undecided = "not judged on this grader: accuracy between 69.38% and 93.89% after 89 of 10,000 test images"
     borderline = SubmissionResult("ok", tests=[TestResult("T", "T", "G", 6, 0, "skipped", undecided)])
@@ -583,7 +583,7 @@ def test_one_students_measurement_never_appears_in_another_students_row():
 
 def test_the_summary_mean_is_out_of_every_tests_points_and_says_when_rows_were_not_fully_judged():
     from autograder.assignments import load_assignment
-    from autograder.gradebook import build_gradebook, format_summary
+    from autograder.pipeline.gradebook import build_gradebook, format_summary
 
     summary = format_summary(build_gradebook(load_assignment("vit"), fake_results()))
     assert "Mean score 2.7 / 15; mean percentage 38 %" in summary  # (4 + 4 + 0) / 3 rows, out of A 4 + B 3 + C 8;

@@ -93,7 +93,7 @@ def test_grading_path_agrees_with_the_notebook(fine_tuned):
     """The saved files (fp16 weights, config, tokenizer), graded as the autograder grades them (CI bar, not the
     course's: these weights are briefly trained)."""
     from autograder.options import GradeOptions
-    from autograder.student import StudentCode
+    from autograder.kit.student import StudentCode
 
     _, _, accuracy, folder = fine_tuned
     hidden = hidden_tests()

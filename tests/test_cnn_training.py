@@ -19,8 +19,8 @@ from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
 from autograder.options import GradeOptions
 from autograder.samples import reference_notebook, run_reference_cells
-from autograder.scoring import graded_accuracy
-from autograder.student import StudentCode
+from autograder.kit.scoring import graded_accuracy
+from autograder.kit.student import StudentCode
 from dlcourse import TrainRecipe, load_image_split, save_model, seed_everything, train_classifier
 from threshold_notes import assert_decided
 

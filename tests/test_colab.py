@@ -20,9 +20,9 @@ import nbformat
 from nbclient import NotebookClient
 
 from autograder.assignments import PROJECT_ROOT, load_assignment
-from autograder.colab import SETUP_CELL, STUDENT_ID_CELL, SUBMIT_CELL
+from autograder.deploy.colab import SETUP_CELL, STUDENT_ID_CELL, SUBMIT_CELL
 from autograder.notebook import grade_id
-from autograder.publish import publish
+from autograder.deploy.publish import publish
 from autograder.samples import reference_notebook
 from bundle_env import clean_env, fresh_venv
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from autograder.assignments import list_assignments, load_assignment
-from autograder.demo import INSTALL_BUBBLEWRAP, WEAK, demo_samples
+from autograder.deploy.demo import INSTALL_BUBBLEWRAP, WEAK, demo_samples
 from autograder.notebook import cell_source, grade_id
 from autograder.samples import edited_notebook, reference_notebook, samples_for
 

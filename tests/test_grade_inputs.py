@@ -1,4 +1,4 @@
-"""Tests for the first step of batch grading (autograder/grade.py): finding submissions and unpacking them.
+"""Tests for the first step of batch grading (autograder/pipeline/grade.py): finding submissions and unpacking them.
 
 Every submission here is made up in tmp_path; nothing is judged (no sandbox, no hidden tests).
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import autograder.grade as grade
+import autograder.pipeline.grade as grade
 from autograder.assignments import PROJECT_ROOT, load_assignment
-from autograder.grade import BadSubmission, Submission, discover, read_roster, survey, unpack_submission
+from autograder.pipeline.grade import BadSubmission, Submission, discover, read_roster, survey, unpack_submission
 
 ASSIGNMENT = load_assignment("vit")
 NOTEBOOK = ASSIGNMENT.notebook  # vit.ipynb
@@ -421,7 +421,7 @@ def release_notebook() -> dict:
 def student_code(tmp_path: Path, notebook: bytes):
     """The judge's view of a submission holding only `notebook` (no worker is started)."""
     from autograder.options import GradeOptions
-    from autograder.student import StudentCode
+    from autograder.kit.student import StudentCode
 
     (tmp_path / NOTEBOOK).write_bytes(notebook)
     return StudentCode.for_assignment(ASSIGNMENT, tmp_path, tmp_path / "worker.log", GradeOptions(allow_weak_isolation=True))

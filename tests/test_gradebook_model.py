@@ -1,4 +1,4 @@
-"""The typed gradebook (autograder/gradebook.py) and the results it is made from (autograder/results.py): statuses and
+"""The typed gradebook (autograder/pipeline/gradebook.py) and the results it is made from (autograder/pipeline/results.py): statuses and
 outcomes are the known ones, the judge decides the status, and a results.json or gradebook.json of another format is
 refused naming the file and the fix. (The one scoring rule over every output: tests/test_scoring_rule.py.)"""
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.grade import Submission, gradebook_of_store, rebuild_gradebook
-from autograder.gradebook import Gradebook, build_gradebook, format_table
-from autograder.results import Outcome, Status, SubmissionResult, judged_status
-from autograder.results import TestResult as JudgedTest  # (a name pytest does not collect)
-from autograder.store import ResultStore, StoredResult
+from autograder.pipeline.grade import Submission, gradebook_of_store, rebuild_gradebook
+from autograder.pipeline.gradebook import Gradebook, build_gradebook, format_table
+from autograder.pipeline.results import Outcome, Status, SubmissionResult, judged_status
+from autograder.pipeline.results import TestResult as JudgedTest  # (a name pytest does not collect)
+from autograder.pipeline.store import ResultStore, StoredResult
 
 
 def test_the_judge_decides_the_status_from_what_happened():

@@ -1,4 +1,4 @@
-"""The Gradescope autograder zip (autograder/gradescope.py): built by the real command, checked file by file, and its
+"""The Gradescope autograder zip (autograder/deploy/gradescope.py): built by the real command, checked file by file, and its
 run_autograder run in Gradescope's folder layout simulated under a temporary root (GRADESCOPE_ROOT). Its results.json
 must follow Gradescope's format and give the same scores as `python -m autograder grade` on the same samples.
 setup.sh's install step (apt, a venv, pip) is not run here: run_autograder uses this project's interpreter
@@ -103,7 +103,7 @@ def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
     assert {n.split("/")[1] for n in names if n.startswith(("source/", "release/"))} == {ASSIGNMENT}
     assert f"source/{ASSIGNMENT}/samples.py" not in names  # the samples' solutions and hostile code stay out
     assert {f"source/{ASSIGNMENT}/spec.py", f"release/{ASSIGNMENT}/{ASSIGNMENT}.ipynb", "requirements.txt",
-            "pyproject.toml", "autograder/judge.py", "autograder/sandbox/worker.py", "dlcourse/__init__.py"} <= names
+            "pyproject.toml", "autograder/pipeline/judge.py", "autograder/sandbox/worker.py", "dlcourse/__init__.py"} <= names
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "build/", "data/"))]
     assert config["assignment"] == ASSIGNMENT and config["visibility"] == "after_published"
     assert config["options"]["workers"] == 1
@@ -196,9 +196,9 @@ def test_run_autograder_scores_as_local_grading(autograder_zip, local_row, tmp_p
 def test_what_students_upload_becomes_one_submission(tmp_path, upload):
     """A lone .tar.gz is graded as it is (Gradescope unzips a .zip itself, never a .tar.gz); loose files, at the top
     or under <assignment>/, as a folder; an empty upload as an empty folder (a missing notebook)."""
-    from autograder.grade import survey, unpack_submission
+    from autograder.pipeline.grade import survey, unpack_submission
     from autograder.assignments import load_assignment
-    from autograder.gradescope import STUDENT_ID, stage_submission
+    from autograder.deploy.gradescope import STUDENT_ID, stage_submission
 
     uploaded = tmp_path / "submission"
     inner = uploaded / ASSIGNMENT if upload == "nested files" else uploaded
@@ -245,10 +245,10 @@ def test_a_grader_that_refuses_to_grade_writes_results_saying_so(autograder_zip,
 def test_a_bad_archive_gets_results_with_the_reason(tmp_path):
     """What `grade` records for an archive it cannot unpack becomes a results.json with that message."""
     from autograder.assignments import load_assignment
-    from autograder.grade import BadSubmission, Submission, unpack_submission
-    from autograder.gradebook import build_gradebook
-    from autograder.gradescope import to_results
-    from autograder.results import SubmissionResult
+    from autograder.pipeline.grade import BadSubmission, Submission, unpack_submission
+    from autograder.pipeline.gradebook import build_gradebook
+    from autograder.deploy.gradescope import to_results
+    from autograder.pipeline.results import SubmissionResult
 
     assignment = load_assignment(ASSIGNMENT)
     archive = tmp_path / "alice.tar.gz"
@@ -266,10 +266,10 @@ def test_a_test_not_judged_has_no_points_either_way():
     """A threshold the grader could not decide within its budget (a skipped test) is listed as not judged, with the
     reason and without score or max_score; a judged threshold's output says what was measured and how."""
     from autograder.assignments import load_assignment
-    from autograder.grade import Submission
-    from autograder.gradebook import build_gradebook
-    from autograder.gradescope import to_results
-    from autograder.results import SubmissionResult, TestResult
+    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.gradebook import build_gradebook
+    from autograder.deploy.gradescope import to_results
+    from autograder.pipeline.results import SubmissionResult, TestResult
 
     measured = "accuracy 88.10% on 1,000 of 10,000 test images (99.9% interval 84.9%–90.9%): reaches the bar 85%"
     undecided = "not judged on this grader: accuracy between 62.0% and 68.4% after 800 of 10,000 test images"

@@ -1,4 +1,4 @@
-"""Hand grading in the browser (autograder/hand_grading.py): a TA grades two written answers through the page, in
+"""Hand grading in the browser (autograder/deploy/hand_grading.py): a TA grades two written answers through the page, in
 Debian's chromium driven by Playwright, and the points reach gradebook.csv, the feedback, the csv export and the
 Canvas export; a hostile answer's HTML and script never run in the TA's browser.
 
@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.export import export_grades
-from autograder.grade import gradebook_of_store, rebuild_gradebook
-from autograder.gradebook import Gradebook, give_hand_grade, kept_hand_grades
-from autograder.hand_grading import HandGrading, questions, render_markdown
+from autograder.deploy.export import export_grades
+from autograder.pipeline.grade import gradebook_of_store, rebuild_gradebook
+from autograder.pipeline.gradebook import Gradebook, give_hand_grade, kept_hand_grades
+from autograder.deploy.hand_grading import HandGrading, questions, render_markdown
 from autograder.notebook import read_notebook, written_answers
-from autograder.results import SubmissionResult
-from autograder.store import ResultStore, StoredResult
+from autograder.pipeline.results import SubmissionResult
+from autograder.pipeline.store import ResultStore, StoredResult
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package `chromium` (.ci/run installs it); no `playwright install`
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

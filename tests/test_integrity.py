@@ -1,11 +1,11 @@
-"""The integrity report (autograder/integrity.py): what the scan of the answer cells flags, that correct code of
+"""The integrity report (autograder/pipeline/integrity.py): what the scan of the answer cells flags, that correct code of
 every assignment is never flagged, and that copydetect ranks a copied pair above independent work."""
 from __future__ import annotations
 
 import pytest
 
 from autograder.assignments import list_assignments, load_assignment
-from autograder.integrity import integrity_report, scan_answer_cells, similar_pairs
+from autograder.pipeline.integrity import integrity_report, scan_answer_cells, similar_pairs
 from autograder.notebook import extract_graded_code, read_notebook
 from autograder.samples import sample_notebook, samples_for
 

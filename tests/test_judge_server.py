@@ -1,4 +1,4 @@
-"""The judge server (autograder/judge_server.py): judges forked from one trusted process that has imported torch and
+"""The judge server (autograder/pipeline/judge_server.py): judges forked from one trusted process that has imported torch and
 pytest once. Each judge must be what a fresh `python` would be for the batch grader: its own session and process
 group, its exit code or killing signal reported, its output in its own log, and nothing left by an earlier judge.
 (The stand-in judges here are small scripts; the real judge runs through it in tests/test_preflight.py and in
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.judge_server import JudgeServer, JudgeServerError, course_imports, top_level_imports
+from autograder.pipeline.judge_server import JudgeServer, JudgeServerError, course_imports, top_level_imports
 
 # A stand-in judge: reports its process group and session, and whether an earlier judge's state reached it.
 JUDGE = r'''
@@ -38,7 +38,7 @@ sys.exit(0 if seen is None else 1)
 
 @pytest.fixture
 def server(tmp_path):
-    made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/"],
+    made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.pipeline.judge_server", "--work", f"{tmp_path}/work/"],
                        tmp_path / "server.log", PROJECT_ROOT)
     made.launch()
     yield made
@@ -76,7 +76,7 @@ def test_a_killed_judge_is_reported_and_the_server_goes_on(server, tmp_path):
 def test_a_group_of_servers_imports_once_and_a_server_that_ends_starts_again_alone(tmp_path):
     """JudgeServer.group: one process imports, then forks a server per worker slot; their judges run side by side.
     A server whose fork ends is started again as a process of its own, and the other slot keeps its server."""
-    command = [sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/"]
+    command = [sys.executable, "-E", "-s", "-m", "autograder.pipeline.judge_server", "--work", f"{tmp_path}/work/"]
     first, second = JudgeServer.group(command, tmp_path / "server.log", PROJECT_ROOT, 2)
     try:
         first.launch()
@@ -113,9 +113,9 @@ def test_the_server_runs_only_its_own_interpreter(server, tmp_path):
 
 def test_the_server_preloads_the_hidden_tests_top_level_imports():
     imports = dict(top_level_imports(PROJECT_ROOT / "autograder" / "hidden_tests" / "test_vit.py"))
-    assert {"pytest", "torch.nn", "torchvision.models.vision_transformer", "autograder.scoring"} <= set(imports)
+    assert {"pytest", "torch.nn", "torchvision.models.vision_transformer", "autograder.kit.scoring"} <= set(imports)
     assert not any(name.startswith("autograder.hidden_tests") for name in imports)
-    assert imports["autograder.scoring"] == ["graded_accuracy"]  # names too: `dlcourse` loads its own on first use
+    assert imports["autograder.kit.scoring"] == ["graded_accuracy"]  # names too: `dlcourse` loads its own on first use
 
 
 def test_the_server_preloads_the_assignments_libraries_and_course_cells_imports():
@@ -127,7 +127,7 @@ def test_the_server_preloads_the_assignments_libraries_and_course_cells_imports(
 
 def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tmp_path):
     """Judges.run with a judge server: past its timeout the judge's whole process group is killed, as with Popen."""
-    from autograder.grade import Judges
+    from autograder.pipeline.grade import Judges
 
     script = tmp_path / "judge.py"
     script.write_text(JUDGE)
@@ -144,7 +144,7 @@ def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tm
 def test_a_server_that_cannot_start_says_why(tmp_path):
     broken = tmp_path / "test_broken.py"
     broken.write_text("import dlcourse_no_such_module_for_the_server\n")
-    made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.judge_server", "--work", f"{tmp_path}/work/",
+    made = JudgeServer([sys.executable, "-E", "-s", "-m", "autograder.pipeline.judge_server", "--work", f"{tmp_path}/work/",
                         "--preload", str(broken)], tmp_path / "server.log", PROJECT_ROOT)
     with pytest.raises(JudgeServerError, match="No module named 'dlcourse_no_such_module_for_the_server'"):
         made.start([sys.executable, "-c", "pass"], tmp_path / "judge.log", tmp_path)

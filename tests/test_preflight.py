@@ -1,4 +1,4 @@
-"""Preflight and worker start-up failures (autograder/grade.py: preflight, judge; autograder/sandbox: WorkerStartFailed).
+"""Preflight and worker start-up failures (autograder/pipeline/grade.py: preflight, judge; autograder/sandbox: WorkerStartFailed).
 
 A broken grading environment must never become a student's zero. The break is injected through a real option,
 `GradeOptions.preload_modules`: every worker imports those modules before any student code runs, so naming one that
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.grade import Judges, Submission, grade_folder, judge, preflight
+from autograder.pipeline.grade import Judges, Submission, grade_folder, judge, preflight
 from autograder.options import GradeOptions
 
 ASSIGNMENT = load_assignment("vit")
@@ -67,9 +67,9 @@ def test_preflight_passes_in_a_working_environment(tmp_path):
 def test_unreadable_threshold_data_stops_the_batch_before_any_student(tmp_path, monkeypatch):
     """An offline grader without the data mirror: the thresholds' test data cannot be read, which is the grader's
     problem (a grader-error naming the setting), not an internal error in every student's row."""
-    from autograder import datasets
+    from autograder.pipeline import datasets
     from autograder.assignments import load_assignment
-    from autograder.grade import check_datasets
+    from autograder.pipeline.grade import check_datasets
 
     def offline(split):
         raise OSError("<urlopen error [Errno -2] Name or service not known>")
@@ -80,7 +80,7 @@ def test_unreadable_threshold_data_stops_the_batch_before_any_student(tmp_path, 
 
 
 def test_every_threshold_names_datasets_the_checker_knows():
-    from autograder import datasets
+    from autograder.pipeline import datasets
     from autograder.assignments import list_assignments, load_assignment
 
     for name in list_assignments():

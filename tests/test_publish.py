@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
-from autograder.colab import SETUP_CELL, SUBMIT_CELL, bundle_url, is_generated, package_version, wheel_name, \
+from autograder.deploy.colab import SETUP_CELL, SUBMIT_CELL, bundle_url, is_generated, package_version, wheel_name, \
     with_colab_cells
 from autograder.fingerprints import FAMILIES
 from autograder.notebook import cell_source, grade_id, read_notebook
-from autograder.publish import publish
+from autograder.deploy.publish import publish
 from autograder.samples import SOLUTION_MARKER
 from bundle_env import clean_env, fresh_venv
 
@@ -177,7 +177,7 @@ def test_wheel_installs_and_imports_in_a_fresh_venv(bundle, tmp_path):
 
 @pytest.mark.parametrize("name", ASSIGNMENTS)
 def test_colab_cells_are_generated_and_never_graded(name):
-    """The source notebook holds what autograder/colab.py generates (`python -m autograder release` writes it), and
+    """The source notebook holds what autograder/deploy/colab.py generates (`python -m autograder release` writes it), and
     the grader runs none of it."""
     assignment = load_assignment(name)
     nb = read_notebook(assignment.source_dir / assignment.notebook)
@@ -201,7 +201,7 @@ def test_collect_submission_runs_in_the_bundle(bundle, tmp_path):
 
 def test_only_the_packages_modules_are_bundled(tmp_path, monkeypatch):
     """A stray file in dlcourse/ (a canary a parallel test planted, an editor's backup) never reaches students."""
-    import autograder.publish as publish_module
+    import autograder.deploy.publish as publish_module
     checkout = tmp_path / "checkout"
     (checkout / "dlcourse").mkdir(parents=True)
     (checkout / "dlcourse" / "training.py").write_text("x = 1\n")

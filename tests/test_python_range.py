@@ -13,7 +13,7 @@ import tomllib
 import pytest
 
 from autograder.assignments import PROJECT_ROOT
-from autograder.gradescope import SETUP_SH
+from autograder.deploy.gradescope import SETUP_SH
 
 SUPPORTED = ("3.11", "3.12")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "linux_x86_64")

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
-from autograder.gradebook import hand_graded_cells
+from autograder.pipeline.gradebook import hand_graded_cells
 from autograder.notebook import cell_source, read_notebook
-from autograder.points import POINTS_CELL, collect_hidden_tests, format_bar, points_cell, points_table
-from autograder.readme_tables import BEGIN, END, assignment_tables, readme_with_tables
+from autograder.deploy.points import POINTS_CELL, collect_hidden_tests, format_bar, points_cell, points_table
+from autograder.deploy.readme_tables import BEGIN, END, assignment_tables, readme_with_tables
 from autograder.samples import SOLUTION_MARKER
 from autograder.spec import Threshold
 

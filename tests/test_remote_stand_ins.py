@@ -1,4 +1,4 @@
-"""The grader's stand-ins stay with the grader (autograder/stand_ins/remote.py, autograder/sandbox/remote.py).
+"""The grader's stand-ins stay with the grader (autograder/kit/stand_ins/remote.py, autograder/sandbox/remote.py).
 
 A test of one part puts a reference of another part in the student's model. The worker gets a shell that holds the
 reference's parameters; the grader runs the reference's code when the shell is called. These tests drive a real
@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from autograder.assignments import list_assignments, load_assignment
-from autograder.requests import call, call_request, call_result, handle, module, name, needs_grad, stand_in
+from autograder.kit.requests import call, call_request, call_result, handle, module, name, needs_grad, stand_in
 from autograder.sandbox import Sandbox, SandboxPolicy
-from autograder.stand_ins import STAND_INS
-from autograder.stand_ins.remote import StandInServer
-from autograder.stand_ins.rnn import reference_compute_loss
-from autograder.stand_ins.vit import TorchMLP
+from autograder.kit.stand_ins import STAND_INS
+from autograder.kit.stand_ins.remote import StandInServer
+from autograder.kit.stand_ins.rnn import reference_compute_loss
+from autograder.kit.stand_ins.vit import TorchMLP
 
-STAND_IN_FILES = sorted(str(m.__file__) for m in __import__("autograder.stand_ins", fromlist=["MODULES"]).MODULES)
+STAND_IN_FILES = sorted(str(m.__file__) for m in __import__("autograder.kit.stand_ins", fromlist=["MODULES"]).MODULES)
 REFERENCE_NAMES = sorted({getattr(f, "__name__", kind) for kind, f in STAND_INS.factories.items()}
                          | {"reference_compute_loss", "reference_padding_mask", "reference_causal_mask", "attention",
                             "StandInServer"})
@@ -73,7 +73,7 @@ def call_kept(x):
 def reach_references(holding, names, files):
     """Every route to the grader's references a student might take, while a shell is alive: what it found."""
     found = {}
-    for route in ("stand_ins", "autograder.stand_ins", "autograder.stand_ins.transformer", "autograder.stand_ins.remote",
+    for route in ("stand_ins", "autograder.kit.stand_ins", "autograder.kit.stand_ins.transformer", "autograder.kit.stand_ins.remote",
                   "autograder.sandbox.stand_ins"):
         try:
             importlib.import_module(route)
@@ -190,7 +190,7 @@ def test_wrong_arguments_are_the_students_error(box):
 
 
 def test_a_call_too_large_for_the_graders_memory_is_refused(box, monkeypatch):
-    monkeypatch.setattr("autograder.stand_ins.remote.MAX_CALL_ELEMENTS", 1000)
+    monkeypatch.setattr("autograder.kit.stand_ins.remote.MAX_CALL_ELEMENTS", 1000)
     reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", dim=4, hidden_dim=8), torch.randn(500, 4))
     assert not reply["ok"] and "more than the 1,000 allowed" in reply["error"]["message"], reply
     assert box.alive

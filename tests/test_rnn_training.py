@@ -6,7 +6,7 @@ out as the validation split (dlcourse.rnn.validation_split, as in the notebook) 
 epoch, a word-level tokenizer trained on the other 5 400, those reviews cut to 100 tokens, 3 epochs (about a minute
 on one idle core). Its files are
 saved as a student's notebook saves them (tokenizer.json + save_model) next to the reference notebook, and graded
-through the autograder's own IMDB grading path (autograder/imdb_grading.py: the sandboxed worker runs the notebook's
+through the autograder's own IMDB grading path (autograder/kit/imdb_grading.py: the sandboxed worker runs the notebook's
 SentimentClassifier, the labels stay here; the sequential rule decides) on a fixed subset of 2 000 test reviews.
 The bar, 60 %, is a CI bar for these briefly trained weights, not the course's: one an untrained model fails (the
 same path grades the untrained model too, which must stay below it). Both rows say how they were decided.
@@ -22,9 +22,9 @@ import pytest
 
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
-from autograder.imdb_grading import graded_rnn_accuracy
+from autograder.kit.imdb_grading import graded_rnn_accuracy
 from autograder.options import GradeOptions
-from autograder.student import StudentCode
+from autograder.kit.student import StudentCode
 from autograder.samples import reference_notebook, run_reference_cells
 from dlcourse import save_model, seed_everything
 from dlcourse.rnn import TOKENIZER_FILE, RNNRecipe, encode, fit, imdb_texts_labels, train_tokenizer, validation_split

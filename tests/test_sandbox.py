@@ -30,8 +30,8 @@ import torch.nn as nn
 
 from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout,
                                 bwrap_problem, worker_view)
-from autograder.requests import call as judge_call
-from autograder.requests import call_request, call_result, module, name, needs_grad, stand_in
+from autograder.kit.requests import call as judge_call
+from autograder.kit.requests import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 from layer_requests import send_layer
 
@@ -728,7 +728,7 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, tmp_path):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import check_isolation
+    from autograder.pipeline.grade import check_isolation
     from autograder.options import GradeOptions
 
     if os.geteuid() != 0 or bwrap_problem():
@@ -776,7 +776,7 @@ def test_preflight_looks_at_everything_a_judge_imports_or_reads():
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.grade import check_isolation
+    from autograder.pipeline.grade import check_isolation
     from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
@@ -892,7 +892,7 @@ def uid_probes(tmp_path_factory, canaries):
         "private_dir": str(private), "log": str(made / "worker.log"),
         "read": {"private copy": str(private / "test_vit.py"), "public copy": str(public / "test_vit.py")},
         "checkout": {"hidden test": "autograder/hidden_tests/test_vit.py", "solution": "source/vit/vit.ipynb",
-                     "stand-ins": "autograder/stand_ins/__init__.py", "grader": "autograder/judge.py",
+                     "stand-ins": "autograder/kit/stand_ins/__init__.py", "grader": "autograder/pipeline/judge.py",
                      "git": ".git/HEAD", "course package": "dlcourse/__init__.py",
                      "sandbox code": "autograder/sandbox/worker.py"},
         "write": {**{what: str(canaries[what]) for what in ("site-packages", "dlcourse", "sandbox code")},

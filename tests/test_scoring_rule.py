@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.export import export_grades
-from autograder.gradebook import Gradebook, build_gradebook, feedback_text, format_summary, format_table, write_outputs
-from autograder.gradescope import to_results
-from autograder.grade import Submission
-from autograder.results import SubmissionResult
-from autograder.results import TestResult as Outcome  # (a name pytest does not collect)
+from autograder.deploy.export import export_grades
+from autograder.pipeline.gradebook import Gradebook, build_gradebook, feedback_text, format_summary, format_table, write_outputs
+from autograder.deploy.gradescope import to_results
+from autograder.pipeline.grade import Submission
+from autograder.pipeline.results import SubmissionResult
+from autograder.pipeline.results import TestResult as Outcome  # (a name pytest does not collect)
 
 ASSIGNMENT = load_assignment("vit")  # (its hand-graded cells: analysis 10, paper_review 5)
 TESTS = [("G1::a", "G1", 1.0), ("G1::b", "G1", 2.5), ("G2::c", "G2", 3.0), ("G2::d", "G2", 4.0), ("T::e", "Thresholds", 6.0)]

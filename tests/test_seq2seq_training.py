@@ -53,7 +53,7 @@ def test_tiny_reference_learns_on_multi30k_and_the_grader_scores_it_as_the_noteb
                                                                                          local_datasets, monkeypatch,
                                                                                          course_threads):
     from autograder.hidden_tests import test_seq2seq as hidden
-    from autograder.student import StudentCode
+    from autograder.kit.student import StudentCode
 
     monkeypatch.delenv("DLCOURSE_QUICK", raising=False)  # this test sets its own size
     train, val, test = multi30k

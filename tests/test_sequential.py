@@ -1,10 +1,10 @@
-"""The sequential threshold rule (autograder/sequential.py), on simulated predictions of known accuracy.
+"""The sequential threshold rule (autograder/kit/sequential.py), on simulated predictions of known accuracy.
 
 A simulated model is right on exactly `accuracy * N` of the N test examples. The rule scores a random order of
 them stage by stage, as the grader does; its decision is wrong when it differs from the whole split's. Near the
 bar (± 0.5, 1, 3 points, above and below) wrong decisions must stay below the stated rate, 1 - CONFIDENCE; a run
 that reaches the whole split decides exactly. Seeded: the counts below are reproducible. The rule is tested with the
-looks the grader's classifiers use (autograder/scoring.py: CLASSIFIER_LOOKS), for the planned first stage and for the
+looks the grader's classifiers use (autograder/kit/scoring.py: CLASSIFIER_LOOKS), for the planned first stage and for the
 smallest one a time budget may choose; an exact calculation (hypergeometric counts, no simulation) bounds the rate
 of every first stage, and the shares of every look a budget-sized schedule can take add up to 1 - CONFIDENCE.
 """
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy.special import gammaln
 
-from autograder.scoring import CLASSIFIER_LOOKS
-from autograder.sequential import (CLEAR_MARGIN, CONFIDENCE, FIRST_STAGE, MAX_HALVINGS, clear_case_floor, decide,
+from autograder.kit.scoring import CLASSIFIER_LOOKS
+from autograder.kit.sequential import (CLEAR_MARGIN, CONFIDENCE, FIRST_STAGE, MAX_HALVINGS, clear_case_floor, decide,
                                    first_stage_choices, look_alpha, look_positions, stage_ends, stratified_order)
 
 REPLICATES = 4000

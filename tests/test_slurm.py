@@ -1,4 +1,4 @@
-"""Grading through a real Slurm (autograder/slurm.py): a one-node cluster (munged, slurmctld, slurmd from Debian's
+"""Grading through a real Slurm (autograder/deploy/slurm.py): a one-node cluster (munged, slurmctld, slurmd from Debian's
 slurm-wlm and munge, which .ci/run installs) is started in a temporary folder for this module and stopped after it,
 by the pids it started. The ViT samples graded with `grade --slurm` must score as the local grader scores them (what
 source/vit/samples.py declares, which tests/test_samples.py checks locally); an array task that ends without a result

@@ -1,5 +1,5 @@
 """The bar a student reads is the bar the grader applies: a threshold test's docstring (its title in the feedback and
-in Gradescope) names its bar only as `{bar}`, which `@bar_title(THRESHOLDS[key])` (autograder/families.py) fills in
+in Gradescope) names its bar only as `{bar}`, which `@bar_title(THRESHOLDS[key])` (autograder/kit/families.py) fills in
 from the spec (source/<a>/spec.py), so the two cannot drift. The docstrings are read from the hidden tests' source,
 not imported."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from autograder.assignments import list_assignments, load_assignment
-from autograder.families import bar_text
+from autograder.kit.families import bar_text
 from autograder.fingerprints import FAMILIES
 from autograder.spec import Threshold
 
@@ -56,7 +56,7 @@ HIDDEN_TEST_KIT = sorted({load_assignment(a).hidden_tests for a in list_assignme
 @pytest.mark.parametrize("path", HIDDEN_TEST_KIT, ids=lambda p: p.name)
 def test_substitutes_and_stand_ins_are_written_only_through_the_request_helpers(path):
     """A hidden test names a stand-in with stand_in() and puts it in place with module(..., substitutes=), never in the
-    request's wire format by hand (autograder/requests.py is the one place that knows it)."""
+    request's wire format by hand (autograder/kit/requests.py is the one place that knows it)."""
     tree = ast.parse(path.read_text())
     wire_keys = [n.value for n in ast.walk(tree) if isinstance(n, ast.Dict)
                  for n in n.keys if isinstance(n, ast.Constant) and isinstance(n.value, str)

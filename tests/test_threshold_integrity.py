@@ -1,11 +1,11 @@
-"""Thresholds cannot be looked up (autograder/scoring.py: secret order, canary; autograder/imdb_grading.py).
+"""Thresholds cannot be looked up (autograder/kit/scoring.py: secret order, canary; autograder/kit/imdb_grading.py).
 
 The scoring functions are driven directly with tiny fake models standing in for the sandboxed worker
 (`FakeStudent.saved_model_outputs` runs them on each batch the grader would send). An honest classifier keeps
 its accuracy; a model that returns the labels in a fixed order falls to chance; a model that recognises the
 exact test inputs passes the plain split but collapses on the canary and "needs review" (the reason in the TA's
 reviews, never in the student's notes). On a larger split, the
-sequential rule (autograder/sequential.py) decides a clear case from its first stage, and a borderline one the
+sequential rule (autograder/kit/sequential.py) decides a clear case from its first stage, and a borderline one the
 budget cannot reach is not judged (skipped: neither zero nor full marks).
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from autograder.feedback import Feedback
-from autograder.imdb_grading import graded_imdb
+from autograder.kit.imdb_grading import graded_imdb
 from autograder.spec import Threshold
-from autograder.scoring import (CANARY_SHIFT, graded_classifier, in_worker, perturb_images, secret_batches, secret_pools,
+from autograder.kit.scoring import (CANARY_SHIFT, graded_classifier, in_worker, perturb_images, secret_batches, secret_pools,
                                 secret_rng, secret_sample)
-from autograder.sequential import FIRST_STAGE
+from autograder.kit.sequential import FIRST_STAGE
 
 NUM_CLASSES, N = 10, 800
 
@@ -62,7 +62,7 @@ def image_set(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
 
 def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock: Callable[[], float] | None = None,
                  batch_size: int = 64) -> float:
-    """The image path of autograder.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's)."""
+    """The image path of autograder.kit.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's)."""
     images, labels = image_set(n=n)
     rng = secret_rng()
     sample = secret_sample(labels.tolist(), rng)
@@ -107,7 +107,7 @@ def test_perturbed_copies_are_shifted_with_noise_that_no_exact_lookup_undoes(mon
         gaps = [(after - shifted).abs() for shifted in shifts(before)]
         assert min(g.mean().item() for g in gaps) < 0.06  # one shift, plus noise of standard deviation 0.05
         assert not any(torch.equal(after, s) for s in shifts(before)) and not torch.equal(after, before)
-    monkeypatch.setattr("autograder.scoring.CANARY_NOISE", 0.0)
+    monkeypatch.setattr("autograder.kit.scoring.CANARY_NOISE", 0.0)
     for before, after in zip(images, perturb_images(images, random.Random(4)), strict=True):  # without the noise: exactly a shift
         assert any(torch.equal(after, s) for s in shifts(before))
 
@@ -303,7 +303,7 @@ def test_with_the_course_model_the_workers_answers_only_earn_a_note():
     assert "does not compute what the notebook's model computes" in student.notes["toy_imdb check"]
 
 
-# -- a budget cut still decides (autograder/scoring.py: graded_classifier, secret_pools) ---------------------------
+# -- a budget cut still decides (autograder/kit/scoring.py: graded_classifier, secret_pools) ---------------------------
 class Clock:
     """time.monotonic for graded_classifier: one second passes per batch the model scores."""
 
@@ -317,7 +317,7 @@ class Clock:
 def timed_student(monkeypatch, accuracy: float, budget_s: float) -> FakeStudent:
     """A model right on about `accuracy` of the toy images, each batch taking a second of a fake clock."""
     clock = Clock()
-    monkeypatch.setattr("autograder.scoring.time.monotonic", clock)
+    monkeypatch.setattr("autograder.kit.scoring.time.monotonic", clock)
     draw = random.Random(7)
 
     def model(x):
@@ -360,7 +360,7 @@ def test_text_pools_are_random_samples_of_the_split():
         assert all(max(b) - min(b) < 400 for b in pool)  # but each batch of similar lengths
 
 
-# -- the first stage is sized to the budget (autograder/scoring.py: WARMUP, sized_first_stage) --------------------
+# -- the first stage is sized to the budget (autograder/kit/scoring.py: WARMUP, sized_first_stage) --------------------
 def costly_student(clock: Clock, accuracy: float, seconds_per_example: float, budget_s: float) -> FakeStudent:
     """A model right on about `accuracy` of the toy images that costs `seconds_per_example` of `clock` for every example
     it classifies (a deterministic cost model: nothing sleeps)."""

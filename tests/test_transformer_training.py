@@ -70,7 +70,7 @@ def test_multi30k_perplexity_grading_path_agrees_with_the_notebook(tmp_path, mul
 
     from autograder.hidden_tests import test_transformer as hidden
     from autograder.spec import Threshold
-    from autograder.student import StudentCode
+    from autograder.kit.student import StudentCode
     from autograder.samples import reference_notebook
     from dlcourse.export import save_model
     from dlcourse.text_data import load_multi30k

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from autograder.sandbox import Sandbox, SandboxPolicy
-from autograder.requests import stand_in
+from autograder.kit.requests import stand_in
 from layer_requests import send_layer
 
 SDPA = "torch.nn.functional.scaled_dot_product_attention"

@@ -1,4 +1,4 @@
-"""Thresholds judged from the saved weights in the course's own implementation (autograder/trusted.py): the weights
+"""Thresholds judged from the saved weights in the course's own implementation (autograder/kit/trusted.py): the weights
 must be exactly the state dict the notebook's constructors make, and the student's code only earns a note where it
 computes something else. The graded samples (tests/test_samples.py) show it end to end: a hash lookup of the public
 test images with weights that learned nothing scores chance."""
@@ -12,7 +12,7 @@ import torch
 
 from autograder.feedback import Feedback
 from autograder.spec import Threshold
-from autograder.trusted import compare_with_student, course_model, course_namespace, state_dict_mismatch
+from autograder.kit.trusted import compare_with_student, course_model, course_namespace, state_dict_mismatch
 
 CONFIG = {"image_size": 28, "in_channels": 1, "patch_size": 7, "num_classes": 10, "embed_dim": 32, "depth": 2,
           "num_heads": 4, "mlp_dim": 64, "dropout": 0.0}
@@ -109,7 +109,7 @@ class SavedWithDecoder(SavedOnly):
 
 
 def test_the_reversal_threshold_decodes_with_the_course_code_whatever_the_students_decoder_returns():
-    from autograder.translation_grading import graded_reversal
+    from autograder.kit.translation_grading import graded_reversal
     from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID, ReversalTask
 
     task = ReversalTask()
@@ -148,7 +148,7 @@ def test_the_multi30k_perplexity_is_the_course_models_whatever_the_forward_retur
     (untrained) weights score what the course's Transformer makes of them, and the note names the disagreement."""
     import math
 
-    from autograder.translation_grading import graded_perplexity, multi30k_test_pairs
+    from autograder.kit.translation_grading import graded_perplexity, multi30k_test_pairs
     from dlcourse.text_data import load_multi30k
     from dlcourse.translation import encode_pairs, evaluate_perplexity, train_multi30k_tokenizer
 

@@ -1,4 +1,4 @@
-"""What a gradebook row must say about a judged threshold (autograder/scoring.py, translation_grading.py): the
+"""What a gradebook row must say about a judged threshold (autograder/kit/scoring.py, translation_grading.py): the
 measured value, how many examples were scored (all of them, or a sample of how many), the interval or "exact",
 and the device and seconds it took. The tests of each assignment's threshold path check their notes with this."""
 import re

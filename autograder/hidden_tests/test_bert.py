@@ -9,7 +9,7 @@ training step is tested on a reference classifier (a stand-in: the student's hea
 reference loss, with a recording optimizer and scheduler.
 
 The accuracy (>= 85 % on the 25 000 IMDB test reviews) is judged wherever the grader runs, by the sequential
-rule on a secret sample (autograder/scoring.py): a clear case is decided within the threshold budget even on a
+rule on a secret sample (autograder/kit/scoring.py): a clear case is decided within the threshold budget even on a
 CPU, a borderline one there is reported "not judged on this grader". It is judged from the files the notebook
 saved: the classifier in float16 safetensors, its head settings and the encoder's architecture in
 JSON, the tokenizer in one tokenizers-library file. The grader rebuilds SentimentClassifier(encoder, **head)
@@ -25,12 +25,12 @@ import pytest
 import torch
 
 from autograder.assignments import assignment_of
-from autograder.families import bar_title
-from autograder.imdb_grading import graded_imdb
-from autograder.reference import Feedback, assert_close, assert_shape
-from autograder.requests import call, handle, module, name, stand_in
+from autograder.kit.families import bar_title
+from autograder.kit.imdb_grading import graded_imdb
+from autograder.kit.reference import Feedback, assert_close, assert_shape
+from autograder.kit.requests import call, handle, module, name, stand_in
 from autograder.spec import Threshold
-from autograder.stand_ins.bert import ReferenceClassifier
+from autograder.kit.stand_ins.bert import ReferenceClassifier
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/bert/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds

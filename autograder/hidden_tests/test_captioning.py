@@ -3,10 +3,10 @@
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerDecoderLayer) given the same weights; the positional encoding with its formula, entry by entry. The
 decoder layer is tested with torch attention and feed-forward stand-ins, the captioning model with torch decoder
-layers (autograder/stand_ins/captioning.py) and the reference causal mask, and `sample` through a forward
+layers (autograder/kit/stand_ins/captioning.py) and the reference causal mask, and `sample` through a forward
 that looks its scores up in a table: a bug costs points only in the tests of its own part. The loss is compared with
 a computation made here. The thresholds load the student's saved weights into the notebook's own model (the release
-fixes its architecture; autograder/trusted.py) and compute the loss, the captions and BLEU in this process, BLEU on
+fixes its architecture; autograder/kit/trusted.py) and compute the loss, the captions and BLEU in this process, BLEU on
 images drawn afresh from a secret seed; the student's own forward and sample run on a slice in the worker, for a note.
 There is no dropout in this assignment (the notebook says so).
 """
@@ -17,17 +17,17 @@ import torch
 import torch.nn as nn
 
 from autograder.assignments import assignment_of
-from autograder.families import bar_title
-from autograder.attention_reference import causal, sinusoidal_reference
-from autograder.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
+from autograder.kit.families import bar_title
+from autograder.kit.attention_reference import causal, sinusoidal_reference
+from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
                                  greedy_row, layer_substitutes, layer_weights)
-from autograder.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
-from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
-from autograder.stand_ins.transformer import with_reference_masks
-from autograder.translation_grading import DecodingWords, check_greedy_rows
-from autograder.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
+from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
+from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
+from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
+from autograder.kit.stand_ins.transformer import with_reference_masks
+from autograder.kit.translation_grading import DecodingWords, check_greedy_rows
+from autograder.kit.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
                                local_outputs)
 from dlcourse.captioning import (END, NULL, START, STANDIN_LABEL, WORDS, decode_captions, fresh_standin_split,
                                  make_standin, small_subset)

@@ -5,7 +5,7 @@ the same weights, in isolation: a bug in one costs points only in its own tests.
 student's own design, so its tests are light (shape, gradients, built from the student's modules); it
 uses the student's modules, so a broken module can also cost points there. The accuracy tests rebuild
 the student's saved models in the sandbox; only this process holds the labels. Both thresholds are
-judged wherever the grader runs, by the sequential rule on a secret sample (autograder/scoring.py).
+judged wherever the grader runs, by the sequential rule on a secret sample (autograder/kit/scoring.py).
 """
 import ast
 import math
@@ -16,11 +16,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.families import bar_title
-from autograder.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
+from autograder.kit.families import bar_title
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
                                   seeded_randn)
-from autograder.requests import call, handle, module
-from autograder.scoring import graded_accuracy
+from autograder.kit.requests import call, handle, module
+from autograder.kit.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds

@@ -7,7 +7,7 @@ and the loops with a torch-built classifier, the reference compute_loss and a re
 notebook documents: the scheduler is stepped once per batch, right after optimizer.step()), on batches of unequal
 sizes (the loops report means per review). The classifier's dropout is checked in train mode against the
 reference under the same replayed masks (stand_ins/dropout.py): the notebook states where it goes. Accuracy is judged from the saved
-tokenizer and weights on the IMDB test split, wherever the grader runs (autograder/imdb_grading.py: the sequential
+tokenizer and weights on the IMDB test split, wherever the grader runs (autograder/kit/imdb_grading.py: the sequential
 rule on a secret sample); CI's check of the same path on briefly trained weights is tests/test_rnn_training.py.
 """
 import pytest
@@ -16,12 +16,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.families import bar_title
-from autograder.imdb_grading import graded_rnn_accuracy
-from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+from autograder.kit.families import bar_title
+from autograder.kit.imdb_grading import graded_rnn_accuracy
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   replayed_dropout, seeded_randn)
-from autograder.requests import call, module, name, needs_grad, stand_in
-from autograder.stand_ins.rnn import TorchClassifier, TorchRecurrent
+from autograder.kit.requests import call, module, name, needs_grad, stand_in
+from autograder.kit.stand_ins.rnn import TorchClassifier, TorchRecurrent
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/rnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds

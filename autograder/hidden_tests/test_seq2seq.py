@@ -1,7 +1,7 @@
 """Hidden tests of the seq2seq assignment (source/seq2seq/seq2seq.ipynb). Never shipped to students.
 
 Attention is compared with its formula; the encoder and the decoder step with references built from torch's
-recurrent layers given the same weights (autograder/stand_ins/seq2seq.py: the encoder there runs each
+recurrent layers given the same weights (autograder/kit/stand_ins/seq2seq.py: the encoder there runs each
 sentence alone, without padding). The decoder is tested with the reference attention in place of the student's
 (`attend`), the whole model with the reference encoder and decoder, and greedy translation on a reference model,
 so a bug costs points once. Dropout is checked in eval mode (it does nothing) and in train mode, against the
@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.families import GreedyDecodingFamily, GreedyNames, bar_title
-from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, replayed_dropout,
+from autograder.kit.families import GreedyDecodingFamily, GreedyNames, bar_title
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, replayed_dropout,
                                   seeded_randn)
-from autograder.requests import call, handle, module, name, needs_grad, stand_in
-from autograder.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
+from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
+from autograder.kit.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
 from autograder.spec import Threshold
-from autograder.translation_grading import course_tokenizer, graded_bleu, graded_perplexity, graded_reversal
+from autograder.kit.translation_grading import course_tokenizer, graded_bleu, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, PAD_ID, ReversalTask
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/seq2seq/spec.py: cells, thresholds, forbidden APIs, budget
@@ -501,7 +501,7 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
 
 
 def multi30k_tokenizer(student):
-    """The saved tokenizer, which must be the course's (autograder/translation_grading.py)."""
+    """The saved tokenizer, which must be the course's (autograder/kit/translation_grading.py)."""
     return course_tokenizer(student, TOKENIZER_FILE, "the Multi30k data cell")
 
 

@@ -2,7 +2,7 @@
 
 Every layer is compared with PyTorch's own (nn.MultiheadAttention, F.scaled_dot_product_attention,
 nn.TransformerEncoderLayer / nn.TransformerDecoderLayer) given the same weights. The layers, the Transformer
-and greedy decoding are tested with stand-in sublayers built from torch (autograder/stand_ins/transformer.py),
+and greedy decoding are tested with stand-in sublayers built from torch (autograder/kit/stand_ins/transformer.py),
 so a bug in attention costs points only in the attention tests; the Transformer and greedy_decode tests run with
 the reference make_padding_mask / make_causal_mask in the student's notebook (a mask bug costs points only in the
 mask tests). Dropout is checked in eval mode (it does nothing) and in train mode, against the reference under the
@@ -17,16 +17,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.attention_reference import causal, sinusoidal_reference
-from autograder.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
+from autograder.kit.attention_reference import causal, sinusoidal_reference
+from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
                                  DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens, padding_mask)
-from autograder.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, reference_grads,
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, reference_grads,
                                   replayed_dropout, seeded_randn)
-from autograder.requests import call, handle, module, stand_in
-from autograder.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
+from autograder.kit.requests import call, handle, module, stand_in
+from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
-from autograder.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
+from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, PAD_ID, ReversalTask
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/transformer/spec.py: cells, thresholds, forbidden APIs, budget
@@ -309,7 +309,7 @@ TOKENIZER_FILE = "transformer_multi30k_tokenizer.json"
 
 def multi30k_perplexity(student, threshold: Threshold) -> float:
     """Per-token test perplexity of the student's saved `transformer_multi30k` under its saved tokenizer, which must be
-    the course's (autograder/translation_grading.py)."""
+    the course's (autograder/kit/translation_grading.py)."""
     tokenizer = course_tokenizer(student, TOKENIZER_FILE, "the Multi30k data cell")
     return graded_perplexity(student, "transformer_multi30k", "Transformer", "TransformerConfig", tokenizer,
                              lambda src, tgt_in: (src, tgt_in), threshold)

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
-from autograder.families import bar_title
-from autograder.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+from autograder.kit.families import bar_title
+from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   reference_grads, replayed_dropout, seeded_randn)
-from autograder.requests import call, module, stand_in
-from autograder.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
-from autograder.scoring import graded_accuracy
+from autograder.kit.requests import call, module, stand_in
+from autograder.kit.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
+from autograder.kit.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
-from autograder.results import Status
+from autograder.pipeline.results import Status
 
 SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
@@ -149,7 +149,7 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path,
                     edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
     """The folder where the reference's weights trained by `cells` (with `edits`) are kept: named after the notebook's
     code's hash, so a changed code cell or recipe trains again (markdown, the points table included, trains nothing)."""
-    from autograder.colab import is_generated  # the Colab setup/submit cells train nothing: they leave the key alone
+    from autograder.deploy.colab import is_generated  # the Colab setup/submit cells train nothing: they leave the key alone
 
     nb = edited_notebook(assignment, edits)
     sources = [cell_source(c) for c in nb["cells"] if c.get("cell_type") == "code" and not is_generated(c)]

@@ -1,7 +1,7 @@
 """Running untrusted student code: the `Sandbox` (trusted side) and its worker (untrusted side).
 
     sandbox = Sandbox(cells, policy=SandboxPolicy(...), log_path=...)
-    reply, tensors = sandbox.request({"cmd": "call", ...}, tensors, timeout=10)  # see autograder/requests.py
+    reply, tensors = sandbox.request({"cmd": "call", ...}, tensors, timeout=10)  # see autograder/kit/requests.py
 
 The worker runs under bubblewrap (`bwrap`, the sandbox Flatpak uses), which builds its view of the
 machine from an allow-list (`worker_view`): the Python installation, the virtualenv, the course package
@@ -72,7 +72,7 @@ PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class StandInAnswerer(Protocol):
-    """What answers the worker's calls of the grader's stand-ins (autograder/stand_ins/remote.py: StandInServer)."""
+    """What answers the worker's calls of the grader's stand-ins (autograder/kit/stand_ins/remote.py: StandInServer)."""
 
     def answer(self, call, tensors: dict) -> tuple[dict, dict]: ...
 

@@ -1,7 +1,7 @@
 """Stand-ins the worker calls but does not hold: the worker's end, and the wire format both ends share.
 
 A test of one part puts the grader's reference of another part in the student's model (a stand-in,
-autograder/stand_ins/). The reference's code never enters the worker: the grader builds it and sends a shell
+autograder/kit/stand_ins/). The reference's code never enters the worker: the grader builds it and sends a shell
 (`build_shell`), a module with the same submodules, parameters, persistent buffers and plain attributes, whose
 forward (and the stand-in's own public methods) send their arguments, the shell's current parameters and its
 train/eval flag to the grader in the middle of the request, and return what the grader's stand-in computed. So
@@ -9,7 +9,7 @@ weights load into it, optimizers step it and gradients reach it as they would re
 through a shell asks the grader for the gradients of its inputs and parameters (`_RemoteCall`). Function
 stand-ins (a reference compute_loss, the masks) are shells too (`RemoteFunction`).
 
-Wire format (also used by the grader's end, autograder/stand_ins/remote.py): a frame {"stand_in": call} from the
+Wire format (also used by the grader's end, autograder/kit/stand_ins/remote.py): a frame {"stand_in": call} from the
 worker, answered by {"ok": true, ...} or {"ok": false, "error": text}. A call is
     {"op": "call", "id": n, "path": submodule, "method": name, "args": pack([args, kwargs]), "count": k,
      "params": [names], "buffers": [names], "needs_grad": [input indices], "grad": bool, "training": bool}

@@ -9,7 +9,7 @@ traced on torch 2.14 CPU and CUDA), so `__wrapped__`, `getattr`, `importlib`, `s
 factories, `torch.hub.load`) and the construction of forbidden classes are guarded in Python as well.
 
 Who called: nothing of the grader in the worker uses a forbidden API (the reference layers that do are the grader's
-stand-ins, which run on the trusted side: autograder/stand_ins/), so every forbidden operation in the worker is the
+stand-ins, which run on the trusted side: autograder/kit/stand_ins/), so every forbidden operation in the worker is the
 student's, however it was reached. A forbidden import is the student's when a notebook cell is on the stack (libraries
 may import what they like for themselves). The modes are entered afresh around every request (`guarding`); a request
 after which they are missing or replaced counts as tampering and fails.

@@ -142,7 +142,7 @@ def run_cells(cells: list[dict]) -> dict:
 
 
 def resolve(spec, tensors: dict | None = None, built: dict | None = None):
-    """Turn a value spec from the grader into a Python value (see autograder/requests.py for the helpers):
+    """Turn a value spec from the grader into a Python value (see autograder/kit/requests.py for the helpers):
     {"$call": name, "args": [...], "kwargs": {...}}  NAMESPACE[name](*args, **kwargs), names from the notebook;
         a module may also carry "substitutes", "weights" (exact state dict), "keep_as", "train", "grads";
     {"$name": name}                                   NAMESPACE[name] itself (a function or class);

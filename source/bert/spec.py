@@ -27,7 +27,7 @@ SPEC = AssignmentSpec(
     # scores bert-base on IMDB within the threshold budget (GradeOptions.threshold_budget) and this one.
     submission_timeout_s=3600,
     gpu_checks=(GpuCheck("imdb", ("imdb",), 330, ("imdb", "datasets", "minilm"), grade_s=90),),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('Fine-tuning a pretrained BERT (`bert-base-uncased` via `transformers`) on IMDB: `tokenize_batch`, '
                 'their own classification head `SentimentClassifier`, `freeze_encoder`, AdamW with linear '

@@ -51,7 +51,7 @@ SPEC = AssignmentSpec(
     demo_train_s=34,
     # Measured on an H200 (2026-12-04): 144 s of training (SimpleCNN 26 s, BetterCNN 113 s), 30 s of grading.
     gpu_checks=(GpuCheck("cifar10", ("simple_cnn", "better_cnn"), 240, ("cifar10",)),),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('CIFAR-10 CNNs: the tutorial `SimpleCNN`, GoogLeNet `Inception` module, ResNet `ResidualBlock`, a '
                 '`BetterCNN` built from them'),

@@ -42,7 +42,7 @@ SPEC = AssignmentSpec(
         GpuCheck("lstm", ("lstm",), 540, ("imdb", "datasets"), skip_cells=("rnn_hparams", "rnn_train"),
                  grade_s=90, part="lstm"),
     ),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('RNN and LSTM from scratch on IMDB: `collate_batch`, `VanillaRNN`, `LSTM`, `SentimentClassifier`, a '
                 '`logsumexp` `compute_loss`, `train_one_epoch` / `evaluate`, a hyper-parameter search logged to '

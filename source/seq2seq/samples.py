@@ -31,7 +31,7 @@ UNTRAINED_HERE = set() if torch.cuda.is_available() else MULTI30K
 
 # The hostile sample: weights that learned nothing, and a greedy_translate that ignores the model and reverses the
 # source, the right answer of the synthetic task. The reversal threshold decodes the saved weights with the course's
-# own Seq2Seq and greedy_translate (autograder/translation_grading.py), so the lookup earns nothing.
+# own Seq2Seq and greedy_translate (autograder/kit/translation_grading.py), so the lookup earns nothing.
 GREEDY_FIRST_LINE = "    encoder_outputs, state = model.encoder(src, src_lengths)\n"
 REVERSE_LOOKUP = '''    lengths = src_lengths.tolist()
     rows = [[bos_id] + src[b, :n].flip(0).tolist() + [eos_id] for b, n in enumerate(lengths)]
@@ -151,7 +151,7 @@ import sys as _sys
 
 
 def _reference_module():
-    for route in ("stand_ins.seq2seq", "autograder.stand_ins.seq2seq", "autograder.sandbox.stand_ins.seq2seq"):
+    for route in ("stand_ins.seq2seq", "autograder.kit.stand_ins.seq2seq", "autograder.sandbox.stand_ins.seq2seq"):
         try:
             return _importlib.import_module(route)
         except Exception:

@@ -38,7 +38,7 @@ SPEC = AssignmentSpec(
     # On an H200 (2026-11-29) its training was stopped twice before the end: at 120 s (Multi30k epoch 4 of 10, 22 s
     # an epoch) and at 300 s (epoch 7, 31-35 s an epoch on a fresh machine); about 55 s run before the first epoch.
     gpu_checks=(GpuCheck("seq2seq", ("reversal", "multi30k_perplexity", "multi30k_bleu"), 520, ("multi30k",)),),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('An LSTM translator with attention: `dot_attention` / `cosine_attention`, a bidirectional `Encoder`, '
                 'one `AttnDecoder` step (Luong), `Seq2Seq` with teacher forcing drawn from a seeded generator, '

@@ -87,7 +87,7 @@ FeedForward.forward = _feedforward_forward
 
 # The hostile sample: weights that learned nothing, and a greedy_decode that ignores the model and reverses the source,
 # the right answer of the synthetic task. The reversal threshold decodes the saved weights with the course's own
-# Transformer and greedy_decode (autograder/translation_grading.py), so the lookup earns nothing.
+# Transformer and greedy_decode (autograder/kit/translation_grading.py), so the lookup earns nothing.
 GREEDY_FIRST_LINE = "    src_mask = make_padding_mask(src, pad_id)\n"
 REVERSE_LOOKUP = '''    lengths = (src != pad_id).sum(1).tolist()
     rows = [[bos_id] + src[b, :n].flip(0).tolist() + [eos_id] for b, n in enumerate(lengths)]

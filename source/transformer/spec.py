@@ -35,7 +35,7 @@ SPEC = AssignmentSpec(
     demo_train_s=37,  # measured (one thread); make demo trains the notebook's recipe as it is
     # Measured on an H200 (2026-11-29): 124.6 s of training (reversal, then 20 Multi30k epochs), 26 s of grading.
     gpu_checks=(GpuCheck("text", ("reversal", "multi30k_perplexity"), 210, ("multi30k",)),),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('Encoder–decoder Transformer from scratch: sinusoidal positional encoding, padding/causal masks, '
                 '`MultiHeadAttention`, post-norm `EncoderLayer`/`DecoderLayer`, `Transformer`, `greedy_decode`; '

@@ -10,7 +10,7 @@ import zlib
 
 import torch
 
-from autograder.results import Status
+from autograder.pipeline.results import Status
 from autograder.samples import Sample, canaries
 
 PATCHIFY = {"TestPatchify::test_output_shape", "TestPatchify::test_values_match_reference",
@@ -255,7 +255,7 @@ SAMPLES = [
                   ("vit", "        x = self.pos_drop(x)\n", "")],
            expect_failed={"TestAttention::test_dropout_in_train_mode_only", "TestMLP::test_dropout_in_train_mode_only",
                           "TestViT::test_position_dropout_in_train_mode_only"} | ACCURACY),
-    # The first hostile sample is the one `make demo` grades (autograder/demo.py): the sandbox's showcase.
+    # The first hostile sample is the one `make demo` grades (autograder/deploy/demo.py): the sandbox's showcase.
     Sample("hostile_snooping", "tries to read the hidden tests, the solution, the grader, other submissions and "
            "other processes, and to open a network connection; its Patchify breaks if any of that works",
            edits=[("patchify", "class Patchify(nn.Module):", SNOOP + "\n\nclass Patchify(nn.Module):"),

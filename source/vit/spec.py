@@ -39,7 +39,7 @@ SPEC = AssignmentSpec(
         GpuCheck("text", ("fashion_mnist",), 120, ("fashionmnist",),
                  skip_cells=("cifar_data", "cifar_hparams", "cifar_train"), part="fashionmnist"),
     ),
-    # The README's rows of this assignment (autograder/readme_tables.py writes them there).
+    # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
         builds=('Vision Transformer from scratch: `Patchify`, multi-head `Attention`, `MLP`, pre-norm `Block`, `ViT`'),
         graded_on='layer tests against torch/torchvision references; FashionMNIST ≥ 85 %, CIFAR-10 ≥ 65 %',

@@ -1,8 +1,8 @@
 """The grader's helpers that run in the worker: drivers that call a student's code the way the notebook does.
 
-A hidden test names them by kind (`stand_in("train_loop_probe", ...)` in autograder/requests.py) and the worker builds
+A hidden test names them by kind (`stand_in("train_loop_probe", ...)` in autograder/kit/requests.py) and the worker builds
 them here. They hold no reference implementation of anything a student writes: the reference layers, losses and
-masks ("stand-ins", autograder/stand_ins/) stay with the grader, and the worker gets only a shell of them
+masks ("stand-ins", autograder/kit/stand_ins/) stay with the grader, and the worker gets only a shell of them
 (autograder/sandbox/remote.py). So nothing here uses an API an assignment forbids, and nothing here is worth
 importing for a student.
 
