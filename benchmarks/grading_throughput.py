@@ -26,7 +26,7 @@ Steps:
      (DLCOURSE_QUICK=1: nbgrader re-executes every cell, training included, so it is run with 2 000 images and one
      epoch per training cell; the real recipe takes minutes). nbgrader runs the student's notebook without a sandbox.
 
-Each judge gets max(1, cpu_count // workers) torch threads, as in `grade.judge`. The hostile samples
+Each judge gets max(1, cpu_count // workers) torch threads, as in `judges.judge`. The hostile samples
 are part of the cost of "all": the infinite loop runs into the per-call timeout (20 s by default), so
 seconds per submission over all samples is not the cost of an ordinary submission.
 

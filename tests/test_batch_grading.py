@@ -1,7 +1,7 @@
-"""The batch grader as an instructor runs it (autograder/pipeline/grade.py, autograder/pipeline/store.py): durable results, resuming after
+"""The batch grader as an instructor runs it (autograder/pipeline/grade.py, autograder/pipeline/store.py, autograder/pipeline/judges.py): durable results, resuming after
 the grader is killed, regrading some students, stopping cleanly.
 
-The hidden tests are not run here: `grade.judge_command` is replaced by a stand-in judge (FAKE_JUDGE) that takes a
+The hidden tests are not run here: `judges.judge_command` is replaced by a stand-in judge (FAKE_JUDGE) that takes a
 moment, starts a "worker" in a session of its own (as a weakly isolated worker does; killed only if the judge
 ends normally), and writes a results.json whose
 score follows from the notebook's bytes. Everything else (discovery, process groups, the result store, the gradebook)
@@ -47,10 +47,11 @@ with open(results, "w") as f:
 DRIVER = r'''
 import sys
 import autograder.pipeline.grade as grade
+import autograder.pipeline.judges as judges
 from autograder.__main__ import main
 fake, calls, delay, tag = sys.argv[1:5]
 grade.check_isolation = grade.preflight = lambda *args, **kwargs: None  # see test_sandbox.py, test_preflight.py
-grade.judge_command = lambda assignment, work, results, logs, options: [
+judges.judge_command = lambda assignment, work, results, logs, options: [
     sys.executable, fake, "autograder.pipeline.judge", str(work), str(results), calls, delay, tag]
 sys.exit(main(sys.argv[5:]))
 '''
@@ -258,7 +259,7 @@ def test_roster_adds_no_submission_rows_and_the_gradebook_lists_what_was_not_gra
 
 # -- scores add up ---------------------------------------------------------------------------------------------
 def fake_results():
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.results import SubmissionResult, TestResult
 
     def test(tid, outcome, points, earned=0.0):
@@ -287,7 +288,7 @@ def test_a_threshold_not_judged_for_one_row_keeps_the_others_results():
     student's judged result of the same test stands."""
     from autograder.assignments import load_assignment
     from autograder.pipeline.gradebook import build_gradebook
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.results import SubmissionResult, TestResult
 
     def result(outcome, earned):
@@ -438,7 +439,7 @@ def test_export_fills_a_real_canvas_gradebook_in_place(tmp_path):
 def test_spreadsheet_csvs_are_read(tmp_path):
     """A byte-order mark (Excel's "CSV UTF-8") and semicolons (locales with a decimal comma) in a roster or hand grades."""
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import read_roster
+    from autograder.pipeline.survey import read_roster
     from autograder.pipeline.gradebook import read_hand_grades
 
     roster = tmp_path / "roster.csv"
@@ -467,7 +468,7 @@ def test_hand_grades_are_kept_until_others_are_given(tmp_path):
 def test_a_hand_grade_of_an_answer_that_changed_is_kept_and_marked_for_a_re_check(tmp_path):
     """A resubmission keeps its hand grades where the written cell did not change, and flags them where it did."""
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.gradebook import build_gradebook, format_table, kept_hand_grades
     from autograder.pipeline.results import SubmissionResult
 
@@ -512,7 +513,8 @@ def test_grader_errors_are_tried_again_and_rows_of_vanished_submissions_are_flag
 
 def test_a_result_graded_by_another_version_of_the_grader_is_graded_again(tmp_path):
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import choose, discover
+    from autograder.pipeline.grade import choose
+    from autograder.pipeline.survey import discover
     from autograder.pipeline.results import SubmissionResult
     from autograder.pipeline.store import ResultStore, StoredResult, grader_digest, submission_digest
 
@@ -537,7 +539,7 @@ def test_a_threshold_that_needs_review_shows_the_ta_why_and_the_student_only_tha
     import csv
 
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.gradebook import build_gradebook, feedback_text, format_table, write_outputs
     from autograder.deploy.gradescope import to_results
     from autograder.pipeline.results import SubmissionResult, TestResult
@@ -567,7 +569,7 @@ def test_one_students_measurement_never_appears_in_another_students_row():
     row with no result for it (a corrupt archive) is not graded, with its own reason, not those numbers."""
     from autograder.assignments import load_assignment
     from autograder.pipeline.gradebook import build_gradebook, feedback_text
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.results import SubmissionResult, TestResult
 
     undecided = "not judged on this grader: accuracy between 69.38% and 93.89% after 89 of 10,000 test images"

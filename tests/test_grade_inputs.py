@@ -1,4 +1,4 @@
-"""Tests for the first step of batch grading (autograder/pipeline/grade.py): finding submissions and unpacking them.
+"""Tests for the first step of batch grading (autograder/pipeline/survey.py, autograder/pipeline/unpack.py): finding submissions and unpacking them.
 
 Every submission here is made up in tmp_path; nothing is judged (no sandbox, no hidden tests).
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import autograder.pipeline.grade as grade
+import autograder.pipeline.unpack as unpack_module
 from autograder.assignments import PROJECT_ROOT, load_assignment
-from autograder.pipeline.grade import BadSubmission, Submission, discover, read_roster, survey, unpack_submission
+from autograder.pipeline.survey import Submission, discover, read_roster, survey
+from autograder.pipeline.unpack import BadSubmission, unpack_submission
 
 ASSIGNMENT = load_assignment("vit")
 NOTEBOOK = ASSIGNMENT.notebook  # vit.ipynb
@@ -315,7 +316,7 @@ def test_symlink_out_of_a_folder_submission_is_ignored(tmp_path):
 
 
 def test_oversized_member_is_refused_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(unpack_module, "MAX_FILE_BYTES", 1000)
     archive = make_tar(tmp_path / "alice.tar.gz", {f"vit/{NOTEBOOK}": b"x" * 1001})
     dest = tmp_path / "work"
     with pytest.raises(BadSubmission, match="too large"):
@@ -324,7 +325,7 @@ def test_oversized_member_is_refused_before_writing(tmp_path, monkeypatch):
 
 
 def test_total_size_is_capped(tmp_path, monkeypatch):
-    monkeypatch.setattr(grade, "MAX_TOTAL_BYTES", 2500)
+    monkeypatch.setattr(unpack_module, "MAX_TOTAL_BYTES", 2500)
     archive = make_zip(tmp_path / "dave.zip", {f"vit/{f}": b"x" * 1000 for f in ASSIGNMENT.files})
     with pytest.raises(BadSubmission, match="too large"):
         unpack(archive, tmp_path / "work")

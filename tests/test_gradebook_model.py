@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.pipeline.grade import Submission, gradebook_of_store, rebuild_gradebook
+from autograder.pipeline.grade import gradebook_of_store, rebuild_gradebook
+from autograder.pipeline.survey import Submission
 from autograder.pipeline.gradebook import Gradebook, build_gradebook, format_table
 from autograder.pipeline.results import Outcome, Status, SubmissionResult, judged_status
 from autograder.pipeline.results import TestResult as JudgedTest  # (a name pytest does not collect)

@@ -196,7 +196,8 @@ def test_run_autograder_scores_as_local_grading(autograder_zip, local_row, tmp_p
 def test_what_students_upload_becomes_one_submission(tmp_path, upload):
     """A lone .tar.gz is graded as it is (Gradescope unzips a .zip itself, never a .tar.gz); loose files, at the top
     or under <assignment>/, as a folder; an empty upload as an empty folder (a missing notebook)."""
-    from autograder.pipeline.grade import survey, unpack_submission
+    from autograder.pipeline.survey import survey
+    from autograder.pipeline.unpack import unpack_submission
     from autograder.assignments import load_assignment
     from autograder.deploy.gradescope import STUDENT_ID, stage_submission
 
@@ -245,7 +246,8 @@ def test_a_grader_that_refuses_to_grade_writes_results_saying_so(autograder_zip,
 def test_a_bad_archive_gets_results_with_the_reason(tmp_path):
     """What `grade` records for an archive it cannot unpack becomes a results.json with that message."""
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import BadSubmission, Submission, unpack_submission
+    from autograder.pipeline.survey import Submission
+    from autograder.pipeline.unpack import BadSubmission, unpack_submission
     from autograder.pipeline.gradebook import build_gradebook
     from autograder.deploy.gradescope import to_results
     from autograder.pipeline.results import SubmissionResult
@@ -266,7 +268,7 @@ def test_a_test_not_judged_has_no_points_either_way():
     """A threshold the grader could not decide within its budget (a skipped test) is listed as not judged, with the
     reason and without score or max_score; a judged threshold's output says what was measured and how."""
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import Submission
+    from autograder.pipeline.survey import Submission
     from autograder.pipeline.gradebook import build_gradebook
     from autograder.deploy.gradescope import to_results
     from autograder.pipeline.results import SubmissionResult, TestResult

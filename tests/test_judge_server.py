@@ -127,7 +127,7 @@ def test_the_server_preloads_the_assignments_libraries_and_course_cells_imports(
 
 def test_the_batch_graders_timeout_kills_a_served_judge_and_its_group(server, tmp_path):
     """Judges.run with a judge server: past its timeout the judge's whole process group is killed, as with Popen."""
-    from autograder.pipeline.grade import Judges
+    from autograder.pipeline.judges import Judges
 
     script = tmp_path / "judge.py"
     script.write_text(JUDGE)

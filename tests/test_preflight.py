@@ -1,4 +1,4 @@
-"""Preflight and worker start-up failures (autograder/pipeline/grade.py: preflight, judge; autograder/sandbox: WorkerStartFailed).
+"""Preflight and worker start-up failures (autograder/pipeline/preflight.py: preflight; autograder/pipeline/judges.py: judge; autograder/sandbox: WorkerStartFailed).
 
 A broken grading environment must never become a student's zero. The break is injected through a real option,
 `GradeOptions.preload_modules`: every worker imports those modules before any student code runs, so naming one that
@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from autograder.assignments import load_assignment
-from autograder.pipeline.grade import Judges, Submission, grade_folder, judge, preflight
+from autograder.pipeline.grade import grade_folder
+from autograder.pipeline.judges import Judges, judge
+from autograder.pipeline.preflight import preflight
+from autograder.pipeline.survey import Submission
 from autograder.options import GradeOptions
 
 ASSIGNMENT = load_assignment("vit")
@@ -69,7 +72,7 @@ def test_unreadable_threshold_data_stops_the_batch_before_any_student(tmp_path, 
     problem (a grader-error naming the setting), not an internal error in every student's row."""
     from autograder.pipeline import datasets
     from autograder.assignments import load_assignment
-    from autograder.pipeline.grade import check_datasets
+    from autograder.pipeline.preflight import check_datasets
 
     def offline(split):
         raise OSError("<urlopen error [Errno -2] Name or service not known>")

@@ -728,7 +728,7 @@ def test_isolated_worker_sees_no_outside_process(isolated):
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, tmp_path):
     import autograder.sandbox as sandbox_module
-    from autograder.pipeline.grade import check_isolation
+    from autograder.pipeline.preflight import check_isolation
     from autograder.options import GradeOptions
 
     if os.geteuid() != 0 or bwrap_problem():
@@ -776,7 +776,7 @@ def test_preflight_looks_at_everything_a_judge_imports_or_reads():
 
 def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(monkeypatch):
     import autograder.sandbox as sandbox_module
-    from autograder.pipeline.grade import check_isolation
+    from autograder.pipeline.preflight import check_isolation
     from autograder.options import GradeOptions
 
     monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")

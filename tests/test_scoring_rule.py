@@ -21,7 +21,7 @@ from autograder.assignments import load_assignment
 from autograder.deploy.export import export_grades
 from autograder.pipeline.gradebook import Gradebook, build_gradebook, feedback_text, format_summary, format_table, write_outputs
 from autograder.deploy.gradescope import to_results
-from autograder.pipeline.grade import Submission
+from autograder.pipeline.survey import Submission
 from autograder.pipeline.results import SubmissionResult
 from autograder.pipeline.results import TestResult as Outcome  # (a name pytest does not collect)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_sandbox import CELLS, ISOLATION_PROBES, START_TIMEOUT, probe  # noqa: E402
 
-from autograder.pipeline.grade import check_isolation  # noqa: E402
+from autograder.pipeline.preflight import check_isolation  # noqa: E402
 from autograder.options import GradeOptions  # noqa: E402
 from autograder.sandbox import PROJECT_ROOT, Sandbox, SandboxPolicy  # noqa: E402
 

@@ -157,7 +157,7 @@ def stage_submission(submission: Path, folder: Path) -> None:
     """Put what the student uploaded into `folder` as one submission grade_folder reads: a lone archive as it is
     (Gradescope unzips a .zip itself, never a .tar.gz), anything else as a folder (the notebook and saved files,
     at the top or under <assignment>/)."""
-    from autograder.pipeline.grade import ARCHIVE_SUFFIXES
+    from autograder.pipeline.survey import ARCHIVE_SUFFIXES
 
     folder.mkdir(parents=True, exist_ok=True)
     entries = [p for p in submission.iterdir() if not p.name.startswith(".")] if submission.is_dir() else []

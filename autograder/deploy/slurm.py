@@ -97,7 +97,7 @@ def run_slurm(command: list[str], forgotten_ok: bool = False) -> str:
 
 def minutes_per_submission(assignment: Assignment, options: GradeOptions, slurm: SlurmOptions) -> int:
     """Slurm's limit per submission: the submission's budget, the judge's grace past it, and two minutes of starting."""
-    from autograder.pipeline.grade import JUDGE_GRACE_S
+    from autograder.pipeline.judges import JUDGE_GRACE_S
 
     return slurm.time_per_submission or math.ceil((options.budget(assignment) + JUDGE_GRACE_S + 120) / 60)
 
@@ -317,7 +317,10 @@ def collect(out: Path, bar: bool = True, array_job: str | None = None) -> Gradeb
 
 def run_task(out: Path, index: int | None) -> int:
     """Grade array task `index`'s submissions (None: the preflight) into OUT, as the local grader grades each."""
-    from autograder.pipeline.grade import Interrupted, Judges, Submission, check_isolation, grade_and_store, preflight
+    from autograder.pipeline.grade import grade_and_store
+    from autograder.pipeline.judges import Interrupted, Judges
+    from autograder.pipeline.preflight import check_isolation, preflight
+    from autograder.pipeline.survey import Submission
 
     folder = slurm_dir(out)
     batch = json.loads((folder / "batch.json").read_text())

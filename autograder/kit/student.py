@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,11 @@ MAX_CONFIG_BYTES = 64 << 10
 MAX_TOKENIZER_BYTES = 64 << 20
 THRESHOLD_RESERVE_S = 30.0  # of a submission's budget, never spent on scoring a threshold
 
+
+# A saved model's outputs for each batch of forward arguments, in order, within `timeout` seconds for them all:
+# the student's code in the worker (autograder/kit/scoring.py: `in_worker`) or the course's implementation in the
+# judge (autograder/kit/trusted.py: `local_outputs`).
+Outputs = Callable[[Iterable[tuple], float], Iterator[torch.Tensor]]
 
 @dataclass
 class StudentCode:

@@ -24,7 +24,6 @@ import sys
 import time
 import types
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -32,10 +31,7 @@ import torch.nn as nn
 from autograder.assignments import load_assignment
 from autograder.feedback import Feedback
 from autograder.course_cells import FILE_NAME as COURSE_CELLS_FILE, course_cells
-from autograder.kit.student import StudentCode
-
-if TYPE_CHECKING:
-    from autograder.kit.scoring import Outputs
+from autograder.kit.student import Outputs, StudentCode
 
 # Outputs of the student's code and of the course's implementation on the same weights and inputs agree to float
 # noise (reduction orders, threads): 1e-3 relative to the outputs' scale is far above that noise and far below
@@ -107,7 +103,7 @@ def course_decoding(student: StudentCode, model: nn.Module, decode, *args, **kwa
     return out.long().cpu()
 
 
-def local_outputs(model: nn.Module, saved_name: str, student: StudentCode) -> "Outputs":
+def local_outputs(model: nn.Module, saved_name: str, student: StudentCode) -> Outputs:
     """The `outputs` of a threshold scorer (autograder/kit/scoring.py) for the course's `model`, run here."""
     from dlcourse.threads import torch_threads
 

@@ -301,7 +301,7 @@ class Gradebook:
     @classmethod
     def without_results(cls, assignment: Assignment, student_id: str, status: Status, message: str) -> "Gradebook":
         """The gradebook of one submission that could not be judged (a grader error): its row says why."""
-        from autograder.pipeline.grade import Submission
+        from autograder.pipeline.survey import Submission
 
         return build_gradebook(assignment, [(Submission(student_id, Path()), SubmissionResult.without_results(status,
                                                                                                              message))])

@@ -15,7 +15,7 @@ What a child inherits is trusted: the server imports only the grader's modules (
 the hidden test module itself, which each child collects afresh) and runs nothing of a submission's. Student code runs,
 as before, only in the sandboxed worker that the child starts with bubblewrap: a new process with nothing of the
 server's or an earlier child's memory. The command line holds JUDGE_MARKER and --work OUT/work/, so a later grader's
-ResultStore.kill_leftovers finds the server and every child it forked.
+judges.kill_leftovers finds the server and every child it forked.
 """
 from __future__ import annotations
 

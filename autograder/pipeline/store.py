@@ -20,17 +20,12 @@ import fcntl
 import hashlib
 import json
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.pipeline.results import FormatError, SubmissionResult
-
-# In every judge's command line, and in a judge server's (`-m autograder.pipeline.judge_server`, whose forked judges keep its
-# command line): only such a process is killed as a leftover.
-JUDGE_MARKER = "autograder.pipeline.judge"
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -175,71 +170,3 @@ class ResultStore:
 
     def _write_pending(self) -> None:
         atomic_write(self.out / "pending.json", json.dumps({"since": self._since, "students": sorted(self._pending)}))
-
-    def kill_leftovers(self) -> int:
-        """Kill the judges (and their workers) that a grader killed without warning left running; how many."""
-        work = f"{self.out.resolve()}/work/"
-        leftovers = [pid for pid in _pids() if pid != os.getpid()
-                     and JUDGE_MARKER in (cmdline := _cmdline(pid)) and work in cmdline]
-        for pid in leftovers:
-            kill_tree(pid)
-        return len(leftovers)
-
-
-def _pids() -> list[int]:
-    """Every process id, from /proc; none where there is no /proc (macOS: only the judge's process group is killed)."""
-    try:
-        return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
-    except OSError:
-        return []
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`, found through /proc (a worker may run in a session of its own)."""
-    children: dict[int, list[int]] = {}
-    for child in _pids():
-        try:
-            stat = Path(f"/proc/{child}/stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a judge started in its own process group, that group, and every process below it (its workers, which
-    may be in sessions of their own). The judge is stopped first, so it cannot start another while they are found."""
-    for stop in (os.killpg, os.kill):
-        try:
-            stop(pid, signal.SIGSTOP)
-        except (ProcessLookupError, PermissionError):
-            pass
-    targets = [pid, *_descendants(pid)]
-    for target in targets:
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(target, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL what is left of a finished judge's process group (safe after the judge was reaped: a group id is not
-    reused while the group has a member)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
