@@ -12,7 +12,7 @@ Every step prints its count (n/N) and the time elapsed.
 
 Where bubblewrap cannot run, the demo says so first, with the command that installs it, and goes on with weak
 isolation (the bundled samples are the course's own); the banner and every gradebook header then say
-"weak isolation (demo only)". Grading real submissions still refuses to run that way (autograder/pipeline/grade.py).
+"weak isolation (demo only)". Grading real submissions still refuses to run that way (autograder/pipeline/preflight.py: check_isolation).
 """
 from __future__ import annotations
 
@@ -134,9 +134,29 @@ class Trainings:
         self.pool.shutdown(wait=True)
 
 
+def demo_plan(names: list[str], to_train: list[str], samples: dict[str, list[str]], demo: bool, isolation: str,
+              all_samples: bool, workers: int) -> str:
+    """What the demo is about to do, and about how long it takes: its first lines."""
+    notes = [load_assignment(n).spec.demo_note for n in to_train if demo and load_assignment(n).spec.demo_note]
+    count = sum(len(s) for s in samples.values())
+    return (f"make demo: {len(names)} assignment(s) ({', '.join(names)}), {isolation}.\n"
+            f"  1. build the student releases from source/ (nbgrader)\n"
+            f"  2. train {len(to_train)} reference model(s) that a CPU can train"
+            + (f" ({', '.join(to_train)}), two at a time, one thread each, cached in build/cache/ for the next run"
+               if to_train else " (every one is cached in build/cache/)")
+            + (f";\n     shorter recipes than the notebooks' so that the demo takes minutes: {'; '.join(notes)} "
+               "(`make demo-all` trains the notebooks' own)" if notes else "") + "\n"
+            f"  3. grade {count} sample submissions as soon as their reference is ready ("
+            + ("every sample" if all_samples else "the reference, the untouched release, a planted bug, and a hostile "
+               "one where the assignment has one; `make demo-all` grades every sample")
+            + f"), {workers} at a time, and print each gradebook (written to build/grades/<assignment>/)\n"
+            f"  About {max(1, round(estimate_s(names, to_train, samples) / 60))} min on an idle 2-core machine"
+            + (" (less next time: the references are cached)" if to_train else "") + ".\n")
+
+
 def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Path | None = None,
              hand_grades: Path | None = None, all_samples: bool = False, full_recipes: bool = False) -> int:
-    from autograder.__main__ import build_release
+    from autograder.deploy.release import build_release
     from autograder.pipeline.grade import grade_folder
     from autograder.pipeline.gradebook import format_summary, format_table
     from autograder.pipeline.integrity import format_flags
@@ -155,22 +175,9 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     demo = not full_recipes
     samples = {name: demo_samples(name, all_samples) for name in names}
     to_train = references_to_train(names, demo)
-    notes = [load_assignment(n).spec.demo_note for n in to_train if demo and load_assignment(n).spec.demo_note]
     count = sum(len(s) for s in samples.values())
     isolation = WEAK if backend is None else f"{backend} sandbox"
-    print(f"make demo: {len(names)} assignment(s) ({', '.join(names)}), {isolation}.\n"
-          f"  1. build the student releases from source/ (nbgrader)\n"
-          f"  2. train {len(to_train)} reference model(s) that a CPU can train"
-          + (f" ({', '.join(to_train)}), two at a time, one thread each, cached in build/cache/ for the next run"
-             if to_train else " (every one is cached in build/cache/)")
-          + (f";\n     shorter recipes than the notebooks' so that the demo takes minutes: {'; '.join(notes)} "
-             "(`make demo-all` trains the notebooks' own)" if notes else "") + "\n"
-          f"  3. grade {count} sample submissions as soon as their reference is ready ("
-          + ("every sample" if all_samples else "the reference, the untouched release, a planted bug, and a hostile "
-             "one where the assignment has one; `make demo-all` grades every sample")
-          + f"), {options.workers} at a time, and print each gradebook (written to build/grades/<assignment>/)\n"
-          f"  About {max(1, round(estimate_s(names, to_train, samples) / 60))} min on an idle 2-core machine"
-          + (" (less next time: the references are cached)" if to_train else "") + ".\n", flush=True)
+    print(demo_plan(names, to_train, samples, demo, isolation, all_samples, options.workers), flush=True)
 
     # Every process runs one thread, so the trainings, the releases and the gradings share the two cores: the
     # trainings start first (the longest is the floor), the assignments that need none are graded meanwhile.

@@ -21,7 +21,7 @@ from autograder.kit.requests import call
 from autograder.kit.sequential import (CLEAR_MARGIN, CONFIDENCE, FIRST_STAGE, MAX_HALVINGS, clopper_pearson, decide,
                                    first_stage_choices, stage_ends, stratified_order)
 from autograder.spec import Threshold
-from autograder.kit.student import StudentCode
+from autograder.kit.student import Outputs, StudentCode
 
 # -- thresholds: secret order and a memorisation canary ---------------------------------------------------
 # The test splits are public, so a saved model could carry their labels and return them in the order the grader
@@ -95,9 +95,6 @@ def secret_batches(n: int, rng: random.Random, batch_size: int, lengths: Sequenc
     return [batch for pool in secret_pools(n, rng, batch_size, lengths) for batch in pool]
 
 
-# A saved model's outputs for each batch of forward arguments, in order, within `timeout` seconds for them all:
-# the student's code in the worker (`in_worker`) or the course's implementation here (autograder/kit/trusted.py).
-Outputs = Callable[[Iterable[tuple], float], Iterator[torch.Tensor]]
 
 
 def in_worker(student: StudentCode, saved_name: str, build: dict, weights: dict) -> Outputs:
@@ -179,6 +176,63 @@ def sized_first_stage(per_example_s: float, seconds_left: float, scored: int, to
     return first, why
 
 
+def skip_undecided(student: StudentCode, saved_name: str, predicted: torch.Tensor, labels: torch.Tensor,
+                   scored: list[int], examples: str, threshold: float, where: str) -> None:
+    """A threshold the budget left undecided: noted for the TA with the interval reached, and skipped (not judged:
+    no points, no zero)."""
+    n = len(labels)
+    correct = int((predicted[scored] == labels[scored]).sum())
+    lower, upper = clopper_pearson(correct, len(scored), 1 - CONFIDENCE) if scored else (0.0, 1.0)
+    undecided = (f"accuracy between {lower:.2%} and {upper:.2%} after {len(scored):,} of {n:,} {examples} "
+                 f"({CONFIDENCE:.1%} interval), bar {threshold:.0%}")
+    student.notes[saved_name] = f"not judged on this grader: {undecided}; {where}"
+    pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
+
+
+def canary_check(student: StudentCode, saved_name: str, predicted: torch.Tensor, labels: torch.Tensor,
+                 sample: SecretSample, perturbed: str, reference_drop: float, passed: bool,
+                 train_labels: torch.Tensor | None) -> bool:
+    """Whether a model that `passed` needs review: its accuracy on the canary copies scored (pool indices N..) drops
+    more than `reference_drop` + CANARY_MARGIN below that on the same examples unperturbed, or it classifies them
+    better than the training examples beside them (train_gap_check). The numbers go to `student.reviews` only."""
+    n = len(labels)
+    copies = [j for j in range(len(sample.canary)) if predicted[n + j] >= 0 and predicted[sample.canary[j]] >= 0]
+    flagged = False
+    if copies:
+        originals = [sample.canary[j] for j in copies]
+        plain = (predicted[originals] == labels[originals]).float().mean().item()
+        perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
+        drop, allowed = plain - perturbed_accuracy, reference_drop + CANARY_MARGIN
+        flagged = passed and drop > allowed
+        student.reviews[saved_name] = (f"{'FLAGGED: ' if flagged else ''}canary {perturbed_accuracy:.2%} on "
+                                       f"{len(copies):,} {perturbed}, {plain:.2%} on the same examples unperturbed: a "
+                                       f"drop of {drop:.2%} (the reference model's {reference_drop:.2%}; flagged above "
+                                       f"{allowed:.2%})")
+        if train_labels is not None:
+            flagged = train_gap_check(student, saved_name, predicted, labels, sample, train_labels, passed) or flagged
+    return flagged
+
+
+def by_stages(score: Callable, look: Callable, stages: Iterable[list[int]], warmed: int, scored: list[int],
+              started: float, budget: float, clock: Callable[[], float]):
+    """graded_classifier's stages after its warm-up (the first `warmed` examples of the first stage, already in
+    `scored`): each stage scored (`score`) and looked at (`look`) until the rule decides, the budget ends or a stage is
+    cut short. Returns the examples scored and the last decision (None: none reached)."""
+    decision = None
+    for stage, examples_added in enumerate(stages):
+        todo = examples_added[warmed:] if stage == 0 else examples_added
+        if clock() - started >= budget:
+            if stage == 0:  # the budget ended with the warm-up: it decides as a stage cut short
+                decision = look(scored)
+            break
+        counted, cut_short = score(todo)
+        scored += counted
+        decision = look(scored)
+        if cut_short or (decision is not None and decision.passed is not None):
+            break
+    return scored, decision
+
+
 def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, labels: torch.Tensor,
                       sample: SecretSample, batch_args: Callable[[list[int]], tuple], num_classes: int,
                       examples: str, perturbed: str, threshold: float, rng: random.Random, batch_size: int,
@@ -236,46 +290,18 @@ def graded_classifier(student: StudentCode, saved_name: str, outputs: Outputs, l
     scored, cut_short = score(warmup)
     shrunk = None
     decision = look(scored) if cut_short or clock() - started >= budget else None
-    if decision is None:  # the warm-up's cost per example sizes the first stage
+    if decision is None:  # the warm-up's cost per example sizes the first stage (`score` and `look` see it)
         spent = clock() - started
         first, shrunk = sized_first_stage(spent / len(warmup), budget - spent, len(warmup), n, threshold, examples)
         sample = sample.with_first(first)
-        for stage, examples_added in enumerate(sample.stages()):
-            todo = examples_added[len(warmup):] if stage == 0 else examples_added
-            if clock() - started >= budget:
-                if stage == 0:  # the budget ended with the warm-up: it decides as a stage cut short
-                    decision = look(scored)
-                break
-            counted, cut_short = score(todo)
-            scored += counted
-            decision = look(scored)
-            if cut_short or (decision is not None and decision.passed is not None):
-                break
+        scored, decision = by_stages(score, look, sample.stages(), len(warmup), scored, started, budget, clock)
     where = scored_on(student, started, clock) + (f"; {shrunk}" if shrunk else "")
     if decision is None or decision.passed is None:
-        correct = int((predicted[scored] == labels[scored]).sum())
-        lower, upper = clopper_pearson(correct, len(scored), 1 - CONFIDENCE) if scored else (0.0, 1.0)
-        undecided = (f"accuracy between {lower:.2%} and {upper:.2%} after {len(scored):,} of {n:,} {examples} "
-                     f"({CONFIDENCE:.1%} interval), bar {threshold:.0%}")
-        student.notes[saved_name] = f"not judged on this grader: {undecided}; {where}, budget {budget:.0f} s"
-        pytest.skip(f"not judged on this grader: {saved_name} {undecided}; grade on a GPU or raise --threshold-budget")
+        skip_undecided(student, saved_name, predicted, labels, scored, examples, threshold, f"{where}, budget {budget:.0f} s")
     verdict = "reaches" if decision.passed else "falls short of"
     student.notes[saved_name] = f"{decision.describe(examples)}: {verdict} the bar {threshold:.0%}; {where}"
-    copies = [j for j in range(len(sample.canary)) if predicted[n + j] >= 0 and predicted[sample.canary[j]] >= 0]
-    flagged = False
-    if copies:
-        originals = [sample.canary[j] for j in copies]
-        plain = (predicted[originals] == labels[originals]).float().mean().item()
-        perturbed_accuracy = (predicted[[n + j for j in copies]] == labels[originals]).float().mean().item()
-        drop, allowed = plain - perturbed_accuracy, reference_drop + CANARY_MARGIN
-        flagged = bool(decision.passed) and drop > allowed
-        student.reviews[saved_name] = (f"{'FLAGGED: ' if flagged else ''}canary {perturbed_accuracy:.2%} on "
-                                       f"{len(copies):,} {perturbed}, {plain:.2%} on the same examples unperturbed: a "
-                                       f"drop of {drop:.2%} (the reference model's {reference_drop:.2%}; flagged above "
-                                       f"{allowed:.2%})")
-        if train_labels is not None:
-            flagged = train_gap_check(student, saved_name, predicted, labels, sample, train_labels,
-                                      bool(decision.passed)) or flagged
+    flagged = canary_check(student, saved_name, predicted, labels, sample, perturbed, reference_drop,
+                           bool(decision.passed), train_labels)
     if not decision.passed:
         raise Feedback(f"{saved_name}: {decision.describe(examples)}, below the required {threshold:.0%}")
     if flagged:
