@@ -117,7 +117,8 @@ class ResultCollector:
         else:
             entry.outcome = Outcome.ERROR
             entry.message = "the test could not complete (an internal grader error; your instructor has the details)"
-            print(f"[judge] internal error in {item.name}:\n{report.longreprtext}", file=sys.stderr)
+            trace = call.excinfo.getrepr(style="long") if call.excinfo is not None else report.longreprtext  # --tb=no
+            print(f"[judge] internal error in {item.name}:\n{trace}", file=sys.stderr)
         return entry
 
     def pytest_sessionfinish(self, session, exitstatus):
