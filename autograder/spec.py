@@ -67,7 +67,9 @@ class AssignmentSpec:
     thresholds: dict[str, Threshold] = field(default_factory=dict)  # by name, e.g. "fashion_mnist"
     forbidden: tuple[str, ...] = ()  # dotted names of the APIs (functions, classes) and modules students may not use
     allowed_names: tuple[str, ...] = ()  # last components students' own code also uses (e.g. their class LSTM)
-    preload_modules: tuple[str, ...] = ()  # imported in the worker before its audit hook (e.g. transformers)
+    # imported in the worker before its audit hook (e.g. transformers), where a cell the worker runs names the module's
+    # package or a forbidden API lives in it (autograder/sandbox/__init__.py: needed_preloads); in the judges always
+    preload_modules: tuple[str, ...] = ()
     submission_timeout_s: float = 600.0  # default time budget for grading one submission (a few times the reference's)
     # `make demo` trains the reference with shorter recipes where the notebook's would not fit its few minutes:
     # (grade_id, old text, new text) edits of the training cells, and what they change, which the demo prints. The

@@ -215,7 +215,7 @@ def time_batch(folder: Path, out: Path, options: GradeOptions) -> dict:
 
     kinds, overhead = CPU.sampler.by_kind(), CPU.sampler.overhead
     cpu, reaped, start = CPU.seconds(), children_cpu_seconds(), time.perf_counter()
-    gradebook = grade_folder(folder, ASSIGNMENT, out, options, progress=progress)
+    gradebook = grade_folder(folder, ASSIGNMENT, out, options, progress=progress).to_dict()
     wall, cpu, reaped = time.perf_counter() - start, CPU.seconds() - cpu, children_cpu_seconds() - reaped
     kinds = {kind: value - kinds.get(kind, 0.0) for kind, value in CPU.sampler.by_kind().items()}
     overhead = CPU.sampler.overhead - overhead  # the sampling thread's: not the grading's

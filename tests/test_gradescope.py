@@ -3,6 +3,7 @@ run_autograder run in Gradescope's folder layout simulated under a temporary roo
 must follow Gradescope's format and give the same scores as `python -m autograder grade` on the same samples.
 setup.sh's install step (apt, a venv, pip) is not run here: run_autograder uses this project's interpreter
 (GRADESCOPE_PYTHON) instead of the venv setup.sh would make."""
+import ast
 import json
 import os
 import stat
@@ -108,6 +109,35 @@ def test_zip_holds_the_scripts_and_this_assignment_only(autograder_zip):
     assert config["assignment"] == ASSIGNMENT and config["visibility"] == "after_published"
     assert config["options"]["workers"] == 1
     assert len(list_assignments()) > 1  # so "this assignment only" above excluded something
+    stand_ins = {n.removeprefix("autograder/kit/stand_ins/") for n in names if n.startswith("autograder/kit/stand_ins/")}
+    assert {"__init__.py", "remote.py", f"{ASSIGNMENT}.py"} <= stand_ins  # the registry, the shells' server, its own
+    assert not stand_ins & {"captioning.py", "seq2seq.py", "rnn.py", "bert.py"}  # no other assignment's references
+
+
+@pytest.mark.parametrize("name", list_assignments())
+def test_zip_ships_the_stand_ins_its_files_use_and_no_other(name):
+    """Every stand-in the zip's files import or name (a string constant that a stand-in module registers) is in the
+    zip, and every stand-in module it leaves out is another assignment's that no file of the zip imports or names."""
+    from autograder.assignments import load_assignment
+    from autograder.deploy.gradescope import imported_modules, zip_members
+    from autograder.kit.stand_ins import STAND_INS
+
+    members = zip_members(load_assignment(name))
+    package = PROJECT_ROOT / "autograder" / "kit" / "stand_ins"
+    shipped = {path for path in members.values() if path.parent == package}
+    left_out = set(package.glob("*.py")) - shipped
+    registered = {kind: package / f"{factory.__module__.rsplit('.', 1)[1]}.py" for kind, factory in STAND_INS.factories.items()}
+    assert {registered[kind] for kind in registered} == {p for p in package.glob("*.py") if p.stem not in ("__init__", "remote")}
+    for member, path in members.items():
+        if path.suffix != ".py":
+            continue
+        named = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        missing = {registered[kind].name for kind in named & set(registered)} & {p.name for p in left_out}
+        imported = {p.name for p in left_out if f"autograder.kit.stand_ins.{p.stem}" in imported_modules(path)}
+        assert not missing | imported, f"{member} uses stand-ins of {missing | imported}, which the {name} zip leaves out"
+    if name != "transformer":  # every other zip leaves out some assignment's stand-ins
+        assert left_out and package / f"{name}.py" not in left_out
 
 
 def test_zip_holds_no_solution(autograder_zip):

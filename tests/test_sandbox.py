@@ -15,6 +15,7 @@ harmless even if the sandbox failed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -29,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout,
-                                bwrap_problem, worker_view)
+                                bwrap_problem, needed_preloads, worker_view)
 from autograder.kit.requests import call as judge_call
 from autograder.kit.requests import call_request, call_result, module, name, needs_grad, stand_in
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
@@ -323,6 +324,37 @@ def live(sandbox):
 def test_load_runs_cells(live):
     errors = live.load_reply["cell_errors"]
     assert set(errors) <= {"import_models", "from_torchvision"}, errors  # everything else ran cleanly
+
+
+LOADED_CELL = {"grade_id": "loaded", "source": "import sys\n\ndef loaded(name):\n    return name in sys.modules\n"}
+TORCHVISION_CELL = {"grade_id": "boxes", "source": (
+    "def nms_kept(boxes, scores):\n"
+    "    import torchvision.ops  # compiled ops: loaded before the audit hook, which refuses ctypes.dlopen\n"
+    "    return torchvision.ops.nms(boxes, scores, 0.5)\n")}
+
+
+@pytest.mark.parametrize("cells, loaded", [([LOADED_CELL], False), ([LOADED_CELL, TORCHVISION_CELL], True)],
+                         ids=["no-cell-names-it", "a-cell-names-it"])
+def test_an_assignments_library_is_preloaded_only_where_a_cell_names_it(tmp_path, cells, loaded):
+    """The spec's preload_modules (`preload_if_used`): torchvision is imported before the audit hook only in a worker
+    whose cells name it (then its compiled ops work), and is not loaded at all in one whose cells never do."""
+    policy = SandboxPolicy(threads=1, forbidden_attributes=[SDPA], preload_if_used=["torchvision"])
+    assert needed_preloads(policy, cells) == (["torchvision"] if loaded else [])
+    assert needed_preloads(dataclasses.replace(policy, forbidden_attributes=["torchvision.models.resnet18"]),
+                           cells) == ["torchvision"]  # the tripwires guard a forbidden API where it lives
+    with Sandbox(cells, policy, tmp_path / "worker.log") as box:
+        box.start(timeout=START_TIMEOUT)
+        header, tensors, marked = call_request(name("loaded"), ("torchvision",), {}, backward=None)
+        reply, out = box.request(header, tensors, timeout=CALL_TIMEOUT)
+        assert reply["ok"], reply
+        assert call_result(reply, out, marked).value is loaded
+        if loaded:
+            boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+            header, tensors, marked = call_request(name("nms_kept"), (boxes, torch.tensor([0.9, 0.8, 0.7])), {},
+                                                   backward=None)
+            reply, out = box.request(header, tensors, timeout=CALL_TIMEOUT)
+            assert reply["ok"], reply
+            assert call_result(reply, out, marked).value.tolist() == [0, 2]
 
 
 def test_normal_call_returns_the_right_tensor(live):

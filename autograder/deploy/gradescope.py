@@ -9,7 +9,9 @@ The zip (Gradescope unpacks it into /autograder/source) holds:
     run_autograder    run for each submission: `python -m autograder.deploy.gradescope run`, and a results.json saying
                       what went wrong if even that could not run
     gradescope.json   the assignment, the tests' visibility and the grading options chosen when the zip was built
-    autograder/, dlcourse/, pyproject.toml, requirements.txt      the grader and the course code
+    autograder/, dlcourse/, pyproject.toml, requirements.txt      the grader and the course code; of the stand-ins
+                                       (autograder/kit/stand_ins/: reference layers), this assignment's and those a
+                                       shipped file imports only (`left_out_stand_ins`)
     source/<a>/spec.py, release/<a>/   this assignment only; hidden tests: its own only
     source/<a>/fingerprints.json       in place of the source notebook (no solution ships): the fingerprints of the
                                        hidden text that feedback is cleaned of (autograder/fingerprints.py)
@@ -25,6 +27,7 @@ the whole layout, so that the project's tests run it in a temporary folder.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -101,16 +104,49 @@ def gradescope_root() -> Path:
     return Path(os.environ.get(ROOT_VARIABLE, "/autograder"))
 
 
+def imported_modules(path: Path) -> set[str]:
+    """The dotted names a Python file imports anywhere in it, inside functions too (read, not run): `from a.b import c`
+    gives a.b and a.b.c (c may be a module); relative imports are resolved from the file's place in the project."""
+    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]) \
+                if node.level else node.module or ""
+            names |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def left_out_stand_ins(assignment: Assignment, shipped: set[Path]) -> set[Path]:
+    """The modules of autograder/kit/stand_ins/ (reference layers, one module per assignment) that the zip of `assignment`
+    leaves out: every other assignment's, unless a file that ships (`shipped`, the stand-ins aside) or a stand-in module
+    that ships imports it (autograder/kit/families.py, shared by every assignment's tests, imports the transformer's
+    reference masks and attention). This assignment's own module always ships: a hidden test may ask for its stand-ins
+    by a name it computes; the package's __init__ and remote.py (the registry, the grader's end of the shells) too."""
+    package = PROJECT_ROOT / "autograder" / "kit" / "stand_ins"
+    others = {p for p in package.glob("*.py") if not p.name.startswith("_") and p.stem not in ("remote", assignment.name)}
+    todo = [p for p in shipped if p.suffix == ".py" and p not in others]
+    while todo:
+        for name in imported_modules(todo.pop()):
+            path = PROJECT_ROOT.joinpath(*name.split(".")).with_suffix(".py")
+            if path in others:
+                others.discard(path)
+                todo.append(path)
+    return others
+
+
 def zip_members(assignment: Assignment) -> dict[str, Path]:
-    """{path in the zip: file here}: the grader and course code, and this assignment's spec, release notebook and
-    hidden tests only (no other assignment's tests, no samples: source/<a>/samples.py stays out, and no source
-    notebook: its solutions are in no file of the zip, see `derived_members`)."""
+    """{path in the zip: file here}: the grader and course code, and this assignment's spec, release notebook, hidden
+    tests and stand-ins only (no other assignment's tests or reference layers but those a shipped file imports:
+    `left_out_stand_ins`; no samples: source/<a>/samples.py stays out; and no source notebook: its solutions are in
+    no file of the zip, see `derived_members`)."""
     other_tests = {p for p in assignment.hidden_tests.parent.glob("test_*.py") if p != assignment.hidden_tests}
-    members = {}
-    for package in ("autograder", "dlcourse"):
-        for path in sorted((PROJECT_ROOT / package).rglob("*")):
-            if path.is_file() and path not in other_tests and not set(path.parts) & set(SKIPPED_NAMES):
-                members[path.relative_to(PROJECT_ROOT).as_posix()] = path
+    files = [path for package in ("autograder", "dlcourse") for path in sorted((PROJECT_ROOT / package).rglob("*"))
+             if path.is_file() and path not in other_tests and not set(path.parts) & set(SKIPPED_NAMES)]
+    left_out = left_out_stand_ins(assignment, set(files))
+    members = {path.relative_to(PROJECT_ROOT).as_posix(): path for path in files if path not in left_out}
     for path in (assignment.spec_file, *sorted(p for p in assignment.release_dir.rglob("*") if p.is_file()),
                  PROJECT_ROOT / "pyproject.toml"):
         members[path.relative_to(PROJECT_ROOT).as_posix()] = path

@@ -74,7 +74,7 @@ class StudentCode:
                                forbidden_attributes=list(spec.forbidden_attributes),
                                forbidden_modules=list(spec.forbidden_modules), hide=list(options.hide),
                                allow_weak_isolation=options.allow_weak_isolation, backend=options.sandbox,
-                               preload_modules=[*spec.preload_modules, *options.preload_modules])
+                               preload_if_used=list(spec.preload_modules), preload_modules=list(options.preload_modules))
         return cls(Path(submission_dir), assignment.name, list(spec.run_cells), policy, Path(log_path),
                    call_timeout=options.call_timeout, budget_s=options.budget(assignment),
                    threshold_budget_s=options.threshold_budget,
@@ -87,6 +87,7 @@ class StudentCode:
         self.sandbox = None
         self.stand_ins = StandInServer()  # the reference layers a test puts in the student's model run here
         self._load_failure = None
+        self._rules_read: dict[tuple[str, str], list[str]] = {}  # check_rules: (grade_id, source) -> what it uses
         notebook = self.submission_dir / self.assignment.notebook
         if not notebook.exists():
             self.notebook_missing = True
@@ -137,7 +138,10 @@ class StudentCode:
     def check_rules(self, grade_id: str) -> None:
         """Fail if answer cell `grade_id` uses what the assignment forbids, found by reading it (the worker
         also trips on forbidden calls at run time)."""
-        used = find_forbidden(self.cell_source(grade_id), self.forbidden_names, self.policy.forbidden_modules)
+        source = self.cell_source(grade_id)
+        if (grade_id, source) not in self._rules_read:  # each test of a cell asks: read it once per judge
+            self._rules_read[grade_id, source] = find_forbidden(source, self.forbidden_names, self.policy.forbidden_modules)
+        used = self._rules_read[grade_id, source]
         if used:
             raise Feedback(f"cell '{grade_id}' uses what this assignment forbids: {', '.join(used)}")
 

@@ -95,7 +95,11 @@ def _node_flags(node: ast.AST, source: str) -> list[str]:
                 flags.append(f"{short}() with a name built at run time")
             if short in ("setattr",) and isinstance(name_arg, ast.Constant) and name_arg.value in PATCHED_DUNDERS:
                 flags.append(f"setattr(..., {name_arg.value!r}) (patches how modules are called or looked up)")
-    if isinstance(node, (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set)):
+    # On one line, a literal of at most LONG_LITERAL_CHARS bytes is not long: its text is not cut out (each cut splits
+    # the whole cell into lines again, for every literal of it).
+    if isinstance(node, (ast.Constant, ast.List, ast.Tuple, ast.Dict, ast.Set)) and not (
+            node.lineno == node.end_lineno and node.end_col_offset is not None
+            and node.end_col_offset - node.col_offset <= LONG_LITERAL_CHARS):
         segment = ast.get_source_segment(source, node) or ""
         if len(segment) > LONG_LITERAL_CHARS:
             flags.append(f"a literal of {len(segment):,} characters (data, not code) on line {node.lineno}")

@@ -117,7 +117,9 @@ class ResultCollector:
         else:
             entry.outcome = Outcome.ERROR
             entry.message = "the test could not complete (an internal grader error; your instructor has the details)"
-            print(f"[judge] internal error in {item.name}:\n{report.longreprtext}", file=sys.stderr)
+            # the judge runs with --tb=no (no traceback made for the failures a student reads): this one it makes
+            trace = item._repr_failure_py(call.excinfo, style="long") if call.excinfo is not None else report.longreprtext
+            print(f"[judge] internal error in {item.name}:\n{trace}", file=sys.stderr)
         return entry
 
     def pytest_sessionfinish(self, session, exitstatus):

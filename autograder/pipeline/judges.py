@@ -33,9 +33,12 @@ def judge_command(assignment: Assignment, work: Path, results_path: Path, logs: 
     """The judge's command line. -E -s: no PYTHON* variables, no user site-packages; the checkout (cwd) comes first.
     --disable-plugin-autoload: the judge plugin only, none of the pytest plugins installed beside it (xdist, anyio).
     no:unraisableexception: that plugin only turns an exception no one could catch into a warning (no outcome changes),
-    and runs full garbage collections at the end of every judge that cost up to a CPU second."""
+    and runs full garbage collections at the end of every judge that cost up to a CPU second. no:logging and --tb=no:
+    no log capture around every test phase, and no traceback (source read and parsed) made for each failed test: a
+    student reads the Feedback's message, and the judge prints an internal error's traceback itself (judge.py)."""
     return [sys.executable, "-E", "-s", "-m", "pytest", str(assignment.hidden_tests), "-p", "autograder.pipeline.judge",
-            "-p", "no:cacheprovider", "-p", "no:unraisableexception", "--disable-plugin-autoload", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
+            "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:logging", "--tb=no",
+            "--disable-plugin-autoload", "-q", "--no-header", "--rootdir", str(PROJECT_ROOT),
             "--submission-dir", str(work), "--results-json", str(results_path), "--worker-log", str(logs / "worker.log"),
             "--grade-options", str(options.write(logs / "options.json"))]
 

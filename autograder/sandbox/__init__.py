@@ -106,7 +106,22 @@ class SandboxPolicy:
     allow_weak_isolation: bool = False  # grade without bubblewrap (audit hook only) where it is unavailable
     audit_hook: bool = True  # False only to test the bubblewrap layer on its own; never in grading
     preload_modules: list[str] = field(default_factory=list)  # imported before the audit hook (e.g. transformers)
+    preload_if_used: list[str] = field(default_factory=list)  # the same, where this worker may use them: needed_preloads
     backend: str = "auto"  # "bubblewrap", "uid" or "auto" (the first of them that works here): see choose_backend
+
+
+def needed_preloads(policy: SandboxPolicy, cells: list[dict]) -> list[str]:
+    """What a worker running `cells` imports before its audit hook: `policy.preload_modules`, and each module of
+    `policy.preload_if_used` (an assignment's libraries: its spec's preload_modules) whose top-level package a cell's
+    source names (anywhere in its text) or one of the forbidden attributes lives in (the tripwires guard it in place).
+    One left out is not loaded at all (torchvision: about 1.4 CPU s of each ViT worker's start, for tests that never
+    use it); code that reaches it anyway imports it under the audit hook, which refuses ctypes.dlopen, so without its
+    compiled extensions (torchvision's ops)."""
+    def used(module: str) -> bool:
+        package = module.partition(".")[0]
+        return (any(package in cell["source"] for cell in cells)
+                or any(name.partition(".")[0] == package for name in policy.forbidden_attributes))
+    return list(dict.fromkeys([*(m for m in policy.preload_if_used if used(m)), *policy.preload_modules]))
 
 
 def log_tail(path: Path, lines: int = 20, indent: str = "    ") -> str:
@@ -457,7 +472,7 @@ class Sandbox:
             "max_processes": 256 if self.uid is not None and self.strong else None,  # per uid: only for a uid of its own
             "threads": self.policy.threads, "device": self.policy.device, "seccomp": self.strong, "backend": self.backend,
             "course_root": str(PROJECT_ROOT),  # dlcourse is imported from this checkout, as on the trusted side
-            "audit_hook": self.policy.audit_hook, "preload_modules": self.policy.preload_modules,
+            "audit_hook": self.policy.audit_hook, "preload_modules": needed_preloads(self.policy, self.cells),
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
             "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, workdir if uid_backend or not self.strong else "/tmp"],
         }
