@@ -21,8 +21,8 @@ from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
                                  DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens, padding_mask)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, reference_grads,
-                                  replayed_dropout, seeded_randn)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
+                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, handle, module, stand_in
 from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
@@ -67,12 +67,8 @@ class TestFeedForward:
         """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
         ref = TorchFeedForward(12, 20)
         fill_parameters_(ref.linear1, seed=1), fill_parameters_(ref.linear2, seed=2)
-        x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
-        result = student.run(call("FeedForward", d_model=12, d_ff=20), (x,), weights=ref.state_dict(), grad_output=g,
-                             what="FeedForward(12, 20)")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.output, ref(x).detach(), "FeedForward output")
-        assert_close(result.input_grads[0], x_grad, "FeedForward gradient with respect to the input")
+        check_output_and_input_grad(student, call("FeedForward", d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
+                                    seeded_randn(2, 5, 12, seed=4), what="FeedForward(12, 20)", label="FeedForward")
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
