@@ -20,10 +20,11 @@ from autograder.assignments import assignment_of
 from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
-                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens, padding_mask)
+                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
+                                 model_reference, padding_mask)
 from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
                                   fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
-from autograder.kit.requests import call, handle, module, stand_in
+from autograder.kit.requests import call, handle, module
 from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
@@ -182,16 +183,10 @@ def reference_transformer(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, di
                                   for _ in range(cfg["num_decoder_layers"])]),
         "generator": nn.Linear(cfg["d_model"], cfg["tgt_vocab_size"]),
     })
-    for key in ("src_embed", "tgt_embed", "generator"):
-        fill_parameters_(parts[key], seed=seed + len(key), scale=0.3)
     layer_kwargs = {"d_model": cfg["d_model"], "num_heads": cfg["num_heads"], "d_ff": cfg["d_ff"]}
-    substitutes, weights = {}, {"src_embed.weight": parts["src_embed"].weight, "tgt_embed.weight": parts["tgt_embed"].weight,
-                                "generator.weight": parts["generator"].weight, "generator.bias": parts["generator"].bias}
-    for kind, ours in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
-        for i, layer in enumerate(parts[kind]):
-            substitutes[f"{ours}.{i}"] = stand_in(f"torch_{kind}_layer", **layer_kwargs)
-            weights.update({f"{ours}.{i}.layer.{k}": v for k, v in layer.state_dict().items()})
-    return parts.eval(), substitutes, weights
+    return model_reference(parts, ("src_embed", "tgt_embed", "generator"),
+                           {kind: (f"{kind}_layers", f"torch_{kind}_layer", layer_kwargs) for kind in ("encoder", "decoder")},
+                           seed, scale=0.3)
 
 
 @torch.no_grad()
