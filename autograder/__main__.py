@@ -26,9 +26,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
-from autograder.options import GradeOptions
+from autograder.options import BatchOptions, GradeOptions
+
+if TYPE_CHECKING:
+    from autograder.pipeline.grade import Runner
 
 DEFAULTS = GradeOptions()
 SLURM_FLAGS = ("partition", "gpus_per_task", "array_parallelism", "time_per_submission", "no_wait")
@@ -267,7 +271,7 @@ def grade_options(args: argparse.Namespace) -> GradeOptions:
                         allow_weak_isolation=args.allow_weak_isolation, judge=args.judge, sandbox=args.sandbox)
 
 
-def slurm_runner(args: argparse.Namespace, out: Path):
+def slurm_runner(args: argparse.Namespace, out: Path) -> Runner | None:
     """grade_folder's runner: a Slurm job array with --slurm; otherwise None (local workers), once no Slurm job
     submitted into OUT still grades there (a second grader would judge the same students, and kill the tasks' judges
     as leftovers)."""
@@ -278,7 +282,7 @@ def slurm_runner(args: argparse.Namespace, out: Path):
         return None
     return SlurmRunner(SlurmOptions(args.partition, args.gpus_per_task, args.array_parallelism,
                                     args.time_per_submission, args.submissions_per_task, args.cpus_per_task,
-                                    not args.no_wait), args.hand_grades, args.roster, args.duplicates)
+                                    not args.no_wait))
 
 
 def export(args: argparse.Namespace, gradebook, out: Path) -> None:
@@ -297,9 +301,11 @@ def grade(args: argparse.Namespace) -> int:
     from autograder.pipeline.gradebook import format_summary, format_table
 
     out = args.out or PROJECT_ROOT / "build" / "grades" / args.assignment
-    gradebook = grade_folder(args.submissions, args.assignment, out, grade_options(args), args.hand_grades,
-                             force=args.force, only=args.only, roster=args.roster, duplicates=args.duplicates,
-                             bar=True, runner=slurm_runner(args, out), check_release=not args.no_preflight)
+    batch = BatchOptions(hand_grades=args.hand_grades, force=args.force,
+                         only=tuple(args.only) if args.only is not None else None, roster=args.roster,
+                         duplicates=args.duplicates, bar=True, check_release=not args.no_preflight)
+    gradebook = grade_folder(args.submissions, args.assignment, out, grade_options(args), batch,
+                             runner=slurm_runner(args, out))
     print(format_table(gradebook))
     print(f"\n{format_summary(gradebook)}")
     if args.export:

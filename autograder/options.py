@@ -57,3 +57,19 @@ class GradeOptions:
     def from_dict(cls, values: dict) -> "GradeOptions":
         """The options `dataclasses.asdict` gave, back from JSON (which has no tuples: those fields come back as lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What one batch grades and how it reports (autograder/pipeline/grade.py: grade_folder): the batch's own choices,
+    beside the GradeOptions every judge is handed. Never sent to a judge."""
+    hand_grades: Path | None = None  # a CSV of hand grades checked into OUT before the first judge
+    force: bool = False  # regrade everything (by default only what is new, changed, pending or a grader-error)
+    only: tuple[str, ...] | None = None  # regrade only these students, merged into the existing gradebook
+    roster: Path | None = None  # its students without a submission get a no-submission row
+    duplicates: str = "error"  # two submissions of one student: "error", or which one to keep (survey.py)
+    bar: bool = False  # a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission
+    collect: bool = False  # grade nothing new: let the runner wait for what it started earlier, then write the gradebook
+    # False: no dataset check and no preflight (`grade --no-preflight`), for the demo and the project's tests, which
+    # grade the untouched release (the notebook the preflight grades) and the reference (which reads the data)
+    check_release: bool = True

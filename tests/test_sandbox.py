@@ -770,7 +770,7 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, t
     # every grading that other test workers start meanwhile.
     copy = tmp_path / "dlcourse"
     shutil.copytree(PROJECT_ROOT / "dlcourse", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(sandbox_module, "grader_roots", lambda: {str(copy)})
+    monkeypatch.setattr(sandbox_module.file_access, "grader_roots", lambda: {str(copy)})
     assert sandbox_module.grader_files_writable_by_worker() == []
     canary = copy / "preflight_canary.txt"  # world-writable: any worker uid could change it
     canary.write_text("")
@@ -811,8 +811,8 @@ def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(mon
     from autograder.pipeline.preflight import check_isolation
     from autograder.options import GradeOptions
 
-    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
-    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
+    monkeypatch.setattr(sandbox_module.backends, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    monkeypatch.setattr(sandbox_module.backends, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
     with pytest.raises(SystemExit, match="--allow-weak-isolation"):
         check_isolation(GradeOptions(), progress=lambda message: None)
     with pytest.raises(sandbox_module.IsolationUnavailable):
@@ -825,8 +825,8 @@ def test_without_bubblewrap_grading_refuses_unless_weak_isolation_is_allowed(mon
 def test_weak_isolation_still_runs_and_says_so(tmp_path, monkeypatch):
     import autograder.sandbox as sandbox_module
 
-    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
-    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
+    monkeypatch.setattr(sandbox_module.backends, "bwrap_problem", lambda device="cpu": "bubblewrap is not installed")
+    monkeypatch.setattr(sandbox_module.backends, "uid_problem", lambda: "the grader is not root")  # nor the uid backend
     with Sandbox(CELLS, SandboxPolicy(allow_weak_isolation=True), tmp_path / "worker.log") as box:
         box.start(timeout=START_TIMEOUT)
         assert box.isolation.startswith("weak") and box.memory_cap.startswith("RLIMIT_AS")
@@ -852,14 +852,14 @@ def test_a_worker_that_cannot_start_is_the_graders_failure_with_its_log(tmp_path
 def test_auto_falls_back_to_the_uid_backend_and_forcing_takes_only_the_one_named(monkeypatch):
     import autograder.sandbox as sandbox_module
 
-    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": "bubblewrap could not start")
-    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: None)
+    monkeypatch.setattr(sandbox_module.backends, "bwrap_problem", lambda device="cpu": "bubblewrap could not start")
+    monkeypatch.setattr(sandbox_module.backends, "uid_problem", lambda: None)
     assert sandbox_module.choose_backend("auto") == ("uid", "bubblewrap cannot run here (bubblewrap could not start)")
     assert sandbox_module.choose_backend("bubblewrap") == (None, "bubblewrap could not start")
-    monkeypatch.setattr(sandbox_module, "bwrap_problem", lambda device="cpu": None)
+    monkeypatch.setattr(sandbox_module.backends, "bwrap_problem", lambda device="cpu": None)
     assert sandbox_module.choose_backend("auto") == ("bubblewrap", "")
     assert sandbox_module.choose_backend("uid") == ("uid", "")
-    monkeypatch.setattr(sandbox_module, "uid_problem", lambda: "the grader is not root")
+    monkeypatch.setattr(sandbox_module.backends, "uid_problem", lambda: "the grader is not root")
     assert sandbox_module.choose_backend("uid") == (None, "the grader is not root")
 
 

@@ -28,7 +28,7 @@ from itertools import chain
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT, list_assignments, load_assignment
-from autograder.options import GradeOptions
+from autograder.options import BatchOptions, GradeOptions
 
 WEAK = "weak isolation (demo only)"
 INSTALL_BUBBLEWRAP = ("sudo apt-get install bubblewrap   (Debian/Ubuntu; Fedora: sudo dnf install bubblewrap). "
@@ -201,8 +201,10 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
         build_samples(name, folder, only=samples[name], demo=demo)
         out = (out_root / name) if out_root else PROJECT_ROOT / "build" / "grades" / name
         # No preflight: the samples graded include the untouched release, the notebook it would grade.
-        gradebook = grade_folder(folder, name, out, options, hand_grades, progress=lambda m: clock.say(f"    {m}"),
-                                 check_release="untouched_release" not in samples[name])
+        gradebook = grade_folder(folder, name, out, options,
+                                 BatchOptions(hand_grades=hand_grades,
+                                              check_release="untouched_release" not in samples[name]),
+                                 progress=lambda m: clock.say(f"    {m}"))
         header = f"Gradebook of '{name}'" + (f" — {WEAK}" if backend is None else "")
         print(f"\n{header}:\n{format_table(gradebook)}\n{format_summary(gradebook)}\n{format_flags(gradebook)}",
               flush=True)

@@ -41,7 +41,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
-from autograder.options import GradeOptions
+from autograder.options import BatchOptions, GradeOptions
+from autograder.pipeline.grade import RunRequest
 from autograder.pipeline.gradebook import Gradebook
 from autograder.pipeline.results import Status, SubmissionResult
 from autograder.pipeline.store import ResultStore, StoredResult, atomic_write, grader_digest, submission_digest
@@ -153,19 +154,21 @@ def refuse_if_running(out: Path) -> None:
 class SlurmRunner:
     """grade_folder's runner for --slurm: submits the preflight and the array, waits, records tasks without a result."""
 
-    def __init__(self, slurm: SlurmOptions, hand_grades: Path | None = None, roster: Path | None = None,
-                 duplicates: str = "error"):
-        self.slurm, self.hand_grades, self.roster, self.duplicates = slurm, hand_grades, roster, duplicates
+    def __init__(self, slurm: SlurmOptions, array_job: str | None = None):
+        # array_job: `collect --array-job`, grade.sbatch resubmitted by hand (the same tasks, without a preflight job)
+        self.slurm, self.array_job = slurm, array_job
 
-    def __call__(self, todo: list, assignment: Assignment, submissions: Path, out: Path, options: GradeOptions,
-                 store: ResultStore, progress, bar: bool, collect: bool = False, array_job: str | None = None) -> None:
+    def __call__(self, request: RunRequest) -> None:
+        todo, assignment, out, store, progress = (request.todo, request.assignment, request.out, request.store,
+                                                  request.progress)
+        bar = request.batch.bar
         job_file = slurm_dir(out) / "job.json"
         job = json.loads(job_file.read_text()) if job_file.exists() else None
-        if collect:
+        if request.batch.collect:
             if job is None:
                 raise SystemExit(f"nothing was submitted to Slurm from {out} (no {job_file})")
-            if array_job:  # grade.sbatch resubmitted by hand: the same tasks, without a preflight job
-                job = dict(job, array=array_job, preflight=None)
+            if self.array_job:  # grade.sbatch resubmitted by hand: the same tasks, without a preflight job
+                job = dict(job, array=self.array_job, preflight=None)
                 (slurm_dir(out) / "preflight.failed").unlink(missing_ok=True)
                 atomic_write(job_file, json.dumps(job, indent=2))
             self.wait(job, assignment, out, store, progress, bar)
@@ -175,7 +178,7 @@ class SlurmRunner:
             progress(f"Nothing to grade on Slurm: every submission of '{assignment.name}' is already graded, unchanged, "
                      "by this grader (--force regrades them).")
             return
-        job = self.submit(todo, assignment, submissions, out, options, store)
+        job = self.submit(request)
         progress(f"Submitted {len(todo)} submission(s) of '{assignment.name}' as Slurm array job {job['array']} "
                  f"({len(job['tasks'])} task(s), after preflight job {job['preflight']}); scripts and logs in "
                  f"{slurm_dir(out)}")
@@ -184,26 +187,27 @@ class SlurmRunner:
             return
         self.wait(job, assignment, out, store, progress, bar)
 
-    def submit(self, todo: list, assignment: Assignment, submissions: Path, out: Path, options: GradeOptions,
-               store: ResultStore) -> dict:
+    def submit(self, request: RunRequest) -> dict:
+        todo, assignment, out, options, batch = (request.todo, request.assignment, request.out, request.options,
+                                                 request.batch)
         folder = slurm_dir(out)
         (folder / "logs").mkdir(parents=True, exist_ok=True)
         per = max(1, self.slurm.submissions_per_task)
         tasks = [[{"student_id": s.student_id, "path": str(s.path.resolve()), "sha256": s.sha256} for s in todo[i:i + per]]
                  for i in range(0, len(todo), per)]
         minutes = minutes_per_submission(assignment, options, self.slurm)
-        batch = {"assignment": assignment.name, "submissions": str(submissions.resolve()),
-                 "options": dataclasses.asdict(options), "slurm": dataclasses.asdict(self.slurm),
-                 "hand_grades": str(self.hand_grades.resolve()) if self.hand_grades else None,
-                 "roster": str(self.roster.resolve()) if self.roster else None, "duplicates": self.duplicates,
-                 "tasks": tasks}
-        atomic_write(folder / "batch.json", json.dumps(batch, indent=2))
+        written = {"assignment": assignment.name, "submissions": str(request.submissions.resolve()),
+                   "options": dataclasses.asdict(options), "slurm": dataclasses.asdict(self.slurm),
+                   "hand_grades": str(batch.hand_grades.resolve()) if batch.hand_grades else None,
+                   "roster": str(batch.roster.resolve()) if batch.roster else None, "duplicates": batch.duplicates,
+                   "tasks": tasks}
+        atomic_write(folder / "batch.json", json.dumps(written, indent=2))
         array = f"0-{len(tasks) - 1}" + (f"%{self.slurm.array_parallelism}" if self.slurm.array_parallelism else "")
         for what, limit, arr in (("preflight", minutes, None), ("grade", minutes * per, array)):
             (folder / f"{what}.sbatch").write_text(sbatch_script(out, assignment, options, self.slurm, limit, what, arr))
         (folder / "preflight.failed").unlink(missing_ok=True)
         # what the store held before: a result is this job's when it differs (no clock is compared across nodes)
-        before = {s.student_id: stored.graded_at if (stored := store.get(s.student_id)) else None for s in todo}
+        before = {s.student_id: stored.graded_at if (stored := request.store.get(s.student_id)) else None for s in todo}
         preflight = run_slurm(["sbatch", "--parsable", str(folder / "preflight.sbatch")]).strip().split(";")[0]
         try:
             array_job = run_slurm(["sbatch", "--parsable", f"--dependency=afterok:{preflight}",
@@ -301,16 +305,11 @@ def collect(out: Path, bar: bool = True, array_job: str | None = None) -> Gradeb
     if not path.exists():
         raise SystemExit(f"{out} holds no Slurm submission ({path} is missing): grade with --slurm first")
     batch = json.loads(path.read_text())
-    runner = SlurmRunner(SlurmOptions(**batch["slurm"]), *(Path(p) if p else None for p in (batch["hand_grades"],
-                                                                                           batch["roster"])),
-                         batch["duplicates"])
-
-    def collecting(todo, *args):
-        runner(todo, *args, collect=True, array_job=array_job)
-
+    hand_grades, roster = (Path(batch[key]) if batch[key] else None for key in ("hand_grades", "roster"))
     return grade_folder(Path(batch["submissions"]), batch["assignment"], out, GradeOptions.from_dict(batch["options"]),
-                        runner.hand_grades, roster=runner.roster, duplicates=runner.duplicates, bar=bar,
-                        runner=collecting, collect=True)
+                        BatchOptions(hand_grades=hand_grades, roster=roster, duplicates=batch["duplicates"], bar=bar,
+                                     collect=True),
+                        runner=SlurmRunner(SlurmOptions(**batch["slurm"]), array_job))
 
 
 # -- inside an array task, on a compute node --------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from autograder.kit.families import bar_title
 from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
-                                 greedy_row, layer_substitutes, layer_weights)
-from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
+                                 greedy_row, layer_substitutes, layer_weights, model_reference)
+from autograder.kit.reference import Feedback, assert_close, assert_shape, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.kit.stand_ins.transformer import with_reference_masks
@@ -101,16 +101,9 @@ def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict
                                  for _ in range(cfg["num_layers"])]),
         "output": nn.Linear(cfg["embed_dim"], cfg["vocab_size"]),
     })
-    for key in ("visual_projection", "embedding", "output"):
-        fill_parameters_(parts[key], seed=seed + len(key), scale=0.5)
-    weights = {f"{key}.{n}": p.detach().clone() for key in ("visual_projection", "embedding", "output")
-               for n, p in parts[key].named_parameters()}
-    substitutes = {}
-    for i, layer in enumerate(parts["layers"]):
-        substitutes[f"layers.{i}"] = stand_in("torch_caption_decoder_layer", embed_dim=cfg["embed_dim"],
-                                              num_heads=cfg["num_heads"], ff_dim=cfg["ff_dim"])
-        weights.update({f"layers.{i}.layer.{k}": v.detach().clone() for k, v in layer.state_dict().items()})
-    return parts.eval(), substitutes, weights
+    layer_kwargs = {"embed_dim": cfg["embed_dim"], "num_heads": cfg["num_heads"], "ff_dim": cfg["ff_dim"]}
+    return model_reference(parts, ("visual_projection", "embedding", "output"),
+                           {"layers": ("layers", "torch_caption_decoder_layer", layer_kwargs)}, seed, scale=0.5)
 
 
 @torch.no_grad()

@@ -20,10 +20,11 @@ from autograder.assignments import assignment_of
 from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
-                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens, padding_mask)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, reference_grads,
-                                  replayed_dropout, seeded_randn)
-from autograder.kit.requests import call, handle, module, stand_in
+                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
+                                 model_reference, padding_mask)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
+                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
+from autograder.kit.requests import call, handle, module
 from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
@@ -67,12 +68,8 @@ class TestFeedForward:
         """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
         ref = TorchFeedForward(12, 20)
         fill_parameters_(ref.linear1, seed=1), fill_parameters_(ref.linear2, seed=2)
-        x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
-        result = student.run(call("FeedForward", d_model=12, d_ff=20), (x,), weights=ref.state_dict(), grad_output=g,
-                             what="FeedForward(12, 20)")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.output, ref(x).detach(), "FeedForward output")
-        assert_close(result.input_grads[0], x_grad, "FeedForward gradient with respect to the input")
+        check_output_and_input_grad(student, call("FeedForward", d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
+                                    seeded_randn(2, 5, 12, seed=4), what="FeedForward(12, 20)", label="FeedForward")
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
@@ -186,16 +183,10 @@ def reference_transformer(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, di
                                   for _ in range(cfg["num_decoder_layers"])]),
         "generator": nn.Linear(cfg["d_model"], cfg["tgt_vocab_size"]),
     })
-    for key in ("src_embed", "tgt_embed", "generator"):
-        fill_parameters_(parts[key], seed=seed + len(key), scale=0.3)
     layer_kwargs = {"d_model": cfg["d_model"], "num_heads": cfg["num_heads"], "d_ff": cfg["d_ff"]}
-    substitutes, weights = {}, {"src_embed.weight": parts["src_embed"].weight, "tgt_embed.weight": parts["tgt_embed"].weight,
-                                "generator.weight": parts["generator"].weight, "generator.bias": parts["generator"].bias}
-    for kind, ours in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
-        for i, layer in enumerate(parts[kind]):
-            substitutes[f"{ours}.{i}"] = stand_in(f"torch_{kind}_layer", **layer_kwargs)
-            weights.update({f"{ours}.{i}.layer.{k}": v for k, v in layer.state_dict().items()})
-    return parts.eval(), substitutes, weights
+    return model_reference(parts, ("src_embed", "tgt_embed", "generator"),
+                           {kind: (f"{kind}_layers", f"torch_{kind}_layer", layer_kwargs) for kind in ("encoder", "decoder")},
+                           seed, scale=0.3)
 
 
 @torch.no_grad()

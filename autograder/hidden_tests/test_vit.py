@@ -16,8 +16,8 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
 from autograder.kit.families import bar_title
-from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
-                                  reference_grads, replayed_dropout, seeded_randn)
+from autograder.kit.reference import (assert_close, assert_shape, check_dropout, check_output_and_input_grad, expect_grads,
+                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, stand_in
 from autograder.kit.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
 from autograder.kit.scoring import graded_accuracy
@@ -141,12 +141,8 @@ class TestMLP:
         """MLP equals fc2(GELU(fc1(x))), values and gradients"""
         ref = TorchMLP(12, 20)
         fill_parameters_(ref.fc1, seed=1), fill_parameters_(ref.fc2, seed=2)
-        x, g = seeded_randn(2, 5, 12, seed=3), seeded_randn(2, 5, 12, seed=4)
-        result = student.run(call("MLP", dim=12, hidden_dim=20), (x,), weights=ref.state_dict(), grad_output=g,
-                             what="MLP(12, 20)")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.output, ref(x).detach(), "MLP output")
-        assert_close(result.input_grads[0], x_grad, "MLP gradient with respect to the input")
+        check_output_and_input_grad(student, call("MLP", dim=12, hidden_dim=20), ref, seeded_randn(2, 5, 12, seed=3),
+                                    seeded_randn(2, 5, 12, seed=4), what="MLP(12, 20)", label="MLP")
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):

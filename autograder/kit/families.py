@@ -373,6 +373,24 @@ def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions) -> dict:
     return subs
 
 
+def model_reference(parts: nn.ModuleDict, plain: tuple[str, ...], stacks: dict[str, tuple[str, str, dict]], seed: int,
+                    scale: float) -> tuple[nn.ModuleDict, dict, dict]:
+    """(reference parts, substitutes, weights under the student's names) for a whole model's test (the transformer's
+    Transformer, the captioning model): the `plain` parts (embeddings, projections) are seeded here (seed + the
+    length of their name) and given under their own names; each layer of the stack `parts[kind]` is a stand-in,
+    stacks[kind] = (the student's list of layers, the stand-in, its arguments), its torch layer's weights under
+    `<list>.<i>.layer.`."""
+    for key in plain:
+        fill_parameters_(parts[key], seed=seed + len(key), scale=scale)
+    weights = {f"{key}.{n}": p.detach().clone() for key in plain for n, p in parts[key].named_parameters()}
+    substitutes = {}
+    for kind, (ours, stand_in_name, kwargs) in stacks.items():
+        for i, layer in enumerate(parts[kind]):
+            substitutes[f"{ours}.{i}"] = stand_in(stand_in_name, **kwargs)
+            weights.update({f"{ours}.{i}.layer.{k}": v.detach().clone() for k, v in layer.state_dict().items()})
+    return parts.eval(), substitutes, weights
+
+
 @dataclasses.dataclass(frozen=True)
 class DecoderLayerNames:
     width: str  # d_model or embed_dim

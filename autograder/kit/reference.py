@@ -35,6 +35,16 @@ def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tenso
     return x.grad, {n: p.grad for n, p in module.named_parameters()}
 
 
+def check_output_and_input_grad(student, request, ref: nn.Module, x: torch.Tensor, grad_output: torch.Tensor,
+                                what: str, label: str) -> None:
+    """The student's module built by `request` with `ref`'s weights gives `ref`'s output at `x` and its gradient with
+    respect to `x` for `grad_output` (a block such as the transformer's FeedForward or the ViT's MLP)."""
+    result = student.run(request, (x,), weights=ref.state_dict(), grad_output=grad_output, what=what)
+    x_grad, _ = reference_grads(ref, x, grad_output)
+    assert_close(result.output, ref(x).detach(), f"{label} output")
+    assert_close(result.input_grads[0], x_grad, f"{label} gradient with respect to the input")
+
+
 def expect_grads(grads: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
                  names: Mapping[str, str] | Iterable[str] | None = None, atol: float = 1e-5) -> None:
     """The student's parameter gradients `grads` ({name: gradient}, as the worker returned them) equal the

@@ -26,13 +26,16 @@ import dataclasses
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
 from autograder.assignments import Assignment, load_assignment
-from autograder.options import GradeOptions
+from autograder.options import BatchOptions, GradeOptions
 from autograder.pipeline.gradebook import Gradebook
 from autograder.pipeline.judges import Interrupted, Judges, judge, kill_leftovers
 from autograder.pipeline.preflight import check_datasets, check_isolation, preflight
@@ -234,22 +237,39 @@ def interrupted(todo: list[Submission], store: ResultStore, out: Path, force: bo
                       "(and anything new or changed).")
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """What a runner that grades elsewhere is handed: the submissions to grade (`todo`: new, changed or failed; none
+    with batch.collect) and where their results go (`store`, in OUT)."""
+    todo: list[Submission]
+    assignment: Assignment
+    submissions: Path
+    out: Path
+    options: GradeOptions
+    store: ResultStore
+    batch: BatchOptions
+    progress: Callable[[str], None]
+
+
+class Runner(Protocol):
+    """Grades a batch elsewhere instead of on local judges (autograder/deploy/slurm.py: SlurmRunner), storing each
+    result in request.store; the preflight and the isolation checks are its own, on the machines that grade."""
+
+    def __call__(self, request: RunRequest) -> None: ...
+
+
 def grade_folder(submissions: Path, assignment_name: str, out: Path, options: GradeOptions,
-                 hand_grades: Path | None = None, progress=print, force: bool = False,
-                 only: list[str] | None = None, roster: Path | None = None, duplicates: str = "error",
-                 bar: bool = False, runner=None, collect: bool = False, check_release: bool = True) -> Gradebook:
-    """Grade what is new or changed in `submissions` (everything with `force`; only the students `only` names,
-    regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of every
-    stored result, also when SIGINT/SIGTERM stops the batch. With a `roster`, its students without a submission get a
-    `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and kept in the gradebook.
-    `bar`: a progress bar (n/N, elapsed, time left, count per status) instead of a line per submission.
-    `runner`: grade elsewhere instead of here (autograder/deploy/slurm.py's SlurmRunner, called with what to grade); the
-    preflight and the isolation checks are then its own, on the machines that grade. `collect`: grade nothing new,
-    only let the runner wait for what it started earlier, then write the gradebook. `check_release=False` skips the
-    dataset check and the preflight (`grade --no-preflight`): for the demo and the project's tests, which grade the
-    untouched release (the notebook the preflight grades) and the reference (which reads the data) as samples."""
+                 batch: BatchOptions = BatchOptions(), progress: Callable[[str], None] = print,
+                 runner: Runner | None = None) -> Gradebook:
+    """Grade what is new or changed in `submissions` (everything with batch.force; only the students batch.only
+    names, regraded, with it), keep each result in OUT/results/ as soon as its judge ends, and write the gradebook of
+    every stored result, also when SIGINT/SIGTERM stops the batch. With batch.roster, its students without a
+    submission get a `no-submission` row. Every folder entry that is not graded is listed as a warning, printed and
+    kept in the gradebook. `runner`: grade elsewhere instead of here (a Runner: autograder/deploy/slurm.py's
+    SlurmRunner). The batch's other choices: BatchOptions (autograder/options.py)."""
     assignment = load_assignment(assignment_name)
-    subs, warnings, roster_ids = survey_batch(submissions, duplicates, roster, only, progress)
+    only = list(batch.only) if batch.only is not None else None
+    subs, warnings, roster_ids = survey_batch(submissions, batch.duplicates, batch.roster, only, progress)
     out = out.resolve()  # judges run in PROJECT_ROOT, and leftovers are found by this path in their command line
     out.mkdir(parents=True, exist_ok=True)
     if runner is None:
@@ -258,13 +278,13 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     store = ResultStore(out, assignment.name)
     store.lock()
     # hand grades are checked before the first judge, not after the last
-    hand, graded_answers = batch_hand_grades(hand_grades, assignment, subs, roster_ids, store, out, progress)
+    hand, graded_answers = batch_hand_grades(batch.hand_grades, assignment, subs, roster_ids, store, out, progress)
     options = dataclasses.replace(options, hide=(str(submissions.resolve()), str(out.resolve())))
     if runner is not None:  # the judges run elsewhere (a Slurm array): no local leftovers to kill, no signal handlers
         try:
             grader = grader_digest(assignment)
-            todo = [] if collect else choose(subs, store, grader, force, only)
-            runner(todo, assignment, submissions, out, options, store, progress, bar)
+            todo = [] if batch.collect else choose(subs, store, grader, batch.force, only)
+            runner(RunRequest(todo, assignment, submissions, out, options, store, batch, progress))
         finally:
             gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, graded_answers, warnings,
                                         out)
@@ -283,16 +303,16 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
     todo = []
     try:
         grader = grader_digest(assignment)
-        todo = choose(subs, store, grader, force, only)
+        todo = choose(subs, store, grader, batch.force, only)
         if todo:
             judges.warm(len(todo))  # the judge servers import while the first of them runs the preflight
-            if check_release:  # (the demo and the project's tests grade the release and the data among their samples)
+            if batch.check_release:  # (the demo and the project's tests grade the release and the data among their samples)
                 check_datasets(assignment, progress)
                 preflight(assignment, out, options, judges, progress)
         progress(f"Grading {len(todo)} submission(s) of '{assignment.name}' with {options.workers} worker(s)"
                  + (f"; {len(subs) - len(todo)} already graded, unchanged, by this grader (--force regrades them)"
                     if only is None and len(todo) < len(subs) else "") + "...")
-        grade_each(todo, assignment, out, options, store, grader, judges, progress, bar)
+        grade_each(todo, assignment, out, options, store, grader, judges, progress, batch.bar)
     finally:
         judges.close()
         for s, handler in handlers.items():
@@ -300,5 +320,5 @@ def grade_folder(submissions: Path, assignment_name: str, out: Path, options: Gr
         gradebook = write_gradebook(assignment, store, subs, submissions, roster_ids, hand, graded_answers, warnings,
                                     out)
     if judges.stopping.is_set():
-        raise interrupted(todo, store, out, force, only)
+        raise interrupted(todo, store, out, batch.force, only)
     return gradebook

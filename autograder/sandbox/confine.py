@@ -7,7 +7,7 @@ the uid backend asks for them; each one the host refuses is left out), drops to 
 uid/gid with no supplementary groups, and execs PROGRAM with DLCOURSE_WORKER_NAMESPACES naming the namespaces it
 did enter (comma-separated, empty for none). PROGRAM is bubblewrap, which builds the worker's view of the machine
 (the bubblewrap backend: started by an outer bubblewrap that only adds a staging tmpfs, see
-autograder/sandbox/__init__.py: _sandbox_command), or the worker's interpreter itself (the uid backend, for hosts
+autograder/sandbox/backends.py: sandbox_command), or the worker's interpreter itself (the uid backend, for hosts
 where no user namespace can be made: see `uid_command` there).
 
 Standard library only and nothing imported after the uid changes: the interpreter's own files may no
