@@ -26,6 +26,7 @@ sees no part of OUT (see docs/instructors.md, "At scale").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -301,16 +302,11 @@ def collect(out: Path, bar: bool = True, array_job: str | None = None) -> Gradeb
     if not path.exists():
         raise SystemExit(f"{out} holds no Slurm submission ({path} is missing): grade with --slurm first")
     batch = json.loads(path.read_text())
-    runner = SlurmRunner(SlurmOptions(**batch["slurm"]), *(Path(p) if p else None for p in (batch["hand_grades"],
-                                                                                           batch["roster"])),
-                         batch["duplicates"])
-
-    def collecting(todo, *args):
-        runner(todo, *args, collect=True, array_job=array_job)
-
+    hand_grades, roster = (Path(p) if p else None for p in (batch["hand_grades"], batch["roster"]))
+    runner = SlurmRunner(SlurmOptions(**batch["slurm"]), hand_grades, roster, batch["duplicates"])
     return grade_folder(Path(batch["submissions"]), batch["assignment"], out, GradeOptions.from_dict(batch["options"]),
                         runner.hand_grades, roster=runner.roster, duplicates=runner.duplicates, bar=bar,
-                        runner=collecting, collect=True)
+                        runner=functools.partial(runner, collect=True, array_job=array_job), collect=True)
 
 
 # -- inside an array task, on a compute node --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
                                  greedy_row, layer_substitutes, layer_weights)
-from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, seeded_randn
+from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, grad_of, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.kit.stand_ins.transformer import with_reference_masks
@@ -106,7 +106,7 @@ def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict
     weights = {f"{key}.{n}": p.detach().clone() for key in ("visual_projection", "embedding", "output")
                for n, p in parts[key].named_parameters()}
     substitutes = {}
-    for i, layer in enumerate(parts["layers"]):
+    for i, layer in enumerate(parts["layers"].children()):
         substitutes[f"layers.{i}"] = stand_in("torch_caption_decoder_layer", embed_dim=cfg["embed_dim"],
                                               num_heads=cfg["num_heads"], ff_dim=cfg["ff_dim"])
         weights.update({f"layers.{i}.layer.{k}": v.detach().clone() for k, v in layer.state_dict().items()})
@@ -118,7 +118,7 @@ def reference_scores(parts: nn.ModuleDict, cfg: dict, features: torch.Tensor, ca
     T = captions.shape[1]
     memory = parts["visual_projection"](features)
     x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["embed_dim"]).float()
-    for layer in parts["layers"]:
+    for layer in parts["layers"].children():
         x = layer(x, memory, tgt_mask=~causal(T))
     return parts["output"](x)
 
@@ -191,8 +191,9 @@ def lookup_table(seed: int, rows: int, vocab: int = 13) -> torch.Tensor:
 
 def reference_sample(table: torch.Tensor, max_length: int) -> list[list[int]]:
     """Greedy sampling from the table, one caption at a time: the words after <START>, up to and including <END>."""
-    return [greedy_row(START, END, max_length + 1, lambda words, i=i: int(table[i, words[-1]]))[1:]
-            for i in range(len(table))]
+    def row(i: int) -> list[int]:
+        return greedy_row(START, END, max_length + 1, lambda words: int(table[i, words[-1]]))[1:]
+    return [row(i) for i in range(len(table))]
 
 
 CAPTION_WORDS = DecodingWords(row="caption", tokens="words", length="max_length", end="<END>", pad_name="<NULL>",
@@ -291,7 +292,7 @@ class TestLoss:
         grads = result.input_grads
         if not grads or grads[0] is None:
             raise Feedback("no gradient reached the scores")
-        assert_close(grads[0], reference.grad.float(), "gradient with respect to the scores", atol=1e-6)
+        assert_close(grads[0], grad_of(reference).float(), "gradient with respect to the scores", atol=1e-6)
 
 
 def course_captioner(student, saved_name: str):

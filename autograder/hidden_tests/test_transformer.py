@@ -192,7 +192,7 @@ def reference_transformer(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, di
     substitutes, weights = {}, {"src_embed.weight": parts["src_embed"].weight, "tgt_embed.weight": parts["tgt_embed"].weight,
                                 "generator.weight": parts["generator"].weight, "generator.bias": parts["generator"].bias}
     for kind, ours in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
-        for i, layer in enumerate(parts[kind]):
+        for i, layer in enumerate(parts[kind].children()):
             substitutes[f"{ours}.{i}"] = stand_in(f"torch_{kind}_layer", **layer_kwargs)
             weights.update({f"{ours}.{i}.layer.{k}": v for k, v in layer.state_dict().items()})
     return parts.eval(), substitutes, weights
@@ -203,10 +203,10 @@ def reference_logits(parts: nn.ModuleDict, cfg: dict, src: torch.Tensor, tgt: to
     d = cfg["d_model"]
     pe = sinusoidal_reference(max(src.shape[1], tgt.shape[1]), d).float()
     x = parts["src_embed"](src) * math.sqrt(d) + pe[:src.shape[1]]
-    for layer in parts["encoder"]:
+    for layer in parts["encoder"].children():
         x = layer(x, src_key_padding_mask=src == PAD_ID)
     y = parts["tgt_embed"](tgt) * math.sqrt(d) + pe[:tgt.shape[1]]
-    for layer in parts["decoder"]:
+    for layer in parts["decoder"].children():
         y = layer(y, x, tgt_mask=~causal(tgt.shape[1]), memory_key_padding_mask=src == PAD_ID)
     return parts["generator"](y)
 

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -255,7 +256,7 @@ def _reachable_by_others(path: str) -> bool:
     return bool(info.st_mode & (0o001 if stat.S_ISDIR(info.st_mode) else 0o006))
 
 
-def worker_private_paths(extra: list[Path] = ()) -> list[Path]:
+def worker_private_paths(extra: Sequence[Path] = ()) -> list[Path]:
     """What the uid backend's worker must not reach, since it sees the host's filesystem: every entry of the checkout
     but the course package, autograder/ and the virtualenv (source/ with the solutions, .git, build/ with reference
     weights and grades, data/, release/, ...), every entry of autograder/ but sandbox/ (the hidden tests, the
@@ -274,7 +275,7 @@ def worker_private_paths(extra: list[Path] = ()) -> list[Path]:
     return paths + [Path(p) for p in extra]
 
 
-def make_private(paths: list[Path], own: list[Path] = ()) -> list[str]:
+def make_private(paths: list[Path], own: Sequence[Path] = ()) -> list[str]:
     """Make each path of `paths` unreachable by the uid backend's worker; the problems left, one line each naming the
     path and the fix. A path is fixed (chmod o-rwx, never through a symbolic link) where it lies in the checkout or
     under a folder of `own` (the grader's output); elsewhere (a dataset mirror, the instructor's submissions) it is
@@ -405,8 +406,8 @@ class Sandbox:
         self.process: subprocess.Popen | None = None
         self.limits: WorkerLimits | None = None
         self.seccomp = "not started"
-        self._workdir = None
-        self._log_thread = None
+        self._workdir: str | None = None
+        self._log_thread: _TruncatingLog | None = None
         self.namespaces: list[str] = []
         self.backend, problem = choose_backend(policy.backend, policy.device)
         if self.backend is None and not policy.allow_weak_isolation:
@@ -445,6 +446,7 @@ class Sandbox:
         workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
         uid_backend = self.backend == "uid"
         if uid_backend:  # the worker's private writable folder (mode 700): its cwd, HOME and TMPDIR
+            assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
             os.chown(workdir, self.uid, self.uid)
         if PROJECT_ROOT in Path(workdir).resolve().parents:
             raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
@@ -475,6 +477,7 @@ class Sandbox:
             if name in os.environ:
                 env[name] = os.environ[name]
         if uid_backend:
+            assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
             command = uid_command(worker, self.uid, self.limits.procs_files)
         elif self.strong:
             command = _sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
@@ -486,8 +489,8 @@ class Sandbox:
                                         cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
         for fd in (request_r, response_w, output_w):
             os.close(fd)
-        self._log_thread = _TruncatingLog(output_r, self.log_path)
-        self._log_thread.start()
+        self._log_thread = log_thread = _TruncatingLog(output_r, self.log_path)
+        log_thread.start()
         os.set_blocking(request_w, False)
         self._request_fd, self._response_fd = request_w, response_r
         self._workdir = workdir
