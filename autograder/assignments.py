@@ -16,6 +16,7 @@ import ast
 import functools
 import importlib.util
 import json
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,15 +82,22 @@ def load_assignment(name: str) -> Assignment:
     if not spec_file.exists():
         known = ", ".join(list_assignments()) or "none"
         raise SystemExit(f"unknown assignment {name!r} (no {spec_file.relative_to(PROJECT_ROOT)}); known: {known}")
-    module_spec = importlib.util.spec_from_file_location(f"_assignment_spec_{name}", spec_file)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    spec = getattr(module, "SPEC", None)
+    spec = getattr(load_module_file(f"_assignment_spec_{name}", spec_file), "SPEC", None)
     if not isinstance(spec, AssignmentSpec):
         raise SpecError(f"{spec_file.relative_to(PROJECT_ROOT)} must define SPEC = AssignmentSpec(...)")
     assignment = Assignment(name, spec)
     _check(assignment)
     return assignment
+
+
+def load_module_file(module_name: str, path: Path) -> types.ModuleType:
+    """The Python file `path` run as a module named `module_name` (a spec.py, a samples.py)."""
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"{path} cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
 
 
 def assignment_of(hidden_test_file: str) -> Assignment:
@@ -103,7 +111,7 @@ def _check(assignment: Assignment) -> None:
     problems = []
     notebook = assignment.source_dir / assignment.notebook
     if not notebook.exists() and (assignment.source_dir / FINGERPRINTS_FILE).exists():
-        cells = set()  # the Gradescope zip: no source notebook, its fingerprints instead (autograder/deploy/gradescope.py)
+        cells: set[str | None] = set()  # the Gradescope zip: no source notebook, its fingerprints instead (autograder/deploy/gradescope.py)
     elif not notebook.exists():
         problems.append(f"the notebook {notebook.relative_to(PROJECT_ROOT)} does not exist (it must be named <folder>.ipynb)")
         cells = set()
@@ -135,7 +143,7 @@ def _hidden_tests(path: Path) -> dict[str, set[str]]:
             continue
         for fn in cls.body:
             if isinstance(fn, ast.FunctionDef) and fn.name.startswith("test_"):
-                tests[f"{cls.name}::{fn.name}"] = {_mark_name(d) for d in fn.decorator_list} - {None}
+                tests[f"{cls.name}::{fn.name}"] = {m for d in fn.decorator_list if (m := _mark_name(d)) is not None}
     return tests
 
 

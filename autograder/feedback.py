@@ -30,7 +30,7 @@ def sanitise(message: str, hidden: Fingerprints = NO_FINGERPRINTS, student: bool
     for a student's excerpt and MESSAGE_CHARS for a whole message."""
     limit = EXCERPT_CHARS if student else MESSAGE_CHARS
     text = _CONTROL.sub("", _ESCAPES.sub("", str(message)[:4 * limit].replace("\r\n", "\n").replace("\t", "    ")))
-    lines = []
+    lines: list[str] = []
     for line in text.split("\n"):
         stripped = line.strip()
         leaks = len(stripped) >= MIN_HIDDEN_LINE and (hidden.holds_line(line) or (student and hidden.is_piece(stripped)))

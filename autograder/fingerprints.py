@@ -21,6 +21,7 @@ import io
 import json
 import os
 import tokenize
+from collections.abc import Collection
 from pathlib import Path
 
 MIN_HIDDEN_LINE = 20  # shorter lines ("return x", "def forward(self, x):") are common to everyone's code
@@ -76,7 +77,7 @@ class Fingerprints:
         return hash((self.key, self.lines, self.pieces, self.own))
 
     @classmethod
-    def of_lines(cls, hidden: list[str], public: set[str] = frozenset(), key: bytes | None = None) -> "Fingerprints":
+    def of_lines(cls, hidden: list[str], public: Collection[str] = frozenset(), key: bytes | None = None) -> "Fingerprints":
         """The fingerprints of the stripped `hidden` lines that are not `public`."""
         key = os.urandom(16) if key is None else key
         secret = {line for line in hidden if len(line) >= MIN_HIDDEN_LINE and line not in public}

@@ -103,7 +103,9 @@ def extract_graded_code(release_nb: dict, student_nb: dict, run_ids: list[str]) 
     """The cells to run. A student's cell whose grade_id is not a string is ignored, and a grade_id used by more than
     one code cell runs the first; both are reported as problems (the student's feedback, the gradebook)."""
     template = {grade_id(c): c for c in release_nb["cells"] if grade_id(c)}
-    student, copies, problems = {}, {}, []
+    student: dict[str, dict] = {}
+    copies: dict[str, int] = {}
+    problems: list[str] = []
     for number, cell in enumerate(student_nb.get("cells", []), 1):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
@@ -192,6 +194,12 @@ def _tampering(dotted: str) -> list[str]:
     return [t for t in TAMPER_NAMES if dotted == t or dotted.startswith(t + ".") or dotted.endswith("." + t)]
 
 
+def _joined(separator: str, parts: list[str | None]) -> str | None:
+    """`separator`.join(parts), or None when a part could not be resolved."""
+    known = [p for p in parts if p is not None]
+    return separator.join(known) if len(known) == len(parts) else None
+
+
 def resolve_string(node: ast.AST) -> str | None:
     """The value of a string expression built only from constants: "a" + "b", f"{'a'}b", "".join(["a", "b"]),
     str methods without arguments' side effects; None when it depends on anything else."""
@@ -201,14 +209,12 @@ def resolve_string(node: ast.AST) -> str | None:
         left, right = resolve_string(node.left), resolve_string(node.right)
         return left + right if left is not None and right is not None else None
     if isinstance(node, ast.JoinedStr):
-        parts = [resolve_string(v.value if isinstance(v, ast.FormattedValue) else v) for v in node.values]
-        return "".join(parts) if None not in parts else None
+        return _joined("", [resolve_string(v.value if isinstance(v, ast.FormattedValue) else v) for v in node.values])
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not node.keywords:
         owner = resolve_string(node.func.value)
         if node.func.attr == "join" and owner is not None and len(node.args) == 1 and \
                 isinstance(node.args[0], (ast.List, ast.Tuple)):
-            parts = [resolve_string(e) for e in node.args[0].elts]
-            return owner.join(parts) if None not in parts else None
+            return _joined(owner, [resolve_string(e) for e in node.args[0].elts])
         if node.func.attr in ("lower", "upper", "strip") and owner is not None and not node.args:
             return getattr(owner, node.func.attr)()
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2:

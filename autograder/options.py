@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,8 @@ class GradeOptions:
     @classmethod
     def from_dict(cls, values: dict) -> "GradeOptions":
         """The options `dataclasses.asdict` gave, back from JSON (which has no tuples: those fields come back as lists)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Public sanity checks that students run inside the notebooks (CS231n style)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -31,8 +31,11 @@ def seeded_randn(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+_ModuleT = TypeVar("_ModuleT", bound=torch.nn.Module)
+
+
 @torch.no_grad()
-def fill_parameters_(module: torch.nn.Module, seed: int = 0, scale: float = 0.5) -> torch.nn.Module:
+def fill_parameters_(module: _ModuleT, seed: int = 0, scale: float = 0.5) -> _ModuleT:
     """Overwrite every parameter of `module` with seeded normal values times `scale`, in
     `named_parameters()` order, so a public check gives the same numbers everywhere."""
     generator = torch.Generator().manual_seed(seed)

@@ -17,6 +17,7 @@ import json
 import re
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from autograder.assignments import PROJECT_ROOT, Assignment
 from autograder.notebook import grade_id, read_notebook
@@ -120,7 +121,7 @@ def wheel_name(version: str) -> str:
 
 
 def _cell(kind: str, name: str, source: str, *, locked: bool) -> dict:
-    cell = {"cell_type": kind, "id": name, "metadata": {}, "source": source.splitlines(keepends=True)}
+    cell: dict[str, Any] = {"cell_type": kind, "id": name, "metadata": {}, "source": source.splitlines(keepends=True)}
     if locked:
         cell["metadata"]["nbgrader"] = {"grade": False, "grade_id": name, "locked": True, "schema_version": 3,
                                         "solution": False, "task": False}

@@ -48,7 +48,7 @@ def demo_samples(name: str, all_samples: bool = False) -> list[str]:
     names = [s.name for s in samples_for(name)]
     if all_samples:
         return names
-    chosen = [n for n in ("reference", "untouched_release") if n in names]
+    chosen: list[str] = [n for n in ("reference", "untouched_release") if n in names]
     for prefix in ("bug_", "hostile_"):
         chosen += [n for n in names if n.startswith(prefix)][:1]
     return chosen
@@ -97,7 +97,8 @@ class Trainings:
     with one torch thread each, longest first; `as_they_end()` yields each as it ends."""
 
     def __init__(self, names: list[str], demo: bool, clock: Clock, logs: Path):
-        self.clock, self.logs, self.demo, self.failed = clock, logs, demo, set()
+        self.clock, self.logs, self.demo = clock, logs, demo
+        self.failed: set[str] = set()
         self.order = sorted(names, key=lambda n: -load_assignment(n).spec.demo_train_s)
         self.ended = 0
         logs.mkdir(parents=True, exist_ok=True)
@@ -222,8 +223,8 @@ def run_demo(options: GradeOptions, names: list[str] | None = None, out_root: Pa
     clock.say(f"Done: {count} submissions of {len(names)} assignment(s) graded" + (f", {WEAK}" if backend is None else "")
               + (f"; training FAILED for {', '.join(failed)}" if failed else ""))
     if written:  # the last line: how a TA goes on (docs/instructors.md, "Hand grading in the browser")
-        python = Path(sys.executable)
-        python = python.relative_to(PROJECT_ROOT) if python.is_relative_to(PROJECT_ROOT) else "python"
+        executable = Path(sys.executable)
+        python = executable.relative_to(PROJECT_ROOT) if executable.is_relative_to(PROJECT_ROOT) else "python"
         print(f"Grade the written answers in the browser: {python} -m autograder hand-grade {written[0]}"
               + (f" (likewise {', '.join(map(str, written[1:]))})" if written[1:] else ""), flush=True)
     return 1 if failed else 0

@@ -38,6 +38,7 @@ import time
 import traceback
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
 from autograder.pipeline.gradebook import Gradebook, RowTest
@@ -227,12 +228,13 @@ def to_results(gradebook: Gradebook, visibility: str, seconds: float) -> dict:
     it counts neither as a zero nor as full marks."""
     row = gradebook.rows[0]
     groups = gradebook.groups
-    tests, count = [], dict.fromkeys(groups, 0)
+    tests: list[dict[str, Any]] = []
+    count = dict.fromkeys(groups, 0)
     for info in gradebook.tests:
         result = row.tests[info.id]
         count[info.group] += 1
         param = info.id.partition("[")[2].rstrip("]")
-        entry = {"name": f"{info.group}: {info.title}" + (f" [{param}]" if param else ""),
+        entry: dict[str, Any] = {"name": f"{info.group}: {info.title}" + (f" [{param}]" if param else ""),
                  "number": f"{groups.index(info.group) + 1}.{count[info.group]}",
                  "output": output_of(result), "visibility": visibility}
         if not result.judged:

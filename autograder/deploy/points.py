@@ -101,7 +101,8 @@ def format_bar(name: str, threshold: Threshold) -> str:
 def points_rows(assignment: Assignment, tests: list[HiddenTest]) -> list[Row]:
     """One row per test group (its threshold tests apart, one row each with the bar), then the hand-graded cells."""
     thresholds = {t.test: (name, t) for name, t in assignment.spec.thresholds.items()}
-    rows, groups = [], {}  # groups: points of each group's tests other than thresholds
+    rows: list[Row] = []
+    groups: dict[str, float] = {}  # points of each group's tests other than thresholds
     for test in tests:
         base_id = test.id.split("[", 1)[0]
         if base_id in thresholds:

@@ -22,7 +22,7 @@ from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
                                  greedy_row, layer_substitutes, layer_weights, model_reference)
-from autograder.kit.reference import Feedback, assert_close, assert_shape, seeded_randn
+from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, grad_of, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.kit.stand_ins.transformer import with_reference_masks
@@ -111,7 +111,7 @@ def reference_scores(parts: nn.ModuleDict, cfg: dict, features: torch.Tensor, ca
     T = captions.shape[1]
     memory = parts["visual_projection"](features)
     x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["embed_dim"]).float()
-    for layer in parts["layers"]:
+    for layer in parts["layers"].children():
         x = layer(x, memory, tgt_mask=~causal(T))
     return parts["output"](x)
 
@@ -184,8 +184,9 @@ def lookup_table(seed: int, rows: int, vocab: int = 13) -> torch.Tensor:
 
 def reference_sample(table: torch.Tensor, max_length: int) -> list[list[int]]:
     """Greedy sampling from the table, one caption at a time: the words after <START>, up to and including <END>."""
-    return [greedy_row(START, END, max_length + 1, lambda words, i=i: int(table[i, words[-1]]))[1:]
-            for i in range(len(table))]
+    def row(i: int) -> list[int]:
+        return greedy_row(START, END, max_length + 1, lambda words: int(table[i, words[-1]]))[1:]
+    return [row(i) for i in range(len(table))]
 
 
 CAPTION_WORDS = DecodingWords(row="caption", tokens="words", length="max_length", end="<END>", pad_name="<NULL>",
@@ -284,7 +285,7 @@ class TestLoss:
         grads = result.input_grads
         if not grads or grads[0] is None:
             raise Feedback("no gradient reached the scores")
-        assert_close(grads[0], reference.grad.float(), "gradient with respect to the scores", atol=1e-6)
+        assert_close(grads[0], grad_of(reference).float(), "gradient with respect to the scores", atol=1e-6)
 
 
 def course_captioner(student, saved_name: str):

@@ -193,6 +193,7 @@ def residual_case(cin: int, cout: int, stride: int, seed: int, zero_convs: bool 
     with torch.no_grad():
         for module in ref.modules():
             if isinstance(module, nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None  # (track_running_stats)
                 module.running_mean.copy_(0.3 * torch.randn(cout, generator=generator))
                 module.running_var.copy_(0.5 + torch.rand(cout, generator=generator))
                 module.weight.add_(1.0)
@@ -200,6 +201,7 @@ def residual_case(cin: int, cout: int, stride: int, seed: int, zero_convs: bool 
             ref.conv1.weight.zero_()
             ref.conv2.weight.zero_()
             ref.bn2.bias.zero_()
+            assert ref.bn2.running_mean is not None  # (track_running_stats)
             ref.bn2.running_mean.zero_()
     ref.eval()
     return ref, dict(ref.state_dict()), call("ResidualBlock", in_channels=cin, out_channels=cout, stride=stride)

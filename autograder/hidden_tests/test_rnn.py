@@ -10,6 +10,8 @@ reference under the same replayed masks (stand_ins/dropout.py): the notebook sta
 tokenizer and weights on the IMDB test split, wherever the grader runs (autograder/kit/imdb_grading.py: the sequential
 rule on a secret sample); CI's check of the same path on briefly trained weights is tests/test_rnn_training.py.
 """
+from typing import Any
+
 import pytest
 import torch
 import torch.nn as nn
@@ -19,7 +21,7 @@ from autograder.assignments import assignment_of
 from autograder.kit.families import bar_title
 from autograder.kit.imdb_grading import graded_rnn_accuracy
 from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
-                                  replayed_dropout, seeded_randn)
+                                  grad_of, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, name, needs_grad, stand_in
 from autograder.kit.stand_ins.rnn import TorchClassifier, TorchRecurrent
 
@@ -85,8 +87,9 @@ def torch_layer(cell: str, input_size: int, hidden_size: int, seed: int) -> nn.M
     return fill_parameters_(TorchRecurrent(cell, input_size, hidden_size), seed=seed, scale=0.5).layer
 
 
-def student_weights(cell: str, layer: nn.Module) -> dict:
-    """The torch layer's weights in the notebook's layout (x @ W, one bias, gates i, f, g, o)."""
+def student_weights(cell: str, layer: Any) -> dict:
+    """The torch layer's weights in the notebook's layout (x @ W, one bias, gates i, f, g, o); `layer`: an nn.RNN or
+    nn.LSTM, or anything with their four weights as attributes (their gradients)."""
     w_ih, w_hh, b = layer.weight_ih_l0.T, layer.weight_hh_l0.T, layer.bias_ih_l0 + layer.bias_hh_l0
     if cell == "lstm":
         return {"W_x": w_ih, "W_h": w_hh, "b": b}
@@ -287,7 +290,7 @@ class TestLoss:
         expected = F.cross_entropy(x, labels)
         expected.backward()
         assert_close(loss, expected.detach(), "mean loss", atol=1e-6)
-        assert_close(result.input_grads[0], x.grad, "gradient of the loss with respect to the logits", atol=1e-6)
+        assert_close(result.input_grads[0], grad_of(x), "gradient of the loss with respect to the logits", atol=1e-6)
 
     @pytest.mark.points(2)
     def test_large_logits(self, student):

@@ -10,14 +10,16 @@ thresholds rebuild the student's saved models in the sandbox; the targets, the
 references and the scoring stay in this process.
 """
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
 from autograder.kit.families import GreedyDecodingFamily, GreedyNames, bar_title
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, replayed_dropout,
-                                  seeded_randn)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, grad_of,
+                                  replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.stand_ins.seq2seq import ReferenceDecoder, ReferenceEncoder, ReferenceSeq2Seq, attention
 from autograder.spec import Threshold
@@ -205,7 +207,7 @@ class TestEncoder:
         for param in ("embedding.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0_reverse"):
             if param not in grads:
                 raise Feedback(f"{param} received no gradient: is it used in forward?")
-            assert_close(grads[param], dict(ref.named_parameters())[param].grad, f"gradient of {param}")
+            assert_close(grads[param], grad_of(dict(ref.named_parameters())[param]), f"gradient of {param}")
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
@@ -342,7 +344,7 @@ class TestDecoder:
 
 
 # -- Part 4: the whole model and greedy translation ------------------------------------------------------------
-TINY = dict(src_vocab_size=11, tgt_vocab_size=13, embed_dim=5, hidden_size=8, model_type="lstm", attention="dot",
+TINY: dict[str, Any] = dict(src_vocab_size=11, tgt_vocab_size=13, embed_dim=5, hidden_size=8, model_type="lstm", attention="dot",
             dropout=0.0, pad_id=PAD_ID)
 
 
@@ -365,7 +367,7 @@ def reference_parts(seed: int) -> tuple[ReferenceEncoder, ReferenceDecoder, dict
 def reference_loop(encoder, decoder, src, tgt, teacher: list[bool]) -> torch.Tensor:
     """The decoding loop: step t > 0 reads tgt[:, t] where teacher[t - 1], else the previous step's argmax."""
     encoder_outputs, state = encoder(src, (src != PAD_ID).sum(1))
-    token, steps = tgt[:, 0], []
+    token, steps = tgt[:, 0], list[torch.Tensor]()
     for t in range(tgt.shape[1]):
         if t > 0:
             token = tgt[:, t] if teacher[t - 1] else steps[-1].argmax(-1)

@@ -194,10 +194,10 @@ def reference_logits(parts: nn.ModuleDict, cfg: dict, src: torch.Tensor, tgt: to
     d = cfg["d_model"]
     pe = sinusoidal_reference(max(src.shape[1], tgt.shape[1]), d).float()
     x = parts["src_embed"](src) * math.sqrt(d) + pe[:src.shape[1]]
-    for layer in parts["encoder"]:
+    for layer in parts["encoder"].children():
         x = layer(x, src_key_padding_mask=src == PAD_ID)
     y = parts["tgt_embed"](tgt) * math.sqrt(d) + pe[:tgt.shape[1]]
-    for layer in parts["decoder"]:
+    for layer in parts["decoder"].children():
         y = layer(y, x, tgt_mask=~causal(tgt.shape[1]), memory_key_padding_mask=src == PAD_ID)
     return parts["generator"](y)
 

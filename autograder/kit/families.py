@@ -23,7 +23,7 @@ import dataclasses
 import inspect
 import math
 import types
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 import torch
@@ -32,19 +32,22 @@ import torch.nn.functional as F
 
 from autograder.kit.attention_reference import (attention_weights, causal, mha_reference, sdpa_reference,
                                             sinusoidal_reference)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, replayed_dropout,
-                                  seeded_randn)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, grad_of,
+                                  replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, name, stand_in
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import check_greedy_rows
 from dlcourse.checks import fill_parameters_
 from dlcourse.translation import BOS_ID, EOS_ID, PAD_ID
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 
 class Family:
     """The base of every family: see the module docstring."""
 
-    NAMES: object = None  # a dataclass of the notebook's names; its fields format the tests' titles
+    NAMES: DataclassInstance | None = None  # a dataclass of the notebook's names; its fields format the tests' titles
     TESTS: tuple[str, ...] = ()  # the family's tests this assignment has
     CASES: dict[str, tuple[str, list]] = {}  # test name -> (argnames, cases) of pytest.mark.parametrize
 
@@ -71,8 +74,15 @@ def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None) -> Ca
     copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
     copy.__kwdefaults__, copy.__qualname__, copy.__module__ = test.__kwdefaults__, test.__qualname__, test.__module__
     copy.__dict__.update({k: list(v) if k == "pytestmark" else v for k, v in test.__dict__.items()})
-    copy.__doc__ = test.__doc__.format_map(names)
+    copy.__doc__ = _title(test).format_map(names)
     return pytest.mark.parametrize(*cases)(copy) if cases else copy
+
+
+def _title(test: Callable) -> str:
+    """A test's docstring: the title pytest and the student's feedback show."""
+    if test.__doc__ is None:
+        raise TypeError(f"{test.__qualname__} has no docstring: a hidden test's title is its docstring")
+    return test.__doc__
 
 
 def bar_text(threshold: Threshold) -> str:
@@ -84,7 +94,7 @@ def bar_title(threshold: Threshold) -> Callable:
     """A threshold test's title names the spec's bar: `{bar}` in its docstring is `threshold`'s (source/<a>/spec.py),
     so the bar a student reads is the bar the grader applies."""
     def titled(test: Callable) -> Callable:
-        test.__doc__ = test.__doc__.format(bar=bar_text(threshold))
+        test.__doc__ = _title(test).format(bar=bar_text(threshold))
         return test
     return titled
 
@@ -321,10 +331,11 @@ class MultiHeadAttentionFamily(Family):
         for i, label in enumerate(("query", "key", "value")):
             if result.input_grads[i] is None:
                 raise Feedback(f"no gradient reached the {label}")
-            assert_close(result.input_grads[i], refs[i].grad, f"gradient with respect to the {label}")
-        wq, wk, wv = mha.in_proj_weight.grad.chunk(3)
+            assert_close(result.input_grads[i], grad_of(refs[i]), f"gradient with respect to the {label}")
+        wq, wk, wv = grad_of(mha.in_proj_weight).chunk(3)
         expect_grads(result.param_grads, {"q_proj.weight": wq, "k_proj.weight": wk, "v_proj.weight": wv,
-                                          "out_proj.weight": mha.out_proj.weight.grad, "out_proj.bias": mha.out_proj.bias.grad})
+                                          "out_proj.weight": grad_of(mha.out_proj.weight),
+                                          "out_proj.bias": grad_of(mha.out_proj.bias)})
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
@@ -350,7 +361,8 @@ def decoder_reference(d_model: int, heads: int, d_ff: int, seed: int) -> nn.Tran
     return fill_parameters_(ref, seed=seed, scale=0.3).eval()
 
 
-def layer_weights(ref: nn.Module, attentions: dict[str, str], norms: int) -> dict:
+def layer_weights(ref: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer, attentions: dict[str, str],
+                  norms: int) -> dict:
     """A torch Transformer layer's weights under the notebooks' names (attention and feed-forward are stand-ins):
     `attentions` maps the notebook's attention submodules to torch's."""
     weights = {"ff.linear1.weight": ref.linear1.weight, "ff.linear1.bias": ref.linear1.bias,
@@ -439,7 +451,7 @@ class DecoderLayerFamily(Family):
         for i, label in enumerate((f"{self.NAMES.target} input", f"{self.NAMES.memory} (memory)")):
             if result.input_grads[i] is None:
                 raise Feedback(f"no gradient reached the {label}")
-            assert_close(result.input_grads[i], refs[i].grad, f"{self.NAMES.cls} gradient with respect to the {label}",
+            assert_close(result.input_grads[i], grad_of(refs[i]), f"{self.NAMES.cls} gradient with respect to the {label}",
                          atol=1e-4)
 
 
@@ -479,7 +491,7 @@ class GreedyDecodingFamily(Family):
     def reference_model(self) -> nn.Module:
         raise NotImplementedError
 
-    def next_token(self, model: nn.Module, src: torch.Tensor, b: int) -> Callable[[list[int]], int]:
+    def next_token(self, model: Any, src: torch.Tensor, b: int) -> Callable[[list[int]], int]:  # reference_model()'s
         raise NotImplementedError
 
     @pytest.mark.points(3)

@@ -21,8 +21,15 @@ from autograder.kit.requests import stand_in
 from autograder.sandbox.harness.dropout import replayed_dropout
 from dlcourse.checks import fill_parameters_, seeded_randn
 
-__all__ = ["Feedback", "assert_close", "assert_shape", "check_dropout", "expect_grads", "fill_parameters_",
+__all__ = ["Feedback", "assert_close", "assert_shape", "check_dropout", "expect_grads", "fill_parameters_", "grad_of",
            "reference_grads", "replayed_dropout", "seeded_randn"]
+
+
+def grad_of(tensor: torch.Tensor) -> torch.Tensor:
+    """The gradient a reference computation's backward() left in `tensor` (a grader error where it left none)."""
+    if tensor.grad is None:
+        raise RuntimeError("the reference computation left no gradient in this tensor")
+    return tensor.grad
 
 
 def reference_grads(module: nn.Module, x: torch.Tensor, grad_output: torch.Tensor,

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypedDict
 
 import pytest
 import torch
@@ -113,7 +114,13 @@ def outputs_in_secret_order(outputs: Outputs, n: int, batch_args: Callable[[list
 
 WARMUP = 50  # examples (with their canary copies) scored and timed first to size the first stage; they open it
 FIRST_STAGE_SHARE = 0.5  # a first stage sized to the budget is planned to take at most this share of what is left
-CLASSIFIER_LOOKS = dict(halvings=MAX_HALVINGS, cuts=True)  # where graded_classifier may look (sequential.look_positions)
+class Looks(TypedDict):
+    """Where the sequential rule may look (sequential.decide's keywords)."""
+    halvings: int
+    cuts: bool
+
+
+CLASSIFIER_LOOKS: Looks = {"halvings": MAX_HALVINGS, "cuts": True}  # where graded_classifier may look (sequential.look_positions)
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ def secret_sample(labels: Sequence[int], rng: random.Random, canary_size: int = 
                   companions: int = 1) -> SecretSample:
     """The plan; `canary_size=0` where the course's implementation computes the outputs (nothing to look up);
     `companions=2` where a training example goes beside each canary copy."""
-    order, canary = stratified_order(labels, rng), []
+    order, canary = stratified_order(labels, rng), list[int]()
     for start, end in zip([0] + stage_ends(len(labels))[:-1], stage_ends(len(labels)), strict=True):
         canary += rng.sample(order[start:end], min((end - start) // 2, canary_size - len(canary)))
     return SecretSample(order, canary, companions=companions)

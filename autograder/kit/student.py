@@ -20,7 +20,7 @@ from autograder.assignments import Assignment, load_assignment
 from autograder.feedback import Feedback, sanitise
 from autograder.fingerprints import Fingerprints, grader_fingerprints
 from autograder.options import GradeOptions
-from autograder.notebook import NotebookError, extract_graded_code, find_forbidden, read_notebook, written_answers
+from autograder.notebook import GradedCode, NotebookError, extract_graded_code, find_forbidden, read_notebook, written_answers
 from autograder.kit.requests import (CallResult, RunResult, call_request, call_result, handle, layer_request, layer_result,
                                  module)
 from autograder.sandbox import Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout, WorkerStartFailed
@@ -83,8 +83,8 @@ class StudentCode:
     def __post_init__(self):
         self.deadline = time.monotonic() + self.budget_s if self.budget_s else None
         self.assignment = load_assignment(self.assignment_name)
-        self.code = None
-        self.sandbox = None
+        self.code: GradedCode | None = None
+        self.sandbox: Sandbox | None = None
         self.stand_ins = StandInServer()  # the reference layers a test puts in the student's model run here
         self._load_failure = None
         self._rules_read: dict[tuple[str, str], list[str]] = {}  # check_rules: (grade_id, source) -> what it uses
@@ -149,6 +149,7 @@ class StudentCode:
         """The code of one cell as the grader runs it (the student's, for an answer cell)."""
         if self.fatal:
             raise Feedback(self.fatal)
+        assert self.code is not None, "set whenever fatal is not (__post_init__)"
         return next(c["source"] for c in self.code.cells if c["grade_id"] == grade_id)
 
     # -- running code in the worker ---------------------------------------------------------------
@@ -159,6 +160,7 @@ class StudentCode:
             raise Feedback(self._load_failure)
         if self.start_failure:
             raise WorkerStartFailed(self.start_failure)
+        assert self.sandbox is not None, "set whenever fatal is not (__post_init__)"
         if self.sandbox.alive:
             return
         load_timeout = self.time_left(LOAD_TIMEOUT_S, "running your notebook's cells")
@@ -182,6 +184,7 @@ class StudentCode:
 
     def _request(self, header: dict, tensors: dict, what: str, timeout: float | None) -> tuple[dict, dict]:
         self._ensure_started()
+        assert self.sandbox is not None, "set whenever fatal is not (__post_init__)"
         timeout = self.time_left(timeout or self.call_timeout, what)
         try:
             header = self.stand_ins.prepare(header, tensors)
@@ -295,7 +298,8 @@ class StudentCode:
         computed in the worker: `build` (a call() spec) gets the saved `weights` with the first batch and is
         kept there for the rest. One time limit covers all batches. Labels and targets stay on this side."""
         batches = list(batches)
-        target, started, after_first = module(build, weights=weights, keep_as=saved_name), time.monotonic(), None
+        target, started = module(build, weights=weights, keep_as=saved_name), time.monotonic()
+        after_first = started  # set by the first batch, read from the third on
         for i, args in enumerate(batches):
             elapsed = time.monotonic() - started
             if i == 2:  # the first batch also built the model: estimate the rest from the second

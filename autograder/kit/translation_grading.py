@@ -233,12 +233,13 @@ def graded_bleu(student: StudentCode, saved_name: str, model: str, config: str, 
     build = module(call(model, call(config, **saved_config)), weights=weights)
     compare_decoding(student, saved_name, decoder, name(decoder), (build, *translate_args(shown)),
                      dict(max_len=BLEU_MAX_LEN), translated(shown))
-    hypotheses: list[str | None] = [None] * len(src)
+    translations: dict[int, str] = {}
     for indices in secret_batches(len(src), rng, batch_size, lengths=(src != PAD_ID).sum(dim=1).tolist()):
         if time.monotonic() - started >= limit:
             raise Feedback(f"{saved_name}: translating the test set took more than {limit:.0f} s")
         for i, text in zip(indices, token_ids_to_text(tokenizer, translated(trim_padding(src[indices])[0])), strict=True):
-            hypotheses[i] = text
+            translations[i] = text
+    hypotheses = [translations[i] for i in range(len(src))]  # every sentence, in order
     bleu = corpus_bleu(hypotheses, [english for _, english in pairs])
     student.notes[f"{saved_name} BLEU"] = (f"BLEU {bleu.score:.2f} on all {len(src):,} Multi30k test sentences (exact; "
                                            f"{bleu.signature}): {'reaches' if bleu.score >= threshold.value else 'below'} "

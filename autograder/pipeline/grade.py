@@ -198,7 +198,7 @@ def survey_batch(submissions: Path, duplicates: str, roster: Path | None, only: 
     found = survey(submissions, duplicates)
     subs, warnings = found.submissions, list(found.warnings)
     roster_ids = read_roster(roster) if roster else None
-    if roster_ids is not None:
+    if roster is not None and roster_ids is not None:
         warnings += [f"{s.path.name}: graded, but {s.student_id} is not on the roster {roster.name}"
                      for s in subs if s.student_id not in roster_ids]
     if not subs:

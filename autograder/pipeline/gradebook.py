@@ -365,7 +365,8 @@ def build_gradebook(assignment: Assignment, results: list[tuple], hand: dict[tup
     for _, result in results:
         for t in result.tests:
             own = t.outcome != Outcome.SKIPPED or needs_review(t.message) or t.message.startswith(UNDECIDED_PREFIX)
-            reasons[t.id] = None if own or reasons.get(t.id, set()) is None else reasons.get(t.id, set()) | {t.message}
+            earlier = reasons.get(t.id, set())
+            reasons[t.id] = None if own or earlier is None else earlier | {t.message}
     not_judged = {tid: next(iter(why)) for tid, why in reasons.items() if why is not None and len(why) == 1}
     manual = hand_graded_cells(assignment)
     hand = hand or {}
@@ -534,7 +535,7 @@ def format_summary(gradebook: Gradebook, slowest: int = 3) -> str:
     partly = sum(1 for r in rows if r.not_judged_points)
     if partly:
         lines[-1] += f"; {partly} row(s) with points not judged in this run, counted in neither score nor their max"
-    timed = sorted((r for r in rows if r.wall_s is not None), key=lambda r: -r.wall_s)[:slowest]
+    timed = sorted((r for r in rows if r.wall_s is not None), key=lambda r: -(r.wall_s or 0.0))[:slowest]
     if timed:
         lines.append("Slowest: " + ", ".join(f"{r.student_id} {r.wall_s:.1f} s ({r.status})" for r in timed))
     if gradebook.warnings:

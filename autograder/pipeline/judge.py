@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def is_threshold(item) -> bool:
 
 
 @pytest.fixture(scope="module")
-def student(request) -> StudentCode:
+def student(request) -> Iterator[StudentCode]:
     config, module = request.config, request.module
     if not config.getoption("submission_dir"):
         pytest.exit("hidden tests need --submission-dir (run them through `python -m autograder grade`)", returncode=4)

@@ -49,7 +49,7 @@ LAZY_IMPORTS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "autog
 def top_level_imports(source: str | Path) -> list[tuple[str, list[str]]]:
     """The modules Python code (a file, or source text) imports at its top level, each with the names taken from it
     (read, not run): what its judges import anyway."""
-    imports = []
+    imports: list[tuple[str, list[str]]] = []
     for node in ast.parse(source.read_text() if isinstance(source, Path) else source).body:
         if isinstance(node, ast.Import):
             imports += [(alias.name, []) for alias in node.names]
@@ -76,7 +76,10 @@ def preload(test_files: list[Path], course: str | None = None) -> None:
     hidden tests', the names taken from them included (`from dlcourse import seeded_randn` loads dlcourse.checks,
     which dlcourse imports on first use), the assignment's (course_imports), and LAZY_IMPORTS. Not the plugin
     and the test modules themselves: pytest imports those in each child, rewriting their asserts."""
-    plugin = Path(importlib.util.find_spec("autograder.pipeline.judge").origin)
+    found = importlib.util.find_spec("autograder.pipeline.judge")
+    if found is None or found.origin is None:
+        raise ImportError("the judge plugin autograder.pipeline.judge cannot be found")
+    plugin = Path(found.origin)
     imports = [imported for path in [plugin, *test_files] for imported in top_level_imports(path)]
     imports += course_imports(course) if course else []
     for module, names in [*imports, *((name, []) for name in LAZY_IMPORTS)]:
@@ -201,7 +204,7 @@ def main() -> None:
     args = parser.parse_args()
     preload(args.preload, args.course)
     if args.channels:
-        serve_channels([tuple(int(fd) for fd in pair.split(":")) for pair in args.channels.split(",")])
+        serve_channels([(int(r), int(w)) for r, w in (pair.split(":") for pair in args.channels.split(","))])
     else:
         serve()
 

@@ -51,13 +51,14 @@ class ServerJudge:
     """A judge forked by a JudgeServer, with the part of subprocess.Popen's interface that Judges uses."""
 
     def __init__(self, server: JudgeServer, pid: int):
-        self.server, self.pid, self.returncode = server, pid, None
+        self.server, self.pid = server, pid
+        self.returncode: int | None = None
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
             code = self.server.wait(timeout)
             if code is None:
-                raise subprocess.TimeoutExpired(f"judge {self.pid}", timeout)
+                raise subprocess.TimeoutExpired(f"judge {self.pid}", timeout or 0.0)  # (None waits for the end)
             self.returncode = code
         return self.returncode
 
@@ -102,6 +103,7 @@ class Judges:
             with self._lock:
                 if self.stopping.is_set():
                     raise Interrupted(student_id)
+                proc: subprocess.Popen | ServerJudge
                 if server:
                     proc = ServerJudge(server, server.start(command, Path(log.name), PROJECT_ROOT))
                 else:

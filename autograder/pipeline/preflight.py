@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from autograder.assignments import Assignment
@@ -14,7 +15,7 @@ from autograder.pipeline.results import Outcome, Status
 from autograder.pipeline.survey import Submission
 from autograder.sandbox import log_tail
 
-def check_isolation(options: GradeOptions, progress=print, private: list[Path] = (), own: list[Path] = ()) -> str | None:
+def check_isolation(options: GradeOptions, progress=print, private: Sequence[Path] = (), own: Sequence[Path] = ()) -> str | None:
     """Refuse to grade where student code could not be confined, or where a worker could write what judges run; the
     backend that will confine it ("bubblewrap", "uid"; None: weak isolation, as --allow-weak-isolation allows). For the
     uid backend, whose worker sees the host's filesystem, the checkout's secrets, the datasets and `private` (the

@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from autograder.pipeline.results import FormatError, SubmissionResult
 
@@ -106,14 +107,15 @@ class ResultStore:
         self.out, self.assignment = out, assignment
         self.results = out / "results"
         self.results.mkdir(parents=True, exist_ok=True)
-        self._lock_file = None
-        self._pending, self._since, self._pending_lock = set(), 0.0, threading.Lock()
+        self._lock_file: IO[str] | None = None
+        self._pending: set[str] = set()
+        self._since, self._pending_lock = 0.0, threading.Lock()
 
     def lock(self) -> None:
         """Refuse a second grader on the same output folder (both would judge the same students into it)."""
-        self._lock_file = open(self.out / ".grading.lock", "w")
+        self._lock_file = lock_file = open(self.out / ".grading.lock", "w")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SystemExit(f"another grader is already writing into {self.out}; wait for it to end, or pass another "
                              "--out") from None

@@ -47,7 +47,8 @@ def survey(folder: Path, duplicates: str = "error") -> Survey:
     (`duplicates="error"`), or the newest is graded and the others listed (`duplicates="latest"`)."""
     if not folder.is_dir():
         raise SystemExit(f"{folder} is not a folder of submissions")
-    warnings, by_id = [], {}
+    warnings: list[str] = []
+    by_id: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
         if path.name.startswith("."):
             warnings.append(f"{path.name}: skipped, a hidden file (names starting with '.' are never submissions)")

@@ -12,8 +12,10 @@ from autograder.pipeline.survey import NOTEBOOK_SUFFIX, Submission
 
 try:
     from lzma import LZMAError  # a corrupt .tar.xz raises it (not an OSError)
+    LZMA_ERRORS: tuple[type[Exception], ...] = (LZMAError,)
 except ImportError:  # Python without lzma: tarfile cannot open .xz at all then
-    LZMAError = OSError
+    LZMA_ERRORS = ()
+UNPACK_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, *LZMA_ERRORS)
 
 MAX_FILE_BYTES = 1 << 30
 MAX_TOTAL_BYTES = 2 << 30
@@ -66,12 +68,20 @@ def unpack_submission(sub: Submission, assignment: Assignment, dest: Path) -> li
                     if name and not info.is_dir() and name not in written:
                         write(name, info.file_size, lambda info=info: archive.read(info))
         else:
-            with tarfile.open(path) as archive:
-                for member in archive.getmembers():
+            with tarfile.open(path) as tar:
+                for member in tar.getmembers():
                     name = accept(member.name)
                     if name and member.isfile() and name not in written:
-                        write(name, member.size, lambda member=member: archive.extractfile(member).read())
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, LZMAError) as exc:
+                        write(name, member.size, lambda member=member: _member_bytes(tar, member))
+    except UNPACK_ERRORS as exc:
         raise BadSubmission(f"{path.name} could not be unpacked ({type(exc).__name__}: {exc}); "
                             "make it again with CollectSubmission.sh") from None
     return written
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """The bytes of a regular file of `tar`."""
+    data = tar.extractfile(member)
+    if data is None:  # only regular files are read
+        raise tarfile.TarError(f"{member.name} is not a regular file")
+    return data.read()

@@ -16,7 +16,6 @@ import copy
 import fcntl
 import functools
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -29,7 +28,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment, load_module_file
 from autograder.notebook import cell_source, grade_id, read_notebook, strip_magics
 from autograder.pipeline.results import Status
 
@@ -78,11 +77,7 @@ def sample_notebook(assignment: Assignment, sample: Sample) -> dict:
 @functools.lru_cache(maxsize=None)
 def samples_for(name: str) -> list[Sample]:
     """The samples declared in source/<name>/samples.py."""
-    path = load_assignment(name).samples_file
-    module_spec = importlib.util.spec_from_file_location(f"_assignment_samples_{name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.SAMPLES
+    return load_module_file(f"_assignment_samples_{name}", load_assignment(name).samples_file).SAMPLES
 
 
 def training_cells(assignment: Assignment) -> list[str]:
@@ -218,7 +213,7 @@ def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Co
     if unknown:
         raise SystemExit(f"{assignment.samples_file}: no sample(s) named {', '.join(sorted(unknown))}")
     out.mkdir(parents=True, exist_ok=True)
-    weights_dir = None
+    weights_dir: Path | None = None
     if any(s.trained or s.scrambled for s in samples):
         weights_dir = train_reference(assignment, training_cells(assignment), cache_root or PROJECT_ROOT / "build" / "cache",
                                       recipe_edits(assignment, demo))
@@ -226,6 +221,7 @@ def build_samples(name: str, out: Path, cache_root: Path | None = None, only: Co
     for sample in samples:
         files = {assignment.notebook: json.dumps(sample_notebook(assignment, sample), indent=1).encode()}
         if sample.trained or sample.scrambled:
+            assert weights_dir is not None, "trained above for any trained or scrambled sample"
             for f in assignment.files[1:]:
                 if (weights_dir / f).exists():
                     data = (weights_dir / f).read_bytes()

@@ -101,7 +101,7 @@ class _RemoteCall(torch.autograd.Function):
     gradients of the inputs (the arguments' tensors and the shell's parameters)."""
 
     @staticmethod
-    def forward(ctx, remote: "Remote", call: dict, answer: dict, *inputs):  # type: ignore[override]
+    def forward(ctx, remote: "Remote", call: dict, answer: dict, *inputs):
         reply, outputs = remote.send(call, inputs)
         answer.update(reply)  # (the result's picture, for the caller: forward returns only tensors)
         ctx.remote, ctx.call_id, ctx.devices = remote, reply.get("call"), [x.device for x in inputs]
@@ -109,7 +109,7 @@ class _RemoteCall(torch.autograd.Function):
         return tuple(outputs)
 
     @staticmethod
-    def backward(ctx, *grads):  # type: ignore[override]
+    def backward(ctx, *grads):
         tensors = {f"g.{i}": wire(g) for i, g in enumerate(grads) if g is not None and g.is_floating_point()}
         _, out = ctx.remote.link.ask({"op": "backward", "call": ctx.call_id}, tensors)
         input_grads = [out[f"g.{i}"].to(ctx.devices[i]) if f"g.{i}" in out else None for i in range(len(ctx.devices))]

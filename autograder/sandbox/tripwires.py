@@ -200,7 +200,8 @@ def _replace_everywhere(original, replacement) -> None:
 
 def install(forbidden_attributes: list[str], forbidden_modules: list[str]) -> None:
     """Arm the tripwires for one assignment's lists (its spec's forbidden APIs)."""
-    names, prefixes = {}, {}
+    names: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
     for dotted in forbidden_attributes:
         module_name, _, attr = dotted.rpartition(".")
         function_names, op_prefixes = OPS.get(attr, ((), ()))

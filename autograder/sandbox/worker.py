@@ -22,6 +22,7 @@ import signal
 import sys
 import traceback
 import types
+from typing import Any
 
 REQUEST_FD, RESPONSE_FD = int(sys.argv[1]), int(sys.argv[2])
 SETTINGS = json.loads(sys.argv[3])
@@ -276,11 +277,11 @@ def handle_call(header: dict, tensors: dict) -> tuple[dict, dict]:
     return {"value": value, "param_shapes": shapes}, out
 
 
-def substitute(module: nn.Module, path: str, replacement) -> None:
+def substitute(module: nn.Module, path: str, replacement: nn.Module) -> None:
     parent_path, _, leaf = path.rpartition(".")
     parent = module.get_submodule(parent_path) if parent_path else module
     if leaf.isdigit():
-        parent[int(leaf)] = replacement
+        parent[int(leaf)] = replacement  # type: ignore[operator]  # an nn.Sequential/ModuleList (leaf is an index)
     else:
         setattr(parent, leaf, replacement)
 
@@ -301,7 +302,8 @@ def serve() -> None:
     while True:
         header, tensors = read_frame_blocking(REQUEST_FD)
         cmd = header.get("cmd")
-        reply, out = {"ok": True}, {}
+        reply: dict[str, Any] = {"ok": True}
+        out: dict = {}
         try:
             if cmd == "stop":
                 write_frame(RESPONSE_FD, {"ok": True})

@@ -70,7 +70,7 @@ class ReferenceDecoder(nn.Module):
     def forward(self, prev_token, state, encoder_outputs, src_mask):
         state = self.cell(self.embedding(prev_token), tuple(state) if isinstance(state, list) else state)
         h = state[0] if isinstance(state, tuple) else state
-        if self.kind is None:
+        if self.kind is None or self.combine is None:  # (both None without attention)
             return self.out(h), state, None
         context, weights = attention(self.kind, h, encoder_outputs, src_mask)
         return self.out(torch.tanh(self.combine(torch.cat([h, context], dim=-1)))), state, weights

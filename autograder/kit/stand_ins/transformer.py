@@ -91,6 +91,7 @@ class TorchSeq2Seq(nn.Module):
     """A whole encoder-decoder with the student's Transformer interface (encode, decode, generator), built
     from torch layers and filled with seeded weights: what greedy_decode is tested on, without the
     student's own layers."""
+    pe: torch.Tensor  # a buffer (register_buffer)
 
     def __init__(self, vocab_size: int, d_model: int, num_heads: int, d_ff: int, num_layers: int, seed: int,
                  eos_bias: float = 0.0, eos_id: int = 2):

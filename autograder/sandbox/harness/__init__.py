@@ -105,7 +105,7 @@ def recorded_optimizer(model, lr: float, optimizer: str = "adam"):
     def recorded_scheduler_step(*args, **kwargs):
         events.append("scheduler")
         return scheduler_step(*args, **kwargs)
-    scheduler.step = recorded_scheduler_step
+    scheduler.step = recorded_scheduler_step  # type: ignore[method-assign]  # this one instance's calls are recorded
     return opt, scheduler, events, grad_norms
 
 
