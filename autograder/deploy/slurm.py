@@ -26,7 +26,6 @@ sees no part of OUT (see docs/instructors.md, "At scale").
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os

@@ -22,7 +22,7 @@ from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
                                  greedy_row, layer_substitutes, layer_weights, model_reference)
-from autograder.kit.reference import Feedback, assert_close, assert_shape, fill_parameters_, grad_of, seeded_randn
+from autograder.kit.reference import Feedback, assert_close, assert_shape, grad_of, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
 from autograder.kit.stand_ins.transformer import with_reference_masks

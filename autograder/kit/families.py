@@ -397,7 +397,7 @@ def model_reference(parts: nn.ModuleDict, plain: tuple[str, ...], stacks: dict[s
     weights = {f"{key}.{n}": p.detach().clone() for key in plain for n, p in parts[key].named_parameters()}
     substitutes = {}
     for kind, (ours, stand_in_name, kwargs) in stacks.items():
-        for i, layer in enumerate(parts[kind]):
+        for i, layer in enumerate(parts[kind].children()):
             substitutes[f"{ours}.{i}"] = stand_in(stand_in_name, **kwargs)
             weights.update({f"{ours}.{i}.layer.{k}": v.detach().clone() for k, v in layer.state_dict().items()})
     return parts.eval(), substitutes, weights

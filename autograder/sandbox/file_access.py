@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from autograder.sandbox.backends import PROJECT_ROOT, WORKER_UID_BASE
@@ -25,7 +26,7 @@ def reachable_by_others(path: str) -> bool:
     return bool(info.st_mode & (0o001 if stat.S_ISDIR(info.st_mode) else 0o006))
 
 
-def worker_private_paths(extra: list[Path] = ()) -> list[Path]:
+def worker_private_paths(extra: Sequence[Path] = ()) -> list[Path]:
     """What the uid backend's worker must not reach, since it sees the host's filesystem: every entry of the checkout
     but the course package, autograder/ and the virtualenv (source/ with the solutions, .git, build/ with reference
     weights and grades, data/, release/, ...), every entry of autograder/ but sandbox/ (the hidden tests, the
@@ -44,7 +45,7 @@ def worker_private_paths(extra: list[Path] = ()) -> list[Path]:
     return paths + [Path(p) for p in extra]
 
 
-def make_private(paths: list[Path], own: list[Path] = ()) -> list[str]:
+def make_private(paths: list[Path], own: Sequence[Path] = ()) -> list[str]:
     """Make each path of `paths` unreachable by the uid backend's worker; the problems left, one line each naming the
     path and the fix. A path is fixed (chmod o-rwx, never through a symbolic link) where it lies in the checkout or
     under a folder of `own` (the grader's output); elsewhere (a dataset mirror, the instructor's submissions) it is

@@ -95,8 +95,8 @@ class Sandbox:
         self.process: subprocess.Popen | None = None
         self.limits: WorkerLimits | None = None
         self.seccomp = "not started"
-        self._workdir = None
-        self._log_thread = None
+        self._workdir: str | None = None
+        self._log_thread: TruncatingLog | None = None
         self.namespaces: list[str] = []
         self.backend, problem = choose_backend(policy.backend, policy.device)
         if self.backend is None and not policy.allow_weak_isolation:
@@ -135,6 +135,7 @@ class Sandbox:
         workdir = tempfile.mkdtemp(prefix="dlcourse-sandbox-", dir="/tmp" if Path("/tmp").is_dir() else None)
         uid_backend = self.backend == "uid"
         if uid_backend:  # the worker's private writable folder (mode 700): its cwd, HOME and TMPDIR
+            assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
             os.chown(workdir, self.uid, self.uid)
         if PROJECT_ROOT in Path(workdir).resolve().parents:
             raise RuntimeError(f"the sandbox's folder {workdir} must be outside the project {PROJECT_ROOT}")
@@ -165,6 +166,7 @@ class Sandbox:
             if name in os.environ:
                 env[name] = os.environ[name]
         if uid_backend:
+            assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
             command = uid_command(worker, self.uid, self.limits.procs_files)
         elif self.strong:
             command = sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
@@ -176,8 +178,8 @@ class Sandbox:
                                         cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
         for fd in (request_r, response_w, output_w):
             os.close(fd)
-        self._log_thread = TruncatingLog(output_r, self.log_path)
-        self._log_thread.start()
+        self._log_thread = log_thread = TruncatingLog(output_r, self.log_path)
+        log_thread.start()
         os.set_blocking(request_w, False)
         self._request_fd, self._response_fd = request_w, response_r
         self._workdir = workdir
