@@ -21,13 +21,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 setup: $(VENV)/.installed
 
-# pip compiles bytecode one file at a time; compileall afterwards uses every core (about 12 s less on 2 cores). Like
+# uv (requirements/setup.txt) downloads and installs the pinned set in parallel; pip, with the same pins, where uv
+# fails. Neither compiles bytecode here: compileall afterwards uses every core (about 12 s less on 2 cores). Like
 # pip, it leaves out the few files that are not Python 3.11 on purpose (torch's tests of newer syntax): hence || true.
-$(VENV)/.installed: requirements/dev.txt pyproject.toml
+$(VENV)/.installed: requirements/dev.txt requirements/setup.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'): the pinned requirements need 3.11 or 3.12 (run make with PYTHON=python3.11, say)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --upgrade -r requirements/setup.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements/dev.txt \
+	  || { echo "uv could not install requirements/dev.txt: installing with pip instead (slower)"; \
+	       $(BIN)/python -m pip install --quiet --no-compile -r requirements/dev.txt; }
 	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
