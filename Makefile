@@ -14,6 +14,13 @@ ifneq ($(SHARED_DATA),)
 export DLCOURSE_DATA_MIRROR ?= $(abspath $(SHARED_DATA))
 endif
 export DLCOURSE_DATA ?= $(abspath data)
+# uv reads its own settings, not pip's: a package index configured for pip through the environment is handed on.
+ifdef PIP_INDEX_URL
+export UV_INDEX_URL ?= $(PIP_INDEX_URL)
+endif
+ifdef PIP_EXTRA_INDEX_URL
+export UV_EXTRA_INDEX_URL ?= $(PIP_EXTRA_INDEX_URL)
+endif
 # nbgrader shells out to alembic: the venv's bin must come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
