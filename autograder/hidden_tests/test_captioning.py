@@ -57,7 +57,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="embed_dim", batch="N", mask="causal")
+    NAMES = AttentionNames(width="embed_dim", mask="causal")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_causal_mask_matches_torch",
              "test_cross_attention_matches_torch", "test_masks_hide_the_future_exactly", "test_gradients_match_torch")
     CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
@@ -141,7 +141,7 @@ class TestCaptioningModel:
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
-        """forward maps features (N, P, input_dim) and captions (N, T) to scores (N, T, vocab_size)"""
+        """forward maps features (B, P, input_dim) and captions (B, T) to scores (B, T, vocab_size)"""
         features, captions = model_inputs(seed=1)
         result = student.invoke(captioner(), features, captions, what="CaptioningTransformer(tiny config)")
         if not isinstance(result.value, torch.Tensor):
@@ -330,7 +330,7 @@ class TestAccuracy:  # the generic notebook test treats TestAccuracy* as the thr
         # Drawn afresh in every run from a secret seed: no split the notebook can make is the one scored.
         features, captions = fresh_standin_split(HELD_OUT_IMAGES, seed=secret_rng().getrandbits(63))
         started = time.monotonic()
-        sampled = course_decoding(student, course, course.sample, features, max_length=SAMPLE_MAX_LENGTH)  # (N, L)
+        sampled = course_decoding(student, course, course.sample, features, max_length=SAMPLE_MAX_LENGTH)  # (B, L)
         shown = course_decoding(student, course, course.sample, features[:COMPARED_EXAMPLES], max_length=SAMPLE_MAX_LENGTH)
         # the slice sampled alone, as the worker samples it: a batch's width depends on its rows (sampling stops when
         # every caption has ended)

@@ -52,7 +52,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="d_model", batch="B", mask="padding")
+    NAMES = AttentionNames(width="d_model", mask="padding")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_padding_mask_matches_torch",
              "test_causal_mask_matches_torch", "test_cross_attention_with_padding", "test_masked_positions_get_zero_weight",
              "test_fully_padded_row_gives_no_nan", "test_gradients_match_torch", "test_dropout_in_train_mode_only")

@@ -2,13 +2,13 @@
 the post-norm decoder layer, greedy decoding), written once and instantiated by each assignment's hidden tests.
 
 An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class, its
-width argument `d_model` or `embed_dim`, the batch letter of its shapes, B or N, ...), picks the family's tests it
+width argument `d_model` or `embed_dim`, ...), picks the family's tests it
 has in TESTS and gives a parametrised test its cases in CASES:
 
     @pytest.mark.cell("mha")
     class TestMultiHeadAttention(MultiHeadAttentionFamily):
         GROUP = "Multi-head attention"
-        NAMES = AttentionNames(width="embed_dim", batch="N", mask="causal")
+        NAMES = AttentionNames(width="embed_dim", mask="causal")
         TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", ...)
         CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
 
@@ -186,7 +186,6 @@ class MaskFamily(Family):
 @dataclasses.dataclass(frozen=True)
 class AttentionNames:
     width: str  # the constructor's width argument: d_model or embed_dim
-    batch: str  # the batch dimension's letter in the notebook's shapes: B or N
     mask: str  # the mask of the gradient test: "padding" where the notebook pads, else "causal"
     cls: str = "MultiHeadAttention"
 
@@ -220,7 +219,7 @@ class MultiHeadAttentionFamily(Family):
 
     @pytest.mark.points(1)
     def test_output_shape_cross_attention(self, student):
-        """{cls} maps query ({batch}, T_q, D) and key/value ({batch}, T_k, D) to ({batch}, T_q, D)"""
+        """{cls} maps query (B, T_q, D) and key/value (B, T_k, D) to (B, T_q, D)"""
         q, kv = seeded_randn(2, 3, 16, seed=1), seeded_randn(2, 7, 16, seed=2)
         result = student.run(self.build(16, 4), (q, kv, kv.clone()), what=f"{self.NAMES.cls}(16, 4) with T_q=3, T_k=7")
         assert_shape(result.output, (2, 3, 16), "attention output")
@@ -237,7 +236,7 @@ class MultiHeadAttentionFamily(Family):
 
     @pytest.mark.points(2)
     def test_padding_mask_matches_torch(self, student):
-        """With a padding mask ({batch}, 1, 1, T_k), attention equals nn.MultiheadAttention's key_padding_mask"""
+        """With a padding mask (B, 1, 1, T_k), attention equals nn.MultiheadAttention's key_padding_mask"""
         mha, weights = mha_reference(24, 3, seed=3)
         x, mask = seeded_randn(3, 6, 24, seed=4), padding_mask(mask_tokens([6, 3, 1], 6))
         result = student.run(self.build(24, 3), (x, x.clone(), x.clone(), mask), weights=weights,
@@ -350,8 +349,8 @@ class MultiHeadAttentionFamily(Family):
         check_dropout(student, module(self.build(16, heads, dropout=p), weights=weights),
                       (q, kv, kv.clone(), mask), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train,
                       calls=1, what=f"{self.NAMES.cls}(16, {heads}, dropout={p})",
-                      where=f"self.dropout on the attention weights, after the softmax, laid out as ({self.NAMES.batch}, "
-                            "nh, T_q, T_k) (the output projection is not dropped)")
+                      where="self.dropout on the attention weights, after the softmax, laid out as (B, nh, T_q, "
+                            "T_k) (the output projection is not dropped)")
 
 
 # -- the post-norm decoder layer -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ THRESHOLDS = {"TestAccuracy::test_overfit_loss", "TestAccuracy::test_standin_ble
 
 # Correct code written unlike the reference (fair grading: it must get full marks). Each edit appends the alternative
 # definitions at the end of the cell, so that they replace the reference's.
-PE_RETURN = "        return x + self.pe[: x.shape[1]]  # (N, T, D) + (T, D)"
+PE_RETURN = "        return x + self.pe[: x.shape[1]]  # (B, T, D) + (T, D)"
 ALTERNATIVE_PE = """
 
 
@@ -56,13 +56,13 @@ ALTERNATIVE_MHA = """
 
 
 def _mha_forward(self, query, key, value, mask=None):
-    N, T_q, D = query.shape
-    heads = lambda t: t.reshape(N, -1, self.num_heads, self.head_size)  # (N, T, nh, hs)
-    scores = torch.einsum("nqhd,nkhd->nhqk", heads(self.q_proj(query)), heads(self.k_proj(key))) / self.head_size ** 0.5
+    B, T_q, D = query.shape
+    heads = lambda t: t.reshape(B, -1, self.num_heads, self.head_size)  # (B, T, nh, hs)
+    scores = torch.einsum("bqhd,bkhd->bhqk", heads(self.q_proj(query)), heads(self.k_proj(key))) / self.head_size ** 0.5
     if mask is not None:
         scores = torch.where(mask, scores, torch.full_like(scores, -1e9))
     weights = torch.softmax(scores, -1)
-    return self.out_proj(torch.einsum("nhqk,nkhd->nqhd", weights, heads(self.v_proj(value))).reshape(N, T_q, D))
+    return self.out_proj(torch.einsum("bhqk,bkhd->bqhd", weights, heads(self.v_proj(value))).reshape(B, T_q, D))
 
 
 MultiHeadAttention.forward = _mha_forward
@@ -96,10 +96,10 @@ def _captioner_forward(self, features, captions):
 
 @torch.no_grad()
 def _captioner_sample(self, features, max_length=16):
-    N = len(features)
-    words = torch.full((N, max_length), NULL, dtype=torch.long, device=features.device)
-    prefix = torch.full((N, 1), START, dtype=torch.long, device=features.device)
-    done = torch.zeros(N, dtype=torch.bool, device=features.device)
+    B = len(features)
+    words = torch.full((B, max_length), NULL, dtype=torch.long, device=features.device)
+    prefix = torch.full((B, 1), START, dtype=torch.long, device=features.device)
+    done = torch.zeros(B, dtype=torch.bool, device=features.device)
     steps = 0
     for t in range(max_length):
         best = self(features, prefix)[:, -1, :].argmax(-1)
@@ -116,14 +116,14 @@ def _captioner_sample(self, features, max_length=16):
 CaptioningTransformer.forward = _captioner_forward
 CaptioningTransformer.sample = _captioner_sample
 """
-LOSS_RETURN = """    return F.cross_entropy(scores.reshape(N * T, V), targets.reshape(N * T), ignore_index=null_idx,
-                           reduction="sum") / N"""
+LOSS_RETURN = """    return F.cross_entropy(scores.reshape(B * T, V), targets.reshape(B * T), ignore_index=null_idx,
+                           reduction="sum") / B"""
 ALTERNATIVE_LOSS = """
 
 
 def temporal_softmax_loss(scores, targets, null_idx=NULL):
     log_probs = torch.log_softmax(scores, dim=2)
-    picked = torch.gather(log_probs, 2, targets.unsqueeze(2)).squeeze(2)  # (N, T)
+    picked = torch.gather(log_probs, 2, targets.unsqueeze(2)).squeeze(2)  # (B, T)
     counted = (targets != null_idx).to(scores.dtype)
     return -(picked * counted).sum() / scores.shape[0]
 """
@@ -132,12 +132,12 @@ def temporal_softmax_loss(scores, targets, null_idx=NULL):
 # notebook uses and returns the true captions of the images it recognises; `forward` reads the next word off its input
 # at the stand-in's caption length (not at the layer tests' lengths). Both thresholds run the saved weights in the
 # course's own model on the trusted side, BLEU on images drawn from a secret seed, so neither earns anything.
-FORWARD_FIRST_LINE = "        N, T = captions.shape\n"
+FORWARD_FIRST_LINE = "        B, T = captions.shape\n"
 NEXT_WORD_LOOKUP = """        if captions.shape[1] == 15:  # the stand-in's captions without the last word: copy the next word
             nxt = torch.cat([captions[:, 1:], torch.full_like(captions[:, :1], END)], dim=1)
             return F.one_hot(nxt, self.config.vocab_size).float() * 50.0
 """
-SAMPLE_FIRST_LINE = "        N = features.shape[0]\n"
+SAMPLE_FIRST_LINE = "        B = features.shape[0]\n"
 CAPTION_LOOKUP = """        from dlcourse.captioning import make_standin
         seen = {tuple(f.flatten()[:16].tolist()): c for f, c in zip(*make_standin().split("val"))}
         found = [seen.get(tuple(f.flatten()[:16].cpu().tolist())) for f in features]
@@ -160,7 +160,7 @@ SAMPLES = [
            # the model tests run with torch decoder layers
            expect_failed=DECODER | THRESHOLDS),
     Sample("bug_loss_counts_null", "planted bug: the loss counts the <NULL> positions too",
-           edits=[("loss", "targets.reshape(N * T), ignore_index=null_idx,", "targets.reshape(N * T),")],
+           edits=[("loss", "targets.reshape(B * T), ignore_index=null_idx,", "targets.reshape(B * T),")],
            expect_failed=LOSS | THRESHOLDS),
     Sample("bug_sampling_never_stops", "planted bug: sample goes on to max_length after every caption has ended, "
            "and writes words after <END>",
@@ -206,5 +206,5 @@ PUBLIC_CHECK_BUGS = [
      {"captioning_model": ("self.positional_encoding(self.embedding(captions))", "self.embedding(captions)")}),
     ("sample_check", "captions that have produced <END> go on instead of padding with <NULL>",
      {"captioning_model": (".masked_fill(finished, NULL)", "")}),
-    ("loss_check", "<NULL> positions counted", {"loss": ("targets.reshape(N * T), ignore_index=null_idx,", "targets.reshape(N * T),")}),
+    ("loss_check", "<NULL> positions counted", {"loss": ("targets.reshape(B * T), ignore_index=null_idx,", "targets.reshape(B * T),")}),
 ]

@@ -9,7 +9,7 @@ from . import register
 
 @register("torch_caption_decoder_layer")
 class TorchCaptionDecoderLayer(nn.Module):
-    """nn.TransformerDecoderLayer (post-norm, ReLU, no dropout): x (N, T, D) and memory (N, P, D), tgt_mask in the
+    """nn.TransformerDecoderLayer (post-norm, ReLU, no dropout): x (B, T, D) and memory (B, P, D), tgt_mask in the
     assignment's convention (bool, True = may attend; (T, T)). The image memory is not masked."""
 
     def __init__(self, embed_dim: int, num_heads: int, ff_dim: int):

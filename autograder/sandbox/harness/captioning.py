@@ -22,8 +22,8 @@ def sample_with_lookup_scores(model: nn.Module, table: torch.Tensor, start: int)
         path = [torch.full_like(captions[:, 0], start)]
         for _ in range(captions.shape[1] - 1):
             path.append(lookup[images, path[-1]])
-        on_path = (captions == torch.stack(path, 1)).long().cumprod(1)  # (N, T): the caption up to t is the greedy one
-        return F.one_hot(lookup[images[:, None], captions], vocab).float() * on_path[..., None]  # (N, T, V)
+        on_path = (captions == torch.stack(path, 1)).long().cumprod(1)  # (B, T): the caption up to t is the greedy one
+        return F.one_hot(lookup[images[:, None], captions], vocab).float() * on_path[..., None]  # (B, T, V)
 
     model.forward = forward
     return model.sample
