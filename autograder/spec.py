@@ -79,6 +79,8 @@ class AssignmentSpec:
     gpu_checks: tuple[GpuCheck, ...] = ()  # benchmarks/cuda_check.py's jobs: together they prove every threshold
     readme: ReadmeRow | None = None  # its rows in the README's tables (a new assignment without one gets a row to fill)
     demo_train_s: float = 0.0  # CPU seconds the demo's training takes on one thread (measured; the demo's estimate)
+    # the reference trains (autograder.samples.train_reference) with dlcourse.threads' large_model thread count
+    large_model: bool = False
 
     @property
     def threshold_tests(self) -> frozenset[str]:

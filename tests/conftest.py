@@ -54,11 +54,9 @@ IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "data", "__pycache__"
                                  "gradebook.db")
 
 
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of the checkout (code, sources, releases; no virtualenv, build or data), for tests that change sources or
-    rebuild releases without touching the checkout other tests read."""
-    copy = tmp_path / "project"
+def copy_project(dest: Path) -> Path:
+    """A copy of the checkout at dest/project (code, sources, releases; no virtualenv, build or data)."""
+    copy = dest / "project"
     shutil.copytree(PROJECT_ROOT, copy, ignore=IGNORED)
     # The checkout's cache of trained reference weights, shared: a copy's notebook is the original's, so its weights
     # are the ones test_samples trains (whichever runs first trains them, once: autograder.samples.train_reference).
@@ -67,6 +65,13 @@ def project(tmp_path) -> Path:
     (copy / "build").mkdir()
     (copy / "build" / "cache").symlink_to(cache)
     return copy
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the checkout, for tests that change sources or rebuild releases without touching the checkout other
+    tests read."""
+    return copy_project(tmp_path)
 
 
 # -- parallel runs: `make test` runs pytest-xdist with `--dist loadscope` and the scheduler below -------------------

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import IGNORED
+import pytest
+from conftest import IGNORED, copy_project
 
+from autograder.assignments import load_assignment
 from autograder.samples import samples_for
 
 
@@ -27,26 +29,46 @@ def add_by_copying(project: Path, existing: str, new: str) -> None:
                 project / "autograder" / "hidden_tests" / f"test_{new}.py")
 
 
-def test_an_assignment_added_by_copying_its_folder_builds_and_grades(project, tmp_path):
-    add_by_copying(project, "cnn", "toy")
-    run(project, "release", "toy")
-    release = project / "release" / "toy"
-    assert sorted(p.name for p in release.iterdir()) == ["submission.txt", "toy.ipynb"]  # no spec, no samples
-    assert (release / "submission.txt").read_text().splitlines()[2] == "toy.ipynb"
-    assert "| `toy` | CIFAR-10 CNNs:" in (project / "README.md").read_text()  # its rows in the README's tables
+# An existing assignment -> the name of its copy. cnn has nothing outside its folder but its hidden tests; transformer
+# also has stand-ins (autograder/kit/stand_ins/transformer.py) and a driver in the worker
+# (autograder/sandbox/harness/transformer.py), which its copied hidden tests keep using as they are, a synthetic task
+# and Multi30k data, and thresholds judged on saved weights in the course's own Transformer.
+COPIES = {"cnn": "toy", "transformer": "toy_transformer"}
 
-    # The demo's recipes, as test_samples trains cnn's: the copy's notebook is cnn's, so it shares those weights
-    # (build/cache; conftest's `project`) instead of training the full recipe again.
-    run(project, "samples", "toy", "--out", str(tmp_path / "all"), "--demo-recipes")
+
+@pytest.fixture(scope="module")
+def added(tmp_path_factory) -> Path:
+    """One copy of the project with every assignment of COPIES added by the recipe, their releases built by one
+    `release` call (the tests below share it: a project copy and a release build each cost seconds)."""
+    project = copy_project(tmp_path_factory.mktemp("added"))
+    for existing, new in COPIES.items():
+        add_by_copying(project, existing, new)
+    run(project, "release", *COPIES.values())
+    return project
+
+
+@pytest.mark.parametrize("existing", COPIES)
+def test_an_assignment_added_by_copying_its_folder_builds_and_grades(added, existing, tmp_path):
+    new = COPIES[existing]
+    release = added / "release" / new
+    assert sorted(p.name for p in release.iterdir()) == ["submission.txt", f"{new}.ipynb"]  # no spec, no samples
+    assert (release / "submission.txt").read_text().splitlines()[2] == f"{new}.ipynb"
+    readme = added / "README.md"
+    assert f"| `{new}` | {load_assignment(existing).spec.readme.builds} |" in readme.read_text()  # its README rows
+
+    # The demo's recipes, as test_samples trains the original's: the copy's notebook is the original's, so it shares
+    # those weights (build/cache; conftest's `project`) instead of training again.
+    run(added, "samples", new, "--out", str(tmp_path / "all"), "--demo-recipes")
     chosen = tmp_path / "submissions"
     chosen.mkdir()
     for sample in ("reference", "untouched_release"):
         shutil.copy(tmp_path / "all" / f"{sample}.tar.gz", chosen)
-    run(project, "grade", str(chosen), "--assignment", "toy", "--out", str(tmp_path / "grades"))
+    # No preflight, as in test_samples: the untouched release is one of the samples graded.
+    run(added, "grade", str(chosen), "--assignment", new, "--out", str(tmp_path / "grades"), "--no-preflight")
     rows = {r["student_id"]: r for r in json.loads((tmp_path / "grades" / "gradebook.json").read_text())["submissions"]}
-    # The copy's samples.py is cnn's and its hidden tests carry the same ids: each sample fails what cnn's declares
-    # (the reference only the thresholds whose weights are trained where CUDA is, none of its layer tests).
-    declared = {s.name: s for s in samples_for("cnn")}
+    # The copy's samples.py is the original's and its hidden tests carry the same ids: each sample fails what the
+    # original declares (the reference only the thresholds whose weights are trained where CUDA is).
+    declared = {s.name: s for s in samples_for(existing)}
     for sample in ("reference", "untouched_release"):
         row = rows[sample]
         failed = {tid for tid, t in row["tests"].items() if t["outcome"] in ("failed", "error")}

@@ -155,9 +155,6 @@ def reference_cache(assignment: Assignment, cells: list[str], cache_root: Path,
     return folder
 
 
-LARGE_MODEL_ASSIGNMENTS = frozenset({"bert"})  # whose reference trains with dlcourse.threads' large_model count
-
-
 def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
                     edits: tuple[tuple[str, str, str], ...] = ()) -> Path:
     """Run the reference notebook's own cells (definitions, data, hyper-parameters, training; with `edits`) in this
@@ -183,7 +180,7 @@ def train_reference(assignment: Assignment, cells: list[str], cache_root: Path,
         os.chdir(folder)  # the training cells save their weights into the working folder
         try:
             # the cells pick their device with get_device too; BERT's matmuls are big enough for all cores
-            with torch_threads(get_device(verbose=False), large_model=assignment.name in LARGE_MODEL_ASSIGNMENTS):
+            with torch_threads(get_device(verbose=False), large_model=assignment.spec.large_model):
                 run_reference_cells(assignment, cells, log=lambda m: print(m, flush=True), edits=edits)
         finally:
             os.chdir(previous)

@@ -26,6 +26,7 @@ SPEC = AssignmentSpec(
     # Grading budget per submission: the reference's other tests take about 6 s on a 2-thread CPU; the threshold
     # scores bert-base on IMDB within the threshold budget (GradeOptions.threshold_budget) and this one.
     submission_timeout_s=3600,
+    large_model=True,  # its reference trains on every core (dlcourse.threads)
     gpu_checks=(GpuCheck("imdb", ("imdb",), 330, ("imdb", "datasets", "minilm"), grade_s=90),),
     # The README's rows of this assignment (autograder/deploy/readme_tables.py writes them there).
     readme=ReadmeRow(
