@@ -42,6 +42,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "points(n): how many points the test is worth")
     config.addinivalue_line("markers", "cell(*grade_ids): answer cells checked for forbidden APIs before the test runs")
     config.pluginmanager.register(ResultCollector(config), "autograder-results")
+    # Which grader code judges (a checkout, an installed wheel): the first line of every judge log, for the TA
+    print(f"[judge] grader code: {Path(sys.modules[StudentCode.__module__].__file__ or '?').resolve().parents[1]}",
+          flush=True)
 
 
 @pytest.hookimpl(tryfirst=True)
