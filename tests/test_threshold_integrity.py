@@ -61,10 +61,11 @@ def image_set(seed: int = 0, n: int = N) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grade_images(student: FakeStudent, threshold: float = 0.8, n: int = N, clock: Callable[[], float] | None = None,
-                 batch_size: int = 64) -> float:
-    """The image path of autograder.kit.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's)."""
+                 batch_size: int = 64, seed: int | None = None) -> float:
+    """The image path of autograder.kit.scoring.graded_accuracy on the toy images (`clock`: graded_classifier's;
+    `seed`: one fixed draw of the secret order, canary subset and perturbations instead of a fresh one)."""
     images, labels = image_set(n=n)
-    rng = secret_rng()
+    rng = secret_rng() if seed is None else random.Random(seed)
     sample = secret_sample(labels.tolist(), rng)
     pool = torch.cat([images, perturb_images(images[sample.canary], rng)])
     return graded_classifier(student, "toy", in_worker(student, "toy", {}, {}), labels, sample,
@@ -157,8 +158,10 @@ def test_a_weak_model_that_looks_half_the_test_set_up_needs_review():
         return one_hot(torch.tensor([half.get(image.numpy().tobytes(), int(h)) for image, h in zip(x, honest, strict=True)]))
 
     student = FakeStudent(half_lookup)
+    # One fixed draw: over fresh draws the drop spreads (150 draws: 9.25 to 23 points, about 16 on average, flagged
+    # above 8), so a rare draw would not flag this lookup and the test would fail by luck (it did once in CI).
     with pytest.raises(pytest.skip.Exception, match="needs review"):
-        grade_images(student)
+        grade_images(student, seed=26)
     assert "reaches the bar 80%" in student.notes["toy"] and student.reviews["toy"].startswith("FLAGGED")
     honest = FakeStudent(weak)
     with pytest.raises(Feedback, match="below the required 80%"):  # without the lookup: below the bar, no review
