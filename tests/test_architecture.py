@@ -17,10 +17,11 @@ import ast
 from pathlib import Path
 
 from autograder.assignments import PROJECT_ROOT
+from autograder.imports import imported_names
 
 MAX_FUNCTION_LINES = 80
 # The top-level modules of autograder/ that every layer shares (ARCHITECTURE.md, "Layers").
-SHARED = {"autograder", "autograder.spec", "autograder.assignments", "autograder.options", "autograder.notebook",
+SHARED = {"autograder", "autograder.imports", "autograder.spec", "autograder.assignments", "autograder.options", "autograder.notebook",
           "autograder.feedback", "autograder.fingerprints", "autograder.course_cells"}
 # layer -> the layers its modules may import (dlcourse aside: every layer but dlcourse's own may import it).
 MAY_IMPORT = {
@@ -54,25 +55,6 @@ def layer_of(module: str) -> str:
         if parts[1] == "__main__":
             return "main"
     raise AssertionError(f"{module} has no layer: place it in ARCHITECTURE.md's Layers and in this test")
-
-
-def imported_names(module: str, is_package: bool, tree: ast.AST) -> set[str]:
-    """Every name an import statement in the tree may load: `from a.b import c` gives a.b and a.b.c (c may be a
-    module); relative imports are resolved against the module's package."""
-    package = module if is_package else module.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - (node.level - 1)]
-                source = ".".join(base + ([node.module] if node.module else []))
-            else:
-                source = node.module or ""
-            names.add(source)
-            names.update(f"{source}.{alias.name}" for alias in node.names)
-    return names
 
 
 def import_drawing(sources: dict[str, tuple[bool, str]]) -> dict[str, set[str]]:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from autograder.assignments import PROJECT_ROOT, Assignment, load_assignment
+from autograder.imports import imported_names
 from autograder.pipeline.gradebook import Gradebook, RowTest
 from autograder.options import GradeOptions
 from autograder.pipeline.results import Outcome, Status
@@ -106,18 +107,10 @@ def gradescope_root() -> Path:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """The dotted names a Python file imports anywhere in it, inside functions too (read, not run): `from a.b import c`
-    gives a.b and a.b.c (c may be a module); relative imports are resolved from the file's place in the project."""
-    package = path.relative_to(PROJECT_ROOT).with_suffix("").parts[:-1]
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]) \
-                if node.level else node.module or ""
-            names |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
-    return names
+    """The dotted names a Python file of the project imports anywhere in it, inside functions too (read, not run)."""
+    parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+    is_package = parts[-1] == "__init__"
+    return imported_names(".".join(parts[:-1] if is_package else parts), is_package, ast.parse(path.read_text()))
 
 
 def left_out_stand_ins(assignment: Assignment, shipped: set[Path]) -> set[Path]:
