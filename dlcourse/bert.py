@@ -96,9 +96,8 @@ TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "this", 
 def tiny_tokenizer():
     """A BERT WordPiece tokenizer over TINY_VOCAB (33 tokens, uncased), built in memory: [PAD] = 0,
     [CLS] = 2, [SEP] = 3, padding on the right."""
-    # transformers 5 keeps BertTokenizerFast as a runtime alias of BertTokenizer that its type hints do not declare;
-    # 4.x (Colab's) has the class itself.
-    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
+    # transformers 5 keeps BertTokenizerFast as a runtime alias of BertTokenizer (4.x, Colab's, has the class itself).
+    from transformers import BertTokenizerFast
 
     return BertTokenizerFast(vocab={token: i for i, token in enumerate(TINY_VOCAB)})
 

@@ -1,7 +1,7 @@
 """The project type-checks (pyproject.toml, [tool.mypy]): dlcourse/ is what students import, autograder/ what grades
 them, so a wrong annotation, a call that does not fit its signature or an unchecked None is a bug a student or an
-instructor would meet. One mypy run checks both packages: most of its time goes to reading torch's and transformers'
-hints (a minute or two of CPU without a cache), and a second run would read them again. mypy caches in .mypy_cache:
+instructor would meet. One mypy run checks both packages: most of its time goes to reading torch's hints (about 20 CPU
+s without a cache; transformers is not followed, see pyproject.toml), and a second run would read them again. mypy caches in .mypy_cache:
 later runs take seconds."""
 import subprocess
 import sys
