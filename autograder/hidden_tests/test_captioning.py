@@ -57,7 +57,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="embed_dim", mask="causal")
+    NAMES = AttentionNames(mask="causal")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_causal_mask_matches_torch",
              "test_cross_attention_matches_torch", "test_masks_hide_the_future_exactly", "test_gradients_match_torch")
     CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
@@ -66,7 +66,7 @@ class TestMultiHeadAttention(MultiHeadAttentionFamily):
 @pytest.mark.cell("decoder_layer")
 class TestDecoderLayer(DecoderLayerFamily):
     GROUP = "Decoder layer"
-    NAMES = DecoderLayerNames(width="embed_dim", ff="ff_dim", target="caption", memory="image features",
+    NAMES = DecoderLayerNames(target="caption", memory="image features",
                               memory_mask=False)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
@@ -87,21 +87,21 @@ class TestDecoderLayer(DecoderLayerFamily):
                      "(does any attention read the caption without the causal mask?)", rtol=0.0, atol=1e-5)
 
 
-TINY = dict(vocab_size=13, input_dim=6, embed_dim=16, num_heads=2, num_layers=2, ff_dim=32, max_length=20)
+TINY = dict(vocab_size=13, input_dim=6, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_length=20)
 
 
 def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
     """(reference parts, substitutes, weights under the student's names) for the model tests."""
     g = torch.Generator().manual_seed(seed)
     parts = nn.ModuleDict({
-        "visual_projection": nn.Linear(cfg["input_dim"], cfg["embed_dim"]),
-        "embedding": nn.Embedding(cfg["vocab_size"], cfg["embed_dim"]),
-        "layers": nn.ModuleList([decoder_reference(cfg["embed_dim"], cfg["num_heads"], cfg["ff_dim"],
+        "visual_projection": nn.Linear(cfg["input_dim"], cfg["d_model"]),
+        "embedding": nn.Embedding(cfg["vocab_size"], cfg["d_model"]),
+        "layers": nn.ModuleList([decoder_reference(cfg["d_model"], cfg["num_heads"], cfg["d_ff"],
                                                    seed=int(torch.randint(1000, (1,), generator=g)))
                                  for _ in range(cfg["num_layers"])]),
-        "output": nn.Linear(cfg["embed_dim"], cfg["vocab_size"]),
+        "output": nn.Linear(cfg["d_model"], cfg["vocab_size"]),
     })
-    layer_kwargs = {"embed_dim": cfg["embed_dim"], "num_heads": cfg["num_heads"], "ff_dim": cfg["ff_dim"]}
+    layer_kwargs = {"d_model": cfg["d_model"], "num_heads": cfg["num_heads"], "d_ff": cfg["d_ff"]}
     return model_reference(parts, ("visual_projection", "embedding", "output"),
                            {"layers": ("layers", "torch_caption_decoder_layer", layer_kwargs)}, seed, scale=0.5)
 
@@ -110,7 +110,7 @@ def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict
 def reference_scores(parts: nn.ModuleDict, cfg: dict, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
     T = captions.shape[1]
     memory = parts["visual_projection"](features)
-    x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["embed_dim"]).float()
+    x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["d_model"]).float()
     for layer in parts["layers"].children():
         x = layer(x, memory, tgt_mask=~causal(T))
     return parts["output"](x)

@@ -52,7 +52,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="d_model", mask="padding")
+    NAMES = AttentionNames(mask="padding")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_padding_mask_matches_torch",
              "test_causal_mask_matches_torch", "test_cross_attention_with_padding", "test_masked_positions_get_zero_weight",
              "test_fully_padded_row_gives_no_nan", "test_gradients_match_torch", "test_dropout_in_train_mode_only")
@@ -141,7 +141,7 @@ class TestEncoderLayer:
 @pytest.mark.cell("decoder_layer")
 class TestDecoderLayer(DecoderLayerFamily):
     GROUP = "Decoder layer"
-    NAMES = DecoderLayerNames(width="d_model", ff="d_ff", target="target", memory="encoder output", memory_mask=True)
+    NAMES = DecoderLayerNames(target="target", memory="encoder output", memory_mask=True)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
     @pytest.mark.points(1)

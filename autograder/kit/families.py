@@ -1,14 +1,15 @@
 """Hidden-test families: the tests that several assignments share (positional encoding, masks, multi-head attention,
 the post-norm decoder layer, greedy decoding), written once and instantiated by each assignment's hidden tests.
 
-An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class, its
-width argument `d_model` or `embed_dim`, ...), picks the family's tests it
-has in TESTS and gives a parametrised test its cases in CASES:
+An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class,
+the function, what a layer decodes, ...), picks the family's tests it has in TESTS and gives a parametrised test its
+cases in CASES. Every notebook names its constructors' widths alike (`d_model`, `d_ff`, `num_heads`: docs/maintainers.md,
+"Naming in the notebooks"), so the families call them by those names:
 
     @pytest.mark.cell("mha")
     class TestMultiHeadAttention(MultiHeadAttentionFamily):
         GROUP = "Multi-head attention"
-        NAMES = AttentionNames(width="embed_dim", mask="causal")
+        NAMES = AttentionNames(mask="causal")
         TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", ...)
         CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
 
@@ -185,7 +186,6 @@ class MaskFamily(Family):
 # -- multi-head attention ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class AttentionNames:
-    width: str  # the constructor's width argument: d_model or embed_dim
     mask: str  # the mask of the gradient test: "padding" where the notebook pads, else "causal"
     cls: str = "MultiHeadAttention"
 
@@ -207,7 +207,7 @@ class MultiHeadAttentionFamily(Family):
     NAMES: AttentionNames
 
     def build(self, width: int, heads: int, **kwargs) -> dict:
-        return call(self.NAMES.cls, **{self.NAMES.width: width}, num_heads=heads, **kwargs)
+        return call(self.NAMES.cls, d_model=width, num_heads=heads, **kwargs)
 
     def unchanged(self, student, weights: dict, runs: tuple[tuple, tuple], whats: tuple[str, str], compared: str,
                   where=slice(None)):
@@ -230,7 +230,7 @@ class MultiHeadAttentionFamily(Family):
         mha, weights = mha_reference(d_model, heads, seed=d_model)
         x = seeded_randn(2, 6, d_model, seed=heads)
         result = student.run(self.build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
-                             what=f"{self.NAMES.cls}({self.NAMES.width}={d_model}, num_heads={heads})")
+                             what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads})")
         assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), "self-attention output")
         assert_close(result.output, sdpa_reference(weights, heads, x, x, x), "self-attention output")
 
@@ -404,8 +404,6 @@ def model_reference(parts: nn.ModuleDict, plain: tuple[str, ...], stacks: dict[s
 
 @dataclasses.dataclass(frozen=True)
 class DecoderLayerNames:
-    width: str  # d_model or embed_dim
-    ff: str  # the feed-forward width: d_ff or ff_dim
     target: str  # what the layer decodes: "target" or "caption"
     memory: str  # what it attends to: "encoder output" or "image features"
     memory_mask: bool  # forward(x, memory, memory_mask, tgt_mask) rather than forward(x, memory, tgt_mask)
@@ -416,7 +414,7 @@ class DecoderLayerFamily(Family):
     NAMES: DecoderLayerNames
 
     def build(self, d_model: int, heads: int, d_ff: int, **kwargs) -> dict:
-        return call(self.NAMES.cls, **{self.NAMES.width: d_model}, num_heads=heads, **{self.NAMES.ff: d_ff}, **kwargs)
+        return call(self.NAMES.cls, d_model=d_model, num_heads=heads, d_ff=d_ff, **kwargs)
 
     def arguments(self, x, memory, memory_mask, tgt_mask) -> tuple:
         return (x, memory, memory_mask, tgt_mask) if self.NAMES.memory_mask else (x, memory, tgt_mask)
