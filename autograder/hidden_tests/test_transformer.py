@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
 from autograder.kit.attention_reference import causal, sinusoidal_reference
-from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
+from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, FeedForwardFamily,
+                                 FeedForwardNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
                                  DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
                                  model_reference, padding_mask)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
-                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, handle, module
 from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
@@ -60,31 +60,12 @@ class TestMultiHeadAttention(MultiHeadAttentionFamily):
 
 
 @pytest.mark.cell("feedforward")
-class TestFeedForward:
+class TestFeedForward(FeedForwardFamily):
     GROUP = "Feed-forward"
-
-    @pytest.mark.points(1)
-    def test_matches_reference(self, student):
-        """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
-        ref = TorchFeedForward(12, 20)
-        fill_parameters_(ref.linear1, seed=1), fill_parameters_(ref.linear2, seed=2)
-        check_output_and_input_grad(student, call("FeedForward", d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
-                                    seeded_randn(2, 5, 12, seed=4), what="FeedForward(12, 20)", label="FeedForward")
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, FeedForward drops after the ReLU (before linear2) in train mode, nothing in eval mode"""
-        p, seed = 0.3, 5
-        ref = TorchFeedForward(10, 14)
-        fill_parameters_(ref.linear1, seed=6), fill_parameters_(ref.linear2, seed=7)
-        x = seeded_randn(2, 4, 10, seed=8)
-        with torch.no_grad():
-            expected_eval = ref(x)
-            with replayed_dropout(seed):
-                expected_train = ref.linear2(F.dropout(F.relu(ref.linear1(x)), p, True))
-        check_dropout(student, module(call("FeedForward", d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()), (x,),
-                      p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=1,
-                      what=f"FeedForward(10, 14, dropout={p})", where="once, after the ReLU (before linear2)")
+    NAMES = FeedForwardNames(cls="FeedForward", reference=TorchFeedForward, activation=F.relu,
+                             formula="linear2(ReLU(linear1(x)))", dropped="after the ReLU (before linear2)",
+                             where="once, after the ReLU (before linear2)")
+    TESTS = ("test_matches_reference", "test_dropout_in_train_mode_only")
 
 
 def encoder_reference(d_model, heads, d_ff, seed) -> nn.TransformerEncoderLayer:

@@ -6,7 +6,6 @@ points only in the Attention tests. Dropout is checked in eval mode (it does not
 the reference under the same replayed masks (stand_ins/dropout.py): the notebook states where each dropout goes.
 The accuracy tests rebuild the student's saved model in the sandbox; only this process holds the labels.
 """
-import math
 from typing import Any
 
 import pytest
@@ -16,11 +15,12 @@ import torch.nn.functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
-from autograder.kit.families import bar_title
-from autograder.kit.reference import (assert_close, assert_shape, check_dropout, check_output_and_input_grad, expect_grads,
+from autograder.kit.families import (FeedForwardFamily, FeedForwardNames, SelfAttentionFamily, SelfAttentionNames,
+                                     bar_title)
+from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads,
                                   fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, stand_in
-from autograder.kit.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
+from autograder.kit.stand_ins.vit import ConvPatchify, TorchMLP, torchvision_block
 from autograder.kit.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
@@ -59,106 +59,23 @@ class TestPatchify:
         expect_grads(result.param_grads, p_grads, ["proj.weight"])
 
 
-ATTENTION_NAMES = {"qkv.weight": "mha.in_proj_weight", "qkv.bias": "mha.in_proj_bias",  # ours: the torch_attention stand-in's
-                   "proj.weight": "mha.out_proj.weight", "proj.bias": "mha.out_proj.bias"}
-
-
-def mha_reference(d_model: int, heads: int, seed: int) -> tuple[TorchAttention, dict]:
-    """nn.MultiheadAttention (in the torch_attention stand-in) with seeded weights, and those under the student's names."""
-    ref = fill_parameters_(TorchAttention(d_model, heads), seed=seed, scale=0.3).eval()
-    state = ref.state_dict()
-    return ref, {ours: state[theirs] for ours, theirs in ATTENTION_NAMES.items()}
-
-
-def attention_formula(x, weights: dict, heads: int, p: float, training: bool):
-    """Multi-head self-attention by the notebook's formula and layout, with F.dropout where the notebook puts it."""
-    B, T, D = x.shape
-    split = lambda t: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-    q, k, v = (split(t) for t in F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(D, dim=2))
-    probs = F.dropout((q @ k.transpose(-2, -1) / math.sqrt(D // heads)).softmax(dim=-1), p, training)
-    y = (probs @ v).transpose(1, 2).reshape(B, T, D)
-    return F.dropout(F.linear(y, weights["proj.weight"], weights["proj.bias"]), p, training).detach()
-
-
 @pytest.mark.cell("attention")
-class TestAttention:
+class TestAttention(SelfAttentionFamily):
     GROUP = "Attention"
-
-    @pytest.mark.points(1)
-    def test_output_shape(self, student):
-        """Attention maps (B, T, D) to (B, T, D)"""
-        result = student.run(call("Attention", d_model=24, num_heads=3), (seeded_randn(2, 7, 24),), what="Attention(24, 3)")
-        assert_shape(result.output, (2, 7, 24), "Attention output")
-
-    @pytest.mark.points(3)
-    @pytest.mark.parametrize("d_model,heads", [(16, 1), (32, 4), (48, 6)])
-    def test_matches_torch_multihead_attention(self, student, d_model, heads):
-        """Attention equals torch.nn.MultiheadAttention with the same weights"""
-        ref, weights = mha_reference(d_model, heads, seed=d_model)
-        x = seeded_randn(2, 9, d_model, seed=heads)
-        result = student.run(call("Attention", d_model=d_model, num_heads=heads), (x,), weights=weights,
-                             what=f"Attention(d_model={d_model}, num_heads={heads})")
-        expected = ref(x).detach()
-        assert_close(result.output, expected, f"Attention output (d_model={d_model}, heads={heads})")
-        # A second oracle: the same computation through F.scaled_dot_product_attention, head by head.
-        q, k, v = F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(d_model, dim=2)
-        split = lambda t: t.view(2, 9, heads, d_model // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(2, 9, d_model)
-        assert_close(result.output, F.linear(y, weights["proj.weight"], weights["proj.bias"]).detach(), "Attention output")
-
-    @pytest.mark.points(2)
-    def test_gradients_match_torch(self, student):
-        """Gradients of Attention (input and all weights) equal torch.nn.MultiheadAttention's"""
-        ref, weights = mha_reference(32, 4, seed=7)
-        x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
-        result = student.run(call("Attention", d_model=32, num_heads=4), (x,), weights=weights, grad_output=g,
-                             what="Attention(32, 4) backward")
-        x_grad, p_grads = reference_grads(ref, x, g)
-        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
-        expect_grads(result.param_grads, p_grads, ATTENTION_NAMES)
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, Attention drops the attention probabilities and the output in train mode, nothing in eval mode"""
-        p, seed, d_model, heads = 0.4, 5, 12, 3
-        _, weights = mha_reference(d_model, heads, seed=11)
-        x = seeded_randn(2, 6, d_model, seed=12)
-        built = module(call("Attention", d_model=d_model, num_heads=heads, dropout=p), weights=weights)
-        expected = {"eval": attention_formula(x, weights, heads, p, training=False)}
-        with replayed_dropout(seed):
-            expected["train"] = attention_formula(x, weights, heads, p, training=True)
-        check_dropout(student, built, (x,), p=p, seed=seed, expected_eval=expected["eval"], expected_train=expected["train"],
-                      calls=2, what=f"Attention(d_model={d_model}, num_heads={heads}, dropout={p})",
-                      where="attn_drop on the attention probabilities (after the softmax, laid out as (B, nh, T, T)), "
-                            "then proj_drop on the output of proj")
+    NAMES = SelfAttentionNames(cls="Attention")
+    TESTS = ("test_output_shape", "test_matches_torch_multihead_attention", "test_gradients_match_torch",
+             "test_dropout_in_train_mode_only")
+    CASES = {"test_matches_torch_multihead_attention": ("d_model,heads", [(16, 1), (32, 4), (48, 6)])}
 
 
 @pytest.mark.cell("mlp")
-class TestMLP:
+class TestMLP(FeedForwardFamily):
     GROUP = "MLP"
-
-    @pytest.mark.points(2)
-    def test_matches_reference(self, student):
-        """MLP equals fc2(GELU(fc1(x))), values and gradients"""
-        ref = TorchMLP(12, 20)
-        fill_parameters_(ref.fc1, seed=1), fill_parameters_(ref.fc2, seed=2)
-        check_output_and_input_grad(student, call("MLP", d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
-                                    seeded_randn(2, 5, 12, seed=4), what="MLP(12, 20)", label="MLP")
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, MLP drops after GELU and after fc2 in train mode, nothing in eval mode"""
-        p, seed = 0.3, 6
-        ref = fill_parameters_(TorchMLP(10, 14), seed=7)
-        x = seeded_randn(2, 4, 10, seed=8)
-        forward = lambda training: ref.fc2(F.dropout(ref.act(ref.fc1(x)), p, training))  # noqa: E731
-        with torch.no_grad():
-            expected_eval = forward(False)
-            with replayed_dropout(seed):
-                expected_train = F.dropout(forward(True), p, True)
-        check_dropout(student, module(call("MLP", d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()), (x,), p=p,
-                      seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=2,
-                      what=f"MLP(10, 14, dropout={p})", where="after GELU (before fc2), then after fc2")
+    NAMES = FeedForwardNames(cls="MLP", reference=TorchMLP, activation=F.gelu, formula="fc2(GELU(fc1(x)))",
+                             dropped="after GELU and after fc2", where="after GELU (before fc2), then after fc2",
+                             output_dropout=True)
+    TESTS = ("test_matches_reference", "test_dropout_in_train_mode_only")
+    POINTS = {"test_matches_reference": 2}
 
 
 def encoder_block(d_model: int, heads: int, d_ff: int, seed: int) -> nn.Module:

@@ -31,10 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autograder.kit.attention_reference import (attention_weights, causal, mha_reference, sdpa_reference,
-                                            sinusoidal_reference)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, grad_of,
-                                  replayed_dropout, seeded_randn)
+from autograder.kit.attention_reference import (attention_weights, causal, fused_attention_weights, mha_reference,
+                                            sdpa_reference, sinusoidal_reference)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
+                                  expect_grads, grad_of, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, name, stand_in
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import check_greedy_rows
@@ -51,6 +51,7 @@ class Family:
     NAMES: DataclassInstance | None = None  # a dataclass of the notebook's names; its fields format the tests' titles
     TESTS: tuple[str, ...] = ()  # the family's tests this assignment has
     CASES: dict[str, tuple[str, list]] = {}  # test name -> (argnames, cases) of pytest.mark.parametrize
+    POINTS: dict[str, float] = {}  # test name -> its points in this assignment, where not the family's
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -58,23 +59,28 @@ class Family:
             return  # a family, not an assignment's test class
         family = {n: f for base in reversed(cls.__mro__[1:]) for n, f in vars(base).items()
                   if n.startswith("test_") and inspect.isfunction(f) and n not in cls.__dict__}  # in written order
-        unknown = [n for n in (*cls.TESTS, *cls.CASES) if n not in family]
+        unknown = [n for n in (*cls.TESTS, *cls.CASES, *cls.POINTS) if n not in family]
         if unknown:
             raise TypeError(f"{cls.__qualname__} picks tests its family does not have: {', '.join(unknown)}")
         names = dataclasses.asdict(cls.NAMES) if cls.NAMES is not None else {}
         own = {n: f for n, f in vars(cls).items() if n.startswith("test_")}
         for test_name, test in family.items():
-            setattr(cls, test_name, _own_copy(test, names, cls.CASES.get(test_name)) if test_name in cls.TESTS else None)
+            setattr(cls, test_name, _own_copy(test, names, cls.CASES.get(test_name), cls.POINTS.get(test_name))
+                    if test_name in cls.TESTS else None)
         for test_name, test in own.items():  # pytest runs a class's tests in its __dict__'s order: the family's first
             delattr(cls, test_name)
             setattr(cls, test_name, test)
 
 
-def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None) -> Callable:
-    """`test` as a function of its own: its title formatted with `names`, its marks copied, parametrised by `cases`."""
+def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None, points: float | None) -> Callable:
+    """`test` as a function of its own: its title formatted with `names`, its marks copied (its points `points` where
+    given), parametrised by `cases`."""
     copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
     copy.__kwdefaults__, copy.__qualname__, copy.__module__ = test.__kwdefaults__, test.__qualname__, test.__module__
     copy.__dict__.update({k: list(v) if k == "pytestmark" else v for k, v in test.__dict__.items()})
+    if points is not None:
+        copy.pytestmark = [m for m in copy.__dict__.get("pytestmark", []) if m.name != "points"]
+        copy = pytest.mark.points(points)(copy)
     copy.__doc__ = _title(test).format_map(names)
     return pytest.mark.parametrize(*cases)(copy) if cases else copy
 
@@ -191,16 +197,20 @@ class AttentionNames:
 
 
 @torch.no_grad()
-def attention_formula(weights: dict, heads: int, query, key, value, mask, p: float) -> torch.Tensor:
-    """Multi-head attention by the notebooks' formula and layout, with F.dropout (train mode) on the weights."""
+def attention_formula(weights: dict, heads: int, query, key, value, mask, p: float, out_p: float = 0.0) -> torch.Tensor:
+    """Multi-head attention by the notebooks' formula and layout (`weights` under q_proj, k_proj, v_proj, out_proj),
+    with F.dropout (train mode) on the weights after the softmax, p, and on the output, out_p (ViT's proj_drop)."""
     (B, T_q, D), T_k = query.shape, key.shape[1]
     split = lambda t, T: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
     q = split(F.linear(query, weights["q_proj.weight"], weights["q_proj.bias"]), T_q)
     k = split(F.linear(key, weights["k_proj.weight"], weights["k_proj.bias"]), T_k)
     v = split(F.linear(value, weights["v_proj.weight"], weights["v_proj.bias"]), T_k)
-    scores = (q @ k.transpose(-2, -1) / math.sqrt(D // heads)).masked_fill(~mask, torch.finfo(q.dtype).min)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D // heads)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(q.dtype).min)
     y = (F.dropout(scores.softmax(dim=-1), p, True) @ v).transpose(1, 2).reshape(B, T_q, D)
-    return F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"])
+    y = F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"])
+    return F.dropout(y, out_p, True) if out_p else y
 
 
 class MultiHeadAttentionFamily(Family):
@@ -351,6 +361,116 @@ class MultiHeadAttentionFamily(Family):
                       calls=1, what=f"{self.NAMES.cls}(16, {heads}, dropout={p})",
                       where="self.dropout on the attention weights, after the softmax, laid out as (B, nh, T_q, "
                             "T_k) (the output projection is not dropped)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfAttentionNames:
+    cls: str = "Attention"  # a self-attention with one fused projection qkv and an output projection proj (ViT's)
+
+
+class SelfAttentionFamily(Family):
+    """Multi-head self-attention computed from one fused projection (forward(x), no mask), against the same torch
+    oracles as MultiHeadAttentionFamily: nn.MultiheadAttention, F.scaled_dot_product_attention, attention_formula."""
+
+    NAMES: SelfAttentionNames
+
+    def build(self, d_model: int, heads: int, **kwargs) -> dict:
+        return call(self.NAMES.cls, d_model=d_model, num_heads=heads, **kwargs)
+
+    def reference(self, d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict, dict]:
+        """(the seeded nn.MultiheadAttention, its weights under the student's fused names, under q_proj...out_proj)."""
+        mha, separate = mha_reference(d_model, heads, seed=seed)
+        return mha, fused_attention_weights(mha), separate
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """{cls} maps (B, T, D) to (B, T, D)"""
+        result = student.run(self.build(24, 3), (seeded_randn(2, 7, 24),), what=f"{self.NAMES.cls}(24, 3)")
+        assert_shape(result.output, (2, 7, 24), f"{self.NAMES.cls} output")
+
+    @pytest.mark.points(3)
+    def test_matches_torch_multihead_attention(self, student, d_model, heads):
+        """{cls} equals torch.nn.MultiheadAttention with the same weights"""
+        mha, weights, separate = self.reference(d_model, heads, seed=d_model)
+        x = seeded_randn(2, 9, d_model, seed=heads)
+        result = student.run(self.build(d_model, heads), (x,), weights=weights,
+                             what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads})")
+        label = f"{self.NAMES.cls} output (d_model={d_model}, heads={heads})"
+        assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), label)
+        assert_close(result.output, sdpa_reference(separate, heads, x, x, x), label)  # a second oracle
+
+    @pytest.mark.points(2)
+    def test_gradients_match_torch(self, student):
+        """Gradients of {cls} (input and all weights) equal torch.nn.MultiheadAttention's"""
+        mha, weights, _ = self.reference(32, 4, seed=7)
+        x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
+        result = student.run(self.build(32, 4), (x,), weights=weights, grad_output=g,
+                             what=f"{self.NAMES.cls}(32, 4) backward")
+        x_grad, _ = reference_grads(mha, x, g, forward=lambda x: mha(x, x, x, need_weights=False)[0])
+        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
+        expect_grads(result.param_grads, {"qkv.weight": grad_of(mha.in_proj_weight), "qkv.bias": grad_of(mha.in_proj_bias),
+                                          "proj.weight": grad_of(mha.out_proj.weight),
+                                          "proj.bias": grad_of(mha.out_proj.bias)})
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, {cls} drops the attention probabilities and the output in train mode, nothing in eval mode"""
+        p, seed, d_model, heads = 0.4, 5, 12, 3
+        _, weights, separate = self.reference(d_model, heads, seed=11)
+        x = seeded_randn(2, 6, d_model, seed=12)
+        with replayed_dropout(seed):
+            expected_train = attention_formula(separate, heads, x, x, x, None, p, out_p=p)
+        check_dropout(student, module(self.build(d_model, heads, dropout=p), weights=weights), (x,), p=p, seed=seed,
+                      expected_eval=sdpa_reference(separate, heads, x, x, x), expected_train=expected_train, calls=2,
+                      what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads}, dropout={p})",
+                      where="attn_drop on the attention probabilities (after the softmax, laid out as (B, nh, T, T)), "
+                            "then proj_drop on the output of proj")
+
+
+# -- the position-wise feed-forward network -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FeedForwardNames:
+    cls: str  # FeedForward, MLP
+    reference: type[nn.Module]  # its torch stand-in: (d_model, d_ff) -> two nn.Linear children around the activation
+    activation: Callable[[torch.Tensor], torch.Tensor]  # F.relu, F.gelu
+    formula: str  # the title's formula: "linear2(ReLU(linear1(x)))"
+    dropped: str  # where dropout goes, as the title says it: "after the ReLU (before linear2)"
+    where: str  # the same, as the feedback says it
+    output_dropout: bool = False  # a second dropout on the output (ViT's MLP)
+
+
+class FeedForwardFamily(Family):
+    NAMES: FeedForwardNames
+
+    def reference(self, d_model: int, d_ff: int, seed: int) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+        """The seeded torch reference and its two linear layers (the first seeded `seed`, the second `seed + 1`)."""
+        ref = self.NAMES.reference(d_model, d_ff)
+        first, second = (m for m in ref.children() if isinstance(m, nn.Linear))
+        fill_parameters_(first, seed=seed), fill_parameters_(second, seed=seed + 1)
+        return ref, first, second
+
+    @pytest.mark.points(1)
+    def test_matches_reference(self, student):
+        """{cls} equals {formula}, values and gradients"""
+        ref, _, _ = self.reference(12, 20, seed=1)
+        check_output_and_input_grad(student, call(self.NAMES.cls, d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
+                                    seeded_randn(2, 5, 12, seed=4), what=f"{self.NAMES.cls}(12, 20)", label=self.NAMES.cls)
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, {cls} drops {dropped} in train mode, nothing in eval mode"""
+        p, seed, drops = 0.3, 5, 1 + self.NAMES.output_dropout
+        ref, first, second = self.reference(10, 14, seed=6)
+        x = seeded_randn(2, 4, 10, seed=8)
+        with torch.no_grad():
+            expected_eval = ref(x)
+            with replayed_dropout(seed):
+                expected_train = second(F.dropout(self.NAMES.activation(first(x)), p, True))
+                if self.NAMES.output_dropout:
+                    expected_train = F.dropout(expected_train, p, True)
+        check_dropout(student, module(call(self.NAMES.cls, d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()),
+                      (x,), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=drops,
+                      what=f"{self.NAMES.cls}(10, 14, dropout={p})", where=self.NAMES.where)
 
 
 # -- the post-norm decoder layer -----------------------------------------------------------------------------------
