@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
-from autograder.kit.families import (FeedForwardFamily, FeedForwardNames, SelfAttentionFamily, SelfAttentionNames,
-                                     bar_title)
+from autograder.kit.families import (EncoderLayerFamily, EncoderLayerNames, FeedForwardFamily, FeedForwardNames,
+                                     SelfAttentionFamily, SelfAttentionNames,
+                                     SavedClassifier, accuracy_tests)
 from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads,
                                   fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, stand_in
 from autograder.kit.stand_ins.vit import ConvPatchify, TorchMLP, torchvision_block
-from autograder.kit.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -94,33 +94,25 @@ def block_weights(ref: Any) -> dict:
             "mlp.fc2.weight": ref.mlp[3].weight, "mlp.fc2.bias": ref.mlp[3].bias}
 
 
-def block_substitutes(d_model: int, heads: int, d_ff: int, prefix: str = "") -> dict:
-    return {f"{prefix}attn": stand_in("torch_attention", d_model=d_model, num_heads=heads),
-            f"{prefix}mlp": stand_in("torch_mlp", d_model=d_model, d_ff=d_ff)}
-
-
 @pytest.mark.cell("block")
-class TestBlock:
+class TestBlock(EncoderLayerFamily):
     GROUP = "Block"
+    NAMES = EncoderLayerNames(cls="Block", norm="Pre-norm", parts=" (norm, attention, residual, norm, MLP, residual)",
+                              reference="torchvision's EncoderBlock", residuals="residual paths",
+                              grad_reference="the reference", padding_mask=False)
+    TESTS = ("test_matches_torch_layer", "test_gradients_match_torch")
+    RENAMED = {"test_matches_torch_layer": "test_matches_torchvision_encoder_block",
+               "test_gradients_match_torch": "test_residual_gradients"}
 
-    @pytest.mark.points(3)
-    def test_matches_torchvision_encoder_block(self, student):
-        """Pre-norm Block (norm, attention, residual, norm, MLP, residual) equals torchvision's EncoderBlock"""
-        ref = encoder_block(16, 2, 32, seed=11)
-        x = seeded_randn(2, 6, 16, seed=12)
-        result = student.run(call("Block", d_model=16, num_heads=2, d_ff=32), (x,), weights=block_weights(ref),
-                             substitutes=block_substitutes(16, 2, 32), what="Block(16, 2, 32)")
-        assert_close(result.output, ref(x).detach(), "Block output", atol=1e-4)
+    def reference(self, d_model: int, heads: int, d_ff: int, seed: int) -> nn.Module:
+        return encoder_block(d_model, heads, d_ff, seed)
 
-    @pytest.mark.points(1)
-    def test_residual_gradients(self, student):
-        """Gradients flow through both residual paths as in the reference"""
-        ref = encoder_block(16, 4, 24, seed=13)
-        x, g = seeded_randn(3, 4, 16, seed=14), seeded_randn(3, 4, 16, seed=15)
-        result = student.run(call("Block", d_model=16, num_heads=4, d_ff=24), (x,), weights=block_weights(ref),
-                             substitutes=block_substitutes(16, 4, 24), grad_output=g, what="Block(16, 4, 24) backward")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.input_grads[0], x_grad, "Block gradient with respect to the input", atol=1e-4)
+    def weights(self, ref: nn.Module) -> dict:
+        return block_weights(ref)
+
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return {"attn": stand_in("torch_attention", d_model=d_model, num_heads=heads),
+                "mlp": stand_in("torch_mlp", d_model=d_model, d_ff=d_ff)}
 
 
 VIT_CONFIG = dict(image_size=16, in_channels=3, patch_size=4, num_classes=7, d_model=16, depth=2, num_heads=2,
@@ -207,17 +199,8 @@ class TestViT:
                       where="pos_drop on the tokens after adding the position embedding (class token included)")
 
 
-class TestAccuracy:
-    GROUP = "Accuracy"
-
-    @pytest.mark.points(8)
-    @bar_title(THRESHOLDS["fashion_mnist"])
-    def test_fashion_mnist_accuracy(self, student):
-        """The saved FashionMNIST model reaches at least {bar} test accuracy"""
-        graded_accuracy(student, "vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", THRESHOLDS["fashion_mnist"])
-
-    @pytest.mark.points(8)
-    @bar_title(THRESHOLDS["cifar10"])
-    def test_cifar10_accuracy(self, student):
-        """The saved CIFAR-10 model reaches at least {bar} test accuracy"""
-        graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", THRESHOLDS["cifar10"])
+TestAccuracy = accuracy_tests(THRESHOLDS, {  # saved files, model, config, data, points, title
+    "fashion_mnist": SavedClassifier("vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", 8,
+                                     "The saved FashionMNIST model reaches at least {bar} test accuracy"),
+    "cifar10": SavedClassifier("vit_cifar10", "ViT", "ViTConfig", "cifar10", 8,
+                               "The saved CIFAR-10 model reaches at least {bar} test accuracy")})
