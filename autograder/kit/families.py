@@ -1,5 +1,6 @@
 """Hidden-test families: the tests that several assignments share (positional encoding, masks, multi-head attention,
-the post-norm decoder layer, greedy decoding), written once and instantiated by each assignment's hidden tests.
+ViT's fused self-attention, the feed-forward network, the encoder and the post-norm decoder layer, a whole decoding
+model, greedy decoding, accuracy thresholds), written once and instantiated by each assignment's hidden tests.
 
 An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class,
 the function, what a layer decodes, ...), picks the family's tests it has in TESTS and gives a parametrised test its
