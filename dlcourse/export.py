@@ -47,8 +47,8 @@ def constructor_arguments(saved: Any, config_class: str | None = None) -> dict[s
     version = saved.get(FORMAT_KEY, 0)
     if version not in READABLE_VERSIONS:
         raise ValueError(f"saved with format {version!r}; this dlcourse reads formats {', '.join(map(str, READABLE_VERSIONS))}")
-    renamed = RENAMED_IN_2.get(config_class or "", {}) if version < 2 else {}
-    return {renamed.get(k, k): v for k, v in saved.items() if k != FORMAT_KEY}
+    renamed: dict[str, str] = RENAMED_IN_2.get(config_class or "", {}) if version < 2 else {}
+    return {renamed.get(str(k), str(k)): v for k, v in saved.items() if k != FORMAT_KEY}  # (JSON keys are strings)
 
 
 def save_model(model: torch.nn.Module, config: Any, name: str, folder: str | Path = ".") -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ same replayed masks (stand_ins/dropout.py): the notebook states where each dropo
 the targets and the scoring stay in this process.
 """
 import math
+from typing import cast
 
 import pytest
 import torch
@@ -89,7 +90,7 @@ class TestEncoderLayer(EncoderLayerFamily):
         return encoder_reference(d_model, heads, d_ff, seed)
 
     def weights(self, ref: nn.Module) -> dict:
-        return layer_weights(ref, {"self_attn": "self_attn"}, 2)
+        return layer_weights(cast(nn.TransformerEncoderLayer, ref), {"self_attn": "self_attn"}, 2)
 
     def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
         return layer_substitutes(d_model, heads, d_ff, ["self_attn"])

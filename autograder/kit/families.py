@@ -89,7 +89,7 @@ def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None, point
     copy.__qualname__ = test.__qualname__.rsplit(".", 1)[0] + "." + own_name
     copy.__dict__.update({k: list(v) if k == "pytestmark" else v for k, v in test.__dict__.items()})
     if points is not None:
-        copy.pytestmark = [m for m in copy.__dict__.get("pytestmark", []) if m.name != "points"]
+        copy.__dict__["pytestmark"] = [m for m in copy.__dict__.get("pytestmark", []) if m.name != "points"]
         copy = pytest.mark.points(points)(copy)
     copy.__doc__ = _title(test).format_map(names)
     return pytest.mark.parametrize(*cases)(copy) if cases else copy
@@ -718,9 +718,9 @@ class DecoderModelFamily(Family):
 
     def model(self, keep_as: str | None = None, seed: int | None = None) -> dict:
         """The student's model (CONFIG), with the grader's masks; with torch layers seeded `seed` where given."""
-        torch_layers = {} if seed is None else dict(zip(("substitutes", "weights"), self.reference(seed)[1:], strict=True))
-        built = module(call(self.NAMES.cls, call(self.NAMES.config, **self.CONFIG)), keep_as=keep_as, **torch_layers)
-        return with_reference_masks(built)
+        substitutes, weights = (None, None) if seed is None else self.reference(seed)[1:]
+        return with_reference_masks(module(call(self.NAMES.cls, call(self.NAMES.config, **self.CONFIG)), weights=weights,
+                                           substitutes=substitutes, keep_as=keep_as))
 
     def outputs(self, student, request: dict, context, tokens, what: str) -> torch.Tensor:
         value = student.invoke(request, context, tokens, what=what).value
