@@ -16,10 +16,9 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
 from autograder.kit.families import (EncoderLayerFamily, EncoderLayerNames, FeedForwardFamily, FeedForwardNames,
-                                     SelfAttentionFamily, SelfAttentionNames,
-                                     SavedClassifier, accuracy_tests)
-from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads,
-                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
+                                     SavedClassifier, SelfAttentionFamily, SelfAttentionNames, accuracy_tests)
+from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+                                      reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, stand_in
 from autograder.kit.stand_ins.vit import ConvPatchify, TorchMLP, torchvision_block
 
