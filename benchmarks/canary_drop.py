@@ -39,8 +39,8 @@ class SavedFolder:
         self.assignment_name, self.folder = assignment, folder
         self.policy = SimpleNamespace(device="cpu", threads=1)
 
-    def saved_model(self, name: str) -> tuple[dict, dict]:
-        weights, config = load_model_files(name, self.folder)
+    def saved_model(self, name: str, config_class: str | None = None) -> tuple[dict, dict]:
+        weights, config = load_model_files(name, self.folder, config_class)
         return config, weights
 
 

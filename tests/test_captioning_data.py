@@ -57,8 +57,8 @@ def test_a_model_ignoring_the_image_scores_clearly_worse(reference, monkeypatch,
     for label, train_f, val_f in (("image", train_features, val_features),
                                   ("blind", torch.zeros_like(train_features), torch.zeros_like(val_features))):
         reference["seed_everything"](0)
-        config = reference["CaptioningConfig"](vocab_size=len(data.idx_to_word), input_dim=64, embed_dim=64,
-                                               num_heads=4, num_layers=2, ff_dim=256)
+        config = reference["CaptioningConfig"](vocab_size=len(data.idx_to_word), input_dim=64, d_model=64,
+                                               num_heads=4, num_layers=2, d_ff=256)
         model = reference["CaptioningTransformer"](config)
         reference["train_captioner"](model, train_f, train_captions, CaptionRecipe(epochs=8, batch_size=50, lr=1e-3),
                                      reference["temporal_softmax_loss"], log_every=0)

@@ -57,6 +57,20 @@ def test_saved_configs_without_a_format_still_load_and_unknown_formats_do_not(tm
         save_model(torch.nn.Linear(3, 2), {FORMAT_KEY: 2}, "bad", tmp_path)
 
 
+def test_configs_saved_before_format_2_read_with_todays_field_names():
+    old = {"image_size": 28, "embed_dim": 64, "mlp_dim": 128, "num_heads": 4}
+    for version in ({}, {FORMAT_KEY: 1}):  # files of format 0 and 1 carried ViTConfig's widths as embed_dim, mlp_dim
+        assert constructor_arguments({**version, **old}, "ViTConfig") == {"image_size": 28, "d_model": 64, "d_ff": 128,
+                                                                          "num_heads": 4}
+    assert constructor_arguments({FORMAT_KEY: 1, "embed_dim": 8, "ff_dim": 16}, "CaptioningConfig") == {"d_model": 8,
+                                                                                                         "d_ff": 16}
+    # other configs keep their fields (an RNN's embed_dim is its word-embedding width), and format 2 is read as written
+    assert constructor_arguments({FORMAT_KEY: 1, "embed_dim": 8, "hidden_dim": 16}, "RNNConfig") == {"embed_dim": 8,
+                                                                                                      "hidden_dim": 16}
+    assert constructor_arguments({FORMAT_KEY: 2, "embed_dim": 8}, "ViTConfig") == {"embed_dim": 8}
+    assert constructor_arguments({FORMAT_KEY: 1, "embed_dim": 8}) == {"embed_dim": 8}  # no class named: as written
+
+
 def test_recipes_shrink_one_way_and_histories_share_one_base():
     from dlcourse.bert import FineTuneRecipe
     from dlcourse.rnn import RNNHistory, RNNRecipe

@@ -127,7 +127,7 @@ def test_shell_gives_the_stand_ins_values_and_gradients(box):
     scale = torch.rand(4) + 0.5
     x, g = torch.randn(3, 4), torch.randn(3, 4)
     weights = {"scale": scale, **{f"inner.{k}": v for k, v in inner.state_dict().items()}}
-    target = module(call("Wrapper", 4), weights=weights, substitutes={"inner": stand_in("torch_mlp", dim=4, hidden_dim=8)},
+    target = module(call("Wrapper", 4), weights=weights, substitutes={"inner": stand_in("torch_mlp", d_model=4, d_ff=8)},
                     grads="model")
     reply, result, _ = ask(box, StandInServer(), target, needs_grad(x), backward=((), g))
     assert reply["ok"], reply
@@ -142,7 +142,7 @@ def test_shell_gives_the_stand_ins_values_and_gradients(box):
 
 def test_optimizer_steps_the_shells_parameters(box):
     server, x = StandInServer(), torch.randn(5, 4)
-    reply, result, sent = ask(box, server, name("train_steps"), stand_in("torch_mlp", dim=4, hidden_dim=8), x, 3)
+    reply, result, sent = ask(box, server, name("train_steps"), stand_in("torch_mlp", d_model=4, d_ff=8), x, 3)
     assert reply["ok"], reply
     local = TorchMLP(4, 8)
     local.load_state_dict({k.split(".", 2)[2]: v for k, v in sent.items() if k.startswith("remote.")})
@@ -167,7 +167,7 @@ def test_function_stand_in_gives_the_reference_loss(box):
 
 def test_a_shell_kept_from_another_request_is_refused(box):
     server = StandInServer()
-    reply, _, _ = ask(box, server, name("keep"), stand_in("torch_mlp", dim=4, hidden_dim=8))
+    reply, _, _ = ask(box, server, name("keep"), stand_in("torch_mlp", d_model=4, d_ff=8))
     assert reply["ok"], reply
     reply, _, _ = ask(box, server, name("call_kept"), torch.randn(2, 4))
     assert not reply["ok"] and "belongs to another test" in reply["error"]["message"], reply
@@ -176,7 +176,7 @@ def test_a_shell_kept_from_another_request_is_refused(box):
 
 def test_a_kept_module_keeps_its_stand_ins(box):
     server, x = StandInServer(), torch.randn(2, 4)
-    target = module(call("Wrapper", 4), substitutes={"inner": stand_in("torch_mlp", dim=4, hidden_dim=8)}, keep_as="kept")
+    target = module(call("Wrapper", 4), substitutes={"inner": stand_in("torch_mlp", d_model=4, d_ff=8)}, keep_as="kept")
     first, result, _ = ask(box, server, target, x)
     again, repeated, _ = ask(box, server, handle("kept"), x)
     assert first["ok"] and again["ok"], (first, again)
@@ -184,14 +184,14 @@ def test_a_kept_module_keeps_its_stand_ins(box):
 
 
 def test_wrong_arguments_are_the_students_error(box):
-    reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", dim=4, hidden_dim=8), torch.randn(2, 5))
+    reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", d_model=4, d_ff=8), torch.randn(2, 5))
     assert not reply["ok"] and reply["error"]["type"] == "StandInError", reply
     assert box.alive
 
 
 def test_a_call_too_large_for_the_graders_memory_is_refused(box, monkeypatch):
     monkeypatch.setattr("autograder.kit.stand_ins.remote.MAX_CALL_ELEMENTS", 1000)
-    reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", dim=4, hidden_dim=8), torch.randn(500, 4))
+    reply, _, _ = ask(box, StandInServer(), name("apply"), stand_in("torch_mlp", d_model=4, d_ff=8), torch.randn(500, 4))
     assert not reply["ok"] and "more than the 1,000 allowed" in reply["error"]["message"], reply
     assert box.alive
 
@@ -206,7 +206,7 @@ def test_forged_calls_are_refused(call_):
 
 def test_only_listed_methods_and_exact_parameters_are_accepted():
     server = StandInServer()
-    header = server.prepare({"function": stand_in("torch_mlp", dim=4, hidden_dim=8)}, tensors := {})
+    header = server.prepare({"function": stand_in("torch_mlp", d_model=4, d_ff=8)}, tensors := {})
     ident = header["function"]["$remote"]
     server.allowed = {ident}
     params = list(header["function"]["parameters"])

@@ -552,7 +552,7 @@ def test_forbidden_function_trips_from_student_code_but_not_from_torch(live):
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
     x = torch.randn(2, 5, 8)
     weights = {f"weight.attn.mha.{k}": v for k, v in mha.state_dict().items()}
-    substitutes = {"attn": stand_in("torch_attention", dim=8, num_heads=2)}
+    substitutes = {"attn": stand_in("torch_attention", d_model=8, num_heads=2)}
     reply, out = run(live, call("Holder"), x, substitutes=substitutes,
                      tensors={**weights, "grad_output": torch.ones(2, 5, 8)})
     assert reply["ok"], reply

@@ -167,7 +167,7 @@ class Holder(nn.Module):
 '''
 
 CELLS = [{"grade_id": "student", "source": STUDENT}]
-SUBSTITUTES = {"attn": stand_in("torch_attention", dim=8, num_heads=2)}
+SUBSTITUTES = {"attn": stand_in("torch_attention", d_model=8, num_heads=2)}
 
 
 def call(name, *args):

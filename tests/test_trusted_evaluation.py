@@ -4,6 +4,7 @@ computes something else. The graded samples (tests/test_samples.py) show it end 
 test images with weights that learned nothing scores chance."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -14,8 +15,8 @@ from autograder.feedback import Feedback
 from autograder.spec import Threshold
 from autograder.kit.trusted import compare_with_student, course_model, course_namespace, state_dict_mismatch
 
-CONFIG = {"image_size": 28, "in_channels": 1, "patch_size": 7, "num_classes": 10, "embed_dim": 32, "depth": 2,
-          "num_heads": 4, "mlp_dim": 64, "dropout": 0.0}
+CONFIG = {"image_size": 28, "in_channels": 1, "patch_size": 7, "num_classes": 10, "d_model": 32, "depth": 2,
+          "num_heads": 4, "d_ff": 64, "dropout": 0.0}
 
 
 @dataclass
@@ -30,7 +31,7 @@ class SavedOnly:
     notes: dict = field(default_factory=dict)
     call_timeout: float = 20.0
 
-    def saved_model(self, name):
+    def saved_model(self, name, config_class=None):
         return dict(self.config), dict(self.weights)
 
     def saved_model_outputs(self, saved_name, build, weights, batches, timeout=300.0):
@@ -55,6 +56,27 @@ def test_saved_weights_load_into_the_course_model():
     saved = course_vit().state_dict()
     model, config, _ = course_model(SavedOnly(saved), "vit_fashionmnist", "ViT", "ViTConfig")
     assert config == CONFIG and not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+
+
+def test_a_model_saved_by_the_release_before_the_rename_still_loads(tmp_path):
+    """Format 1 named ViTConfig's widths embed_dim and mlp_dim: a student who saved with that release keeps the marks."""
+    from safetensors.torch import save_file
+
+    from dlcourse.export import FORMAT_KEY, load_model_files
+
+    saved = course_vit().state_dict()
+    save_file({k: v.contiguous() for k, v in saved.items()}, str(tmp_path / "vit_fashionmnist.safetensors"))
+    old = {("embed_dim" if k == "d_model" else "mlp_dim" if k == "d_ff" else k): v for k, v in CONFIG.items()}
+    (tmp_path / "vit_fashionmnist.json").write_text(json.dumps({FORMAT_KEY: 1, **old}))
+
+    class SavedFiles(SavedOnly):
+        def saved_model(self, name, config_class=None):
+            weights, config = load_model_files(name, tmp_path, config_class)
+            return config, weights
+
+    model, config, _ = course_model(SavedFiles({}), "vit_fashionmnist", "ViT", "ViTConfig")
+    assert config == CONFIG
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
 
 

@@ -19,13 +19,13 @@ import torch.nn as nn
 from autograder.assignments import assignment_of
 from autograder.kit.families import bar_title
 from autograder.kit.attention_reference import causal, sinusoidal_reference
-from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames, MaskFamily,
+from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames,
+                                 DecoderModelFamily, DecoderModelNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
                                  greedy_row, layer_substitutes, layer_weights, model_reference)
-from autograder.kit.reference import Feedback, assert_close, assert_shape, grad_of, seeded_randn
+from autograder.kit.reference import Feedback, assert_close, grad_of, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
-from autograder.kit.stand_ins.transformer import with_reference_masks
 from autograder.kit.translation_grading import DecodingWords, check_greedy_rows
 from autograder.kit.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
                                local_outputs)
@@ -57,7 +57,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="embed_dim", mask="causal")
+    NAMES = AttentionNames(mask="causal")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_causal_mask_matches_torch",
              "test_cross_attention_matches_torch", "test_masks_hide_the_future_exactly", "test_gradients_match_torch")
     CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
@@ -66,7 +66,7 @@ class TestMultiHeadAttention(MultiHeadAttentionFamily):
 @pytest.mark.cell("decoder_layer")
 class TestDecoderLayer(DecoderLayerFamily):
     GROUP = "Decoder layer"
-    NAMES = DecoderLayerNames(width="embed_dim", ff="ff_dim", target="caption", memory="image features",
+    NAMES = DecoderLayerNames(target="caption", memory="image features",
                               memory_mask=False)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
@@ -87,21 +87,21 @@ class TestDecoderLayer(DecoderLayerFamily):
                      "(does any attention read the caption without the causal mask?)", rtol=0.0, atol=1e-5)
 
 
-TINY = dict(vocab_size=13, input_dim=6, embed_dim=16, num_heads=2, num_layers=2, ff_dim=32, max_length=20)
+TINY = dict(vocab_size=13, input_dim=6, d_model=16, num_heads=2, num_layers=2, d_ff=32, max_length=20)
 
 
 def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
     """(reference parts, substitutes, weights under the student's names) for the model tests."""
     g = torch.Generator().manual_seed(seed)
     parts = nn.ModuleDict({
-        "visual_projection": nn.Linear(cfg["input_dim"], cfg["embed_dim"]),
-        "embedding": nn.Embedding(cfg["vocab_size"], cfg["embed_dim"]),
-        "layers": nn.ModuleList([decoder_reference(cfg["embed_dim"], cfg["num_heads"], cfg["ff_dim"],
+        "visual_projection": nn.Linear(cfg["input_dim"], cfg["d_model"]),
+        "embedding": nn.Embedding(cfg["vocab_size"], cfg["d_model"]),
+        "layers": nn.ModuleList([decoder_reference(cfg["d_model"], cfg["num_heads"], cfg["d_ff"],
                                                    seed=int(torch.randint(1000, (1,), generator=g)))
                                  for _ in range(cfg["num_layers"])]),
-        "output": nn.Linear(cfg["embed_dim"], cfg["vocab_size"]),
+        "output": nn.Linear(cfg["d_model"], cfg["vocab_size"]),
     })
-    layer_kwargs = {"embed_dim": cfg["embed_dim"], "num_heads": cfg["num_heads"], "ff_dim": cfg["ff_dim"]}
+    layer_kwargs = {"d_model": cfg["d_model"], "num_heads": cfg["num_heads"], "d_ff": cfg["d_ff"]}
     return model_reference(parts, ("visual_projection", "embedding", "output"),
                            {"layers": ("layers", "torch_caption_decoder_layer", layer_kwargs)}, seed, scale=0.5)
 
@@ -110,7 +110,7 @@ def reference_captioner(cfg: dict, seed: int) -> tuple[nn.ModuleDict, dict, dict
 def reference_scores(parts: nn.ModuleDict, cfg: dict, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
     T = captions.shape[1]
     memory = parts["visual_projection"](features)
-    x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["embed_dim"]).float()
+    x = parts["embedding"](captions) + sinusoidal_reference(T, cfg["d_model"]).float()
     for layer in parts["layers"].children():
         x = layer(x, memory, tgt_mask=~causal(T))
     return parts["output"](x)
@@ -124,55 +124,26 @@ def model_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return features, captions
 
 
-def captioner(keep_as: str | None = None, seed: int | None = None) -> dict:
-    """The student's CaptioningTransformer (tiny config) with torch decoder layers, run with the reference masks."""
-    if seed is None:
-        build = module(call("CaptioningTransformer", call("CaptioningConfig", **TINY)), keep_as=keep_as)
-    else:
-        _, substitutes, weights = reference_captioner(TINY, seed)
-        build = module(call("CaptioningTransformer", call("CaptioningConfig", **TINY)), weights=weights,
-                       substitutes=substitutes, keep_as=keep_as)
-    return with_reference_masks(build)
-
-
 @pytest.mark.cell("captioning_model")
-class TestCaptioningModel:
+class TestCaptioningModel(DecoderModelFamily):
     GROUP = "Captioning model"
+    NAMES = DecoderModelNames(
+        cls="CaptioningTransformer", config="CaptioningConfig", maps="forward", inputs="features (B, P, input_dim) and captions (B, T)",
+        outputs="scores", vocab="vocab_size", label="scores",
+        parts="Visual projection, word embeddings, positional encoding, causal mask, decoder layers and output projection",
+        layers="decoder layers", token="caption word", word="word", unchanged="scores", later=", and changes later ones",
+        reads="does the model read the caption?")
+    TESTS = ("test_output_shape", "test_matches_torch_reference", "test_cannot_see_the_future")
+    CONFIG, SHAPE, WORDS, CAUSAL_LAYERS = TINY, (3, 7, 13), (4, 9), 5
 
-    @pytest.mark.points(1)
-    def test_output_shape(self, student):
-        """forward maps features (B, P, input_dim) and captions (B, T) to scores (B, T, vocab_size)"""
-        features, captions = model_inputs(seed=1)
-        result = student.invoke(captioner(), features, captions, what="CaptioningTransformer(tiny config)")
-        if not isinstance(result.value, torch.Tensor):
-            raise Feedback("CaptioningTransformer.forward must return a tensor of scores")
-        assert_shape(result.value, (3, 7, 13), "scores")
+    def inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return model_inputs(seed)
 
-    @pytest.mark.points(3)
-    def test_matches_torch_reference(self, student):
-        """Visual projection, word embeddings, positional encoding, causal mask, decoder layers and output projection equal a reference built from torch layers"""
-        parts, _, _ = reference_captioner(TINY, seed=2)
-        features, captions = model_inputs(seed=3)
-        result = student.invoke(captioner(seed=2), features, captions, what="CaptioningTransformer with torch decoder layers")
-        if not isinstance(result.value, torch.Tensor):
-            raise Feedback("CaptioningTransformer.forward must return a tensor of scores")
-        assert_close(result.value, reference_scores(parts, TINY, features, captions), "scores", atol=1e-4)
+    def reference(self, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
+        return reference_captioner(TINY, seed)
 
-    @pytest.mark.points(2)
-    def test_cannot_see_the_future(self, student):
-        """Changing caption word t+1 leaves the scores at positions <= t unchanged, and changes later ones"""
-        features, captions = model_inputs(seed=4)
-        first = student.invoke(captioner(keep_as="causality", seed=5), features, captions, what="CaptioningTransformer (causality)")
-        for t in (1, 3):
-            changed = captions.clone()
-            changed[:, t + 1] = 4 + (changed[:, t + 1] - 4 + 5) % 9
-            second = student.invoke(with_reference_masks(handle("causality")), features, changed,
-                                    what="CaptioningTransformer (causality)")
-            assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
-                         f"scores at positions 0..{t} after changing word {t + 1}", rtol=1e-5, atol=1e-5)
-            if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
-                raise Feedback(f"changing word {t + 1} changed none of the scores from position {t + 1} on: "
-                               "does the model read the caption?")
+    def reference_outputs(self, parts: nn.ModuleDict, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
+        return reference_scores(parts, TINY, features, captions)
 
 
 def lookup_table(seed: int, rows: int, vocab: int = 13) -> torch.Tensor:

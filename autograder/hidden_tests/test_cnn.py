@@ -16,11 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.kit.families import bar_title
+from autograder.kit.families import SavedClassifier, accuracy_tests
 from autograder.kit.reference import (Feedback, assert_close, assert_shape, expect_grads, fill_parameters_, reference_grads,
                                   seeded_randn)
 from autograder.kit.requests import call, handle, module
-from autograder.kit.scoring import graded_accuracy
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/cnn/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -333,17 +332,7 @@ class TestBetterCNN:
             raise Feedback(f"{len(dead)} parameter(s) of BetterCNN receive no gradient (unused in forward?): {', '.join(dead[:6])}")
 
 
-class TestAccuracy:
-    GROUP = "Accuracy"
-
-    @pytest.mark.points(4)
-    @bar_title(THRESHOLDS["simple_cnn"])
-    def test_simple_cnn_accuracy(self, student):
-        """The saved SimpleCNN reaches at least {bar} CIFAR-10 test accuracy"""
-        graded_accuracy(student, "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", THRESHOLDS["simple_cnn"])
-
-    @pytest.mark.points(6)
-    @bar_title(THRESHOLDS["better_cnn"])
-    def test_better_cnn_accuracy(self, student):
-        """The saved BetterCNN reaches at least {bar} CIFAR-10 test accuracy"""
-        graded_accuracy(student, "cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", THRESHOLDS["better_cnn"])
+TestAccuracy = accuracy_tests(THRESHOLDS, {"simple_cnn": SavedClassifier(
+    "cnn_simple", "SimpleCNN", "SimpleCNNConfig", "cifar10", 4, "The saved SimpleCNN reaches at least {bar} CIFAR-10 test accuracy"),
+    "better_cnn": SavedClassifier("cnn_better", "BetterCNN", "BetterCNNConfig", "cifar10", 6,
+                                  "The saved BetterCNN reaches at least {bar} CIFAR-10 test accuracy")})

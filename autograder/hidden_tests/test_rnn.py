@@ -10,6 +10,7 @@ reference under the same replayed masks (stand_ins/dropout.py): the notebook sta
 tokenizer and weights on the IMDB test split, wherever the grader runs (autograder/kit/imdb_grading.py: the sequential
 rule on a secret sample); CI's check of the same path on briefly trained weights is tests/test_rnn_training.py.
 """
+import dataclasses
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
-from autograder.kit.families import bar_title
+from autograder.kit.families import Family, bar_title
 from autograder.kit.imdb_grading import graded_rnn_accuracy
 from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
                                   grad_of, replayed_dropout, seeded_randn)
@@ -161,61 +162,68 @@ def check_padding_ignored(student, cell, seed):
 LENGTH_CASES = {"equal_lengths": (3, 7, [7, 7, 7]), "padded": (4, 9, [9, 3, 1, 6]), "long": (2, 40, [40, 23])}
 
 
-@pytest.mark.cell("vanilla_rnn")
-class TestVanillaRNN:
-    GROUP = "VanillaRNN"
+@dataclasses.dataclass(frozen=True)
+class RecurrentNames:
+    cls: str  # VanillaRNN, LSTM
+    kind: str  # "rnn", "lstm" (check_values, check_gradients, check_padding_ignored)
+    torch: str  # its torch reference: torch.nn.RNN, torch.nn.LSTM
+    activation: str  # what the values test's title adds to the reference: " (tanh)"
+    gates: str  # ... and to its weights: " (gates i, f, g, o)"
+
+
+class RecurrentLayer(Family):
+    """A recurrent layer of this notebook: forward(x (B, T, D), lengths) -> (B, hidden_size), against torch's layer
+    with the same weights. GRADIENTS: (lengths, seed) of the gradient test; PADDING_SEED: of the padding test."""
+
+    NAMES: RecurrentNames
+    GRADIENTS: tuple[list[int], int]
+    PADDING_SEED: int
 
     @pytest.mark.points(1)
     def test_output_shape(self, student):
-        """VanillaRNN(input_size, hidden_size) maps (B, T, D) and lengths to (B, hidden_size)"""
-        result = student.invoke(call("VanillaRNN", 3, 7), seeded_randn(2, 4, 3), torch.tensor([4, 2]),
-                                what="VanillaRNN(3, 7) on a (2, 4, 3) batch")
-        assert_shape(result.value, (2, 7), "VanillaRNN output")
+        """{cls}(input_size, hidden_size) maps (B, T, D) and lengths to (B, hidden_size)"""
+        cls = self.NAMES.cls
+        result = student.invoke(call(cls, 3, 7), seeded_randn(2, 4, 3), torch.tensor([4, 2]),
+                                what=f"{cls}(3, 7) on a (2, 4, 3) batch")
+        assert_shape(result.value, (2, 7), f"{cls} output")
 
     @pytest.mark.points(2)
-    @pytest.mark.parametrize("case", list(LENGTH_CASES))
-    def test_matches_torch_rnn(self, student, case):
-        """VanillaRNN equals torch.nn.RNN (tanh) with the same weights at each sequence's true length"""
+    def test_matches_torch(self, student, case):
+        """{cls} equals {torch}{activation} with the same weights{gates} at each sequence's true length"""
         batch, steps, lengths = LENGTH_CASES[case]
-        check_values(student, "rnn", batch, steps, lengths, seed=len(lengths) + steps)
+        check_values(student, self.NAMES.kind, batch, steps, lengths, seed=len(lengths) + steps)
 
     @pytest.mark.points(2)
-    def test_gradients_match_torch_rnn(self, student):
-        """Gradients of VanillaRNN (input and parameters) on a padded batch equal torch.nn.RNN's"""
-        check_gradients(student, "rnn", [5, 2, 4], seed=11)
+    def test_gradients_match_torch(self, student):
+        """Gradients of {cls} (input and parameters) on a padded batch equal {torch}'s"""
+        lengths, seed = self.GRADIENTS
+        check_gradients(student, self.NAMES.kind, lengths, seed=seed)
 
     @pytest.mark.points(2)
     def test_padding_does_not_change_result(self, student):
-        """Padded steps (any values, any number of them) do not change VanillaRNN's result"""
-        check_padding_ignored(student, "rnn", seed=21)
+        """Padded steps (any values, any number of them) do not change {cls}'s result"""
+        check_padding_ignored(student, self.NAMES.kind, seed=self.PADDING_SEED)
+
+
+@pytest.mark.cell("vanilla_rnn")
+class TestVanillaRNN(RecurrentLayer):
+    GROUP = "VanillaRNN"
+    NAMES = RecurrentNames(cls="VanillaRNN", kind="rnn", torch="torch.nn.RNN", activation=" (tanh)", gates="")
+    TESTS = ("test_output_shape", "test_matches_torch", "test_gradients_match_torch", "test_padding_does_not_change_result")
+    CASES = {"test_matches_torch": ("case", list(LENGTH_CASES))}
+    RENAMED = {"test_matches_torch": "test_matches_torch_rnn", "test_gradients_match_torch": "test_gradients_match_torch_rnn"}
+    GRADIENTS, PADDING_SEED = ([5, 2, 4], 11), 21
 
 
 @pytest.mark.cell("lstm")
-class TestLSTM:
+class TestLSTM(RecurrentLayer):
     GROUP = "LSTM"
-
-    @pytest.mark.points(1)
-    def test_output_shape(self, student):
-        """LSTM(input_size, hidden_size) maps (B, T, D) and lengths to (B, hidden_size)"""
-        result = student.invoke(call("LSTM", 3, 7), seeded_randn(2, 4, 3), torch.tensor([4, 2]), what="LSTM(3, 7) on a (2, 4, 3) batch")
-        assert_shape(result.value, (2, 7), "LSTM output")
-
-    @pytest.mark.points(3)
-    @pytest.mark.parametrize("case", list(LENGTH_CASES))
-    def test_matches_torch_lstm(self, student, case):
-        """LSTM equals torch.nn.LSTM with the same weights (gates i, f, g, o) at each sequence's true length"""
-        batch, steps, lengths = LENGTH_CASES[case]
-        check_values(student, "lstm", batch, steps, lengths, seed=len(lengths) + steps)
-
-    @pytest.mark.points(2)
-    def test_gradients_match_torch_lstm(self, student):
-        """Gradients of LSTM (input and parameters) on a padded batch equal torch.nn.LSTM's"""
-        check_gradients(student, "lstm", [3, 6, 1], seed=12)
-
-    @pytest.mark.points(2)
-    def test_padding_does_not_change_result(self, student):
-        """Padded steps (any values, any number of them) do not change LSTM's result"""
-        check_padding_ignored(student, "lstm", seed=22)
+    NAMES = RecurrentNames(cls="LSTM", kind="lstm", torch="torch.nn.LSTM", activation="", gates=" (gates i, f, g, o)")
+    TESTS = TestVanillaRNN.TESTS
+    CASES = TestVanillaRNN.CASES
+    POINTS = {"test_matches_torch": 3}
+    RENAMED = {"test_matches_torch": "test_matches_torch_lstm", "test_gradients_match_torch": "test_gradients_match_torch_lstm"}
+    GRADIENTS, PADDING_SEED = ([3, 6, 1], 12), 22
 
 
 # -- Part 4: the classifier -----------------------------------------------------------------------------------------

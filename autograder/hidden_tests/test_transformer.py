@@ -10,6 +10,7 @@ same replayed masks (stand_ins/dropout.py): the notebook states where each dropo
 the targets and the scoring stay in this process.
 """
 import math
+from typing import cast
 
 import pytest
 import torch
@@ -18,13 +19,15 @@ import torch.nn.functional as F
 
 from autograder.assignments import assignment_of
 from autograder.kit.attention_reference import causal, sinusoidal_reference
-from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
+from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, DecoderModelFamily,
+                                 EncoderLayerFamily, EncoderLayerNames,
+                                 DecoderModelNames, FeedForwardFamily,
+                                 FeedForwardNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
                                  DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
                                  model_reference, padding_mask)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
-                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
-from autograder.kit.requests import call, handle, module
+from autograder.kit.reference import (check_dropout, fill_parameters_, replayed_dropout, seeded_randn)
+from autograder.kit.requests import module
 from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
@@ -52,7 +55,7 @@ class TestMasks(MaskFamily):
 @pytest.mark.cell("mha")
 class TestMultiHeadAttention(MultiHeadAttentionFamily):
     GROUP = "Multi-head attention"
-    NAMES = AttentionNames(width="d_model", mask="padding")
+    NAMES = AttentionNames(mask="padding")
     TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", "test_padding_mask_matches_torch",
              "test_causal_mask_matches_torch", "test_cross_attention_with_padding", "test_masked_positions_get_zero_weight",
              "test_fully_padded_row_gives_no_nan", "test_gradients_match_torch", "test_dropout_in_train_mode_only")
@@ -60,31 +63,12 @@ class TestMultiHeadAttention(MultiHeadAttentionFamily):
 
 
 @pytest.mark.cell("feedforward")
-class TestFeedForward:
+class TestFeedForward(FeedForwardFamily):
     GROUP = "Feed-forward"
-
-    @pytest.mark.points(1)
-    def test_matches_reference(self, student):
-        """FeedForward equals linear2(ReLU(linear1(x))), values and gradients"""
-        ref = TorchFeedForward(12, 20)
-        fill_parameters_(ref.linear1, seed=1), fill_parameters_(ref.linear2, seed=2)
-        check_output_and_input_grad(student, call("FeedForward", d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
-                                    seeded_randn(2, 5, 12, seed=4), what="FeedForward(12, 20)", label="FeedForward")
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, FeedForward drops after the ReLU (before linear2) in train mode, nothing in eval mode"""
-        p, seed = 0.3, 5
-        ref = TorchFeedForward(10, 14)
-        fill_parameters_(ref.linear1, seed=6), fill_parameters_(ref.linear2, seed=7)
-        x = seeded_randn(2, 4, 10, seed=8)
-        with torch.no_grad():
-            expected_eval = ref(x)
-            with replayed_dropout(seed):
-                expected_train = ref.linear2(F.dropout(F.relu(ref.linear1(x)), p, True))
-        check_dropout(student, module(call("FeedForward", d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()), (x,),
-                      p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=1,
-                      what=f"FeedForward(10, 14, dropout={p})", where="once, after the ReLU (before linear2)")
+    NAMES = FeedForwardNames(cls="FeedForward", reference=TorchFeedForward, activation=F.relu,
+                             formula="linear2(ReLU(linear1(x)))", dropped="after the ReLU (before linear2)",
+                             where="once, after the ReLU (before linear2)")
+    TESTS = ("test_matches_reference", "test_dropout_in_train_mode_only")
 
 
 def encoder_reference(d_model, heads, d_ff, seed) -> nn.TransformerEncoderLayer:
@@ -93,30 +77,23 @@ def encoder_reference(d_model, heads, d_ff, seed) -> nn.TransformerEncoderLayer:
 
 
 @pytest.mark.cell("encoder_layer")
-class TestEncoderLayer:
+class TestEncoderLayer(EncoderLayerFamily):
     GROUP = "Encoder layer"
+    NAMES = EncoderLayerNames(cls="EncoderLayer", norm="Post-norm", parts="",
+                              reference="nn.TransformerEncoderLayer (padding mask, ReLU, dropout 0)",
+                              residuals="residual + LayerNorm steps", grad_reference="nn.TransformerEncoderLayer",
+                              padding_mask=True)
+    TESTS = ("test_matches_torch_layer", "test_gradients_match_torch")
+    RENAMED = {"test_matches_torch_layer": "test_matches_torch_encoder_layer"}
 
-    @pytest.mark.points(3)
-    def test_matches_torch_encoder_layer(self, student):
-        """Post-norm EncoderLayer equals nn.TransformerEncoderLayer (padding mask, ReLU, dropout 0)"""
-        ref = encoder_reference(16, 2, 32, seed=21)
-        x, mask = seeded_randn(3, 6, 16, seed=22), padding_mask(mask_tokens([6, 4, 2], 6))
-        result = student.run(call("EncoderLayer", d_model=16, num_heads=2, d_ff=32), (x, mask),
-                             weights=layer_weights(ref, {"self_attn": "self_attn"}, 2),
-                             substitutes=layer_substitutes(16, 2, 32, ["self_attn"]), what="EncoderLayer(16, 2, 32)")
-        expected = ref(x, src_key_padding_mask=~mask[:, 0, 0]).detach()
-        assert_close(result.output, expected, "EncoderLayer output", atol=1e-4)
+    def reference(self, d_model: int, heads: int, d_ff: int, seed: int) -> nn.TransformerEncoderLayer:
+        return encoder_reference(d_model, heads, d_ff, seed)
 
-    @pytest.mark.points(1)
-    def test_gradients_match_torch(self, student):
-        """Gradients flow through both residual + LayerNorm steps as in nn.TransformerEncoderLayer"""
-        ref = encoder_reference(16, 4, 24, seed=23)
-        x, g = seeded_randn(2, 5, 16, seed=24), seeded_randn(2, 5, 16, seed=25)
-        result = student.run(call("EncoderLayer", d_model=16, num_heads=4, d_ff=24), (x,),
-                             weights=layer_weights(ref, {"self_attn": "self_attn"}, 2), grad_output=g,
-                             substitutes=layer_substitutes(16, 4, 24, ["self_attn"]), what="EncoderLayer backward")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.input_grads[0], x_grad, "EncoderLayer gradient with respect to the input", atol=1e-4)
+    def weights(self, ref: nn.Module) -> dict:
+        return layer_weights(cast(nn.TransformerEncoderLayer, ref), {"self_attn": "self_attn"}, 2)
+
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return layer_substitutes(d_model, heads, d_ff, ["self_attn"])
 
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
@@ -124,9 +101,8 @@ class TestEncoderLayer:
         p, seed = 0.3, 9
         ref = encoder_reference(16, 2, 32, seed=33)
         x, mask = seeded_randn(2, 5, 16, seed=34), padding_mask(mask_tokens([5, 3], 5))
-        built = module(call("EncoderLayer", d_model=16, num_heads=2, d_ff=32, dropout=p),
-                       weights=layer_weights(ref, {"self_attn": "self_attn"}, 2),
-                       substitutes=layer_substitutes(16, 2, 32, ["self_attn"]))  # (stand-ins without dropout of their own)
+        built = module(self.build(16, 2, 32, dropout=p), weights=self.weights(ref),
+                       substitutes=self.substitutes(16, 2, 32))  # (stand-ins without dropout of their own)
         with torch.no_grad():
             expected_eval = ref(x, src_key_padding_mask=~mask[:, 0, 0])
             with replayed_dropout(seed):
@@ -141,7 +117,7 @@ class TestEncoderLayer:
 @pytest.mark.cell("decoder_layer")
 class TestDecoderLayer(DecoderLayerFamily):
     GROUP = "Decoder layer"
-    NAMES = DecoderLayerNames(width="d_model", ff="d_ff", target="target", memory="encoder output", memory_mask=True)
+    NAMES = DecoderLayerNames(target="target", memory="encoder output", memory_mask=True)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
     @pytest.mark.points(1)
@@ -209,43 +185,26 @@ def transformer_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.cell("transformer")
-class TestTransformer:
+class TestTransformer(DecoderModelFamily):
     GROUP = "Transformer"
+    NAMES = DecoderModelNames(
+        cls="Transformer", config="TransformerConfig", maps="Transformer", inputs="src (B, S) and tgt (B, T)", outputs="logits",
+        vocab="tgt_vocab_size", label="Transformer logits",
+        parts="Scaled embeddings, positional encoding, masks, encoder, decoder and generator",
+        layers="encoder/decoder layers", token="target token", word="target token", unchanged="outputs",
+        later=" (the whole model, your own layers)", reads="does the decoder read the target tokens?")
+    TESTS = ("test_output_shape", "test_matches_torch_reference", "test_cannot_see_the_future")
+    RENAMED = {"test_cannot_see_the_future": "test_decoder_cannot_see_the_future"}
+    CONFIG, SHAPE, WORDS = TINY, (3, 6, 13), (3, 10)
 
-    @pytest.mark.points(1)
-    def test_output_shape(self, student):
-        """Transformer maps src (B, S) and tgt (B, T) to logits (B, T, tgt_vocab_size)"""
-        src, tgt = transformer_inputs(seed=1)
-        result = student.invoke(with_reference_masks(module(call("Transformer", call("TransformerConfig", **TINY)))), src, tgt,
-                                what="Transformer(tiny config)")
-        if not isinstance(result.value, torch.Tensor):
-            raise Feedback("Transformer.forward must return a tensor of logits")
-        assert_shape(result.value, (3, 6, 13), "Transformer logits")
+    def inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return transformer_inputs(seed)
 
-    @pytest.mark.points(3)
-    def test_matches_torch_reference(self, student):
-        """Scaled embeddings, positional encoding, masks, encoder, decoder and generator equal a reference built from torch layers"""
-        parts, substitutes, weights = reference_transformer(TINY, seed=2)
-        src, tgt = transformer_inputs(seed=3)
-        build = module(call("Transformer", call("TransformerConfig", **TINY)), weights=weights, substitutes=substitutes)
-        result = student.invoke(with_reference_masks(build), src, tgt, what="Transformer with torch encoder/decoder layers")
-        assert_close(result.value, reference_logits(parts, TINY, src, tgt), "Transformer logits", atol=1e-4)
+    def reference(self, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
+        return reference_transformer(TINY, seed)
 
-    @pytest.mark.points(2)
-    def test_decoder_cannot_see_the_future(self, student):
-        """Changing target token t+1 leaves the outputs at positions <= t unchanged (the whole model, your own layers)"""
-        src, tgt = transformer_inputs(seed=4)
-        first = student.invoke(with_reference_masks(module(call("Transformer", call("TransformerConfig", **TINY)), keep_as="causality")),
-                               src, tgt, what="Transformer (causality)")
-        for t in (1, 3):
-            changed = tgt.clone()
-            changed[:, t + 1] = 3 + (changed[:, t + 1] - 3 + 5) % 10
-            second = student.invoke(with_reference_masks(handle("causality")), src, changed, what="Transformer (causality)")
-            assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
-                         f"logits at positions 0..{t} after changing target token {t + 1}", rtol=1e-5, atol=1e-5)
-            if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
-                raise Feedback(f"changing target token {t + 1} changed none of the logits from position {t + 1} on: "
-                               "does the decoder read the target tokens?")
+    def reference_outputs(self, parts: nn.ModuleDict, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return reference_logits(parts, TINY, src, tgt)
 
 
 SEQ2SEQ = dict(vocab_size=12, d_model=16, num_heads=2, d_ff=32, num_layers=2)

@@ -6,7 +6,6 @@ points only in the Attention tests. Dropout is checked in eval mode (it does not
 the reference under the same replayed masks (stand_ins/dropout.py): the notebook states where each dropout goes.
 The accuracy tests rebuild the student's saved model in the sandbox; only this process holds the labels.
 """
-import math
 from typing import Any
 
 import pytest
@@ -16,12 +15,12 @@ import torch.nn.functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from autograder.assignments import assignment_of
-from autograder.kit.families import bar_title
-from autograder.kit.reference import (assert_close, assert_shape, check_dropout, check_output_and_input_grad, expect_grads,
-                                  fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
+from autograder.kit.families import (EncoderLayerFamily, EncoderLayerNames, FeedForwardFamily, FeedForwardNames,
+                                     SavedClassifier, SelfAttentionFamily, SelfAttentionNames, accuracy_tests)
+from autograder.kit.reference import (assert_close, assert_shape, check_dropout, expect_grads, fill_parameters_,
+                                      reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, module, stand_in
-from autograder.kit.stand_ins.vit import ConvPatchify, TorchAttention, TorchMLP, torchvision_block
-from autograder.kit.scoring import graded_accuracy
+from autograder.kit.stand_ins.vit import ConvPatchify, TorchMLP, torchvision_block
 
 ASSIGNMENT = assignment_of(__file__)  # declared in source/vit/spec.py: cells, thresholds, forbidden APIs, budget
 THRESHOLDS = ASSIGNMENT.spec.thresholds
@@ -34,7 +33,7 @@ class TestPatchify:
     @pytest.mark.points(1)
     def test_output_shape(self, student):
         """Patchify returns (B, N, D), also for non-square images"""
-        result = student.run(call("Patchify", in_channels=3, patch_size=8, embed_dim=16), (seeded_randn(2, 3, 16, 32),),
+        result = student.run(call("Patchify", in_channels=3, patch_size=8, d_model=16), (seeded_randn(2, 3, 16, 32),),
                              what="Patchify(3, 8, 16) on a (2, 3, 16, 32) batch")
         assert_shape(result.output, (2, 8, 16), "Patchify output")
 
@@ -43,7 +42,7 @@ class TestPatchify:
         """Patch embeddings equal a strided convolution, patches in row-major order"""
         ref = fill_parameters_(ConvPatchify(1, 7, 8), seed=1)
         x = seeded_randn(3, 1, 28, 28, seed=2)
-        result = student.run(call("Patchify", in_channels=1, patch_size=7, embed_dim=8), (x,), weights=ref.state_dict(),
+        result = student.run(call("Patchify", in_channels=1, patch_size=7, d_model=8), (x,), weights=ref.state_dict(),
                              what="Patchify(1, 7, 8)")
         assert_close(result.output, ref(x).detach(), "Patchify output")
 
@@ -52,118 +51,35 @@ class TestPatchify:
         """Gradients of Patchify (input and weights) equal the reference's"""
         ref = fill_parameters_(ConvPatchify(3, 4, 4), seed=3)
         x, g = seeded_randn(2, 3, 8, 12, seed=4), seeded_randn(2, 6, 4, seed=5)
-        result = student.run(call("Patchify", in_channels=3, patch_size=4, embed_dim=4), (x,), weights=ref.state_dict(),
+        result = student.run(call("Patchify", in_channels=3, patch_size=4, d_model=4), (x,), weights=ref.state_dict(),
                              grad_output=g, what="Patchify(3, 4, 4)")
         x_grad, p_grads = reference_grads(ref, x, g)
         assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
         expect_grads(result.param_grads, p_grads, ["proj.weight"])
 
 
-ATTENTION_NAMES = {"qkv.weight": "mha.in_proj_weight", "qkv.bias": "mha.in_proj_bias",  # ours: the torch_attention stand-in's
-                   "proj.weight": "mha.out_proj.weight", "proj.bias": "mha.out_proj.bias"}
-
-
-def mha_reference(dim: int, heads: int, seed: int) -> tuple[TorchAttention, dict]:
-    """nn.MultiheadAttention (in the torch_attention stand-in) with seeded weights, and those under the student's names."""
-    ref = fill_parameters_(TorchAttention(dim, heads), seed=seed, scale=0.3).eval()
-    state = ref.state_dict()
-    return ref, {ours: state[theirs] for ours, theirs in ATTENTION_NAMES.items()}
-
-
-def attention_formula(x, weights: dict, heads: int, p: float, training: bool):
-    """Multi-head self-attention by the notebook's formula and layout, with F.dropout where the notebook puts it."""
-    B, T, D = x.shape
-    split = lambda t: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-    q, k, v = (split(t) for t in F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(D, dim=2))
-    probs = F.dropout((q @ k.transpose(-2, -1) / math.sqrt(D // heads)).softmax(dim=-1), p, training)
-    y = (probs @ v).transpose(1, 2).reshape(B, T, D)
-    return F.dropout(F.linear(y, weights["proj.weight"], weights["proj.bias"]), p, training).detach()
-
-
 @pytest.mark.cell("attention")
-class TestAttention:
+class TestAttention(SelfAttentionFamily):
     GROUP = "Attention"
-
-    @pytest.mark.points(1)
-    def test_output_shape(self, student):
-        """Attention maps (B, T, D) to (B, T, D)"""
-        result = student.run(call("Attention", dim=24, num_heads=3), (seeded_randn(2, 7, 24),), what="Attention(24, 3)")
-        assert_shape(result.output, (2, 7, 24), "Attention output")
-
-    @pytest.mark.points(3)
-    @pytest.mark.parametrize("dim,heads", [(16, 1), (32, 4), (48, 6)])
-    def test_matches_torch_multihead_attention(self, student, dim, heads):
-        """Attention equals torch.nn.MultiheadAttention with the same weights"""
-        ref, weights = mha_reference(dim, heads, seed=dim)
-        x = seeded_randn(2, 9, dim, seed=heads)
-        result = student.run(call("Attention", dim=dim, num_heads=heads), (x,), weights=weights,
-                             what=f"Attention(dim={dim}, num_heads={heads})")
-        expected = ref(x).detach()
-        assert_close(result.output, expected, f"Attention output (dim={dim}, heads={heads})")
-        # A second oracle: the same computation through F.scaled_dot_product_attention, head by head.
-        q, k, v = F.linear(x, weights["qkv.weight"], weights["qkv.bias"]).split(dim, dim=2)
-        split = lambda t: t.view(2, 9, heads, dim // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(2, 9, dim)
-        assert_close(result.output, F.linear(y, weights["proj.weight"], weights["proj.bias"]).detach(), "Attention output")
-
-    @pytest.mark.points(2)
-    def test_gradients_match_torch(self, student):
-        """Gradients of Attention (input and all weights) equal torch.nn.MultiheadAttention's"""
-        ref, weights = mha_reference(32, 4, seed=7)
-        x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
-        result = student.run(call("Attention", dim=32, num_heads=4), (x,), weights=weights, grad_output=g,
-                             what="Attention(32, 4) backward")
-        x_grad, p_grads = reference_grads(ref, x, g)
-        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
-        expect_grads(result.param_grads, p_grads, ATTENTION_NAMES)
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, Attention drops the attention probabilities and the output in train mode, nothing in eval mode"""
-        p, seed, dim, heads = 0.4, 5, 12, 3
-        _, weights = mha_reference(dim, heads, seed=11)
-        x = seeded_randn(2, 6, dim, seed=12)
-        built = module(call("Attention", dim=dim, num_heads=heads, dropout=p), weights=weights)
-        expected = {"eval": attention_formula(x, weights, heads, p, training=False)}
-        with replayed_dropout(seed):
-            expected["train"] = attention_formula(x, weights, heads, p, training=True)
-        check_dropout(student, built, (x,), p=p, seed=seed, expected_eval=expected["eval"], expected_train=expected["train"],
-                      calls=2, what=f"Attention(dim={dim}, num_heads={heads}, dropout={p})",
-                      where="attn_drop on the attention probabilities (after the softmax, laid out as (B, nh, T, T)), "
-                            "then proj_drop on the output of proj")
+    NAMES = SelfAttentionNames(cls="Attention")
+    TESTS = ("test_output_shape", "test_matches_torch_multihead_attention", "test_gradients_match_torch",
+             "test_dropout_in_train_mode_only")
+    CASES = {"test_matches_torch_multihead_attention": ("d_model,heads", [(16, 1), (32, 4), (48, 6)])}
 
 
 @pytest.mark.cell("mlp")
-class TestMLP:
+class TestMLP(FeedForwardFamily):
     GROUP = "MLP"
-
-    @pytest.mark.points(2)
-    def test_matches_reference(self, student):
-        """MLP equals fc2(GELU(fc1(x))), values and gradients"""
-        ref = TorchMLP(12, 20)
-        fill_parameters_(ref.fc1, seed=1), fill_parameters_(ref.fc2, seed=2)
-        check_output_and_input_grad(student, call("MLP", dim=12, hidden_dim=20), ref, seeded_randn(2, 5, 12, seed=3),
-                                    seeded_randn(2, 5, 12, seed=4), what="MLP(12, 20)", label="MLP")
-
-    @pytest.mark.points(1)
-    def test_dropout_in_train_mode_only(self, student):
-        """With dropout p, MLP drops after GELU and after fc2 in train mode, nothing in eval mode"""
-        p, seed = 0.3, 6
-        ref = fill_parameters_(TorchMLP(10, 14), seed=7)
-        x = seeded_randn(2, 4, 10, seed=8)
-        forward = lambda training: ref.fc2(F.dropout(ref.act(ref.fc1(x)), p, training))  # noqa: E731
-        with torch.no_grad():
-            expected_eval = forward(False)
-            with replayed_dropout(seed):
-                expected_train = F.dropout(forward(True), p, True)
-        check_dropout(student, module(call("MLP", dim=10, hidden_dim=14, dropout=p), weights=ref.state_dict()), (x,), p=p,
-                      seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=2,
-                      what=f"MLP(10, 14, dropout={p})", where="after GELU (before fc2), then after fc2")
+    NAMES = FeedForwardNames(cls="MLP", reference=TorchMLP, activation=F.gelu, formula="fc2(GELU(fc1(x)))",
+                             dropped="after GELU and after fc2", where="after GELU (before fc2), then after fc2",
+                             output_dropout=True)
+    TESTS = ("test_matches_reference", "test_dropout_in_train_mode_only")
+    POINTS = {"test_matches_reference": 2}
 
 
-def encoder_block(dim: int, heads: int, mlp_dim: int, seed: int) -> nn.Module:
+def encoder_block(d_model: int, heads: int, d_ff: int, seed: int) -> nn.Module:
     """torchvision's EncoderBlock (the torchvision_block stand-in) with seeded weights."""
-    return fill_parameters_(torchvision_block(dim, heads, mlp_dim), seed=seed, scale=0.3).eval()
+    return fill_parameters_(torchvision_block(d_model, heads, d_ff), seed=seed, scale=0.3).eval()
 
 
 def block_weights(ref: Any) -> dict:
@@ -177,58 +93,50 @@ def block_weights(ref: Any) -> dict:
             "mlp.fc2.weight": ref.mlp[3].weight, "mlp.fc2.bias": ref.mlp[3].bias}
 
 
-def block_substitutes(dim: int, heads: int, mlp_dim: int, prefix: str = "") -> dict:
-    return {f"{prefix}attn": stand_in("torch_attention", dim=dim, num_heads=heads),
-            f"{prefix}mlp": stand_in("torch_mlp", dim=dim, hidden_dim=mlp_dim)}
-
-
 @pytest.mark.cell("block")
-class TestBlock:
+class TestBlock(EncoderLayerFamily):
     GROUP = "Block"
+    NAMES = EncoderLayerNames(cls="Block", norm="Pre-norm", parts=" (norm, attention, residual, norm, MLP, residual)",
+                              reference="torchvision's EncoderBlock", residuals="residual paths",
+                              grad_reference="the reference", padding_mask=False)
+    TESTS = ("test_matches_torch_layer", "test_gradients_match_torch")
+    RENAMED = {"test_matches_torch_layer": "test_matches_torchvision_encoder_block",
+               "test_gradients_match_torch": "test_residual_gradients"}
 
-    @pytest.mark.points(3)
-    def test_matches_torchvision_encoder_block(self, student):
-        """Pre-norm Block (norm, attention, residual, norm, MLP, residual) equals torchvision's EncoderBlock"""
-        ref = encoder_block(16, 2, 32, seed=11)
-        x = seeded_randn(2, 6, 16, seed=12)
-        result = student.run(call("Block", dim=16, num_heads=2, mlp_dim=32), (x,), weights=block_weights(ref),
-                             substitutes=block_substitutes(16, 2, 32), what="Block(16, 2, 32)")
-        assert_close(result.output, ref(x).detach(), "Block output", atol=1e-4)
+    def reference(self, d_model: int, heads: int, d_ff: int, seed: int) -> nn.Module:
+        return encoder_block(d_model, heads, d_ff, seed)
 
-    @pytest.mark.points(1)
-    def test_residual_gradients(self, student):
-        """Gradients flow through both residual paths as in the reference"""
-        ref = encoder_block(16, 4, 24, seed=13)
-        x, g = seeded_randn(3, 4, 16, seed=14), seeded_randn(3, 4, 16, seed=15)
-        result = student.run(call("Block", dim=16, num_heads=4, mlp_dim=24), (x,), weights=block_weights(ref),
-                             substitutes=block_substitutes(16, 4, 24), grad_output=g, what="Block(16, 4, 24) backward")
-        x_grad, _ = reference_grads(ref, x, g)
-        assert_close(result.input_grads[0], x_grad, "Block gradient with respect to the input", atol=1e-4)
+    def weights(self, ref: nn.Module) -> dict:
+        return block_weights(ref)
+
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return {"attn": stand_in("torch_attention", d_model=d_model, num_heads=heads),
+                "mlp": stand_in("torch_mlp", d_model=d_model, d_ff=d_ff)}
 
 
-VIT_CONFIG = dict(image_size=16, in_channels=3, patch_size=4, num_classes=7, embed_dim=16, depth=2, num_heads=2,
-                  mlp_dim=32, dropout=0.0)
+VIT_CONFIG = dict(image_size=16, in_channels=3, patch_size=4, num_classes=7, d_model=16, depth=2, num_heads=2,
+                  d_ff=32, dropout=0.0)
 
 
 def torchvision_vit(cfg: dict, seed: int) -> VisionTransformer:
     ref = VisionTransformer(image_size=cfg["image_size"], patch_size=cfg["patch_size"], num_layers=cfg["depth"],
-                            num_heads=cfg["num_heads"], hidden_dim=cfg["embed_dim"], mlp_dim=cfg["mlp_dim"],
+                            num_heads=cfg["num_heads"], hidden_dim=cfg["d_model"], mlp_dim=cfg["d_ff"],
                             num_classes=cfg["num_classes"])
-    ref.conv_proj = nn.Conv2d(cfg["in_channels"], cfg["embed_dim"], cfg["patch_size"], cfg["patch_size"])
+    ref.conv_proj = nn.Conv2d(cfg["in_channels"], cfg["d_model"], cfg["patch_size"], cfg["patch_size"])
     return fill_parameters_(ref, seed=seed, scale=0.3).eval()
 
 
 def isolated_vit(cfg: dict, ref: VisionTransformer) -> tuple[dict, dict, dict]:
     """(build, substitutes, weights): the student's ViT with torch stand-ins for Patchify and the Blocks."""
     substitutes = {"patchify": stand_in("conv_patchify", in_channels=cfg["in_channels"], patch_size=cfg["patch_size"],
-                                        embed_dim=cfg["embed_dim"])}
+                                        d_model=cfg["d_model"])}
     weights = {"patchify.proj.weight": ref.conv_proj.weight, "patchify.proj.bias": ref.conv_proj.bias,
                "cls_token": ref.class_token, "pos_embed": ref.encoder.pos_embedding,
                "norm.weight": ref.encoder.ln.weight, "norm.bias": ref.encoder.ln.bias,
                "head.weight": ref.heads.head.weight, "head.bias": ref.heads.head.bias}
     for i in range(cfg["depth"]):
-        substitutes[f"blocks.{i}"] = stand_in("torchvision_block", dim=cfg["embed_dim"], num_heads=cfg["num_heads"],
-                                              mlp_dim=cfg["mlp_dim"])
+        substitutes[f"blocks.{i}"] = stand_in("torchvision_block", d_model=cfg["d_model"], num_heads=cfg["num_heads"],
+                                              d_ff=cfg["d_ff"])
         layer = getattr(ref.encoder.layers, f"encoder_layer_{i}")
         weights.update({f"blocks.{i}.{name}": p for name, p in layer.state_dict().items()})
     return call("ViT", call("ViTConfig", **cfg)), substitutes, weights
@@ -290,17 +198,8 @@ class TestViT:
                       where="pos_drop on the tokens after adding the position embedding (class token included)")
 
 
-class TestAccuracy:
-    GROUP = "Accuracy"
-
-    @pytest.mark.points(8)
-    @bar_title(THRESHOLDS["fashion_mnist"])
-    def test_fashion_mnist_accuracy(self, student):
-        """The saved FashionMNIST model reaches at least {bar} test accuracy"""
-        graded_accuracy(student, "vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", THRESHOLDS["fashion_mnist"])
-
-    @pytest.mark.points(8)
-    @bar_title(THRESHOLDS["cifar10"])
-    def test_cifar10_accuracy(self, student):
-        """The saved CIFAR-10 model reaches at least {bar} test accuracy"""
-        graded_accuracy(student, "vit_cifar10", "ViT", "ViTConfig", "cifar10", THRESHOLDS["cifar10"])
+TestAccuracy = accuracy_tests(THRESHOLDS, {  # saved files, model, config, data, points, title
+    "fashion_mnist": SavedClassifier("vit_fashionmnist", "ViT", "ViTConfig", "fashion_mnist", 8,
+                                     "The saved FashionMNIST model reaches at least {bar} test accuracy"),
+    "cifar10": SavedClassifier("vit_cifar10", "ViT", "ViTConfig", "cifar10", 8,
+                               "The saved CIFAR-10 model reaches at least {bar} test accuracy")})

@@ -1,6 +1,6 @@
-"""Trusted oracles shared by the hidden tests of the attention assignments (transformer, captioning): the causal
+"""Trusted oracles shared by the hidden tests of the attention assignments (transformer, captioning, vit): the causal
 mask, the sinusoidal positional encoding by its formula, and multi-head attention as torch computes it, with its
-weights under the notebooks' names (q_proj, k_proj, v_proj, out_proj)."""
+weights under the notebooks' names (q_proj, k_proj, v_proj, out_proj; ViT's fused qkv, proj)."""
 from __future__ import annotations
 
 import math
@@ -39,6 +39,14 @@ def attention_weights(prefix: str, mha: nn.MultiheadAttention) -> dict:
     weights = {"q_proj.weight": wq, "q_proj.bias": bq, "k_proj.weight": wk, "k_proj.bias": bk, "v_proj.weight": wv,
                "v_proj.bias": bv, "out_proj.weight": mha.out_proj.weight, "out_proj.bias": mha.out_proj.bias}
     return {f"{prefix}.{key}" if prefix else key: value.detach().clone() for key, value in weights.items()}
+
+
+def fused_attention_weights(mha: nn.MultiheadAttention) -> dict:
+    """`mha`'s weights under the names of a self-attention with one fused projection (ViT's qkv: [queries | keys |
+    values], heads contiguous in each, as torch's in_proj), and its output projection proj."""
+    weights = {"qkv.weight": mha.in_proj_weight, "qkv.bias": mha.in_proj_bias, "proj.weight": mha.out_proj.weight,
+               "proj.bias": mha.out_proj.bias}
+    return {key: value.detach().clone() for key, value in weights.items()}
 
 
 @torch.no_grad()

@@ -1,18 +1,21 @@
 """Hidden-test families: the tests that several assignments share (positional encoding, masks, multi-head attention,
-the post-norm decoder layer, greedy decoding), written once and instantiated by each assignment's hidden tests.
+ViT's fused self-attention, the feed-forward network, the encoder and the post-norm decoder layer, a whole decoding
+model, greedy decoding, accuracy thresholds), written once and instantiated by each assignment's hidden tests.
 
-An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class, its
-width argument `d_model` or `embed_dim`, ...), picks the family's tests it
-has in TESTS and gives a parametrised test its cases in CASES:
+An assignment's test class inherits a family, names its notebook's names in NAMES (a small dataclass: the class,
+the function, what a layer decodes, ...), picks the family's tests it has in TESTS and gives a parametrised test its
+cases in CASES. Every notebook names its constructors' widths alike (`d_model`, `d_ff`, `num_heads`: docs/maintainers.md,
+"Naming in the notebooks"), so the families call them by those names:
 
     @pytest.mark.cell("mha")
     class TestMultiHeadAttention(MultiHeadAttentionFamily):
         GROUP = "Multi-head attention"
-        NAMES = AttentionNames(width="embed_dim", mask="causal")
+        NAMES = AttentionNames(mask="causal")
         TESTS = ("test_output_shape_cross_attention", "test_self_attention_matches_torch", ...)
         CASES = {"test_self_attention_matches_torch": ("d_model,heads", [(16, 1), (32, 4)])}
 
-The class keeps its test ids (TestMultiHeadAttention::test_...) and the family gives each test its points. The
+The class keeps its test ids (TestMultiHeadAttention::test_...; RENAMED gives a family test the id an assignment
+had for it) and the family gives each test its points (POINTS: an assignment's own, where they differ). The
 class gets a copy of each test it picks, whose title (the docstring: what students read in their feedback) is
 formatted with NAMES, so a title speaks the notebook's own names; a family test it does not pick is not collected.
 Threshold tests are each assignment's own; their titles name the spec's bar through `bar_title`.
@@ -30,11 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from autograder.kit.attention_reference import (attention_weights, causal, mha_reference, sdpa_reference,
-                                            sinusoidal_reference)
-from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, expect_grads, grad_of,
-                                  replayed_dropout, seeded_randn)
-from autograder.kit.requests import call, module, name, stand_in
+from autograder.kit.attention_reference import (attention_weights, causal, fused_attention_weights, mha_reference,
+                                            sdpa_reference, sinusoidal_reference)
+from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
+                                  expect_grads, grad_of, reference_grads, replayed_dropout, seeded_randn)
+from autograder.kit.requests import call, handle, module, name, stand_in
+from autograder.kit.scoring import graded_accuracy
+from autograder.kit.stand_ins.transformer import with_reference_masks
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import check_greedy_rows
 from dlcourse.checks import fill_parameters_
@@ -50,6 +55,8 @@ class Family:
     NAMES: DataclassInstance | None = None  # a dataclass of the notebook's names; its fields format the tests' titles
     TESTS: tuple[str, ...] = ()  # the family's tests this assignment has
     CASES: dict[str, tuple[str, list]] = {}  # test name -> (argnames, cases) of pytest.mark.parametrize
+    POINTS: dict[str, float] = {}  # test name -> its points in this assignment, where not the family's
+    RENAMED: dict[str, str] = {}  # test name -> the id this assignment's class gives it, where not the family's
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -57,23 +64,33 @@ class Family:
             return  # a family, not an assignment's test class
         family = {n: f for base in reversed(cls.__mro__[1:]) for n, f in vars(base).items()
                   if n.startswith("test_") and inspect.isfunction(f) and n not in cls.__dict__}  # in written order
-        unknown = [n for n in (*cls.TESTS, *cls.CASES) if n not in family]
+        unknown = [n for n in (*cls.TESTS, *cls.CASES, *cls.POINTS, *cls.RENAMED) if n not in family]
         if unknown:
             raise TypeError(f"{cls.__qualname__} picks tests its family does not have: {', '.join(unknown)}")
         names = dataclasses.asdict(cls.NAMES) if cls.NAMES is not None else {}
         own = {n: f for n, f in vars(cls).items() if n.startswith("test_")}
         for test_name, test in family.items():
-            setattr(cls, test_name, _own_copy(test, names, cls.CASES.get(test_name)) if test_name in cls.TESTS else None)
+            setattr(cls, test_name, None)
+            if test_name in cls.TESTS:
+                own_name = cls.RENAMED.get(test_name, test_name)
+                setattr(cls, own_name, _own_copy(test, names, cls.CASES.get(test_name), cls.POINTS.get(test_name),
+                                                 own_name))
         for test_name, test in own.items():  # pytest runs a class's tests in its __dict__'s order: the family's first
             delattr(cls, test_name)
             setattr(cls, test_name, test)
 
 
-def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None) -> Callable:
-    """`test` as a function of its own: its title formatted with `names`, its marks copied, parametrised by `cases`."""
-    copy = types.FunctionType(test.__code__, test.__globals__, test.__name__, test.__defaults__, test.__closure__)
-    copy.__kwdefaults__, copy.__qualname__, copy.__module__ = test.__kwdefaults__, test.__qualname__, test.__module__
+def _own_copy(test: Callable, names: dict, cases: tuple[str, list] | None, points: float | None,
+              own_name: str) -> Callable:
+    """`test` as a function of its own, named `own_name`: its title formatted with `names`, its marks copied (its
+    points `points` where given), parametrised by `cases`."""
+    copy = types.FunctionType(test.__code__, test.__globals__, own_name, test.__defaults__, test.__closure__)
+    copy.__kwdefaults__, copy.__module__ = test.__kwdefaults__, test.__module__
+    copy.__qualname__ = test.__qualname__.rsplit(".", 1)[0] + "." + own_name
     copy.__dict__.update({k: list(v) if k == "pytestmark" else v for k, v in test.__dict__.items()})
+    if points is not None:
+        copy.__dict__["pytestmark"] = [m for m in copy.__dict__.get("pytestmark", []) if m.name != "points"]
+        copy = pytest.mark.points(points)(copy)
     copy.__doc__ = _title(test).format_map(names)
     return pytest.mark.parametrize(*cases)(copy) if cases else copy
 
@@ -97,6 +114,42 @@ def bar_title(threshold: Threshold) -> Callable:
         test.__doc__ = _title(test).format(bar=bar_text(threshold))
         return test
     return titled
+
+
+# -- accuracy thresholds -------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SavedClassifier:
+    """What an accuracy threshold's test grades: the saved `<saved>.*`, rebuilt as model(config(**saved config)), on
+    the test split of image `dataset` (scoring.graded_accuracy); its points and its title (the spec's bar as {bar})."""
+
+    saved: str
+    model: str
+    config: str
+    dataset: str
+    points: float
+    title: str
+
+
+def accuracy_tests(thresholds: dict[str, Threshold], classifiers: dict[str, SavedClassifier],
+                   group: str = "Accuracy") -> type:
+    """The test class of an assignment's accuracy thresholds: for each threshold key in `classifiers`, the test its
+    Threshold.test names ("TestAccuracy::test_x", all in one class), grading that classifier. Assign it to that class's
+    name in the hidden tests (autograder/assignments.py reads the keys there without importing the file)."""
+    def test_of(threshold: Threshold, c: SavedClassifier) -> Callable:
+        @pytest.mark.points(c.points)
+        def test(self, student):
+            graded_accuracy(student, c.saved, c.model, c.config, c.dataset, threshold)
+        test.__doc__ = c.title
+        return bar_title(threshold)(test)
+
+    named = {key: thresholds[key].test.split("::") for key in classifiers}
+    classes = {cls for cls, _ in named.values()}
+    if len(classes) != 1:
+        raise TypeError(f"accuracy_tests builds one class; the thresholds name {sorted(classes)}")
+    tests = {test: test_of(thresholds[key], classifiers[key]) for key, (_, test) in named.items()}
+    for test_name, test in tests.items():
+        test.__name__ = test.__qualname__ = test_name
+    return type(classes.pop(), (), {"GROUP": group, **tests})
 
 
 # -- inputs --------------------------------------------------------------------------------------------------------
@@ -185,29 +238,32 @@ class MaskFamily(Family):
 # -- multi-head attention ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class AttentionNames:
-    width: str  # the constructor's width argument: d_model or embed_dim
     mask: str  # the mask of the gradient test: "padding" where the notebook pads, else "causal"
     cls: str = "MultiHeadAttention"
 
 
 @torch.no_grad()
-def attention_formula(weights: dict, heads: int, query, key, value, mask, p: float) -> torch.Tensor:
-    """Multi-head attention by the notebooks' formula and layout, with F.dropout (train mode) on the weights."""
+def attention_formula(weights: dict, heads: int, query, key, value, mask, p: float, out_p: float = 0.0) -> torch.Tensor:
+    """Multi-head attention by the notebooks' formula and layout (`weights` under q_proj, k_proj, v_proj, out_proj),
+    with F.dropout (train mode) on the weights after the softmax, p, and on the output, out_p (ViT's proj_drop)."""
     (B, T_q, D), T_k = query.shape, key.shape[1]
     split = lambda t, T: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731  (B, nh, T, hs)
     q = split(F.linear(query, weights["q_proj.weight"], weights["q_proj.bias"]), T_q)
     k = split(F.linear(key, weights["k_proj.weight"], weights["k_proj.bias"]), T_k)
     v = split(F.linear(value, weights["v_proj.weight"], weights["v_proj.bias"]), T_k)
-    scores = (q @ k.transpose(-2, -1) / math.sqrt(D // heads)).masked_fill(~mask, torch.finfo(q.dtype).min)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D // heads)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(q.dtype).min)
     y = (F.dropout(scores.softmax(dim=-1), p, True) @ v).transpose(1, 2).reshape(B, T_q, D)
-    return F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"])
+    y = F.linear(y, weights["out_proj.weight"], weights["out_proj.bias"])
+    return F.dropout(y, out_p, True) if out_p else y
 
 
 class MultiHeadAttentionFamily(Family):
     NAMES: AttentionNames
 
     def build(self, width: int, heads: int, **kwargs) -> dict:
-        return call(self.NAMES.cls, **{self.NAMES.width: width}, num_heads=heads, **kwargs)
+        return call(self.NAMES.cls, d_model=width, num_heads=heads, **kwargs)
 
     def unchanged(self, student, weights: dict, runs: tuple[tuple, tuple], whats: tuple[str, str], compared: str,
                   where=slice(None)):
@@ -230,7 +286,7 @@ class MultiHeadAttentionFamily(Family):
         mha, weights = mha_reference(d_model, heads, seed=d_model)
         x = seeded_randn(2, 6, d_model, seed=heads)
         result = student.run(self.build(d_model, heads), (x, x.clone(), x.clone()), weights=weights,
-                             what=f"{self.NAMES.cls}({self.NAMES.width}={d_model}, num_heads={heads})")
+                             what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads})")
         assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), "self-attention output")
         assert_close(result.output, sdpa_reference(weights, heads, x, x, x), "self-attention output")
 
@@ -353,6 +409,170 @@ class MultiHeadAttentionFamily(Family):
                             "T_k) (the output projection is not dropped)")
 
 
+@dataclasses.dataclass(frozen=True)
+class SelfAttentionNames:
+    cls: str = "Attention"  # a self-attention with one fused projection qkv and an output projection proj (ViT's)
+
+
+class SelfAttentionFamily(Family):
+    """Multi-head self-attention computed from one fused projection (forward(x), no mask), against the same torch
+    oracles as MultiHeadAttentionFamily: nn.MultiheadAttention, F.scaled_dot_product_attention, attention_formula."""
+
+    NAMES: SelfAttentionNames
+
+    def build(self, d_model: int, heads: int, **kwargs) -> dict:
+        return call(self.NAMES.cls, d_model=d_model, num_heads=heads, **kwargs)
+
+    def reference(self, d_model: int, heads: int, seed: int) -> tuple[nn.MultiheadAttention, dict, dict]:
+        """(the seeded nn.MultiheadAttention, its weights under the student's fused names, under q_proj...out_proj)."""
+        mha, separate = mha_reference(d_model, heads, seed=seed)
+        return mha, fused_attention_weights(mha), separate
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """{cls} maps (B, T, D) to (B, T, D)"""
+        result = student.run(self.build(24, 3), (seeded_randn(2, 7, 24),), what=f"{self.NAMES.cls}(24, 3)")
+        assert_shape(result.output, (2, 7, 24), f"{self.NAMES.cls} output")
+
+    @pytest.mark.points(3)
+    def test_matches_torch_multihead_attention(self, student, d_model, heads):
+        """{cls} equals torch.nn.MultiheadAttention with the same weights"""
+        mha, weights, separate = self.reference(d_model, heads, seed=d_model)
+        x = seeded_randn(2, 9, d_model, seed=heads)
+        result = student.run(self.build(d_model, heads), (x,), weights=weights,
+                             what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads})")
+        label = f"{self.NAMES.cls} output (d_model={d_model}, heads={heads})"
+        assert_close(result.output, mha(x, x, x, need_weights=False)[0].detach(), label)
+        assert_close(result.output, sdpa_reference(separate, heads, x, x, x), label)  # a second oracle
+
+    @pytest.mark.points(2)
+    def test_gradients_match_torch(self, student):
+        """Gradients of {cls} (input and all weights) equal torch.nn.MultiheadAttention's"""
+        mha, weights, _ = self.reference(32, 4, seed=7)
+        x, g = seeded_randn(2, 5, 32, seed=8), seeded_randn(2, 5, 32, seed=9)
+        result = student.run(self.build(32, 4), (x,), weights=weights, grad_output=g,
+                             what=f"{self.NAMES.cls}(32, 4) backward")
+        x_grad, _ = reference_grads(mha, x, g, forward=lambda x: mha(x, x, x, need_weights=False)[0])
+        assert_close(result.input_grads[0], x_grad, "gradient with respect to the input")
+        expect_grads(result.param_grads, {"qkv.weight": grad_of(mha.in_proj_weight), "qkv.bias": grad_of(mha.in_proj_bias),
+                                          "proj.weight": grad_of(mha.out_proj.weight),
+                                          "proj.bias": grad_of(mha.out_proj.bias)})
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, {cls} drops the attention probabilities and the output in train mode, nothing in eval mode"""
+        p, seed, d_model, heads = 0.4, 5, 12, 3
+        _, weights, separate = self.reference(d_model, heads, seed=11)
+        x = seeded_randn(2, 6, d_model, seed=12)
+        with replayed_dropout(seed):
+            expected_train = attention_formula(separate, heads, x, x, x, None, p, out_p=p)
+        check_dropout(student, module(self.build(d_model, heads, dropout=p), weights=weights), (x,), p=p, seed=seed,
+                      expected_eval=sdpa_reference(separate, heads, x, x, x), expected_train=expected_train, calls=2,
+                      what=f"{self.NAMES.cls}(d_model={d_model}, num_heads={heads}, dropout={p})",
+                      where="attn_drop on the attention probabilities (after the softmax, laid out as (B, nh, T, T)), "
+                            "then proj_drop on the output of proj")
+
+
+# -- the position-wise feed-forward network -------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FeedForwardNames:
+    cls: str  # FeedForward, MLP
+    reference: type[nn.Module]  # its torch stand-in: (d_model, d_ff) -> two nn.Linear children around the activation
+    activation: Callable[[torch.Tensor], torch.Tensor]  # F.relu, F.gelu
+    formula: str  # the title's formula: "linear2(ReLU(linear1(x)))"
+    dropped: str  # where dropout goes, as the title says it: "after the ReLU (before linear2)"
+    where: str  # the same, as the feedback says it
+    output_dropout: bool = False  # a second dropout on the output (ViT's MLP)
+
+
+class FeedForwardFamily(Family):
+    NAMES: FeedForwardNames
+
+    def reference(self, d_model: int, d_ff: int, seed: int) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+        """The seeded torch reference and its two linear layers (the first seeded `seed`, the second `seed + 1`)."""
+        ref = self.NAMES.reference(d_model, d_ff)
+        first, second = (m for m in ref.children() if isinstance(m, nn.Linear))
+        fill_parameters_(first, seed=seed), fill_parameters_(second, seed=seed + 1)
+        return ref, first, second
+
+    @pytest.mark.points(1)
+    def test_matches_reference(self, student):
+        """{cls} equals {formula}, values and gradients"""
+        ref, _, _ = self.reference(12, 20, seed=1)
+        check_output_and_input_grad(student, call(self.NAMES.cls, d_model=12, d_ff=20), ref, seeded_randn(2, 5, 12, seed=3),
+                                    seeded_randn(2, 5, 12, seed=4), what=f"{self.NAMES.cls}(12, 20)", label=self.NAMES.cls)
+
+    @pytest.mark.points(1)
+    def test_dropout_in_train_mode_only(self, student):
+        """With dropout p, {cls} drops {dropped} in train mode, nothing in eval mode"""
+        p, seed, drops = 0.3, 5, 1 + self.NAMES.output_dropout
+        ref, first, second = self.reference(10, 14, seed=6)
+        x = seeded_randn(2, 4, 10, seed=8)
+        with torch.no_grad():
+            expected_eval = ref(x)
+            with replayed_dropout(seed):
+                expected_train = second(F.dropout(self.NAMES.activation(first(x)), p, True))
+                if self.NAMES.output_dropout:
+                    expected_train = F.dropout(expected_train, p, True)
+        check_dropout(student, module(call(self.NAMES.cls, d_model=10, d_ff=14, dropout=p), weights=ref.state_dict()),
+                      (x,), p=p, seed=seed, expected_eval=expected_eval, expected_train=expected_train, calls=drops,
+                      what=f"{self.NAMES.cls}(10, 14, dropout={p})", where=self.NAMES.where)
+
+
+# -- the encoder layer ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class EncoderLayerNames:
+    cls: str  # EncoderLayer, Block
+    norm: str  # "Post-norm", "Pre-norm"
+    parts: str  # what the title lists after the class: "", " (norm, attention, residual, norm, MLP, residual)"
+    reference: str  # the torch layer, as the title says it: "torchvision's EncoderBlock"
+    residuals: str  # what the gradients flow through: "residual paths"
+    grad_reference: str  # the gradient test's reference: "nn.TransformerEncoderLayer", "the reference"
+    padding_mask: bool  # forward(x, mask) rather than forward(x)
+
+
+class EncoderLayerFamily(Family):
+    """A residual encoder layer (its attention and feed-forward sublayers torch stand-ins here) against a torch layer
+    with the same weights. An assignment says how: reference(d_model, heads, d_ff, seed) (the seeded torch layer, in
+    eval mode), weights(ref) (its weights under the student's names) and substitutes(d_model, heads, d_ff)."""
+
+    NAMES: EncoderLayerNames
+
+    def reference(self, d_model: int, heads: int, d_ff: int, seed: int) -> nn.Module:
+        raise NotImplementedError
+
+    def weights(self, ref: nn.Module) -> dict:
+        raise NotImplementedError
+
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        raise NotImplementedError
+
+    def build(self, d_model: int, heads: int, d_ff: int, **kwargs) -> dict:
+        return call(self.NAMES.cls, d_model=d_model, num_heads=heads, d_ff=d_ff, **kwargs)
+
+    def run(self, student, ref: nn.Module, dims: tuple[int, int, int], inputs: tuple, **kwargs):
+        return student.run(self.build(*dims), inputs, weights=self.weights(ref), substitutes=self.substitutes(*dims),
+                           **kwargs)
+
+    @pytest.mark.points(3)
+    def test_matches_torch_layer(self, student):
+        """{norm} {cls}{parts} equals {reference}"""
+        ref, masked = self.reference(16, 2, 32, seed=21), self.NAMES.padding_mask
+        x, mask = seeded_randn(3, 6, 16, seed=22), padding_mask(mask_tokens([6, 4, 2], 6))
+        result = self.run(student, ref, (16, 2, 32), (x, mask) if masked else (x,), what=f"{self.NAMES.cls}(16, 2, 32)")
+        expected = ref(x, src_key_padding_mask=~mask[:, 0, 0]) if masked else ref(x)
+        assert_close(result.output, expected.detach(), f"{self.NAMES.cls} output", atol=1e-4)
+
+    @pytest.mark.points(1)
+    def test_gradients_match_torch(self, student):
+        """Gradients flow through both {residuals} as in {grad_reference}"""
+        ref = self.reference(16, 4, 24, seed=23)
+        x, g = seeded_randn(2, 5, 16, seed=24), seeded_randn(2, 5, 16, seed=25)
+        result = self.run(student, ref, (16, 4, 24), (x,), grad_output=g, what=f"{self.NAMES.cls}(16, 4, 24) backward")
+        x_grad, _ = reference_grads(ref, x, g)
+        assert_close(result.input_grads[0], x_grad, f"{self.NAMES.cls} gradient with respect to the input", atol=1e-4)
+
+
 # -- the post-norm decoder layer -----------------------------------------------------------------------------------
 def decoder_reference(d_model: int, heads: int, d_ff: int, seed: int) -> nn.TransformerDecoderLayer:
     """A seeded nn.TransformerDecoderLayer (post-norm, ReLU, no dropout), as the decoder-layer stand-ins hold it."""
@@ -404,8 +624,6 @@ def model_reference(parts: nn.ModuleDict, plain: tuple[str, ...], stacks: dict[s
 
 @dataclasses.dataclass(frozen=True)
 class DecoderLayerNames:
-    width: str  # d_model or embed_dim
-    ff: str  # the feed-forward width: d_ff or ff_dim
     target: str  # what the layer decodes: "target" or "caption"
     memory: str  # what it attends to: "encoder output" or "image features"
     memory_mask: bool  # forward(x, memory, memory_mask, tgt_mask) rather than forward(x, memory, tgt_mask)
@@ -416,7 +634,7 @@ class DecoderLayerFamily(Family):
     NAMES: DecoderLayerNames
 
     def build(self, d_model: int, heads: int, d_ff: int, **kwargs) -> dict:
-        return call(self.NAMES.cls, **{self.NAMES.width: d_model}, num_heads=heads, **{self.NAMES.ff: d_ff}, **kwargs)
+        return call(self.NAMES.cls, d_model=d_model, num_heads=heads, d_ff=d_ff, **kwargs)
 
     def arguments(self, x, memory, memory_mask, tgt_mask) -> tuple:
         return (x, memory, memory_mask, tgt_mask) if self.NAMES.memory_mask else (x, memory, tgt_mask)
@@ -452,6 +670,95 @@ class DecoderLayerFamily(Family):
                 raise Feedback(f"no gradient reached the {label}")
             assert_close(result.input_grads[i], grad_of(refs[i]), f"{self.NAMES.cls} gradient with respect to the {label}",
                          atol=1e-4)
+
+
+# -- a whole decoding model ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class DecoderModelNames:
+    cls: str  # the model: Transformer, CaptioningTransformer
+    config: str  # its config class: TransformerConfig, CaptioningConfig
+    maps: str  # who maps the inputs, as the shape test's title says it: "Transformer", "forward"
+    inputs: str  # what it maps: "src (B, S) and tgt (B, T)"
+    outputs: str  # what it returns: "logits", "scores"
+    vocab: str  # the config field of the outputs' width: tgt_vocab_size, vocab_size
+    label: str  # the outputs in feedback: "Transformer logits"
+    parts: str  # what the reference test compares, as its title says it
+    layers: str  # the layers the reference test puts in: "encoder/decoder layers"
+    token: str  # a token of what the model decodes: "target token", "caption word"
+    word: str  # the same in feedback: "target token", "word"
+    unchanged: str  # what the causality test's title keeps unchanged: "outputs", "scores"
+    later: str  # the rest of the causality test's title
+    reads: str  # the causality test's question: "does the decoder read the target tokens?"
+
+
+class DecoderModelFamily(Family):
+    """A whole model that decodes tokens given a context (the transformer's source, captioning's image features):
+    its output shape, its logits against a reference built from torch layers (stand-in layers in the student's
+    model), and that a later token changes no earlier output; the model runs with the grader's masks (a mask bug
+    costs points only in the mask tests). An assignment says how: CONFIG (the tiny config's arguments), SHAPE (of the
+    outputs), WORDS (the first id and the count of the ids a changed token takes), CAUSAL_LAYERS (the stand-in
+    layers' seed in the causality test; None: the student's own layers), inputs(seed) -> (context, tokens),
+    reference(seed) -> (torch parts, stand-in layers, weights under the student's names: model_reference) and
+    reference_outputs(parts, context, tokens)."""
+
+    NAMES: DecoderModelNames
+    CONFIG: dict
+    SHAPE: tuple[int, ...]
+    WORDS: tuple[int, int]
+    CAUSAL_LAYERS: int | None = None
+
+    def inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def reference(self, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
+        raise NotImplementedError
+
+    def reference_outputs(self, parts: nn.ModuleDict, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def model(self, keep_as: str | None = None, seed: int | None = None) -> dict:
+        """The student's model (CONFIG), with the grader's masks; with torch layers seeded `seed` where given."""
+        substitutes, weights = (None, None) if seed is None else self.reference(seed)[1:]
+        return with_reference_masks(module(call(self.NAMES.cls, call(self.NAMES.config, **self.CONFIG)), weights=weights,
+                                           substitutes=substitutes, keep_as=keep_as))
+
+    def outputs(self, student, request: dict, context, tokens, what: str) -> torch.Tensor:
+        value = student.invoke(request, context, tokens, what=what).value
+        if not isinstance(value, torch.Tensor):
+            raise Feedback(f"{self.NAMES.cls}.forward must return a tensor of {self.NAMES.outputs}")
+        return value
+
+    @pytest.mark.points(1)
+    def test_output_shape(self, student):
+        """{maps} maps {inputs} to {outputs} (B, T, {vocab})"""
+        context, tokens = self.inputs(seed=1)
+        value = self.outputs(student, self.model(), context, tokens, what=f"{self.NAMES.cls}(tiny config)")
+        assert_shape(value, self.SHAPE, self.NAMES.label)
+
+    @pytest.mark.points(3)
+    def test_matches_torch_reference(self, student):
+        """{parts} equal a reference built from torch layers"""
+        context, tokens = self.inputs(seed=3)
+        value = self.outputs(student, self.model(seed=2), context, tokens,
+                             what=f"{self.NAMES.cls} with torch {self.NAMES.layers}")
+        assert_close(value, self.reference_outputs(self.reference(2)[0], context, tokens), self.NAMES.label, atol=1e-4)
+
+    @pytest.mark.points(2)
+    def test_cannot_see_the_future(self, student):
+        """Changing {token} t+1 leaves the {unchanged} at positions <= t unchanged{later}"""
+        context, tokens = self.inputs(seed=4)
+        what, (first_id, count) = f"{self.NAMES.cls} (causality)", self.WORDS
+        first = student.invoke(self.model(keep_as="causality", seed=self.CAUSAL_LAYERS), context, tokens, what=what)
+        for t in (1, 3):
+            changed = tokens.clone()
+            changed[:, t + 1] = first_id + (changed[:, t + 1] - first_id + 5) % count
+            second = student.invoke(with_reference_masks(handle("causality")), context, changed, what=what)
+            assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
+                         f"{self.NAMES.outputs} at positions 0..{t} after changing {self.NAMES.word} {t + 1}",
+                         rtol=1e-5, atol=1e-5)
+            if torch.allclose(second.value[:, t + 1:], first.value[:, t + 1:]):
+                raise Feedback(f"changing {self.NAMES.word} {t + 1} changed none of the {self.NAMES.outputs} from "
+                               f"position {t + 1} on: {self.NAMES.reads}")
 
 
 # -- greedy decoding -----------------------------------------------------------------------------------------------

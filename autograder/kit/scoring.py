@@ -367,7 +367,7 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
     if trusted:
         course, saved_config, weights = course_model(student, saved_name, model, config)
     else:
-        saved_config, weights = student.saved_model(saved_name)
+        saved_config, weights = student.saved_model(saved_name, config)
     build = call(model, call(config, **saved_config))  # the student's model, rebuilt in the worker
     images = test.normalized()
     if trusted:  # first, so that a threshold missed because of a layer bug comes with the note that says so

@@ -249,8 +249,9 @@ class StudentCode:
         reply, out = self._request(header, tensors, label, timeout)
         return call_result(reply, out, marked)
 
-    def saved_model(self, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-        """The (config, weights) the student's notebook saved as `<name>.json` / `<name>.safetensors`."""
+    def saved_model(self, name: str, config_class: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The (config, weights) the student's notebook saved as `<name>.json` / `<name>.safetensors`; the config
+        as the arguments of `config_class` (its name) today, whichever release's format saved it."""
         from safetensors.torch import load_file
 
         from dlcourse.export import constructor_arguments
@@ -265,7 +266,7 @@ class StudentCode:
         if config_path.stat().st_size > MAX_CONFIG_BYTES or weights_path.stat().st_size > MAX_WEIGHTS_BYTES:
             raise Feedback(f"{name}: saved files are too large to grade")
         try:
-            config = constructor_arguments(json.loads(config_path.read_text()))
+            config = constructor_arguments(json.loads(config_path.read_text()), config_class)
             weights = load_file(str(weights_path))
         except Exception as exc:  # noqa: BLE001  (any corrupt file is the student's problem, reported as such)
             raise Feedback(f"{name}: could not read the saved model ({type(exc).__name__}: {exc})") from None

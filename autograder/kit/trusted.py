@@ -77,7 +77,7 @@ def course_model(student: StudentCode, saved_name: str, model: str, config: str)
     """(the course's `model(config(**saved config))` holding the saved weights, in eval mode on the grader's device,
     the saved config, the saved weights). Feedback when the config does not build the model or the weights are not
     exactly the state dict the release's constructors make for it."""
-    saved_config, weights = student.saved_model(saved_name)
+    saved_config, weights = student.saved_model(saved_name, config)
     namespace = course_namespace(student.assignment_name)
     try:
         built = namespace[model](namespace[config](**saved_config))

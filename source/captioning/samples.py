@@ -199,7 +199,7 @@ PUBLIC_CHECK_BUGS = [
     ("masks_check", "causal mask hides the diagonal",
      {"masks": ("torch.ones(T, T, dtype=torch.bool, device=device).tril()",
                 "torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)")}),
-    ("mha_check", "scores scaled by sqrt(embed_dim)", {"mha": ("math.sqrt(self.head_size)", "math.sqrt(D)")}),
+    ("mha_check", "scores scaled by sqrt(d_model)", {"mha": ("math.sqrt(self.head_size)", "math.sqrt(D)")}),
     ("decoder_check", "cross-attention to the caption instead of the image",
      {"decoder_layer": ("self.cross_attn(x, memory, memory)", "self.cross_attn(x, x, x)")}),
     ("model_check", "no positional encoding",

@@ -12,9 +12,9 @@ class TorchCaptionDecoderLayer(nn.Module):
     """nn.TransformerDecoderLayer (post-norm, ReLU, no dropout): x (B, T, D) and memory (B, P, D), tgt_mask in the
     assignment's convention (bool, True = may attend; (T, T)). The image memory is not masked."""
 
-    def __init__(self, embed_dim: int, num_heads: int, ff_dim: int):
+    def __init__(self, d_model: int, num_heads: int, d_ff: int):
         super().__init__()
-        self.layer = nn.TransformerDecoderLayer(embed_dim, num_heads, ff_dim, dropout=0.0, batch_first=True)
+        self.layer = nn.TransformerDecoderLayer(d_model, num_heads, d_ff, dropout=0.0, batch_first=True)
 
     def forward(self, x, memory, tgt_mask=None):
         return self.layer(x, memory, tgt_mask=None if tgt_mask is None else ~tgt_mask)

@@ -8,9 +8,9 @@ from . import register
 
 @register("torch_attention")
 class TorchAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
+    def __init__(self, d_model: int, num_heads: int):
         super().__init__()
-        self.mha = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.mha = nn.MultiheadAttention(d_model, num_heads, batch_first=True)
 
     def forward(self, x):
         return self.mha(x, x, x, need_weights=False)[0]
@@ -18,9 +18,9 @@ class TorchAttention(nn.Module):
 
 @register("torch_mlp")
 class TorchMLP(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, dim)
+        self.fc1, self.act, self.fc2 = nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -28,20 +28,20 @@ class TorchMLP(nn.Module):
 
 @register("conv_patchify")
 class ConvPatchify(nn.Module):
-    def __init__(self, in_channels: int, patch_size: int, embed_dim: int):
+    def __init__(self, in_channels: int, patch_size: int, d_model: int):
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
 @register("torchvision_block")
-def torchvision_block(dim: int, num_heads: int, mlp_dim: int) -> nn.Module:
+def torchvision_block(d_model: int, num_heads: int, d_ff: int) -> nn.Module:
     """torchvision's ViT encoder block (same parameter names), no dropout. torchvision is imported here, not with
     the package: every judge imports the package, and only the ViT tests need it."""
     from functools import partial
 
     from torchvision.models.vision_transformer import EncoderBlock
 
-    return EncoderBlock(num_heads, dim, mlp_dim, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
+    return EncoderBlock(num_heads, d_model, d_ff, 0.0, 0.0, partial(nn.LayerNorm, eps=1e-6))
