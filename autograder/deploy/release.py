@@ -9,24 +9,29 @@ from pathlib import Path
 from autograder.assignments import PROJECT_ROOT, load_assignment
 
 
-def build_release(names: list[str]) -> None:
-    """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec and the
-    points table of its notebook from its hidden tests (autograder/deploy/points.py). One nbgrader API in this process for
-    every assignment (a `nbgrader` process each would import it again: about 1.7 CPU s apiece). nbgrader shells out
-    to alembic, so the interpreter's bin folder goes first on PATH."""
+def nbgrader_api(course: Path):
+    """nbgrader's API, in this process, for the course folder `course` (its nbgrader_config.py roots it there).
+    nbgrader shells out to alembic, so the interpreter's bin folder goes first on PATH."""
     from nbgrader.apps.api import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config.loader import PyFileConfigLoader
 
+    bin_folder = str(Path(sys.executable).parent)
+    if bin_folder not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    return NbGraderAPI(CourseDirectory(config=config), config=config)
+
+
+def build_release(names: list[str]) -> None:
+    """`nbgrader generate_assignment` for each assignment, after writing its submission.txt from its spec and the
+    points table of its notebook from its hidden tests (autograder/deploy/points.py). One nbgrader API in this process for
+    every assignment (a `nbgrader` process each would import it again: about 1.7 CPU s apiece)."""
     from autograder.deploy.colab import write_colab_cells
     from autograder.deploy.points import collect_hidden_tests, write_points_table
     from autograder.deploy.readme_tables import write_readme_tables
 
-    bin_folder = str(Path(sys.executable).parent)
-    if bin_folder not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = f"{bin_folder}{os.pathsep}{os.environ.get('PATH', '')}"
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(PROJECT_ROOT)).load_config()
-    nbgrader = NbGraderAPI(CourseDirectory(config=config), config=config)
+    nbgrader = nbgrader_api(PROJECT_ROOT)
     assignments = [load_assignment(name) for name in names]
     hidden_tests = collect_hidden_tests(assignments)
     for assignment in assignments:
