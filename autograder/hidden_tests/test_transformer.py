@@ -20,12 +20,13 @@ from autograder.assignments import assignment_of
 from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (AttentionNames, DecoderLayerFamily, DecoderLayerNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
-                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
+                                 DECODER_ATTENTIONS, decoder_reference, layer_weights, mask_tokens,
                                  model_reference, padding_mask)
 from autograder.kit.reference import (Feedback, assert_close, assert_shape, check_dropout, check_output_and_input_grad,
                                   fill_parameters_, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, handle, module
-from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
+from autograder.kit.stand_ins.transformer import (TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, layer_substitutes,
+                                                  with_reference_masks)
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, PAD_ID, ReversalTask
@@ -144,6 +145,9 @@ class TestDecoderLayer(DecoderLayerFamily):
     NAMES = DecoderLayerNames(width="d_model", ff="d_ff", target="target", memory="encoder output", memory_mask=True)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return layer_substitutes(d_model, heads, d_ff, DECODER_ATTENTIONS)
+
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
         """With dropout p, DecoderLayer drops each of its three sublayers' outputs before the residual sums in train mode only"""
@@ -152,7 +156,7 @@ class TestDecoderLayer(DecoderLayerFamily):
         x, memory = seeded_randn(2, 4, 16, seed=36), seeded_randn(2, 6, 16, seed=37)
         src_mask = padding_mask(mask_tokens([6, 4], 6))
         built = module(self.build(16, 2, 32, dropout=p), weights=layer_weights(ref, DECODER_ATTENTIONS, 3),
-                       substitutes=layer_substitutes(16, 2, 32, DECODER_ATTENTIONS))  # (without dropout of their own)
+                       substitutes=self.substitutes(16, 2, 32))  # (without dropout of their own)
         with torch.no_grad():
             expected_eval = ref(x, memory, tgt_mask=~causal(4), memory_key_padding_mask=~src_mask[:, 0, 0])
             with replayed_dropout(seed):
