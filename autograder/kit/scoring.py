@@ -364,7 +364,7 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
     (a design of the student's own) the model is rebuilt from the student's code in the worker. See graded_classifier."""
     from autograder.kit.trusted import COMPARED_EXAMPLES, compare_with_student, course_model, local_outputs
 
-    (test, images), rng, trusted = test_images(dataset), secret_rng(), threshold.course_model
+    (test, images), rng, trusted = threshold_test_split(dataset), secret_rng(), threshold.course_model
     if trusted:
         course, saved_config, weights = course_model(student, saved_name, model, config)
     else:
@@ -388,9 +388,9 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
 
 
 @functools.cache
-def test_images(dataset: str):
+def threshold_test_split(dataset: str):
     """(the test split of image `dataset`, its images normalised as the models see them), read once per process: a
-    judge server reads those its thresholds name before it forks its judges (`preload_test_images`), so that no judge
+    judge server reads those its thresholds name before it forks its judges (`preload_test_splits`), so that no judge
     reads and normalises them again (0.1 CPU s each for FashionMNIST's). The grader's own data, the same for every
     submission, never the worker's; not to be written to (graded_accuracy only indexes and concatenates copies)."""
     from dlcourse.data import load_image_split
@@ -399,9 +399,9 @@ def test_images(dataset: str):
     return split, split.normalized()
 
 
-def preload_test_images(thresholds: Iterable[Threshold]) -> None:
+def preload_test_splits(thresholds: Iterable[Threshold]) -> None:
     """Read the test splits of the image datasets that `thresholds` name (`Threshold.data`, "name:split") into
-    `test_images`' cache. One that cannot be read is left out: the judge that needs it reads it and says why not.
+    `threshold_test_split`'s cache. One that cannot be read is left out: the judge that needs it reads it, says why not.
     On one torch thread: a process that forks judges afterwards must never have run an OpenMP parallel region (a
     forked child's first parallel region would wait forever for the parent's OpenMP threads)."""
     from dlcourse.data import DATASETS
@@ -413,7 +413,7 @@ def preload_test_images(thresholds: Iterable[Threshold]) -> None:
                 name, _, split = entry.partition(":")
                 if name in DATASETS and split in ("", "test"):
                     with contextlib.suppress(Exception):  # a loader may fail in any way (autograder/pipeline/datasets.py)
-                        test_images(name)
+                        threshold_test_split(name)
 
 
 def training_examples(dataset: str, n: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:

@@ -90,11 +90,11 @@ def preload(test_files: list[Path], course: str | None = None) -> None:
     if course:  # computed from the trusted hidden tests, notebooks and data once per process: each judge reads them again
         from autograder.assignments import load_assignment
         from autograder.fingerprints import grader_fingerprints
-        from autograder.kit.scoring import preload_test_images
+        from autograder.kit.scoring import preload_test_splits
 
         assignment = load_assignment(course)
         grader_fingerprints(assignment)
-        preload_test_images(assignment.spec.thresholds.values())  # the thresholds' test images (the grader's data)
+        preload_test_splits(assignment.spec.thresholds.values())  # the thresholds' test images (the grader's data)
     # What is loaded now lives as long as the server: out of the garbage collector's sight, so that a judge's
     # collections do not walk (and, copy-on-write, copy) the hundreds of thousands of objects it inherits.
     gc.freeze()
