@@ -116,8 +116,8 @@ def imported_modules(path: Path) -> set[str]:
 def left_out_stand_ins(assignment: Assignment, shipped: set[Path]) -> set[Path]:
     """The modules of autograder/kit/stand_ins/ (reference layers, one module per assignment) that the zip of `assignment`
     leaves out: every other assignment's, unless a file that ships (`shipped`, the stand-ins aside) or a stand-in module
-    that ships imports it (autograder/kit/families.py, shared by every assignment's tests, imports the transformer's
-    reference masks and attention). This assignment's own module always ships: a hidden test may ask for its stand-ins
+    that ships imports it (captioning's hidden tests import the transformer's reference attention and masks). This
+    assignment's own module always ships: a hidden test may ask for its stand-ins
     by a name it computes; the package's __init__ and remote.py (the registry, the grader's end of the shells) too."""
     package = PROJECT_ROOT / "autograder" / "kit" / "stand_ins"
     others = {p for p in package.glob("*.py") if not p.name.startswith("_") and p.stem not in ("remote", assignment.name)}

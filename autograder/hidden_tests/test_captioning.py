@@ -22,10 +22,11 @@ from autograder.kit.attention_reference import causal, sinusoidal_reference
 from autograder.kit.families import (DECODER_ATTENTIONS, AttentionNames, DecoderLayerFamily, DecoderLayerNames,
                                  DecoderModelFamily, DecoderModelNames, MaskFamily,
                                  MultiHeadAttentionFamily, PositionalEncodingFamily, decoder_reference,
-                                 greedy_row, layer_substitutes, layer_weights, model_reference)
+                                 greedy_row, layer_weights, model_reference)
 from autograder.kit.reference import Feedback, assert_close, grad_of, seeded_randn
 from autograder.kit.requests import call, handle, module, name, needs_grad, stand_in
 from autograder.kit.scoring import evaluation_limit, outputs_in_secret_order, scored_on, secret_rng
+from autograder.kit.stand_ins.transformer import layer_substitutes, with_reference_masks
 from autograder.kit.translation_grading import DecodingWords, check_greedy_rows
 from autograder.kit.trusted import (COMPARED_EXAMPLES, compare_decoding, compare_with_student, course_decoding, course_model,
                                local_outputs)
@@ -70,6 +71,9 @@ class TestDecoderLayer(DecoderLayerFamily):
                               memory_mask=False)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return layer_substitutes(d_model, heads, d_ff, DECODER_ATTENTIONS)
+
     @pytest.mark.points(1)
     def test_future_is_hidden(self, student):
         """Changing caption position t+1 leaves the layer's outputs at positions <= t unchanged (torch attention inside)"""
@@ -78,7 +82,7 @@ class TestDecoderLayer(DecoderLayerFamily):
         changed = x.clone()
         changed[:, 3:] = 10.0 * seeded_randn(2, 2, 16, seed=36)
         build = module(self.build(16, 2, 32), weights=layer_weights(ref, DECODER_ATTENTIONS, 3),
-                       substitutes=layer_substitutes(16, 2, 32, DECODER_ATTENTIONS), keep_as="decoder layer (future)")
+                       substitutes=self.substitutes(16, 2, 32), keep_as="decoder layer (future)")
         first = student.invoke(build, x, memory, causal(5), what="DecoderLayer (future)")
         second = student.invoke(handle("decoder layer (future)"), changed, memory, causal(5), what="DecoderLayer (future)")
         if not isinstance(first.value, torch.Tensor) or not isinstance(second.value, torch.Tensor):
@@ -141,6 +145,9 @@ class TestCaptioningModel(DecoderModelFamily):
 
     def reference(self, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
         return reference_captioner(TINY, seed)
+
+    def with_masks(self, target: dict) -> dict:
+        return with_reference_masks(target)
 
     def reference_outputs(self, parts: nn.ModuleDict, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         return reference_scores(parts, TINY, features, captions)

@@ -24,11 +24,12 @@ from autograder.kit.families import (AttentionNames, DecoderLayerFamily, Decoder
                                  DecoderModelNames, FeedForwardFamily,
                                  FeedForwardNames, GreedyDecodingFamily,
                                  GreedyNames, MaskFamily, MultiHeadAttentionFamily, PositionalEncodingFamily, bar_title,
-                                 DECODER_ATTENTIONS, decoder_reference, layer_substitutes, layer_weights, mask_tokens,
+                                 DECODER_ATTENTIONS, decoder_reference, layer_weights, mask_tokens,
                                  model_reference, padding_mask)
 from autograder.kit.reference import (check_dropout, fill_parameters_, replayed_dropout, seeded_randn)
 from autograder.kit.requests import module
-from autograder.kit.stand_ins.transformer import TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, with_reference_masks
+from autograder.kit.stand_ins.transformer import (TorchEncoderLayer, TorchFeedForward, TorchSeq2Seq, layer_substitutes,
+                                                  with_reference_masks)
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import course_tokenizer, graded_perplexity, graded_reversal
 from dlcourse.translation import BOS_ID, PAD_ID, ReversalTask
@@ -120,6 +121,9 @@ class TestDecoderLayer(DecoderLayerFamily):
     NAMES = DecoderLayerNames(target="target", memory="encoder output", memory_mask=True)
     TESTS = ("test_matches_torch_decoder_layer", "test_gradients_match_torch")
 
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        return layer_substitutes(d_model, heads, d_ff, DECODER_ATTENTIONS)
+
     @pytest.mark.points(1)
     def test_dropout_in_train_mode_only(self, student):
         """With dropout p, DecoderLayer drops each of its three sublayers' outputs before the residual sums in train mode only"""
@@ -128,7 +132,7 @@ class TestDecoderLayer(DecoderLayerFamily):
         x, memory = seeded_randn(2, 4, 16, seed=36), seeded_randn(2, 6, 16, seed=37)
         src_mask = padding_mask(mask_tokens([6, 4], 6))
         built = module(self.build(16, 2, 32, dropout=p), weights=layer_weights(ref, DECODER_ATTENTIONS, 3),
-                       substitutes=layer_substitutes(16, 2, 32, DECODER_ATTENTIONS))  # (without dropout of their own)
+                       substitutes=self.substitutes(16, 2, 32))  # (without dropout of their own)
         with torch.no_grad():
             expected_eval = ref(x, memory, tgt_mask=~causal(4), memory_key_padding_mask=~src_mask[:, 0, 0])
             with replayed_dropout(seed):
@@ -202,6 +206,9 @@ class TestTransformer(DecoderModelFamily):
 
     def reference(self, seed: int) -> tuple[nn.ModuleDict, dict, dict]:
         return reference_transformer(TINY, seed)
+
+    def with_masks(self, target: dict) -> dict:
+        return with_reference_masks(target)
 
     def reference_outputs(self, parts: nn.ModuleDict, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         return reference_logits(parts, TINY, src, tgt)

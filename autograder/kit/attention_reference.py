@@ -7,8 +7,8 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from autograder.kit.stand_ins.transformer import TorchMHA
 from dlcourse.checks import fill_parameters_
 
 
@@ -49,9 +49,21 @@ def fused_attention_weights(mha: nn.MultiheadAttention) -> dict:
     return {key: value.detach().clone() for key, value in weights.items()}
 
 
+def sdpa_attention(projections: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
+    """Multi-head attention computed by F.scaled_dot_product_attention, whose bool mask means what the notebooks'
+    does (True = may attend), with `projections` {"q_proj", "k_proj", "v_proj", "out_proj": a linear map each}: the
+    torch_mha stand-in's forward (autograder/kit/stand_ins/transformer.py) and `sdpa_reference`."""
+    B, T_q, D = query.shape
+    split = lambda t: t.view(B, t.shape[1], heads, D // heads).transpose(1, 2)  # noqa: E731
+    y = F.scaled_dot_product_attention(split(projections["q_proj"](query)), split(projections["k_proj"](key)),
+                                       split(projections["v_proj"](value)), attn_mask=mask)
+    return projections["out_proj"](y.transpose(1, 2).reshape(B, T_q, D))
+
+
 @torch.no_grad()
 def sdpa_reference(weights: dict, heads: int, query, key, value, mask=None) -> torch.Tensor:
-    """A second oracle: the torch_mha stand-in (F.scaled_dot_product_attention, True = may attend) with `weights`."""
-    ref = TorchMHA(query.shape[-1], heads)
-    ref.load_state_dict(weights)
-    return ref(query, key, value, mask)
+    """A second oracle: the torch_mha stand-in's computation (`sdpa_attention`) with `weights` (notebook names)."""
+    def linear(proj: str):
+        return lambda t: F.linear(t, weights[f"{proj}.weight"], weights[f"{proj}.bias"])
+    return sdpa_attention({proj: linear(proj) for proj in ("q_proj", "k_proj", "v_proj", "out_proj")}, heads,
+                          query, key, value, mask)

@@ -39,7 +39,6 @@ from autograder.kit.reference import (Feedback, assert_close, assert_shape, chec
                                   expect_grads, grad_of, reference_grads, replayed_dropout, seeded_randn)
 from autograder.kit.requests import call, handle, module, name, stand_in
 from autograder.kit.scoring import graded_accuracy
-from autograder.kit.stand_ins.transformer import with_reference_masks
 from autograder.spec import Threshold
 from autograder.kit.translation_grading import check_greedy_rows
 from dlcourse.checks import fill_parameters_
@@ -597,13 +596,6 @@ def layer_weights(ref: nn.TransformerEncoderLayer | nn.TransformerDecoderLayer, 
 DECODER_ATTENTIONS = {"self_attn": "self_attn", "cross_attn": "multihead_attn"}
 
 
-def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions) -> dict:
-    """torch attention (`attentions`, the notebook's submodule names) and feed-forward stand-ins for a layer's test."""
-    subs = {a: stand_in("torch_mha", d_model=d_model, num_heads=heads) for a in attentions}
-    subs["ff"] = stand_in("torch_feedforward", d_model=d_model, d_ff=d_ff)
-    return subs
-
-
 def model_reference(parts: nn.ModuleDict, plain: tuple[str, ...], stacks: dict[str, tuple[str, str, dict]], seed: int,
                     scale: float) -> tuple[nn.ModuleDict, dict, dict]:
     """(reference parts, substitutes, weights under the student's names) for a whole model's test (the transformer's
@@ -639,9 +631,14 @@ class DecoderLayerFamily(Family):
     def arguments(self, x, memory, memory_mask, tgt_mask) -> tuple:
         return (x, memory, memory_mask, tgt_mask) if self.NAMES.memory_mask else (x, memory, tgt_mask)
 
+    def substitutes(self, d_model: int, heads: int, d_ff: int) -> dict:
+        """The stand-ins of the layer's attentions (DECODER_ATTENTIONS) and feed-forward: the assignment's own
+        (registered in its stand-in module, so that this module, which every zip ships, names none)."""
+        raise NotImplementedError
+
     def run(self, student, ref, d_model, heads, d_ff, inputs, **kwargs):
         return student.run(self.build(d_model, heads, d_ff), inputs, weights=layer_weights(ref, DECODER_ATTENTIONS, 3),
-                           substitutes=layer_substitutes(d_model, heads, d_ff, DECODER_ATTENTIONS), **kwargs)
+                           substitutes=self.substitutes(d_model, heads, d_ff), **kwargs)
 
     @pytest.mark.points(3)
     def test_matches_torch_decoder_layer(self, student):
@@ -716,11 +713,16 @@ class DecoderModelFamily(Family):
     def reference_outputs(self, parts: nn.ModuleDict, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def with_masks(self, target: dict) -> dict:
+        """The request calling `target` with the grader's mask functions: the assignment's own stand-in (registered in
+        its stand-in module, so that this module, which every zip ships, names none)."""
+        raise NotImplementedError
+
     def model(self, keep_as: str | None = None, seed: int | None = None) -> dict:
         """The student's model (CONFIG), with the grader's masks; with torch layers seeded `seed` where given."""
         substitutes, weights = (None, None) if seed is None else self.reference(seed)[1:]
-        return with_reference_masks(module(call(self.NAMES.cls, call(self.NAMES.config, **self.CONFIG)), weights=weights,
-                                           substitutes=substitutes, keep_as=keep_as))
+        return self.with_masks(module(call(self.NAMES.cls, call(self.NAMES.config, **self.CONFIG)), weights=weights,
+                                         substitutes=substitutes, keep_as=keep_as))
 
     def outputs(self, student, request: dict, context, tokens, what: str) -> torch.Tensor:
         value = student.invoke(request, context, tokens, what=what).value
@@ -752,7 +754,7 @@ class DecoderModelFamily(Family):
         for t in (1, 3):
             changed = tokens.clone()
             changed[:, t + 1] = first_id + (changed[:, t + 1] - first_id + 5) % count
-            second = student.invoke(with_reference_masks(handle("causality")), context, changed, what=what)
+            second = student.invoke(self.with_masks(handle("causality")), context, changed, what=what)
             assert_close(second.value[:, :t + 1], first.value[:, :t + 1],
                          f"{self.NAMES.outputs} at positions 0..{t} after changing {self.NAMES.word} {t + 1}",
                          rtol=1e-5, atol=1e-5)

@@ -7,6 +7,8 @@ perplexity use `outputs_in_secret_order` directly. `evaluation_limit` bounds how
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import random
 import secrets
 import time
@@ -361,15 +363,13 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
     here (autograder/kit/trusted.py) and the student's own code only on a slice, for a note where it disagrees; else
     (a design of the student's own) the model is rebuilt from the student's code in the worker. See graded_classifier."""
     from autograder.kit.trusted import COMPARED_EXAMPLES, compare_with_student, course_model, local_outputs
-    from dlcourse.data import load_image_split
 
-    test, rng, trusted = load_image_split(dataset, train=False), secret_rng(), threshold.course_model
+    (test, images), rng, trusted = threshold_test_split(dataset), secret_rng(), threshold.course_model
     if trusted:
         course, saved_config, weights = course_model(student, saved_name, model, config)
     else:
         saved_config, weights = student.saved_model(saved_name, config)
     build = call(model, call(config, **saved_config))  # the student's model, rebuilt in the worker
-    images = test.normalized()
     if trusted:  # first, so that a threshold missed because of a layer bug comes with the note that says so
         compare_with_student(student, saved_name, build, weights, course,
                              (images[rng.sample(range(len(images)), COMPARED_EXAMPLES)],))
@@ -385,6 +385,35 @@ def graded_accuracy(student: StudentCode, saved_name: str, model: str, config: s
                              len(test.classes), f"test images of {test.source}", "shifted, noisy test images",
                              threshold.value, rng, batch_size=1000, timeout=evaluation_limit(threshold.reference_eval_s),
                              reference_drop=threshold.canary_drop, train_labels=train_labels)
+
+
+@functools.cache
+def threshold_test_split(dataset: str):
+    """(the test split of image `dataset`, its images normalised as the models see them), read once per process: a
+    judge server reads those its thresholds name before it forks its judges (`preload_test_splits`), so that no judge
+    reads and normalises them again (0.1 CPU s each for FashionMNIST's). The grader's own data, the same for every
+    submission, never the worker's; not to be written to (graded_accuracy only indexes and concatenates copies)."""
+    from dlcourse.data import load_image_split
+
+    split = load_image_split(dataset, train=False)
+    return split, split.normalized()
+
+
+def preload_test_splits(thresholds: Iterable[Threshold]) -> None:
+    """Read the test splits of the image datasets that `thresholds` name (`Threshold.data`, "name:split") into
+    `threshold_test_split`'s cache. One that cannot be read is left out: the judge that needs it reads it, says why not.
+    On one torch thread: a process that forks judges afterwards must never have run an OpenMP parallel region (a
+    forked child's first parallel region would wait forever for the parent's OpenMP threads)."""
+    from dlcourse.data import DATASETS
+    from dlcourse.threads import torch_threads
+
+    with torch_threads("cpu", threads=1):
+        for threshold in thresholds:
+            for entry in threshold.data:
+                name, _, split = entry.partition(":")
+                if name in DATASETS and split in ("", "test"):
+                    with contextlib.suppress(Exception):  # a loader may fail in any way (autograder/pipeline/datasets.py)
+                        threshold_test_split(name)
 
 
 def training_examples(dataset: str, n: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:

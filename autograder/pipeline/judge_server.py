@@ -87,11 +87,14 @@ def preload(test_files: list[Path], course: str | None = None) -> None:
     # The course package's whole API (data loaders, training loop, plots): the grading code imports parts of it inside
     # functions, which a forked judge would otherwise import again every time.
     __import__("dlcourse", fromlist=importlib.import_module("dlcourse").__all__)
-    if course:  # computed from the trusted hidden tests and notebooks once per process: each judge reads them again
+    if course:  # computed from the trusted hidden tests, notebooks and data once per process: each judge reads them again
         from autograder.assignments import load_assignment
         from autograder.fingerprints import grader_fingerprints
+        from autograder.kit.scoring import preload_test_splits
 
-        grader_fingerprints(load_assignment(course))
+        assignment = load_assignment(course)
+        grader_fingerprints(assignment)
+        preload_test_splits(assignment.spec.thresholds.values())  # the thresholds' test images (the grader's data)
     # What is loaded now lives as long as the server: out of the garbage collector's sight, so that a judge's
     # collections do not walk (and, copy-on-write, copy) the hundreds of thousands of objects it inherits.
     gc.freeze()

@@ -8,6 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from autograder.kit.attention_reference import sdpa_attention
+from autograder.kit.requests import stand_in
+
 from . import register
 
 
@@ -24,11 +27,8 @@ class TorchMHA(nn.Module):
         self.v_proj, self.out_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
 
     def forward(self, query, key, value, mask=None):
-        B, T_q, D = query.shape
-        split = lambda t: t.view(B, t.shape[1], self.num_heads, D // self.num_heads).transpose(1, 2)  # noqa: E731
-        y = F.scaled_dot_product_attention(split(self.q_proj(query)), split(self.k_proj(key)),
-                                           split(self.v_proj(value)), attn_mask=mask)
-        return self.out_proj(y.transpose(1, 2).reshape(B, T_q, D))
+        projections = {"q_proj": self.q_proj, "k_proj": self.k_proj, "v_proj": self.v_proj, "out_proj": self.out_proj}
+        return sdpa_attention(projections, self.num_heads, query, key, value, mask)
 
 
 @register("torch_feedforward")
@@ -153,7 +153,13 @@ def reference_causal_mask(T: int, device=None) -> torch.Tensor:
 def with_reference_masks(target: dict) -> dict:
     """The request spec: `target` (the student's Transformer, or greedy_decode; a spec) called with the grader's
     make_padding_mask and make_causal_mask in its notebook, so that the masks are tested on their own."""
-    from autograder.kit.requests import stand_in
-
     return stand_in("with_reference_masks", target=target, make_padding_mask=stand_in("reference_padding_mask"),
                     make_causal_mask=stand_in("reference_causal_mask"))
+
+
+def layer_substitutes(d_model: int, heads: int, d_ff: int, attentions) -> dict:
+    """torch attention (`attentions`, the notebook's submodule names) and feed-forward stand-ins for a layer's test
+    (the Transformer's encoder and decoder layers, captioning's decoder layer)."""
+    subs = {a: stand_in("torch_mha", d_model=d_model, num_heads=heads) for a in attentions}
+    subs["ff"] = stand_in("torch_feedforward", d_model=d_model, d_ff=d_ff)
+    return subs
