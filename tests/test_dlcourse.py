@@ -183,7 +183,7 @@ def test_quick_mode_shrinks_recipe(monkeypatch):
     monkeypatch.setenv("DLCOURSE_QUICK", "1")
     assert quick_mode()
     quick = TrainRecipe(epochs=30).quick()
-    assert quick.epochs == 1 and quick.train_subset == quick.test_subset == 500
+    assert quick.epochs == 1 and quick.train_subset == quick.test_subset == 256
 
 
 # -- text datasets (dlcourse.text_data), from the local copy ------------------------------------------
