@@ -148,7 +148,8 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm-samples") / "submissions"
-    build_samples(ASSIGNMENT, folder, only=SAMPLES)
+    # the demo's recipes, as tests/test_samples.py: the reference's weights are trained once per run, for both
+    build_samples(ASSIGNMENT, folder, only=SAMPLES, demo=True)
     return folder
 
 
