@@ -83,8 +83,9 @@ class FineTuneRecipe(Recipe):
     test_subset: int | None = None  # evaluate on this many test reviews only (the grader uses all 25 000)
 
     def quick_changes(self) -> dict[str, Any]:
-        """128 reviews of 64 tokens (8 steps), one epoch; 128 test reviews."""
-        return dict(max_length=64, batch_size=16, epochs=1, train_subset=128, test_subset=128)
+        """64 reviews of 32 tokens (8 steps of 8), one epoch; 64 test reviews (a smoke run: 128 reviews of 64 tokens
+        cost 9 of the notebook's 21 s on a CPU thread)."""
+        return dict(max_length=32, batch_size=8, epochs=1, train_subset=64, test_subset=64)
 
 
 # -- tiny BERT pieces: public checks and hidden tests, offline -----------------------------------------
