@@ -19,6 +19,8 @@ import torch
 from dlcourse.training import QUICK_ENV, ClassifierHistory, History, Metrics, Recipe, lr_at, quick_mode, run_epochs
 from dlcourse.utils import seed_everything
 
+QUICK_REVIEWS = 256  # DLCOURSE_QUICK=1: the reviews a run trains on, and each split it evaluates on
+
 PAD, UNK = "[PAD]", "[UNK]"
 PAD_ID, UNK_ID = 0, 1  # fixed: the embedding's padding_idx and the grader rely on them
 TOKENIZER_FILE = "tokenizer.json"
@@ -152,8 +154,8 @@ class RNNRecipe(Recipe):
     clip_norm: float | None = 1.0  # gradient clipping, given to train_one_epoch
 
     def quick_changes(self) -> dict[str, Any]:
-        """256 training reviews, one epoch (fit also cuts the reviews to 64 tokens and evaluates on 256)."""
-        return dict(epochs=1, train_subset=min(self.train_subset or 256, 256))
+        """QUICK_REVIEWS training reviews, one epoch (fit also cuts the reviews to 64 tokens and evaluates on as many)."""
+        return dict(epochs=1, train_subset=min(self.train_subset or QUICK_REVIEWS, QUICK_REVIEWS))
 
 
 def make_optimizer(model: torch.nn.Module, recipe: RNNRecipe) -> torch.optim.Optimizer:
@@ -228,7 +230,8 @@ def fit(model: torch.nn.Module, train_items: list, test_items: list | None, reci
     if recipe.train_subset:
         train_items = train_items[:recipe.train_subset]
     if quick_mode():
-        test_items, val_items = (items[:256] if items is not None else None for items in (test_items, val_items))
+        test_items, val_items = (items[:QUICK_REVIEWS] if items is not None else None
+                                 for items in (test_items, val_items))
     train_loader = ReviewLoader(train_items, recipe.batch_size, max_length, collate_fn, shuffle=True, seed=recipe.seed)
     loaders = {split: ReviewLoader(items, 256, max_length, collate_fn)
                for split, items in (("val", val_items), ("test", test_items)) if items is not None}
