@@ -33,6 +33,7 @@ from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxC
                                 bwrap_problem, needed_preloads, worker_view)
 from autograder.kit.requests import call as judge_call
 from autograder.kit.requests import call_request, call_result, module, name, needs_grad, stand_in
+from autograder.sandbox.forking import WorkerTemplate
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 from layer_requests import send_layer
 
@@ -144,6 +145,17 @@ def processes():
 
 def my_pid():
     return os.getpid()
+
+
+def open_descriptors():
+    """What each descriptor open in this process is, sorted (pipes and sockets without their inode numbers)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            found.append(os.readlink(f"/proc/self/fd/{name}").split(":")[0])
+        except OSError:
+            continue  # the listing's own descriptor, closed already
+    return sorted(found)
 '''
 
 USER_CELLS = '''
@@ -304,13 +316,34 @@ def hidden_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module", params=["started", "forked"])
+def launch(request, tmp_path_factory):
+    """How the module's workers start, each test run both ways: "started" (a new interpreter under bubblewrap, as a
+    Sandbox outside a judge server starts it) and "forked" from a worker template (autograder/sandbox/forking.py, as
+    a judge server's judges fork it). The template where it can run here, else skipped saying why."""
+    if request.param == "started":
+        yield None
+        return
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap cannot run here ({problem}), so no worker template either")
+    template = WorkerTemplate(tmp_path_factory.mktemp("template") / "template.log")
+    problem = template.probe()
+    if problem:
+        template.close()
+        pytest.skip(f"workers cannot be forked from a template here: {problem}")
+    yield template
+    template.close()
+
+
 @pytest.fixture(scope="module")
-def sandbox(tmp_path_factory, hidden_dir):
+def sandbox(tmp_path_factory, hidden_dir, launch):
     policy = SandboxPolicy(memory_mb=4096, threads=1, forbidden_attributes=[SDPA],
                            forbidden_modules=["torchvision.models", "timm"], hide=[str(hidden_dir)],
                            preload_modules=["torchvision"])  # as the image assignments' specs
-    box = Sandbox(CELLS, policy, tmp_path_factory.mktemp("logs") / "worker.log")
+    box = Sandbox(CELLS, policy, tmp_path_factory.mktemp("logs") / "worker.log", template=launch)
     ensure_started(box)
+    assert box.forked == (launch is not None), box.isolation
     yield box
     box.close()
 
@@ -639,17 +672,18 @@ def canaries(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory, hidden_dir):
+def isolated(tmp_path_factory, hidden_dir, launch):
     problem = bwrap_problem()
     if problem:
         pytest.skip(f"bubblewrap cannot run here ({problem}): only the audit hook isolates the worker, so the "
                     "bubblewrap layer cannot be tested on its own")
     policy = SandboxPolicy(memory_mb=4096, audit_hook=False, hide=[str(hidden_dir)])
     box = Sandbox([CELLS[0], {"grade_id": "probes", "source": ISOLATION_PROBES}], policy,
-                  tmp_path_factory.mktemp("logs-isolated") / "worker.log")
+                  tmp_path_factory.mktemp("logs-isolated") / "worker.log", template=launch)
     load = box.start(timeout=START_TIMEOUT)
     assert load["cell_errors"] == {}, load
     assert box.isolation.startswith("bubblewrap")
+    assert box.forked == (launch is not None), box.isolation
     yield box
     box.close()
 
@@ -751,10 +785,30 @@ def test_every_process_in_the_sandbox_runs_under_the_seccomp_filter(isolated):
 
 
 def test_isolated_worker_sees_no_outside_process(isolated):
+    """Only itself: not bubblewrap, and a forked worker neither the template nor its own parent."""
     procs = probe(isolated, "processes")
-    assert procs, "no /proc entries at all"
-    for pid, cmdline in procs:
-        assert "worker.py" in cmdline, f"process {pid} ({cmdline!r}) beside the worker is visible"
+    assert [pid for pid, _ in procs] == [1], procs
+    assert probe(isolated, "my_pid") == 1
+
+
+def test_a_forked_worker_inherits_nothing_of_the_one_before(isolated, launch, tmp_path):
+    """A worker forked after another (the next submission) sees neither its /tmp nor any of its descriptors: it has
+    only its own, as many as the first (stdin, the output pipe twice, the request and response pipes), though the
+    first one's are still open in the grader and its connection in the template."""
+    if launch is None:
+        pytest.skip("about workers forked from a template (the started workers share nothing by construction)")
+    assert probe(isolated, "overwrite", "/tmp/left-by-the-first.txt") == ["ok", "written"]
+    first_fds = probe(isolated, "open_descriptors")
+    second = Sandbox([CELLS[0], {"grade_id": "probes", "source": ISOLATION_PROBES}], isolated.policy, tmp_path / "second.log",
+                     template=launch)
+    try:
+        assert second.start(timeout=START_TIMEOUT)["cell_errors"] == {}
+        assert second.forked and isolated.alive
+        assert not probe(second, "exists", "/tmp/left-by-the-first.txt")
+        assert probe(second, "open_descriptors") == first_fds == ["/dev/null", *["pipe"] * 4], first_fds
+    finally:
+        second.close()
+    assert isolated.alive, "closing the second worker ended the first"
 
 
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------

@@ -33,11 +33,19 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.sandbox import PASSIVE_OPENMP, log_tail
+from autograder.sandbox import PASSIVE_OPENMP, forking, log_tail
 
-INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
+INTERPRETER_FLAGS = {"-E", "-s", "-u"}
+
+
+@dataclass(frozen=True)
+class WorkerTemplateSettings:
+    """A server's worker template: the sandbox backend asked for (GradeOptions.sandbox) and the folder of its log."""
+    backend: str
+    logs: Path  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
 # Imported inside functions, so every judge would import them again (about 1-2 CPU s each time): torch's attention
@@ -152,25 +160,43 @@ def child(request: dict, channel: tuple[int, int]) -> None:
         os._exit(code)
 
 
-def serve(requests_fd: int = 0, replies_fd: int = 1) -> None:
-    """Answer the requests of one channel (stdin and stdout by default), one judge at a time."""
+def start_worker_template(template: WorkerTemplateSettings | None) -> None:
+    """Start this server's worker template (autograder/sandbox/forking.py) where asked and possible; where it is not,
+    the log says why and the judges start their workers as without one."""
+    if template is None:
+        return
+    problem = forking.start_template(template.logs / f".worker-template-{os.getpid()}.log", template.backend)
+    if problem:
+        print(f"judge server {os.getpid()}: no worker template ({problem}); each worker imports torch itself",
+              file=sys.stderr, flush=True)
+
+
+def serve(requests_fd: int = 0, replies_fd: int = 1, template: WorkerTemplateSettings | None = None) -> None:
+    """Answer the requests of one channel (stdin and stdout by default), one judge at a time, forking their
+    workers from a worker template of this server's when `template` asks for one."""
     def reply(message: dict) -> None:
         os.write(replies_fd, (json.dumps(message) + "\n").encode())
 
+    start_worker_template(template)
     reply({"ready": True})
     for line in open(requests_fd, "rb", closefd=False):
         request = json.loads(line)
         if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
             raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
+        current = forking.current_template()
+        if current is not None and not current.alive:  # it ended (killed?): a new one for the next judges
+            forking.stop_template()
+            start_worker_template(template)
         pid = os.fork()
         if pid == 0:
             child(request, (requests_fd, replies_fd))
         reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         reply({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+    forking.stop_template()
 
 
-def serve_channels(channels: list[tuple[int, int]]) -> None:
+def serve_channels(channels: list[tuple[int, int]], template: WorkerTemplateSettings | None = None) -> None:
     """One server process for all of a batch's worker slots: after the imports, it forks one server per channel (a
     pair of pipes the batch grader passed), each serving it as serve() serves stdin and stdout. The imports are then
     paid once per batch rather than once per worker; each channel's judges are still forks that share nothing."""
@@ -183,7 +209,7 @@ def serve_channels(channels: list[tuple[int, int]]) -> None:
                 for other in channels[:i] + channels[i + 1:]:
                     for fd in other:
                         os.close(fd)
-                serve(*channel)
+                serve(*channel, template=template)
                 code = 0
             except BaseException:  # noqa: BLE001  (a forked server must not return into this loop)
                 traceback.print_exc()
@@ -204,12 +230,24 @@ def main() -> None:
     parser.add_argument("--course", help="the assignment whose libraries and course cells' imports to load (course_imports)")
     parser.add_argument("--channels", help="REQUESTS_FD:REPLIES_FD,... pipes to serve instead of stdin and stdout, one "
                         "forked server each (JudgeServer.group)")
+    parser.add_argument("--worker-template", metavar="BACKEND", help="fork the judges' workers from a worker template "
+                        "per server where BACKEND (GradeOptions.sandbox) picks bubblewrap here (autograder/sandbox/forking.py)")
     args = parser.parse_args()
     preload(args.preload, args.course)
+    template = None
+    if args.worker_template and not torch_cuda_available():
+        template = WorkerTemplateSettings(args.worker_template, Path(args.work).parent / "logs")
     if args.channels:
-        serve_channels([(int(r), int(w)) for r, w in (pair.split(":") for pair in args.channels.split(","))])
+        serve_channels([(int(r), int(w)) for r, w in (pair.split(":") for pair in args.channels.split(","))], template)
     else:
-        serve()
+        serve(template=template)
+
+
+def torch_cuda_available() -> bool:
+    """Whether the judges' workers run on a GPU (the worker template forks CPU workers only)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 class JudgeServerError(RuntimeError):

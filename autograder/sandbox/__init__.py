@@ -36,12 +36,12 @@ of backend), file_access.py (what the worker must not reach or write), worker_lo
 (its limits), protocol.py (the frames both sides exchange), and the worker's own side: worker.py, confine.py,
 seccomp.py, tripwires.py, harness/. This file is the public surface only: what the rest of the grader imports.
 """
-from autograder.sandbox.backends import (BACKENDS, HERE, PROJECT_ROOT, TMPFS_BYTES, UID_NAMESPACES, WORKER_UID_BASE,
+from autograder.sandbox.backends import (BACKENDS, HERE, PASSIVE_OPENMP, PROJECT_ROOT, TMPFS_BYTES, UID_NAMESPACES, WORKER_UID_BASE,
                                          bwrap_command, bwrap_problem, choose_backend, compile_worker_code, uid_command,
                                          uid_problem, worker_view)
 from autograder.sandbox.file_access import (grader_files_writable_by_worker, grader_roots, grader_top_level, make_private,
                                             worker_private_paths)
-from autograder.sandbox.supervisor import (MAX_REPLY_BYTES, PASSIVE_OPENMP, WEAK_ISOLATION, IsolationUnavailable, Sandbox,
+from autograder.sandbox.supervisor import (MAX_REPLY_BYTES, WEAK_ISOLATION, IsolationUnavailable, Sandbox,
                                            SandboxCrashed, SandboxPolicy, SandboxTimeout, StandInAnswerer,
                                            WorkerStartFailed, needed_preloads)
 from autograder.sandbox.worker_log import LOG_KEEP_BYTES, log_tail

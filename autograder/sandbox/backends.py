@@ -23,6 +23,28 @@ TMPFS_BYTES = 512 << 20  # the worker's /tmp (it also counts against the memory 
 SYSTEM_LIBRARIES = ["/lib", "/lib32", "/lib64", "/libx32", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libx32"]
 BACKENDS = ("auto", "bubblewrap", "uid")  # GradeOptions.sandbox: auto picks the first of the others that works
 UID_NAMESPACES = ["net", "ipc"]  # entered by the uid backend's launcher where the host allows (confine.py)
+# The environment of every process that runs torch for a grade (judge servers, judges, sandboxed workers): OpenMP
+# threads that sleep when idle. They otherwise spin at the end of every parallel region while another process holds
+# the core they wait for: on this project's shared 2-core machine a 2-thread torch loop cost 10.0 CPU s spinning and
+# 3.3 passive (20 s and 7 s of wall time; dlcourse/threads.py, issue 29). Scores do not change: the same thread
+# count splits the same work.
+PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def worker_environment(home: str, threads: int) -> dict[str, str]:
+    """The environment of a sandboxed worker (and of the worker template): nothing of the grader's."""
+    env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
+           # the judge's thread count, also for any dlcourse helper the student's code calls (dlcourse.threads)
+           "OMP_NUM_THREADS": str(threads), "DLCOURSE_THREADS": str(threads), **PASSIVE_OPENMP,
+           "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
+           # Hugging Face libraries must never try the network (the sandbox has none anyway).
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
+    for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
 def worker_view(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
@@ -53,11 +75,14 @@ def grader_is_root() -> bool:
     return os.geteuid() == 0
 
 
-def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, str]) -> list[str]:
+def bwrap_command(binds: list[str], links: dict[str, str], sources: dict[str, str],
+                  allow_user_namespaces: bool = False) -> list[str]:
     """The unprivileged bubblewrap command line: bind `sources.get(path, path)` read-only at each path of
-    `binds`, nothing else, then run what follows it."""
+    `binds`, nothing else, then run what follows it. `allow_user_namespaces` only for the worker template, whose
+    forked workers make namespaces of their own (template.py) before their seccomp filter refuses any more."""
     command = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-net",
-               "--unshare-uts", "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+               "--unshare-uts", "--unshare-cgroup-try", *([] if allow_user_namespaces else ["--disable-userns"]),
+               "--die-with-parent", "--new-session",
                # the worker is pid 1 of its namespace: no bubblewrap init beside it without the seccomp filter
                "--as-pid-1",
                "--uid", "65534", "--gid", "65534", "--hostname", "sandbox",
@@ -145,20 +170,21 @@ def choose_backend(requested: str = "auto", device: str = "cpu") -> tuple[str | 
     return None, "; ".join(problems)
 
 
-def sandbox_command(staging: str, worker: list[str], device: str, limits: WorkerLimits, uid: int) -> list[str]:
-    """The whole launch. As root: an outer bubblewrap that only adds a staging tmpfs holding the allowed paths
+def sandbox_command(staging: str, worker: list[str], device: str, limits: WorkerLimits, uid: int,
+                    allow_user_namespaces: bool = False) -> list[str]:
+    """The whole launch (`allow_user_namespaces`: see bwrap_command). As root: an outer bubblewrap that only adds a staging tmpfs holding the allowed paths
     (the unprivileged sandbox could not reach a Python installed under /root), confine.py (cgroups, then the
     worker's uid), and the unprivileged bubblewrap. Otherwise the unprivileged bubblewrap alone."""
     binds, links = worker_view(device)
     if not grader_is_root():
-        return bwrap_command(binds, links, {}) + ["--", *worker]
+        return bwrap_command(binds, links, {}, allow_user_namespaces) + ["--", *worker]
     staged = {path: f"{staging}/{i}" for i, path in enumerate(binds) if not path.startswith("/dev/") and path != "/sys"}
     outer = [shutil.which("bwrap") or "bwrap", "--dev-bind", "/", "/", "--tmpfs", staging, "--die-with-parent"]
     for path, stage in staged.items():
         outer += ["--ro-bind", path, stage]
     settings = json.dumps({"uid": uid, "gid": uid, "cgroup_procs": limits.procs_files})
     return outer + ["--", sys.executable, "-I", "-S", str(HERE / "confine.py"), settings,
-                    *bwrap_command(binds, links, staged), "--", *worker]
+                    *bwrap_command(binds, links, staged, allow_user_namespaces), "--", *worker]
 
 
 @functools.cache

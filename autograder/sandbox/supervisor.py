@@ -18,20 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from autograder.sandbox.backends import (HERE, PROJECT_ROOT, WORKER_UID_BASE, choose_backend, compile_worker_code,
-                                         grader_is_root, sandbox_command, uid_command)
+from autograder.sandbox.backends import (HERE, PROJECT_ROOT, WORKER_UID_BASE, choose_backend,
+                                         compile_worker_code, grader_is_root, sandbox_command, uid_command,
+                                         worker_environment)
 from autograder.sandbox.cgroups import WorkerLimits
+from autograder.sandbox.forking import TemplateUnavailable, TemplateWorker, WorkerTemplate, current_template
 from autograder.sandbox.protocol import MAX_HEADER_BYTES, ProtocolError, decode_header, decode_payload, encode
 from autograder.sandbox.worker_log import TruncatingLog, log_tail
 
 MAX_REPLY_BYTES = 1 << 30
 WEAK_ISOLATION = "weak: no bubblewrap, the audit hook only"
-# The environment of every process that runs torch for a grade (judge servers, judges, sandboxed workers): OpenMP
-# threads that sleep when idle. They otherwise spin at the end of every parallel region while another process holds
-# the core they wait for: on this project's shared 2-core machine a 2-thread torch loop cost 10.0 CPU s spinning and
-# 3.3 passive (20 s and 7 s of wall time; dlcourse/threads.py, issue 29). Scores do not change: the same thread
-# count splits the same work.
-PASSIVE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 class StandInAnswerer(Protocol):
@@ -90,9 +86,12 @@ def needed_preloads(policy: SandboxPolicy, cells: list[dict]) -> list[str]:
 class Sandbox:
     """One worker process running one submission's cells. Not thread-safe; one per submission."""
 
-    def __init__(self, cells: list[dict], policy: SandboxPolicy, log_path: Path):
+    def __init__(self, cells: list[dict], policy: SandboxPolicy, log_path: Path, template: WorkerTemplate | None = None):
+        """`template`: the worker template to fork the worker from (forking.py); by default this process's, if any."""
         self.cells, self.policy, self.log_path = cells, policy, Path(log_path)
-        self.process: subprocess.Popen | None = None
+        self.template = template
+        self.forked = False  # whether the running worker was forked from a template
+        self.process: subprocess.Popen | TemplateWorker | None = None
         self.limits: WorkerLimits | None = None
         self.seccomp = "not started"
         self._workdir: str | None = None
@@ -115,7 +114,8 @@ class Sandbox:
                       if self.namespaces else "no namespace")
             return f"uid backend (uid {self.uid}, no user namespace, {spaces}, {self.seccomp})"
         user = f"uid {self.uid}" if self.uid is not None else "the grader's uid mapped to 65534"
-        return f"bubblewrap ({user}, {self.seccomp})"
+        forked = ", forked from the worker template into namespaces of its own" if self.forked else ""
+        return f"bubblewrap ({user}, {self.seccomp}{forked})"
 
     @property
     def memory_cap(self) -> str:
@@ -154,28 +154,29 @@ class Sandbox:
         }
         worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
         home = workdir if uid_backend or not self.strong else "/tmp"
-        env = {"PATH": "/nonexistent", "HOME": home, "TMPDIR": home, "USER": "student", "LANG": "C.UTF-8",
-               "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{home}/.matplotlib",
-               # the judge's thread count, also for any dlcourse helper the student's code calls (dlcourse.threads)
-               "OMP_NUM_THREADS": str(self.policy.threads), "DLCOURSE_THREADS": str(self.policy.threads), **PASSIVE_OPENMP,
-               "PYTHONHASHSEED": "0", "HF_HOME": f"{home}/.hf",
-               # Hugging Face libraries must never try the network (the sandbox has none anyway).
-               "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error"}
-        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        if uid_backend:
-            assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
-            command = uid_command(worker, self.uid, self.limits.procs_files)
-        elif self.strong:
-            command = sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
-        else:
-            env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
-            command = worker
+        env = worker_environment(home, self.policy.threads)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w, env=env,
-                                        cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
+        self.forked = False
+        template = self.template or current_template()
+        if template is not None and self.backend == "bubblewrap" and self.policy.device == "cpu":
+            request = {"worker": str(HERE / "worker.py"), "argv_settings": json.dumps(settings), "env": env}
+            try:
+                self.process = template.fork(request, [request_r, response_w, output_w], self.limits.procs_files,
+                                             timeout=max(1.0, deadline - time.monotonic()))
+                self.forked, self.uid = True, template.uid
+            except TemplateUnavailable as exc:  # started as without a template, below; the judge's log says why
+                print(f"sandbox: {exc}; starting the worker without it", file=sys.stderr, flush=True)
+        if not self.forked:
+            if uid_backend:
+                assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
+                command = uid_command(worker, self.uid, self.limits.procs_files)
+            elif self.strong:
+                command = sandbox_command(workdir, worker, self.policy.device, self.limits, self.uid or 0)
+            else:
+                env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+                command = worker
+            self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output_w, stderr=output_w, env=env,
+                                            cwd=workdir, pass_fds=(request_r, response_w), start_new_session=True)
         for fd in (request_r, response_w, output_w):
             os.close(fd)
         self._log_thread = log_thread = TruncatingLog(output_r, self.log_path)
@@ -218,10 +219,13 @@ class Sandbox:
         if self.process is None:
             return
         if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if isinstance(self.process, TemplateWorker):
+                self.process.kill()
+            else:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         self.process.wait()
         if self.limits:
             self.limits.kill_all()  # the sandboxed processes (a session of their own) die with bwrap; make sure
