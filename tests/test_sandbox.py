@@ -30,10 +30,9 @@ import torch
 import torch.nn as nn
 
 from autograder.sandbox import (PROJECT_ROOT, WORKER_UID_BASE, Sandbox, SandboxCrashed, SandboxPolicy, SandboxTimeout,
-                                bwrap_problem, needed_preloads, worker_view)
+                                WorkerTemplate, bwrap_problem, needed_preloads, template_problem, worker_view)
 from autograder.kit.requests import call as judge_call
 from autograder.kit.requests import call_request, call_result, module, name, needs_grad, stand_in
-from autograder.sandbox.forking import WorkerTemplate
 from autograder.sandbox.protocol import ProtocolError, decode_payload, encode
 from layer_requests import send_layer
 
@@ -328,7 +327,7 @@ def launch(request, tmp_path_factory):
     if problem:
         pytest.skip(f"bubblewrap cannot run here ({problem}), so no worker template either")
     template = WorkerTemplate(tmp_path_factory.mktemp("template") / "template.log")
-    problem = template.probe()
+    problem = template_problem(template)
     if problem:
         template.close()
         pytest.skip(f"workers cannot be forked from a template here: {problem}")

@@ -36,7 +36,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from autograder.sandbox import PASSIVE_OPENMP, forking, log_tail
+from autograder.sandbox import PASSIVE_OPENMP, current_template, log_tail, start_template, stop_template
 
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}
 
@@ -165,7 +165,7 @@ def start_worker_template(template: WorkerTemplateSettings | None) -> None:
     the log says why and the judges start their workers as without one."""
     if template is None:
         return
-    problem = forking.start_template(template.logs / f".worker-template-{os.getpid()}.log", template.backend)
+    problem = start_template(template.logs / f".worker-template-{os.getpid()}.log", template.backend)
     if problem:
         print(f"judge server {os.getpid()}: no worker template ({problem}); each worker imports torch itself",
               file=sys.stderr, flush=True)
@@ -183,9 +183,9 @@ def serve(requests_fd: int = 0, replies_fd: int = 1, template: WorkerTemplateSet
         request = json.loads(line)
         if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
             raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
-        current = forking.current_template()
+        current = current_template()
         if current is not None and not current.alive:  # it ended (killed?): a new one for the next judges
-            forking.stop_template()
+            stop_template()
             start_worker_template(template)
         pid = os.fork()
         if pid == 0:
@@ -193,7 +193,7 @@ def serve(requests_fd: int = 0, replies_fd: int = 1, template: WorkerTemplateSet
         reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
         reply({"pid": pid, "exit": os.waitstatus_to_exitcode(status)})
-    forking.stop_template()
+    stop_template()
 
 
 def serve_channels(channels: list[tuple[int, int]], template: WorkerTemplateSettings | None = None) -> None:

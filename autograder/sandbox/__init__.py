@@ -41,14 +41,16 @@ from autograder.sandbox.backends import (BACKENDS, HERE, PASSIVE_OPENMP, PROJECT
                                          uid_problem, worker_view)
 from autograder.sandbox.file_access import (grader_files_writable_by_worker, grader_roots, grader_top_level, make_private,
                                             worker_private_paths)
+from autograder.sandbox.forking import WorkerTemplate, current_template, stop_template
 from autograder.sandbox.supervisor import (MAX_REPLY_BYTES, WEAK_ISOLATION, IsolationUnavailable, Sandbox,
                                            SandboxCrashed, SandboxPolicy, SandboxTimeout, StandInAnswerer,
-                                           WorkerStartFailed, needed_preloads)
+                                           WorkerStartFailed, needed_preloads, start_template, template_problem)
 from autograder.sandbox.worker_log import LOG_KEEP_BYTES, log_tail
 
 __all__ = ["BACKENDS", "HERE", "LOG_KEEP_BYTES", "MAX_REPLY_BYTES", "PASSIVE_OPENMP", "PROJECT_ROOT", "TMPFS_BYTES",
            "UID_NAMESPACES", "WEAK_ISOLATION", "WORKER_UID_BASE", "IsolationUnavailable", "Sandbox", "SandboxCrashed",
-           "SandboxPolicy", "SandboxTimeout", "StandInAnswerer", "WorkerStartFailed", "needed_preloads", "bwrap_command", "bwrap_problem",
+           "SandboxPolicy", "SandboxTimeout", "StandInAnswerer", "WorkerStartFailed", "WorkerTemplate", "current_template",
+           "needed_preloads", "start_template", "stop_template", "template_problem", "bwrap_command", "bwrap_problem",
            "choose_backend", "compile_worker_code", "grader_files_writable_by_worker", "grader_roots",
            "grader_top_level", "log_tail", "make_private", "uid_command", "uid_problem", "worker_private_paths",
            "worker_view"]

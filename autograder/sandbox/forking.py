@@ -2,8 +2,8 @@
 worker per submission; `TemplateWorker` is such a worker's handle, with the part of subprocess.Popen's interface
 that `Sandbox` uses.
 
-A judge server starts one template per worker slot (`start_template`, before it forks its first judge); the
-judges it forks inherit it (`current_template`), and `Sandbox.start` forks each worker from it where the worker
+A judge server starts one template per worker slot (supervisor.py: `start_template`, before it forks its first
+judge); the judges it forks inherit it (`current_template`), and `Sandbox.start` forks each worker from it where the worker
 would run under bubblewrap on the CPU, instead of starting a new interpreter that imports torch again. Anything else
 (the uid backend, weak isolation, CUDA, a Sandbox outside a judge server, a template that failed its probe or ended)
 starts the worker as before.
@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder.sandbox.backends import (HERE, TMPFS_BYTES, WORKER_UID_BASE, choose_backend, grader_is_root,
-                                         sandbox_command, worker_environment)
+from autograder.sandbox.backends import (HERE, TMPFS_BYTES, WORKER_UID_BASE, grader_is_root, sandbox_command,
+                                         worker_environment)
 from autograder.sandbox.cgroups import WorkerLimits
 
 TEMPLATE_MEMORY_MB = 2048  # the template's own cap: its imports (about 400 MiB); each worker has a cgroup of its own
@@ -122,26 +122,6 @@ class WorkerTemplate:
             raise TemplateUnavailable(f"the worker template ended; its log ({self.log_path}) says why")
         return TemplateWorker(ours, json.loads(message)["pid"])
 
-    def probe(self) -> str | None:
-        """Why workers cannot be forked from this template (None when they can): a worker is forked, confined and
-        loaded as grading does it, running one cell that checks it is PID 1 of a namespace of its own and can write
-        its /tmp."""
-        from autograder.sandbox.supervisor import Sandbox, SandboxPolicy, WorkerStartFailed
-
-        cell = {"grade_id": "probe", "source": "import os\nassert os.getpid() == 1, os.getpid()\nopen('/tmp/probe', 'w').close()"}
-        sandbox = Sandbox([cell], SandboxPolicy(memory_mb=512), self.log_path.with_suffix(".probe.log"), template=self)
-        try:
-            reply = sandbox.start(timeout=START_TIMEOUT_S)
-        except WorkerStartFailed as exc:
-            return str(exc)
-        finally:
-            sandbox.close()
-        if not sandbox.forked:
-            return "the probe's worker was not forked from the template"
-        if reply.get("cell_errors"):
-            return f"a worker forked from the template is not confined as it should be: {reply['cell_errors']}"
-        return None
-
     @property
     def alive(self) -> bool:
         return self.process.poll() is None if os.getpid() == self.owner else True
@@ -169,18 +149,10 @@ def current_template() -> WorkerTemplate | None:
     return _current
 
 
-def start_template(log_path: Path, backend: str = "auto") -> str | None:
-    """Start this process's template (a judge server, before it forks judges), or say why not (None when started)."""
+def use_template(template: WorkerTemplate | None) -> None:
+    """Make `template` the one this process and the judges it forks fork their workers from."""
     global _current
-    if choose_backend(backend)[0] != "bubblewrap":
-        return "workers do not run under bubblewrap here"
-    template = WorkerTemplate(log_path)
-    problem = template.probe()
-    if problem:
-        template.close()
-        return problem
     _current = template
-    return None
 
 
 def stop_template() -> None:

@@ -22,7 +22,8 @@ from autograder.sandbox.backends import (HERE, PROJECT_ROOT, WORKER_UID_BASE, ch
                                          compile_worker_code, grader_is_root, sandbox_command, uid_command,
                                          worker_environment)
 from autograder.sandbox.cgroups import WorkerLimits
-from autograder.sandbox.forking import TemplateUnavailable, TemplateWorker, WorkerTemplate, current_template
+from autograder.sandbox.forking import (START_TIMEOUT_S, TemplateUnavailable, TemplateWorker, WorkerTemplate,
+                                        current_template, use_template)
 from autograder.sandbox.protocol import MAX_HEADER_BYTES, ProtocolError, decode_header, decode_payload, encode
 from autograder.sandbox.worker_log import TruncatingLog, log_tail
 
@@ -332,3 +333,36 @@ class Sandbox:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def template_problem(template: WorkerTemplate) -> str | None:
+    """Why workers cannot be forked from `template` (None when they can): a worker is forked, confined and loaded as
+    grading does it, running one cell that checks it is PID 1 of a namespace of its own and can write its /tmp."""
+    cell = {"grade_id": "probe",
+            "source": "import os\nassert os.getpid() == 1, os.getpid()\nopen('/tmp/probe', 'w').close()"}
+    sandbox = Sandbox([cell], SandboxPolicy(memory_mb=512), template.log_path.with_suffix(".probe.log"), template=template)
+    try:
+        reply = sandbox.start(timeout=START_TIMEOUT_S)
+    except WorkerStartFailed as exc:
+        return str(exc)
+    finally:
+        sandbox.close()
+    if not sandbox.forked:
+        return "the probe's worker was not forked from the template"
+    if reply.get("cell_errors"):
+        return f"a worker forked from the template is not confined as it should be: {reply['cell_errors']}"
+    return None
+
+
+def start_template(log_path: Path, backend: str = "auto") -> str | None:
+    """Start this process's worker template (a judge server does, before it forks judges) and make it the one its
+    Sandboxes fork from; or say why not (None when started)."""
+    if choose_backend(backend)[0] != "bubblewrap":
+        return "workers do not run under bubblewrap here"
+    template = WorkerTemplate(log_path)
+    problem = template_problem(template)
+    if problem:
+        template.close()
+        return problem
+    use_template(template)
+    return None

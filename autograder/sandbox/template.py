@@ -146,8 +146,7 @@ def become_worker(request: dict, fds: list[int]) -> None:
                 _check(libc.mount(path, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                                   None), f"remount /proc/{name} read-only")
         os.chdir("/tmp")
-        name = b"sandbox"
-        _check(libc.sethostname(name, len(name)), "sethostname")
+        _check(libc.sethostname(b"sandbox", len(b"sandbox")), "sethostname")
         _drop_capabilities()
         os.environ.clear()
         os.environ.update(request["env"])
@@ -231,8 +230,8 @@ def serve() -> None:
                 break
             if pid == 0:
                 break
-            connection = workers.pop(pid, None)
-            if connection is not None:
+            if pid in workers:  # (not an orphan)
+                connection = workers.pop(pid)
                 send(connection, {"exit": os.waitstatus_to_exitcode(status)})
                 connection.close()
 
