@@ -196,6 +196,10 @@ def add_judging_options(*parsers: argparse.ArgumentParser) -> None:
                        help="server (the default): each judge is forked from a judge server per worker that has "
                             "imported torch and pytest once; process: a fresh interpreter per judge (seconds slower). "
                             "Student code runs in a new sandboxed worker per submission either way")
+        p.add_argument("--no-worker-template", dest="worker_template", action="store_false",
+                       help="start every sandboxed worker as a new interpreter (about 1.2 CPU s more per submission) "
+                            "instead of forking it from the judge server's worker template (docs/instructors.md, "
+                            "'How grading stays safe')")
 
 
 def add_export_options(*parsers: argparse.ArgumentParser) -> None:
@@ -268,7 +272,8 @@ def grade_options(args: argparse.Namespace) -> GradeOptions:
     """The GradeOptions of grade, demo and gradescope (add_judging_options)."""
     return GradeOptions(workers=getattr(args, "workers", 1), memory_mb=args.memory_mb, call_timeout=args.timeout,
                         submission_timeout=args.submission_timeout, threshold_budget=args.threshold_budget,
-                        allow_weak_isolation=args.allow_weak_isolation, judge=args.judge, sandbox=args.sandbox)
+                        allow_weak_isolation=args.allow_weak_isolation, judge=args.judge, sandbox=args.sandbox,
+                        worker_template=args.worker_template)
 
 
 def slurm_runner(args: argparse.Namespace, out: Path) -> Runner | None:

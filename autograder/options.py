@@ -28,6 +28,8 @@ class GradeOptions:
     hide: tuple[str, ...] = ()  # weak isolation only: folders the audit hook refuses (set by the batch grader)
     judge: str = "server"  # "server": judges forked from a judge server per worker (autograder/pipeline/judge_server.py);
     # "process": a fresh interpreter per judge (slower by the judge's imports; the same sandbox either way)
+    worker_template: bool = True  # judge servers fork their workers from a worker template where they run under
+    # bubblewrap on a CPU (autograder/sandbox/forking.py); False: every worker a new interpreter (`--no-worker-template`)
     preload_modules: tuple[str, ...] = ()  # imported by every worker before student code, after the spec's own
     threads: int | None = None  # torch threads per judge; None: the CPUs this grader may use // workers (a Slurm task sets
     # its allocation's CPUs: with task/none nothing else keeps it to them)

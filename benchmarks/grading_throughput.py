@@ -12,14 +12,14 @@ Steps:
      first time, or after the notebook changes; reused afterwards).
   2. For each submission set, (a) "ordinary": --copies copies of the reference sample (complete, trained, full
      marks) and (b) "all": every sample, and each --judge kind and --workers value, `grade_folder` is timed end to
-     end: the preflight (one judge of the release notebook), unpacking, one judge (pytest + a new sandboxed worker)
+     end: the preflight (one judge of the release notebook), unpacking, one judge (pytest + a sandboxed worker, forked from the judge server's worker template where it can be)
      per submission, the gradebook and feedback files. Besides the wall time, the table gives the median seconds of
      one submission from unpacking to its result, and the CPU seconds per submission of the grader and every process
      the batch started (judges, judge servers, sandboxed workers), read from a CPU-accounting cgroup this process
      joins (TreeCpu; where none can be made, psutil over the process tree, and the table says which; getrusage's
      RUSAGE_CHILDREN, shown beside it, misses the workers), which a busy machine inflates less, with the ratios of
      --judge process's wall and CPU seconds per submission over each judge's, and a second table splitting the CPU
-     by process kind (grader, judge server, judges, sandbox launcher, sandboxed workers; psutil). For the
+     by process kind (grader, judge server, judges, sandbox launcher, worker template, sandboxed workers; psutil). For the
      ordinary set a one-copy batch is timed too, so that the table gives the marginal cost of a submission:
      (batch of N - batch of 1) / (N - 1), the batch's fixed costs (preflight, judge servers' imports) left out.
   3. With --nbgrader: `nbgrader autograde` of the reference notebook in a scratch course folder, in quick mode
@@ -90,6 +90,9 @@ def children_cpu_seconds() -> float:
 
 
 GRADER = "grader (this process, less the sampling below)"
+# --judge's choices: the GradeOptions of each
+JUDGE_KINDS = {"process": {"judge": "process"}, "server": {"judge": "server"},
+               "server-started": {"judge": "server", "worker_template": False}}
 
 
 def process_kind(proc, me: int) -> str:
@@ -104,6 +107,8 @@ def process_kind(proc, me: int) -> str:
         return GRADER
     if "sandbox/worker.py" in cmdline:
         return "sandboxed worker"
+    if "sandbox/template.py" in cmdline:  # a worker forked from the template keeps its command line
+        return "sandboxed worker" if "sandbox/template.py" in parent_cmdline else "worker template (imports once per judge server)"
     if "confine.py" in cmdline or "bwrap" in cmdline:
         return "sandbox launcher (confine.py, bwrap)"
     if "autograder.pipeline.judge_server" in cmdline:
@@ -272,8 +277,9 @@ def time_nbgrader(root: Path, reference: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to time (default: 2)")
-    parser.add_argument("--judge", nargs="+", choices=["process", "server"], default=["process", "server"],
-                        help="judge kinds to time (default: process server; the ratio is against process)")
+    parser.add_argument("--judge", nargs="+", choices=list(JUDGE_KINDS), default=["process", "server"],
+                        help="judge kinds to time (default: process server; the ratio is against process); "
+                             "server-started: judge servers without their worker templates (grade --no-worker-template)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per (set, judge, workers) (default 1)")
     parser.add_argument("--sets", nargs="+", choices=["ordinary", "all"], default=["ordinary"],
                         help="submission sets to time (default: ordinary)")
@@ -318,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 for judge in args.judge:
                     runs, singles = [], []
                     for run in range(args.repeat):
-                        options = GradeOptions(workers=workers, call_timeout=args.timeout, judge=judge)
+                        options = GradeOptions(workers=workers, call_timeout=args.timeout, **JUDGE_KINDS[judge])
                         runs.append(time_batch(folder, root / "grades" / f"{key}-{judge}-w{workers}-r{run}", options))
                         if key == "all":
                             last_all = (workers, judge, runs[-1]["gradebook"])

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from autograder.assignments import PROJECT_ROOT, list_assignments
 from autograder.feedback import EXCERPT_CHARS
@@ -78,6 +79,12 @@ def test_grading_left_every_canary_untouched(graded, name):
     assert canaries.damaged() == []
     judged = [row for row in gradebook["submissions"] if row["status"] not in ("bad-archive", "grader-error")]
     assert all(row["isolation"] and row["memory_cap"] for row in judged)  # each row records how it was confined
+    # The hostile samples above ran in workers forked from the judge servers' worker templates where those run (under
+    # bubblewrap on a CPU grader; tests/test_sandbox.py runs the sandbox's own tests both ways).
+    if not torch.cuda.is_available():
+        for row in judged:
+            if row["isolation"].startswith("bubblewrap"):
+                assert "forked from the worker template" in row["isolation"], (row["student_id"], row["isolation"])
 
 
 @pytest.mark.parametrize("name", ["vit"])  # the parameter names the assignment whose grading it reads (conftest)

@@ -13,8 +13,9 @@ below).
 
 What a child inherits is trusted: the server imports only the grader's modules (and the hidden tests' imports, never
 the hidden test module itself, which each child collects afresh) and runs nothing of a submission's. Student code runs,
-as before, only in the sandboxed worker that the child starts with bubblewrap: a new process with nothing of the
-server's or an earlier child's memory. The command line holds JUDGE_MARKER and --work OUT/work/, so a later grader's
+as before, only in the sandboxed worker that the child starts: forked from this server's worker template
+(--worker-template; autograder/sandbox/template.py, sandboxed, which imports torch once and runs no student code) or
+a new bubblewrap sandbox, never with anything of the server's or an earlier child's memory. The command line holds JUDGE_MARKER and --work OUT/work/, so a later grader's
 judges.kill_leftovers finds the server and every child it forked.
 """
 from __future__ import annotations

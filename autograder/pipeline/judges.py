@@ -90,7 +90,7 @@ class Judges:
         (out / "logs").mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-E", "-s", "-m", "autograder.pipeline.judge_server", "--work", f"{out}/work/",
                    "--preload", str(assignment.hidden_tests), "--course", assignment.name]
-        if options.sandbox != "uid":  # workers forked from a template where they run under bubblewrap (forking.py)
+        if options.worker_template and options.sandbox != "uid":  # workers forked from a template under bubblewrap
             command += ["--worker-template", options.sandbox]
         # One process for the batch, forking a server per worker: started by warm(), or by the first judge
         return cls(JudgeServer.group(command, out / "logs" / f".judge-server{tag}.log", PROJECT_ROOT,

@@ -27,14 +27,22 @@ processes and file size. What it must not read is kept from it by file modes ins
 the path (`make_private`). `choose_backend` picks the strongest backend that works here (bubblewrap, then uid) or
 the one forced (`GradeOptions.sandbox`, `grade --sandbox`).
 
+**Forked workers.** Starting a worker costs its `import torch` (about 1.2 CPU s). A judge server therefore starts a
+worker template once (template.py; forking.py: `WorkerTemplate`, `current_template`; `start_template` below): a
+process in the same bubblewrap sandbox as a worker (allowed to make user namespaces) that imports what every worker
+imports and never runs student code. A Sandbox whose worker would run under bubblewrap on the CPU asks it for a fork;
+the child joins its cgroups, makes user, mount, PID, network, IPC and UTS namespaces of its own, becomes PID 1 of its
+PID namespace with its own /tmp and /proc, drops its capabilities and runs worker.py as above. Anywhere else (the uid
+backend, CUDA, no judge server, a template that failed `template_problem`) the worker is started anew as before.
+
 Without either (macOS, a container where the grader is not root) the worker would run as a plain subprocess guarded
 only by its audit hook: `SandboxPolicy.allow_weak_isolation` must say that is acceptable, and `Sandbox.isolation`
 (recorded per gradebook row) says which was used.
 
 The package's modules: supervisor.py (Sandbox, SandboxPolicy: the trusted side), backends.py (the launch and the choice
-of backend), file_access.py (what the worker must not reach or write), worker_log.py (the worker's output), cgroups.py
-(its limits), protocol.py (the frames both sides exchange), and the worker's own side: worker.py, confine.py,
-seccomp.py, tripwires.py, harness/. This file is the public surface only: what the rest of the grader imports.
+of backend), forking.py (the worker template's trusted side), file_access.py (what the worker must not reach or write), worker_log.py (the worker's output), cgroups.py
+(its limits), protocol.py (the frames both sides exchange), and the worker's own side: worker.py, template.py,
+confine.py, seccomp.py, tripwires.py, harness/. This file is the public surface only: what the rest of the grader imports.
 """
 from autograder.sandbox.backends import (BACKENDS, HERE, PASSIVE_OPENMP, PROJECT_ROOT, TMPFS_BYTES, UID_NAMESPACES, WORKER_UID_BASE,
                                          bwrap_command, bwrap_problem, choose_backend, compile_worker_code, uid_command,

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder.sandbox.backends import (HERE, TMPFS_BYTES, WORKER_UID_BASE, grader_is_root, sandbox_command,
-                                         worker_environment)
+from autograder.sandbox.backends import (HERE, TMPFS_BYTES, WORKER_UID_BASE, compile_worker_code, grader_is_root,
+                                         sandbox_command, worker_environment)
 from autograder.sandbox.cgroups import WorkerLimits
 
 TEMPLATE_MEMORY_MB = 2048  # the template's own cap: its imports (about 400 MiB); each worker has a cgroup of its own
@@ -79,6 +79,7 @@ class WorkerTemplate:
     """One template process, sandboxed like a worker, and the trusted side's end of its listener."""
 
     def __init__(self, log_path: Path):
+        compile_worker_code()  # what the template imports from the checkout, which it sees read-only
         self.log_path = Path(log_path)
         self.uid = WORKER_UID_BASE + os.getpid() if grader_is_root() else None
         self.limits = WorkerLimits.create(TEMPLATE_MEMORY_MB, use_cgroup=grader_is_root())

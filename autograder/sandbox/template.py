@@ -103,6 +103,8 @@ def become_worker(request: dict, fds: list[int]) -> None:
     """In the forked child: confine this process (see the module's docstring) and run worker.py; never returns."""
     code = 1
     try:
+        signal.set_wakeup_fd(-1)  # the template's; its pipe is closed below
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
         connection, request_r, response_w, output, *cgroup_procs = fds
         for procs in cgroup_procs:  # "0": this process (cgroup v1 and v2), allowed through the grader's open file
@@ -189,9 +191,22 @@ def send(connection: socket.socket, message: dict) -> None:
 def serve() -> None:
     listener = socket.socket(fileno=LISTENER_FD)
     workers: dict[int, socket.socket] = {}  # pid -> its judge's connection
+    # A worker's end wakes the loop at once (its judge waits for the exit code): SIGCHLD writes into this pipe.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
     while True:
-        readable, _, _ = select.select([listener, *workers.values()], [], [], 0.2)
+        readable, _, _ = select.select([listener, wake_r, *workers.values()], [], [], 5.0)
         for source in readable:
+            if source == wake_r:
+                while True:
+                    try:
+                        os.read(wake_r, 4096)
+                    except BlockingIOError:
+                        break
+                continue
             if source is listener:
                 request, fds = receive(listener)
                 if request is None:
