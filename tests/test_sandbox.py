@@ -810,6 +810,27 @@ def test_a_forked_worker_inherits_nothing_of_the_one_before(isolated, launch, tm
     assert isolated.alive, "closing the second worker ended the first"
 
 
+def test_a_worker_starts_anew_when_its_template_has_ended(tmp_path):
+    """A template that died (killed, out of memory) costs time, never a row: the worker is started as a new
+    interpreter instead, and the judge's log says why."""
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap cannot run here ({problem}), so no worker template either")
+    template = WorkerTemplate(tmp_path / "template.log")
+    if not template.limits.groups or template_problem(template):  # (the probe also waits for its imports)
+        template.close()
+        pytest.skip("no cgroup to find the template's processes in (the grader is not root), or no template here")
+    template.limits.kill_all()  # as the kernel's OOM killer would: the template itself, inside the sandbox
+    template.process.wait(timeout=30)
+    box = Sandbox([CELLS[0]], SandboxPolicy(), tmp_path / "worker.log", template=template)
+    try:
+        assert box.start(timeout=START_TIMEOUT)["cell_errors"] == {}
+        assert box.alive and not box.forked, box.isolation
+    finally:
+        box.close()
+        template.close()
+
+
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------
 def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, tmp_path):
     import autograder.sandbox as sandbox_module

@@ -153,7 +153,6 @@ class Sandbox:
             "blocked_roots": [str(PROJECT_ROOT), *self.policy.hide],
             "allowed_roots": [str(PROJECT_ROOT / "dlcourse"), str(HERE), sys.prefix, workdir if uid_backend or not self.strong else "/tmp"],
         }
-        worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
         home = workdir if uid_backend or not self.strong else "/tmp"
         env = worker_environment(home, self.policy.threads)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +166,14 @@ class Sandbox:
                 self.forked, self.uid = True, template.uid
             except TemplateUnavailable as exc:  # started as without a template, below; the judge's log says why
                 print(f"sandbox: {exc}; starting the worker without it", file=sys.stderr, flush=True)
+                # New pipes: a template that answers late may still have forked a worker holding the old ones.
+                for fd in (request_r, request_w, response_r, response_w, output_r, output_w):
+                    os.close(fd)
+                request_r, request_w = os.pipe()
+                response_r, response_w = os.pipe()
+                output_r, output_w = os.pipe()
         if not self.forked:
+            worker = [sys.executable, "-I", str(HERE / "worker.py"), str(request_r), str(response_w), json.dumps(settings)]
             if uid_backend:
                 assert self.uid is not None, "choose_backend picks the uid backend only for a root grader"
                 command = uid_command(worker, self.uid, self.limits.procs_files)

@@ -138,6 +138,7 @@ def become_worker(request: dict, fds: list[int]) -> None:
             code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             return
         _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+        os.setsid()  # a process group of its own too: kill(0, ...) reaches nothing but itself
         _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS.encode()), "mount /tmp")
         # A /proc of its own PID namespace: only itself (the template's /proc showed the template and this parent).
         _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
@@ -192,18 +193,18 @@ def serve() -> None:
     listener = socket.socket(fileno=LISTENER_FD)
     workers: dict[int, socket.socket] = {}  # pid -> its judge's connection
     # A worker's end wakes the loop at once (its judge waits for the exit code): SIGCHLD writes into this pipe.
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
+    wake, wake_w = socket.socketpair()
+    wake.setblocking(False)
+    wake_w.setblocking(False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w)
+    signal.set_wakeup_fd(wake_w.fileno())
     while True:
-        readable, _, _ = select.select([listener, wake_r, *workers.values()], [], [], 5.0)
+        readable, _, _ = select.select([listener, wake, *workers.values()], [], [], 5.0)
         for source in readable:
-            if source == wake_r:
+            if source is wake:
                 while True:
                     try:
-                        os.read(wake_r, 4096)
+                        wake.recv(4096)
                     except BlockingIOError:
                         break
                 continue
