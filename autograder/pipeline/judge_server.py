@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autograder.sandbox import PASSIVE_OPENMP, current_template, log_tail, start_template, stop_template
+from autograder.sandbox.worker_log import exit_child
 
 INTERPRETER_FLAGS = {"-E", "-s", "-u"}
 
@@ -153,12 +154,7 @@ def child(request: dict, channel: tuple[int, int]) -> None:
     except BaseException:  # noqa: BLE001  (whatever happens, the child must not return into the server's loop)
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
-        os._exit(code)
+        exit_child(code)
 
 
 def start_worker_template(template: WorkerTemplateSettings | None) -> None:
@@ -215,7 +211,7 @@ def serve_channels(channels: list[tuple[int, int]], template: WorkerTemplateSett
             except BaseException:  # noqa: BLE001  (a forked server must not return into this loop)
                 traceback.print_exc()
             finally:
-                os._exit(code)
+                exit_child(code)
         servers.append(pid)
     for channel in channels:
         for fd in channel:

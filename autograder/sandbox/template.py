@@ -78,6 +78,7 @@ import protocol  # noqa: E402,F401
 import remote  # noqa: E402,F401
 import seccomp  # noqa: E402,F401
 import tripwires  # noqa: E402,F401
+from worker_log import exit_child  # noqa: E402
 
 sys.path.remove(HERE)  # worker.py puts it back in front, as when it runs alone
 sys.path.remove(SETTINGS["course_root"])
@@ -161,12 +162,7 @@ def become_worker(request: dict, fds: list[int]) -> None:
     except BaseException:  # noqa: BLE001  (the child must never return into the template's loop)
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001
-                pass
-        os._exit(code)
+        exit_child(code)
 
 
 # The template's loop. ---------------------------------------------------------------------------------------------

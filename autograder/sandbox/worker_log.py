@@ -1,10 +1,13 @@
 """The worker's output: copied through a pipe into a log file that keeps its first and last LOG_KEEP_BYTES
-(`TruncatingLog`), and read back for error messages (`log_tail`)."""
+(`TruncatingLog`), and read back for error messages (`log_tail`); and how a forked child ends (`exit_child`). Standard
+library only: the worker template imports it inside the sandbox."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 LOG_KEEP_BYTES = 1 << 20  # of the worker's output, the first and the last MiB are kept
 
@@ -47,3 +50,14 @@ class TruncatingLog(threading.Thread):
                 log.write(f"\n[... {dropped:,} bytes of output were dropped; the last ones follow ...]\n".encode())
             log.write(tail)
         os.close(self.fd)
+
+
+def exit_child(code: int) -> NoReturn:
+    """End a forked child (a judge, a worker forked from the template) with `code`, after flushing what it printed;
+    through os._exit, so that nothing of its parent's (atexit handlers, buffers) runs twice."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001  (a closed or broken stream: nothing more to save)
+            pass
+    os._exit(code)
