@@ -101,16 +101,18 @@ def process_kind(proc, me: int) -> str:
         cmdline = " ".join(proc.cmdline())
         parent = proc.ppid()
         parent_cmdline = " ".join(psutil.Process(parent).cmdline()) if parent else ""
+        name, parent_name = proc.name(), psutil.Process(parent).name() if parent else ""
     except (psutil.Error, OSError):
         return "other"
     if proc.pid == me:
         return GRADER
+    if "confine.py" in cmdline or name == "bwrap":  # (their command lines name the worker's program)
+        return "sandbox launcher (confine.py, bwrap)"
     if "sandbox/worker.py" in cmdline:
         return "sandboxed worker"
     if "sandbox/template.py" in cmdline:  # a worker forked from the template keeps its command line
-        return "sandboxed worker" if "sandbox/template.py" in parent_cmdline else "worker template (imports once per judge server)"
-    if "confine.py" in cmdline or "bwrap" in cmdline:
-        return "sandbox launcher (confine.py, bwrap)"
+        forked = "sandbox/template.py" in parent_cmdline and parent_name != "bwrap"
+        return "sandboxed worker" if forked else "worker template (imports once per judge server)"
     if "autograder.pipeline.judge_server" in cmdline:
         return "judge (forked)" if "autograder.pipeline.judge_server" in parent_cmdline else "judge server"
     if "-m pytest" in cmdline:

@@ -790,12 +790,11 @@ def test_isolated_worker_sees_no_outside_process(isolated):
     assert probe(isolated, "my_pid") == 1
 
 
+@pytest.mark.parametrize("launch", ["forked"], indirect=True)  # (a started worker has nothing to inherit)
 def test_a_forked_worker_inherits_nothing_of_the_one_before(isolated, launch, tmp_path):
     """A worker forked after another (the next submission) sees neither its /tmp nor any of its descriptors: it has
     only its own, as many as the first (stdin, the output pipe twice, the request and response pipes), though the
     first one's are still open in the grader and its connection in the template."""
-    if launch is None:
-        pytest.skip("about workers forked from a template (the started workers share nothing by construction)")
     assert probe(isolated, "overwrite", "/tmp/left-by-the-first.txt") == ["ok", "written"]
     first_fds = probe(isolated, "open_descriptors")
     second = Sandbox([CELLS[0], {"grade_id": "probes", "source": ISOLATION_PROBES}], isolated.policy, tmp_path / "second.log",

@@ -174,16 +174,18 @@ def serve(requests_fd: int = 0, replies_fd: int = 1, template: WorkerTemplateSet
     def reply(message: dict) -> None:
         os.write(replies_fd, (json.dumps(message) + "\n").encode())
 
-    start_worker_template(template)
     reply({"ready": True})
+    tried = False
     for line in open(requests_fd, "rb", closefd=False):
         request = json.loads(line)
-        if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
-            raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
         current = current_template()
-        if current is not None and not current.alive:  # it ended (killed?): a new one for the next judges
+        # Started with the first judge (a worker slot that gets none costs nothing), and again if it ended (killed?).
+        if template is not None and (not tried or (current is not None and not current.alive)):
             stop_template()
             start_worker_template(template)
+            tried = True
+        if threading.active_count() != 1:  # a fork copies only the calling thread: locks held by others stay held
+            raise SystemExit("judge server: a thread is running; refusing to fork judges from it")
         pid = os.fork()
         if pid == 0:
             child(request, (requests_fd, replies_fd))
