@@ -45,9 +45,11 @@ INTERPRETER_FLAGS = {"-E", "-s", "-u"}
 
 @dataclass(frozen=True)
 class WorkerTemplateSettings:
-    """A server's worker template: the sandbox backend asked for (GradeOptions.sandbox) and the folder of its log."""
+    """A server's worker template: the sandbox backend asked for (GradeOptions.sandbox), the folder of its log, and the
+    assignment's libraries it imports for its workers (spec.preload_modules)."""
     backend: str
-    logs: Path  # a judge's own flags, which the server was started with (Judges.for_batch)
+    logs: Path
+    preload: tuple[str, ...] = ()  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
 # Imported inside functions, so every judge would import them again (about 1-2 CPU s each time): torch's attention
@@ -162,7 +164,7 @@ def start_worker_template(template: WorkerTemplateSettings | None) -> None:
     the log says why and the judges start their workers as without one."""
     if template is None:
         return
-    problem = start_template(template.logs / f".worker-template-{os.getpid()}.log", template.backend)
+    problem = start_template(template.logs / f".worker-template-{os.getpid()}.log", template.backend, template.preload)
     if problem:
         print(f"judge server {os.getpid()}: no worker template ({problem}); each worker imports torch itself",
               file=sys.stderr, flush=True)
@@ -235,11 +237,20 @@ def main() -> None:
     preload(args.preload, args.course)
     template = None
     if args.worker_template and not torch_cuda_available():
-        template = WorkerTemplateSettings(args.worker_template, Path(args.work).parent / "logs")
+        template = WorkerTemplateSettings(args.worker_template, Path(args.work).parent / "logs", course_libraries(args.course))
     if args.channels:
         serve_channels([(int(r), int(w)) for r, w in (pair.split(":") for pair in args.channels.split(","))], template)
     else:
         serve(template=template)
+
+
+def course_libraries(assignment_name: str | None) -> tuple[str, ...]:
+    """The libraries an assignment's workers import before their audit hook (its spec's preload_modules)."""
+    if not assignment_name:
+        return ()
+    from autograder.assignments import load_assignment
+
+    return tuple(load_assignment(assignment_name).spec.preload_modules)
 
 
 def torch_cuda_available() -> bool:

@@ -78,14 +78,15 @@ class TemplateWorker:
 class WorkerTemplate:
     """One template process, sandboxed like a worker, and the trusted side's end of its listener."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, preload: tuple[str, ...] = ()):
+        """`preload`: modules the template imports besides what every worker imports (an assignment's libraries)."""
         compile_worker_code()  # what the template imports from the checkout, which it sees read-only
         self.log_path = Path(log_path)
         self.uid = WORKER_UID_BASE + os.getpid() if grader_is_root() else None
         self.limits = WorkerLimits.create(TEMPLATE_MEMORY_MB, use_cgroup=grader_is_root())
         self.staging = tempfile.mkdtemp(prefix="dlcourse-template-", dir="/tmp" if Path("/tmp").is_dir() else None)
         self.listener, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        settings = {"course_root": str(HERE.parents[1]), "tmpfs_bytes": TMPFS_BYTES}
+        settings = {"course_root": str(HERE.parents[1]), "tmpfs_bytes": TMPFS_BYTES, "preload_modules": list(preload)}
         template = [sys.executable, "-I", str(HERE / "template.py"), str(theirs.fileno()), json.dumps(settings)]
         command = sandbox_command(self.staging, template, "cpu", self.limits, self.uid or 0, allow_user_namespaces=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

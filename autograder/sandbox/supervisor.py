@@ -360,12 +360,12 @@ def template_problem(template: WorkerTemplate) -> str | None:
     return None
 
 
-def start_template(log_path: Path, backend: str = "auto") -> str | None:
-    """Start this process's worker template (a judge server does, before it forks judges) and make it the one its
-    Sandboxes fork from; or say why not (None when started)."""
+def start_template(log_path: Path, backend: str = "auto", preload: tuple[str, ...] = ()) -> str | None:
+    """Start this process's worker template (a judge server does, before it forks judges), importing `preload` too,
+    and make it the one its Sandboxes fork from; or say why not (None when started)."""
     if choose_backend(backend)[0] != "bubblewrap":
         return "workers do not run under bubblewrap here"
-    template = WorkerTemplate(log_path)
+    template = WorkerTemplate(log_path, preload)
     problem = template_problem(template)
     if problem:
         template.close()

@@ -2,7 +2,7 @@
 worker's own modules) once, then forks a worker per submission, so that no worker pays `import torch` again (about
 1.2 CPU s of each ordinary ViT submission, issue 31).
 
-    python -I template.py LISTENER_FD '{"course_root": ...}'
+    python -I template.py LISTENER_FD '{"course_root": ..., "preload_modules": [...], "tmpfs_bytes": ...}'
 
 It is started like a worker (autograder/sandbox/backends.py: sandbox_command, with `allow_user_namespaces`): inside
 bubblewrap's allow-list view, read-only, as the worker's uid, with no network. It never runs student code and
@@ -71,6 +71,16 @@ import torch.nn  # noqa: E402,F401
 
 sys.path.insert(0, SETTINGS["course_root"])
 import dlcourse  # noqa: E402,F401
+
+# The assignment's libraries (its spec's preload_modules: transformers, torchvision), which its workers would import
+# before their audit hook anyway where their cells use them. One that fails here is left to the workers.
+import importlib  # noqa: E402
+
+for _name in SETTINGS.get("preload_modules", []):
+    try:
+        importlib.import_module(_name)
+    except Exception as exc:  # noqa: BLE001
+        print(f"worker template: {_name} not imported ({type(exc).__name__}: {exc}); each worker imports it", flush=True)
 
 sys.path.insert(0, HERE)
 import harness  # noqa: E402,F401
