@@ -76,7 +76,8 @@ def needed_preloads(policy: SandboxPolicy, cells: list[dict]) -> list[str]:
     source names (anywhere in its text) or one of the forbidden attributes lives in (the tripwires guard it in place).
     One left out is not loaded at all (torchvision: about 1.4 CPU s of each ViT worker's start, for tests that never
     use it); code that reaches it anyway imports it under the audit hook, which refuses ctypes.dlopen, so without its
-    compiled extensions (torchvision's ops)."""
+    compiled extensions (torchvision's ops). A worker forked from a judge server's worker template finds the
+    assignment's libraries loaded already: the template imported them once for all its workers (forking.py)."""
     def used(module: str) -> bool:
         package = module.partition(".")[0]
         return (any(package in cell["source"] for cell in cells)
