@@ -234,7 +234,12 @@ class Sandbox:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        self.process.wait()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a template that no longer answers: the cgroup's kill below, or its own loop
+            pass                           # when it reads the connection closed here, ends the worker
+        if isinstance(self.process, TemplateWorker):
+            self.process.connection.close()
         if self.limits:
             self.limits.kill_all()  # the sandboxed processes (a session of their own) die with bwrap; make sure
         for fd in (self._request_fd, self._response_fd):
