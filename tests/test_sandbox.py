@@ -348,8 +348,12 @@ def sandbox(tmp_path_factory, hidden_dir, launch):
 
 
 @pytest.fixture
-def live(sandbox):
-    return ensure_started(sandbox)
+def live(sandbox, launch):
+    """The module's worker, started again where an earlier test ended it: forked again from the template, which a
+    worker's crash, timeout or kill leaves running."""
+    box = ensure_started(sandbox)
+    assert box.forked == (launch is not None), box.isolation
+    return box
 
 
 # -- normal operation ------------------------------------------------------------------------------------
@@ -449,14 +453,15 @@ def test_missing_name_is_a_student_error(live):
 
 
 # -- resource limits ---------------------------------------------------------------------------------------
-def test_infinite_loop_times_out_and_the_sandbox_restarts(sandbox):
+def test_infinite_loop_times_out_and_the_sandbox_restarts(sandbox, launch):
     ensure_started(sandbox)
     started = time.monotonic()
     with pytest.raises(SandboxTimeout):
         run(sandbox, call("Forever"), torch.zeros(1), timeout=2.0)
     assert time.monotonic() - started < 2.0 + 3.0
     assert not sandbox.alive
-    load = sandbox.start(timeout=START_TIMEOUT)  # the next start works
+    load = sandbox.start(timeout=START_TIMEOUT)  # the next start works (forked again: the template outlived the loop)
+    assert sandbox.forked == (launch is not None), sandbox.isolation
     sandbox.load_reply = load
     reply, out = run(sandbox, call("Affine", 2, 1.0), torch.zeros(1, 2))
     assert reply["ok"] and out["output"].shape == (1, 2)
