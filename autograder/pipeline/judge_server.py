@@ -15,8 +15,9 @@ What a child inherits is trusted: the server imports only the grader's modules (
 the hidden test module itself, which each child collects afresh) and runs nothing of a submission's. Student code runs,
 as before, only in the sandboxed worker that the child starts: forked from this server's worker template
 (--worker-template; autograder/sandbox/template.py, sandboxed, which imports torch once and runs no student code) or
-a new bubblewrap sandbox, never with anything of the server's or an earlier child's memory. The command line holds JUDGE_MARKER and --work OUT/work/, so a later grader's
-judges.kill_leftovers finds the server and every child it forked.
+a new bubblewrap sandbox, never with anything of the server's or an earlier child's memory. The command line holds
+JUDGE_MARKER and --work OUT/work/, so a later grader's judges.kill_leftovers finds the server and every child it
+forked.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from pathlib import Path
 from autograder.sandbox import PASSIVE_OPENMP, current_template, log_tail, start_template, stop_template
 from autograder.sandbox.worker_log import exit_child
 
-INTERPRETER_FLAGS = {"-E", "-s", "-u"}
+INTERPRETER_FLAGS = {"-E", "-s", "-u"}  # a judge's own flags, which the server was started with (Judges.for_batch)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class WorkerTemplateSettings:
     assignment's libraries it imports for its workers (spec.preload_modules)."""
     backend: str
     logs: Path
-    preload: tuple[str, ...] = ()  # a judge's own flags, which the server was started with (Judges.for_batch)
+    preload: tuple[str, ...] = ()
 
 
 # Imported inside functions, so every judge would import them again (about 1-2 CPU s each time): torch's attention
