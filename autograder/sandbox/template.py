@@ -19,12 +19,13 @@ a session of its own; its cgroups (writing "0" into the cgroup.procs files the g
 create and open them); a user namespace of its own (its uid mapped to itself, no setgroups) and in it new mount,
 PID, network, IPC and UTS namespaces; then it forks once more, so that the worker is PID 1 of its namespace (it
 cannot signal or even name the template, or anything outside), killed with its parent (PR_SET_PDEATHSIG). The
-worker mounts a private tmpfs on /tmp (its only writable place; gone with its mount namespace), drops every
+worker mounts a private tmpfs on /tmp (its only writable place; gone with its mount namespace) and a /proc of its PID
+namespace (itself only; /proc/sys and the like read-only, as bubblewrap leaves them), in its own session, drops every
 capability, and runs worker.py, which installs the seccomp filter (no unshare, no fork, no ptrace) and the audit hook
 as when started alone. The template is not dumpable, so that a process of the same uid cannot read or write its
 memory through /proc or ptrace (the seccomp filter also refuses ptrace and process_vm_*).
 
-Standard library and the worker's own imports only; no trusted grader code.
+Standard library, the worker's own imports and the assignment's libraries only; no trusted grader code.
 """
 import array
 import ctypes
