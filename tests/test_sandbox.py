@@ -631,6 +631,13 @@ def identity():
     return {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups()}
 
 
+def privileges():
+    """The capability sets and the no-new-privileges flag, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        return {k: v.strip() for k, _, v in (line.partition(":") for line in f)
+                if k in ("CapInh", "CapPrm", "CapEff", "CapAmb", "NoNewPrivs")}
+
+
 def exists(path):
     return os.path.lexists(path)
 
@@ -746,6 +753,13 @@ def test_isolated_worker_runs_as_an_unprivileged_user(isolated):
     if os.geteuid() == 0:  # outside the sandbox, a uid that owns nothing on the machine
         assert isolated.uid >= WORKER_UID_BASE
         assert f"uid {isolated.uid}" in isolated.isolation
+
+
+def test_isolated_worker_holds_no_capability(isolated):
+    """No capability, even in its own user namespace (a forked worker made that namespace, so held them all, before
+    it dropped them), and no way to gain one: no new privileges, no exec anyway."""
+    assert probe(isolated, "privileges") == {"CapInh": "0" * 16, "CapPrm": "0" * 16, "CapEff": "0" * 16,
+                                             "CapAmb": "0" * 16, "NoNewPrivs": "1"}
 
 
 @pytest.mark.parametrize("how", ["os.fork", "ctypes.fork", "ctypes.system", "posix_spawn", "execv", "unshare"])
