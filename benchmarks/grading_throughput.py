@@ -98,12 +98,14 @@ JUDGE_KINDS = {"process": {"judge": "process"}, "server": {"judge": "server"},
 def process_kind(proc, me: int) -> str:
     """What a process of the grading tree is, from its command line (forked judges keep their server's)."""
     try:
-        cmdline = " ".join(proc.cmdline())
-        parent = proc.ppid()
-        parent_cmdline = " ".join(psutil.Process(parent).cmdline()) if parent else ""
-        name, parent_name = proc.name(), psutil.Process(parent).name() if parent else ""
-    except (psutil.Error, OSError):
-        return "other"
+        cmdline, name = " ".join(proc.cmdline()), proc.name()
+    except (psutil.Error, OSError):  # ended (a zombie has no command line) before its first reading
+        return "other (ended before it was first read)"
+    try:
+        parent = proc.parent()
+        parent_cmdline, parent_name = (" ".join(parent.cmdline()), parent.name()) if parent else ("", "")
+    except (psutil.Error, OSError):  # its parent ended first: judged by its own command line alone
+        parent_cmdline, parent_name = "", ""
     if proc.pid == me:
         return GRADER
     if "confine.py" in cmdline or name == "bwrap":  # (their command lines name the worker's program)

@@ -19,9 +19,13 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -847,6 +851,65 @@ def test_a_worker_starts_anew_when_its_template_has_ended(tmp_path):
     finally:
         box.close()
         template.close()
+
+
+def test_a_checkout_under_tmp_still_forks_workers_that_see_it_read_only():
+    """A forked worker mounts a tmpfs of its own on /tmp: what the view binds under /tmp (a TA's checkout in
+    /tmp/course) is put back on top of it, read-only. A copy of the course's code under /tmp probes its own template."""
+    problem = bwrap_problem()
+    if problem:
+        pytest.skip(f"bubblewrap cannot run here ({problem}), so no worker template either")
+    copy = Path(tempfile.mkdtemp(prefix="dlcourse-checkout-", dir="/tmp"))
+    try:
+        for folder in ("autograder", "dlcourse"):
+            shutil.copytree(PROJECT_ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+        script = f"""
+import json, sys
+sys.path.insert(0, {str(copy)!r})
+from pathlib import Path
+from autograder.sandbox import PROJECT_ROOT, Sandbox, SandboxPolicy, WorkerTemplate, template_problem
+assert PROJECT_ROOT == Path({str(copy)!r}), PROJECT_ROOT
+template = WorkerTemplate(PROJECT_ROOT / "template.log")
+cell = {{"grade_id": "write", "source": "open(__import__('dlcourse').__file__, 'a')"}}
+box = Sandbox([cell], SandboxPolicy(audit_hook=False), PROJECT_ROOT / "worker.log", template=template)
+try:
+    problem = template_problem(template)
+    errors = {{}} if problem else box.start(timeout=120)["cell_errors"]
+    print(json.dumps({{"problem": problem, "forked": box.forked, "errors": errors}}))
+finally:
+    box.close()
+    template.close()
+"""
+        run = subprocess.run([sys.executable, "-c", script], cwd=copy, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        if result["problem"]:
+            here = WorkerTemplate(copy / "here.log")
+            try:
+                if template_problem(here):
+                    pytest.skip(f"workers cannot be forked from a template here, wherever the checkout is: {result}")
+            finally:
+                here.close()
+        assert result["problem"] is None and result["forked"], result
+        # its own copy of dlcourse: read-only (a non-root grader's files are the worker's uid's) or not its to write
+        assert re.search("Read-only file system|Permission denied", result["errors"]["write"]["message"]), result
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_bubblewrap_runs_a_virtualenv_made_over_debians_python(tmp_path):
+    """`python3 -m venv` over Debian's or Ubuntu's Python links .venv/bin/python -> /usr/bin/python3 -> python3.X:
+    the view holds each link on the way, not just the file at the end."""
+    system_python = Path("/usr/bin/python3")
+    if bwrap_problem():
+        pytest.skip("bubblewrap cannot run here")
+    if not system_python.exists() or subprocess.run([system_python, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]).returncode:
+        pytest.skip("no /usr/bin/python3 of version 3.11 or later on this machine")
+    subprocess.run([system_python, "-m", "venv", "--without-pip", tmp_path / "venv"], check=True)
+    script = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); from autograder.sandbox import bwrap_problem; print(bwrap_problem())"
+    run = subprocess.run([tmp_path / "venv" / "bin" / "python", "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "None", run.stdout
 
 
 # -- before a batch: refuse to grade where student code could not be confined ---------------------------------

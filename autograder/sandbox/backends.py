@@ -59,16 +59,46 @@ def worker_view(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
     if os.path.exists("/etc/ld.so.cache"):
         binds.append("/etc/ld.so.cache")
     base, prefix = os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)
-    if base in ("/", "/usr"):  # a system Python: its standard library is under /usr/lib already
-        binds.append(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
-    else:
+    if base not in ("/", "/usr"):  # (a system Python's standard library is under /usr/lib already)
         binds.append(base)
     if prefix != base:
         binds.append(prefix)  # the virtualenv
     binds += [str(PROJECT_ROOT / "dlcourse"), str(HERE)]
+    # The interpreter the worker's command names, and every symlink on the way to it where no folder above is bound:
+    # a virtualenv over Debian's Python runs .venv/bin/python -> /usr/bin/python3 -> python3.11.
+    chain, interpreter = symlink_chain(sys.executable)
+    if not _inside(interpreter, binds):
+        binds.append(interpreter)
+    links.update((path, target) for path, target in chain.items() if not _inside(path, binds))
     if device == "cuda":
         binds += [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] + ["/sys"]
     return list(dict.fromkeys(binds)), links
+
+
+def symlink_chain(path: str) -> tuple[dict[str, str], str]:
+    """({link: its target as written}, the file at the end) for each symlink followed from `path`, one hop at a time,
+    each link named in its folder's real path (a merged /usr's /bin/python3 is /usr/bin/python3)."""
+    chain: dict[str, str] = {}
+    path = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on symlinks followed
+        path = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if not os.path.islink(path):
+            break
+        chain[path] = os.readlink(path)
+        path = os.path.join(os.path.dirname(path), chain[path])  # (an absolute target replaces the folder)
+    return chain, path
+
+
+def _inside(path: str, folders: list[str]) -> bool:
+    return any(path == folder or path.startswith(folder.rstrip("/") + "/") for folder in folders)
+
+
+def view_under_tmp(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
+    """What of the worker's view lies under /tmp (a checkout or virtualenv there): (binds, links) as `worker_view`
+    gives them. A worker forked from the template mounts a tmpfs of its own on /tmp and puts these back on top."""
+    binds, links = worker_view(device)
+    return ([path for path in binds if _inside(path, ["/tmp"])],
+            {path: target for path, target in links.items() if _inside(path, ["/tmp"])})
 
 
 def grader_is_root() -> bool:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from autograder.sandbox.backends import (HERE, TMPFS_BYTES, WORKER_UID_BASE, compile_worker_code, grader_is_root,
-                                         sandbox_command, worker_environment)
+                                         sandbox_command, view_under_tmp, worker_environment)
 from autograder.sandbox.cgroups import WorkerLimits
 
 TEMPLATE_MEMORY_MB = 2048  # the template's own cap: its imports (about 400 MiB); each worker has a cgroup of its own
@@ -86,7 +86,9 @@ class WorkerTemplate:
         self.limits = WorkerLimits.create(TEMPLATE_MEMORY_MB, use_cgroup=grader_is_root())
         self.staging = tempfile.mkdtemp(prefix="dlcourse-template-", dir="/tmp" if Path("/tmp").is_dir() else None)
         self.listener, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        settings = {"course_root": str(HERE.parents[1]), "tmpfs_bytes": TMPFS_BYTES, "preload_modules": list(preload)}
+        tmp_binds, tmp_links = view_under_tmp("cpu")
+        settings = {"course_root": str(HERE.parents[1]), "tmpfs_bytes": TMPFS_BYTES, "preload_modules": list(preload),
+                    "tmp_binds": tmp_binds, "tmp_links": tmp_links}
         template = [sys.executable, "-I", str(HERE / "template.py"), str(theirs.fileno()), json.dumps(settings)]
         command = sandbox_command(self.staging, template, "cpu", self.limits, self.uid or 0, allow_user_namespaces=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ a session of its own; its cgroups (writing "0" into the cgroup.procs files the g
 create and open them); a user namespace of its own (its uid mapped to itself, no setgroups) and in it new mount,
 PID, network, IPC and UTS namespaces; then it forks once more, so that the worker is PID 1 of its namespace (it
 cannot signal or even name the template, or anything outside), killed with its parent (PR_SET_PDEATHSIG). The
-worker mounts a private tmpfs on /tmp (its only writable place; gone with its mount namespace) and a /proc of its PID
+worker mounts a private tmpfs on /tmp (its only writable place; gone with its mount namespace; what bubblewrap bound
+under /tmp, such as a checkout in /tmp/course, is cloned back on top, read-only) and a /proc of its PID
 namespace (itself only; /proc/sys and the like read-only, as bubblewrap leaves them), in its own session, drops every
 capability, and runs worker.py, which installs the seccomp filter (no unshare, no fork, no ptrace) and the audit hook
 as when started alone. The template is not dumpable, so that a process of the same uid cannot read or write its
@@ -50,6 +51,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 0x1, 0x2, 0x4, 
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 PROC_READ_ONLY = ["sys", "sysrq-trigger", "irq", "bus"]  # as bubblewrap leaves them in the /proc it mounts
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # (the same number on every architecture)
+AT_FDCWD, AT_RECURSIVE, OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH = -100, 0x8000, 1, os.O_CLOEXEC, 4
 MAX_FDS = 16
 TMPFS_OPTIONS = f"size={int(SETTINGS.get('tmpfs_bytes', 512 << 20))},mode=0700"
 
@@ -104,6 +107,21 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
+def _clone_mount(path: str) -> int:
+    """open_tree(2): a detached copy of the mounts at `path` and below (their read-only flag with them), as a descriptor."""
+    tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    if tree < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"open_tree {path}: {os.strerror(code)}")
+    return tree
+
+
+def _mount_point(path: str, is_folder: bool) -> None:
+    os.makedirs(path if is_folder else os.path.dirname(path), exist_ok=True)
+    if not is_folder:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
 def _drop_capabilities() -> None:
     """capset(2) with empty effective, permitted and inheritable sets (_LINUX_CAPABILITY_VERSION_3: two words)."""
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
@@ -151,7 +169,18 @@ def become_worker(request: dict, fds: list[int]) -> None:
             return
         _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
         os.setsid()  # a process group of its own too: kill(0, ...) reaches nothing but itself
+        # What bubblewrap bound under /tmp (a checkout, a virtualenv) would vanish under the new tmpfs: each bind is
+        # cloned first, read-only as it was, and put back on top of it.
+        kept = [(path, os.path.isdir(path), _clone_mount(path)) for path in SETTINGS.get("tmp_binds", [])]
         _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, TMPFS_OPTIONS.encode()), "mount /tmp")
+        for path, is_folder, tree in kept:
+            _mount_point(path, is_folder)
+            _check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, path.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+                   f"move_mount {path}")
+            os.close(tree)
+        for path, target in SETTINGS.get("tmp_links", {}).items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(target, path)
         # A /proc of its own PID namespace: only itself (the template's /proc showed the template and this parent).
         _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
         for name in PROC_READ_ONLY:
