@@ -90,6 +90,8 @@ def children_cpu_seconds() -> float:
 
 
 GRADER = "grader (this process, less the sampling below)"
+LAUNCHER = "sandbox launcher (confine.py, bwrap)"
+ENDED = "other (ended before it was first read)"
 # --judge's choices: the GradeOptions of each
 JUDGE_KINDS = {"process": {"judge": "process"}, "server": {"judge": "server"},
                "server-started": {"judge": "server", "worker_template": False}}
@@ -100,7 +102,7 @@ def process_kind(proc, me: int) -> str:
     try:
         cmdline, name = " ".join(proc.cmdline()), proc.name()
     except (psutil.Error, OSError):  # ended (a zombie has no command line) before its first reading
-        return "other (ended before it was first read)"
+        return ENDED
     try:
         parent = proc.parent()
         parent_cmdline, parent_name = (" ".join(parent.cmdline()), parent.name()) if parent else ("", "")
@@ -109,7 +111,7 @@ def process_kind(proc, me: int) -> str:
     if proc.pid == me:
         return GRADER
     if "confine.py" in cmdline or name == "bwrap":  # (their command lines name the worker's program)
-        return "sandbox launcher (confine.py, bwrap)"
+        return LAUNCHER
     if "sandbox/worker.py" in cmdline:
         return "sandboxed worker"
     if "sandbox/template.py" in cmdline:  # a worker forked from the template keeps its command line
@@ -145,7 +147,8 @@ class TreeSampler:
                 times = proc.cpu_times()
             except (psutil.Error, OSError):
                 continue
-            if key not in self.kinds:
+            # A launcher execs what it launches (bwrap the worker, confine.py bwrap) under the same pid: asked again.
+            if key not in self.kinds or self.kinds[key] in (LAUNCHER, ENDED):
                 self.kinds[key] = process_kind(proc, self.me.pid)
             self.last[key] = times.user + times.system
 
