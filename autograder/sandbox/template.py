@@ -51,7 +51,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND = 0x1, 0x2, 0x4, 
 MS_REC, MS_PRIVATE = 0x4000, 0x40000
 PROC_READ_ONLY = ["sys", "sysrq-trigger", "irq", "bus"]  # as bubblewrap leaves them in the /proc it mounts
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE = 1, 4
-SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # (the same number on every architecture)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT = 428, 429  # (Linux 5.2; the same numbers on x86-64 and arm64)
 AT_FDCWD, AT_RECURSIVE, OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH = -100, 0x8000, 1, os.O_CLOEXEC, 4
 MAX_FDS = 16
 TMPFS_OPTIONS = f"size={int(SETTINGS.get('tmpfs_bytes', 512 << 20))},mode=0700"
