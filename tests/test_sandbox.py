@@ -940,6 +940,20 @@ def test_preflight_refuses_a_judge_file_that_a_worker_could_write(monkeypatch, t
     assert sandbox_module.grader_files_writable_by_worker() == [str(sticky)]
 
 
+def test_a_file_gone_between_listing_and_looking_stops_no_preflight(monkeypatch, tmp_path):
+    """Another process's Python renames the bytecode it has just written (`x.pyc.<id>` -> `x.pyc`) while the check
+    walks the virtualenv: the name listed is gone when looked at. That is no file a worker could write, not a crash
+    of the whole grade (seen once in CI)."""
+    from autograder.sandbox import file_access
+
+    (tmp_path / "module.py").write_text("")
+    listed = [(str(tmp_path), [], ["module.py", "module.cpython-311.pyc.139847449947600"])]
+    monkeypatch.setattr(file_access, "grader_roots", lambda: {str(tmp_path)})
+    monkeypatch.setattr(file_access, "grader_top_level", lambda: [])
+    monkeypatch.setattr(file_access.os, "walk", lambda root: iter(listed))
+    assert file_access.grader_files_writable_by_worker() == []
+
+
 def test_preflight_looks_at_everything_a_judge_imports_or_reads():
     """The spec and samples (source/), the release, every folder on sys.path, the checkout's own files
     (pyproject.toml) and the checkout folder itself (the judges' working folder, first on their sys.path)."""

@@ -92,8 +92,12 @@ def grader_top_level() -> list[str]:
 
 def writable_by_worker(path: str) -> bool:
     """Owned by a worker uid/gid, or writable by anyone: a sticky world-writable folder too (a worker could add a
-    module of its own there)."""
-    info = os.lstat(path)
+    module of its own there). A file gone since its folder was listed (Python renaming the bytecode it has just
+    written, in another process) is nobody's to write."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
     if stat.S_ISLNK(info.st_mode):
         return False
     return bool(info.st_uid >= WORKER_UID_BASE or (info.st_gid >= WORKER_UID_BASE and info.st_mode & 0o020)
