@@ -903,10 +903,12 @@ def test_bubblewrap_runs_a_virtualenv_made_over_debians_python(tmp_path):
     system_python = Path("/usr/bin/python3")
     if bwrap_problem():
         pytest.skip("bubblewrap cannot run here")
-    if not system_python.exists() or subprocess.run([system_python, "-c", "import sys; sys.exit(sys.version_info < (3, 11))"]).returncode:
+    too_old = "import sys; sys.exit(sys.version_info < (3, 11))"
+    if not system_python.exists() or subprocess.run([system_python, "-c", too_old]).returncode:
         pytest.skip("no /usr/bin/python3 of version 3.11 or later on this machine")
     subprocess.run([system_python, "-m", "venv", "--without-pip", tmp_path / "venv"], check=True)
-    script = f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); from autograder.sandbox import bwrap_problem; print(bwrap_problem())"
+    script = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+              "from autograder.sandbox import bwrap_problem; print(bwrap_problem())")
     run = subprocess.run([tmp_path / "venv" / "bin" / "python", "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "None", run.stdout

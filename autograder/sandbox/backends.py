@@ -67,9 +67,9 @@ def worker_view(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
     # The interpreter the worker's command names, and every symlink on the way to it where no folder above is bound:
     # a virtualenv over Debian's Python runs .venv/bin/python -> /usr/bin/python3 -> python3.11.
     chain, interpreter = symlink_chain(sys.executable)
-    if not _inside(interpreter, binds):
+    if not inside(interpreter, binds):
         binds.append(interpreter)
-    links.update((path, target) for path, target in chain.items() if not _inside(path, binds))
+    links.update((path, target) for path, target in chain.items() if not inside(path, binds))
     if device == "cuda":
         binds += [str(p) for p in sorted(Path("/dev").glob("nvidia*"))] + ["/sys"]
     return list(dict.fromkeys(binds)), links
@@ -89,7 +89,8 @@ def symlink_chain(path: str) -> tuple[dict[str, str], str]:
     return chain, path
 
 
-def _inside(path: str, folders: list[str]) -> bool:
+def inside(path: str, folders: list[str]) -> bool:
+    """Whether `path` is one of `folders` or lies under one (plain strings: resolve them first where it matters)."""
     return any(path == folder or path.startswith(folder.rstrip("/") + "/") for folder in folders)
 
 
@@ -97,8 +98,8 @@ def view_under_tmp(device: str = "cpu") -> tuple[list[str], dict[str, str]]:
     """What of the worker's view lies under /tmp (a checkout or virtualenv there): (binds, links) as `worker_view`
     gives them. A worker forked from the template mounts a tmpfs of its own on /tmp and puts these back on top."""
     binds, links = worker_view(device)
-    return ([path for path in binds if _inside(path, ["/tmp"])],
-            {path: target for path, target in links.items() if _inside(path, ["/tmp"])})
+    return ([path for path in binds if inside(path, ["/tmp"])],
+            {path: target for path, target in links.items() if inside(path, ["/tmp"])})
 
 
 def grader_is_root() -> bool:

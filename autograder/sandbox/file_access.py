@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from autograder.sandbox.backends import PROJECT_ROOT, WORKER_UID_BASE
+from autograder.sandbox.backends import PROJECT_ROOT, WORKER_UID_BASE, inside
 
 def reachable_by_others(path: str) -> bool:
     """Whether a user who owns nothing and is in no group could open `path`: every folder above it searchable by
@@ -57,7 +57,7 @@ def make_private(paths: list[Path], own: Sequence[Path] = ()) -> list[str]:
         if not os.path.lexists(path) or not reachable_by_others(str(path)):
             continue
         real = os.path.realpath(path)
-        if not os.path.islink(path) and any(real == m or real.startswith(m + os.sep) for m in mine):
+        if not os.path.islink(path) and inside(real, mine):
             try:
                 os.chmod(real, stat.S_IMODE(os.stat(real).st_mode) & ~0o007)
                 if os.stat(real).st_uid >= WORKER_UID_BASE:
